@@ -1,0 +1,148 @@
+# atomrun -- build, test, bench, install.   `make help` lists the targets.
+
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+BINDIR    ?= $(PREFIX)/bin
+LIBDIR    ?= $(PREFIX)/lib
+INCDIR    ?= $(PREFIX)/include
+MANDIR    ?= $(PREFIX)/share/man
+LUA_CMOD  ?= $(PREFIX)/lib/lua/5.4
+LUA_LMOD  ?= $(PREFIX)/share/lua/5.4
+PKGDIR    ?= $(LIBDIR)/pkgconfig
+
+CC        ?= cc
+LUA       ?= lua5.4
+LUA_PC    ?= lua5.4
+LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC))
+LUA_LIBS   := $(shell pkg-config --libs $(LUA_PC))
+# The binary links Lua statically (like Debian's own lua5.4) and exports its
+# symbols, so C modules such as cjson.so load into it; this also keeps
+# start-up as fast as lua5.4's.
+LUA_STATIC ?= $(shell pkg-config --variable=libdir $(LUA_PC) 2>/dev/null)/liblua5.4.a
+
+CFLAGS    ?= -O2 -g
+WARN       = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+             -Wmissing-prototypes
+ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -pthread $(LUA_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS_ALL = -lm -pthread
+
+VERSION   := $(shell sed -n 's/^\#define ATOMRUN_VERSION "\(.*\)"/\1/p' src/atomrun.h)
+SOVERSION  = 0
+
+B          = build
+CORE_SRC   = src/lock.c src/wait.c src/holder.c src/file.c src/proc.c src/sys.c
+BIND_SRC   = src/latomrun.c
+EMBED_SRC  = src/embed.c
+LUA_SRC   := $(shell find lua -name '*.lua' | LC_ALL=C sort)
+
+CORE_OBJ   = $(CORE_SRC:src/%.c=$(B)/%.o)
+BIND_OBJ   = $(BIND_SRC:src/%.c=$(B)/%.o) $(B)/bundle.o
+EMBED_OBJ  = $(EMBED_SRC:src/%.c=$(B)/%.o)
+LIB_OBJ    = $(CORE_OBJ) $(BIND_OBJ) $(EMBED_OBJ)
+
+TARGETS    = $(B)/atomrun $(B)/libatomrun.a $(B)/libatomrun.so \
+             $(B)/atomrun.so $(B)/atomrun.pc
+
+.PHONY: all test check check-asan check-embed bench clean install uninstall help demo
+
+all: $(TARGETS)
+
+$(B):
+	@mkdir -p $(B)
+
+$(B)/%.o: src/%.c src/atomrun.h src/ar_internal.h | $(B)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/bundle.c: tools/bundle.lua $(LUA_SRC) | $(B)
+	$(LUA) tools/bundle.lua $@ $(LUA_SRC)
+
+$(B)/bundle.o: $(B)/bundle.c
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/atomrun: $(B)/main.o $(LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) -Wl,-E -o $@ $^ $(LUA_STATIC) $(LDLIBS_ALL) -ldl
+
+$(B)/libatomrun.a: $(LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(B)/libatomrun.so: $(LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libatomrun.so.$(SOVERSION) \
+	    -o $@ $^ $(LUA_LIBS) $(LDLIBS_ALL)
+
+# The Lua C module for stock lua5.4: no liblua linked in, the interpreter
+# provides it (linking a second copy of Lua into one process breaks it).
+$(B)/atomrun.so: $(CORE_OBJ) $(BIND_OBJ)
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
+
+$(B)/atomrun.pc: tools/atomrun.pc.in src/atomrun.h | $(B)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# ------------------------------------------------------------------ tests
+
+BUSTED   ?= $(LUA) /usr/bin/busted
+
+demo: all
+	$(B)/atomrun scripts/demo.lua
+
+test: all check-embed
+	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh
+	@$(MAKE) --no-print-directory check-asan
+
+# The specs again, against an AddressSanitizer + UBSan build in build-asan/.
+check-asan:
+	@$(MAKE) --no-print-directory B=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	    LDFLAGS_EXTRA= build-asan/atomrun
+	@AR_BUILD=$(CURDIR)/build-asan AR_ASAN=1 sh spec/run.sh
+
+check-embed: $(B)/spec_host
+	@$(B)/spec_host spec/embed_job.lua hello world
+
+$(B)/spec_host: spec/host.c $(B)/libatomrun.a
+	$(CC) $(ALL_CFLAGS) -Isrc -o $@ spec/host.c $(B)/libatomrun.a $(LUA_LIBS) $(LDLIBS_ALL)
+
+bench: all
+	@sh scripts/bench/run.sh $(if $(QUICK),--quick,)
+
+# ---------------------------------------------------------------- install
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) \
+	    $(DESTDIR)$(PKGDIR) $(DESTDIR)$(LUA_CMOD) $(DESTDIR)$(LUA_LMOD)/atomrun/cmd \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	install -m 755 $(B)/atomrun $(DESTDIR)$(BINDIR)/atomrun
+	install -m 644 src/atomrun.h $(DESTDIR)$(INCDIR)/atomrun.h
+	install -m 644 $(B)/libatomrun.a $(DESTDIR)$(LIBDIR)/libatomrun.a
+	install -m 755 $(B)/libatomrun.so $(DESTDIR)$(LIBDIR)/libatomrun.so.$(VERSION)
+	ln -sf libatomrun.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libatomrun.so.$(SOVERSION)
+	ln -sf libatomrun.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libatomrun.so
+	install -m 644 $(B)/atomrun.pc $(DESTDIR)$(PKGDIR)/atomrun.pc
+	install -m 755 $(B)/atomrun.so $(DESTDIR)$(LUA_CMOD)/atomrun.so
+	for f in $(LUA_SRC); do install -m 644 $$f $(DESTDIR)$(LUA_LMOD)/$${f#lua/}; done
+	for f in man/*.1; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man1/ || true; done
+	for f in man/*.3; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man3/ || true; done
+	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/atomrun $(DESTDIR)$(INCDIR)/atomrun.h \
+	    $(DESTDIR)$(LIBDIR)/libatomrun.a $(DESTDIR)$(LIBDIR)/libatomrun.so \
+	    $(DESTDIR)$(LIBDIR)/libatomrun.so.$(SOVERSION) \
+	    $(DESTDIR)$(LIBDIR)/libatomrun.so.$(VERSION) \
+	    $(DESTDIR)$(PKGDIR)/atomrun.pc $(DESTDIR)$(LUA_CMOD)/atomrun.so \
+	    $(DESTDIR)$(MANDIR)/man1/atomrun.1 $(DESTDIR)$(MANDIR)/man3/atomrun.3
+	rm -rf $(DESTDIR)$(LUA_LMOD)/atomrun
+	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
+
+clean:
+	rm -rf build build-asan bench/results.json
+
+help:
+	@echo "make              build build/atomrun, build/libatomrun.{a,so}, build/atomrun.so, build/atomrun.pc"
+	@echo "make demo         build and run scripts/demo.lua"
+	@echo "make test         all specs (binary and stock lua5.4), the C embedding test, then check-asan"
+	@echo "make check-asan   the specs against an ASan+UBSan build (build-asan/)"
+	@echo "make bench        benchmarks against raw C and peer tools (QUICK=1: a smoke run)"
+	@echo "make install      PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+	@echo "make uninstall    remove what install put there"
+	@echo "make clean        remove build/ and build-asan/"

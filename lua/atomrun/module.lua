@@ -1,0 +1,38 @@
+-- atomrun.module -- the Lua half of `require "atomrun"`.
+--
+-- luaopen_atomrun (src/latomrun.c) builds the table of C primitives and
+-- calls the function returned here with it.  Recipes are loaded on first
+-- use, so `atomrun -e ''` pays nothing for the ones it does not touch.
+
+local lazy = {
+  with_lock = "atomrun.recipes",
+  update    = "atomrun.recipes",
+  status    = "atomrun.recipes",
+  lock_all  = "atomrun.recipes",
+  retry     = "atomrun.retry",
+  once      = "atomrun.once",
+  semaphore = "atomrun.semaphore",
+  probe     = "atomrun.doctor",
+}
+
+return function(M)
+  setmetatable(M, {
+    __index = function(t, key)
+      if key == "json" then
+        local ok, cjson = pcall(require, "cjson")
+        if not ok then
+          error("atomrun.json needs lua-cjson (Debian package lua-cjson): " .. tostring(cjson), 2)
+        end
+        rawset(t, "json", cjson)
+        return cjson
+      end
+      local modname = lazy[key]
+      if not modname then return nil end
+      local mod = require(modname)
+      for name, value in pairs(mod) do
+        if lazy[name] == modname then rawset(t, name, value) end
+      end
+      return rawget(t, key)
+    end,
+  })
+end

@@ -1,0 +1,43 @@
+/*
+ * ar_internal.h -- private helpers shared by the core files (lock.c, wait.c,
+ * holder.c, file.c).  Nothing here is installed; `ar_` names are private.
+ */
+#ifndef AR_INTERNAL_H
+#define AR_INTERNAL_H
+
+#include "atomrun.h"
+
+#include <sys/stat.h>
+
+/* CLOCK_MONOTONIC in seconds. */
+double ar_now(void);
+
+/*
+ * One attempt at taking a lock.  block == 0: must not sleep; returns 0,
+ * -EWOULDBLOCK/-EAGAIN/-EACCES when held elsewhere, or -errno.  block != 0:
+ * may sleep in the kernel; -EINTR when a signal interrupts it.
+ */
+typedef int (*ar_attempt_fn)(void *ctx, int block);
+
+/*
+ * Take a lock with a deadline (see ATOMRUN_FOREVER): one non-blocking try,
+ * then a kernel wait interrupted by the per-thread timer signal.  Returns 0,
+ * ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno.
+ */
+int ar_wait_for(ar_attempt_fn attempt, void *ctx, double timeout);
+
+/* Create the missing directories above path (mode 0777 & ~umask). */
+int ar_mkdir_parents(const char *path);
+
+/*
+ * Find a process holding a lock of `kind` ("FLOCK", "OFDLCK", "POSIX") on
+ * the file (dev, ino) that conflicts with `mode` and overlaps
+ * [start, start+length) (length 0: to EOF).  Uses /proc/locks, then the
+ * fdinfo of every process we may read where /proc/locks hides the pid.
+ */
+int ar_find_holder(dev_t dev, ino_t ino, const char *kind, int mode,
+                   int64_t start, int64_t length, atomrun_holder *h);
+/* Fill h->cmd from /proc/PID/cmdline (argv[0] shortened to its basename). */
+void ar_holder_cmd(pid_t pid, char *buf, size_t size);
+
+#endif

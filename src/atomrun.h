@@ -1,0 +1,236 @@
+/*
+ * atomrun.h -- the public C interface of atomrun.
+ *
+ * Two halves:
+ *   1. The core: file-coordination primitives for C callers.  They know
+ *      nothing of Lua, are thread-safe, and return 0 (or a count) on success
+ *      and -errno on failure, like libuv.  atomrun_err_name() maps a result to
+ *      the short code strings the Lua API uses ("busy", "timeout", "ENOENT").
+ *   2. Embedding: luaopen_atomrun() and two helpers that give a host exactly
+ *      what the `atomrun` command line uses.
+ *
+ * Build a host with:  cc host.c $(pkg-config --cflags --libs atomrun)
+ */
+#ifndef ATOMRUN_H
+#define ATOMRUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ATOMRUN_VERSION "0.1.0"
+
+/* ---------------------------------------------------------------- errors */
+
+/*
+ * Results that are not plain errno values.  They are negative like -errno so
+ * callers test `r < 0` throughout; the kernel's own numbers stop well below.
+ *   busy      the lock is held elsewhere and the caller asked not to wait
+ *             (the kernel's EWOULDBLOCK, renamed so it reads well)
+ *   timeout   the deadline passed while waiting
+ */
+#define ATOMRUN_EBUSY     (-20001)
+#define ATOMRUN_ETIMEOUT  (-20002)
+
+/* "busy", "timeout", "exists" (EEXIST), "deadlock" (EDEADLK), or the errno
+ * name ("ENOENT", "EACCES", ...); "EUNKNOWN" for anything else. */
+const char *atomrun_err_name(int result);
+/* A human sentence for a result ("lock is busy", strerror otherwise). */
+const char *atomrun_strerror(int result);
+
+/* ------------------------------------------------------------ waiting */
+
+/*
+ * Timeouts are seconds as a double:
+ *   ATOMRUN_FOREVER (any negative value)  wait until granted
+ *   0                                     do not wait at all ("busy")
+ *   > 0                                   wait in the kernel up to that long
+ */
+#define ATOMRUN_FOREVER (-1.0)
+
+/*
+ * A deadline interrupts the blocking flock(2)/F_OFD_SETLKW with one signal,
+ * sent to the waiting thread only by a per-thread POSIX timer; its handler
+ * does nothing and is installed without SA_RESTART, so the wait returns
+ * EINTR.  By default that is the first real-time signal, counting from
+ * SIGRTMIN+2, whose disposition is still SIG_DFL when atomrun first needs
+ * one: a handler the host installed is never replaced.  A host that wants a
+ * particular signal calls this before any timed wait; -EBUSY if the host
+ * already handles it, -EINVAL if it is not a usable signal.
+ */
+int atomrun_set_timer_signal(int signo);
+/* The signal in use, or 0 if none has been chosen yet. */
+int atomrun_timer_signal(void);
+
+/* -------------------------------------------------------------- locks */
+
+enum atomrun_mode { ATOMRUN_SHARED = 1, ATOMRUN_EXCLUSIVE = 2 };
+
+/* Who holds a conflicting lock, as far as the kernel and /proc tell. */
+typedef struct atomrun_holder {
+    pid_t   pid;        /* 0 when unknown (e.g. another user's process) */
+    int     mode;       /* ATOMRUN_SHARED or ATOMRUN_EXCLUSIVE */
+    int64_t start;      /* byte-range locks; 0 for whole-file locks */
+    int64_t length;     /* 0 means "to end of file" */
+    char    kind[8];    /* "flock", "ofd" or "posix" */
+    char    cmd[128];   /* command line of pid, shortened; "" if unknown */
+} atomrun_holder;
+
+/*
+ * Open (and create, with missing parent directories) a lock file:
+ * O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW|O_NONBLOCK, never O_TRUNC, permission
+ * `perm` (masked by umask).  Falls back to O_RDONLY for a file that is
+ * readable but not writable, and for a directory.  Returns the descriptor,
+ * or -errno (-ELOOP for a symlink).  *writable tells which, if non-NULL.
+ */
+int atomrun_lockfile_open(const char *path, int create, int perm,
+                          int *writable);
+/* Identity of an open file, for comparing locks: 0 or -errno. */
+int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino);
+int atomrun_close(int fd);
+
+/* flock(2) with a deadline.  0, ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno. */
+int atomrun_flock(int fd, int mode, double timeout);
+int atomrun_funlock(int fd);
+/* A process holding a flock lock on fd's file that conflicts with `mode`:
+ * 1 and *h filled, 0 when none is known, -errno. */
+int atomrun_flock_holder(int fd, int mode, atomrun_holder *h);
+
+/*
+ * Byte-range locks: Linux open-file-description locks (F_OFD_*), which
+ * conflict with lockf/fcntl/SQLite locks on the same bytes, belong to the
+ * open file description (not the process), and are not lost when some other
+ * descriptor of the file is closed.  length 0 = from start to end of file,
+ * however far it grows.  Where the kernel lacks OFD locks the classic
+ * process-owned F_SETLK is used (see atomrun_range_mechanism()).
+ */
+int atomrun_range_lock(int fd, int mode, int64_t start, int64_t length,
+                       double timeout);
+int atomrun_range_unlock(int fd, int64_t start, int64_t length);
+/* 0 when the range could be locked in `mode` now; 1 and *h filled when not. */
+int atomrun_range_test(int fd, int mode, int64_t start, int64_t length,
+                       atomrun_holder *h);
+/* "ofd" or "posix" (the fallback) */
+const char *atomrun_range_mechanism(void);
+
+/* ------------------------------------------------------------ files */
+
+/* Which step of a create/replace failed, for messages. */
+enum atomrun_stage {
+    ATOMRUN_STAGE_NONE = 0,
+    ATOMRUN_STAGE_RESOLVE,   /* following a symlink (opts.follow) */
+    ATOMRUN_STAGE_OPEN,      /* opening the directory or the temp file */
+    ATOMRUN_STAGE_WRITE,
+    ATOMRUN_STAGE_SYNC,      /* fsync of the new contents */
+    ATOMRUN_STAGE_LINK,      /* linking/renaming into place */
+    ATOMRUN_STAGE_DIRSYNC    /* fsync of the directory: the new contents ARE
+                                in place, but may not survive a crash */
+};
+
+typedef struct atomrun_write_opts {
+    int durable;     /* fsync data before, directory after (default 1) */
+    int mode;        /* permission bits; -1: keep the old file's (replace),
+                        0666 & ~umask for a new file */
+    int follow;      /* replace: 1 = write through a symlink at path */
+    int stage;       /* OUT: the step that failed */
+    int used_tmpfile;/* OUT: 1 if an unnamed O_TMPFILE was used */
+} atomrun_write_opts;
+
+/* Fill *o with the defaults (durable, keep mode, do not follow). */
+void atomrun_write_opts_init(atomrun_write_opts *o);
+
+/*
+ * Exclusive create.  data == NULL: create an empty file with
+ * O_CREAT|O_EXCL|O_NOFOLLOW.  Otherwise the file appears complete or not at
+ * all.  -EEXIST ("exists") if anything is already at path.
+ */
+int atomrun_create(const char *path, const void *data, size_t len,
+                   atomrun_write_opts *o);
+/*
+ * Atomic replace: readers see the old contents or the new, never a mix,
+ * never nothing.  On failure before the rename the old file is untouched and
+ * no temp file remains.  A failure of the final directory fsync returns
+ * -errno with o->stage == ATOMRUN_STAGE_DIRSYNC: the replace happened.
+ */
+int atomrun_replace(const char *path, const void *data, size_t len,
+                    atomrun_write_opts *o);
+/* Whole file into a malloc'd buffer (NUL-terminated for convenience). */
+int atomrun_read(const char *path, char **data, size_t *len);
+
+/* ------------------------------------------------------------ processes */
+
+typedef struct atomrun_spawn_opts {
+    const char  *cwd;          /* NULL: inherit */
+    char *const *envp;         /* NULL: inherit */
+    const int   *keep_fds;     /* descriptors the child inherits on purpose */
+    int          nkeep;        /* (held locks); every other one >= 3 closes */
+    int          new_group;    /* own process group (needed by timeout) */
+    double       timeout;      /* < 0: none; then TERM to the group... */
+    double       kill_after;   /* ...and KILL this long after */
+    int          forward;      /* pass SIGTERM/SIGHUP on to the child */
+    int          timed_out;    /* OUT: the timeout killed it */
+} atomrun_spawn_opts;
+
+void atomrun_spawn_opts_init(atomrun_spawn_opts *o);
+/*
+ * Run argv (PATH search, no shell) and wait.  0 with *is_signal and *code
+ * set (exit status, or signal number); -errno when it could not be started
+ * (-ENOENT, -EACCES: reported by the child before exec, never a crash).
+ */
+int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
+                int *code);
+/* Replace this process with argv, keeping o->keep_fds.  Returns only on
+ * failure, with -errno. */
+int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o);
+
+/* --------------------------------------------------------------- misc */
+
+double atomrun_now(void);            /* CLOCK_MONOTONIC seconds */
+void   atomrun_sleep(double seconds);/* the full time, despite signals */
+
+typedef struct atomrun_stat {
+    uint64_t dev, ino, size;
+    unsigned uid, gid, mode;         /* mode: permission bits */
+    char     type[12];               /* "file", "directory", "link", ... */
+    double   mtime;
+} atomrun_stat;
+int atomrun_stat_path(const char *path, int follow, atomrun_stat *st);
+int atomrun_mkdir(const char *path, int mode);   /* 0 also if it exists */
+
+/* ----------------------------------------------------------- embedding */
+
+typedef struct lua_State lua_State;
+
+/* The Lua module: the core functions plus the recipes bundled from lua/. */
+int luaopen_atomrun(lua_State *L);
+
+/* A new state with the standard libraries, `atomrun` loadable by require and
+ * set as a global.  NULL when out of memory. */
+lua_State *atomrun_newstate(void);
+
+/* What atomrun_runscript() runs. */
+enum atomrun_source {
+    ATOMRUN_RUN_FILE = 0,    /* a script path; "-" reads standard input */
+    ATOMRUN_RUN_CODE,        /* source text, like lua -e */
+    ATOMRUN_RUN_COMMAND      /* a bundled subcommand ("lock", "once") */
+};
+
+/*
+ * Run a script the way `atomrun SCRIPT ARGS...` does: `arg` and `...` as
+ * lua(1) builds them, under a traceback handler.  Returns the exit status
+ * the command line uses: 0, or 1 after printing "<progname>: message" and a
+ * traceback to stderr.  os.exit() leaves the process directly, as in lua(1).
+ */
+int atomrun_runscript(lua_State *L, const char *progname, int source,
+                      const char *script, int argc, char **argv);
+/* 1 if `name` is a bundled subcommand (lua/atomrun/cmd/NAME.lua). */
+int atomrun_has_command(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ATOMRUN_H */

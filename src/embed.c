@@ -1,0 +1,150 @@
+/*
+ * embed.c -- a ready lua_State and a script runner, for the `atomrun`
+ * command and for C hosts alike (the command line uses exactly these).
+ * Shaped after lua.c: everything runs under lua_pcall with a traceback.
+ */
+#include "atomrun.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+typedef struct ar_bundled { const char *name, *chunkname, *source; } ar_bundled;
+extern const ar_bundled atomrun_bundle[];
+
+#define AR_CMD_PREFIX "atomrun.cmd."
+
+static int ar_open_all(lua_State *L)
+{
+    luaL_openlibs(L);
+    luaL_requiref(L, "atomrun", luaopen_atomrun, 1);   /* also the global */
+    return 0;
+}
+
+lua_State *atomrun_newstate(void)
+{
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return NULL;
+    lua_pushcfunction(L, ar_open_all);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        fprintf(stderr, "atomrun: cannot initialise Lua: %s\n",
+                lua_tostring(L, -1));
+        lua_close(L);
+        return NULL;
+    }
+    return L;
+}
+
+static const ar_bundled *ar_find_command(const char *name)
+{
+    size_t plen = strlen(AR_CMD_PREFIX);
+    for (const ar_bundled *m = atomrun_bundle; m->name; m++)
+        if (strncmp(m->name, AR_CMD_PREFIX, plen) == 0 &&
+            strcmp(m->name + plen, name) == 0)
+            return m;
+    return NULL;
+}
+
+int atomrun_has_command(const char *name)
+{
+    return ar_find_command(name) != NULL;
+}
+
+/* Message handler: the error text plus a traceback (as lua.c does). */
+static int ar_msghandler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") &&
+            lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)",
+                              luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int ar_load(lua_State *L, int source, const char *script)
+{
+    const ar_bundled *m;
+    switch (source) {
+    case ATOMRUN_RUN_CODE:
+        return luaL_loadbuffer(L, script, strlen(script), "=(command line)");
+    case ATOMRUN_RUN_COMMAND:
+        m = ar_find_command(script);
+        if (!m) {
+            lua_pushfstring(L, "no such command: %s", script);
+            return LUA_ERRFILE;
+        }
+        return luaL_loadbuffer(L, m->source, strlen(m->source), m->chunkname);
+    default:
+        /* luaL_loadfile skips a first "#!" line, so scripts can start with
+         * #!/usr/bin/env atomrun */
+        return luaL_loadfile(L, strcmp(script, "-") == 0 ? NULL : script);
+    }
+}
+
+/* arg[0] is the script, arg[1..n] its arguments, arg[-1] the program. */
+static void ar_set_arg(lua_State *L, const char *progname, int source,
+                       const char *script, int argc, char **argv)
+{
+    lua_createtable(L, argc, 2);
+    lua_pushstring(L, progname);
+    lua_rawseti(L, -2, -1);
+    if (source == ATOMRUN_RUN_CODE)
+        lua_pushstring(L, "-e");
+    else if (source == ATOMRUN_RUN_COMMAND)
+        lua_pushfstring(L, "%s %s", progname, script);
+    else
+        lua_pushstring(L, script);
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int ar_report(lua_State *L, const char *progname)
+{
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "%s: %s\n", progname, msg ? msg : "(no message)");
+    fflush(stderr);
+    lua_pop(L, 1);
+    return 1;
+}
+
+int atomrun_runscript(lua_State *L, const char *progname, int source,
+                      const char *script, int argc, char **argv)
+{
+    int base;
+    if (!progname)
+        progname = "atomrun";
+    ar_set_arg(L, progname, source, script, argc, argv);
+    lua_pushcfunction(L, ar_msghandler);
+    base = lua_gettop(L);
+    if (ar_load(L, source, script) != LUA_OK) {
+        int r = ar_report(L, progname);
+        lua_pop(L, 1);
+        return r;
+    }
+    if (!lua_checkstack(L, argc + 1)) {
+        lua_settop(L, base - 1);
+        fprintf(stderr, "%s: too many arguments\n", progname);
+        return 1;
+    }
+    for (int i = 0; i < argc; i++)
+        lua_pushstring(L, argv[i]);
+    if (lua_pcall(L, argc, 0, base) != LUA_OK) {
+        int r = ar_report(L, progname);
+        lua_settop(L, base - 1);
+        return r;
+    }
+    lua_settop(L, base - 1);
+    return 0;
+}

@@ -1,0 +1,498 @@
+/*
+ * file.c -- exclusive create, atomic replace, read.
+ *
+ * The protocol (seed 001, done right): write the new contents to a temp
+ * file in the SAME directory, fsync it, rename it over the target, fsync the
+ * directory.  Never delete the target first: rename(2) replaces it
+ * atomically, and a reader holding the old file keeps reading the old inode.
+ *
+ * Atomic is not durable (seed 004): rename alone makes readers see old or
+ * new, but after a power cut the new name may point at a file whose data
+ * never reached the disk.  The fsync of the file before the rename and of
+ * the directory after it are what make the result survive a crash.
+ */
+#define _GNU_SOURCE
+#include "ar_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define AR_FILE_FLAGS (O_CLOEXEC | O_NOFOLLOW | O_NOCTTY)
+
+void atomrun_write_opts_init(atomrun_write_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->durable = 1;
+    o->mode = -1;
+}
+
+/* The umask without changing it: umask(2) can only be read by setting it,
+ * which races with other threads, so ask /proc (Linux >= 4.7). */
+static mode_t ar_current_umask(void)
+{
+    char line[128];
+    mode_t mask = 022;
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return mask;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "Umask:", 6) == 0) {
+            mask = (mode_t)strtoul(line + 6, NULL, 8);
+            break;
+        }
+    fclose(f);
+    return mask;
+}
+
+static int ar_write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int ar_fail(atomrun_write_opts *o, int stage, int err)
+{
+    o->stage = stage;
+    return err;
+}
+
+/* ------------------------------------------------------ path handling */
+
+typedef struct ar_target {
+    char  dir[PATH_MAX];
+    char  base[NAME_MAX + 1];
+    int   dirfd;
+} ar_target;
+
+static int ar_split_path(const char *path, ar_target *t)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t dlen = slash ? (size_t)(slash - path) : 0;
+
+    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+        return -EISDIR;
+    if (strlen(base) > NAME_MAX)
+        return -ENAMETOOLONG;
+    if (dlen >= sizeof t->dir)
+        return -ENAMETOOLONG;
+    if (!slash)
+        strcpy(t->dir, ".");
+    else if (dlen == 0)
+        strcpy(t->dir, "/");
+    else {
+        memcpy(t->dir, path, dlen);
+        t->dir[dlen] = '\0';
+    }
+    strcpy(t->base, base);
+    t->dirfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return t->dirfd < 0 ? -errno : 0;
+}
+
+/* opts.follow: the path of the file a chain of symlinks ends at (which
+ * need not exist yet). */
+static int ar_resolve_links(const char *path, char *out, size_t size)
+{
+    char cur[PATH_MAX], link[PATH_MAX];
+    struct stat st;
+
+    if (strlen(path) >= sizeof cur)
+        return -ENAMETOOLONG;
+    strcpy(cur, path);
+    for (int hops = 0; hops < 40; hops++) {
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) {
+            if (strlen(cur) >= size)
+                return -ENAMETOOLONG;
+            strcpy(out, cur);
+            return 0;
+        }
+        ssize_t n = readlink(cur, link, sizeof link - 1);
+        if (n < 0)
+            return -errno;
+        link[n] = '\0';
+        if (link[0] == '/') {
+            strcpy(cur, link);
+        } else {
+            char *slash = strrchr(cur, '/');
+            size_t keep = slash ? (size_t)(slash - cur) + 1 : 0;
+            if (keep + (size_t)n >= sizeof cur)
+                return -ENAMETOOLONG;
+            memcpy(cur + keep, link, (size_t)n + 1);
+        }
+    }
+    return -ELOOP;
+}
+
+/* ---------------------------------------------------------- temp files */
+
+typedef struct ar_temp {
+    int  fd;
+    int  named;                 /* a name exists in the directory */
+    char name[NAME_MAX + 1];    /* ".base.XXXXXXXX" while named */
+} ar_temp;
+
+static void ar_temp_name(const ar_target *t, char *out)
+{
+    static const char digits[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char rnd[8];
+    char suffix[9];
+
+    if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd) {
+        unsigned long v = (unsigned long)getpid() ^ (unsigned long)rand();
+        memcpy(rnd, &v, sizeof rnd);
+    }
+    for (int i = 0; i < 8; i++)
+        suffix[i] = digits[rnd[i] % (sizeof digits - 1)];
+    suffix[8] = '\0';
+    /* Hidden, in the same directory (a rename never crosses filesystems),
+     * and short enough for NAME_MAX whatever the base. */
+    snprintf(out, NAME_MAX + 1, ".%.200s.%s", t->base, suffix);
+}
+
+/*
+ * An unnamed O_TMPFILE where the filesystem has it: a writer killed at any
+ * moment before the link leaves nothing behind, not even a name.  Mode 0600
+ * until the final mode is set, so a file replacing a secret never shows
+ * its contents to others while it is being written.
+ */
+static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
+{
+    tmp->named = 0;
+    tmp->fd = openat(t->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (tmp->fd >= 0) {
+        *used_tmpfile = 1;
+        return 0;
+    }
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL &&
+        errno != ENOENT)
+        return -errno;
+    *used_tmpfile = 0;
+    for (int tries = 0; tries < 100; tries++) {
+        ar_temp_name(t, tmp->name);
+        tmp->fd = openat(t->dirfd, tmp->name,
+                         O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, 0600);
+        if (tmp->fd >= 0) {
+            tmp->named = 1;
+            return 0;
+        }
+        if (errno != EEXIST)
+            return -errno;
+    }
+    return -EEXIST;
+}
+
+/* Give an unnamed temp file a hidden name (needed before a rename). */
+static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
+{
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", tmp->fd);
+    if (linkat(AT_FDCWD, proc, t->dirfd, name, AT_SYMLINK_FOLLOW) == 0)
+        return 0;
+    if (errno != ENOENT)
+        return -errno;
+    /* No /proc mounted: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH). */
+    return linkat(tmp->fd, "", t->dirfd, name, AT_EMPTY_PATH) == 0 ? 0
+                                                                   : -errno;
+}
+
+static void ar_temp_discard(const ar_target *t, ar_temp *tmp)
+{
+    if (tmp->named)
+        unlinkat(t->dirfd, tmp->name, 0);
+    tmp->named = 0;
+    if (tmp->fd >= 0)
+        close(tmp->fd);
+    tmp->fd = -1;
+}
+
+static int ar_temp_fill(ar_temp *tmp, const void *data, size_t len,
+                        const struct stat *old, int mode,
+                        atomrun_write_opts *o)
+{
+    int r = ar_write_all(tmp->fd, data, len);
+    if (r < 0)
+        return ar_fail(o, ATOMRUN_STAGE_WRITE, r);
+    /* Owner first: chown clears set-id bits that fchmod then restores. */
+    if (old && geteuid() == 0 &&
+        fchown(tmp->fd, old->st_uid, old->st_gid) != 0)
+        return ar_fail(o, ATOMRUN_STAGE_WRITE, -errno);
+    if (fchmod(tmp->fd, (mode_t)mode) != 0)
+        return ar_fail(o, ATOMRUN_STAGE_WRITE, -errno);
+    if (o->durable && fsync(tmp->fd) != 0)
+        return ar_fail(o, ATOMRUN_STAGE_SYNC, -errno);
+    return 0;
+}
+
+static int ar_dir_sync(const ar_target *t, atomrun_write_opts *o)
+{
+    if (o->durable && fsync(t->dirfd) != 0)
+        return ar_fail(o, ATOMRUN_STAGE_DIRSYNC, -errno);
+    return 0;
+}
+
+static int ar_final_mode(const atomrun_write_opts *o, const struct stat *old)
+{
+    if (o->mode >= 0)
+        return o->mode & 07777;
+    if (old)
+        return (int)(old->st_mode & 07777);
+    return (int)(0666 & ~ar_current_umask());
+}
+
+/* ---------------------------------------------------------------- create */
+
+static int ar_create_empty(const char *path, atomrun_write_opts *o)
+{
+    int mode = o->mode >= 0 ? o->mode : 0666;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, mode);
+    if (fd < 0)
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, -errno);
+    if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
+        int err = -errno;
+        close(fd);
+        unlink(path);
+        return ar_fail(o, ATOMRUN_STAGE_WRITE, err);
+    }
+    close(fd);
+    if (o->durable) {
+        ar_target t;
+        if (ar_split_path(path, &t) == 0) {
+            int r = ar_dir_sync(&t, o);
+            close(t.dirfd);
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* Put a complete temp file at t->base, failing with -EEXIST if taken. */
+static int ar_link_noreplace(const ar_target *t, ar_temp *tmp)
+{
+    if (!tmp->named)
+        return ar_temp_link(t, tmp, t->base);     /* linkat never replaces */
+    if (renameat2(t->dirfd, tmp->name, t->dirfd, t->base,
+                  RENAME_NOREPLACE) == 0) {
+        tmp->named = 0;
+        return 0;
+    }
+    if (errno != EINVAL && errno != ENOSYS)
+        return -errno;
+    /* No RENAME_NOREPLACE here: link(2) also refuses an existing name. */
+    if (linkat(t->dirfd, tmp->name, t->dirfd, t->base, 0) != 0)
+        return -errno;
+    return 0;               /* the temp name is removed by the discard */
+}
+
+int atomrun_create(const char *path, const void *data, size_t len,
+                   atomrun_write_opts *o)
+{
+    atomrun_write_opts defaults;
+    ar_target t;
+    ar_temp tmp = { .fd = -1 };
+    int r;
+
+    if (!o) {
+        atomrun_write_opts_init(&defaults);
+        o = &defaults;
+    }
+    o->stage = ATOMRUN_STAGE_NONE;
+    if (!data)
+        return ar_create_empty(path, o);
+    r = ar_split_path(path, &t);
+    if (r < 0)
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
+    /* Fail early (and cheaply) when the name is plainly taken; the link
+     * below is what decides a race. */
+    if (faccessat(t.dirfd, t.base, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+        close(t.dirfd);
+        return ar_fail(o, ATOMRUN_STAGE_LINK, -EEXIST);
+    }
+    r = ar_temp_open(&t, &tmp, &o->used_tmpfile);
+    if (r < 0)
+        r = ar_fail(o, ATOMRUN_STAGE_OPEN, r);
+    else
+        r = ar_temp_fill(&tmp, data, len, NULL, ar_final_mode(o, NULL), o);
+    if (r == 0) {
+        r = ar_link_noreplace(&t, &tmp);
+        if (r < 0)
+            ar_fail(o, ATOMRUN_STAGE_LINK, r);
+    }
+    ar_temp_discard(&t, &tmp);
+    if (r == 0)
+        r = ar_dir_sync(&t, o);
+    close(t.dirfd);
+    return r;
+}
+
+/* --------------------------------------------------------------- replace */
+
+static int ar_replace_in(ar_target *t, const void *data, size_t len,
+                         atomrun_write_opts *o)
+{
+    struct stat st, *old = NULL;
+    ar_temp tmp = { .fd = -1 };
+    int r;
+
+    if (fstatat(t->dirfd, t->base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return ar_fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
+        if (S_ISREG(st.st_mode))
+            old = &st;          /* keep its mode and owner */
+    } else if (errno != ENOENT) {
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, -errno);
+    }
+    r = ar_temp_open(t, &tmp, &o->used_tmpfile);
+    if (r < 0)
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
+    r = ar_temp_fill(&tmp, data, len, old, ar_final_mode(o, old), o);
+    if (r == 0 && !tmp.named) {
+        /*
+         * The one window where a kill leaves something behind: Linux can
+         * link an unnamed file into place only where no name exists, so to
+         * REPLACE we give it a hidden name and rename that.  A writer
+         * killed between these two calls (microseconds, after all the
+         * writing and syncing) leaves a complete ".name.XXXXXXXX" file.
+         */
+        for (int tries = 0; tries < 100; tries++) {
+            ar_temp_name(t, tmp.name);
+            r = ar_temp_link(t, &tmp, tmp.name);
+            if (r != -EEXIST)
+                break;
+        }
+        if (r == 0)
+            tmp.named = 1;
+        else
+            ar_fail(o, ATOMRUN_STAGE_LINK, r);
+    }
+    if (r == 0) {
+        if (renameat(t->dirfd, tmp.name, t->dirfd, t->base) == 0)
+            tmp.named = 0;
+        else
+            r = ar_fail(o, ATOMRUN_STAGE_LINK, -errno);
+    }
+    ar_temp_discard(t, &tmp);
+    if (r == 0)
+        r = ar_dir_sync(t, o);
+    return r;
+}
+
+int atomrun_replace(const char *path, const void *data, size_t len,
+                    atomrun_write_opts *o)
+{
+    atomrun_write_opts defaults;
+    char resolved[PATH_MAX];
+    ar_target t;
+    int r;
+
+    if (!o) {
+        atomrun_write_opts_init(&defaults);
+        o = &defaults;
+    }
+    o->stage = ATOMRUN_STAGE_NONE;
+    if (o->follow) {
+        r = ar_resolve_links(path, resolved, sizeof resolved);
+        if (r < 0)
+            return ar_fail(o, ATOMRUN_STAGE_RESOLVE, r);
+        path = resolved;
+    }
+    r = ar_split_path(path, &t);
+    if (r < 0)
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
+    r = ar_replace_in(&t, data ? data : "", data ? len : 0, o);
+    close(t.dirfd);
+    return r;
+}
+
+/* ------------------------------------------------------------------ read */
+
+static int ar_read_fd(int fd, char **data, size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    struct stat st;
+
+    if (!buf)
+        return -ENOMEM;
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && (size_t)st.st_size >= cap) {
+        cap = (size_t)st.st_size + 1;      /* +1: see EOF in one read */
+        char *bigger = realloc(buf, cap + 1);
+        if (!bigger) {
+            free(buf);
+            return -ENOMEM;
+        }
+        buf = bigger;
+    }
+    for (;;) {
+        ssize_t got;
+        if (n == cap) {
+            char *bigger = realloc(buf, cap * 2 + 1);
+            if (!bigger) {
+                free(buf);
+                return -ENOMEM;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        got = read(fd, buf + n, cap - n);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            int err = -errno;
+            free(buf);
+            return err;
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+    }
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+int atomrun_read(const char *path, char **data, size_t *len)
+{
+    struct stat st;
+    int fd, r;
+
+    /* O_NONBLOCK so that a FIFO at path cannot hang the open. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) != 0) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return -EISDIR;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL;                /* FIFO, socket, device */
+    }
+    r = ar_read_fd(fd, data, len);
+    close(fd);
+    return r;
+}
