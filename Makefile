@@ -24,13 +24,14 @@ CFLAGS    ?= -O2 -g
 WARN       = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes
 ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -pthread $(LUA_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS_EXTRA ?=
 LDLIBS_ALL = -lm -pthread
 
 VERSION   := $(shell sed -n 's/^\#define ATOMRUN_VERSION "\(.*\)"/\1/p' src/atomrun.h)
 SOVERSION  = 0
 
 B          = build
-CORE_SRC   = src/lock.c src/wait.c src/holder.c src/file.c src/proc.c src/sys.c
+CORE_SRC   = src/lock.c src/wait.c src/holder.c src/file.c src/proc.c src/sys.c src/probe.c
 BIND_SRC   = src/latomrun.c
 EMBED_SRC  = src/embed.c
 LUA_SRC   := $(shell find lua -name '*.lua' | LC_ALL=C sort)
@@ -60,7 +61,7 @@ $(B)/bundle.o: $(B)/bundle.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B)/atomrun: $(B)/main.o $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) -Wl,-E -o $@ $^ $(LUA_STATIC) $(LDLIBS_ALL) -ldl
+	$(CC) $(ALL_CFLAGS) -Wl,-E $(LDFLAGS_EXTRA) -o $@ $^ $(LUA_STATIC) $(LDLIBS_ALL) -ldl
 
 $(B)/libatomrun.a: $(LIB_OBJ)
 	rm -f $@
@@ -86,15 +87,13 @@ BUSTED   ?= $(LUA) /usr/bin/busted
 demo: all
 	$(B)/atomrun scripts/demo.lua
 
-test: all check-embed
+test: all $(B)/spec_host
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh
-	@$(MAKE) --no-print-directory check-asan
 
-# The specs again, against an AddressSanitizer + UBSan build in build-asan/.
-check-asan:
-	@$(MAKE) --no-print-directory B=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    LDFLAGS_EXTRA= build-asan/atomrun
-	@AR_BUILD=$(CURDIR)/build-asan AR_ASAN=1 sh spec/run.sh
+# The specs and C tests again, against an ASan+UBSan build in build-asan/
+# (make test runs this too, last).
+check-asan: all $(B)/spec_host
+	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --asan-only
 
 check-embed: $(B)/spec_host
 	@$(B)/spec_host spec/embed_job.lua hello world

@@ -201,6 +201,19 @@ typedef struct atomrun_stat {
 int atomrun_stat_path(const char *path, int follow, atomrun_stat *st);
 int atomrun_mkdir(const char *path, int mode);   /* 0 also if it exists */
 
+/*
+ * What the filesystem under dir supports, each tested for real:
+ * 1 works, 0 accepted but ineffective (a lock that does not exclude),
+ * -errno refused.
+ */
+typedef struct atomrun_fsinfo {
+    char fstype[32];       /* "ext4", "nfs", ... or the magic number */
+    int  remote;           /* NFS, FUSE, CIFS, 9p, Ceph */
+    int  volatile_;        /* tmpfs, ramfs: nothing survives a reboot */
+    int  flock, ofd, tmpfile, noreplace, dirsync;
+} atomrun_fsinfo;
+int atomrun_probe(const char *dir, atomrun_fsinfo *fi);
+
 /* ----------------------------------------------------------- embedding */
 
 typedef struct lua_State lua_State;
@@ -221,7 +234,8 @@ enum atomrun_source {
 
 /*
  * Run a script the way `atomrun SCRIPT ARGS...` does: `arg` and `...` as
- * lua(1) builds them, under a traceback handler.  Returns the exit status
+ * lua(1) builds them (arg[-1] = progname), under a traceback handler.
+ * Errors are printed as "<basename of progname>: message".  Returns the exit status
  * the command line uses: 0, or 1 after printing "<progname>: message" and a
  * traceback to stderr.  os.exit() leaves the process directly, as in lua(1).
  */

@@ -99,7 +99,7 @@ static void ar_set_arg(lua_State *L, const char *progname, int source,
     if (source == ATOMRUN_RUN_CODE)
         lua_pushstring(L, "-e");
     else if (source == ATOMRUN_RUN_COMMAND)
-        lua_pushfstring(L, "%s %s", progname, script);
+        lua_pushfstring(L, "atomrun %s", script);
     else
         lua_pushstring(L, script);
     lua_rawseti(L, -2, 0);
@@ -113,7 +113,9 @@ static void ar_set_arg(lua_State *L, const char *progname, int source,
 static int ar_report(lua_State *L, const char *progname)
 {
     const char *msg = lua_tostring(L, -1);
-    fprintf(stderr, "%s: %s\n", progname, msg ? msg : "(no message)");
+    const char *slash = strrchr(progname, '/');
+    fprintf(stderr, "%s: %s\n", slash ? slash + 1 : progname,
+            msg ? msg : "(no message)");
     fflush(stderr);
     lua_pop(L, 1);
     return 1;

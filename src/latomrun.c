@@ -1079,6 +1079,45 @@ static int ar_l_held(lua_State *L)
     return 1;
 }
 
+static void ar_setfield_probe(lua_State *L, const char *key, int v)
+{
+    if (v < 0)
+        lua_pushstring(L, atomrun_err_name(v));
+    else
+        lua_pushboolean(L, v);
+    lua_setfield(L, -2, key);
+}
+
+/* probe(dir) -> { fstype=, remote=, volatile=, flock=, ofd=, tmpfile=,
+ * noreplace=, dirsync= }: true, false (no effect) or the errno name. */
+static int ar_l_probe(lua_State *L)
+{
+    const char *dir = ar_check_path(L, 1);
+    atomrun_fsinfo fi;
+    int r = atomrun_probe(dir, &fi);
+    if (r < 0)
+        return ar_pusherrno(L, r, "cannot probe", dir);
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, fi.fstype);
+    lua_setfield(L, -2, "fstype");
+    lua_pushboolean(L, fi.remote);
+    lua_setfield(L, -2, "remote");
+    lua_pushboolean(L, fi.volatile_);
+    lua_setfield(L, -2, "volatile");
+    ar_setfield_probe(L, "flock", fi.flock);
+    ar_setfield_probe(L, "ofd", fi.ofd);
+    ar_setfield_probe(L, "tmpfile", fi.tmpfile);
+    ar_setfield_probe(L, "noreplace", fi.noreplace);
+    ar_setfield_probe(L, "dirsync", fi.dirsync);
+    return 1;
+}
+
+static int ar_l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 static int ar_l_errname(lua_State *L)
 {
     lua_Integer e = luaL_checkinteger(L, 1);
@@ -1149,7 +1188,8 @@ int luaopen_atomrun(lua_State *L)
         { "sleep", ar_l_sleep },     { "pid", ar_l_pid },
         { "uid", ar_l_uid },         { "stat", ar_l_stat },
         { "mkdir", ar_l_mkdir },     { "held", ar_l_held },
-        { "errname", ar_l_errname }, { NULL, NULL } };
+        { "errname", ar_l_errname }, { "probe", ar_l_probe },
+        { "isatty", ar_l_isatty },   { NULL, NULL } };
 
     ar_newmetatable(L, AR_LOCK_MT, ar_lock_index, ar_lock_gc,
                     ar_lock_tostring);

@@ -51,13 +51,15 @@ static int usage_error(const char *fmt, const char *what)
     return EX_USAGE;
 }
 
+static const char *progname = "atomrun";
+
 static int run(int source, const char *script, int argc, char **argv)
 {
     lua_State *L = atomrun_newstate();
     int status;
     if (!L)
         return 1;
-    status = atomrun_runscript(L, "atomrun", source, script, argc, argv);
+    status = atomrun_runscript(L, progname, source, script, argc, argv);
     lua_close(L);
     return status;
 }
@@ -66,6 +68,7 @@ int main(int argc, char **argv)
 {
     const char *a = argc > 1 ? argv[1] : NULL;
 
+    progname = argv[0];     /* arg[-1], as lua(1) sets it */
     if (!a)
         return usage_error("%s", "no script given");
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {

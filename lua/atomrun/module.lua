@@ -12,7 +12,6 @@ local lazy = {
   retry     = "atomrun.retry",
   once      = "atomrun.once",
   semaphore = "atomrun.semaphore",
-  probe     = "atomrun.doctor",
 }
 
 return function(M)

@@ -1,0 +1,83 @@
+-- atomrun doctor [DIR] [--json] -- what the filesystem under DIR supports,
+-- tested for real, and what each atomrun primitive will do there.
+local atomrun = require "atomrun"
+
+local args = { ... }
+local dir, as_json = nil, false
+for _, a in ipairs(args) do
+  if a == "--json" then as_json = true
+  elseif a == "-h" or a == "--help" then
+    io.stdout:write("usage: atomrun doctor [DIR] [--json]\n")
+    os.exit(0)
+  elseif a:sub(1, 1) == "-" then
+    io.stderr:write("atomrun: unknown option '", a, "'\nusage: atomrun doctor [DIR] [--json]\n")
+    os.exit(64)
+  elseif dir then
+    io.stderr:write("atomrun: doctor takes one directory\nusage: atomrun doctor [DIR] [--json]\n")
+    os.exit(64)
+  else dir = a end
+end
+dir = dir or "."
+
+local p, err = atomrun.probe(dir)
+if not p then
+  io.stderr:write("atomrun: ", err, "\n")
+  os.exit(1)
+end
+
+local function yes(v) return v == true end
+local report = {
+  dir = dir, fstype = p.fstype, remote = p.remote, volatile = p.volatile,
+  probes = { flock = p.flock, ofd = p.ofd, tmpfile = p.tmpfile,
+             renameat2_noreplace = p.noreplace, dir_fsync = p.dirsync },
+  primitives = {
+    lock = yes(p.flock) and "flock(2): works" or "flock(2) does NOT exclude here: locks are unsafe",
+    range_lock = yes(p.ofd) and "OFD byte-range locks (F_OFD_SETLK): work"
+      or "OFD locks unavailable: classic POSIX locks (dropped when ANY descriptor of the file closes)",
+    create = yes(p.tmpfile) and "O_TMPFILE + linkat: a killed writer leaves nothing behind"
+      or (yes(p.noreplace) and "hidden temp + renameat2(RENAME_NOREPLACE): a killed writer may leave .NAME.XXXXXXXX"
+      or "hidden temp + link(2): a killed writer may leave .NAME.XXXXXXXX"),
+    replace = (yes(p.tmpfile) and "O_TMPFILE, linked to a hidden name, renamed over the target"
+      or "hidden temp file renamed over the target") .. "; readers see old or new, never a mix",
+    durability = yes(p.dirsync) and (p.volatile and "fsync works, but this filesystem lives in memory: nothing survives a reboot"
+      or "fsync of file and directory: a replace survives a crash")
+      or "directory fsync refused: a replace may not survive a crash",
+  },
+  warnings = {},
+}
+if p.remote then
+  table.insert(report.warnings, p.fstype .. " is a network/FUSE filesystem: locks and "
+    .. "durability depend on the server; do not rely on them across machines")
+end
+if p.volatile then
+  table.insert(report.warnings, p.fstype .. " keeps files in memory: durable=true means nothing here")
+end
+if not yes(p.flock) then table.insert(report.warnings, "flock does not exclude here") end
+
+if as_json then
+  print(atomrun.json.encode(report))
+  os.exit(0)
+end
+
+local function mark(v)
+  if v == true then return "yes" elseif v == false then return "NO (no effect)" end
+  return "no (" .. tostring(v) .. ")"
+end
+print(string.format("atomrun doctor: %s (%s%s%s)", dir, p.fstype,
+  p.remote and ", remote" or "", p.volatile and ", in memory" or ""))
+print("")
+print("  kernel feature                       here")
+print(string.format("  flock(2) whole-file locks            %s", mark(p.flock)))
+print(string.format("  OFD byte-range locks                 %s", mark(p.ofd)))
+print(string.format("  O_TMPFILE unnamed temp files         %s", mark(p.tmpfile)))
+print(string.format("  renameat2(RENAME_NOREPLACE)          %s", mark(p.noreplace)))
+print(string.format("  fsync of a directory                 %s", mark(p.dirsync)))
+print("")
+print("  primitive      what it uses here")
+for _, k in ipairs({ "lock", "range_lock", "create", "replace", "durability" }) do
+  print(string.format("  %-14s %s", k, report.primitives[k]))
+end
+if #report.warnings > 0 then
+  print("")
+  for _, w in ipairs(report.warnings) do print("  warning: " .. w) end
+end

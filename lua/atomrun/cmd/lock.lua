@@ -1,0 +1,162 @@
+-- atomrun lock -- a drop-in for flock(1): same flags, same exit codes, and
+-- it tells you who holds the lock.
+--
+--   atomrun lock [-s|-x] [-n] [-w SECONDS] [-E CODE] [-o] [-F] [-c CMDSTRING]
+--                [--verbose] FILE|DIR [--] CMD [ARGS...]
+local atomrun = require "atomrun"
+
+local EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_OSERR, EX_CANTCREAT = 64, 66, 69, 71, 73
+
+local USAGE = [[
+usage: atomrun lock [options] FILE|DIR [--] CMD [ARGS...]
+       atomrun lock [options] FILE|DIR -c CMDSTRING
+  -s, --shared              shared lock
+  -x, -e, --exclusive       exclusive lock (the default)
+  -n, --nb, --nonblock      fail at once (exit 1) if the lock is held
+  -w, --wait, --timeout S   give up after S seconds (fractions allowed; 0 = -n)
+  -E, --conflict-exit-code N  exit code when the lock is busy (default 1)
+  -o, --close               do not pass the lock to CMD
+  -F, --no-fork             exec CMD in place of atomrun (it keeps the lock)
+  -c, --command CMDSTRING   run CMDSTRING with $SHELL -c (else /bin/sh)
+      --verbose             say how long the lock took and what runs
+  -h, --help                this text
+]]
+
+local function say(fmt, ...)
+  io.stderr:write("atomrun: ", string.format(fmt, ...), "\n")
+end
+
+local function usage_error(fmt, ...)
+  say(fmt, ...)
+  io.stderr:write(USAGE)
+  os.exit(EX_USAGE)
+end
+
+local function parse(args)
+  local o = { mode = "exclusive", conflict = 1 }
+  local i = 1
+  local function value(flag)
+    i = i + 1
+    if args[i] == nil then usage_error("option %s needs a value", flag) end
+    return args[i]
+  end
+  while i <= #args do
+    local a = args[i]
+    local flag, inline = a:match("^(%-%-[^=]+)=(.*)$")
+    if flag then a = flag end
+    local function val(f)
+      if inline then return inline end
+      return value(f)
+    end
+    if a == "-s" or a == "--shared" then o.mode = "shared"
+    elseif a == "-x" or a == "-e" or a == "--exclusive" then o.mode = "exclusive"
+    elseif a == "-n" or a == "--nb" or a == "--nonblock" then o.nonblock = true
+    elseif a == "-w" or a == "--wait" or a == "--timeout" then
+      local s = val(a)
+      o.timeout = tonumber(s)
+      if not o.timeout or o.timeout ~= o.timeout or o.timeout < 0 then
+        usage_error("invalid timeout value: '%s'", s)
+      end
+    elseif a == "-E" or a == "--conflict-exit-code" then
+      local s = val(a)
+      o.conflict = math.tointeger(tonumber(s))
+      if not o.conflict or o.conflict < 0 or o.conflict > 255 then
+        usage_error("invalid exit code: '%s' (0 to 255)", s)
+      end
+    elseif a == "-o" or a == "--close" then o.close = true
+    elseif a == "-F" or a == "--no-fork" then o.nofork = true
+    elseif a == "-c" or a == "--command" then o.command = val(a)
+    elseif a == "--verbose" then o.verbose = true
+    elseif a == "-h" or a == "--help" then io.stdout:write(USAGE) os.exit(0)
+    elseif a == "-u" or a == "--unlock" then
+      usage_error("-u works on an inherited descriptor, which atomrun lock does not take; "
+        .. "release by ending the command")
+    elseif a == "--" then i = i + 1 break
+    elseif a:match("^%-%a%a+$") then
+      -- bundled short flags: -nx, -sw 5
+      local expanded = {}
+      for c in a:sub(2):gmatch(".") do expanded[#expanded + 1] = "-" .. c end
+      for k = #expanded, 1, -1 do table.insert(args, i + 1, expanded[k]) end
+    elseif a:sub(1, 1) == "-" and #a > 1 then usage_error("unknown option '%s'", a)
+    else break end
+    i = i + 1
+  end
+  o.file = args[i]
+  if not o.file then usage_error("no lock file given") end
+  if o.file:match("^%d+$") and not atomrun.stat(o.file) then
+    usage_error("locking an inherited descriptor (%s) is not supported; give a file", o.file)
+  end
+  i = i + 1
+  if args[i] == "-c" or args[i] == "--command" then
+    o.command = args[i + 1]
+    if not o.command then usage_error("-c needs a command string") end
+    i = i + 2
+  elseif args[i] == "--" then
+    i = i + 1
+  end
+  if o.command then
+    if args[i] then usage_error("-c takes one command string; unexpected '%s'", args[i]) end
+    o.argv = { os.getenv("SHELL") or "/bin/sh", "-c", o.command }
+  else
+    o.argv = table.move(args, i, #args, 1, {})
+    if #o.argv == 0 then usage_error("no command given to run while holding %s", o.file) end
+  end
+  if o.nonblock or o.timeout == 0 then o.timeout = 0 end
+  return o
+end
+
+local function open_failure_status(code)
+  if code == "ENOMEM" or code == "EMFILE" or code == "ENFILE" then return EX_OSERR end
+  if code == "EROFS" or code == "ENOSPC" then return EX_CANTCREAT end
+  return EX_NOINPUT
+end
+
+local o = parse({ ... })
+local started = atomrun.now()
+
+-- Try at once; then, if we must wait and a person is watching, say who
+-- we are waiting for before settling in.
+local lk, err, code, holder = atomrun.lock(o.file, { mode = o.mode, wait = false })
+if not lk and code == "busy" and o.timeout ~= 0 then
+  local first = o.timeout and math.min(o.timeout, 1) or 1
+  lk, err, code, holder = atomrun.lock(o.file, { mode = o.mode, timeout = first })
+  if not lk and code == "timeout" and (o.timeout == nil or o.timeout > 1) then
+    if atomrun.isatty(2) then
+      local who = holder and holder.pid and string.format(" (held by pid %d %s)", holder.pid,
+        holder.cmd or "") or ""
+      io.stderr:write(string.format("waiting for %s%s...\n", o.file, who))
+    end
+    local rest = o.timeout and math.max(0, o.timeout - (atomrun.now() - started)) or nil
+    lk, err, code, holder = atomrun.lock(o.file, { mode = o.mode, timeout = rest })
+  end
+end
+if not lk then
+  if code == "busy" or code == "timeout" then
+    if code == "timeout" then
+      err = err:gsub("timed out after [^ ]+ s", "timed out after " .. tostring(o.timeout) .. " s")
+    end
+    say("%s", err)
+    os.exit(o.conflict)
+  end
+  say("%s", err)
+  os.exit(open_failure_status(code))
+end
+if o.verbose then
+  say("getting lock took %.6f seconds", atomrun.now() - started)
+  say("executing %s", table.concat(o.argv, " "))
+end
+
+if o.nofork then
+  local _, xerr, xcode = atomrun.exec(o.argv, { close_locks = o.close })
+  say("%s", xerr)
+  os.exit(xcode == "ENOMEM" and EX_OSERR or EX_UNAVAILABLE)
+end
+
+local ok, how, status = atomrun.run(o.argv, { close_locks = o.close, forward_signals = true })
+if ok == nil and how ~= "exit" and how ~= "signal" then
+  say("failed to execute %s", (how:gsub("^cannot run [^:]*: ", o.argv[1] .. ": ")))
+  os.exit(status == "ENOMEM" and EX_OSERR or EX_UNAVAILABLE)
+end
+lk:unlock()
+if how == "signal" then os.exit(128 + status) end
+os.exit(status)

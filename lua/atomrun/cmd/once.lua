@@ -1,0 +1,83 @@
+-- atomrun once -- run CMD unless an instance of NAME already runs; then say
+-- who runs it and exit 1 (or -E CODE).  Otherwise exit with CMD's status.
+--
+--   atomrun once [-w SECONDS] [-E CODE] [--dir DIR] NAME [--] CMD [ARGS...]
+local atomrun = require "atomrun"
+
+local EX_USAGE, EX_UNAVAILABLE, EX_OSERR = 64, 69, 71
+
+local USAGE = [[
+usage: atomrun once [options] NAME [--] CMD [ARGS...]
+  -w, --wait SECONDS        wait up to SECONDS for the running instance to end
+  -E, --conflict-exit-code N  exit code when NAME is already running (default 1)
+      --dir DIR             where the lock and record live (default: /run/lock/atomrun
+                            for root, $XDG_RUNTIME_DIR/atomrun or /tmp/atomrun-UID)
+  -h, --help                this text
+]]
+
+local function say(fmt, ...)
+  io.stderr:write("atomrun: ", string.format(fmt, ...), "\n")
+end
+
+local function usage_error(fmt, ...)
+  say(fmt, ...)
+  io.stderr:write(USAGE)
+  os.exit(EX_USAGE)
+end
+
+local args = { ... }
+local o = { conflict = 1 }
+local i = 1
+while i <= #args do
+  local a = args[i]
+  if a == "-w" or a == "--wait" or a == "--timeout" then
+    i = i + 1
+    o.timeout = tonumber(args[i] or "")
+    if not o.timeout or o.timeout ~= o.timeout or o.timeout < 0 then
+      usage_error("invalid timeout value: '%s'", tostring(args[i]))
+    end
+  elseif a == "-E" or a == "--conflict-exit-code" then
+    i = i + 1
+    o.conflict = math.tointeger(tonumber(args[i] or ""))
+    if not o.conflict or o.conflict < 0 or o.conflict > 255 then
+      usage_error("invalid exit code: '%s' (0 to 255)", tostring(args[i]))
+    end
+  elseif a == "--dir" then
+    i = i + 1
+    o.dir = args[i] or usage_error("--dir needs a directory")
+  elseif a == "-h" or a == "--help" then
+    io.stdout:write(USAGE)
+    os.exit(0)
+  elseif a == "--" then
+    i = i + 1
+    break
+  elseif a:sub(1, 1) == "-" then
+    usage_error("unknown option '%s'", a)
+  else
+    break
+  end
+  i = i + 1
+end
+local name = args[i]
+if not name then usage_error("no job NAME given") end
+if not name:match("^[%w][%w._-]*$") then
+  usage_error("bad job name '%s' (letters, digits, '.', '_' and '-')", name)
+end
+i = i + 1
+if args[i] == "--" then i = i + 1 end
+local argv = table.move(args, i, #args, 1, {})
+if #argv == 0 then usage_error("no command given for %s", name) end
+
+local guard, err, code = atomrun.once(name, { dir = o.dir, timeout = o.timeout, argv = argv })
+if not guard then
+  say("%s", err)
+  os.exit(code == "running" and o.conflict or EX_UNAVAILABLE)
+end
+local ok, how, status = atomrun.run(argv, { forward_signals = true })
+if ok == nil and how ~= "exit" and how ~= "signal" then
+  say("failed to execute %s", (how:gsub("^cannot run [^:]*: ", argv[1] .. ": ")))
+  os.exit(status == "ENOMEM" and EX_OSERR or EX_UNAVAILABLE)
+end
+guard:release()
+if how == "signal" then os.exit(128 + status) end
+os.exit(status)

@@ -1,0 +1,125 @@
+-- atomrun.once -- one instance of a job per machine, and who is running it.
+--
+-- Pid files go stale: the process dies, the file stays, and the next run
+-- either refuses forever or guesses by pid (which the kernel reuses).  Here
+-- the exclusion is a kernel lock, freed the instant its holder dies, and
+-- the pid file is demoted to what it is good for: a record of who runs it,
+-- read only while the lock says somebody does.
+local atomrun = require "atomrun"
+local check_opts = require("atomrun.recipes")._check_opts
+
+local M = {}
+
+local function hostname()
+  local f = io.open("/proc/sys/kernel/hostname", "r")
+  local h = f and f:read("l")
+  if f then f:close() end
+  return h or os.getenv("HOSTNAME") or "localhost"
+end
+
+local function own_argv()
+  local argv = {}
+  if arg then
+    local first = arg[-1] and -1 or 0
+    for i = first, #arg do argv[#argv + 1] = tostring(arg[i]) end
+  end
+  return argv
+end
+
+-- /run/lock/atomrun for root; $XDG_RUNTIME_DIR/atomrun, else
+-- /tmp/atomrun-UID, for everybody else.
+local function default_dir()
+  local uid = atomrun.uid()
+  if uid == 0 and atomrun.stat("/run/lock") then return "/run/lock/atomrun" end
+  local xdg = os.getenv("XDG_RUNTIME_DIR")
+  if xdg and xdg ~= "" and atomrun.stat(xdg) then return xdg .. "/atomrun" end
+  return "/tmp/atomrun-" .. uid
+end
+
+-- The directory must be ours: in a shared place like /tmp another user
+-- could otherwise pre-create it and hold our lock, or swap our records.
+local function ensure_dir(dir)
+  local ok, err, code = atomrun.mkdir(dir, atomrun.uid() == 0 and tonumber("755", 8) or tonumber("700", 8))
+  if not ok then return nil, err, code end
+  local st, serr, scode = atomrun.stat(dir, false)
+  if not st then return nil, serr, scode end
+  if st.type ~= "directory" then
+    return nil, dir .. " is not a directory", "ENOTDIR"
+  end
+  if st.uid ~= atomrun.uid() and st.uid ~= 0 then
+    return nil, string.format("refusing %s: it belongs to uid %d, not to us (uid %d)",
+      dir, st.uid, atomrun.uid()), "EPERM"
+  end
+  return true
+end
+
+local function describe(name, rec, holder)
+  if rec and holder and holder.pid and rec.pid ~= holder.pid then
+    rec = nil                         -- a stale record: trust the kernel
+  end
+  if rec and rec.pid then
+    local argv = type(rec.argv) == "table" and table.concat(rec.argv, " ") or "?"
+    return string.format("%s is already running: pid %d since %s (%s)", name, rec.pid,
+      tostring(rec.since), argv)
+  end
+  if holder and holder.pid then
+    return string.format("%s is already running: pid %d (%s)", name, holder.pid,
+      holder.cmd or "?")
+  end
+  return name .. " is already running (holder unknown)"
+end
+
+local Guard = {}
+Guard.__index = Guard
+function Guard:release()
+  if self.lock then self.lock:unlock() end
+  return true
+end
+Guard.unlock = Guard.release
+Guard.__close = Guard.release
+Guard.__gc = Guard.release
+function Guard:__tostring() return "atomrun.once (" .. self.name .. ")" end
+
+local names = { dir = true, wait = true, timeout = true, argv = true }
+
+--- once(name [, opts]) -> guard | nil, msg, "running", record
+function M.once(name, opts)
+  if type(name) ~= "string" or not name:match("^[%w][%w._-]*$") then
+    error("bad argument #1 to 'once' (a job name of letters, digits, '.', '_' and '-' expected, got "
+      .. (type(name) == "string" and string.format("%q", name) or type(name)) .. ")", 2)
+  end
+  opts = check_opts("once", opts, names, 2)
+  if opts.dir ~= nil and type(opts.dir) ~= "string" then
+    error("bad argument #2 to 'once' (option 'dir' must be a string)", 2)
+  end
+  local dir = opts.dir or default_dir()
+  local ok, err, code = ensure_dir(dir)
+  if not ok then return nil, err, code end
+  local base = dir .. "/" .. name
+  local lopts = { wait = opts.wait or (opts.timeout ~= nil), timeout = opts.timeout }
+  local lk, lerr, lcode, holder = atomrun.lock(base .. ".lock", lopts)
+  if not lk then
+    if lcode ~= "busy" and lcode ~= "timeout" then return nil, lerr, lcode end
+    local text = atomrun.read(base .. ".json")
+    local okj, rec = pcall(atomrun.json.decode, text or "")
+    rec = okj and type(rec) == "table" and rec or nil
+    local msg = describe(name, rec, holder)
+    local record = rec or {}
+    if holder then
+      record.pid = record.pid or holder.pid
+      record.cmd = holder.cmd
+    end
+    if lcode == "timeout" then msg = msg .. " (gave up waiting)" end
+    return nil, msg, "running", record
+  end
+  local record = {
+    name = name, pid = atomrun.pid(), host = hostname(),
+    since = os.date("!%Y-%m-%dT%H:%M:%SZ"), argv = opts.argv or own_argv(),
+  }
+  -- Written after the lock is ours; a stale record of a dead holder is
+  -- simply overwritten.  Not durable: it describes a running process.
+  atomrun.replace(base .. ".json", atomrun.json.encode(record) .. "\n", { durable = false })
+  return setmetatable({ name = name, lock = lk, record = record, path = base .. ".lock" }, Guard)
+end
+
+return M

@@ -1,0 +1,176 @@
+-- atomrun.recipes -- with_lock, update, status, lock_all: short recipes on
+-- the primitives, each the way you would write it by hand if you knew the
+-- traps.
+local atomrun = require "atomrun"
+
+local M = {}
+
+local function check_opts(fname, opts, allowed, level)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(string.format("bad argument to '%s' (options must be a table, not a %s)",
+      fname, type(opts)), level + 1)
+  end
+  for k in pairs(opts) do
+    if not allowed[k] then
+      local names = {}
+      for n in pairs(allowed) do names[#names + 1] = n end
+      table.sort(names)
+      error(string.format("bad argument to '%s' (unknown option '%s' (expected one of: %s))",
+        fname, tostring(k), table.concat(names, ", ")), level + 1)
+    end
+  end
+  return opts
+end
+M._check_opts = check_opts
+
+local function pick(opts, names)
+  local t = {}
+  for _, n in ipairs(names) do t[n] = opts[n] end
+  return t
+end
+
+--- with_lock(path, opts, fn, ...) -> fn's results
+-- The lock is released however fn ends: a normal return, an error (which
+-- then propagates with its original message and traceback), or a `return`
+-- from deep inside.  A coroutine left suspended inside fn keeps the lock
+-- until it is resumed to the end or collected: that is the caller's to avoid.
+local lock_names = { mode = true, wait = true, timeout = true, perm = true, create = true }
+function M.with_lock(path, opts, fn, ...)
+  if type(path) ~= "string" then
+    error("bad argument #1 to 'with_lock' (string expected, got " .. type(path) .. ")", 2)
+  end
+  check_opts("with_lock", opts, lock_names, 2)
+  if type(fn) ~= "function" then
+    error("bad argument #3 to 'with_lock' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local lk, err, code, holder = atomrun.lock(path, opts)
+  if not lk then return nil, err, code, holder end
+  local guard <close> = lk
+  return fn(...)
+end
+
+--- update(path, fn [, opts]) -> new | nil, msg, code [, holder]
+-- Read-modify-write.  The exclusive lock is on a SIDECAR file (path..".lock"),
+-- never on the data file: replace() swaps the data file's inode, so the next
+-- updater would open and lock the new inode while we still hold the old one,
+-- and two updaters would run at once.  The sidecar's inode never changes.
+local update_names = { timeout = true, wait = true, durable = true, mode = true }
+function M.update(path, fn, opts)
+  if type(path) ~= "string" then
+    error("bad argument #1 to 'update' (string expected, got " .. type(path) .. ")", 2)
+  end
+  if type(fn) ~= "function" then
+    error("bad argument #2 to 'update' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  opts = check_opts("update", opts, update_names, 2)
+  local lk, err, code, holder = atomrun.lock(path .. ".lock", pick(opts, { "timeout", "wait" }))
+  if not lk then return nil, err, code, holder end
+  local guard <close> = lk
+  local old, rerr, rcode = atomrun.read(path)
+  if old == nil and rcode ~= "ENOENT" then return nil, rerr, rcode end
+  local new = fn(old)                  -- an error here propagates; guard unlocks
+  if new == nil then return old or false end
+  if type(new) ~= "string" then
+    error("update: the function must return a string (the new contents) or nil, not a "
+      .. type(new), 2)
+  end
+  local ok, werr, wcode = atomrun.replace(path, new, pick(opts, { "durable", "mode" }))
+  if not ok then return nil, werr, wcode end
+  return new
+end
+
+--- status(path) -> st;  st:write(tbl), st:read()
+-- Seed 001's status file: readers never see it half-written, because every
+-- write is a whole new file renamed over the old one.
+local Status = {}
+Status.__index = Status
+
+function Status:write(tbl, opts)
+  if type(tbl) ~= "table" then
+    error("bad argument #1 to 'write' (table expected, got " .. type(tbl) .. ")", 2)
+  end
+  local ok, text = pcall(atomrun.json.encode, tbl)
+  if not ok then
+    error("status:write: cannot encode as JSON: " .. tostring(text), 2)
+  end
+  return atomrun.replace(self.path, text .. "\n", opts)
+end
+
+function Status:read()
+  local text, err, code = atomrun.read(self.path)
+  if not text then return nil, err, code end
+  local ok, value = pcall(atomrun.json.decode, text)
+  if not ok or type(value) ~= "table" then
+    return nil, self.path .. ": not a JSON status file (" .. tostring(value) .. ")", "EINVAL"
+  end
+  return value
+end
+
+function Status:__tostring() return "atomrun.status (" .. self.path .. ")" end
+
+function M.status(path)
+  if type(path) ~= "string" then
+    error("bad argument #1 to 'status' (string expected, got " .. type(path) .. ")", 2)
+  end
+  return setmetatable({ path = path }, Status)
+end
+
+--- lock_all(paths, opts) -> guard | nil, msg, code, holder
+-- Several locks, all or none, always taken in one canonical order (device,
+-- inode): two jobs that lock the same set in different orders would
+-- otherwise deadlock, each holding what the other waits for.  One deadline
+-- covers the whole set.
+local Guard = {}
+Guard.__index = Guard
+function Guard:unlock()
+  for i = #self.locks, 1, -1 do self.locks[i]:unlock() end
+  return true
+end
+Guard.release = Guard.unlock
+Guard.__close = Guard.unlock
+Guard.__gc = Guard.unlock
+
+local all_names = { mode = true, wait = true, timeout = true, perm = true }
+function M.lock_all(paths, opts)
+  if type(paths) ~= "table" then
+    error("bad argument #1 to 'lock_all' (table of paths expected, got " .. type(paths) .. ")", 2)
+  end
+  opts = check_opts("lock_all", opts, all_names, 2)
+  local entries = {}
+  for i, p in ipairs(paths) do
+    if type(p) ~= "string" then
+      error("bad argument #1 to 'lock_all' (paths[" .. i .. "] must be a string)", 2)
+    end
+    -- open (creating) each first, so that every file has its identity
+    local f, err, code = atomrun.open(p, { perm = opts.perm })
+    if not f then return nil, err, code end
+    local st = assert(atomrun.stat(p))
+    f:close()
+    entries[#entries + 1] = { path = p, dev = st.dev, ino = st.ino }
+  end
+  table.sort(entries, function(a, b)
+    if a.dev ~= b.dev then return a.dev < b.dev end
+    return a.ino < b.ino
+  end)
+  local deadline = opts.timeout and atomrun.now() + opts.timeout
+  local guard = setmetatable({ locks = {}, paths = {} }, Guard)
+  local last
+  for _, e in ipairs(entries) do
+    if not (last and last.dev == e.dev and last.ino == e.ino) then   -- same file twice
+      local lopts = { mode = opts.mode, wait = opts.wait, perm = opts.perm }
+      if deadline then lopts.timeout = math.max(0, deadline - atomrun.now()) end
+      local lk, err, code, holder = atomrun.lock(e.path, lopts)
+      if not lk then
+        guard:unlock()
+        return nil, err, code, holder
+      end
+      guard.locks[#guard.locks + 1] = lk
+      guard.paths[#guard.paths + 1] = e.path
+    end
+    last = e
+  end
+  return guard
+end
+
+return M

@@ -1,0 +1,77 @@
+-- atomrun.retry -- call fn until it returns something, with exponential
+-- backoff and jitter, never sleeping past the deadline.
+local atomrun = require "atomrun"
+local check_opts = require("atomrun.recipes")._check_opts
+
+local M = {}
+
+local names = { attempts = true, timeout = true, base = true, factor = true,
+  max = true, jitter = true, retry_on = true }
+
+local function number_opt(opts, key, default, min)
+  local v = opts[key]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < min then
+    error(string.format("bad argument #2 to 'retry' (option '%s' must be a number >= %s)",
+      key, tostring(min)), 3)
+  end
+  return v
+end
+
+--- retry(fn, opts) -> fn's first non-nil results | nil, last_msg, "timeout"
+-- fn returns a value to stop, or nil, msg, code to be retried.
+--   attempts  at most this many calls (default: unlimited while a timeout is set, else 5)
+--   timeout   seconds from now; no call starts and no sleep runs past it
+--   base 0.05, factor 2, max 5: delay n = min(max, base * factor^(n-1))
+--   jitter    "full" (random 0..delay, the default: spreads a herd of
+--             retriers), "equal" (delay/2 + random 0..delay/2), "none"
+--   retry_on(msg, code) -> boolean: which failures to retry (default all)
+function M.retry(fn, opts)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'retry' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  opts = check_opts("retry", opts, names, 2)
+  local timeout = number_opt(opts, "timeout", nil, 0)
+  local attempts = number_opt(opts, "attempts", timeout and math.huge or 5, 1)
+  local base = number_opt(opts, "base", 0.05, 0)
+  local factor = number_opt(opts, "factor", 2, 1)
+  local max = number_opt(opts, "max", 5, 0)
+  local jitter = opts.jitter or "full"
+  if jitter ~= "full" and jitter ~= "equal" and jitter ~= "none" then
+    error("bad argument #2 to 'retry' (option 'jitter' must be 'full', 'equal' or 'none')", 2)
+  end
+  local retry_on = opts.retry_on
+  if retry_on ~= nil and type(retry_on) ~= "function" then
+    error("bad argument #2 to 'retry' (option 'retry_on' must be a function)", 2)
+  end
+  local deadline = timeout and atomrun.now() + timeout
+  local last_msg, last_code = "no attempt made", nil
+  local n = 0
+  while n < attempts do
+    n = n + 1
+    local results = table.pack(fn(n))
+    if results[1] ~= nil then return table.unpack(results, 1, results.n) end
+    last_msg, last_code = results[2], results[3]
+    if retry_on and not retry_on(last_msg, last_code) then
+      return nil, last_msg, last_code
+    end
+    if n >= attempts then break end
+    local delay = math.min(max, base * factor ^ (n - 1))
+    if jitter == "full" then
+      delay = math.random() * delay
+    elseif jitter == "equal" then
+      delay = delay / 2 + math.random() * delay / 2
+    end
+    if deadline then
+      local left = deadline - atomrun.now()
+      if left <= 0 then break end
+      -- never sleep past the deadline; the last attempt starts at it
+      delay = math.min(delay, left)
+    end
+    atomrun.sleep(delay)
+  end
+  return nil, string.format("gave up after %d attempt%s: %s", n, n == 1 and "" or "s",
+    tostring(last_msg)), "timeout", last_code
+end
+
+return M

@@ -1,0 +1,119 @@
+-- spec/helper.lua -- what every spec needs: the binary under test, scratch
+-- directories, and running real processes.
+--
+-- Specs run twice: in stock lua5.4 with build/atomrun.so, and inside the
+-- atomrun binary itself (AR_BUILD names the build directory either way).
+local H = {}
+
+H.build = os.getenv("AR_BUILD") or "build"
+H.atomrun = H.build .. "/atomrun"
+H.python = "/usr/bin/python3"      -- Debian's, which has python3-filelock
+H.root = os.getenv("PWD") or "."
+H.asan = os.getenv("AR_ASAN") == "1"
+
+if not package.loaded.atomrun and not package.preload.atomrun then
+  package.cpath = H.build .. "/?.so;" .. package.cpath
+end
+H.ar = require "atomrun"
+
+--- Quote a string for /bin/sh.
+function H.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local seq = 0
+--- A fresh empty directory, removed by H.cleanup().
+function H.tmpdir()
+  local p = io.popen("mktemp -d /tmp/atomrun-spec.XXXXXX")
+  local d = p:read("l")
+  p:close()
+  H._dirs = H._dirs or {}
+  table.insert(H._dirs, d)
+  seq = seq + 1
+  return d
+end
+
+function H.cleanup()
+  for _, d in ipairs(H._dirs or {}) do os.execute("rm -rf " .. H.q(d)) end
+  H._dirs = {}
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+H.slurp = slurp
+
+function H.write(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+--- Run a shell command; returns exit status (128+N for a signal), stdout, stderr.
+function H.sh(cmd, stdin)
+  local d = os.tmpname()
+  local inpart = ""
+  if stdin then
+    H.write(d .. ".in", stdin)
+    inpart = " <" .. H.q(d .. ".in")
+  end
+  local full = "(" .. cmd .. ")" .. inpart .. " >" .. H.q(d .. ".out") .. " 2>" .. H.q(d .. ".err")
+  local ok, how, code = os.execute(full)
+  local out, err = slurp(d .. ".out"), slurp(d .. ".err")
+  os.remove(d); os.remove(d .. ".out"); os.remove(d .. ".err"); os.remove(d .. ".in")
+  local status = how == "exit" and code or 128 + code
+  return status, out, err
+end
+
+--- Run the atomrun binary with shell-quoted arguments.
+function H.run(...)
+  local parts = { H.q(H.atomrun) }
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
+  return H.sh(table.concat(parts, " "))
+end
+
+--- Start a shell command in the background; returns its pid.
+function H.spawn(cmd)
+  local p = io.popen("(" .. cmd .. ") >/dev/null 2>&1 </dev/null & echo $!")
+  local pid = tonumber(p:read("l"))
+  p:close()
+  return pid
+end
+
+function H.alive(pid)
+  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+end
+
+function H.kill(pid, sig)
+  os.execute("kill -" .. (sig or "TERM") .. " " .. pid .. " 2>/dev/null")
+end
+
+--- Wait (polling: this is a test) until pred() is true; false after timeout.
+function H.wait_until(pred, timeout)
+  local deadline = H.ar.now() + (timeout or 10)
+  while H.ar.now() < deadline do
+    if pred() then return true end
+    H.ar.sleep(0.01)
+  end
+  return pred()
+end
+
+function H.exists(path)
+  return H.ar.stat(path) ~= nil
+end
+
+--- Wait until a file exists (a child's "I hold it now" signal).
+function H.wait_file(path, timeout)
+  return H.wait_until(function() return H.exists(path) end, timeout)
+end
+
+--- Wait for a background pid to exit.
+function H.wait_exit(pid, timeout)
+  return H.wait_until(function() return not H.alive(pid) end, timeout)
+end
+
+return H
