@@ -10,6 +10,11 @@ H.atomrun = H.build .. "/atomrun"
 H.python = "/usr/bin/python3"      -- Debian's, which has python3-filelock
 H.root = os.getenv("PWD") or "."
 H.asan = os.getenv("AR_ASAN") == "1"
+-- Which of the three passes this is: "lua5.4", "atomrun" or "asan".
+H.pass = os.getenv("AR_PASS") or "atomrun"
+-- Slow tests (storms, fault-injection sweeps, many processes) run in one
+-- pass only, the one inside the atomrun binary:  if H.heavy then ... end
+H.heavy = H.pass == "atomrun"
 
 if not package.loaded.atomrun and not package.preload.atomrun then
   package.cpath = H.build .. "/?.so;" .. package.cpath

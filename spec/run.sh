@@ -68,8 +68,8 @@ embed_test() {   # BUILD
 }
 
 if [ "${1:-}" != "--asan-only" ]; then
-    AR_BUILD=$BUILD busted_pass lua5.4 env LUA_CPATH="$BUILD/?.so;;" lua5.4
-    AR_BUILD=$BUILD busted_pass atomrun "$BUILD/atomrun"
+    AR_PASS=lua5.4 AR_BUILD=$BUILD busted_pass lua5.4 env LUA_CPATH="$BUILD/?.so;;" lua5.4
+    AR_PASS=atomrun AR_BUILD=$BUILD busted_pass atomrun "$BUILD/atomrun"
     embed_test "$BUILD"
     c_tests "$BUILD"
 fi
@@ -80,7 +80,7 @@ if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
         LDFLAGS_EXTRA="-fsanitize=address,undefined" build-asan/atomrun build-asan/libatomrun.a >"$LOG/asan-build.log" 2>&1; then
         # Leaks are valgrind's job (make check-valgrind); os.exit skips lua_close.
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-            AR_BUILD=$PWD/build-asan AR_ASAN=1 busted_pass asan "$PWD/build-asan/atomrun"
+            AR_PASS=asan AR_BUILD=$PWD/build-asan AR_ASAN=1 busted_pass asan "$PWD/build-asan/atomrun"
         ASAN_OPTIONS=detect_leaks=1 c_tests build-asan $SAN
     else
         cat "$LOG/asan-build.log"
