@@ -76,9 +76,12 @@ $(B)/libatomrun.so: $(LIB_OBJ)
 $(B)/atomrun.so: $(CORE_OBJ) $(BIND_OBJ)
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
 
+PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	     -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|'
+
+# Regenerated at install time too, so the paths match the PREFIX given there.
 $(B)/atomrun.pc: tools/atomrun.pc.in src/atomrun.h | $(B)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+	$(PC_SED) $< > $@
 
 # ------------------------------------------------------------------ tests
 
@@ -116,7 +119,7 @@ install: all
 	install -m 755 $(B)/libatomrun.so $(DESTDIR)$(LIBDIR)/libatomrun.so.$(VERSION)
 	ln -sf libatomrun.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libatomrun.so.$(SOVERSION)
 	ln -sf libatomrun.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libatomrun.so
-	install -m 644 $(B)/atomrun.pc $(DESTDIR)$(PKGDIR)/atomrun.pc
+	$(PC_SED) tools/atomrun.pc.in > $(DESTDIR)$(PKGDIR)/atomrun.pc
 	install -m 755 $(B)/atomrun.so $(DESTDIR)$(LUA_CMOD)/atomrun.so
 	for f in $(LUA_SRC); do install -m 644 $$f $(DESTDIR)$(LUA_LMOD)/$${f#lua/}; done
 	for f in man/*.1; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man1/ || true; done

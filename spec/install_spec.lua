@@ -1,0 +1,55 @@
+-- make install / uninstall honour PREFIX and DESTDIR, and what they install
+-- works: a C host built with pkg-config, and stock lua5.4 requiring the module.
+local H = require "spec.helper"
+
+local function make(args)
+  return H.sh("make -s --no-print-directory -C " .. H.q(H.root) .. " " .. args)
+end
+
+-- Runs `make`, which builds in build/: only in the main pass.
+local maybe = H.heavy and describe or pending
+
+maybe("make install", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(H.cleanup)
+
+  it("puts every file where DESTDIR/PREFIX say, and uninstall removes them", function()
+    local st, _, err = make("install DESTDIR=" .. H.q(dir) .. " PREFIX=/usr/local")
+    assert.equal(0, st, err)
+    local root = dir .. "/usr/local"
+    for _, f in ipairs({ "bin/atomrun", "include/atomrun.h", "lib/libatomrun.a",
+        "lib/libatomrun.so", "lib/pkgconfig/atomrun.pc", "lib/lua/5.4/atomrun.so",
+        "share/lua/5.4/atomrun/recipes.lua", "share/lua/5.4/atomrun/cmd/lock.lua" }) do
+      assert.truthy(H.exists(root .. "/" .. f), f)
+    end
+    -- /usr/local/lib/lua/5.4 is on stock lua5.4's default cpath, so after a
+    -- real `make install`, plain `lua5.4 -e 'require "atomrun"'` finds it.
+    local _, cpath = H.sh("lua5.4 -e 'io.write(package.cpath)'")
+    assert.truthy(cpath:find("/usr/local/lib/lua/5.4/?.so", 1, true))
+    assert.matches("prefix=/usr/local", H.slurp(root .. "/lib/pkgconfig/atomrun.pc"))
+    st, _, err = make("uninstall DESTDIR=" .. H.q(dir) .. " PREFIX=/usr/local")
+    assert.equal(0, st, err)
+    local _, left = H.sh("find " .. H.q(dir) .. " -type f -o -type l")
+    assert.equal("", left)
+  end)
+
+  it("gives a working pkg-config file, C library and Lua module under PREFIX", function()
+    local st, _, err = make("install PREFIX=" .. H.q(dir))
+    assert.equal(0, st, err)
+    local env = "PKG_CONFIG_PATH=" .. H.q(dir .. "/lib/pkgconfig")
+    local out
+    st, out, err = H.sh("cd " .. H.q(dir) .. " && " .. env .. " cc " .. H.q(H.root .. "/spec/host.c")
+      .. " $(" .. env .. " pkg-config --cflags --libs atomrun) -o host && LD_LIBRARY_PATH="
+      .. H.q(dir .. "/lib") .. " ./host " .. H.q(H.root .. "/spec/embed_job.lua") .. " via pkg-config")
+    assert.equal(0, st, err)
+    assert.equal("embedded: via pkg-config\n", out)
+    st, out, err = H.sh("LUA_CPATH=" .. H.q(dir .. "/lib/lua/5.4/?.so;;")
+      .. " lua5.4 -e 'local a = require \"atomrun\"; io.write(a.version, \" \", type(a.once))'")
+    assert.equal(0, st, err)
+    assert.matches("^%d+%.%d+%.%d+ function$", out)
+    st, out = H.sh(H.q(dir .. "/bin/atomrun") .. " --version")
+    assert.equal(0, st)
+    assert.matches("^atomrun ", out)
+  end)
+end)
