@@ -98,6 +98,28 @@ test: all $(B)/spec_host
 check-asan: all $(B)/spec_host
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --asan-only
 
+# ---------------------------------------- hardening: TSan and valgrind
+# check-tsan: the core and the binding from 8 threads (spec/tsan/threads.c),
+# built with ThreadSanitizer into $(TSAN_B)/.  check-valgrind: memcheck over
+# the CLI on the scripts in spec/valgrind/ and the bundled commands: 0 bytes
+# definitely lost, 0 invalid reads or writes.
+TSAN_B     ?= build-tsan
+TSAN_FLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+
+.PHONY: check-tsan check-valgrind
+check-tsan:
+	@$(MAKE) --no-print-directory -s B=$(TSAN_B) CFLAGS="$(TSAN_FLAGS)" \
+	    LDFLAGS_EXTRA=-fsanitize=thread $(TSAN_B)/libatomrun.a
+	@$(CC) -std=c11 -Wall -Wextra -Werror $(TSAN_FLAGS) -pthread -Isrc $(LUA_CFLAGS) \
+	    -o $(TSAN_B)/tsan_threads spec/tsan/threads.c $(TSAN_B)/libatomrun.a \
+	    $(LUA_LIBS) -lm
+	@TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
+	    $(TSAN_B)/tsan_threads
+
+check-valgrind: all
+	@sh spec/valgrind/run.sh $(B)
+# ------------------------------------------------------------------------
+
 check-embed: $(B)/spec_host
 	@$(B)/spec_host spec/embed_job.lua hello world
 
@@ -105,7 +127,7 @@ $(B)/spec_host: spec/host.c $(B)/libatomrun.a
 	$(CC) $(ALL_CFLAGS) -Isrc -o $@ spec/host.c $(B)/libatomrun.a $(LUA_LIBS) $(LDLIBS_ALL)
 
 bench: all
-	@sh scripts/bench/run.sh $(if $(QUICK),--quick,)
+	@CC="$(CC)" sh scripts/bench/run.sh --build $(B) $(if $(QUICK),--quick,)
 
 # ---------------------------------------------------------------- install
 

@@ -7,7 +7,9 @@
 #   sh spec/run.sh --asan-only  only the sanitizer pass
 #
 # Environment: AR_BUILD (default build), AR_NO_ASAN=1 to skip the sanitizer
-# pass, SPEC="spec/x_spec.lua" to run some specs only.
+# pass, SPEC="spec/x_spec.lua" to run some specs only (that also skips the
+# TSan and valgrind step), AR_NO_HARDEN=1 to skip that step, AR_TSAN_BUILD
+# (default build-tsan) for where the TSan build goes.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${AR_BUILD:-$PWD/build}
@@ -67,11 +69,29 @@ embed_test() {   # BUILD
     fi
 }
 
+# make check-tsan and make check-valgrind, one pass or failure each.
+harden_step() {
+    if [ -n "${SPEC:-}" ] || [ "${AR_NO_HARDEN:-0}" = 1 ]; then
+        echo "== TSan and valgrind: skipped (SPEC or AR_NO_HARDEN set)"
+        return
+    fi
+    for t in check-tsan check-valgrind; do
+        echo "== make $t"
+        if make --no-print-directory -s B="$BUILD" TSAN_B="${AR_TSAN_BUILD:-build-tsan}" "$t"; then
+            passed=$((passed + 1))
+        else
+            echo "   FAILED: make $t"
+            failed=$((failed + 1))
+        fi
+    done
+}
+
 if [ "${1:-}" != "--asan-only" ]; then
     AR_PASS=lua5.4 AR_BUILD=$BUILD busted_pass lua5.4 env LUA_CPATH="$BUILD/?.so;;" lua5.4
     AR_PASS=atomrun AR_BUILD=$BUILD busted_pass atomrun "$BUILD/atomrun"
     embed_test "$BUILD"
     c_tests "$BUILD"
+    harden_step
 fi
 if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
     echo "== building with AddressSanitizer + UBSan (build-asan/)"

@@ -37,6 +37,11 @@ int ar_mkdir_parents(const char *path);
  */
 int ar_find_holder(dev_t dev, ino_t ino, const char *kind, int mode,
                    int64_t start, int64_t length, atomrun_holder *h);
+/* The process holding exactly the OFD lock (mode, start, length) that
+ * F_OFD_GETLK reported on (dev, ino), skipping the asking descriptor
+ * self_fd of this process: 1 and *h filled, 0 when not found. */
+int ar_find_ofd_holder(int self_fd, dev_t dev, ino_t ino, int mode,
+                       int64_t start, int64_t length, atomrun_holder *h);
 /* Fill h->cmd from /proc/PID/cmdline (argv[0] shortened to its basename). */
 void ar_holder_cmd(pid_t pid, char *buf, size_t size);
 

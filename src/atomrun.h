@@ -199,7 +199,8 @@ typedef struct atomrun_stat {
     double   mtime;
 } atomrun_stat;
 int atomrun_stat_path(const char *path, int follow, atomrun_stat *st);
-int atomrun_mkdir(const char *path, int mode);   /* 0 also if it exists */
+/* mkdir -p: 0 also if a directory exists there; -ENOTDIR if a file does. */
+int atomrun_mkdir(const char *path, int mode);
 
 /*
  * What the filesystem under dir supports, each tested for real:

@@ -70,9 +70,8 @@ static ar_registry *ar_get_registry(lua_State *L)
     return reg;
 }
 
-static void ar_held_link(lua_State *L, ar_held *h)
+static void ar_held_link(ar_registry *reg, ar_held *h)
 {
-    ar_registry *reg = ar_get_registry(L);
     h->next = reg->head.next;
     h->prev = &reg->head;
     reg->head.next->prev = h;
@@ -103,12 +102,11 @@ static int ar_ranges_overlap(int64_t s1, int64_t l1, int64_t s2, int64_t l2)
 
 /* A lock this state holds that the request (kind, file, mode, range)
  * conflicts with, other than through `owner`. */
-static const ar_held *ar_find_conflict(lua_State *L, int kind, uint64_t dev,
-                                       uint64_t ino, int mode,
+static const ar_held *ar_find_conflict(ar_registry *reg, int kind,
+                                       uint64_t dev, uint64_t ino, int mode,
                                        const void *owner, int64_t start,
                                        int64_t length)
 {
-    ar_registry *reg = ar_get_registry(L);
     for (ar_held *h = reg->head.next; h != &reg->head; h = h->next) {
         if (h->kind != kind || h->dev != dev || h->ino != ino)
             continue;
@@ -187,7 +185,10 @@ static void ar_push_holder_text(lua_State *L, const atomrun_holder *h)
 static const char *ar_check_path(lua_State *L, int arg)
 {
     size_t len;
-    const char *path = luaL_checklstring(L, arg, &len);
+    const char *path;
+    if (lua_type(L, arg) != LUA_TSTRING)   /* no silent number->string */
+        luaL_typeerror(L, arg, "string");
+    path = lua_tolstring(L, arg, &len);
     if (strlen(path) != len)
         luaL_argerror(L, arg, "path contains a NUL byte");
     return path;
@@ -285,8 +286,8 @@ static int ar_opt_perm(lua_State *L, int arg, const char *name, int dflt)
     lua_pop(L, 1);
     if (!isint || v < 0 || v > 07777)
         luaL_argerror(L, arg, lua_pushfstring(L,
-            "option '%s' must be permission bits (0 to 0x%x, e.g. "
-            "tonumber('640', 8))", name, 07777));
+            "option '%s' must be permission bits (0 to 4095, i.e. 07777; "
+            "e.g. tonumber('640', 8))", name));
     return (int)v;
 }
 
@@ -304,8 +305,13 @@ static void ar_check_lockopts(lua_State *L, int arg, ar_lockopts *o)
 {
     static const char *const names[] = { "mode", "wait", "timeout", "perm",
                                          "create", NULL };
-    ar_check_option_names(L, arg, names);
     o->mode = ATOMRUN_EXCLUSIVE;
+    o->timeout = ATOMRUN_FOREVER;
+    o->perm = 0666;
+    o->create = 1;
+    if (lua_isnoneornil(L, arg))        /* the common case: the defaults */
+        return;
+    ar_check_option_names(L, arg, names);
     if (ar_opt(L, arg, "mode", LUA_TSTRING) != LUA_TNIL) {
         o->mode = ar_parse_mode(L, arg, lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -389,18 +395,24 @@ static int ar_lock_tostring(lua_State *L)
     return 1;
 }
 
+/* __index functions look for the method first: a method needs no check of
+ * the object here (the method checks it), and `lk:unlock()` is the lookup
+ * made on every lock's hot path. */
 static int ar_lock_index(lua_State *L)
 {
-    ar_lock *lk = ar_checklock(L, 1);
     const char *key = luaL_checkstring(L, 2);
+    ar_lock *lk;
+    if (strcmp(key, "unlock") == 0) {
+        lua_pushcfunction(L, ar_lock_unlock);
+        return 1;
+    }
+    lk = ar_checklock(L, 1);
     if (strcmp(key, "path") == 0)
         lua_getiuservalue(L, 1, 1);
     else if (strcmp(key, "mode") == 0)
         lua_pushstring(L, ar_mode_name(lk->held.mode));
     else if (strcmp(key, "locked") == 0)
         lua_pushboolean(L, lk->locked);
-    else if (strcmp(key, "unlock") == 0)
-        lua_pushcfunction(L, ar_lock_unlock);
     else
         lua_pushnil(L);
     return 1;
@@ -411,11 +423,13 @@ static int ar_l_lock(lua_State *L)
     const char *path = ar_check_path(L, 1);
     ar_lockopts o;
     atomrun_holder h;
+    ar_registry *reg;
     uint64_t dev, ino;
     int fd, r, writable;
 
     ar_check_lockopts(L, 2, &o);
     lua_settop(L, 2);
+    reg = ar_get_registry(L);
     fd = atomrun_lockfile_open(path, o.create, o.perm, &writable);
     if (fd < 0)
         return ar_pusherrno(L, fd, "cannot open lock file", path);
@@ -425,7 +439,7 @@ static int ar_l_lock(lua_State *L)
         return ar_pusherrno(L, r, "cannot stat lock file", path);
     }
     if (o.timeout != 0 &&
-        ar_find_conflict(L, AR_KIND_FLOCK, dev, ino, o.mode, NULL, 0, 0)) {
+        ar_find_conflict(reg, AR_KIND_FLOCK, dev, ino, o.mode, NULL, 0, 0)) {
         atomrun_close(fd);
         return ar_pushfail(L, -EDEADLK,
             "%s is already locked by this script; waiting for it to be "
@@ -449,7 +463,7 @@ static int ar_l_lock(lua_State *L)
     lk->held.dev = dev;
     lk->held.ino = ino;
     lk->locked = 1;
-    ar_held_link(L, &lk->held);
+    ar_held_link(reg, &lk->held);
     luaL_setmetatable(L, AR_LOCK_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
@@ -512,10 +526,26 @@ static int ar_file_tostring(lua_State *L)
     return 1;
 }
 
+/* A byte offset or length: an integer, named in the error otherwise
+ * (luaL_checkinteger would take "10" and say only "no integer
+ * representation" for 1.5). */
+static int64_t ar_check_offset(lua_State *L, int arg, const char *name)
+{
+    int isint;
+    lua_Integer v;
+    if (lua_type(L, arg) != LUA_TNUMBER)
+        luaL_typeerror(L, arg, "integer");
+    v = lua_tointegerx(L, arg, &isint);
+    if (!isint)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a whole number "
+            "of bytes below 2^63, not %s", name, luaL_tolstring(L, arg, NULL)));
+    return v;
+}
+
 static void ar_check_range_args(lua_State *L, int64_t *start, int64_t *length)
 {
-    *start = luaL_checkinteger(L, 2);
-    *length = luaL_checkinteger(L, 3);
+    *start = ar_check_offset(L, 2, "start");
+    *length = ar_check_offset(L, 3, "length");
     if (*start < 0)
         luaL_argerror(L, 2, "start must be >= 0");
     if (*length < 0)
@@ -533,6 +563,16 @@ static const char *ar_range_text(lua_State *L, int64_t start, int64_t length)
                            (lua_Integer)length);
 }
 
+/* "PATH (bytes 10+5)" for messages.  Built only when a message needs it:
+ * formatting it on every call cost a third of a lock+unlock pair. */
+static const char *ar_range_what(lua_State *L, int64_t start, int64_t length)
+{
+    const char *path;
+    lua_getiuservalue(L, 1, 1);
+    path = lua_tostring(L, -1);
+    return lua_pushfstring(L, "%s (%s)", path, ar_range_text(L, start, length));
+}
+
 static int ar_file_lock(lua_State *L)
 {
     ar_file *f = ar_checkfile(L, 1);
@@ -540,41 +580,44 @@ static int ar_file_lock(lua_State *L)
     ar_lockopts o;
     atomrun_holder h;
     const ar_held *c;
-    const char *path, *what;
+    const char *what;
+    ar_registry *reg;
     int r;
 
     ar_check_range_args(L, &start, &length);
     ar_check_lockopts(L, 4, &o);
     lua_settop(L, 4);
-    lua_getiuservalue(L, 1, 1);
-    path = lua_tostring(L, 5);
-    what = lua_pushfstring(L, "%s (%s)", path, ar_range_text(L, start, length));
+    reg = ar_get_registry(L);
     /* The kernel merges overlapping ranges of one description into one
      * lock, so a later unlock of either would silently free both.  We
      * refuse the overlap instead: it is always a bug in the script. */
     {
-        ar_registry *reg = ar_get_registry(L);
         for (ar_held *hd = reg->head.next; hd != &reg->head; hd = hd->next)
             if (hd->kind == AR_KIND_RANGE && hd->owner == f &&
-                ar_ranges_overlap(hd->start, hd->length, start, length))
+                ar_ranges_overlap(hd->start, hd->length, start, length)) {
+                what = ar_range_what(L, start, length);
                 return luaL_error(L, "%s overlaps %s already locked through "
                     "this handle (unlock it first, or use another handle)",
                     what, ar_range_text(L, hd->start, hd->length));
+            }
     }
     if (o.mode == ATOMRUN_EXCLUSIVE && !f->writable)
         return ar_pushfail(L, -EBADF, "cannot lock %s exclusive: the file is "
             "open read-only (no write permission), which allows only "
-            "shared locks", what);
-    c = ar_find_conflict(L, AR_KIND_RANGE, f->dev, f->ino, o.mode, f, start,
+            "shared locks", ar_range_what(L, start, length));
+    c = ar_find_conflict(reg, AR_KIND_RANGE, f->dev, f->ino, o.mode, f, start,
                          length);
-    if (c && o.timeout != 0)
+    if (c && o.timeout != 0) {
+        what = ar_range_what(L, start, length);
         return ar_pushfail(L, -EDEADLK, "%s conflicts with %s held through "
             "another handle of this script; waiting would wait forever",
             what, ar_range_text(L, c->start, c->length));
+    }
     r = atomrun_range_lock(f->fd, o.mode, start, length, o.timeout);
     if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
         int known = atomrun_range_test(f->fd, o.mode, start, length, &h) == 1;
-        int n = ar_push_lockfail(L, r, what, o.timeout, known ? &h : NULL);
+        int n = ar_push_lockfail(L, r, ar_range_what(L, start, length),
+                                 o.timeout, known ? &h : NULL);
         if (n == 4) {           /* ranges: the holder has start and length */
             lua_pop(L, 1);
             ar_push_holder(L, &h, 1);
@@ -582,7 +625,8 @@ static int ar_file_lock(lua_State *L)
         return n;
     }
     if (r < 0)
-        return ar_pusherrno(L, r, "cannot lock", what);
+        return ar_pusherrno(L, r, "cannot lock",
+                            ar_range_what(L, start, length));
     ar_range *rg = lua_newuserdatauv(L, sizeof *rg, 1);
     memset(rg, 0, sizeof *rg);
     rg->held.kind = AR_KIND_RANGE;
@@ -594,7 +638,7 @@ static int ar_file_lock(lua_State *L)
     rg->held.start = start;
     rg->held.length = length;
     rg->locked = 1;
-    ar_held_link(L, &rg->held);
+    ar_held_link(reg, &rg->held);
     luaL_setmetatable(L, AR_RANGE_MT);
     lua_pushvalue(L, 1);              /* keeps the file alive */
     lua_setiuservalue(L, -2, 1);
@@ -629,8 +673,14 @@ static int ar_file_index(lua_State *L)
     static const luaL_Reg methods[] = {
         { "lock", ar_file_lock }, { "test", ar_file_test },
         { "close", ar_file_close }, { NULL, NULL } };
-    ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
     const char *key = luaL_checkstring(L, 2);
+    ar_file *f;
+    for (const luaL_Reg *m = methods; m->name; m++)
+        if (strcmp(key, m->name) == 0) {
+            lua_pushcfunction(L, m->func);
+            return 1;
+        }
+    f = luaL_checkudata(L, 1, AR_FILE_MT);
     if (strcmp(key, "path") == 0) {
         lua_getiuservalue(L, 1, 1);
         return 1;
@@ -639,11 +689,6 @@ static int ar_file_index(lua_State *L)
         lua_pushboolean(L, f->writable);
         return 1;
     }
-    for (const luaL_Reg *m = methods; m->name; m++)
-        if (strcmp(key, m->name) == 0) {
-            lua_pushcfunction(L, m->func);
-            return 1;
-        }
     lua_pushnil(L);
     return 1;
 }
@@ -682,9 +727,8 @@ static ar_range *ar_checkrange(lua_State *L, int arg)
     return luaL_checkudata(L, arg, AR_RANGE_MT);
 }
 
-static void ar_range_release(lua_State *L, int arg)
+static void ar_range_release(lua_State *L, int arg, ar_range *rg)
 {
-    ar_range *rg = ar_checkrange(L, arg);
     ar_file *f;
     if (!rg->locked)
         return;
@@ -699,21 +743,26 @@ static void ar_range_release(lua_State *L, int arg)
 
 static int ar_range_unlock(lua_State *L)
 {
-    ar_range_release(L, 1);
+    ar_range_release(L, 1, ar_checkrange(L, 1));
     lua_pushboolean(L, 1);
     return 1;
 }
 
 static int ar_range_gc(lua_State *L)
 {
-    ar_range_release(L, 1);
+    ar_range_release(L, 1, ar_checkrange(L, 1));
     return 0;
 }
 
 static int ar_range_index(lua_State *L)
 {
-    ar_range *rg = ar_checkrange(L, 1);
     const char *key = luaL_checkstring(L, 2);
+    ar_range *rg;
+    if (strcmp(key, "unlock") == 0) {
+        lua_pushcfunction(L, ar_range_unlock);
+        return 1;
+    }
+    rg = ar_checkrange(L, 1);
     if (strcmp(key, "start") == 0)
         lua_pushinteger(L, rg->held.start);
     else if (strcmp(key, "length") == 0)
@@ -724,8 +773,6 @@ static int ar_range_index(lua_State *L)
         lua_pushboolean(L, rg->locked);
     else if (strcmp(key, "file") == 0)
         lua_getiuservalue(L, 1, 1);
-    else if (strcmp(key, "unlock") == 0)
-        lua_pushcfunction(L, ar_range_unlock);
     else
         lua_pushnil(L);
     return 1;
@@ -794,8 +841,11 @@ static int ar_l_create(lua_State *L)
     atomrun_write_opts o;
     int r;
 
-    if (!lua_isnoneornil(L, 2))
-        data = luaL_checklstring(L, 2, &len);
+    if (!lua_isnoneornil(L, 2)) {
+        if (lua_type(L, 2) != LUA_TSTRING)   /* no silent number->string */
+            luaL_typeerror(L, 2, "string or nil");
+        data = lua_tolstring(L, 2, &len);
+    }
     ar_check_writeopts(L, 3, &o, 0);
     r = atomrun_create(path, data, len, &o);
     if (r < 0)
@@ -851,6 +901,8 @@ static char **ar_check_argv(lua_State *L, int arg)
     n = luaL_len(L, arg);
     if (n < 1)
         luaL_argerror(L, arg, "argv must have at least the command name");
+    if (n > 1000000)     /* a __len can claim anything; n + 1 must not overflow */
+        luaL_argerror(L, arg, "argv has too many elements");
     lua_createtable(L, (int)n, 0);
     anchor = lua_gettop(L);
     argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
@@ -894,8 +946,13 @@ static char **ar_build_env(lua_State *L, int arg)
     lua_pushnil(L);
     while (lua_next(L, tbl)) {                /* name, value */
         int vt = lua_type(L, -1);
-        if (lua_type(L, -2) != LUA_TSTRING)
+        if (lua_type(L, -2) != LUA_TSTRING || !*lua_tostring(L, -2) ||
+            strchr(lua_tostring(L, -2), '=') ||
+            strlen(lua_tostring(L, -2)) != lua_rawlen(L, -2))
             luaL_argerror(L, arg, "opts.env keys must be variable names");
+        if (vt == LUA_TSTRING &&
+            strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+            luaL_argerror(L, arg, "opts.env values must not contain NUL");
         lua_pushvalue(L, -2);
         if (vt == LUA_TBOOLEAN && !lua_toboolean(L, -2))
             lua_pushnil(L);                   /* false: remove it */
@@ -949,8 +1006,12 @@ static void ar_check_spawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
                                               NULL };
     atomrun_spawn_opts_init(o);
     ar_check_option_names(L, arg, exec ? exec_names : run_names);
-    if (ar_opt(L, arg, "cwd", LUA_TSTRING) != LUA_TNIL)
-        o->cwd = lua_tostring(L, -1);          /* stays on the stack */
+    if (ar_opt(L, arg, "cwd", LUA_TSTRING) != LUA_TNIL) {
+        size_t len;
+        o->cwd = lua_tolstring(L, -1, &len);   /* stays on the stack */
+        if (strlen(o->cwd) != len)
+            luaL_argerror(L, arg, "option 'cwd' contains a NUL byte");
+    }
     if (!exec) {
         o->timeout = ar_opt_seconds(L, arg, "timeout", -1);
         o->kill_after = ar_opt_seconds(L, arg, "kill_after", 1);
@@ -968,12 +1029,22 @@ static int ar_l_run(lua_State *L)
     char **argv;
     int is_signal = 0, code = 0, r;
 
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);    /* ar_check_argv pushes: keep opts at index 2 */
     argv = ar_check_argv(L, 1);
     ar_check_spawnopts(L, 2, &o, 0);
     r = atomrun_run(argv, &o, &is_signal, &code);
-    if (r < 0)
+    if (r < 0) {
+        atomrun_stat st;
+        /* The child reports one errno: say when chdir, not exec, failed. */
+        if (o.cwd && (atomrun_stat_path(o.cwd, 1, &st) < 0 ||
+                      strcmp(st.type, "directory") != 0))
+            return ar_pushfail(L, r, "cannot run %s: cannot change to "
+                               "directory %s: %s", argv[0], o.cwd,
+                               atomrun_strerror(r));
         return ar_pushfail(L, r, "cannot run %s: %s", argv[0],
                            atomrun_strerror(r));
+    }
     /* like os.execute: true|nil, "exit"|"signal", code */
     if (!is_signal && code == 0)
         lua_pushboolean(L, 1);
@@ -991,8 +1062,11 @@ static int ar_l_run(lua_State *L)
 static int ar_l_exec(lua_State *L)
 {
     atomrun_spawn_opts o;
-    char **argv = ar_check_argv(L, 1);
+    char **argv;
     int r;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);    /* ar_check_argv pushes: keep opts at index 2 */
+    argv = ar_check_argv(L, 1);
     ar_check_spawnopts(L, 2, &o, 1);
     fflush(NULL);
     r = atomrun_exec(argv, &o);
@@ -1032,7 +1106,11 @@ static int ar_l_uid(lua_State *L)
 static int ar_l_stat(lua_State *L)
 {
     const char *path = ar_check_path(L, 1);
-    int follow = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
+    int follow = 1;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TBOOLEAN);
+        follow = lua_toboolean(L, 2);
+    }
     atomrun_stat st;
     int r = atomrun_stat_path(path, follow, &st);
     if (r < 0)
@@ -1060,8 +1138,11 @@ static int ar_l_stat(lua_State *L)
 static int ar_l_mkdir(lua_State *L)
 {
     const char *path = ar_check_path(L, 1);
-    int mode = (int)luaL_optinteger(L, 2, 0777);
-    int r = atomrun_mkdir(path, mode);
+    lua_Integer mode = luaL_optinteger(L, 2, 0777);
+    if (mode < 0 || mode > 07777)      /* -1 would mean setuid|setgid|sticky */
+        luaL_argerror(L, 2, "mode must be permission bits (0 to 4095, i.e. "
+                      "07777)");
+    int r = atomrun_mkdir(path, (int)mode);
     if (r < 0)
         return ar_pusherrno(L, r, "cannot create directory", path);
     lua_pushboolean(L, 1);

@@ -28,7 +28,14 @@ int ar_mkdir_parents(const char *path)
 
     if (!copy)
         return -ENOMEM;
-    for (char *p = copy + 1; *p; p++) {
+    /* Too long for the kernel anyway: fail before creating a single one of
+     * the (up to two thousand) directories such a path can name. */
+    if (strlen(path) >= PATH_MAX) {
+        free(copy);
+        return -ENAMETOOLONG;
+    }
+    /* copy + 1 skips a leading '/', but "" has no byte to skip. */
+    for (char *p = *copy ? copy + 1 : copy; *p; p++) {
         if (*p != '/')
             continue;
         *p = '\0';
@@ -245,21 +252,22 @@ int atomrun_range_test(int fd, int mode, int64_t start, int64_t length,
     h->mode = fl.l_type == F_WRLCK ? ATOMRUN_EXCLUSIVE : ATOMRUN_SHARED;
     h->start = fl.l_start;
     h->length = fl.l_len;
-    if (fl.l_pid > 0) {
-        /* A classic POSIX lock (lockf, fcntl, SQLite): the kernel knows. */
-        h->pid = fl.l_pid;
+    if (fl.l_pid != -1) {
+        /* A classic POSIX lock (lockf, fcntl, SQLite): the kernel knows the
+         * pid, or says 0 for a process outside our pid namespace.  Only
+         * OFD locks are -1. */
+        h->pid = fl.l_pid > 0 ? fl.l_pid : 0;
         snprintf(h->kind, sizeof h->kind, "posix");
-        ar_holder_cmd(h->pid, h->cmd, sizeof h->cmd);
+        if (h->pid)
+            ar_holder_cmd(h->pid, h->cmd, sizeof h->cmd);
         return 1;
     }
-    /* An OFD lock: pid -1 from the kernel; ask /proc (see holder.c). */
+    /* An OFD lock: pid -1 from the kernel; ask /proc (see holder.c) which
+     * descriptor holds exactly that lock, fd itself excluded. */
     if (fstat(fd, &st) == 0) {
         atomrun_holder found;
-        if (ar_find_holder(st.st_dev, st.st_ino, "OFDLCK", mode, h->start,
-                           h->length, &found) == 1) {
-            found.start = h->start;
-            found.length = h->length;
-            found.mode = h->mode;
+        if (ar_find_ofd_holder(fd, st.st_dev, st.st_ino, h->mode, h->start,
+                               h->length, &found) == 1) {
             *h = found;
             return 1;
         }

@@ -76,7 +76,8 @@ static int ar_probe_tmpfile(int dirfd)
 
 static int ar_probe_noreplace(int dirfd, const char *a, const char *b)
 {
-    int fd = openat(dirfd, b, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    int fd = openat(dirfd, b, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
     int r;
     if (fd < 0)
         return -errno;
@@ -101,7 +102,9 @@ int atomrun_probe(const char *dir, atomrun_fsinfo *fi)
         ar_fstype((unsigned long)sfs.f_type, fi);
     snprintf(name, sizeof name, ".atomrun-doctor.%d", (int)getpid());
     snprintf(other, sizeof other, ".atomrun-doctor.%d.b", (int)getpid());
-    fd1 = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    /* O_NOFOLLOW: in a shared directory such as /tmp, a symlink planted at
+     * our scratch name must not make us lock or create its target. */
+    fd1 = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd1 < 0) {
         int err = -errno;
         close(dirfd);

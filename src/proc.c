@@ -1,7 +1,7 @@
 /*
  * proc.c -- running a command that may inherit held locks.
  *
- * fork + exec (not posix_spawn) because the child must do three things
+ * vfork + exec (not posix_spawn) because the child must do three things
  * posix_spawn cannot express together: mark every descriptor >= 3
  * close-on-exec except the locks it inherits on purpose, change directory,
  * and tell us exactly why exec failed (through a close-on-exec pipe).
@@ -10,10 +10,12 @@
 #define _GNU_SOURCE
 #include "ar_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
@@ -48,7 +50,20 @@ static void ar_child_fds(const atomrun_spawn_opts *o)
 static void ar_child_exec(char *const argv[], const atomrun_spawn_opts *o,
                           const sigset_t *mask, int errpipe)
 {
+    struct sigaction sa;
     int err;
+    /* Sharing the parent's memory (vfork), no handler of the parent may
+     * run here: every caught signal goes back to its default action. */
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sigaction(sig, NULL, &sa) != 0)
+            continue;
+        if (!(sa.sa_flags & SA_SIGINFO) &&
+            (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+            continue;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        sigaction(sig, &sa, NULL);
+    }
     if (o->new_group)
         setpgid(0, 0);
     sigprocmask(SIG_SETMASK, mask, NULL);
@@ -67,16 +82,74 @@ fail:
     _exit(127);
 }
 
+/* The descriptors >= 3 that are inheritable now (malloc'd; NULL, 0 when
+ * /proc is not there to tell). */
+static int *ar_inheritable_fds(int *n)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int *fds = NULL, cap = 0;
+
+    *n = 0;
+    if (!d)
+        return NULL;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name), flags;
+        if (fd < 3 || fd == dirfd(d))
+            continue;
+        flags = fcntl(fd, F_GETFD);
+        if (flags < 0 || (flags & FD_CLOEXEC))
+            continue;
+        if (*n == cap) {
+            int *more = realloc(fds, sizeof *fds * (size_t)(cap = cap * 2 + 16));
+            if (!more)
+                break;
+            fds = more;
+        }
+        fds[(*n)++] = fd;
+    }
+    closedir(d);
+    return fds;
+}
+
+/*
+ * A failed exec returns to the caller, which goes on running: undo what we
+ * did for the new program.  Without this the kept lock descriptors would
+ * stay inheritable (every later os.execute child would hold the lock), the
+ * host's own inheritable descriptors would have become close-on-exec, and
+ * the caller would find itself in o->cwd.
+ */
 int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o)
 {
-    if (o && o->cwd && chdir(o->cwd) != 0)
-        return -errno;
+    int here = -1, err, ninh = 0, *inh;
+    if (o && o->cwd) {
+        here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (chdir(o->cwd) != 0) {
+            err = -errno;
+            if (here >= 0)
+                close(here);
+            return err;
+        }
+    }
+    inh = ar_inheritable_fds(&ninh);
     ar_child_fds(o);
     if (o && o->envp)
         execvpe(argv[0], argv, o->envp);
     else
         execvp(argv[0], argv);
-    return -errno;
+    err = -errno;
+    for (int i = 0; o && i < o->nkeep; i++)
+        fcntl(o->keep_fds[i], F_SETFD, FD_CLOEXEC);
+    for (int i = 0; i < ninh; i++)
+        fcntl(inh[i], F_SETFD, 0);
+    free(inh);
+    if (here >= 0) {
+        if (fchdir(here) != 0) {
+            /* the old directory is gone; nothing better to do */
+        }
+        close(here);
+    }
+    return err;
 }
 
 /* Wait for pid, forwarding TERM/HUP (sigfd >= 0) and enforcing the
@@ -109,7 +182,9 @@ static int ar_wait_child(pid_t pid, atomrun_spawn_opts *o, int sigfd,
                 deadline = stage == 1 ? ar_now() + o->kill_after : -1;
                 continue;
             }
-            wait_ms = (int)(left * 1000) + 1;
+            /* (int) of a double beyond INT_MAX is undefined: a timeout of
+             * 1e300 s must wait, not turn negative (poll: forever) by luck */
+            wait_ms = left > 1e6 ? 1000000000 : (int)(left * 1000) + 1;
         }
         if (pidfd < 0 && wait_ms < 0 && sigfd < 0) {
             /* No pidfd (Linux < 5.3) and nothing else to watch. */
@@ -132,6 +207,40 @@ static int ar_wait_child(pid_t pid, atomrun_spawn_opts *o, int sigfd,
     return 0;
 }
 
+/*
+ * Start the child with vfork, not fork: fork write-protects every page of
+ * this process, and each page it writes afterwards (the Lua heap, the
+ * stack) costs a page fault, dozens per run -- a third of the start-up of
+ * `atomrun lock F true`.  A vfork child borrows our memory (and this
+ * thread's stack, below this frame) until it execs or exits: it runs with
+ * every signal blocked until it has reset the caught ones (ar_child_exec),
+ * so no handler of ours can run in it; it makes only system calls, and it
+ * never returns from ar_child_exec.  Its fd table, cwd and signal actions
+ * are its own copies.  On return the caller's mask is *saved plus *extra.
+ */
+static pid_t ar_vfork_exec(char *const argv[], const atomrun_spawn_opts *o,
+                           const sigset_t *extra, sigset_t *saved,
+                           int errpipe)
+{
+    sigset_t all, want;
+    pid_t pid;
+    int err;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, saved);
+    pid = vfork();
+    if (pid == 0)
+        ar_child_exec(argv, o, saved, errpipe);       /* does not return */
+    err = errno;
+    want = *saved;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sigismember(extra, sig) == 1)
+            sigaddset(&want, sig);
+    pthread_sigmask(SIG_SETMASK, &want, NULL);
+    errno = err;
+    return pid;
+}
+
 int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
                 int *code)
 {
@@ -151,8 +260,7 @@ int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
         sigaddset(&fwd, SIGTERM);
         sigaddset(&fwd, SIGHUP);
     }
-    pthread_sigmask(SIG_BLOCK, &fwd, &saved);
-    pid = fork();
+    pid = ar_vfork_exec(argv, o, &fwd, &saved, pipefd[1]);
     if (pid < 0) {
         r = -errno;
         pthread_sigmask(SIG_SETMASK, &saved, NULL);
@@ -160,8 +268,6 @@ int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
         close(pipefd[1]);
         return r;
     }
-    if (pid == 0)
-        ar_child_exec(argv, o, &saved, pipefd[1]);
     close(pipefd[1]);
     do
         n = read(pipefd[0], &err, sizeof err);

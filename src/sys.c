@@ -89,7 +89,15 @@ int atomrun_mkdir(const char *path, int mode)
     int r = ar_mkdir_parents(path);
     if (r < 0)
         return r;
-    if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST)
-        return -errno;
+    if (mkdir(path, (mode_t)mode) != 0) {
+        struct stat st;
+        if (errno != EEXIST)
+            return -errno;
+        /* "exists" is success only for a directory (or a link to one). */
+        if (stat(path, &st) != 0)
+            return -errno;
+        if (!S_ISDIR(st.st_mode))
+            return -ENOTDIR;
+    }
     return 0;
 }

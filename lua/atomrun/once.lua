@@ -80,7 +80,7 @@ Guard.__close = Guard.release
 Guard.__gc = Guard.release
 function Guard:__tostring() return "atomrun.once (" .. self.name .. ")" end
 
-local names = { dir = true, wait = true, timeout = true, argv = true }
+local names = { dir = "string", wait = "boolean", timeout = "seconds", argv = "table" }
 
 --- once(name [, opts]) -> guard | nil, msg, "running", record
 function M.once(name, opts)
@@ -88,9 +88,9 @@ function M.once(name, opts)
     error("bad argument #1 to 'once' (a job name of letters, digits, '.', '_' and '-' expected, got "
       .. (type(name) == "string" and string.format("%q", name) or type(name)) .. ")", 2)
   end
-  opts = check_opts("once", opts, names, 2)
-  if opts.dir ~= nil and type(opts.dir) ~= "string" then
-    error("bad argument #2 to 'once' (option 'dir' must be a string)", 2)
+  opts = check_opts("once", opts, names, 2, 2)
+  if opts.dir ~= nil and opts.dir:find("\0", 1, true) then
+    error("bad argument #2 to 'once' (option 'dir' contains a NUL byte)", 2)
   end
   local dir = opts.dir or default_dir()
   local ok, err, code = ensure_dir(dir)
@@ -100,9 +100,23 @@ function M.once(name, opts)
   local lk, lerr, lcode, holder = atomrun.lock(base .. ".lock", lopts)
   if not lk then
     if lcode ~= "busy" and lcode ~= "timeout" then return nil, lerr, lcode end
-    local text = atomrun.read(base .. ".json")
-    local okj, rec = pcall(atomrun.json.decode, text or "")
-    rec = okj and type(rec) == "table" and rec or nil
+    -- The holder writes its record just after it gets the lock: if we
+    -- lost a race by microseconds, give the record a moment to appear.
+    -- (Only for the message; the lock alone decided who runs.)
+    local rec
+    local until_t = atomrun.now() + 0.5
+    repeat
+      local okj, r = pcall(atomrun.json.decode, atomrun.read(base .. ".json") or "")
+      rec = okj and type(r) == "table" and r or nil
+      if rec and math.type(rec.pid) == "float" then     -- cjson: all numbers float
+        rec.pid = math.tointeger(rec.pid) or rec.pid
+      end
+      if rec and holder and holder.pid and rec.pid ~= holder.pid then
+        rec = nil                       -- a stale record of an earlier run
+      end
+      if rec or not (holder and holder.pid) then break end
+      atomrun.sleep(0.01)
+    until atomrun.now() >= until_t
     local msg = describe(name, rec, holder)
     local record = rec or {}
     if holder then

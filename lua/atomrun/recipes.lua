@@ -5,24 +5,63 @@ local atomrun = require "atomrun"
 
 local M = {}
 
-local function check_opts(fname, opts, allowed, level)
+-- What an option may hold (allowed[name]): true (anything) or one of these.
+-- A wrong type must be an error here, naming the caller's argument, not a
+-- confusing one from deep inside (or, worse, a silent default: a
+-- timeout = "5" that waits forever).
+local opt_kinds = {
+  boolean = function(v) return type(v) == "boolean" end,
+  string = function(v) return type(v) == "string" end,
+  table = function(v) return type(v) == "table" end,
+  ["function"] = function(v) return type(v) == "function" end,
+  seconds = function(v) return type(v) == "number" and v >= 0 end,   -- NaN fails too
+  perm = function(v) return math.type(v) == "integer" and v >= 0 and v <= 4095 end,
+  mode = function(v) return v == "exclusive" or v == "shared" end,
+}
+local kind_text = {
+  seconds = "a number of seconds >= 0", perm = "permission bits (an integer 0 to 4095)",
+  mode = "'exclusive' or 'shared'",
+}
+
+-- check_opts(fname, opts, allowed, level [, argn]) -> opts (or {})
+local function check_opts(fname, opts, allowed, level, argn)
+  local where = argn and string.format("bad argument #%d to '%s'", argn, fname)
+    or string.format("bad argument to '%s'", fname)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
-    error(string.format("bad argument to '%s' (options must be a table, not a %s)",
-      fname, type(opts)), level + 1)
+    error(string.format("%s (options must be a table, not a %s)", where, type(opts)), level + 1)
   end
-  for k in pairs(opts) do
-    if not allowed[k] then
+  for k, v in pairs(opts) do
+    local kind = allowed[k]
+    if not kind then
       local names = {}
       for n in pairs(allowed) do names[#names + 1] = n end
       table.sort(names)
-      error(string.format("bad argument to '%s' (unknown option '%s' (expected one of: %s))",
-        fname, tostring(k), table.concat(names, ", ")), level + 1)
+      error(string.format("%s (unknown option '%s' (expected one of: %s))",
+        where, tostring(k), table.concat(names, ", ")), level + 1)
+    end
+    if opt_kinds[kind] and not opt_kinds[kind](v) then
+      error(string.format("%s (option '%s' must be %s, not %s)", where, k,
+        kind_text[kind] or ("a " .. kind), type(v) == "string" and string.format("%q", v)
+        or type(v) == "number" and tostring(v) or "a " .. type(v)), level + 1)
     end
   end
   return opts
 end
 M._check_opts = check_opts
+
+-- A path argument: a string the kernel will see unchanged.
+local function check_path(fname, argn, path, level)
+  if type(path) ~= "string" then
+    error(string.format("bad argument #%d to '%s' (string expected, got %s)", argn, fname,
+      type(path)), level + 1)
+  end
+  if path:find("\0", 1, true) then
+    error(string.format("bad argument #%d to '%s' (path contains a NUL byte)", argn, fname),
+      level + 1)
+  end
+end
+M._check_path = check_path
 
 local function pick(opts, names)
   local t = {}
@@ -35,12 +74,11 @@ end
 -- then propagates with its original message and traceback), or a `return`
 -- from deep inside.  A coroutine left suspended inside fn keeps the lock
 -- until it is resumed to the end or collected: that is the caller's to avoid.
-local lock_names = { mode = true, wait = true, timeout = true, perm = true, create = true }
+local lock_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm",
+  create = "boolean" }
 function M.with_lock(path, opts, fn, ...)
-  if type(path) ~= "string" then
-    error("bad argument #1 to 'with_lock' (string expected, got " .. type(path) .. ")", 2)
-  end
-  check_opts("with_lock", opts, lock_names, 2)
+  check_path("with_lock", 1, path, 2)
+  check_opts("with_lock", opts, lock_names, 2, 2)
   if type(fn) ~= "function" then
     error("bad argument #3 to 'with_lock' (function expected, got " .. type(fn) .. ")", 2)
   end
@@ -55,15 +93,15 @@ end
 -- never on the data file: replace() swaps the data file's inode, so the next
 -- updater would open and lock the new inode while we still hold the old one,
 -- and two updaters would run at once.  The sidecar's inode never changes.
-local update_names = { timeout = true, wait = true, durable = true, mode = true }
+local update_names = { timeout = "seconds", wait = "boolean", durable = "boolean", mode = "perm" }
 function M.update(path, fn, opts)
-  if type(path) ~= "string" then
-    error("bad argument #1 to 'update' (string expected, got " .. type(path) .. ")", 2)
-  end
+  check_path("update", 1, path, 2)
   if type(fn) ~= "function" then
     error("bad argument #2 to 'update' (function expected, got " .. type(fn) .. ")", 2)
   end
-  opts = check_opts("update", opts, update_names, 2)
+  opts = check_opts("update", opts, update_names, 2, 3)
+  -- "" would lock "./.lock" in whatever the current directory is
+  if path == "" then return nil, "cannot update '': No such file or directory", "ENOENT" end
   local lk, err, code, holder = atomrun.lock(path .. ".lock", pick(opts, { "timeout", "wait" }))
   if not lk then return nil, err, code, holder end
   local guard <close> = lk
@@ -86,15 +124,29 @@ end
 local Status = {}
 Status.__index = Status
 
+local write_names = { durable = "boolean", mode = "perm", follow = "boolean" }
 function Status:write(tbl, opts)
   if type(tbl) ~= "table" then
     error("bad argument #1 to 'write' (table expected, got " .. type(tbl) .. ")", 2)
   end
+  check_opts("write", opts, write_names, 2, 2)
   local ok, text = pcall(atomrun.json.encode, tbl)
   if not ok then
-    error("status:write: cannot encode as JSON: " .. tostring(text), 2)
+    error("bad argument #1 to 'write' (cannot encode as JSON: " .. tostring(text) .. ")", 2)
   end
   return atomrun.replace(self.path, text .. "\n", opts)
+end
+
+-- lua-cjson decodes every number as a float: 3 comes back as 3.0 and
+-- prints as "3.0".  JSON has one kind of number, so whole numbers are
+-- handed back as Lua integers, the way the writer most likely meant them.
+local function integers(v)
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = integers(x) end
+  elseif math.type(v) == "float" then
+    return math.tointeger(v) or v
+  end
+  return v
 end
 
 function Status:read()
@@ -104,15 +156,13 @@ function Status:read()
   if not ok or type(value) ~= "table" then
     return nil, self.path .. ": not a JSON status file (" .. tostring(value) .. ")", "EINVAL"
   end
-  return value
+  return integers(value)
 end
 
 function Status:__tostring() return "atomrun.status (" .. self.path .. ")" end
 
 function M.status(path)
-  if type(path) ~= "string" then
-    error("bad argument #1 to 'status' (string expected, got " .. type(path) .. ")", 2)
-  end
+  check_path("status", 1, path, 2)
   return setmetatable({ path = path }, Status)
 end
 
@@ -131,16 +181,16 @@ Guard.release = Guard.unlock
 Guard.__close = Guard.unlock
 Guard.__gc = Guard.unlock
 
-local all_names = { mode = true, wait = true, timeout = true, perm = true }
+local all_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm" }
 function M.lock_all(paths, opts)
   if type(paths) ~= "table" then
     error("bad argument #1 to 'lock_all' (table of paths expected, got " .. type(paths) .. ")", 2)
   end
-  opts = check_opts("lock_all", opts, all_names, 2)
+  opts = check_opts("lock_all", opts, all_names, 2, 2)
   local entries = {}
   for i, p in ipairs(paths) do
-    if type(p) ~= "string" then
-      error("bad argument #1 to 'lock_all' (paths[" .. i .. "] must be a string)", 2)
+    if type(p) ~= "string" or p:find("\0", 1, true) then
+      error("bad argument #1 to 'lock_all' (paths[" .. i .. "] must be a string without NUL)", 2)
     end
     -- open (creating) each first, so that every file has its identity
     local f, err, code = atomrun.open(p, { perm = opts.perm })
@@ -163,6 +213,11 @@ function M.lock_all(paths, opts)
       local lk, err, code, holder = atomrun.lock(e.path, lopts)
       if not lk then
         guard:unlock()
+        -- the shared deadline ran out before this lock's turn: that is a
+        -- timeout for the caller, not a "busy" they never asked for
+        if code == "busy" and deadline and opts.wait ~= false and opts.timeout ~= 0 then
+          code = "timeout"
+        end
         return nil, err, code, holder
       end
       guard.locks[#guard.locks + 1] = lk

@@ -30,7 +30,7 @@ function M.retry(fn, opts)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'retry' (function expected, got " .. type(fn) .. ")", 2)
   end
-  opts = check_opts("retry", opts, names, 2)
+  opts = check_opts("retry", opts, names, 2, 2)
   local timeout = number_opt(opts, "timeout", nil, 0)
   local attempts = number_opt(opts, "attempts", timeout and math.huge or 5, 1)
   local base = number_opt(opts, "base", 0.05, 0)
@@ -52,6 +52,7 @@ function M.retry(fn, opts)
     local results = table.pack(fn(n))
     if results[1] ~= nil then return table.unpack(results, 1, results.n) end
     last_msg, last_code = results[2], results[3]
+    if last_msg == nil then last_msg = "the function returned nil" end
     if retry_on and not retry_on(last_msg, last_code) then
       return nil, last_msg, last_code
     end

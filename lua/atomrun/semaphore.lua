@@ -46,11 +46,11 @@ local function holders_text(f, n)
   return #pids > 0 and " (held by pids " .. table.concat(pids, ", ") .. ")" or ""
 end
 
-local names = { timeout = true, wait = true }
+local names = { timeout = "seconds", wait = "boolean" }
 
 --- sem:acquire([opts]) -> slot | nil, msg, code
 function Sem:acquire(opts)
-  opts = check_opts("acquire", opts, names, 2)
+  opts = check_opts("acquire", opts, names, 2, 1)
   if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout ~= opts.timeout
       or opts.timeout < 0) then
     error("bad argument #1 to 'acquire' (option 'timeout' must be a number of seconds >= 0)", 2)
@@ -110,9 +110,7 @@ end
 
 --- semaphore(path, n) -> sem
 function M.semaphore(path, n)
-  if type(path) ~= "string" then
-    error("bad argument #1 to 'semaphore' (string expected, got " .. type(path) .. ")", 2)
-  end
+  require("atomrun.recipes")._check_path("semaphore", 1, path, 2)
   if math.type(n) ~= "integer" or n < 1 then
     error("bad argument #2 to 'semaphore' (a whole number of slots >= 1 expected)", 2)
   end

@@ -55,7 +55,10 @@ end
 if not yes(p.flock) then table.insert(report.warnings, "flock does not exclude here") end
 
 if as_json then
-  print(atomrun.json.encode(report))
+  local text = atomrun.json.encode(report)
+  -- lua-cjson 2.1 encodes an empty table as {}; warnings is a list
+  if #report.warnings == 0 then text = text:gsub('"warnings":{}', '"warnings":[]') end
+  print(text)
   os.exit(0)
 end
 

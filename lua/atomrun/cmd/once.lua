@@ -1,13 +1,13 @@
 -- atomrun once -- run CMD unless an instance of NAME already runs; then say
 -- who runs it and exit 1 (or -E CODE).  Otherwise exit with CMD's status.
 --
---   atomrun once [-w SECONDS] [-E CODE] [--dir DIR] NAME [--] CMD [ARGS...]
+--   atomrun once [-w SECONDS] [-E CODE] [--dir DIR] NAME [options] [--] CMD [ARGS...]
 local atomrun = require "atomrun"
 
 local EX_USAGE, EX_UNAVAILABLE, EX_OSERR = 64, 69, 71
 
 local USAGE = [[
-usage: atomrun once [options] NAME [--] CMD [ARGS...]
+usage: atomrun once [options] NAME [options] [--] CMD [ARGS...]
   -w, --wait SECONDS        wait up to SECONDS for the running instance to end
   -E, --conflict-exit-code N  exit code when NAME is already running (default 1)
       --dir DIR             where the lock and record live (default: /run/lock/atomrun
@@ -25,46 +25,61 @@ local function usage_error(fmt, ...)
   os.exit(EX_USAGE)
 end
 
+-- Options may come before NAME or between NAME and CMD (`atomrun once
+-- NAME -w 5 -- CMD`); the first word after NAME that is not an option, or
+-- whatever follows `--`, is the command.
 local args = { ... }
 local o = { conflict = 1 }
+local name
 local i = 1
 while i <= #args do
   local a = args[i]
-  if a == "-w" or a == "--wait" or a == "--timeout" then
+  local flag, inline = a:match("^(%-%-[^=]+)=(.*)$")
+  if flag then a = flag end
+  local function value()
+    if inline then return inline end
     i = i + 1
-    o.timeout = tonumber(args[i] or "")
+    if args[i] == nil then usage_error("option %s needs a value", a) end
+    return args[i]
+  end
+  if a == "-w" or a == "--wait" or a == "--timeout" then
+    local s = value()
+    o.timeout = tonumber(s)
     if not o.timeout or o.timeout ~= o.timeout or o.timeout < 0 then
-      usage_error("invalid timeout value: '%s'", tostring(args[i]))
+      usage_error("invalid timeout value: '%s'", s)
     end
   elseif a == "-E" or a == "--conflict-exit-code" then
-    i = i + 1
-    o.conflict = math.tointeger(tonumber(args[i] or ""))
+    local s = value()
+    o.conflict = math.tointeger(tonumber(s))
     if not o.conflict or o.conflict < 0 or o.conflict > 255 then
-      usage_error("invalid exit code: '%s' (0 to 255)", tostring(args[i]))
+      usage_error("invalid exit code: '%s' (0 to 255)", s)
     end
   elseif a == "--dir" then
-    i = i + 1
-    o.dir = args[i] or usage_error("--dir needs a directory")
+    o.dir = value()
   elseif a == "-h" or a == "--help" then
     io.stdout:write(USAGE)
     os.exit(0)
   elseif a == "--" then
     i = i + 1
+    if not name and args[i] then         -- `once -- NAME [--] CMD`
+      name = args[i]
+      i = i + 1
+      if args[i] == "--" then i = i + 1 end
+    end
     break
-  elseif a:sub(1, 1) == "-" then
+  elseif a:sub(1, 1) == "-" and #a > 1 then
     usage_error("unknown option '%s'", a)
+  elseif not name then
+    name = a
   else
-    break
+    break                                  -- the command starts here
   end
   i = i + 1
 end
-local name = args[i]
 if not name then usage_error("no job NAME given") end
 if not name:match("^[%w][%w._-]*$") then
   usage_error("bad job name '%s' (letters, digits, '.', '_' and '-')", name)
 end
-i = i + 1
-if args[i] == "--" then i = i + 1 end
 local argv = table.move(args, i, #args, 1, {})
 if #argv == 0 then usage_error("no command given for %s", name) end
 

@@ -1,0 +1,45 @@
+#!/bin/sh
+# scripts/bench/run.sh -- `make bench`: compile the C references, then let
+# the atomrun binary drive the benchmarks (scripts/bench/run.lua).
+#
+#   sh scripts/bench/run.sh [--quick] [--build DIR] [--out FILE]
+#
+# --quick      a seconds-long smoke run (CI): every benchmark runs, with
+#              tiny counts; the numbers mean nothing and nothing is asserted
+# --build DIR  where `make` put atomrun (default: $B or build)
+# --out FILE   the JSON results (default: bench/results.json)
+set -eu
+cd "$(dirname "$0")/../.."
+
+build=${B:-build}
+quick=
+out=bench/results.json
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) quick=--quick ;;
+    --build) build=$2; shift ;;
+    --out) out=$2; shift ;;
+    *) echo "run.sh: unknown argument '$1'" >&2; exit 64 ;;
+    esac
+    shift
+done
+
+if [ ! -x "$build/atomrun" ]; then
+    echo "run.sh: $build/atomrun not found; run make first" >&2
+    exit 1
+fi
+
+# The raw-syscall references: plain C11, no library, built next to atomrun.
+CC=${CC:-cc}
+mkdir -p "$build/bench"
+for name in ref harness; do
+    src=scripts/bench/$name.c
+    bin=$build/bench/$name
+    if [ ! -x "$bin" ] || [ "$src" -nt "$bin" ]; then
+        echo "$CC -O2 -o $bin $src"
+        $CC -std=c11 -O2 -Wall -Wextra -Werror -o "$bin" "$src"
+    fi
+done
+
+mkdir -p "$(dirname "$out")"
+exec "$build/atomrun" scripts/bench/run.lua --build "$build" --out "$out" $quick

@@ -1,0 +1,132 @@
+-- `atomrun doctor [DIR] [--json]`: what the filesystem under DIR supports.
+local H = require "spec.helper"
+local ar = H.ar
+
+-- Only the binary is under test here, and the lua5.4 pass would run the
+-- same binary again: these run in the atomrun and asan passes.
+local describe = H.pass == "lua5.4" and function() end or describe
+
+-- The filesystem type as util-linux names it ("ext4", "tmpfs"), or nil.
+local function fstype(dir)
+  local st, out = H.sh("findmnt -n -o FSTYPE -T " .. H.q(dir))
+  return st == 0 and out:match("^(%S+)") or nil
+end
+
+describe("atomrun doctor", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(H.cleanup)
+
+  local FEATURES = { "flock%(2%) whole%-file locks", "OFD byte%-range locks",
+    "O_TMPFILE unnamed temp files", "renameat2%(RENAME_NOREPLACE%)", "fsync of a directory" }
+
+  it("reports every probe and every primitive for a directory, exit 0", function()
+    local st, out, err = H.run("doctor", dir)
+    assert.equal(0, st, err)
+    assert.matches("^atomrun doctor: " .. dir:gsub("%p", "%%%0") .. " %(", out)
+    for _, f in ipairs(FEATURES) do assert.matches(f .. " +%S", out) end
+    for _, p in ipairs({ "lock", "range_lock", "create", "replace", "durability" }) do
+      assert.matches("\n  " .. p .. " +%S", out)
+    end
+    -- and leaves nothing behind in the directory it probed
+    local _, ls = H.sh("ls -A " .. H.q(dir))
+    assert.equal("", ls)
+  end)
+
+  it("names the filesystem type and finds everything working on ext4", function()
+    local t = fstype(dir)
+    if t ~= "ext4" then
+      pending("/tmp is " .. tostring(t) .. " here, not ext4")
+      return
+    end
+    local st, out = H.run("doctor", dir)
+    assert.equal(0, st)
+    assert.matches("%(ext4%)", out)
+    for _, f in ipairs(FEATURES) do assert.matches(f .. " +yes\n", out) end
+    assert.matches("a replace survives a crash", out)
+    assert.is_nil(out:find("warning", 1, true))
+  end)
+
+  it("warns on tmpfs (/dev/shm) that durability means nothing", function()
+    if fstype("/dev/shm") ~= "tmpfs" then
+      pending("no tmpfs at /dev/shm")
+      return
+    end
+    local st, out = H.run("doctor", "/dev/shm")
+    assert.equal(0, st)
+    assert.matches("%(tmpfs, in memory%)", out)
+    assert.matches("warning: tmpfs keeps files in memory", out)
+    assert.matches("nothing survives a reboot", out)
+  end)
+
+  it("--json prints one JSON object with the same facts", function()
+    local st, out = H.run("doctor", dir, "--json")
+    assert.equal(0, st)
+    assert.matches("^{.*}\n$", out)
+    local r = ar.json.decode(out)
+    assert.equal(dir, r.dir)
+    assert.equal("string", type(r.fstype))
+    assert.equal("boolean", type(r.remote))
+    assert.equal("boolean", type(r.volatile))
+    for _, k in ipairs({ "flock", "ofd", "tmpfile", "renameat2_noreplace", "dir_fsync" }) do
+      assert.is_not_nil(r.probes[k], k)
+    end
+    for _, k in ipairs({ "lock", "range_lock", "create", "replace", "durability" }) do
+      assert.equal("string", type(r.primitives[k]), k)
+    end
+    assert.equal("table", type(r.warnings))
+    local _, text = H.run("doctor", dir)
+    assert.truthy(text:find("(" .. r.fstype, 1, true))
+    if fstype(dir) == "ext4" then
+      assert.equal(true, r.probes.flock)
+      assert.equal(false, r.volatile)
+      assert.matches('"warnings":%[%]', out)     -- a list, even when empty
+    end
+  end)
+
+  it("--json on tmpfs has volatile true and the warning in a list", function()
+    if fstype("/dev/shm") ~= "tmpfs" then
+      pending("no tmpfs at /dev/shm")
+      return
+    end
+    local st, out = H.run("doctor", "--json", "/dev/shm")
+    assert.equal(0, st)
+    local r = ar.json.decode(out)
+    assert.equal("tmpfs", r.fstype)
+    assert.is_true(r.volatile)
+    assert.equal(1, #r.warnings)
+    assert.matches("in memory", r.warnings[1])
+  end)
+
+  it("probes the current directory by default", function()
+    local st, out = H.sh("cd " .. H.q(dir) .. " && " .. H.q(H.atomrun) .. " doctor --json")
+    assert.equal(0, st)
+    assert.equal(".", ar.json.decode(out).dir)
+  end)
+
+  it("fails with exit 1 and the reason for a missing directory or a file", function()
+    local st, out, err = H.run("doctor", dir .. "/nope")
+    assert.equal(1, st)
+    assert.equal("", out)
+    assert.matches("^atomrun: cannot probe .*/nope: No such file or directory\n$", err)
+    H.write(dir .. "/file", "")
+    st, _, err = H.run("doctor", dir .. "/file", "--json")
+    assert.equal(1, st)
+    assert.matches("Not a directory", err)
+  end)
+
+  it("exits 64 with the usage on usage errors", function()
+    for _, args in ipairs({ { "--bogus" }, { dir, dir }, { "-j", dir } }) do
+      local st, out, err = H.run("doctor", table.unpack(args))
+      assert.equal(64, st, table.concat(args, " "))
+      assert.equal("", out)
+      assert.matches("usage: atomrun doctor %[DIR%] %[%-%-json%]", err)
+    end
+  end)
+
+  it("--help prints the usage, exit 0", function()
+    local st, out = H.run("doctor", "--help")
+    assert.equal(0, st)
+    assert.matches("^usage: atomrun doctor", out)
+  end)
+end)

@@ -1,0 +1,749 @@
+-- atomrun.lock: whole-file flock(2) locks, tested with real processes
+-- (flock(1), Python's filelock, the atomrun binary) holding and waiting.
+local H = require "spec.helper"
+local ar = H.ar
+
+-- ------------------------------------------------------------ helpers
+
+-- A process is gone when /proc has no entry for it or it is a zombie
+-- (nobody may reap an orphan in a container; kill -0 still succeeds).
+local function gone(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return true end
+  local s = f:read("a") or ""
+  f:close()
+  local state = s:match("%) (%a)")
+  return state == nil or state == "Z" or state == "X"
+end
+
+local function wait_gone(pid, timeout)
+  return H.wait_until(function() return gone(pid) end, timeout or 10)
+end
+
+-- flock(1) -n from the outside: 0 when the lock could be taken at once.
+local function flock_n(path, mode)
+  return (H.sh("flock -n " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) .. " true"))
+end
+
+local spawned
+local function track(pid)
+  spawned[#spawned + 1] = pid
+  return pid
+end
+
+-- A holder in another process until `release` is called:
+-- kind "flock" (flock(1)), "python" (filelock), "atomrun" (the binary).
+local function hold(dir, path, kind, mode)
+  local n = #spawned + 1
+  local ready, rel = dir .. "/ready" .. n, dir .. "/release" .. n
+  local pid
+  if kind == "python" then
+    pid = H.spawn("exec " .. H.python .. " -c " .. H.q([[
+import filelock, os, sys, time
+lk = filelock.FileLock(sys.argv[1])
+lk.acquire()
+open(sys.argv[2], "w").close()
+while not os.path.exists(sys.argv[3]) and os.path.isdir(os.path.dirname(sys.argv[3])):
+    time.sleep(0.02)
+lk.release()
+]]) .. " " .. H.q(path) .. " " .. H.q(ready) .. " " .. H.q(rel))
+  elseif kind == "atomrun" then
+    pid = H.spawn("exec " .. H.q(H.atomrun) .. " -e " .. H.q([[
+local ar = require "atomrun"
+local lk = assert(ar.lock(arg[1], { mode = arg[4] }))
+io.open(arg[2], "w"):close()
+while not ar.stat(arg[3]) and ar.stat(arg[2]) do ar.sleep(0.02) end
+lk:unlock()
+]]) .. " " .. H.q(path) .. " " .. H.q(ready) .. " " .. H.q(rel) .. " " .. (mode or "exclusive"))
+  else
+    pid = H.spawn("exec flock " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) ..
+      " sh -c " .. H.q('touch "$1"; while [ ! -e "$2" ] && [ -d "${2%/*}" ]; do sleep 0.02; done') ..
+      " holder " .. H.q(ready) .. " " .. H.q(rel))
+  end
+  track(pid)
+  assert(H.wait_file(ready, 20), kind .. " holder never took the lock")
+  return pid, function()
+    H.write(rel, "")
+    assert(wait_gone(pid), kind .. " holder did not exit")
+  end
+end
+
+-- Run a shell command in the background; its exit status and output land
+-- in files.  result() waits for them.
+local function bg(dir, name, cmd)
+  local base = dir .. "/" .. name
+  return track(H.spawn(cmd .. " >" .. H.q(base .. ".out") .. " 2>&1; echo $? >" .. H.q(base .. ".st")))
+end
+
+local function result(dir, name, timeout)
+  local base = dir .. "/" .. name
+  local ok = H.wait_until(function() return H.slurp(base .. ".st"):match("\n") end, timeout or 20)
+  assert(ok, name .. " did not finish")
+  return tonumber(H.slurp(base .. ".st")), H.slurp(base .. ".out")
+end
+
+local function script(dir, name, body)
+  local p = dir .. "/" .. name .. ".lua"
+  H.write(p, body)
+  return p
+end
+
+-- A pid in /proc/locks as a blocked waiter ("N: -> FLOCK ... PID ...").
+local function waiting_in_kernel(pid)
+  for line in io.lines("/proc/locks") do
+    local p = line:match("^%d+: %-> %S+%s+%S+%s+%S+%s+(%d+)")
+    if p and tonumber(p) == pid then return true end
+  end
+  return false
+end
+
+-- The real-time signals a process catches (/proc/PID/status SigCgt).
+local function caught_signals(pid)
+  local f = io.open("/proc/" .. pid .. "/status")
+  if not f then return {} end
+  local s = f:read("a")
+  f:close()
+  local mask = tonumber(s:match("SigCgt:%s*(%x+)"), 16) or 0
+  local set = {}
+  for sig = 32, 64 do     -- real-time only: ASan catches SIGSEGV and friends
+    if (mask >> (sig - 1)) & 1 == 1 then set[#set + 1] = sig end
+  end
+  return set
+end
+
+local function mode_of(path)
+  return assert(ar.stat(path)).mode
+end
+
+local function umask()
+  local _, out = H.sh("umask")
+  return tonumber(out:match("%d+"), 8)
+end
+
+-- --------------------------------------------------------------- specs
+
+describe("atomrun.lock", function()
+  local dir
+  before_each(function()
+    spawned = {}
+    dir = H.tmpdir()
+  end)
+  after_each(function()
+    for _, pid in ipairs(spawned) do
+      if not gone(pid) then H.kill(pid, "KILL") end
+    end
+    collectgarbage()
+    H.cleanup()
+  end)
+
+  describe("modes", function()
+    it("takes an exclusive lock by default: flock(1) sees it, both modes refused", function()
+      local p = dir .. "/x.lock"
+      local lk = assert(ar.lock(p))
+      assert.equal("exclusive", lk.mode)
+      assert.equal(p, lk.path)
+      assert.is_true(lk.locked)
+      assert.equal(1, flock_n(p, "exclusive"))
+      assert.equal(1, flock_n(p, "shared"))
+      lk:unlock()
+      assert.equal(0, flock_n(p, "exclusive"))
+    end)
+
+    it("takes a shared lock that admits other readers and excludes writers", function()
+      local p = dir .. "/s.lock"
+      local a = assert(ar.lock(p, { mode = "shared" }))
+      local b = assert(ar.lock(p, { mode = "shared" }))
+      assert.equal("shared", a.mode)
+      assert.equal(0, flock_n(p, "shared"))
+      assert.equal(1, flock_n(p, "exclusive"))
+      a:unlock()
+      assert.equal(1, flock_n(p, "exclusive"))
+      b:unlock()
+      assert.equal(0, flock_n(p, "exclusive"))
+    end)
+
+    it("shared waits for an exclusive holder elsewhere, exclusive for a shared one", function()
+      local p = dir .. "/m.lock"
+      local _, release = hold(dir, p, "flock", "exclusive")
+      local lk, _, code = ar.lock(p, { mode = "shared", wait = false })
+      assert.is_nil(lk)
+      assert.equal("busy", code)
+      release()
+      local _, release2 = hold(dir, p, "flock", "shared")
+      assert(ar.lock(p, { mode = "shared", wait = false })):unlock()
+      lk, _, code = ar.lock(p, { wait = false })
+      assert.is_nil(lk)
+      assert.equal("busy", code)
+      release2()
+      assert(ar.lock(p, { wait = false })):unlock()
+    end)
+  end)
+
+  describe("busy and timeout", function()
+    it("wait=false fails at once with 'busy', the holder's pid and command", function()
+      local p = dir .. "/busy.lock"
+      local pid, release = hold(dir, p, "flock")
+      local lk, msg, code, holder = ar.lock(p, { wait = false })
+      assert.is_nil(lk)
+      assert.equal("busy", code)
+      assert.is_table(holder)
+      assert.equal(pid, holder.pid)
+      assert.matches("^flock ", holder.cmd)
+      assert.equal("exclusive", holder.mode)
+      assert.equal(p .. " is locked by pid " .. pid .. " (" .. holder.cmd .. ")", msg)
+      -- timeout = 0 is the same as wait = false
+      lk, _, code = ar.lock(p, { timeout = 0 })
+      assert.is_nil(lk)
+      assert.equal("busy", code)
+      release()
+    end)
+
+    it("names the holder by its command line: an atomrun script", function()
+      local p = dir .. "/who.lock"
+      local pid, release = hold(dir, p, "atomrun")
+      local _, msg, code, holder = ar.lock(p, { wait = false })
+      assert.equal("busy", code)
+      assert.equal(pid, holder.pid)
+      assert.matches("^atomrun %-e ", holder.cmd)
+      assert.matches("is locked by pid " .. pid .. " %(atomrun %-e ", msg)
+      release()
+    end)
+
+    it("times out near the deadline with 'timeout' and the holder", function()
+      local p = dir .. "/t.lock"
+      local pid, release = hold(dir, p, "flock")
+      local t0 = ar.now()
+      local lk, msg, code, holder = ar.lock(p, { timeout = 0.3 })
+      local took = ar.now() - t0
+      assert.is_nil(lk)
+      assert.equal("timeout", code)
+      assert.is_true(took >= 0.25 and took < 2, "timeout took " .. took .. " s")
+      assert.equal(pid, holder.pid)
+      assert.matches("timed out after 0%.3 s", msg)
+      assert.matches(p:gsub("%p", "%%%0") .. ", locked by pid " .. pid .. " %(flock ", msg)
+      -- a shared request times out the same way
+      lk, _, code = ar.lock(p, { mode = "shared", timeout = 0.05 })
+      assert.is_nil(lk)
+      assert.equal("timeout", code)
+      release()
+    end)
+
+    it("hands the lock to a waiter when the holder lets go (with and without a timeout)", function()
+      local p = dir .. "/h.lock"
+      for _, opts in ipairs({ { timeout = 30 }, {} }) do
+        local _, release = hold(dir, p, "flock")
+        -- release from another process while we block in the kernel
+        track(H.spawn("sleep 0.3; touch " .. H.q(dir .. "/release" .. #spawned)))
+        local t0 = ar.now()
+        local lk = assert(ar.lock(p, opts))
+        assert.is_true(ar.now() - t0 < 25)
+        assert.equal(1, flock_n(p))
+        lk:unlock()
+        release()
+      end
+    end)
+  end)
+
+  describe("deadlock", function()
+    it("fails at once when this state already holds a conflicting lock on the file", function()
+      local p = dir .. "/d.lock"
+      local lk = assert(ar.lock(p))
+      local t0 = ar.now()
+      local l2, msg, code = ar.lock(p, { timeout = 30 })
+      assert.is_nil(l2)
+      assert.equal("deadlock", code)
+      assert.matches("already locked by this script", msg)
+      assert.is_true(ar.now() - t0 < 10)
+      -- with no timeout at all: still no hang
+      l2, _, code = ar.lock(p)
+      assert.is_nil(l2)
+      assert.equal("deadlock", code)
+      -- shared against our exclusive, too
+      l2, _, code = ar.lock(p, { mode = "shared" })
+      assert.equal("deadlock", code)
+      lk:unlock()
+      assert(ar.lock(p)):unlock()
+    end)
+
+    it("knows the file by device and inode, not by its name", function()
+      local p = dir .. "/i.lock"
+      local lk = assert(ar.lock(p))
+      assert.equal(0, (H.sh("ln " .. H.q(p) .. " " .. H.q(dir .. "/hard.lock"))))
+      assert.equal(0, (H.sh("ln -s " .. H.q(dir) .. " " .. H.q(dir .. "/via"))))
+      local _, _, code = ar.lock(dir .. "/hard.lock")
+      assert.equal("deadlock", code)
+      _, _, code = ar.lock(dir .. "/via/i.lock", { timeout = 5 })
+      assert.equal("deadlock", code)
+      _, _, code = ar.lock(dir .. "/./i.lock")
+      assert.equal("deadlock", code)
+      -- another file is independent
+      assert(ar.lock(dir .. "/other.lock", { wait = false })):unlock()
+      lk:unlock()
+    end)
+
+    it("lets shared locks of one state share; exclusive over shared is a deadlock", function()
+      local p = dir .. "/ss.lock"
+      local a = assert(ar.lock(p, { mode = "shared" }))
+      local b = assert(ar.lock(p, { mode = "shared", timeout = 1 }))
+      local _, _, code = ar.lock(p, { timeout = 1 })
+      assert.equal("deadlock", code)
+      a:unlock()
+      _, _, code = ar.lock(p)
+      assert.equal("deadlock", code)
+      b:unlock()
+      assert(ar.lock(p)):unlock()
+    end)
+
+    it("wait=false against our own lock is just 'busy'", function()
+      local p = dir .. "/nb.lock"
+      local lk = assert(ar.lock(p))
+      local l2, _, code, holder = ar.lock(p, { wait = false })
+      assert.is_nil(l2)
+      assert.equal("busy", code)
+      assert.equal(ar.pid(), holder.pid)
+      lk:unlock()
+    end)
+  end)
+
+  describe("release", function()
+    it("unlock() is idempotent and tostring says held/released", function()
+      local p = dir .. "/u.lock"
+      local lk = assert(ar.lock(p))
+      local held = ar.held()
+      assert.equal("atomrun.lock (" .. p .. ", exclusive, held)", tostring(lk))
+      assert.is_true(lk:unlock())
+      assert.is_true(lk:unlock())
+      assert.is_true(lk.unlock(lk))
+      assert.is_false(lk.locked)
+      assert.equal(held - 1, ar.held())
+      assert.equal("atomrun.lock (" .. p .. ", exclusive, released)", tostring(lk))
+      assert.equal(p, lk.path)
+      assert.equal("exclusive", lk.mode)
+      assert.equal(0, flock_n(p))
+      assert.is_nil(lk.nosuchfield)
+    end)
+
+    it("releases at the end of a <close> scope, also on error", function()
+      local p = dir .. "/c.lock"
+      local held = ar.held()
+      do
+        local lk <close> = assert(ar.lock(p))
+        assert.equal(1, flock_n(p))
+        assert.equal(held + 1, ar.held())
+      end
+      assert.equal(0, flock_n(p))
+      assert.equal(held, ar.held())
+      local ok, err = pcall(function()
+        local lk <close> = assert(ar.lock(p))
+        error("inside")
+      end)
+      assert.is_false(ok)
+      assert.matches("inside", err)
+      assert.equal(0, flock_n(p))
+      -- after an explicit unlock, __close does nothing more
+      do
+        local lk <close> = assert(ar.lock(p))
+        lk:unlock()
+      end
+      assert.equal(held, ar.held())
+    end)
+
+    it("is released by the garbage collector", function()
+      local p = dir .. "/gc.lock"
+      local held = ar.held()
+      do
+        local lk = assert(ar.lock(p))
+        assert.equal(1, flock_n(p))
+        lk = nil -- luacheck: ignore
+      end
+      collectgarbage()
+      collectgarbage()
+      assert.equal(0, flock_n(p))
+      assert.equal(held, ar.held())
+      assert(ar.lock(p, { wait = false })):unlock()
+    end)
+
+    it("never deletes or truncates the lock file", function()
+      local p = dir .. "/keep.lock"
+      H.write(p, "holder record\n")
+      local lk = assert(ar.lock(p))
+      lk:unlock()
+      do local l2 <close> = assert(ar.lock(p, { mode = "shared" })) end
+      collectgarbage()
+      assert.is_true(H.exists(p))
+      assert.equal("holder record\n", H.slurp(p))
+    end)
+
+    it("is released when the holding process dies", function()
+      local p = dir .. "/die.lock"
+      local pid = hold(dir, p, "atomrun")
+      assert.equal("busy", select(3, ar.lock(p, { wait = false })))
+      H.kill(pid, "KILL")
+      assert(ar.lock(p, { timeout = 10 })):unlock()
+    end)
+  end)
+
+  describe("the lock file", function()
+    it("is created with mode 0666 & ~umask, or opts.perm", function()
+      local p = dir .. "/new.lock"
+      assert(ar.lock(p)):unlock()
+      assert.equal(tonumber("666", 8) & ~umask(), mode_of(p))
+      local q = dir .. "/perm.lock"
+      assert(ar.lock(q, { perm = tonumber("600", 8) })):unlock()
+      assert.equal(tonumber("600", 8), mode_of(q))
+      -- perm only applies to a new file
+      assert(ar.lock(p, { perm = tonumber("600", 8) })):unlock()
+      assert.equal(tonumber("666", 8) & ~umask(), mode_of(p))
+    end)
+
+    it("creates missing parent directories", function()
+      local p = dir .. "/a/b/c/deep.lock"
+      local lk = assert(ar.lock(p))
+      assert.equal("directory", ar.stat(dir .. "/a/b/c").type)
+      assert.equal("file", ar.stat(p).type)
+      assert.equal(1, flock_n(p))
+      lk:unlock()
+    end)
+
+    it("with create=false fails with ENOENT instead", function()
+      local lk, msg, code = ar.lock(dir .. "/no/such.lock", { create = false })
+      assert.is_nil(lk)
+      assert.equal("ENOENT", code)
+      assert.matches(dir:gsub("%p", "%%%0") .. "/no/such%.lock", msg)
+      assert.is_false(H.exists(dir .. "/no"))
+    end)
+
+    it("may be a directory, which flock(1) sees locked", function()
+      local d = dir .. "/lockdir"
+      assert(ar.mkdir(d))
+      local lk = assert(ar.lock(d))
+      assert.equal(1, flock_n(d))
+      lk:unlock()
+      assert.equal(0, flock_n(d))
+      local s = assert(ar.lock(d, { mode = "shared" }))
+      assert.equal(0, flock_n(d, "shared"))
+      assert.equal(1, flock_n(d, "exclusive"))
+      s:unlock()
+    end)
+
+    it("refuses a symlink with ELOOP and leaves its target untouched", function()
+      local target, link = dir .. "/target", dir .. "/link.lock"
+      H.write(target, "precious")
+      assert.equal(0, (H.sh("touch -d '2001-02-03 04:05:06' " .. H.q(target) ..
+        " && ln -s target " .. H.q(link))))
+      local before = ar.stat(target)
+      local lk, msg, code = ar.lock(link)
+      assert.is_nil(lk)
+      assert.equal("ELOOP", code)
+      assert.matches("link%.lock", msg)
+      local after = ar.stat(target)
+      assert.equal("precious", H.slurp(target))
+      assert.equal(before.mtime, after.mtime)
+      assert.equal(before.mode, after.mode)
+      assert.equal(0, flock_n(target))
+      -- a dangling symlink does not create its target either
+      assert.equal(0, (H.sh("ln -s nowhere " .. H.q(dir .. "/dangling.lock"))))
+      lk, _, code = ar.lock(dir .. "/dangling.lock")
+      assert.is_nil(lk)
+      assert.equal("ELOOP", code)
+      assert.is_false(H.exists(dir .. "/nowhere"))
+      assert.equal("link", ar.stat(dir .. "/dangling.lock", false).type)
+    end)
+
+    it("falls back to read-only for a file that is readable but not writable", function()
+      -- root may write anything: test as nobody
+      local prefix = ""
+      if ar.uid() == 0 then
+        prefix = "setpriv --reuid=65534 --regid=65534 --clear-groups "
+      end
+      assert.equal(0, (H.sh("chmod 0777 " .. H.q(dir))))
+      local bin = dir .. "/atomrun"
+      assert.equal(0, (H.sh("cp " .. H.q(H.atomrun) .. " " .. H.q(bin) .. " && chmod 0755 " .. H.q(bin))))
+      local p = dir .. "/ro.lock"
+      H.write(p, "ro")
+      assert.equal(0, (H.sh("chmod 0444 " .. H.q(p))))
+      local job = script(dir, "ro", [[
+local ar = require "atomrun"
+local lk, err, code = ar.lock(arg[1])
+if not lk then print("exclusive", err, code) os.exit(2) end
+io.open(arg[2], "w"):close()
+while not ar.stat(arg[3]) and ar.stat(arg[2]) do ar.sleep(0.02) end
+lk:unlock()
+local sh = assert(ar.lock(arg[1], { mode = "shared", wait = false }))
+sh:unlock()
+-- in a directory we may not write, a missing lock file is EACCES
+local none, _, ncode = ar.lock(arg[4])
+print(none, ncode)
+]])
+      assert.equal(0, (H.sh("chmod 0755 " .. H.q(dir .. "/ro.lua") .. " && mkdir -m 0755 " .. H.q(dir .. "/closed"))))
+      bg(dir, "ro", prefix .. H.q(bin) .. " " .. H.q(job) .. " " .. H.q(p) .. " " ..
+        H.q(dir .. "/ro.ready") .. " " .. H.q(dir .. "/ro.release") .. " " .. H.q(dir .. "/closed/x.lock"))
+      local st, out
+      H.wait_until(function()
+        if H.exists(dir .. "/ro.ready") then return true end
+        st, out = H.slurp(dir .. "/ro.st"), H.slurp(dir .. "/ro.out")
+        return st ~= ""
+      end, 20)
+      assert.is_true(H.exists(dir .. "/ro.ready"), "read-only lock failed: " .. tostring(out))
+      -- the kernel lock is real: flock(1) as root is refused
+      assert.equal(1, flock_n(p))
+      H.write(dir .. "/ro.release", "")
+      st, out = result(dir, "ro")
+      assert.equal(0, st, out)
+      assert.equal("nil\tEACCES\n", out)
+      assert.equal("ro", H.slurp(p))
+      assert.equal(tonumber("444", 8), mode_of(p))
+    end)
+  end)
+
+  describe("bad arguments raise an error naming them", function()
+    local p
+    before_each(function() p = dir .. "/bad.lock" end)
+    local function raises(pattern, ...)
+      local args = table.pack(...)
+      local ok, err = pcall(ar.lock, table.unpack(args, 1, args.n))
+      assert.is_false(ok, "no error for " .. pattern)
+      assert.matches(pattern, err)
+    end
+
+    it("path: not a string", function()
+      raises("bad argument #1 .*string expected, got no value")
+      raises("bad argument #1 .*string expected, got nil", nil)
+      raises("bad argument #1 .*string expected, got number", 42)
+      raises("bad argument #1 .*string expected, got table", {})
+      raises("bad argument #1 .*string expected, got boolean", true)
+      raises("bad argument #1 .*NUL", "a\0b")
+    end)
+
+    it("opts: not a table, unknown option names", function()
+      raises("bad argument #2 .*table expected, got number", p, 5)
+      raises("bad argument #2 .*table expected, got string", p, "shared")
+      raises("bad argument #2 .*unknown option 'timout'", p, { timout = 5 })
+      raises("bad argument #2 .*unknown option 'Mode'", p, { Mode = "shared" })
+      raises("bad argument #2 .*unknown option '1'", p, { "shared" })
+    end)
+
+    it("mode: not 'exclusive' or 'shared'", function()
+      raises("bad argument #2 .*bad mode 'write'", p, { mode = "write" })
+      raises("bad argument #2 .*bad mode 'SHARED'", p, { mode = "SHARED" })
+      raises("bad argument #2 .*option 'mode' must be a string, not a number", p, { mode = 1 })
+    end)
+
+    it("timeout: negative, NaN, not a number", function()
+      raises("bad argument #2 .*option 'timeout' must be a number of seconds >= 0", p, { timeout = -1 })
+      raises("bad argument #2 .*option 'timeout' must be a number of seconds >= 0", p, { timeout = -0.001 })
+      raises("bad argument #2 .*option 'timeout' must be a number of seconds >= 0", p, { timeout = 0 / 0 })
+      raises("bad argument #2 .*option 'timeout' must be a number, not a string", p, { timeout = "5" })
+      raises("bad argument #2 .*option 'timeout' must be a number, not a boolean", p, { timeout = true })
+    end)
+
+    it("wait, perm, create: wrong types or values", function()
+      raises("bad argument #2 .*option 'wait' must be a boolean, not a number", p, { wait = 0 })
+      raises("bad argument #2 .*option 'wait' must be a boolean, not a string", p, { wait = "no" })
+      raises("bad argument #2 .*option 'perm' must be a number, not a string", p, { perm = "0644" })
+      raises("bad argument #2 .*option 'perm' must be permission bits", p, { perm = -1 })
+      raises("bad argument #2 .*option 'perm' must be permission bits", p, { perm = 1.5 })
+      raises("bad argument #2 .*option 'create' must be a boolean, not a number", p, { create = 1 })
+      -- none of these created the file
+      assert.is_false(H.exists(p))
+    end)
+
+    it("methods on something that is not a lock", function()
+      local lk = assert(ar.lock(p))
+      local ok, err = pcall(lk.unlock, {})
+      assert.is_false(ok)
+      assert.matches("atomrun.lock expected", err)
+      lk:unlock()
+    end)
+  end)
+
+  describe("signals during a wait", function()
+    -- A waiter that has already armed its timer once (so its handler is
+    -- installed and may be signalled safely), reports its pid, then waits.
+    local waiter = [[
+local ar = require "atomrun"
+local path, mark, timeout = arg[1], arg[2], tonumber(arg[3])
+assert(select(3, ar.lock(path, { timeout = 0.01 })) == "timeout")
+local f = io.open(mark .. ".tmp", "w") f:write(ar.pid()) f:close()
+os.rename(mark .. ".tmp", mark)
+local t0 = ar.now()
+local lk, err, code = ar.lock(path, { timeout = timeout })
+io.write(string.format("%s %s %.3f\n", lk and "locked" or "failed", code or "-", ar.now() - t0))
+]]
+
+    local function start_waiter(p, timeout)
+      local job = script(dir, "waiter", waiter)
+      local mark = dir .. "/waiter.pid"
+      bg(dir, "w", H.q(H.atomrun) .. " " .. H.q(job) .. " " .. H.q(p) .. " " .. H.q(mark) .. " " .. timeout)
+      assert(H.wait_file(mark, 20), "the waiter did not start")
+      local pid = tonumber(H.slurp(mark))
+      assert(H.wait_until(function() return waiting_in_kernel(pid) end, 20), "waiter not blocked in flock")
+      return pid
+    end
+
+    -- The timer signal: the one real-time signal the waiter catches.
+    local function timer_signal(pid)
+      local sigs = caught_signals(pid)
+      assert.equal(1, #sigs, "caught: " .. table.concat(sigs, ","))
+      assert.is_true(sigs[1] >= 34, "timer signal " .. sigs[1])
+      return sigs[1]
+    end
+
+    local function pester(pid, sigs, seconds)
+      local stop = ar.now() + seconds
+      while ar.now() < stop and not gone(pid) do
+        for _, s in ipairs(sigs) do H.sh("kill -" .. s .. " " .. pid) end
+        ar.sleep(0.03)
+      end
+    end
+
+    it("resumes the wait after other signals and still times out on time", function()
+      local p = dir .. "/eintr.lock"
+      local _, release = hold(dir, p, "flock")
+      local pid = start_waiter(p, 1.0)
+      local rt = timer_signal(pid)
+      -- SIGWINCH and SIGCHLD, and the timer signal itself sent early:
+      -- the last one really interrupts flock(2) with EINTR.
+      pester(pid, { "WINCH", "CHLD", rt }, 0.6)
+      local st, out = result(dir, "w")
+      assert.equal(0, st, out)
+      local what, code, took = out:match("^(%a+) (%S+) ([%d.]+)")
+      assert.equal("failed", what, out)
+      assert.equal("timeout", code)
+      took = tonumber(took)
+      assert.is_true(took >= 0.99 and took < 3, "timed out after " .. took .. " s")
+      release()
+    end)
+
+    it("resumes the wait after other signals and gets the lock when it is released", function()
+      local p = dir .. "/eintr2.lock"
+      local _, release = hold(dir, p, "flock")
+      local pid = start_waiter(p, 60)
+      local rt = timer_signal(pid)
+      pester(pid, { "WINCH", "CHLD", rt }, 0.4)
+      assert.is_false(gone(pid))
+      release()
+      local st, out = result(dir, "w")
+      assert.equal(0, st, out)
+      assert.matches("^locked %- ", out)
+    end)
+
+    it("Ctrl-C (SIGINT) ends `atomrun -e` blocked in a wait", function()
+      local p = dir .. "/int.lock"
+      local _, release = hold(dir, p, "flock")
+      -- a background job starts with SIGINT ignored; a terminal's
+      -- foreground job does not: give it the default disposition back
+      local mark = dir .. "/int.pid"
+      bg(dir, "int", "env --default-signal=INT " .. H.q(H.atomrun) .. " -e " .. H.q([[
+local ar = require "atomrun"
+local f = io.open(arg[2], "w") f:write(ar.pid()) f:close()
+ar.lock(arg[1])
+print("got the lock")
+]]) .. " " .. H.q(p) .. " " .. H.q(mark))
+      assert(H.wait_until(function() return H.slurp(mark) ~= "" end, 20))
+      local pid = tonumber(H.slurp(mark))
+      assert(H.wait_until(function() return waiting_in_kernel(pid) end, 20))
+      H.kill(pid, "INT")
+      local st, out = result(dir, "int", 10)
+      assert.equal(128 + 2, st)
+      assert.equal("", out)
+      release()
+    end)
+  end)
+
+  describe("interoperates with flock(1)", function()
+    it("flock(1) holds exclusive: atomrun is refused, then gets it", function()
+      local p = dir .. "/f1.lock"
+      local _, release = hold(dir, p, "flock", "exclusive")
+      assert.equal("busy", select(3, ar.lock(p, { wait = false })))
+      assert.equal("busy", select(3, ar.lock(p, { mode = "shared", wait = false })))
+      release()
+      assert(ar.lock(p, { wait = false })):unlock()
+    end)
+
+    it("flock(1) holds shared: atomrun shares it, exclusive is refused", function()
+      local p = dir .. "/f2.lock"
+      local pid, release = hold(dir, p, "flock", "shared")
+      local s = assert(ar.lock(p, { mode = "shared", wait = false }))
+      local _, _, code, holder = ar.lock(p, { wait = false })
+      assert.equal("busy", code)
+      -- the holder that conflicts is the other process, not our own share
+      assert.equal(pid, holder.pid)
+      assert.equal("shared", holder.mode)
+      s:unlock()
+      release()
+    end)
+
+    it("atomrun holds: flock(1) -n fails, flock(1) -w waits and gets it", function()
+      local p = dir .. "/f3.lock"
+      local lk = assert(ar.lock(p))
+      assert.equal(1, (H.sh("flock -n " .. H.q(p) .. " true")))
+      assert.equal(1, (H.sh("flock -w 0.1 " .. H.q(p) .. " true")))
+      bg(dir, "fw", "flock -w 30 " .. H.q(p) .. " echo got it")
+      ar.sleep(0.1)
+      lk:unlock()
+      local st, out = result(dir, "fw")
+      assert.equal(0, st)
+      assert.equal("got it\n", out)
+    end)
+
+    it("atomrun holds shared: flock(1) -s shares, -x is refused", function()
+      local p = dir .. "/f4.lock"
+      local s = assert(ar.lock(p, { mode = "shared" }))
+      assert.equal(0, flock_n(p, "shared"))
+      assert.equal(1, flock_n(p, "exclusive"))
+      s:unlock()
+      assert.equal(0, flock_n(p, "exclusive"))
+    end)
+  end)
+
+  describe("interoperates with Python's filelock", function()
+    local py = [[
+import filelock, sys
+try:
+    filelock.FileLock(sys.argv[1], timeout=float(sys.argv[2])).acquire()
+except filelock.Timeout:
+    sys.exit(3)
+print("acquired")
+]]
+    local function pylock(p, timeout)
+      return H.sh(H.python .. " -c " .. H.q(py) .. " " .. H.q(p) .. " " .. timeout)
+    end
+
+    it("filelock holds: atomrun is refused and names python, then gets it", function()
+      local p = dir .. "/py1.lock"
+      local pid, release = hold(dir, p, "python")
+      local lk, msg, code, holder = ar.lock(p, { timeout = 0.1 })
+      assert.is_nil(lk)
+      assert.equal("timeout", code)
+      assert.equal(pid, holder.pid)
+      assert.matches("python", holder.cmd)
+      assert.matches("locked by pid " .. pid, msg)
+      release()
+      assert(ar.lock(p, { wait = false })):unlock()
+    end)
+
+    it("atomrun holds (exclusive or shared): filelock times out, then gets it", function()
+      local p = dir .. "/py2.lock"
+      for _, mode in ipairs({ "exclusive", "shared" }) do
+        local lk = assert(ar.lock(p, { mode = mode }))
+        assert.equal(3, (pylock(p, 0.1)))
+        lk:unlock()
+        local st, out = pylock(p, 5)
+        assert.equal(0, st)
+        assert.equal("acquired\n", out)
+      end
+    end)
+
+    it("hands over between atomrun and a waiting filelock", function()
+      local p = dir .. "/py3.lock"
+      local lk = assert(ar.lock(p))
+      bg(dir, "py", H.python .. " -c " .. H.q(py) .. " " .. H.q(p) .. " 30")
+      ar.sleep(0.2)
+      lk:unlock()
+      local st, out = result(dir, "py")
+      assert.equal(0, st)
+      assert.equal("acquired\n", out)
+    end)
+  end)
+end)

@@ -1,0 +1,434 @@
+-- `atomrun lock`: a drop-in for flock(1).  Same flags, same exit codes
+-- (checked against flock(1) itself), plus a busy message that names the
+-- holder and signals passed on to the command.
+local H = require "spec.helper"
+local ar = H.ar
+
+-- ------------------------------------------------------------ helpers
+
+local function gone(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return true end
+  local s = f:read("a") or ""
+  f:close()
+  local state = s:match("%) (%a)")
+  return state == nil or state == "Z" or state == "X"
+end
+
+local function wait_gone(pid, timeout)
+  return H.wait_until(function() return gone(pid) end, timeout or 10)
+end
+
+local function flock_n(path, mode)
+  return (H.sh("flock -n " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) .. " true"))
+end
+
+local spawned
+local function track(pid)
+  spawned[#spawned + 1] = pid
+  return pid
+end
+
+-- flock(1) holds path (exclusive or shared) until release() is called.
+local function hold(dir, path, mode)
+  local n = #spawned + 1
+  local ready, rel = dir .. "/ready" .. n, dir .. "/release" .. n
+  local pid = track(H.spawn("exec flock " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) ..
+    " sh -c " .. H.q('touch "$1"; while [ ! -e "$2" ] && [ -d "${2%/*}" ]; do sleep 0.02; done') ..
+    " holder " .. H.q(ready) .. " " .. H.q(rel)))
+  assert(H.wait_file(ready, 20), "flock(1) never took the lock")
+  return pid, function()
+    H.write(rel, "")
+    assert(wait_gone(pid), "holder did not exit")
+  end, rel
+end
+
+local function bg(dir, name, cmd)
+  local base = dir .. "/" .. name
+  return track(H.spawn(cmd .. " >" .. H.q(base .. ".out") .. " 2>" .. H.q(base .. ".err") ..
+    "; echo $? >" .. H.q(base .. ".st")))
+end
+
+local function result(dir, name, timeout)
+  local base = dir .. "/" .. name
+  local ok = H.wait_until(function() return H.slurp(base .. ".st"):match("\n") end, timeout or 20)
+  assert(ok, name .. " did not finish")
+  return tonumber(H.slurp(base .. ".st")), H.slurp(base .. ".out"), H.slurp(base .. ".err")
+end
+
+-- The shell-quoted command line of `atomrun lock ARGS...`.
+local function cmdline(...)
+  local parts = { H.q(H.atomrun), "lock" }
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
+  return table.concat(parts, " ")
+end
+
+local function lock(...)
+  return H.sh(cmdline(...))
+end
+
+local function flock1(...)
+  local parts = { "flock" }
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
+  return H.sh(table.concat(parts, " "))
+end
+
+local function pat(s)
+  return (s:gsub("%p", "%%%0"))
+end
+
+-- --------------------------------------------------------------- specs
+
+describe("atomrun lock", function()
+  local dir, f
+  before_each(function()
+    spawned = {}
+    dir = H.tmpdir()
+    f = dir .. "/cmd.lock"
+  end)
+  after_each(function()
+    for _, pid in ipairs(spawned) do
+      if not gone(pid) then H.kill(pid, "KILL") end
+    end
+    H.cleanup()
+  end)
+
+  describe("exit codes", function()
+    it("exits with the command's status, arguments passed verbatim", function()
+      local st, out, err = lock(f, "sh", "-c", 'printf "[%s]" "$@"; exit 3', "sh", "two words", "")
+      assert.equal(3, st)
+      assert.equal("[two words][]", out)
+      assert.equal("", err)
+      assert.equal(0, (lock(f, "true")))
+      assert.equal(0, (lock(f, "--", "true")))
+      assert.equal(2, (lock(f, "--", "sh", "-c", "exit 2")))
+    end)
+
+    it("exits 128+N when the command dies of signal N", function()
+      assert.equal(128 + 15, (lock(f, "sh", "-c", "kill -TERM $$")))
+      assert.equal(128 + 9, (lock(f, "sh", "-c", "kill -KILL $$")))
+    end)
+
+    it("exits 69 when the command cannot be executed", function()
+      local st, _, err = lock(f, dir .. "/no-such-command")
+      assert.equal(69, st)
+      assert.matches("no%-such%-command", err)
+      H.write(dir .. "/notexec", "#!/bin/sh\n")
+      st, _, err = lock(f, dir .. "/notexec")
+      assert.equal(69, st)
+      assert.matches("[Pp]ermission denied", err)
+      assert.equal(69, (lock("-F", f, dir .. "/no-such-command")))
+      -- the lock was released all the same
+      assert.equal(0, flock_n(f))
+    end)
+
+    it("exits 66 when the lock file cannot be opened", function()
+      local st, _, err = lock("/etc/passwd/x.lock", "true")
+      assert.equal(66, st)
+      assert.matches("cannot open lock file /etc/passwd/x%.lock", err)
+      assert.equal(66, (lock("/proc/no-such-dir/x.lock", "true")))
+    end)
+
+    it("exits 64 on usage errors, with a usage text", function()
+      local usage = {
+        {},
+        { f },                                  -- no command
+        { "-w", "abc", f, "true" },
+        { "-w", "-1", f, "true" },
+        { "-w" },
+        { "-E", "300", f, "true" },
+        { "-E", "-1", f, "true" },
+        { "-E", "x", f, "true" },
+        { "-q", f, "true" },
+        { "--bogus", f, "true" },
+        { f, "-c" },
+        { f, "-c", "true", "extra" },
+        { "-u", f, "true" },
+      }
+      for _, args in ipairs(usage) do
+        local st, out, err = lock(table.unpack(args))
+        assert.equal(64, st, "atomrun lock " .. table.concat(args, " "))
+        assert.equal("", out)
+        assert.matches("^atomrun: ", err)
+        assert.matches("usage: atomrun lock", err)
+      end
+      -- nothing was created by a refused command line
+      assert.is_false(H.exists(f))
+      assert.equal(0, (lock("--help")))
+    end)
+
+    it("gives the same exit codes as flock(1)", function()
+      if not H.heavy then return end
+      local cases = {
+        { f, "sh", "-c", "exit 3" },
+        { f, "sh", "-c", "kill -TERM $$" },
+        { f, "sh", "-c", "kill -HUP $$" },
+        { f, dir .. "/no-such-command" },
+        { "/etc/passwd/x.lock", "true" },
+        { "/proc/no-such-dir/x.lock", "true" },
+        {},
+        { f },
+        { "-w", "abc", f, "true" },
+        { "-E", "300", "-n", f, "true" },
+        { "-q", f, "true" },
+        { f, "-c", "exit 4" },
+        { f, "-c", "exit 4", "extra" },
+        { "-s", f, "true" },
+        { "-w", "0", f, "true" },
+        { dir, "true" },
+      }
+      for _, args in ipairs(cases) do
+        local want = flock1(table.unpack(args))
+        assert.equal(want, (lock(table.unpack(args))), "args: " .. table.concat(args, " "))
+      end
+      local _, release = hold(dir, f)
+      for _, args in ipairs({
+        { "-n", f, "true" }, { "-n", "-E", "7", f, "true" }, { "-E", "0", "-n", f, "true" },
+        { "-w", "0", f, "true" }, { "-w", "0.1", f, "true" }, { "-s", "-n", f, "true" },
+        { "-w", "0.1", "-E", "42", f, "true" },
+      }) do
+        local want = flock1(table.unpack(args))
+        assert.equal(want, (lock(table.unpack(args))), "busy, args: " .. table.concat(args, " "))
+      end
+      release()
+    end)
+  end)
+
+  describe("busy", function()
+    it("-n exits 1 at once and names the holder on stderr (no --verbose needed)", function()
+      local pid, release = hold(dir, f)
+      local st, out, err = lock("-n", f, "sh", "-c", "echo ran")
+      assert.equal(1, st)
+      assert.equal("", out)
+      assert.matches("^atomrun: " .. pat(f) .. " is locked by pid " .. pid .. " %(flock ", err)
+      release()
+    end)
+
+    it("-E CODE replaces 1, also for a -w timeout; long options work", function()
+      local _, release = hold(dir, f)
+      assert.equal(7, (lock("-n", "-E", "7", f, "true")))
+      assert.equal(9, (lock("--nonblock", "--conflict-exit-code=9", f, "true")))
+      assert.equal(0, (lock("-E", "0", "-n", f, "true")))
+      assert.equal(42, (lock("-w", "0.05", "-E", "42", f, "true")))
+      assert.equal(1, (lock("--timeout=0.05", f, "true")))
+      assert.equal(1, (lock("-nx", f, "true")))
+      release()
+    end)
+
+    it("-w 0 behaves as -n", function()
+      local pid, release = hold(dir, f)
+      local st, out, err = lock("-w", "0", f, "sh", "-c", "echo ran")
+      assert.equal(1, st)
+      assert.equal("", out)
+      assert.matches("is locked by pid " .. pid, err)
+      release()
+    end)
+
+    it("-w SECONDS times out near the deadline, naming the holder", function()
+      local pid, release = hold(dir, f)
+      local t0 = ar.now()
+      local st, out, err = lock("-w", "0.3", f, "sh", "-c", "echo ran")
+      local took = ar.now() - t0
+      assert.equal(1, st)
+      assert.equal("", out)
+      assert.is_true(took >= 0.25 and took < 3, "took " .. took .. " s")
+      assert.matches("^atomrun: timed out after 0%.3 s waiting for " .. pat(f) .. ", locked by pid " ..
+        pid .. " %(flock ", err)
+      release()
+    end)
+
+    it("-w SECONDS runs the command once the holder lets go", function()
+      local _, release, rel = hold(dir, f)
+      track(H.spawn("sleep 0.3; touch " .. H.q(rel)))
+      local st, out = lock("-w", "30", f, "sh", "-c", "echo ran")
+      assert.equal(0, st)
+      assert.equal("ran\n", out)
+      release()
+    end)
+
+    it("-s shares with a shared holder and -x waits for it", function()
+      local _, release = hold(dir, f, "shared")
+      assert.equal(0, (lock("-s", "-n", f, "true")))
+      assert.equal(0, (lock("--shared", "-n", f, "true")))
+      assert.equal(1, (lock("-x", "-n", f, "true")))
+      assert.equal(1, (lock("-e", "-n", f, "true")))
+      assert.equal(1, (lock("-n", f, "true")))
+      release()
+    end)
+
+    it("says 'waiting for FILE (held by ...)' on a terminal after a second", function()
+      if not H.heavy then return end
+      local pid, release, rel = hold(dir, f)
+      track(H.spawn("sleep 1.6; touch " .. H.q(rel)))
+      -- script(1) gives the command a terminal as stderr
+      local st, out = H.sh("script -qec " .. H.q(cmdline("-w", "30", f, "echo", "ran")) .. " /dev/null")
+      assert.equal(0, st, out)
+      assert.matches("waiting for " .. pat(f) .. " %(held by pid " .. pid .. " flock ", out)
+      assert.matches("ran", out)
+      release()
+    end)
+
+    it("does not print the waiting line when stderr is not a terminal", function()
+      if not H.heavy then return end
+      local _, release, rel = hold(dir, f)
+      track(H.spawn("sleep 1.4; touch " .. H.q(rel)))
+      local st, out, err = lock("-w", "30", f, "echo", "ran")
+      assert.equal(0, st)
+      assert.equal("ran\n", out)
+      assert.equal("", err)
+      release()
+    end)
+  end)
+
+  describe("while the command runs", function()
+    it("flock(1) sees the file locked (exclusive), or shared with -s", function()
+      local probe = 'flock -n -x "$1" true; echo "x=$?"; flock -n -s "$1" true; echo "s=$?"'
+      local st, out = lock(f, "sh", "-c", probe, "sh", f)
+      assert.equal(0, st)
+      assert.equal("x=1\ns=1\n", out)
+      st, out = lock("-s", f, "sh", "-c", probe, "sh", f)
+      assert.equal(0, st)
+      assert.equal("x=1\ns=0\n", out)
+      -- and free again afterwards
+      assert.equal(0, flock_n(f))
+    end)
+
+    it("locks a directory, as flock(1) allows", function()
+      local st, out = lock(dir, "sh", "-c", 'flock -n "$1" true; echo $?', "sh", dir)
+      assert.equal(0, st)
+      assert.equal("1\n", out)
+    end)
+
+    it("creates missing parent directories of the lock file", function()
+      local p = dir .. "/a/b/c.lock"
+      assert.equal(0, (lock(p, "true")))
+      assert.is_true(H.exists(p))
+    end)
+
+    it("the command inherits the lock descriptor; with -o it does not", function()
+      local list = 'for fd in /proc/$$/fd/*; do readlink "$fd"; done; exit 0'
+      local st, out = lock(f, "sh", "-c", list)
+      assert.equal(0, st)
+      assert.matches(pat(f), out)
+      st, out = lock("-o", f, "sh", "-c", list)
+      assert.equal(0, st)
+      assert.not_matches(pat(f), out)
+      st, out = lock("--close", f, "sh", "-c", list)
+      assert.equal(0, st)
+      assert.not_matches(pat(f), out)
+    end)
+
+    it("with -o, killing atomrun frees the lock; without, the command keeps it", function()
+      for _, close in ipairs({ true, false }) do
+        local tag = close and "o" or "inherit"
+        local ready, cpid = dir .. "/" .. tag .. ".ready", dir .. "/" .. tag .. ".pid"
+        local args = { f, "sh", "-c", 'echo $$ > "$1"; touch "$2"; exec sleep 60', "sh", cpid, ready }
+        if close then table.insert(args, 1, "-o") end
+        local pid = track(H.spawn("exec " .. cmdline(table.unpack(args))))
+        assert(H.wait_file(ready, 20))
+        local child = track(tonumber(H.slurp(cpid)))
+        assert.equal(1, flock_n(f))
+        H.kill(pid, "KILL")
+        assert(wait_gone(pid))
+        if close then
+          assert(H.wait_until(function() return flock_n(f) == 0 end, 10))
+        else
+          assert.equal(1, flock_n(f))
+        end
+        H.kill(child, "KILL")
+        assert(wait_gone(child))
+        assert.equal(0, flock_n(f))
+      end
+    end)
+
+    it("-F execs the command in place of atomrun, keeping the lock", function()
+      local ready, cpid = dir .. "/F.ready", dir .. "/F.pid"
+      local pid = track(H.spawn("exec " .. cmdline("-F", f, "sh", "-c",
+        'echo $$ > "$1"; touch "$2"; exec sleep 60', "sh", cpid, ready)))
+      assert(H.wait_file(ready, 20))
+      assert.equal(pid, tonumber(H.slurp(cpid)))
+      assert.equal(1, flock_n(f))
+      H.kill(pid, "KILL")
+      assert(wait_gone(pid))
+      assert.equal(0, flock_n(f))
+      -- -F passes the command's status straight through
+      assert.equal(5, (lock("--no-fork", f, "sh", "-c", "exit 5")))
+    end)
+
+    it("-c runs CMDSTRING with $SHELL -c, or /bin/sh without SHELL", function()
+      local st, out = H.sh("SHELL=/bin/bash " .. cmdline(f, "-c", 'echo "bash=$BASH_VERSION"; exit 4'))
+      assert.equal(4, st)
+      assert.matches("^bash=%d", out)
+      st, out = H.sh("env -u SHELL " .. cmdline(f, "-c", 'echo "bash=$BASH_VERSION"; echo "$0"'))
+      assert.equal(0, st)
+      assert.equal("bash=\n/bin/sh\n", out)
+      st, out = H.sh("SHELL=/bin/sh " .. cmdline(f, "--command", "echo one two"))
+      assert.equal(0, st)
+      assert.equal("one two\n", out)
+    end)
+
+    it("--verbose says how long the lock took and what it runs", function()
+      local st, out, err = lock("--verbose", f, "echo", "hi")
+      assert.equal(0, st)
+      assert.equal("hi\n", out)
+      assert.matches("atomrun: getting lock took [%d.]+ seconds", err)
+      assert.matches("atomrun: executing echo hi", err)
+      -- quiet without it
+      st, out, err = lock(f, "echo", "hi")
+      assert.equal("", err)
+    end)
+  end)
+
+  describe("signals", function()
+    -- The command records atomrun's pid ($PPID) and traps the signals.
+    local trapper = [[
+echo $PPID > "$1"
+trap 'echo TERM > "$2"; exit 5' TERM
+trap 'echo HUP > "$2"; exit 6' HUP
+touch "$3"
+while [ -e "$3" ]; do sleep 0.02; done
+]]
+    for _, case in ipairs({ { "TERM", 5 }, { "HUP", 6 } }) do
+      it("passes SIG" .. case[1] .. " on to the command", function()
+        local ppid, got, ready = dir .. "/ppid", dir .. "/got", dir .. "/ready"
+        bg(dir, "sig", cmdline(f, "sh", "-c", trapper, "sh", ppid, got, ready))
+        assert(H.wait_file(ready, 20))
+        local pid = tonumber(H.slurp(ppid))
+        H.kill(pid, case[1])
+        local st = result(dir, "sig")
+        assert.equal(case[2], st)
+        assert.equal(case[1] .. "\n", H.slurp(got))
+        assert.equal(0, flock_n(f))
+      end)
+    end
+
+    it("a command killed by the forwarded SIGTERM gives 143", function()
+      local ppid, ready = dir .. "/ppid", dir .. "/ready"
+      bg(dir, "sig", cmdline(f, "sh", "-c", 'echo $PPID > "$1"; touch "$2"; exec sleep 60', "sh", ppid, ready))
+      assert(H.wait_file(ready, 20))
+      H.kill(tonumber(H.slurp(ppid)), "TERM")
+      assert.equal(143, (result(dir, "sig")))
+      assert.equal(0, flock_n(f))
+    end)
+
+    it("SIGINT ends atomrun lock while it waits for the lock", function()
+      local _, release = hold(dir, f)
+      bg(dir, "int", "exec env --default-signal=INT " .. cmdline(f, "echo", "ran"))
+      local pid
+      -- find the waiting atomrun in /proc/locks ("N: -> FLOCK ... PID ...")
+      assert(H.wait_until(function()
+        for line in io.lines("/proc/locks") do
+          local p = tonumber(line:match("^%d+: %-> %S+%s+%S+%s+%S+%s+(%d+)"))
+          if p and H.slurp("/proc/" .. p .. "/cmdline"):match("lock") and
+             H.slurp("/proc/" .. p .. "/cmdline"):match(pat(f)) then
+            pid = p
+            return true
+          end
+        end
+      end, 20), "atomrun lock never waited in the kernel")
+      H.kill(pid, "INT")
+      assert(wait_gone(pid, 10))
+      release()
+    end)
+  end)
+end)

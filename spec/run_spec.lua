@@ -1,0 +1,287 @@
+-- atomrun.run(argv [, opts]): a command without a shell, results like
+-- os.execute, a timeout that kills the whole process group, held locks
+-- inherited (or not), env and cwd, and nothing else leaking into the child.
+local H = require "spec.helper"
+local ar = H.ar
+
+local function gone(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return true end
+  local s = f:read("a") or ""
+  f:close()
+  local state = s:match("%) (%a)")
+  return state == nil or state == "Z" or state == "X"
+end
+
+local function pack(...) return table.pack(...) end
+
+local function flock_n(path)
+  return (H.sh("flock -n " .. H.q(path) .. " true"))
+end
+
+-- What the child sees as its open descriptors.  The shell execs ls in its
+-- own place (same pid, same descriptors); ls adds one of its own, for the
+-- directory it reads, which child_fds() leaves out.
+local FDS = 'exec ls -l /proc/$$/fd/ > "$0"'
+
+local function child_fds(out)
+  local fds = {}
+  for line in H.slurp(out):gmatch("[^\n]+") do
+    local n, target = line:match(" (%d+) %-> (.*)$")
+    if n and not target:match("^/proc/%d+/fd$") then fds[tonumber(n)] = target end
+  end
+  return fds
+end
+
+describe("atomrun.run", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function()
+    collectgarbage()
+    H.cleanup()
+  end)
+
+  describe("results", function()
+    it("returns what os.execute returns for the same outcome", function()
+      local cases = {
+        { { "true" }, "true" },
+        { { "false" }, "false" },
+        { { "sh", "-c", "exit 7" }, "exit 7" },
+        { { "sh", "-c", "exit 255" }, "exit 255" },
+        { { "sh", "-c", "kill -KILL $$" }, "kill -KILL $$" },
+        { { "sh", "-c", "kill -TERM $$" }, "kill -TERM $$" },
+      }
+      for _, c in ipairs(cases) do
+        local got, want = pack(ar.run(c[1])), pack(os.execute(c[2]))
+        assert.same(want, got, table.concat(c[1], " "))
+      end
+      assert.same(pack(true, "exit", 0), pack(ar.run({ "true" })))
+      assert.same(pack(nil, "signal", 9), pack(ar.run({ "sh", "-c", "kill -KILL $$" })))
+    end)
+
+    it("passes argv to the command as it is, without a shell, numbers as strings", function()
+      local out = dir .. "/argv"
+      local ok = ar.run({ "sh", "-c", 'printf "%s|" "$@" > "$0"', out, "a b", "$HOME", "*", "", "'", 42 })
+      assert.is_true(ok)
+      assert.equal("a b|$HOME|*||'|42|", H.slurp(out))
+      assert.same(pack(nil, "exit", 3), pack(ar.run({ "sh", "-c", "exit $0", 3 })))
+    end)
+
+    it("finds the command on PATH", function()
+      assert.is_true((ar.run({ "env", "true" })))
+    end)
+  end)
+
+  describe("commands that cannot run", function()
+    it("gives nil, message, 'ENOENT' for a missing command", function()
+      local r = pack(ar.run({ dir .. "/no-such-command", "x" }))
+      assert.equal(3, r.n)
+      assert.is_nil(r[1])
+      assert.matches("no%-such%-command", r[2])
+      assert.equal("ENOENT", r[3])
+      r = pack(ar.run({ "atomrun-no-such-command-on-path" }))
+      assert.is_nil(r[1])
+      assert.equal("ENOENT", r[3])
+    end)
+
+    it("gives nil, message, 'EACCES' for a file that is not executable, or a directory", function()
+      H.write(dir .. "/script", "#!/bin/sh\necho hi\n")
+      local r = pack(ar.run({ dir .. "/script" }))
+      assert.is_nil(r[1])
+      assert.matches("script", r[2])
+      assert.matches("[Pp]ermission denied", r[2])
+      assert.equal("EACCES", r[3])
+      r = pack(ar.run({ dir }))
+      assert.is_nil(r[1])
+      assert.equal("EACCES", r[3])
+    end)
+
+    it("gives nil, message, code for a working directory that does not exist", function()
+      local r = pack(ar.run({ "true" }, { cwd = dir .. "/nowhere" }))
+      assert.is_nil(r[1])
+      assert.matches("cannot change to directory " .. dir:gsub("%p", "%%%0") .. "/nowhere", r[2])
+      assert.equal("ENOENT", r[3])
+      H.write(dir .. "/file", "")
+      r = pack(ar.run({ "true" }, { cwd = dir .. "/file" }))
+      assert.is_nil(r[1])
+      assert.equal("ENOTDIR", r[3])
+    end)
+
+    it("leaves no child behind after a failed exec", function()
+      for _ = 1, 5 do ar.run({ dir .. "/no-such-command" }) end
+      -- every child was reaped: none of our children is a zombie
+      local me = ar.pid()
+      local _, out = H.sh("ps -o stat= --ppid " .. me)
+      assert.not_matches("Z", out)
+    end)
+  end)
+
+  describe("opts.timeout", function()
+    it("sends TERM to the whole process group and reports 'timeout'", function()
+      local pidf = dir .. "/bgpid"
+      local t0 = ar.now()
+      local r = pack(ar.run({ "sh", "-c", 'sleep 60 & echo $! > "$0"; wait', pidf }, { timeout = 0.3 }))
+      local took = ar.now() - t0
+      assert.same(pack(nil, "signal", 15, "timeout"), r)
+      assert.is_true(took >= 0.29 and took < 5, "took " .. took .. " s")
+      -- the grandchild in the same group got the TERM too
+      local bgpid = tonumber(H.slurp(pidf))
+      assert.is_number(bgpid)
+      assert(H.wait_until(function() return gone(bgpid) end, 10), "grandchild survived the timeout")
+    end)
+
+    it("runs the command in its own process group", function()
+      local out = dir .. "/pgid"
+      assert.is_true((ar.run({ "sh", "-c", 'ps -o pid=,pgid= -p $$ > "$0"', out }, { timeout = 30 })))
+      local pid, pgid = H.slurp(out):match("(%d+)%s+(%d+)")
+      assert.equal(pid, pgid)
+    end)
+
+    it("sends KILL kill_after seconds later when TERM is ignored", function()
+      local t0 = ar.now()
+      local r = pack(ar.run({ "sh", "-c", "trap '' TERM; sleep 60" }, { timeout = 0.2, kill_after = 0.3 }))
+      local took = ar.now() - t0
+      assert.same(pack(nil, "signal", 9, "timeout"), r)
+      assert.is_true(took >= 0.49 and took < 5, "took " .. took .. " s")
+    end)
+
+    it("reports how a command that handles TERM ended, plus 'timeout'", function()
+      local r = pack(ar.run({ "sh", "-c", "exec 2>/dev/null; trap 'exit 3' TERM; while :; do sleep 0.02; done" },
+        { timeout = 0.2 }))
+      assert.same(pack(nil, "exit", 3, "timeout"), r)
+      r = pack(ar.run({ "sh", "-c", "exec 2>/dev/null; trap 'exit 0' TERM; while :; do sleep 0.02; done" },
+        { timeout = 0.2 }))
+      assert.same(pack(true, "exit", 0, "timeout"), r)
+    end)
+
+    it("has no 4th result when the command ends in time", function()
+      assert.same(pack(true, "exit", 0), pack(ar.run({ "true" }, { timeout = 30 })))
+      assert.same(pack(nil, "exit", 2), pack(ar.run({ "sh", "-c", "exit 2" }, { timeout = 30, kill_after = 5 })))
+    end)
+  end)
+
+  describe("locks and descriptors", function()
+    it("the child inherits held locks; close_locks keeps them out", function()
+      local p = dir .. "/held.lock"
+      local lk = assert(ar.lock(p))
+      local out = dir .. "/fds"
+      assert.is_true((ar.run({ "sh", "-c", FDS, out })))
+      local seen = false
+      for _, t in pairs(child_fds(out)) do seen = seen or t == p end
+      assert.is_true(seen, "lock descriptor not inherited:\n" .. H.slurp(out))
+      assert.is_true((ar.run({ "sh", "-c", FDS, out }, { close_locks = true })))
+      for _, t in pairs(child_fds(out)) do assert.not_equal(p, t) end
+      lk:unlock()
+    end)
+
+    it("an inherited lock stays held by a child that outlives the unlock (flock(1) semantics)", function()
+      for _, close in ipairs({ false, true }) do
+        local p = dir .. "/outlive.lock"
+        local pidf = dir .. "/sleeper"
+        local lk = assert(ar.lock(p))
+        assert.is_true((ar.run({ "sh", "-c", '(exec sleep 60) </dev/null >/dev/null 2>&1 & echo $! > "$0"', pidf },
+          { close_locks = close })))
+        local sleeper = tonumber(H.slurp(pidf))
+        lk:unlock()
+        assert.equal(close and 0 or 1, flock_n(p), close and "close_locks" or "inherited")
+        H.kill(sleeper, "KILL")
+        assert(H.wait_until(function() return gone(sleeper) end, 10))
+        assert.equal(0, flock_n(p))
+      end
+    end)
+
+    it("leaks no other descriptor into the child", function()
+      local p = dir .. "/a.lock"
+      local lk = assert(ar.lock(p))
+      local f = assert(ar.open(dir .. "/ranges"))
+      local rg = assert(f:lock(0, 10))
+      local plain = assert(ar.open(dir .. "/plain"))       -- no lock held through it
+      local lf = assert(io.open(dir .. "/luafile", "w"))   -- Lua's own, not O_CLOEXEC
+      local out = dir .. "/fds"
+      assert.is_true((ar.run({ "sh", "-c", FDS, out }, { close_locks = true })))
+      local fds = child_fds(out)
+      local extra = {}
+      for n, t in pairs(fds) do
+        if n > 2 then extra[#extra + 1] = n .. " -> " .. t end
+      end
+      assert.same({}, extra)
+      -- without close_locks: exactly the two descriptors that hold locks
+      assert.is_true((ar.run({ "sh", "-c", FDS, out })))
+      extra = {}
+      for n, t in pairs(child_fds(out)) do
+        if n > 2 then extra[#extra + 1] = t end
+      end
+      table.sort(extra)
+      assert.same({ p, dir .. "/ranges" }, extra)
+      rg:unlock()
+      f:close()
+      plain:close()
+      lf:close()
+      lk:unlock()
+    end)
+  end)
+
+  describe("env and cwd", function()
+    it("merges opts.env over the environment; false removes a variable", function()
+      local out = dir .. "/env"
+      assert.is_true((ar.run({ "sh", "-c", 'env > "$0"', out }, { env = { ATOMRUN_T = "x y", N = 5 } })))
+      local env = H.slurp(out)
+      assert.matches("\nATOMRUN_T=x y\n", "\n" .. env)
+      assert.matches("\nN=5\n", "\n" .. env)
+      assert.matches("\nPATH=", "\n" .. env)        -- inherited
+      assert.is_true((ar.run({ "sh", "-c", "exit 0" }, { env = { PATH = false } })))
+      assert.is_true((ar.run({ "sh", "-c", 'env > "$0"', out }, { env = { PATH = false, HOME = false } })))
+      env = H.slurp(out)
+      assert.not_matches("\nPATH=", "\n" .. env)
+      assert.not_matches("\nHOME=", "\n" .. env)
+      -- without opts.env the environment is inherited unchanged
+      assert.is_true((ar.run({ "sh", "-c", 'env > "$0"', out })))
+      assert.matches("\nPATH=" .. os.getenv("PATH"):gsub("%p", "%%%0") .. "\n", "\n" .. H.slurp(out))
+    end)
+
+    it("runs in opts.cwd", function()
+      local out = dir .. "/cwd"
+      assert(ar.mkdir(dir .. "/sub"))
+      assert.is_true((ar.run({ "sh", "-c", 'pwd -P > "$0"', out }, { cwd = dir .. "/sub" })))
+      local _, want = H.sh("cd " .. H.q(dir .. "/sub") .. " && pwd -P")
+      assert.equal(want, H.slurp(out))
+      -- our own directory did not change
+      local _, here = H.sh("pwd -P")
+      assert.not_equal(want, here)
+    end)
+  end)
+
+  describe("bad arguments raise an error naming them", function()
+    local function raises(pattern, ...)
+      local args = table.pack(...)
+      local ok, err = pcall(ar.run, table.unpack(args, 1, args.n))
+      assert.is_false(ok, "no error for " .. pattern)
+      assert.matches(pattern, err)
+    end
+
+    it("argv", function()
+      raises("bad argument #1 .*table expected, got no value")
+      raises("bad argument #1 .*table expected, got string", "true")
+      raises("bad argument #1 .*at least the command name", {})
+      raises("bad argument #1 .*argv%[2%] must be a string, not a table", { "echo", {} })
+      raises("bad argument #1 .*argv%[1%] must be a string, not a boolean", { true })
+      raises("bad argument #1 .*argv%[2%] contains a NUL byte", { "echo", "a\0b" })
+    end)
+
+    it("options", function()
+      local argv = { "true" }
+      raises("bad argument #2 .*table expected, got number", argv, 5)
+      raises("bad argument #2 .*unknown option 'timout'", argv, { timout = 1 })
+      raises("bad argument #2 .*option 'timeout' must be a number of seconds >= 0", argv, { timeout = -1 })
+      raises("bad argument #2 .*option 'timeout' must be a number of seconds >= 0", argv, { timeout = 0 / 0 })
+      raises("bad argument #2 .*option 'timeout' must be a number, not a string", argv, { timeout = "1" })
+      raises("bad argument #2 .*option 'kill_after' must be a number of seconds >= 0", argv, { kill_after = -2 })
+      raises("bad argument #2 .*option 'close_locks' must be a boolean, not a number", argv, { close_locks = 1 })
+      raises("bad argument #2 .*option 'cwd' must be a string, not a number", argv, { cwd = 1 })
+      raises("bad argument #2 .*option 'env' must be a table, not a string", argv, { env = "A=1" })
+      raises("bad argument #2 .*env keys must be variable names", argv, { env = { "A=1" } })
+      raises("bad argument #2 .*env values must be strings or false", argv, { env = { A = {} } })
+      raises("bad argument #2 .*env values must be strings or false", argv, { env = { A = true } })
+    end)
+  end)
+end)

@@ -1,0 +1,236 @@
+-- atomrun.update (read-modify-write under the sidecar lock path..".lock")
+-- and atomrun.status (a JSON status file over atomic replace), with real
+-- processes competing for the lock.
+local H = require "spec.helper"
+local ar = H.ar
+
+-- A child has exited once it is gone or a zombie: an orphaned child's
+-- zombie may wait a long time for init to reap it, and `kill -0` (what
+-- H.alive uses) still succeeds on a zombie.
+local function gone(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return true end
+  local s = f:read("a") or ""
+  f:close()
+  local state = s:match("^%d+ %b() (%a)")
+  return state == nil or state == "Z" or state == "X"
+end
+
+local function wait_gone(pid, timeout)
+  return H.wait_until(function() return gone(pid) end, timeout)
+end
+
+local function listdir(dir)
+  local p = io.popen("ls -A1 " .. H.q(dir))
+  local names = {}
+  for l in p:lines() do names[#names + 1] = l end
+  p:close()
+  table.sort(names)
+  return names
+end
+
+local function atomrun_cmd(...)
+  local parts = { H.q(H.atomrun) }
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
+  return table.concat(parts, " ")
+end
+
+local function script(dir, name, body)
+  local p = dir .. "/" .. name
+  H.write(p, body)
+  return p
+end
+
+-- A child that takes the sidecar lock, says so with a marker file, and
+-- holds it until the "release" file appears (or 30 s pass).
+local HOLDER = [[
+  local a = require "atomrun"
+  local lockpath, marker = arg[1], arg[2]
+  local lk = assert(a.lock(lockpath))
+  local f = assert(io.open(marker, "w")); f:close()
+  local deadline = a.now() + 30
+  while not a.stat(marker .. ".release") and a.now() < deadline do a.sleep(0.005) end
+  lk:unlock()
+]]
+
+describe("atomrun.update", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(H.cleanup)
+
+  local function counter_storm(nproc, each, durable)
+    local job = script(dir, "inc.lua", [[
+      local a = require "atomrun"
+      local path, id, each, durable = arg[1], arg[2], tonumber(arg[3]), arg[4] == "1"
+      local f = assert(io.open(path .. ".ready." .. id, "w")); f:close()
+      while not a.stat(path .. ".go") do a.sleep(0.001) end
+      for _ = 1, each do
+        assert(a.update(path, function(old)
+          return tostring((tonumber(old) or 0) + 1)
+        end, { durable = durable }))
+      end
+      f = assert(io.open(path .. ".done." .. id, "w")); f:close()
+    ]])
+    local path = dir .. "/counter"
+    local pids = {}
+    for i = 1, nproc do pids[i] = H.spawn(atomrun_cmd(job, path, i, each, durable and "1" or "0")) end
+    assert.is_true(H.wait_until(function()
+      for i = 1, nproc do if not H.exists(path .. ".ready." .. i) then return false end end
+      return true
+    end, 30), "workers did not start")
+    H.write(path .. ".go", "")
+    for i = 1, nproc do assert.is_true(wait_gone(pids[i], 120)) end
+    for i = 1, nproc do
+      assert.is_true(H.exists(path .. ".done." .. i), "worker " .. i .. " failed")
+    end
+    assert.equal(tostring(nproc * each), ar.read(path))
+    -- the data file and its sidecar, and no temp file
+    local left = {}
+    for _, n in ipairs(listdir(dir)) do
+      if not n:match("%.ready%.") and not n:match("%.done%.") then left[#left + 1] = n end
+    end
+    assert.same({ "counter", "counter.go", "counter.lock", "inc.lua" }, left)
+  end
+
+  if H.heavy then
+    -- durable = false: what is tested is the mutual exclusion, and 3200
+    -- fsyncs would make this slow on a loaded machine
+    it("16 processes x 100 increments end at exactly 1600", function()
+      counter_storm(16, 100, false)
+    end)
+  else
+    it("4 processes x 25 increments end at exactly 100", function()
+      counter_storm(4, 25, true)
+    end)
+  end
+
+  it("passes nil for a missing file and creates it", function()
+    local p = dir .. "/new"
+    local seen = "unset"
+    assert.equal("1", ar.update(p, function(old) seen = old; return "1" end))
+    assert.is_nil(seen)
+    assert.equal("1", H.slurp(p))
+    assert.equal("2", ar.update(p, function(old) seen = old; return "2" end))
+    assert.equal("1", seen)
+  end)
+
+  it("leaves the file alone (same inode, same bytes) when fn returns nil", function()
+    local p = dir .. "/f"
+    H.write(p, "keep\n")
+    local st = ar.stat(p)
+    local r = ar.update(p, function(old)
+      assert.equal("keep\n", old)
+      return nil
+    end)
+    assert.equal("keep\n", r)
+    assert.equal("keep\n", H.slurp(p))
+    assert.equal(st.ino, ar.stat(p).ino)
+    -- and on a missing file it creates nothing
+    assert.is_false(ar.update(dir .. "/absent", function() return nil end))
+    assert.is_false(H.exists(dir .. "/absent"))
+  end)
+
+  it("propagates an error in fn with its message, after releasing the lock", function()
+    local p = dir .. "/f"
+    H.write(p, "old")
+    local ok, err = pcall(ar.update, p, function() error("fn exploded 42") end)
+    assert.is_false(ok)
+    assert.matches("fn exploded 42", err)
+    assert.equal("old", H.slurp(p))
+    -- another process can take the sidecar at once (wait = false)
+    local st, out, e = H.sh(atomrun_cmd("-e",
+      "local lk, msg, code = atomrun.lock(arg[1], {wait = false}) print(lk and 'locked' or code)",
+      p .. ".lock"))
+    assert.equal(0, st, e)
+    assert.equal("locked\n", out)
+    -- and so can this one
+    local ok2 = ar.update(p, function(old) return old .. "+" end, { timeout = 5 })
+    assert.equal("old+", ok2)
+    -- an error object that is not a string passes through unchanged
+    local tag = {}
+    local _, obj = pcall(ar.update, p, function() error(tag) end)
+    assert.equal(tag, obj)
+  end)
+
+  it("fails with 'timeout' while another process holds the sidecar, never calling fn", function()
+    local p = dir .. "/f"
+    H.write(p, "old")
+    local holder = script(dir, "holder.lua", HOLDER)
+    local marker = dir .. "/held"
+    local pid = H.spawn(atomrun_cmd(holder, p .. ".lock", marker))
+    assert.is_true(H.wait_file(marker, 30), "holder did not lock")
+    local called = false
+    local r, msg, code = ar.update(p, function() called = true; return "new" end,
+      { timeout = 0.2 })
+    assert.is_nil(r)
+    assert.equal("timeout", code)
+    assert.equal("string", type(msg))
+    assert.is_false(called)
+    r, msg, code = ar.update(p, function() called = true; return "new" end, { wait = false })
+    assert.is_nil(r)
+    assert.equal("busy", code)
+    assert.is_false(called)
+    H.write(marker .. ".release", "")
+    assert.is_true(wait_gone(pid, 30))
+    assert.equal("new", ar.update(p, function() return "new" end, { timeout = 5 }))
+  end)
+
+  it("passes durable and mode to replace, and rejects bad arguments", function()
+    local p = dir .. "/f"
+    assert.equal("x", ar.update(p, function() return "x" end,
+      { durable = false, mode = tonumber("600", 8) }))
+    assert.equal(tonumber("600", 8), ar.stat(p).mode)
+    assert.has_error(function() ar.update(p, "not a function") end)
+    assert.has_error(function() ar.update(p, function() end, { bogus = 1 }) end)
+    local ok, err = pcall(ar.update, p, function() return 42 end)
+    assert.is_false(ok)
+    assert.matches("string", err)
+    assert.equal("x", H.slurp(p))
+  end)
+end)
+
+describe("atomrun.status", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(H.cleanup)
+
+  it("round-trips a table through st:write / st:read", function()
+    local st = ar.status(dir .. "/status.json")
+    local value = { state = "running", pid = 4121, progress = 0.5,
+      steps = { "fetch", "build" }, nested = { ok = true } }
+    assert.is_true(st:write(value))
+    assert.same(value, st:read())
+    -- another process sees the same
+    local _, out = H.sh(atomrun_cmd("-e",
+      "local t = assert(atomrun.status(arg[1]):read()) print(t.state, t.pid == 4121, t.steps[2])",
+      dir .. "/status.json"))
+    assert.equal("running\ttrue\tbuild\n", out)
+    assert.is_true(st:write({ state = "done" }))
+    assert.same({ state = "done" }, st:read())
+    assert.same({ "status.json" }, listdir(dir))
+  end)
+
+  it("read of a missing or corrupt status file returns nil, msg, code", function()
+    local st = ar.status(dir .. "/status.json")
+    local v, msg, code = st:read()
+    assert.is_nil(v)
+    assert.equal("ENOENT", code)
+    assert.equal("string", type(msg))
+    for _, junk in ipairs({ "{\"state\": \"runn", "", "42", "\0\1\2" }) do
+      H.write(dir .. "/status.json", junk)
+      v, msg, code = st:read()
+      assert.is_nil(v)
+      assert.equal("string", type(msg))
+      assert.equal("string", type(code))
+      assert.truthy(msg:find(dir .. "/status.json", 1, true), msg)
+    end
+  end)
+
+  it("write rejects what JSON cannot hold, leaving the old file", function()
+    local st = ar.status(dir .. "/status.json")
+    assert.is_true(st:write({ a = 1 }))
+    assert.has_error(function() st:write("nope") end)
+    assert.has_error(function() st:write({ f = function() end }) end)
+    assert.same({ a = 1 }, st:read())
+  end)
+end)

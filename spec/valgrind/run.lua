@@ -1,0 +1,22 @@
+-- valgrind: run (exit codes, signals, timeouts, env, cwd, inherited locks), exec failure.
+local atomrun = require "atomrun"
+local dir = assert(arg[1], "usage: run.lua DIR")
+assert(atomrun.run({ "true" }))
+local ok, how, code = atomrun.run({ "sh", "-c", "exit 3" })
+assert(ok == nil and how == "exit" and code == 3)
+ok, how, code = atomrun.run({ "sh", "-c", "kill -TERM $$" })
+assert(ok == nil and how == "signal" and code == 15)
+local _, _, _, why = atomrun.run({ "sleep", "5" }, { timeout = 0.1, kill_after = 0.1 })
+assert(why == "timeout")
+assert(atomrun.run({ "sh", "-c", "test \"$X\" = 1 && test -z \"$HOME\"" },
+  { env = { X = 1, HOME = false }, cwd = dir }))
+local lk = assert(atomrun.lock(dir .. "/l"))
+assert(atomrun.run({ "sh", "-c", "ls /proc/$$/fd | grep -qx 3" }))
+lk:unlock()
+local r, _, ecode = atomrun.run({ dir .. "/no/such" })
+assert(r == nil and ecode == "ENOENT")
+local x, _, xcode = atomrun.exec({ dir .. "/no/such" }, { cwd = dir })
+assert(x == nil and xcode == "ENOENT")
+assert(not pcall(atomrun.run, {}))
+assert(not pcall(atomrun.run, { "true" }, { env = { ["A=B"] = "x" } }))
+print("run ok")
