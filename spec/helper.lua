@@ -89,9 +89,17 @@ function H.spawn(cmd)
   return pid
 end
 
+-- A zombie counts as dead: where PID 1 does not reap orphans (containers,
+-- CI sandboxes), `kill -0` would call a killed process alive forever.
 function H.alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return false end
+  local stat = f:read("a") or ""
+  f:close()
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
 end
+H.gone = function(pid) return not H.alive(pid) end
 
 function H.kill(pid, sig)
   os.execute("kill -" .. (sig or "TERM") .. " " .. pid .. " 2>/dev/null")

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -179,6 +180,13 @@ static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
     tmp->named = 0;
     tmp->fd = openat(t->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
     if (tmp->fd >= 0) {
+        /* Held until the file is renamed into place: see ar_link_slot. */
+        if (flock(tmp->fd, LOCK_EX | LOCK_NB) != 0) {
+            int err = -errno;
+            close(tmp->fd);
+            tmp->fd = -1;
+            return err;
+        }
         *used_tmpfile = 1;
         return 0;
     }
@@ -212,6 +220,58 @@ static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
     /* No /proc mounted: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH). */
     return linkat(tmp->fd, "", t->dirfd, name, AT_EMPTY_PATH) == 0 ? 0
                                                                    : -errno;
+}
+
+/*
+ * Replacing needs a name for the finished temp file (Linux cannot link an
+ * unnamed file over an existing one), and a writer SIGKILLed between that
+ * link and the rename leaves it behind.  That window is wider than it looks:
+ * a kill during linkat() lets the link finish first, and linkat() waits for
+ * the directory lock while other writers rename (measured: half of all
+ * kills with three writers in one directory).  So the names are a few fixed
+ * slots, ".NAME.~0" to ".NAME.~15", and a writer holds an flock on its temp
+ * file from before the link until after the rename.  A slot whose file
+ * nobody has locked belongs to a dead writer: the next writer removes it
+ * and takes the slot.  Leftovers are then bounded by the number of writers
+ * killed at once, and gone after the next replace.
+ */
+#define AR_TEMP_SLOTS 16
+
+/* 1 if the slot's file was a dead writer's and is now removed (or gone). */
+static int ar_reclaim_slot(const ar_target *t, const char *name)
+{
+    struct stat held, named;
+    int fd, freed = 0;
+
+    fd = openat(t->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return errno == ENOENT;
+    /* The lock proves its writer is dead; the inode check that the name
+     * still points at the file we locked (not a new writer's). */
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 &&
+        fstatat(t->dirfd, name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+        held.st_dev == named.st_dev && held.st_ino == named.st_ino &&
+        S_ISREG(named.st_mode))
+        freed = unlinkat(t->dirfd, name, 0) == 0;
+    close(fd);
+    return freed;
+}
+
+static int ar_link_slot(const ar_target *t, ar_temp *tmp)
+{
+    int r = -EEXIST;
+    for (int i = 0; i < AR_TEMP_SLOTS && r == -EEXIST; i++) {
+        snprintf(tmp->name, sizeof tmp->name, ".%.200s.~%d", t->base, i);
+        r = ar_temp_link(t, tmp, tmp->name);
+        if (r == -EEXIST && ar_reclaim_slot(t, tmp->name))
+            r = ar_temp_link(t, tmp, tmp->name);
+    }
+    /* More live writers than slots: random names, as a last resort. */
+    for (int tries = 0; r == -EEXIST && tries < 100; tries++) {
+        ar_temp_name(t, tmp->name);
+        r = ar_temp_link(t, tmp, tmp->name);
+    }
+    return r;
 }
 
 static void ar_temp_discard(const ar_target *t, ar_temp *tmp)
@@ -369,25 +429,8 @@ static int ar_replace_in(ar_target *t, const void *data, size_t len,
         return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
     r = ar_temp_fill(&tmp, data, len, old, ar_final_mode(o, old), o);
     if (r == 0 && !tmp.named) {
-        /*
-         * The one window where a kill leaves something behind: Linux can
-         * link an unnamed file into place only where no name exists, so to
-         * REPLACE we give it a hidden name and rename that.  A writer
-         * killed between these two calls (after all the writing and
-         * syncing) leaves a complete ".name.XXXXXXXX" file.  The window is
-         * not just microseconds: SIGKILL during the linkat() itself lets
-         * the link finish and then kills the process, and with other
-         * writers renaming in the same directory linkat() waits for the
-         * directory lock (~1 ms on ext4, which flushes data on a
-         * rename-over).  spec/crash_spec.lua measures it: alone, a few
-         * percent of kills leave one; with three concurrent writers, half.
-         */
-        for (int tries = 0; tries < 100; tries++) {
-            ar_temp_name(t, tmp.name);
-            r = ar_temp_link(t, &tmp, tmp.name);
-            if (r != -EEXIST)
-                break;
-        }
+        /* A name, so that it can be renamed over the target. */
+        r = ar_link_slot(t, &tmp);
         if (r == 0)
             tmp.named = 1;
         else

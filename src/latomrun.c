@@ -201,6 +201,7 @@ typedef struct ar_lockopts {
     double timeout;           /* ATOMRUN_FOREVER, 0, or seconds */
     int    perm;
     int    create;
+    int    holder;            /* look up who holds it on busy/timeout */
 } ar_lockopts;
 
 /* Each option table is checked against the names it may hold: a typo
@@ -304,8 +305,9 @@ static int ar_parse_mode(lua_State *L, int arg, const char *s)
 static void ar_check_lockopts(lua_State *L, int arg, ar_lockopts *o)
 {
     static const char *const names[] = { "mode", "wait", "timeout", "perm",
-                                         "create", NULL };
+                                         "create", "holder", NULL };
     o->mode = ATOMRUN_EXCLUSIVE;
+    o->holder = 1;
     o->timeout = ATOMRUN_FOREVER;
     o->perm = 0666;
     o->create = 1;
@@ -321,6 +323,9 @@ static void ar_check_lockopts(lua_State *L, int arg, ar_lockopts *o)
         o->timeout = 0;
     o->perm = ar_opt_perm(L, arg, "perm", 0666);
     o->create = ar_opt_bool(L, arg, "create", 1);
+    /* Finding the holder reads /proc (every process's descriptors for OFD
+     * locks): loops that retry on busy skip it with holder = false. */
+    o->holder = ar_opt_bool(L, arg, "holder", 1);
 }
 
 /* The failure of a lock request, naming the holder when it is known. */
@@ -448,7 +453,7 @@ static int ar_l_lock(lua_State *L)
     r = atomrun_flock(fd, o.mode, o.timeout);
     if (r < 0) {
         int known = 0;
-        if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT)
+        if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o.holder)
             known = atomrun_flock_holder(fd, o.mode, &h) == 1;
         atomrun_close(fd);
         if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT)
@@ -615,7 +620,8 @@ static int ar_file_lock(lua_State *L)
     }
     r = atomrun_range_lock(f->fd, o.mode, start, length, o.timeout);
     if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
-        int known = atomrun_range_test(f->fd, o.mode, start, length, &h) == 1;
+        int known = o.holder &&
+                    atomrun_range_test(f->fd, o.mode, start, length, &h) == 1;
         int n = ar_push_lockfail(L, r, ar_range_what(L, start, length),
                                  o.timeout, known ? &h : NULL);
         if (n == 4) {           /* ranges: the holder has start and length */

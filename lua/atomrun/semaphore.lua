@@ -65,7 +65,7 @@ function Sem:acquire(opts)
   while true do
     for k = 0, self.n - 1 do
       local i = (start + k) % self.n
-      local r, _, c = f:lock(i, 1, { wait = false })
+      local r, _, c = f:lock(i, 1, { wait = false, holder = false })
       if r then
         return setmetatable({ index = i + 1, range = r, file = f, path = self.path }, Slot)
       end
@@ -93,7 +93,7 @@ function Sem:acquire(opts)
     local waited = false
     for _ = 1, self.n do
       start = (start + 1) % self.n
-      local r, rerr, c = f:lock(start, 1, { timeout = slice })
+      local r, rerr, c = f:lock(start, 1, { timeout = slice, holder = false })
       if r then
         return setmetatable({ index = start + 1, range = r, file = f, path = self.path }, Slot)
       end
