@@ -32,8 +32,9 @@ int ar_mkdir_parents(const char *path);
 /*
  * Find a process holding a lock of `kind` ("FLOCK", "OFDLCK", "POSIX") on
  * the file (dev, ino) that conflicts with `mode` and overlaps
- * [start, start+length) (length 0: to EOF).  Uses /proc/locks, then the
- * fdinfo of every process we may read where /proc/locks hides the pid.
+ * [start, start+length) (length 0: to EOF), from /proc/locks.  Used for
+ * flock locks; OFD locks, whose pid /proc/locks hides, need
+ * ar_find_ofd_holder.
  */
 int ar_find_holder(dev_t dev, ino_t ino, const char *kind, int mode,
                    int64_t start, int64_t length, atomrun_holder *h);

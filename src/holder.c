@@ -143,63 +143,15 @@ static int ar_is_number(const char *s)
     return 1;
 }
 
-/* One process's descriptors: does any of them own the lock? */
-static int ar_scan_process(const char *pid, dev_t dev, ino_t ino,
-                           const char *kind, int mode, int64_t start,
-                           int64_t length, ar_lockline *found)
-{
-    char dir[64], path[64 + 256 + 2];
-    struct dirent *e;
-    DIR *d;
-    int hit = 0;
-
-    snprintf(dir, sizeof dir, "/proc/%.20s/fdinfo", pid);
-    d = opendir(dir);
-    if (!d)
-        return 0;
-    while (!hit && (e = readdir(d)) != NULL) {
-        if (!ar_is_number(e->d_name))
-            continue;
-        snprintf(path, sizeof path, "%s/%.255s", dir, e->d_name);
-        hit = ar_scan_file(path, dev, ino, kind, mode, start, length, found);
-    }
-    closedir(d);
-    return hit;
-}
-
-/* pid of the process holding the description behind an OFD lock. */
-static long ar_find_ofd_owner(dev_t dev, ino_t ino, int mode, int64_t start,
-                              int64_t length)
-{
-    struct dirent *e;
-    ar_lockline l;
-    long pid = 0;
-    DIR *d = opendir("/proc");
-
-    if (!d)
-        return 0;
-    while (!pid && (e = readdir(d)) != NULL)
-        if (ar_is_number(e->d_name) &&
-            ar_scan_process(e->d_name, dev, ino, "OFDLCK", mode, start,
-                            length, &l))
-            pid = strtol(e->d_name, NULL, 10);
-    closedir(d);
-    return pid;
-}
-
 int ar_find_holder(dev_t dev, ino_t ino, const char *kind, int mode,
                    int64_t start, int64_t length, atomrun_holder *h)
 {
     ar_lockline l;
-    long pid;
 
     if (!ar_scan_file("/proc/locks", dev, ino, kind, mode, start, length, &l))
         return 0;
-    pid = l.pid;
-    if (pid <= 0 && strcmp(kind, "OFDLCK") == 0)
-        pid = ar_find_ofd_owner(dev, ino, mode, l.start,
-                                l.end == -1 ? 0 : l.end - l.start + 1);
-    ar_fill_holder(h, &l, pid);
+    /* pid -1 here is an OFD lock: see ar_find_ofd_holder for those. */
+    ar_fill_holder(h, &l, l.pid);
     return 1;
 }
 
