@@ -159,7 +159,7 @@ uninstall:
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 
 clean:
-	rm -rf build build-asan bench/results.json
+	rm -rf build build-asan build-tsan bench/results.json
 
 help:
 	@echo "make              build build/atomrun, build/libatomrun.{a,so}, build/atomrun.so, build/atomrun.pc"

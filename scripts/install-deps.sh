@@ -2,6 +2,10 @@
 # Install every Debian package atomrun needs to build, test and benchmark.
 # One list, used by README's quick start and by .ci/run.  Run as root.
 set -e
+# Root installs directly (a fresh Debian has no sudo); anyone else via sudo.
+if [ "$(id -u)" != 0 ]; then
+    exec sudo sh "$0" "$@"
+fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
