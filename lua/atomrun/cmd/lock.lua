@@ -5,7 +5,9 @@
 --                [--verbose] FILE|DIR [--] CMD [ARGS...]
 local atomrun = require "atomrun"
 
-local EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_OSERR, EX_CANTCREAT = 64, 66, 69, 71, 73
+local cli = require "atomrun.cli"
+local EX_NOINPUT, EX_UNAVAILABLE, EX_OSERR, EX_CANTCREAT =
+  cli.EX_NOINPUT, cli.EX_UNAVAILABLE, cli.EX_OSERR, cli.EX_CANTCREAT
 
 local USAGE = [[
 usage: atomrun lock [options] FILE|DIR [--] CMD [ARGS...]
@@ -22,15 +24,8 @@ usage: atomrun lock [options] FILE|DIR [--] CMD [ARGS...]
   -h, --help                this text
 ]]
 
-local function say(fmt, ...)
-  io.stderr:write("atomrun: ", string.format(fmt, ...), "\n")
-end
-
-local function usage_error(fmt, ...)
-  say(fmt, ...)
-  io.stderr:write(USAGE)
-  os.exit(EX_USAGE)
-end
+local say = cli.say
+local function usage_error(...) cli.usage_error(USAGE, ...) end
 
 local function parse(args)
   local o = { mode = "exclusive", conflict = 1 }
@@ -152,11 +147,5 @@ if o.nofork then
   os.exit(xcode == "ENOMEM" and EX_OSERR or EX_UNAVAILABLE)
 end
 
-local ok, how, status = atomrun.run(o.argv, { close_locks = o.close, forward_signals = true })
-if ok == nil and how ~= "exit" and how ~= "signal" then
-  say("failed to execute %s", (how:gsub("^cannot run [^:]*: ", o.argv[1] .. ": ")))
-  os.exit(status == "ENOMEM" and EX_OSERR or EX_UNAVAILABLE)
-end
-lk:unlock()
-if how == "signal" then os.exit(128 + status) end
-os.exit(status)
+cli.run_and_exit(o.argv, { close_locks = o.close, forward_signals = true },
+  function() lk:unlock() end)

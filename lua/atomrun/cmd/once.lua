@@ -4,7 +4,8 @@
 --   atomrun once [-w SECONDS] [-E CODE] [--dir DIR] NAME [options] [--] CMD [ARGS...]
 local atomrun = require "atomrun"
 
-local EX_USAGE, EX_UNAVAILABLE, EX_OSERR = 64, 69, 71
+local cli = require "atomrun.cli"
+local EX_UNAVAILABLE = cli.EX_UNAVAILABLE
 
 local USAGE = [[
 usage: atomrun once [options] NAME [options] [--] CMD [ARGS...]
@@ -15,15 +16,8 @@ usage: atomrun once [options] NAME [options] [--] CMD [ARGS...]
   -h, --help                this text
 ]]
 
-local function say(fmt, ...)
-  io.stderr:write("atomrun: ", string.format(fmt, ...), "\n")
-end
-
-local function usage_error(fmt, ...)
-  say(fmt, ...)
-  io.stderr:write(USAGE)
-  os.exit(EX_USAGE)
-end
+local say = cli.say
+local function usage_error(...) cli.usage_error(USAGE, ...) end
 
 -- Options may come before NAME or between NAME and CMD (`atomrun once
 -- NAME -w 5 -- CMD`); the first word after NAME that is not an option, or
@@ -88,11 +82,4 @@ if not guard then
   say("%s", err)
   os.exit(code == "running" and o.conflict or EX_UNAVAILABLE)
 end
-local ok, how, status = atomrun.run(argv, { forward_signals = true })
-if ok == nil and how ~= "exit" and how ~= "signal" then
-  say("failed to execute %s", (how:gsub("^cannot run [^:]*: ", argv[1] .. ": ")))
-  os.exit(status == "ENOMEM" and EX_OSERR or EX_UNAVAILABLE)
-end
-guard:release()
-if how == "signal" then os.exit(128 + status) end
-os.exit(status)
+cli.run_and_exit(argv, { forward_signals = true }, function() guard:release() end)
