@@ -31,8 +31,11 @@ function Sem:__tostring() return string.format("atomrun.semaphore (%s, %d)", sel
 
 -- The kernel wakes a waiter only for the byte it waits on, so a waiter
 -- parked on slot 2 would not notice slot 3 freeing.  We wait in the kernel
--- on one slot for at most this long, then look at all of them again.
-local SLICE = 0.1
+-- on one slot for at most this long, then look at all of them again.  A
+-- look is n non-blocking fcntl calls (microseconds; no holder lookup), so
+-- the slice can be short: a slot freed elsewhere is taken within 20 ms,
+-- the one waited on at once.
+local SLICE = 0.02
 
 local function holders_text(f, n)
   local pids, seen = {}, {}
