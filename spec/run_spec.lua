@@ -137,6 +137,34 @@ describe("atomrun.run", function()
       assert.equal(pid, pgid)
     end)
 
+    -- In its own group the command no longer hears the terminal's Ctrl-C or
+    -- a signal to our group; atomrun passes INT/TERM/HUP/QUIT on, so that
+    -- stopping atomrun never leaves the command running, orphaned.  (INT and
+    -- QUIT take the same path, but a background job of a shell, as spawned
+    -- here, starts with them ignored, so they cannot be seen from a test.)
+    for _, sig in ipairs({ "TERM", "HUP" }) do
+      it("passes SIG" .. sig .. " sent to atomrun on to the command's group", function()
+        local job, pidf, res = dir .. "/job.lua", dir .. "/grandchild", dir .. "/result"
+        H.write(job, [[
+          local r = table.pack(atomrun.run({ "sh", "-c", 'sleep 60 & echo $! > "$0"; wait', arg[1] },
+            { timeout = 60 }))
+          local f = io.open(arg[2], "w")
+          f:write(tostring(r[1]), " ", tostring(r[2]), " ", tostring(r[3]))
+          f:close()
+        ]])
+        local pid = H.spawn(H.q(H.atomrun) .. " " .. H.q(job) .. " " .. H.q(pidf) .. " " .. H.q(res))
+        assert.is_true(H.wait_until(function() return H.slurp(pidf):match("%d") ~= nil end, 20))
+        local grandchild = tonumber(H.slurp(pidf))
+        H.kill(pid, sig)
+        assert.is_true(H.wait_until(function() return gone(grandchild) end, 20),
+          "the command's group did not get SIG" .. sig)
+        assert.is_true(H.wait_until(function() return H.slurp(res) ~= "" end, 20))
+        -- the shell's `wait` was interrupted by the signal it got: it died of it
+        assert.matches("^nil signal %d+$", H.slurp(res))
+        H.wait_exit(pid, 10)
+      end)
+    end
+
     it("sends KILL kill_after seconds later when TERM is ignored", function()
       local t0 = ar.now()
       local r = pack(ar.run({ "sh", "-c", "trap '' TERM; sleep 60" }, { timeout = 0.2, kill_after = 0.3 }))

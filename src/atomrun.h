@@ -171,7 +171,9 @@ typedef struct atomrun_spawn_opts {
     int          new_group;    /* own process group (needed by timeout) */
     double       timeout;      /* < 0: none; then TERM to the group... */
     double       kill_after;   /* ...and KILL this long after */
-    int          forward;      /* pass SIGTERM/SIGHUP on to the child */
+    int          forward;      /* pass SIGTERM/SIGHUP on to the child;
+                                  with new_group also SIGINT/SIGQUIT, always,
+                                  to the whole group */
     int          timed_out;    /* OUT: the timeout killed it */
 } atomrun_spawn_opts;
 

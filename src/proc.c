@@ -199,7 +199,7 @@ static int ar_wait_child(pid_t pid, atomrun_spawn_opts *o, int sigfd,
         if (sigfd >= 0 && (pf[1].revents & POLLIN)) {
             struct signalfd_siginfo si;
             while (read(sigfd, &si, sizeof si) == sizeof si)
-                kill(pid, (int)si.ssi_signo);
+                kill(target, (int)si.ssi_signo);
         }
     }
     if (pidfd >= 0)
@@ -256,9 +256,17 @@ int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
     /* Block the forwarded signals before fork so none is lost between the
      * fork and the signalfd; the child gets the old mask back. */
     sigemptyset(&fwd);
-    if (o->forward) {
+    if (o->forward || o->new_group) {
         sigaddset(&fwd, SIGTERM);
         sigaddset(&fwd, SIGHUP);
+    }
+    /* A command in its own process group (needed to kill all of it at the
+     * timeout) no longer gets the terminal's Ctrl-C or a supervisor's
+     * SIGTERM to our group: without forwarding them, stopping atomrun
+     * would leave the command running, orphaned. */
+    if (o->new_group) {
+        sigaddset(&fwd, SIGINT);
+        sigaddset(&fwd, SIGQUIT);
     }
     pid = ar_vfork_exec(argv, o, &fwd, &saved, pipefd[1]);
     if (pid < 0) {
@@ -273,7 +281,7 @@ int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
         n = read(pipefd[0], &err, sizeof err);
     while (n < 0 && errno == EINTR);
     close(pipefd[0]);
-    if (o->forward)
+    if (o->forward || o->new_group)
         sigfd = signalfd(-1, &fwd, SFD_CLOEXEC | SFD_NONBLOCK);
     if (n == sizeof err) {
         /* exec failed: reap the child, report its errno */
