@@ -16,6 +16,7 @@
 -- is whole, at most one file per writer, and gone after one more replace.
 local H = require "spec.helper"
 local ar = H.ar
+local gone, listdir = H.gone, H.listdir
 
 local maybe = H.heavy and describe or pending
 
@@ -70,24 +71,6 @@ f = assert(io.open(out, "w"))
 f:write(bad or ("ok " .. reads .. " " .. changes))
 f:close()
 ]]
-
-local function listdir(dir)
-  local p = io.popen("ls -A1 " .. H.q(dir))
-  local names = {}
-  for l in p:lines() do names[#names + 1] = l end
-  p:close()
-  table.sort(names)
-  return names
-end
-
-local function gone(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return true end
-  local s = f:read("a") or ""
-  f:close()
-  local state = s:match("^%d+ %b() (%a)")
-  return state == nil or state == "Z" or state == "X"
-end
 
 local function cmd(...)
   local parts = { H.q(H.atomrun) }

@@ -14,6 +14,7 @@
 -- strace counts invocations per syscall and per process, and the child's
 -- start-up is the same every run, so N is stable for that command line.
 local H = require "spec.helper"
+local listdir = H.listdir
 
 local maybe = H.heavy and describe or pending
 
@@ -36,15 +37,6 @@ io.write(tostring(ok), "\n", tostring(code), "\n", tostring(msg), "\n")
 
 local OLD = "old contents \0 that must survive\n"
 local NEW = "the new contents\n"
-
-local function listdir(dir)
-  local p = io.popen("ls -A1 " .. H.q(dir))
-  local names = {}
-  for l in p:lines() do names[#names + 1] = l end
-  p:close()
-  table.sort(names)
-  return names
-end
 
 -- The syscalls the call made: { name=, n= (ordinal of that syscall in the
 -- process), line=, dirsync= (an fsync of a directory descriptor) }.

@@ -115,6 +115,16 @@ function H.wait_until(pred, timeout)
   return pred()
 end
 
+--- Every name in dir, hidden ones included, sorted.
+function H.listdir(dir)
+  local p = io.popen("ls -A1 " .. H.q(dir))
+  local names = {}
+  for l in p:lines() do names[#names + 1] = l end
+  p:close()
+  table.sort(names)
+  return names
+end
+
 function H.exists(path)
   return H.ar.stat(path) ~= nil
 end

@@ -32,6 +32,7 @@
 -- the issue asks for 20 where there is time).
 local H = require "spec.helper"
 local ar = H.ar
+local dead = H.gone
 
 local SECONDS = tonumber(os.getenv("AR_STORM_SECONDS") or "") or 8
 local WORKERS = 6
@@ -115,12 +116,6 @@ local f = io.open(dir .. "/reader" .. id .. ".out", "w")
 f:write(reads, " ", torn, "\n")
 f:close()
 ]=]
-
--- Dead: gone, or a zombie nobody has reaped yet (its locks are already gone).
-local function dead(pid)
-  local s = H.slurp("/proc/" .. pid .. "/stat")
-  return s == "" or s:match("^%d+ %b() (%a)") == "Z"
-end
 
 describe("kill storm", function()
   if not H.heavy then return end

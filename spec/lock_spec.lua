@@ -2,23 +2,9 @@
 -- (flock(1), Python's filelock, the atomrun binary) holding and waiting.
 local H = require "spec.helper"
 local ar = H.ar
+local gone, wait_gone = H.gone, H.wait_exit
 
 -- ------------------------------------------------------------ helpers
-
--- A process is gone when /proc has no entry for it or it is a zombie
--- (nobody may reap an orphan in a container; kill -0 still succeeds).
-local function gone(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return true end
-  local s = f:read("a") or ""
-  f:close()
-  local state = s:match("%) (%a)")
-  return state == nil or state == "Z" or state == "X"
-end
-
-local function wait_gone(pid, timeout)
-  return H.wait_until(function() return gone(pid) end, timeout or 10)
-end
 
 -- flock(1) -n from the outside: 0 when the lock could be taken at once.
 local function flock_n(path, mode)

@@ -3,21 +3,9 @@
 -- holder and signals passed on to the command.
 local H = require "spec.helper"
 local ar = H.ar
+local gone, wait_gone = H.gone, H.wait_exit
 
 -- ------------------------------------------------------------ helpers
-
-local function gone(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return true end
-  local s = f:read("a") or ""
-  f:close()
-  local state = s:match("%) (%a)")
-  return state == nil or state == "Z" or state == "X"
-end
-
-local function wait_gone(pid, timeout)
-  return H.wait_until(function() return gone(pid) end, timeout or 10)
-end
 
 local function flock_n(path, mode)
   return (H.sh("flock -n " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) .. " true"))

@@ -1,18 +1,11 @@
 -- `atomrun once NAME [-w S] [-E CODE] [--dir DIR] [--] CMD [ARGS...]`
 local H = require "spec.helper"
 local ar = H.ar
+local gone = H.gone
 
 -- Only the binary is under test here, and the lua5.4 pass would run the
 -- same binary again: these run in the atomrun and asan passes.
 local describe = H.pass == "lua5.4" and function() end or describe
-
-local function gone(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return true end
-  local s = f:read("a") or ""
-  f:close()
-  return s:match("^%d+ %b() (%a)") == "Z"
-end
 
 describe("atomrun once", function()
   local dir, odir

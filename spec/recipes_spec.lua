@@ -2,16 +2,7 @@
 -- paths, with real processes where two of them must meet.
 local H = require "spec.helper"
 local ar = H.ar
-
--- A process that is gone for locking purposes: exited, or a zombie (PID 1
--- here does not always reap orphans, and a zombie holds no locks).
-local function gone(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return true end
-  local s = f:read("a") or ""
-  f:close()
-  return s:match("^%d+ %b() (%a)") == "Z"
-end
+local gone = H.gone
 
 local started = {}        -- pids to kill after each test
 

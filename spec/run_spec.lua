@@ -3,15 +3,7 @@
 -- inherited (or not), env and cwd, and nothing else leaking into the child.
 local H = require "spec.helper"
 local ar = H.ar
-
-local function gone(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return true end
-  local s = f:read("a") or ""
-  f:close()
-  local state = s:match("%) (%a)")
-  return state == nil or state == "Z" or state == "X"
-end
+local gone = H.gone
 
 local function pack(...) return table.pack(...) end
 

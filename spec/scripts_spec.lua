@@ -1,14 +1,7 @@
 -- Every ready job script in scripts/ runs here, pointed at a scratch dir.
 local H = require "spec.helper"
 local ar = H.ar
-
-local function gone(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return true end
-  local s = f:read("a") or ""
-  f:close()
-  return s:match("^%d+ %b() (%a)") == "Z"
-end
+local gone = H.gone
 
 -- "atomrun /repo/scripts/NAME" for a shell command line.  In the lua5.4
 -- pass the scripts run in stock lua5.4 with atomrun.so instead: users may

@@ -3,31 +3,7 @@
 -- processes competing for the lock.
 local H = require "spec.helper"
 local ar = H.ar
-
--- A child has exited once it is gone or a zombie: an orphaned child's
--- zombie may wait a long time for init to reap it, and `kill -0` (what
--- H.alive uses) still succeeds on a zombie.
-local function gone(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return true end
-  local s = f:read("a") or ""
-  f:close()
-  local state = s:match("^%d+ %b() (%a)")
-  return state == nil or state == "Z" or state == "X"
-end
-
-local function wait_gone(pid, timeout)
-  return H.wait_until(function() return gone(pid) end, timeout)
-end
-
-local function listdir(dir)
-  local p = io.popen("ls -A1 " .. H.q(dir))
-  local names = {}
-  for l in p:lines() do names[#names + 1] = l end
-  p:close()
-  table.sort(names)
-  return names
-end
+local gone, wait_gone, listdir = H.gone, H.wait_exit, H.listdir
 
 local function atomrun_cmd(...)
   local parts = { H.q(H.atomrun) }
