@@ -17,6 +17,20 @@ function M.usage_error(usage, fmt, ...)
   os.exit(M.EX_USAGE)
 end
 
+--- The value of -w SECONDS: a number >= 0 (fractions allowed).
+function M.seconds(usage, s)
+  local v = tonumber(s)
+  if not v or v ~= v or v < 0 then M.usage_error(usage, "invalid timeout value: '%s'", s) end
+  return v
+end
+
+--- The value of -E CODE: an exit status, 0 to 255.
+function M.exit_code(usage, s)
+  local v = math.tointeger(tonumber(s))
+  if not v or v < 0 or v > 255 then M.usage_error(usage, "invalid exit code: '%s' (0 to 255)", s) end
+  return v
+end
+
 --- Run argv, call release(), and exit as flock(1) does: the command's
 -- status, 128+N when it dies of signal N, 69 (71 for ENOMEM) when it cannot
 -- be executed at all.

@@ -47,17 +47,9 @@ local function parse(args)
     elseif a == "-x" or a == "-e" or a == "--exclusive" then o.mode = "exclusive"
     elseif a == "-n" or a == "--nb" or a == "--nonblock" then o.nonblock = true
     elseif a == "-w" or a == "--wait" or a == "--timeout" then
-      local s = val(a)
-      o.timeout = tonumber(s)
-      if not o.timeout or o.timeout ~= o.timeout or o.timeout < 0 then
-        usage_error("invalid timeout value: '%s'", s)
-      end
+      o.timeout = cli.seconds(USAGE, val(a))
     elseif a == "-E" or a == "--conflict-exit-code" then
-      local s = val(a)
-      o.conflict = math.tointeger(tonumber(s))
-      if not o.conflict or o.conflict < 0 or o.conflict > 255 then
-        usage_error("invalid exit code: '%s' (0 to 255)", s)
-      end
+      o.conflict = cli.exit_code(USAGE, val(a))
     elseif a == "-o" or a == "--close" then o.close = true
     elseif a == "-F" or a == "--no-fork" then o.nofork = true
     elseif a == "-c" or a == "--command" then o.command = val(a)

@@ -37,17 +37,9 @@ while i <= #args do
     return args[i]
   end
   if a == "-w" or a == "--wait" or a == "--timeout" then
-    local s = value()
-    o.timeout = tonumber(s)
-    if not o.timeout or o.timeout ~= o.timeout or o.timeout < 0 then
-      usage_error("invalid timeout value: '%s'", s)
-    end
+    o.timeout = cli.seconds(USAGE, value())
   elseif a == "-E" or a == "--conflict-exit-code" then
-    local s = value()
-    o.conflict = math.tointeger(tonumber(s))
-    if not o.conflict or o.conflict < 0 or o.conflict > 255 then
-      usage_error("invalid exit code: '%s' (0 to 255)", s)
-    end
+    o.conflict = cli.exit_code(USAGE, value())
   elseif a == "--dir" then
     o.dir = value()
   elseif a == "-h" or a == "--help" then
