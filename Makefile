@@ -54,8 +54,8 @@ $(B):
 $(B)/%.o: src/%.c src/atomrun.h src/ar_internal.h | $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(B)/bundle.c: tools/bundle.lua $(LUA_SRC) | $(B)
-	$(LUA) tools/bundle.lua $@ $(LUA_SRC)
+$(B)/bundle.c: scripts/bundle.lua $(LUA_SRC) | $(B)
+	$(LUA) scripts/bundle.lua $@ $(LUA_SRC)
 
 $(B)/bundle.o: $(B)/bundle.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -80,7 +80,7 @@ PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	     -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|'
 
 # Regenerated at install time too, so the paths match the PREFIX given there.
-$(B)/atomrun.pc: tools/atomrun.pc.in src/atomrun.h | $(B)
+$(B)/atomrun.pc: src/atomrun.pc.in src/atomrun.h | $(B)
 	$(PC_SED) $< > $@
 
 # ------------------------------------------------------------------ tests
@@ -93,7 +93,7 @@ demo: all
 test: all $(B)/spec_host
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh
 
-# The specs and C tests again, against an ASan+UBSan build in build-asan/
+# The specs and C tests again, against an ASan+UBSan build in build/asan/
 # (make test runs this too, last).
 check-asan: all $(B)/spec_host
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --asan-only
@@ -103,7 +103,7 @@ check-asan: all $(B)/spec_host
 # built with ThreadSanitizer into $(TSAN_B)/.  check-valgrind: memcheck over
 # the CLI on the scripts in spec/valgrind/ and the bundled commands: 0 bytes
 # definitely lost, 0 invalid reads or writes.
-TSAN_B     ?= build-tsan
+TSAN_B     ?= build/tsan
 TSAN_FLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=thread
 
 .PHONY: check-tsan check-valgrind
@@ -141,11 +141,11 @@ install: all
 	install -m 755 $(B)/libatomrun.so $(DESTDIR)$(LIBDIR)/libatomrun.so.$(VERSION)
 	ln -sf libatomrun.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libatomrun.so.$(SOVERSION)
 	ln -sf libatomrun.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libatomrun.so
-	$(PC_SED) tools/atomrun.pc.in > $(DESTDIR)$(PKGDIR)/atomrun.pc
+	$(PC_SED) src/atomrun.pc.in > $(DESTDIR)$(PKGDIR)/atomrun.pc
 	install -m 755 $(B)/atomrun.so $(DESTDIR)$(LUA_CMOD)/atomrun.so
 	for f in $(LUA_SRC); do install -m 644 $$f $(DESTDIR)$(LUA_LMOD)/$${f#lua/}; done
-	for f in man/*.1; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man1/ || true; done
-	for f in man/*.3; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man3/ || true; done
+	for f in src/*.1; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man1/ || true; done
+	for f in src/*.3; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man3/ || true; done
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 
 uninstall:
@@ -159,14 +159,14 @@ uninstall:
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 
 clean:
-	rm -rf build build-asan build-tsan bench/results.json
+	rm -rf build
 
 help:
 	@echo "make              build build/atomrun, build/libatomrun.{a,so}, build/atomrun.so, build/atomrun.pc"
 	@echo "make demo         build and run scripts/demo.lua"
 	@echo "make test         all specs (binary and stock lua5.4), the C embedding test, then check-asan"
-	@echo "make check-asan   the specs against an ASan+UBSan build (build-asan/)"
+	@echo "make check-asan   the specs against an ASan+UBSan build (build/asan/)"
 	@echo "make bench        benchmarks against raw C and peer tools (QUICK=1: a smoke run)"
 	@echo "make install      PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall    remove what install put there"
-	@echo "make clean        remove build/ and build-asan/"
+	@echo "make clean        remove build/ (every build tree and the bench results)"

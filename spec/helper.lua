@@ -139,4 +139,59 @@ function H.wait_exit(pid, timeout)
   return H.wait_until(function() return not H.alive(pid) end, timeout)
 end
 
+-- Background Lua processes that specs start and must kill after each test.
+local started = {}
+
+--- Run a Lua snippet in the background in the atomrun binary; returns its pid.
+function H.bg_lua(code, ...)
+  local parts = { H.q(H.atomrun), "-e", H.q(code) }
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(tostring(a)) end
+  local pid = H.spawn(table.concat(parts, " "))
+  started[#started + 1] = pid
+  return pid
+end
+
+--- Wait for a child's "ready" file, which holds its pid; returns the pid.
+function H.ready_pid(path)
+  assert(H.wait_file(path, 15), "child never got ready: " .. path)
+  local pid
+  H.wait_until(function()
+    pid = math.tointeger(tonumber(H.slurp(path)))
+    return pid ~= nil
+  end, 5)
+  started[#started + 1] = pid
+  return pid
+end
+
+-- Hold a whole-file lock in another process until `stop` exists (or for
+-- `stop` seconds when it is a number).
+local HOLD = [[
+  local path, ready, stop, mode = ...
+  local lk = assert(atomrun.lock(path, { mode = mode }))
+  assert(atomrun.replace(ready, tostring(atomrun.pid())))
+  if tonumber(stop) then atomrun.sleep(tonumber(stop)) return end
+  while not atomrun.stat(stop) do atomrun.sleep(0.01) end
+]]
+
+--- Hold path exclusively in another process; returns the holder's pid.
+function H.hold(dir, path, stop, tag)
+  local ready = dir .. "/ready." .. (tag or "h")
+  H.bg_lua(HOLD, path, ready, stop or (dir .. "/stop"), "exclusive")
+  return H.ready_pid(ready)
+end
+
+--- Can somebody lock path right now?
+function H.free(path)
+  local lk = H.ar.lock(path, { wait = false })
+  if lk then lk:unlock() return true end
+  return false
+end
+
+--- Kill every process H.bg_lua/H.ready_pid started, then H.cleanup().
+function H.cleanup_procs()
+  for _, pid in ipairs(started) do H.kill(pid, "KILL") end
+  started = {}
+  H.cleanup()
+end
+
 return H

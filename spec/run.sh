@@ -9,7 +9,7 @@
 # Environment: AR_BUILD (default build), AR_NO_ASAN=1 to skip the sanitizer
 # pass, SPEC="spec/x_spec.lua" to run some specs only (that also skips the
 # TSan and valgrind step), AR_NO_HARDEN=1 to skip that step, AR_TSAN_BUILD
-# (default build-tsan) for where the TSan build goes.
+# (default build/tsan) for where the TSan build goes.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${AR_BUILD:-$PWD/build}
@@ -77,7 +77,7 @@ harden_step() {
     fi
     for t in check-tsan check-valgrind; do
         echo "== make $t"
-        if make --no-print-directory -s B="$BUILD" TSAN_B="${AR_TSAN_BUILD:-build-tsan}" "$t"; then
+        if make --no-print-directory -s B="$BUILD" TSAN_B="${AR_TSAN_BUILD:-build/tsan}" "$t"; then
             passed=$((passed + 1))
         else
             echo "   FAILED: make $t"
@@ -94,14 +94,14 @@ if [ "${1:-}" != "--asan-only" ]; then
     harden_step
 fi
 if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
-    echo "== building with AddressSanitizer + UBSan (build-asan/)"
+    echo "== building with AddressSanitizer + UBSan (build/asan/)"
     SAN="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
-    if make --no-print-directory -s B=build-asan CFLAGS="$SAN" \
-        LDFLAGS_EXTRA="-fsanitize=address,undefined" build-asan/atomrun build-asan/libatomrun.a >"$LOG/asan-build.log" 2>&1; then
+    if make --no-print-directory -s B=build/asan CFLAGS="$SAN" \
+        LDFLAGS_EXTRA="-fsanitize=address,undefined" build/asan/atomrun build/asan/libatomrun.a >"$LOG/asan-build.log" 2>&1; then
         # Leaks are valgrind's job (make check-valgrind); os.exit skips lua_close.
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-            AR_PASS=asan AR_BUILD=$PWD/build-asan AR_ASAN=1 busted_pass asan "$PWD/build-asan/atomrun"
-        ASAN_OPTIONS=detect_leaks=1 c_tests build-asan $SAN
+            AR_PASS=asan AR_BUILD=$PWD/build/asan AR_ASAN=1 busted_pass asan "$PWD/build/asan/atomrun"
+        ASAN_OPTIONS=detect_leaks=1 c_tests build/asan $SAN
     else
         cat "$LOG/asan-build.log"
         echo "   FAILED: sanitizer build"

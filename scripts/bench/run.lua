@@ -16,7 +16,7 @@ local json = atomrun.json
 
 -- ------------------------------------------------------------ arguments
 
-local build, out_path, quick = "build", "bench/results.json", false
+local build, out_path, quick = "build", "build/bench/results.json", false
 do
   local i = 1
   while arg[i] do

@@ -7,13 +7,13 @@
 # --quick      a seconds-long smoke run (CI): every benchmark runs, with
 #              tiny counts; the numbers mean nothing and nothing is asserted
 # --build DIR  where `make` put atomrun (default: $B or build)
-# --out FILE   the JSON results (default: bench/results.json)
+# --out FILE   the JSON results (default: build/bench/results.json)
 set -eu
 cd "$(dirname "$0")/../.."
 
 build=${B:-build}
 quick=
-out=bench/results.json
+out=build/bench/results.json
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=--quick ;;
