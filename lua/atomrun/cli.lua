@@ -34,11 +34,22 @@ function M.strerror(code)
   return SENTENCE[code] or tostring(code)
 end
 
---- "pid 4121 (backup.sh)" from a holder table; the core has already made
--- cmd safe for a terminal (one line, control characters escaped).
+local ESCAPE = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r" }
+
+--- Another user's text, safe for a terminal: one line, every control
+-- character a visible escape.  The core escapes holder command lines
+-- already; this is idempotent there (no control character is left) and
+-- keeps any other text we show (a record's argv) as safe.
+function M.safe(s)
+  return (tostring(s):gsub("%c", function(c)
+    return ESCAPE[c] or string.format("\\x%02x", c:byte())
+  end))
+end
+
+--- "pid 4121 (backup.sh)" from a holder table.
 function M.holder_text(h)
   if not (h and h.pid) then return "a process atomrun cannot see" end
-  if h.cmd and h.cmd ~= "" then return string.format("pid %d (%s)", h.pid, h.cmd) end
+  if h.cmd and h.cmd ~= "" then return string.format("pid %d (%s)", h.pid, M.safe(h.cmd)) end
   return string.format("pid %d", h.pid)
 end
 
@@ -241,6 +252,19 @@ function M.size(s)
       if v > math.maxinteger // base then return nil end
       v = v * base
     end
+  end
+  return v
+end
+
+--- -E CODE as flock(1) reads and words it: an exit status, 0 to 255.
+function Prog:exit_code(s)
+  local v, why = M.integer(s)
+  if why == "range" then
+    self:fail(M.EX_USAGE, "invalid exit code: '%s': %s", s, "Numerical result out of range")
+  elseif not v then
+    self:fail(M.EX_USAGE, "invalid exit code: '%s'", s)
+  elseif v < 0 or v > 255 then
+    self:fail(M.EX_USAGE, "exit code out of range (expected 0 to 255)")
   end
   return v
 end

@@ -93,18 +93,6 @@ local function timeout_value(s)
   return math.floor(v * USEC) / USEC
 end
 
-local function exit_code_value(s)
-  local v, why = cli.integer(s)
-  if why == "range" then
-    prog:fail(cli.EX_USAGE, "invalid exit code: '%s': %s", s, "Numerical result out of range")
-  elseif not v then
-    prog:fail(cli.EX_USAGE, "invalid exit code: '%s'", s)
-  elseif v < 0 or v > 255 then
-    prog:fail(cli.EX_USAGE, "exit code out of range (expected 0 to 255)")
-  end
-  return v
-end
-
 local function size_value(s, what)
   local v = cli.size(s)
   if not v then prog:fail(cli.EX_USAGE, "%s: '%s'", what, s) end
@@ -130,7 +118,7 @@ local handlers = {
   o = function() o.close = true end,
   F = function() o.nofork = true end,
   w = function(v) o.timeout = timeout_value(v) end,
-  E = function(v) o.conflict = exit_code_value(v) end,
+  E = function(v) o.conflict = prog:exit_code(v) end,
   c = function(v, written) o.command, o.command_flag = v, written end,
   verbose = function() o.verbose = true end,
   fcntl = function() o.fcntl = true end,
@@ -138,7 +126,8 @@ local handlers = {
   length = function(v) o.length = size_value(v, "invalid as length of lock range") o.fcntl = true end,
   fd = function(v)
     o.fd = fd_value(v, "invalid file descriptor")
-    if o.fd < 0 then prog:fail(cli.EX_USAGE, "invalid file descriptor: '%s'", v) end
+    -- master takes a negative one here and then finds no descriptor
+    if o.fd < 0 then prog:fail(cli.EX_USAGE, "requires file descriptor, file or directory") end
   end,
   h = function()
     io.stdout:write((HELP:gsub("%%1%$s", prog.cmd)
