@@ -433,3 +433,35 @@ while [ -e "$3" ]; do sleep 0.02; done
     end)
   end)
 end)
+
+-- The multi-call name from an install: runs `make`, so in the main pass only.
+describe("make install FLOCK_LINK=1", function()
+  after_each(H.cleanup)
+
+  it("installs bin/flock -> atomrun, which is flock; uninstall removes only that link", function()
+    if not H.heavy then pending("heavy: runs make, in the atomrun pass") return end
+    local dest = H.tmpdir()
+    local make = "make -s --no-print-directory -C " .. H.q(H.root) .. " PREFIX=/usr/local DESTDIR=" .. H.q(dest)
+    local st, _, err = H.sh(make .. " install FLOCK_LINK=1")
+    assert.equal(0, st, err)
+    local flock = dest .. "/usr/local/bin/flock"
+    local _, link = H.sh("readlink " .. H.q(flock))
+    assert.equal("atomrun\n", link)
+    local out
+    st, out = H.sh(H.q(flock) .. " -V")
+    assert.same({ 0, "flock from atomrun " .. ar.version .. "\n" }, { st, out })
+    st, out, err = H.sh("cd " .. H.q(dest) .. " && " .. H.q(flock) .. " -n --verbose f echo hi")
+    assert.equal(0, st)
+    assert.matches("^hi\nflock: getting lock took [%d.]+ seconds\nflock: executing echo\n$", out)
+    st, _, err = H.sh(make .. " uninstall")
+    assert.equal(0, st, err)
+    assert.is_false(H.exists(dest .. "/usr/local/bin/flock"))
+    -- a flock that is not our link is never replaced
+    os.execute("mkdir -p " .. H.q(dest .. "/usr/local/bin") .. " && touch " .. H.q(flock))
+    st, _, err = H.sh(make .. " install FLOCK_LINK=1")
+    assert.is_not.equal(0, st)
+    assert.matches("refusing to replace", err)
+    H.sh(make .. " uninstall")
+    assert.is_true(H.exists(flock))
+  end)
+end)
