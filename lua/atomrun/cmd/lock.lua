@@ -193,6 +193,14 @@ local started = atomrun.now()
 -- Opening the lock file: flock(1)'s statuses for each reason.
 local function open_failed(code)
   prog:say("cannot open lock file %s: %s", o.file, cli.strerror(code))
+  if code == "EACCES" then
+    -- Beyond flock, which would follow it: why this symlink was not.
+    local st = atomrun.stat(o.file, false)
+    if st and st.type == "link" and st.uid ~= atomrun.uid() then
+      prog:say("%s is a symlink of uid %d in a sticky world-writable directory: not followed",
+        o.file, st.uid)
+    end
+  end
   if code == "ENOMEM" or code == "EMFILE" or code == "ENFILE" then os.exit(cli.EX_OSERR) end
   if code == "EROFS" or code == "ENOSPC" then os.exit(cli.EX_CANTCREAT) end
   os.exit(cli.EX_NOINPUT)
