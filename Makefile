@@ -165,7 +165,7 @@ uninstall:
 	    $(DESTDIR)$(PKGDIR)/atomrun.pc $(DESTDIR)$(LUA_CMOD)/atomrun/core.so \
 	    $(DESTDIR)$(MANDIR)/man1/atomrun.1 $(DESTDIR)$(MANDIR)/man3/atomrun.3
 	rm -rf $(DESTDIR)$(LUA_LMOD)/atomrun
-	-rmdir $(DESTDIR)$(LUA_CMOD)/atomrun 2>/dev/null
+	rmdir $(DESTDIR)$(LUA_CMOD)/atomrun 2>/dev/null || true
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 
 clean:

@@ -3,8 +3,8 @@
 --
 -- Specs run twice: in stock lua5.4 with build/lua/atomrun/core.so and the
 -- Lua sources of lua/ (spec/run.sh sets LUA_CPATH and LUA_PATH; children
--- inherit them), and inside the
--- atomrun binary itself (AR_BUILD names the build directory either way).
+-- inherit them), and inside the atomrun binary itself (AR_BUILD names the
+-- build directory either way).
 local H = {}
 
 H.build = os.getenv("AR_BUILD") or "build"

@@ -1,8 +1,8 @@
 #!/bin/sh
 # spec/run.sh -- run every test and print one closing line: "N passed, N failed".
 #
-#   sh spec/run.sh              specs in stock lua5.4 (build/lua/atomrun/core.so
-#                               and lua/) and
+#   sh spec/run.sh              specs in stock lua5.4 (lua/ and
+#                               build/lua/atomrun/core.so) and
 #                               inside build/atomrun, the C tests in spec/c/,
 #                               then everything again under ASan+UBSan
 #   sh spec/run.sh --asan-only  only the sanitizer pass
