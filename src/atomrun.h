@@ -163,7 +163,8 @@ typedef struct atomrun_heldset {
 } atomrun_heldset;
 
 ATOMRUN_API void atomrun_heldset_init(atomrun_heldset *s);
-/* Add h (filled in by the caller); a no-op if it is already in a set. */
+/* Add h, filled in by the caller with prev/next NULL (a zeroed struct);
+ * a no-op if it is already in a set. */
 ATOMRUN_API void atomrun_heldset_add(atomrun_heldset *s, atomrun_held *h);
 /* Take h out of its set; a no-op if it is in none.  No set argument: a
  * release (the hot path) need not find its owner's set. */

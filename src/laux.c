@@ -257,11 +257,9 @@ void arL_checklockopts(lua_State *L, int arg, arL_lockopts *o)
 static int ar_index(lua_State *L)
 {
     lua_CFunction get;
-    lua_settop(L, 2);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
         return 1;
-    lua_pop(L, 1);
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(2));
     get = lua_tocfunction(L, -1);
@@ -269,7 +267,7 @@ static int ar_index(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    lua_pop(L, 1);
+    lua_settop(L, 1);
     return get(L);
 }
 

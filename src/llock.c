@@ -144,6 +144,8 @@ typedef struct ar_file {
     int fd;                   /* -1 once closed (or before it is open) */
     int writable;
     uint64_t dev, ino;
+    atomrun_heldset *set;     /* the state's (arL_heldset): it never moves,
+                                 and f:lock() is a hot path */
 } ar_file;
 
 typedef struct ar_range {
@@ -169,25 +171,25 @@ static int ar_forget_range(atomrun_held *h, void *f)
     return 0;
 }
 
-static void ar_file_release(lua_State *L, ar_file *f)
+static void ar_file_release(ar_file *f)
 {
     if (f->fd < 0)
         return;
-    atomrun_heldset_foreach(arL_heldset(L), ar_forget_range, f);
+    atomrun_heldset_foreach(f->set, ar_forget_range, f);
     atomrun_close(f->fd);
     f->fd = -1;
 }
 
 static int ar_file_close(lua_State *L)
 {
-    ar_file_release(L, luaL_checkudata(L, 1, AR_FILE_MT));
+    ar_file_release(luaL_checkudata(L, 1, AR_FILE_MT));
     lua_pushboolean(L, 1);
     return 1;
 }
 
 static int ar_file_gc(lua_State *L)
 {
-    ar_file_release(L, luaL_checkudata(L, 1, AR_FILE_MT));
+    ar_file_release(luaL_checkudata(L, 1, AR_FILE_MT));
     return 0;
 }
 
@@ -284,7 +286,7 @@ static int ar_file_lock(lua_State *L)
     ar_checkrangeargs(L, &start, &length);
     arL_checklockopts(L, 4, &o);
     lua_settop(L, 4);
-    set = arL_heldset(L);
+    set = f->set;
     /* The handle first (see arL_lock), not yet locked. */
     rg = lua_newuserdatauv(L, sizeof *rg, 1);
     memset(rg, 0, sizeof *rg);
@@ -373,6 +375,7 @@ int arL_open(lua_State *L)
     f = lua_newuserdatauv(L, sizeof *f, 1);   /* the handle first */
     memset(f, 0, sizeof *f);
     f->fd = -1;
+    f->set = arL_heldset(L);
     luaL_setmetatable(L, AR_FILE_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
@@ -382,7 +385,7 @@ int arL_open(lua_State *L)
     f->fd = fd;
     r = atomrun_file_id(fd, &f->dev, &f->ino);
     if (r < 0) {
-        ar_file_release(L, f);
+        ar_file_release(f);
         return arL_failerrno(L, r, "cannot stat", path);
     }
     return 1;
