@@ -2,7 +2,7 @@
 -- command-line parser (getopt_long's rules), the sysexits codes flock(1)
 -- uses, messages worded from facts (codes, holder tables, our own argv), and
 -- running the command with flock(1)'s exit-status conventions.
-local atomrun = require "atomrun"
+local atomrun = require "atomrun.core"
 
 local M = {
   EX_USAGE = 64, EX_DATAERR = 65, EX_NOINPUT = 66, EX_UNAVAILABLE = 69,
@@ -11,28 +11,8 @@ local M = {
 
 -- ------------------------------------------------------------ words
 
--- strerror(3)'s sentences for the codes a command can meet, used until the
--- binding's atomrun.strerror is there (it is the one source of truth then).
-local SENTENCE = {
-  ENOENT = "No such file or directory", EACCES = "Permission denied",
-  EPERM = "Operation not permitted", ENOTDIR = "Not a directory",
-  EISDIR = "Is a directory", ELOOP = "Too many levels of symbolic links",
-  EROFS = "Read-only file system", ENOSPC = "No space left on device",
-  EMFILE = "Too many open files", ENFILE = "Too many open files in system",
-  ENOMEM = "Cannot allocate memory", ENAMETOOLONG = "File name too long",
-  EBADF = "Bad file descriptor", ENOLCK = "No locks available",
-  EINVAL = "Invalid argument", EIO = "Input/output error",
-  ENOEXEC = "Exec format error", E2BIG = "Argument list too long",
-  ETXTBSY = "Text file busy", EAGAIN = "Resource temporarily unavailable",
-  EDQUOT = "Disk quota exceeded", ENXIO = "No such device or address",
-  EOPNOTSUPP = "Operation not supported", ECHILD = "No child processes",
-}
-
 --- The sentence for an error code ("ENOENT" -> "No such file or directory").
-function M.strerror(code)
-  if atomrun.strerror then return atomrun.strerror(code) end
-  return SENTENCE[code] or tostring(code)
-end
+M.strerror = atomrun.strerror
 
 local ESCAPE = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r" }
 
