@@ -14,7 +14,7 @@ local M = {
 --- The sentence for an error code ("ENOENT" -> "No such file or directory").
 M.strerror = atomrun.strerror
 
-local ESCAPE = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r" }
+local ESCAPE = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r", ["\27"] = "\\e" }
 
 --- Another user's text, safe for a terminal: one line, every control
 -- character a visible escape.  The core escapes holder command lines
