@@ -210,33 +210,46 @@ describe("atomrun.run", function()
       end
     end)
 
-    it("leaks no other descriptor into the child", function()
+    it("passes the caller's descriptors, leaks none of its own, adds the locks", function()
       local p = dir .. "/a.lock"
+      local out = dir .. "/fds"
+      local function extras(fds)
+        local t = {}
+        for n, tg in pairs(fds) do
+          if n > 2 then t[#t + 1] = n .. " -> " .. tg end
+        end
+        table.sort(t)
+        return t
+      end
+      -- what the caller gave this process (the test runner's own), as
+      -- os.execute passes it: run() must pass exactly the same
+      assert.is_true((os.execute("exec sh -c " .. H.q(FDS) .. " " .. H.q(out))))
+      local base = extras(child_fds(out))
+      assert.is_true((ar.run({ "sh", "-c", FDS, out })))
+      assert.same(base, extras(child_fds(out)), "before any lock")
       local lk = assert(ar.lock(p))
       local f = assert(ar.open(dir .. "/ranges"))
       local rg = assert(f:lock(0, 10))
       local plain = assert(ar.open(dir .. "/plain"))       -- no lock held through it
-      local lf = assert(io.open(dir .. "/luafile", "w"))   -- Lua's own, not O_CLOEXEC
-      local out = dir .. "/fds"
+      assert(ar.replace(dir .. "/replaced", "x"))
       assert.is_true((ar.run({ "sh", "-c", FDS, out }, { close_locks = true })))
-      local fds = child_fds(out)
-      local extra = {}
-      for n, t in pairs(fds) do
-        if n > 2 then extra[#extra + 1] = n .. " -> " .. t end
-      end
-      assert.same({}, extra)
-      -- without close_locks: exactly the two descriptors that hold locks
+      assert.same(base, extras(child_fds(out)), "close_locks")
+      -- without close_locks: the caller's plus the two that hold locks
       assert.is_true((ar.run({ "sh", "-c", FDS, out })))
-      extra = {}
+      local want = {}
+      for _, e in ipairs(base) do want[#want + 1] = e:match("-> (.*)$") end
+      want[#want + 1] = p
+      want[#want + 1] = dir .. "/ranges"
+      table.sort(want)
+      local got = {}
       for n, t in pairs(child_fds(out)) do
-        if n > 2 then extra[#extra + 1] = t end
+        if n > 2 then got[#got + 1] = t end
       end
-      table.sort(extra)
-      assert.same({ p, dir .. "/ranges" }, extra)
+      table.sort(got)
+      assert.same(want, got)
       rg:unlock()
       f:close()
       plain:close()
-      lf:close()
       lk:unlock()
     end)
   end)

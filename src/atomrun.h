@@ -163,18 +163,44 @@ int atomrun_read(const char *path, char **data, size_t *len);
 
 /* ------------------------------------------------------------ processes */
 
+/*
+ * Descriptors: the command gets every descriptor the caller has that is
+ * not close-on-exec (a shell's `5>file`, make's jobserver), as flock(1)
+ * and system(3) pass them; every descriptor atomrun opens itself is
+ * O_CLOEXEC and stays out.  keep_fds are close-on-exec descriptors the
+ * command inherits on purpose (held locks): inheritable in the child only.
+ *
+ * Signals while atomrun_run waits: SIGINT and SIGQUIT never reach the
+ * caller (as with system(3)); a command in the caller's group gets them
+ * from the terminal itself, one in its own group (new_group) gets them
+ * forwarded.  The result then says how the command ended (signal 2).
+ */
 typedef struct atomrun_spawn_opts {
     const char  *cwd;          /* NULL: inherit */
     char *const *envp;         /* NULL: inherit */
-    const int   *keep_fds;     /* descriptors the child inherits on purpose */
-    int          nkeep;        /* (held locks); every other one >= 3 closes */
-    int          new_group;    /* own process group (needed by timeout) */
+    const int   *keep_fds;     /* close-on-exec descriptors the child */
+    int          nkeep;        /* inherits on purpose (held locks) */
+    int          new_group;    /* own process group (needed by timeout); if
+                                  the caller is in the foreground of its
+                                  terminal (stdin's, else /dev/tty), the
+                                  group gets the foreground while it runs
+                                  (no SIGTTIN on a read), and Ctrl-Z stops
+                                  the caller with it */
     double       timeout;      /* < 0: none; then TERM to the group... */
     double       kill_after;   /* ...and KILL this long after */
     int          forward;      /* pass SIGTERM/SIGHUP on to the child;
-                                  with new_group also SIGINT/SIGQUIT, always,
-                                  to the whole group */
+                                  with new_group always, to the whole group */
     int          timed_out;    /* OUT: the timeout killed it */
+    /* > 0: the signal the command gets when the calling THREAD ends
+     * (PR_SET_PDEATHSIG; the Lua binding uses SIGKILL).  The kernel drops
+     * it when the command execs a set-user-ID program. */
+    int          die_with_parent;
+    /* Called once the command runs, before waiting (not after a failed
+     * exec).  Nonzero: the command is killed (SIGKILL, its group with
+     * new_group) and reaped, and atomrun_run returns that value if
+     * negative, else -ECANCELED. */
+    int        (*on_start)(void *ctx, pid_t pid);
+    void        *on_start_ctx;
 } atomrun_spawn_opts;
 
 void atomrun_spawn_opts_init(atomrun_spawn_opts *o);
@@ -185,8 +211,9 @@ void atomrun_spawn_opts_init(atomrun_spawn_opts *o);
  */
 int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
                 int *code);
-/* Replace this process with argv, keeping o->keep_fds.  Returns only on
- * failure, with -errno. */
+/* Replace this process with argv; the new program gets the inheritable
+ * descriptors and o->keep_fds.  Returns only on failure, with -errno, the
+ * keep_fds close-on-exec again and the directory restored. */
 int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o);
 
 /* --------------------------------------------------------------- misc */
