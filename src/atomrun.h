@@ -89,12 +89,44 @@ typedef struct atomrun_holder {
  */
 int atomrun_lockfile_open(const char *path, int create, int perm,
                           int *writable);
+/*
+ * The same with a symlink policy for the last component of path:
+ *   ATOMRUN_NOFOLLOW          a symlink there is refused (-ELOOP)
+ *   ATOMRUN_FOLLOW            followed, as open(2) and flock(1) do
+ *   ATOMRUN_FOLLOW_PROTECTED  followed, except (-EACCES) a symlink in a
+ *       sticky world-writable directory (/tmp) owned by neither the
+ *       caller (euid) nor the directory's owner: fs.protected_symlinks,
+ *       checked here for each link of the chain whatever the sysctl says;
+ *       links in the directory part of the path are followed unchecked.
+ * -EINVAL for another value of follow.
+ */
+enum atomrun_follow {
+    ATOMRUN_NOFOLLOW = 0, ATOMRUN_FOLLOW = 1, ATOMRUN_FOLLOW_PROTECTED = 2
+};
+int atomrun_lockfile_open_follow(const char *path, int create, int perm,
+                                 int follow, int *writable);
+
+/*
+ * Can a caller's descriptor take a lock?  (flock `N`: the descriptor was
+ * opened by someone else.)  0, or -EBADF with *why (if non-NULL) saying
+ * why not: not open, an O_PATH descriptor (no lock of either kind), or
+ * for an fcntl lock (use_fcntl) a read-only descriptor asked for an
+ * exclusive lock or a write-only one for a shared lock.  mode 0: any.
+ */
+enum atomrun_fd_problem {
+    ATOMRUN_FD_OK = 0, ATOMRUN_FD_CLOSED, ATOMRUN_FD_PATH,
+    ATOMRUN_FD_READONLY, ATOMRUN_FD_WRITEONLY
+};
+int atomrun_fd_lockable(int fd, int mode, int use_fcntl, int *why);
+
 /* Identity of an open file, for comparing locks: 0 or -errno. */
 int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino);
 int atomrun_close(int fd);
 
 /* flock(2) with a deadline.  0, ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno. */
 int atomrun_flock(int fd, int mode, double timeout);
+/* Release fd's flock lock (of its open file description: every
+ * descriptor sharing it, in any process, loses it). */
 int atomrun_funlock(int fd);
 /* A process holding a flock lock on fd's file that conflicts with `mode`:
  * 1 and *h filled, 0 when none is known, -errno. */
