@@ -70,14 +70,21 @@ int atomrun_timer_signal(void);
 
 enum atomrun_mode { ATOMRUN_SHARED = 1, ATOMRUN_EXCLUSIVE = 2 };
 
-/* Who holds a conflicting lock, as far as the kernel and /proc tell. */
+/*
+ * Who holds a conflicting lock, as far as the kernel and /proc tell: a
+ * process alive now that holds the lock now (for flock and OFD locks one
+ * that has the open file description, not the possibly dead process that
+ * took the lock), or pid 0.  Finding it costs a bounded search of /proc.
+ */
 typedef struct atomrun_holder {
     pid_t   pid;        /* 0 when unknown (e.g. another user's process) */
     int     mode;       /* ATOMRUN_SHARED or ATOMRUN_EXCLUSIVE */
     int64_t start;      /* byte-range locks; 0 for whole-file locks */
     int64_t length;     /* 0 means "to end of file" */
     char    kind[8];    /* "flock", "ofd" or "posix" */
-    char    cmd[128];   /* command line of pid, shortened; "" if unknown */
+    char    cmd[128];   /* command line of pid, shortened, one line with
+                           control characters escaped; "" if unknown */
+    int64_t since;      /* when pid started (epoch seconds); 0 unknown */
 } atomrun_holder;
 
 /*
@@ -148,6 +155,22 @@ int atomrun_range_test(int fd, int mode, int64_t start, int64_t length,
                        atomrun_holder *h);
 /* "ofd" or "posix" (the fallback) */
 const char *atomrun_range_mechanism(void);
+
+/*
+ * Every lock on a file, held or waited for (`atomrun who`): flock, OFD and
+ * POSIX, in /proc/locks order, each with its live holder (or waiter) as
+ * in atomrun_holder; a waiter's mode and range are what it asks for.  An
+ * OFD waiter is named only when /proc/PID/task/TID/syscall shows it
+ * blocked in F_OFD_SETLKW (ptrace access: own processes, or root).
+ * Returns the count (0: no lock) with *list malloc'd (free() it), or
+ * -errno.  atomrun_who stats path (following symlinks) first.
+ */
+typedef struct atomrun_lockinfo {
+    atomrun_holder h;
+    int            waiting;    /* 1: waits for the lock, holds nothing */
+} atomrun_lockinfo;
+int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list);
+int atomrun_who(const char *path, atomrun_lockinfo **list);
 
 /* ------------------------------------------------------------ files */
 

@@ -291,7 +291,7 @@ int atomrun_flock_holder(int fd, int mode, atomrun_holder *h)
     struct stat st;
     if (fstat(fd, &st) != 0)
         return -errno;
-    return ar_find_holder(st.st_dev, st.st_ino, "FLOCK", mode, 0, 0, h);
+    return ar_find_holder(fd, st.st_dev, st.st_ino, "FLOCK", mode, 0, 0, h);
 }
 
 /* ---------------------------------------------------------- byte ranges */
@@ -402,8 +402,10 @@ int atomrun_range_test(int fd, int mode, int64_t start, int64_t length,
          * OFD locks are -1. */
         h->pid = fl.l_pid > 0 ? fl.l_pid : 0;
         snprintf(h->kind, sizeof h->kind, "posix");
-        if (h->pid)
+        if (h->pid) {
             ar_holder_cmd(h->pid, h->cmd, sizeof h->cmd);
+            h->since = ar_start_time(h->pid);
+        }
         return 1;
     }
     /* An OFD lock: pid -1 from the kernel; ask /proc (see holder.c) which
