@@ -171,6 +171,10 @@ typedef struct atomrun_lockinfo {
 } atomrun_lockinfo;
 int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list);
 int atomrun_who(const char *path, atomrun_lockinfo **list);
+/* 1 if process pid holds a lock (of any kind, held not waited for) on the
+ * file (dev, ino) now, through any of its descriptors; 0 if not (also when
+ * pid is not ours to look at); -EINVAL for pid <= 0. */
+int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino);
 
 /* ------------------------------------------------------------ files */
 

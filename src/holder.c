@@ -475,6 +475,42 @@ int ar_find_ofd_holder(int self_fd, dev_t dev, ino_t ino, int mode,
     return 1;
 }
 
+/* Does pid hold some lock on the file?  (any held line in a fdinfo) */
+static int ar_visit_any(ar_scan *s, pid_t pid, int fd, const char *info)
+{
+    ar_lockline l;
+    (void)pid;
+    (void)fd;
+    for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5)
+        if (ar_parse_lockline(p + 5, &l) && !l.waiter &&
+            ar_line_is_file(&l, s->dev, s->ino)) {
+            *(int *)s->ctx = 1;
+            return 1;
+        }
+    return 0;
+}
+
+int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino)
+{
+    ar_scan s;
+    int hit = 0;
+    if (pid <= 0)
+        return -EINVAL;
+    ar_scan_init(&s, (dev_t)dev, (ino_t)ino, -1, ar_visit_any, &hit);
+    ar_scan_pid(&s, pid);
+    if (hit)
+        return 1;
+    /* a POSIX lock shows in the fdinfo of the descriptor that set it only:
+     * /proc/locks names its owner directly */
+    ar_lockline *lines;
+    int n = ar_read_locks((dev_t)dev, (ino_t)ino, &lines);
+    for (int i = 0; i < n && !hit; i++)
+        hit = !lines[i].waiter && strcmp(lines[i].kind, "POSIX") == 0 &&
+              lines[i].pid == (long)pid;
+    free(lines);
+    return hit;
+}
+
 /* ------------------------------------------------------- every lock: who */
 
 typedef struct ar_seen {
