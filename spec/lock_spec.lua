@@ -848,8 +848,7 @@ describe("atomrun.lock options follow and fcntl; lockfd / unlockfd", function()
       local pid = H.spawn(H.q(H.python) .. " -c " .. H.q([[
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR)
-os.lseek(fd, 5, 0)
-fcntl.lockf(fd, fcntl.LOCK_EX, 10)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 5)
 open(sys.argv[2], "w").write(str(os.getpid()))
 time.sleep(60)
 ]]) .. " " .. H.q(p) .. " " .. H.q(ready))

@@ -389,11 +389,14 @@ sys.stdout.write(out.decode(errors="replace").replace("\r", ""))
 sys.stdout.write("\nOK %d STATUS %d\n" % (ok, os.waitstatus_to_exitcode(st)))
 ]]
     local function drive(code, steps)
-      local parts = {}
-      for _, s in ipairs(steps) do
-        parts[#parts + 1] = string.format("[%q, %q]", s[1], s[2])
+      local function jstr(v)
+        return '"' .. v:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
       end
-      local json = "[" .. table.concat(parts, ","):gsub("\\\n", "\\n") .. "]"
+      local parts = {}
+      for _, st in ipairs(steps) do
+        parts[#parts + 1] = "[" .. jstr(st[1]) .. "," .. jstr(st[2]) .. "]"
+      end
+      local json = "[" .. table.concat(parts, ",") .. "]"
       local _, out = H.sh("exec " .. H.q(H.python) .. " -c " .. H.q(DRIVER) .. " " .. H.q(json)
         .. " " .. H.q(H.atomrun) .. " -e " .. H.q(code) .. " </dev/null")
       return out
