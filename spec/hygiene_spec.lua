@@ -228,6 +228,20 @@ describe("descriptor hygiene", function()
     assert.equal("via5\n", H.slurp(o))
   end)
 
+  it("atomrun lock: a sub-make under it gets make's jobserver descriptors", function()
+    H.write(dir .. "/sub.mk", "all: a b\na:\n\t@echo a\nb:\n\t@echo b\n")
+    local bin = H.atomrun:sub(1, 1) == "/" and H.atomrun or H.root .. "/" .. H.atomrun
+    H.write(dir .. "/Makefile", "all:\n\t+" .. H.q(bin) .. " lock lk $(MAKE) --no-print-directory -f sub.mk\n")
+    local st, out, err = H.sh("cd " .. H.q(dir) .. " && make -j2 2>&1")
+    assert.equal(0, st, out .. err)
+    assert.is_nil(out:find("jobserver unavailable", 1, true), out)
+    -- and the same through flock(1), for comparison
+    H.write(dir .. "/Makefile", "all:\n\t+flock lk $(MAKE) --no-print-directory -f sub.mk\n")
+    local st2, out2 = H.sh("cd " .. H.q(dir) .. " && make -j2 2>&1")
+    assert.equal(0, st2)
+    assert.is_nil(out2:find("jobserver unavailable", 1, true), out2)
+  end)
+
   it("atomrun once: the command inherits the caller's descriptors and the instance lock", function()
     local base = baseline(" 5</dev/null")
     local st, out, err = H.sh(H.q(H.atomrun) .. " once --dir " .. H.q(dir) .. " hyg3 " .. LIST
