@@ -199,8 +199,11 @@ static void ar_child_stopped(const ar_child *c)
 {
     ar_tty_give(c->ttyfd, getpgrp());
     kill(getpid(), SIGSTOP);
-    /* here we have been continued (fg) */
-    ar_tty_give(c->ttyfd, c->pid);
+    /* Continued.  By `fg` our group has the terminal again: pass it on.
+     * By `bg` it has not, and taking it would steal it from the shell:
+     * the command goes on in the background, as a job would. */
+    if (tcgetpgrp(c->ttyfd) == getpgrp())
+        ar_tty_give(c->ttyfd, c->pid);
     kill(c->target, SIGCONT);
 }
 
