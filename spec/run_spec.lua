@@ -378,6 +378,16 @@ for kind, arg in steps:
                 break
     elif kind == "send":
         os.write(fd, arg.encode())
+    elif kind == "cont":
+        # wait until atomrun has stopped itself, then continue it (`fg`)
+        end = time.time() + 20
+        while open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "T":
+            if time.time() > end:
+                ok = 0
+                break
+            more(0.05)
+        if ok:
+            os.kill(pid, 18)
     if not ok:
         break
 end = time.time() + 20
@@ -414,6 +424,18 @@ sys.stdout.write("\nOK %d STATUS %d\n" % (ok, os.waitstatus_to_exitcode(st)))
       assert.matches("got:hello", out)
       assert.matches("result\ttrue\texit\t0\tnil", out)
       assert.matches("read:back", out)
+      assert.matches("OK 1 STATUS 0", out)
+    end)
+
+    it("Ctrl-Z stops the timed command and atomrun; continued, the command has the terminal again", function()
+      local out = drive([[
+        local r = table.pack(atomrun.run({ "sh", "-c", "echo started; read x; echo got:$x" },
+          { timeout = 30 }))
+        print("result", r[1], r[2], r[3])
+      ]], { { "expect", "started" }, { "send", "\26" }, { "cont", "" }, { "send", "hi\n" },
+            { "expect", "result" } })
+      assert.matches("got:hi", out)
+      assert.matches("result\ttrue\texit\t0", out)
       assert.matches("OK 1 STATUS 0", out)
     end)
 
