@@ -67,6 +67,9 @@ describe("the live holder", function()
   end)
   after_each(function()
     for _, p in ipairs(pids) do H.kill(p, "KILL") end
+    -- wait for them to be gone: a dying holder's lock stays in /proc/locks
+    -- a moment, and the next test's file may get the same inode number
+    for _, p in ipairs(pids) do H.wait_exit(p, 10) end
     H.cleanup_procs()
   end)
 
@@ -196,6 +199,9 @@ describe("atomrun.who", function()
   end)
   after_each(function()
     for _, p in ipairs(pids) do H.kill(p, "KILL") end
+    -- wait for them to be gone: a dying holder's lock stays in /proc/locks
+    -- a moment, and the next test's file may get the same inode number
+    for _, p in ipairs(pids) do H.wait_exit(p, 10) end
     H.cleanup_procs()
   end)
 
