@@ -169,7 +169,7 @@ static void ar_scan_init(ar_scan *s, dev_t dev, ino_t ino, int self_fd,
     s->ino = ino;
     s->self = getpid();
     s->self_fd = self_fd;
-    s->deadline = ar_now() + AR_SCAN_SECONDS;
+    s->deadline = atomrun_now() + AR_SCAN_SECONDS;
     s->visit = visit;
     s->ctx = ctx;
 }
@@ -238,7 +238,7 @@ static int ar_scan_pid(ar_scan *s, pid_t pid)
             !ar_is_number(e->d_name))
             continue;
         if (++s->looked > AR_SCAN_FDS ||
-            ((s->looked & 63) == 0 && ar_now() > s->deadline)) {
+            ((s->looked & 63) == 0 && atomrun_now() > s->deadline)) {
             s->over = 1;
             stop = -1;
             break;
