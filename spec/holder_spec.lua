@@ -18,23 +18,7 @@ local function py(code, ...)
   return H.spawn(table.concat(parts, " "))
 end
 
-local function read_pid(path)
-  assert(H.wait_file(path, 15), "never got ready: " .. path)
-  local pid
-  assert(H.wait_until(function()
-    pid = math.tointeger(tonumber(H.slurp(path)))
-    return pid ~= nil
-  end, 5))
-  return pid
-end
-
--- Is pid blocked waiting for a lock ("->" line of /proc/locks)?
-local function waiting(pid)
-  for line in H.slurp("/proc/locks"):gmatch("[^\n]+") do
-    if line:find("->", 1, true) and line:find(" " .. pid .. " ", 1, true) then return true end
-  end
-  return false
-end
+local read_pid, waiting = H.ready_pid, H.waiting
 
 -- A python3 holder: lock `path` (kind flock | ofd | posix, mode r | w, a
 -- range) and write its pid to `ready`; with wait = "wait", block for it.
@@ -59,28 +43,40 @@ if how != "wait":
 time.sleep(120)
 ]]
 
-describe("the live holder", function()
-  local dir, pids
+-- Each test's directory and processes (killed, and waited for: a dying
+-- holder's lock stays in /proc/locks a moment, and the next test's file
+-- may get the same inode number).
+local dir, pids
+local function setup()
   before_each(function()
     dir = H.tmpdir()
     pids = {}
   end)
   after_each(function()
     for _, p in ipairs(pids) do H.kill(p, "KILL") end
-    -- wait for them to be gone: a dying holder's lock stays in /proc/locks
-    -- a moment, and the next test's file may get the same inode number
     for _, p in ipairs(pids) do H.wait_exit(p, 10) end
     H.cleanup_procs()
   end)
+end
 
-  local function locker(path, kind, mode, start, length, how, tag)
-    local ready = dir .. "/ready." .. tag
-    local pid = py(LOCKER, path, ready, kind, mode, start or 0, length or 0, how or "hold")
-    pids[#pids + 1] = pid
-    local real = read_pid(ready)
-    pids[#pids + 1] = real
-    return real
+-- A LOCKER process; with how = "wait", returns once it waits in the kernel.
+local function locker(path, kind, mode, start, length, how, tag)
+  local ready = dir .. "/ready." .. tag
+  pids[#pids + 1] = py(LOCKER, path, ready, kind, mode, start or 0, length or 0, how or "hold")
+  local real = read_pid(ready)
+  pids[#pids + 1] = real
+  if how == "wait" then
+    assert(H.wait_until(function()
+      -- an OFD waiter shows as -1 in /proc/locks: look for its line instead
+      if kind == "ofd" then return H.slurp("/proc/locks"):find("-> OFDLCK", 1, true) ~= nil end
+      return waiting(real)
+    end, 10), "never waited")
   end
+  return real
+end
+
+describe("the live holder", function()
+  setup()
 
   it("is the command when the atomrun that took the lock was SIGKILLed", function()
     local f, ready, cmdpid = dir .. "/job.lock", dir .. "/ready", dir .. "/cmd.pid"
@@ -192,34 +188,7 @@ time.sleep(120)
 end)
 
 describe("atomrun.who", function()
-  local dir, pids
-  before_each(function()
-    dir = H.tmpdir()
-    pids = {}
-  end)
-  after_each(function()
-    for _, p in ipairs(pids) do H.kill(p, "KILL") end
-    -- wait for them to be gone: a dying holder's lock stays in /proc/locks
-    -- a moment, and the next test's file may get the same inode number
-    for _, p in ipairs(pids) do H.wait_exit(p, 10) end
-    H.cleanup_procs()
-  end)
-
-  local function locker(path, kind, mode, start, length, how, tag)
-    local ready = dir .. "/ready." .. tag
-    local pid = py(LOCKER, path, ready, kind, mode, start or 0, length or 0, how or "hold")
-    pids[#pids + 1] = pid
-    local real = read_pid(ready)
-    pids[#pids + 1] = real
-    if how == "wait" then
-      assert.is_true(H.wait_until(function()
-        -- an OFD waiter shows as -1 in /proc/locks: count "->" lines instead
-        if kind == "ofd" then return H.slurp("/proc/locks"):find("-> OFDLCK", 1, true) ~= nil end
-        return waiting(real)
-      end, 10), "never waited")
-    end
-    return real
-  end
+  setup()
 
   local function by_pid(list)
     local t = {}

@@ -79,13 +79,7 @@ local function holder(dir, path)
   return pid
 end
 
--- Is pid waiting for a lock in the kernel (a "->" line in /proc/locks)?
-local function waiting(pid)
-  for line in H.slurp("/proc/locks"):gmatch("[^\n]+") do
-    if line:find("->", 1, true) and line:find(" " .. pid .. " ", 1, true) then return true end
-  end
-  return false
-end
+local waiting = H.waiting
 
 describe("descriptor hygiene", function()
   local dir
