@@ -513,61 +513,72 @@ int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino)
 
 /* ------------------------------------------------------- every lock: who */
 
+/* A descriptor of the file, kept only to look for OFD waiters among them. */
 typedef struct ar_seen {
     pid_t pid;
     int   fd;
-    int   nlocks;
-    ar_lockline locks[8];
-    unsigned char used[8];
-    unsigned char waiter_used;
+    int   used;               /* named as a waiter already */
 } ar_seen;
 
+/*
+ * The search of who(): each held FLOCK/OFD line of /proc/locks gets the
+ * first process seen whose fdinfo shows that very lock (each shown lock
+ * names one line: two shared locks the same pid took through two opens are
+ * two lines, two holders).  Matching as we go keeps a file with thousands
+ * of locks (a big semaphore) linear, and lets the search stop as soon as
+ * every line has its holder.
+ */
 typedef struct ar_who {
-    ar_seen *seen;
-    size_t   n, cap;
     const ar_lockline *lines;
     int      nlines;
-    int      need_all;     /* OFD waiters: their processes hold no line */
+    pid_t   *owner;           /* per line: its holder, 0 not found (yet) */
+    int      unmatched;       /* held FLOCK/OFD lines without an owner */
+    int      need_all;        /* OFD waiters: keep every descriptor seen */
+    ar_seen *seen;
+    size_t   n, cap;
 } ar_who;
 
-/* Is every FLOCK/OFD holder line matched by some descriptor seen? */
-static int ar_who_complete(const ar_who *w)
+static int ar_who_needs_owner(const ar_lockline *l)
 {
-    for (int i = 0; i < w->nlines; i++) {
-        const ar_lockline *l = &w->lines[i];
-        int hit = 0;
-        if (l->waiter || strcmp(l->kind, "POSIX") == 0)
-            continue;
-        for (size_t k = 0; k < w->n && !hit; k++)
-            for (int j = 0; j < w->seen[k].nlocks && !hit; j++)
-                hit = ar_line_same(&w->seen[k].locks[j], l);
-        if (!hit)
-            return 0;
-    }
-    return 1;
+    return !l->waiter && (strcmp(l->kind, "FLOCK") == 0 ||
+                          strcmp(l->kind, "OFDLCK") == 0);
+}
+
+static void ar_who_claim(ar_who *w, const ar_lockline *l, pid_t pid)
+{
+    for (int i = 0; i < w->nlines; i++)
+        if (!w->owner[i] && ar_who_needs_owner(&w->lines[i]) &&
+            ar_line_same(&w->lines[i], l)) {
+            w->owner[i] = pid;
+            w->unmatched--;
+            return;
+        }
 }
 
 static int ar_visit_who(ar_scan *s, pid_t pid, int fd, const char *info)
 {
     ar_who *w = s->ctx;
-    ar_seen *e;
     ar_lockline l;
 
-    if (w->n == w->cap) {
-        ar_seen *more = realloc(w->seen, sizeof *more * (w->cap = w->cap * 2 + 16));
-        if (!more)
-            return 1;
-        w->seen = more;
-    }
-    e = &w->seen[w->n++];
-    memset(e, 0, sizeof *e);
-    e->pid = pid;
-    e->fd = fd;
     for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5)
-        if (e->nlocks < 8 && ar_parse_lockline(p + 5, &l) &&
-            ar_line_is_file(&l, s->dev, s->ino) && !l.waiter)
-            e->locks[e->nlocks++] = l;
-    return !w->need_all && ar_who_complete(w);
+        if (ar_parse_lockline(p + 5, &l) && !l.waiter &&
+            ar_line_is_file(&l, s->dev, s->ino))
+            ar_who_claim(w, &l, pid);
+    if (w->need_all) {
+        if (w->n == w->cap) {
+            ar_seen *more = realloc(w->seen,
+                                    sizeof *more * (w->cap = w->cap * 2 + 16));
+            if (!more)
+                return 1;
+            w->seen = more;
+        }
+        w->seen[w->n].pid = pid;
+        w->seen[w->n].fd = fd;
+        w->seen[w->n].used = 0;
+        w->n++;
+        return 0;
+    }
+    return w->unmatched == 0;
 }
 
 /* Is a thread of pid blocked in fcntl(fd, F_OFD_SETLKW)?  The only trace
@@ -611,7 +622,7 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
 {
     ar_lockline *lines;
     atomrun_lockinfo *out;
-    pid_t *first;
+    pid_t *first, *owner;
     size_t nf = 0;
     pid_t after = 0;
     int n = ar_read_locks((dev_t)dev, (ino_t)ino, &lines);
@@ -623,16 +634,21 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
         return n;
     out = calloc((size_t)n, sizeof *out);
     first = malloc(sizeof *first * (size_t)n);
-    if (!out || !first) {
+    owner = calloc((size_t)n, sizeof *owner);
+    if (!out || !first || !owner) {
         free(out);
         free(first);
+        free(owner);
         free(lines);
         return -ENOMEM;
     }
     memset(&w, 0, sizeof w);
     w.lines = lines;
     w.nlines = n;
+    w.owner = owner;
     for (int i = 0; i < n; i++) {
+        if (ar_who_needs_owner(&lines[i]))
+            w.unmatched++;
         if (lines[i].waiter && strcmp(lines[i].kind, "OFDLCK") == 0)
             w.need_all = 1;
         if (!lines[i].waiter && strcmp(lines[i].kind, "FLOCK") == 0 &&
@@ -643,11 +659,11 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
         }
     }
     ar_scan_init(&s, (dev_t)dev, (ino_t)ino, -1, ar_visit_who, &w);
-    if (!ar_who_complete(&w) || w.need_all)
+    if (w.unmatched > 0 || w.need_all)
         ar_scan_run(&s, first, nf, after);
     for (int i = 0; i < n; i++) {
         const ar_lockline *l = &lines[i];
-        pid_t pid = 0;
+        pid_t pid = owner[i];
         if (strcmp(l->kind, "POSIX") == 0 || (l->waiter &&
                                               strcmp(l->kind, "FLOCK") == 0)) {
             /* a POSIX lock's pid is its owner; a waiter's is the waiter */
@@ -657,31 +673,16 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
             /* an OFD waiter: a process with the file open that waits in
              * F_OFD_SETLKW on that descriptor; each names one waiter */
             for (size_t k = 0; k < w.n && !pid; k++)
-                if (!w.seen[k].waiter_used &&
+                if (!w.seen[k].used &&
                     ar_ofd_waiting(w.seen[k].pid, w.seen[k].fd)) {
-                    w.seen[k].waiter_used = 1;
+                    w.seen[k].used = 1;
                     pid = w.seen[k].pid;
                 }
-        } else {
-            /* a held FLOCK/OFD lock: a descriptor whose fdinfo shows it,
-             * each shown lock naming one holder */
-            for (size_t k = 0; k < w.n && !pid; k++)
-                for (int j = 0; j < w.seen[k].nlocks && !pid; j++)
-                    if (!w.seen[k].used[j] &&
-                        ar_line_same(&w.seen[k].locks[j], l)) {
-                        w.seen[k].used[j] = 1;
-                        pid = w.seen[k].pid;
-                    }
-            /* the same description open in several processes (a command
-             * and the daemon it forked): any of them holds it */
-            for (size_t k = 0; k < w.n && !pid; k++)
-                for (int j = 0; j < w.seen[k].nlocks && !pid; j++)
-                    if (ar_line_same(&w.seen[k].locks[j], l))
-                        pid = w.seen[k].pid;
         }
         ar_who_fill(&out[i], l, pid);
     }
     free(w.seen);
+    free(owner);
     free(first);
     free(lines);
     *list = out;
