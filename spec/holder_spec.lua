@@ -252,6 +252,32 @@ describe("atomrun.who", function()
     assert.is_not_nil(t[b])
   end)
 
+  it("names every holder of a file with hundreds of OFD locks (a big semaphore)", function()
+    local f, ready = dir .. "/sem", dir .. "/sem.pid"
+    pids[#pids + 1] = py([[
+import fcntl, os, struct, sys, time
+fds = []
+for i in range(300):
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hh4xqqi4x", fcntl.F_WRLCK, 0, i, 1, 0))
+    fds.append(fd)
+open(sys.argv[2], "w").write(str(os.getpid()))
+time.sleep(120)
+]], f, ready)
+    local pid = read_pid(ready)
+    pids[#pids + 1] = pid
+    local list = assert(ar.who(f))
+    assert.equal(300, #list)
+    local starts = {}
+    for _, e in ipairs(list) do
+      assert.equal(pid, e.pid)
+      assert.equal("ofd", e.kind)
+      assert.equal(1, e.length)
+      starts[e.start] = true
+    end
+    for i = 0, 299 do assert.is_true(starts[i], "slot " .. i) end
+  end)
+
   it("agrees with flock(1) holding and waiting", function()
     local f, ready = dir .. "/fl", dir .. "/fl.pid"
     local sh = H.spawn("exec flock " .. H.q(f) .. " sh -c 'echo $$ > " .. ready .. "; exec sleep 120'")
