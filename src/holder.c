@@ -390,6 +390,27 @@ static void ar_fill_holder(atomrun_holder *h, const ar_lockline *l, pid_t pid)
     }
 }
 
+/*
+ * The last holder found, per thread: a script that retries a busy lock, or
+ * asks again after a timeout, usually meets the same holder, and looking
+ * at that one process first turns a search of the whole host into one of
+ * a few descriptors.  Only an order: the search proves the holder anew.
+ */
+static _Thread_local struct { dev_t dev; ino_t ino; pid_t pid; } ar_last;
+
+static pid_t ar_hint(dev_t dev, ino_t ino)
+{
+    return ar_last.pid && ar_last.dev == dev && ar_last.ino == ino
+           ? ar_last.pid : 0;
+}
+
+static void ar_remember(dev_t dev, ino_t ino, pid_t pid)
+{
+    ar_last.dev = dev;
+    ar_last.ino = ino;
+    ar_last.pid = pid;
+}
+
 int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
                    int mode, int64_t start, int64_t length, atomrun_holder *h)
 {
@@ -403,7 +424,9 @@ int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
 
     if (n <= 0)
         return 0;
-    takers = malloc(sizeof *takers * (size_t)n);
+    takers = malloc(sizeof *takers * (size_t)(n + 1));
+    if (takers && ar_hint(dev, ino))
+        takers[nt++] = ar_hint(dev, ino);
     for (int i = 0; i < n; i++) {
         if (!ar_line_conflicts(&lines[i], kind, mode, start, length))
             continue;
@@ -438,9 +461,10 @@ int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
     /* Found: the live holder.  Not found (another user's, or the budget
      * ran out): the lock is there, its holder unknown -- never the
      * possibly dead pid of /proc/locks. */
-    if (r == 1)
+    if (r == 1) {
         ar_fill_holder(h, &w.found, w.pid);
-    else
+        ar_remember(dev, ino, w.pid);
+    } else
         ar_fill_holder(h, first_line, 0);
     free(takers);
     free(lines);
@@ -459,6 +483,7 @@ int ar_find_ofd_holder(int self_fd, dev_t dev, ino_t ino, int mode,
     ar_lockline want;
     ar_want w;
     ar_scan s;
+    pid_t hint;
 
     memset(&want, 0, sizeof want);
     snprintf(want.kind, sizeof want.kind, "OFDLCK");
@@ -469,9 +494,11 @@ int ar_find_ofd_holder(int self_fd, dev_t dev, ino_t ino, int mode,
     memset(&w, 0, sizeof w);
     w.exact = &want;
     ar_scan_init(&s, dev, ino, self_fd, ar_visit_want, &w);
-    if (ar_scan_run(&s, NULL, 0, 0) != 1)
+    hint = ar_hint(dev, ino);
+    if (ar_scan_run(&s, &hint, hint ? 1 : 0, 0) != 1)
         return 0;
     ar_fill_holder(h, &w.found, w.pid);
+    ar_remember(dev, ino, w.pid);
     return 1;
 }
 
