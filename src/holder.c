@@ -286,7 +286,7 @@ static int ar_scan_run(ar_scan *s, const pid_t *first, size_t nfirst,
 {
     pid_t *pids = NULL;
     size_t n = 0, cap = 0, begin = 0;
-    int r = 0, self_first = 0;
+    int r = 0, self_seen = 0;
     DIR *proc;
     struct dirent *e;
 
@@ -306,7 +306,7 @@ static int ar_scan_run(ar_scan *s, const pid_t *first, size_t nfirst,
             continue;
         pid_t pid = (pid_t)atoi(e->d_name);
         if (pid == s->self) {
-            self_first = 1;
+            self_seen = 1;
             continue;
         }
         if (ar_listed(pid, first, nfirst))
@@ -320,13 +320,14 @@ static int ar_scan_run(ar_scan *s, const pid_t *first, size_t nfirst,
         pids[n++] = pid;
     }
     closedir(proc);
-    qsort(pids, n, sizeof *pids, ar_pid_cmp);
+    if (n)
+        qsort(pids, n, sizeof *pids, ar_pid_cmp);
     while (begin < n && pids[begin] <= after)
         begin++;
     for (size_t k = 0; k < n && r == 0; k++)
         r = ar_scan_pid(s, pids[(begin + k) % n]);
     free(pids);
-    if (r == 0 && self_first)
+    if (r == 0 && self_seen)
         r = ar_scan_pid(s, s->self);
     return r;
 }
@@ -464,8 +465,9 @@ int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
     if (r == 1) {
         ar_fill_holder(h, &w.found, w.pid);
         ar_remember(dev, ino, w.pid);
-    } else
+    } else {
         ar_fill_holder(h, first_line, 0);
+    }
     free(takers);
     free(lines);
     return 1;
