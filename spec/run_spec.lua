@@ -378,6 +378,8 @@ for kind, arg in steps:
                 break
     elif kind == "send":
         os.write(fd, arg.encode())
+    elif kind == "kill":
+        os.kill(pid, int(arg))
     elif kind == "cont":
         # wait until atomrun has stopped itself, then continue it (`fg`)
         end = time.time() + 20
@@ -439,16 +441,41 @@ sys.stdout.write("\nOK %d STATUS %d\n" % (ok, os.waitstatus_to_exitcode(st)))
       assert.matches("OK 1 STATUS 0", out)
     end)
 
+    -- Ctrl-C ends the command, then the script, with or without a timeout
+    -- (a shell's job does the same, and so does flock(1)): the script dies
+    -- of SIGINT once its command is gone, never before, never leaving it.
     for _, timed in ipairs({ false, true }) do
-      it("Ctrl-C during run{" .. (timed and "timeout=" or "") .. "} reaches the command; the script goes on", function()
+      local opts = timed and "{ timeout = 60 }" or "{}"
+      it("Ctrl-C during run" .. opts .. " ends the command, then the script", function()
         local out = drive(string.format([[
-          local r = table.pack(atomrun.run({ "sh", "-c", "echo started; exec sleep 30" }, %s))
-          print("result", r[1], r[2], r[3])
-          print("continued")
-        ]], timed and "{ timeout = 60 }" or "{}"),
-          { { "expect", "started" }, { "send", "\3" }, { "expect", "continued" } })
-        assert.matches("result\tnil\tsignal\t2", out)
-        assert.matches("continued", out)
+          local r = table.pack(atomrun.run({ "sh", "-c", "echo started:$$; exec sleep 30" }, %s))
+          print("continued", r[1], r[2], r[3])
+        ]], opts), { { "expect", "started:" }, { "send", "\3" } })
+        assert.is_nil(out:find("continued", 1, true), out)
+        assert.matches("OK 1 STATUS %-2\n", out)     -- died of SIGINT
+        local cmd = tonumber(out:match("started:(%d+)"))
+        assert.is_true(H.wait_exit(cmd, 10), "the command outlived the script")
+      end)
+
+      it("kill -INT to atomrun during run" .. opts .. " ends the command, then the script", function()
+        local out = drive(string.format([[
+          local r = table.pack(atomrun.run({ "sh", "-c", "echo started:$$; exec sleep 30" }, %s))
+          print("continued", r[1], r[2], r[3])
+        ]], opts), { { "expect", "started:" }, { "kill", "2" } })
+        assert.is_nil(out:find("continued", 1, true), out)
+        assert.matches("OK 1 STATUS %-2\n", out)
+        local cmd = tonumber(out:match("started:(%d+)"))
+        assert.is_true(H.wait_exit(cmd, 10), "the command outlived the script")
+      end)
+
+      it("Ctrl-C during run" .. opts .. " that the command handles: the script goes on", function()
+        local out = drive(string.format([[
+          local r = table.pack(atomrun.run({ "sh", "-c",
+            "trap 'echo handled; exit 4' INT; echo started; while :; do sleep 0.05; done" }, %s))
+          print("continued", r[1], r[2], r[3])
+        ]], opts), { { "expect", "started" }, { "send", "\3" }, { "expect", "continued" } })
+        assert.matches("handled", out)
+        assert.matches("continued\tnil\texit\t4", out)
         assert.matches("OK 1 STATUS 0", out)
       end)
     end

@@ -298,10 +298,13 @@ ATOMRUN_API int atomrun_read(const char *path, char **data, size_t *len);
  * O_CLOEXEC and stays out.  keep_fds are close-on-exec descriptors the
  * command inherits on purpose (held locks): inheritable in the child only.
  *
- * Signals while atomrun_run waits: SIGINT and SIGQUIT never reach the
- * caller (as with system(3)); a command in the caller's group gets them
- * from the terminal itself, one in its own group (new_group) gets them
- * forwarded.  The result then says how the command ended (signal 2).
+ * Signals while atomrun_run waits: SIGINT and SIGQUIT reach the command
+ * first (a command in the caller's group from the terminal itself, one in
+ * its own group forwarded by us) and the caller only once the command is
+ * reaped: when the command died of the signal and it was an interrupt (we
+ * received it too, or the command's group had the terminal), the caller
+ * gets the same signal then (raise), as a shell's job would.  A command
+ * that handles Ctrl-C and exits normally interrupts nothing.
  */
 typedef struct atomrun_spawn_opts {
     const char  *cwd;          /* NULL: inherit */

@@ -186,6 +186,7 @@ typedef struct ar_child {
     pid_t target;      /* -pid for a group of its own, else pid */
     int   sigfd;       /* the signals we catch while it runs, or -1 */
     int   ttyfd;       /* the terminal its group has, or -1 */
+    int   interrupt;   /* the SIGINT/SIGQUIT we received meanwhile, or 0 */
 } ar_child;
 
 /*
@@ -208,25 +209,29 @@ static void ar_child_stopped(const ar_child *c)
 }
 
 /* One batch of caught signals.  SIGINT/SIGQUIT: a command in our own group
- * got the terminal's signal itself, and like system(3) we only keep it
- * from ending the script; one in a group of its own gets it from us.
- * SIGTERM/SIGHUP (caught only when forwarding) go to the command. */
-static void ar_child_signals(const ar_child *c, const atomrun_spawn_opts *o)
+ * got the terminal's (SI_KERNEL) signal itself; a kill(1) aimed at us,
+ * and every one when the command has a group of its own, we pass on.
+ * Either way we note it (see ar_reraise).  SIGTERM/SIGHUP (caught only
+ * when forwarding) go to the command. */
+static void ar_child_signals(ar_child *c, const atomrun_spawn_opts *o)
 {
     struct signalfd_siginfo si;
     while (read(c->sigfd, &si, sizeof si) == sizeof si) {
         int sig = (int)si.ssi_signo;
         if (sig == SIGCHLD)
             continue;                  /* only a wake-up: waitpid looks */
-        if ((sig == SIGINT || sig == SIGQUIT) && !o->new_group)
-            continue;
+        if (sig == SIGINT || sig == SIGQUIT) {
+            c->interrupt = sig;
+            if (!o->new_group && si.ssi_code == SI_KERNEL)
+                continue;
+        }
         kill(c->target, sig);
     }
 }
 
 /* Wait for the child, forwarding signals and enforcing the timeout; -1 as
  * timeout means none. */
-static int ar_wait_child(const ar_child *c, atomrun_spawn_opts *o,
+static int ar_wait_child(ar_child *c, atomrun_spawn_opts *o,
                          int *status)
 {
     int pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
@@ -323,9 +328,9 @@ static void ar_caught_signals(const atomrun_spawn_opts *o, int tty,
                               sigset_t *set)
 {
     sigemptyset(set);
-    /* Ctrl-C and Ctrl-\ reach the command, never the script, with or
-     * without a timeout: the script goes on and sees how the command
-     * ended ("signal", 2), as with os.execute and system(3). */
+    /* Ctrl-C and Ctrl-\ reach the command first, with or without a
+     * timeout, and the caller only after the command ended of them
+     * (ar_reraise): never a script gone and its command left running. */
     sigaddset(set, SIGINT);
     sigaddset(set, SIGQUIT);
     /* A command in its own process group (needed to kill all of it at the
@@ -342,11 +347,34 @@ static void ar_caught_signals(const atomrun_spawn_opts *o, int tty,
         sigaddset(set, SIGCHLD);
 }
 
+/*
+ * Ctrl-C while the command runs ends the command first and the caller
+ * after it, the way a shell treats a job ("wait and cooperative exit"):
+ * when the command died of SIGINT/SIGQUIT and that was an interrupt --
+ * we received the signal too, or the command had the terminal (then the
+ * terminal's Ctrl-C reached only its group) -- the caller gets the same
+ * signal once the command is reaped, so a script ends as interrupted and
+ * its shell sees it die of the signal, as with flock(1).  A command that
+ * handles Ctrl-C and exits (an editor, a pager) interrupts nothing.
+ * Called with the caller's mask back: a host that handles or blocks the
+ * signal gets it as it would have without us.
+ */
+static void ar_reraise(const ar_child *c, int status)
+{
+    int sig;
+    if (!WIFSIGNALED(status))
+        return;
+    sig = WTERMSIG(status);
+    if ((sig == SIGINT || sig == SIGQUIT) &&
+        (c->interrupt == sig || c->ttyfd >= 0))
+        raise(sig);
+}
+
 int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
                 int *code)
 {
     int pipefd[2], status = 0, err = 0, r, tty_opened = 0;
-    ar_child c = { 0, 0, -1, -1 };
+    ar_child c = { 0, 0, -1, -1, 0 };
     sigset_t caught, saved;
     ssize_t n;
 
@@ -396,8 +424,8 @@ int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
     }
     if (c.sigfd >= 0)
         close(c.sigfd);
-    /* Swallowed signals stay swallowed: drain what came after the last
-     * read, or unblocking would deliver a Ctrl-C meant for the command. */
+    /* Drain what came after the last read: unblocking must not deliver
+     * it now, before the command is accounted for; ar_reraise decides. */
     {
         struct timespec zero = { 0, 0 };
         sigset_t drain;
@@ -406,12 +434,15 @@ int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
             if (sig != SIGTERM && sig != SIGHUP &&
                 sigismember(&caught, sig) == 1 && sigismember(&saved, sig) == 0)
                 sigaddset(&drain, sig);
-        while (sigtimedwait(&drain, NULL, &zero) > 0)
-            ;
+        int sig;
+        while ((sig = sigtimedwait(&drain, NULL, &zero)) > 0)
+            if (sig == SIGINT || sig == SIGQUIT)
+                c.interrupt = sig;
     }
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     if (r < 0)
         return r;
+    ar_reraise(&c, status);
     if (WIFSIGNALED(status)) {
         *is_signal = 1;
         *code = WTERMSIG(status);
