@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -210,6 +211,22 @@ static ssize_t ar_read_at(int dirfd, const char *name, char *buf, size_t size)
     return got;
 }
 
+/*
+ * Is the descriptor named `name` in the /proc/PID/fd directory dirfd a
+ * descriptor of (dev, ino)?  statx with AT_STATX_DONT_SYNC, not a plain
+ * stat: another process's descriptor may be a file on a dead NFS server,
+ * and a stat that asks the server would hang the holder lookup (and the
+ * busy message) with it; the identity needs no fresh attributes.
+ */
+static int ar_same_file(int dirfd, const char *name, dev_t dev, ino_t ino)
+{
+    struct statx sx;
+    if (statx(dirfd, name, AT_STATX_DONT_SYNC, STATX_INO, &sx) != 0)
+        return 0;
+    return sx.stx_ino == (uint64_t)ino &&
+           makedev(sx.stx_dev_major, sx.stx_dev_minor) == dev;
+}
+
 /* Look at every descriptor of pid; 1 when visit ended the search, -1 when
  * the budget did. */
 static int ar_scan_pid(ar_scan *s, pid_t pid)
@@ -233,7 +250,6 @@ static int ar_scan_pid(ar_scan *s, pid_t pid)
         return 0;                      /* gone, or another user's */
     }
     while (!stop && (e = readdir(d)) != NULL) {
-        struct stat st;
         if ((e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) ||
             !ar_is_number(e->d_name))
             continue;
@@ -243,8 +259,7 @@ static int ar_scan_pid(ar_scan *s, pid_t pid)
             stop = -1;
             break;
         }
-        if (fstatat(dirfd(d), e->d_name, &st, 0) != 0 ||
-            st.st_dev != s->dev || st.st_ino != s->ino)
+        if (!ar_same_file(dirfd(d), e->d_name, s->dev, s->ino))
             continue;
         int fd = atoi(e->d_name);
         if (ar_is_asker(s, pid, fd))
