@@ -44,7 +44,8 @@ LIB_OBJ    = $(CORE_OBJ) $(BIND_OBJ) $(EMBED_OBJ)
 TARGETS    = $(B)/atomrun $(B)/libatomrun.a $(B)/libatomrun.so \
              $(B)/atomrun.so $(B)/atomrun.pc
 
-.PHONY: all test check check-asan check-embed bench clean install uninstall help demo
+.PHONY: all test check check-asan check-embed bench clean install uninstall help demo \
+        print-san
 
 all: $(TARGETS)
 
@@ -93,6 +94,20 @@ demo: all
 test: all $(B)/spec_host
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh
 
+check: test
+
+# The sanitizer flags, the one copy: spec/run.sh (make check-asan, and the
+# last pass of make test) asks `make print-san` for SAN_FLAGS and builds
+# build/asan/ with them; check-tsan builds build/tsan/ with TSAN_FLAGS.
+# They go in CFLAGS, which every link line carries too, so the sanitizer
+# runtimes are linked without a second copy in LDFLAGS.
+SAN_FLAGS   = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=all
+TSAN_FLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+
+print-san:
+	@echo "$(SAN_FLAGS)"
+
 # The specs and C tests again, against an ASan+UBSan build in build/asan/
 # (make test runs this too, last).
 check-asan: all $(B)/spec_host
@@ -104,12 +119,11 @@ check-asan: all $(B)/spec_host
 # the CLI on the scripts in spec/valgrind/ and the bundled commands: 0 bytes
 # definitely lost, 0 invalid reads or writes.
 TSAN_B     ?= build/tsan
-TSAN_FLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=thread
 
 .PHONY: check-tsan check-valgrind
 check-tsan:
 	@$(MAKE) --no-print-directory -s B=$(TSAN_B) CFLAGS="$(TSAN_FLAGS)" \
-	    LDFLAGS_EXTRA=-fsanitize=thread $(TSAN_B)/libatomrun.a
+	    $(TSAN_B)/libatomrun.a
 	@$(CC) -std=c11 -Wall -Wextra -Werror $(TSAN_FLAGS) -pthread -Isrc $(LUA_CFLAGS) \
 	    -o $(TSAN_B)/tsan_threads spec/tsan/threads.c $(TSAN_B)/libatomrun.a \
 	    $(LUA_LIBS) -lm
@@ -162,11 +176,21 @@ clean:
 	rm -rf build
 
 help:
-	@echo "make              build build/atomrun, build/libatomrun.{a,so}, build/atomrun.so, build/atomrun.pc"
-	@echo "make demo         build and run scripts/demo.lua"
-	@echo "make test         all specs (binary and stock lua5.4), the C embedding test, then check-asan"
-	@echo "make check-asan   the specs against an ASan+UBSan build (build/asan/)"
-	@echo "make bench        benchmarks against raw C and peer tools (QUICK=1: a smoke run)"
-	@echo "make install      PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
-	@echo "make uninstall    remove what install put there"
-	@echo "make clean        remove build/ (every build tree and the bench results)"
+	@echo "make                build build/atomrun, build/libatomrun.{a,so}, build/atomrun.so, build/atomrun.pc"
+	@echo "make demo           build and run scripts/demo.lua"
+	@echo "make test           all specs (stock lua5.4 and inside build/atomrun), the C tests and the"
+	@echo "                    embedding test, check-tsan, check-valgrind, then the ASan pass;"
+	@echo "                    SPEC='spec/x_spec.lua ...' runs some specs only, AR_NO_ASAN=1 skips"
+	@echo "                    the ASan pass, AR_NO_HARDEN=1 skips check-tsan and check-valgrind"
+	@echo "make check          the same as make test"
+	@echo "make check-asan     the specs and C tests against an ASan+UBSan build (build/asan/)"
+	@echo "make check-tsan     the core and the binding from 8 threads under ThreadSanitizer (build/tsan/)"
+	@echo "make check-valgrind memcheck over the CLI: no leaks, no invalid reads or writes"
+	@echo "make check-embed    a C host linked with libatomrun.a runs spec/embed_job.lua"
+	@echo "make print-san      print the ASan+UBSan compiler flags (SAN_FLAGS) spec/run.sh uses"
+	@echo "make bench          benchmarks against raw C and peer tools, side by side; results in"
+	@echo "                    build/bench/results.json (QUICK=1: a seconds-long smoke run)"
+	@echo "make install        PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+	@echo "make uninstall      remove what install put there"
+	@echo "make clean          remove build/ (every build tree and the bench results)"
+	@echo "make help           this list"
