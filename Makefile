@@ -68,14 +68,18 @@ $(B)/libatomrun.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
+# -z nodelete: wait.c leaves a pthread key destructor (it deletes a
+# thread's timer at thread exit); after a dlclose it must still be there.
+SO_FLAGS   = -Wl,-z,nodelete
+
 $(B)/libatomrun.so: $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libatomrun.so.$(SOVERSION) \
+	$(CC) $(ALL_CFLAGS) $(SO_FLAGS) -shared -Wl,-soname,libatomrun.so.$(SOVERSION) \
 	    -o $@ $^ $(LUA_LIBS) $(LDLIBS_ALL)
 
 # The Lua C module for stock lua5.4: no liblua linked in, the interpreter
 # provides it (linking a second copy of Lua into one process breaks it).
 $(B)/atomrun.so: $(CORE_OBJ) $(BIND_OBJ)
-	$(CC) $(ALL_CFLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) $(SO_FLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
 
 PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	     -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|'
