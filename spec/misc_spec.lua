@@ -64,3 +64,42 @@ for n in sorted(errno.errorcode):
     assert.matches("bad argument #1", H.err_of(function() ar.errname() end))
   end)
 end)
+
+describe("the bundle", function()
+  it("atomrun --help lists every lua/atomrun/cmd/NAME.lua with its first-line summary", function()
+    local st, out = H.run("--help")
+    assert.equal(0, st)
+    local p = io.popen("cd " .. H.q(H.root) .. " && ls lua/atomrun/cmd/*.lua")
+    local n = 0
+    for path in p:lines() do
+      local name = path:match("([^/]+)%.lua$")
+      local first = io.open(H.root .. "/" .. path):read("l")
+      local summary = first:match("^%-%- atomrun " .. H.pat(name) .. " %-%- (.-)%s*$")
+      assert.truthy(summary, path .. " does not start with '-- atomrun " .. name .. " -- summary'")
+      assert.matches("\n  atomrun " .. H.pat(name) .. " +" .. H.pat(summary) .. "\n", out)
+      n = n + 1
+    end
+    p:close()
+    assert.truthy(n >= 3)
+    -- and the usage line of a usage error names them too
+    local _, _, err = H.run("--bogus")
+    assert.truthy(err:find("atomrun doctor|lock|once ", 1, true), err)
+  end)
+
+  it("carries each module precompiled, debug information kept", function()
+    local f = assert(io.open(H.build .. "/bundle.c", "rb"))
+    local c = f:read("a")
+    f:close()
+    local entries, chunks = 0, 0
+    for _ in c:gmatch('\n  { "atomrun[%w.]*", "@') do entries = entries + 1 end
+    -- a binary chunk starts with ESC "Lua", written as the escape \033
+    for _ in c:gmatch('"\\033Lua') do chunks = chunks + 1 end
+    assert.truthy(entries >= 5)
+    assert.equal(entries, chunks)
+    -- functions from the bundle still know their file and lines
+    local cli = require "atomrun.cli"
+    local info = debug.getinfo(cli.say, "S")
+    assert.equal("@lua/atomrun/cli.lua", info.source)
+    assert.truthy(info.linedefined > 0)
+  end)
+end)
