@@ -1,9 +1,10 @@
 -- spec/helper.lua -- what every spec needs: the binary under test, scratch
 -- directories, and running real processes.
 --
--- Specs run three times: in stock lua5.4 with build/atomrun.so, inside the
--- atomrun binary itself, and inside an ASan+UBSan build of it (AR_BUILD
--- names the build directory each time).
+-- Specs run three times: in stock lua5.4 with build/lua/atomrun/core.so and
+-- the Lua sources of lua/ (spec/run.sh sets LUA_CPATH and LUA_PATH;
+-- children inherit them), inside the atomrun binary itself, and inside an
+-- ASan+UBSan build of it (AR_BUILD names the build directory each time).
 local H = {}
 
 H.build = os.getenv("AR_BUILD") or "build"
@@ -21,7 +22,8 @@ H.heavy = H.pass == "atomrun"
 H.HEAVY = "slow: runs in the atomrun pass only"
 
 if not package.loaded.atomrun and not package.preload.atomrun then
-  package.cpath = H.build .. "/?.so;" .. package.cpath
+  package.cpath = H.build .. "/lua/?.so;" .. package.cpath
+  package.path = H.root .. "/lua/?.lua;" .. H.root .. "/lua/?/init.lua;" .. package.path
 end
 H.ar = require "atomrun"
 

@@ -35,13 +35,6 @@
 static atomic_int ar_timer_signo;            /* 0 = not chosen yet */
 static pthread_mutex_t ar_signal_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-double ar_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void ar_timer_handler(int signo)
 {
     (void)signo;    /* its only job is to make the blocking call return EINTR */
@@ -240,7 +233,7 @@ static int ar_wait_poll(ar_attempt_fn attempt, void *ctx, double deadline)
 {
     long step = 1000000L;                       /* 1 ms */
     for (;;) {
-        double left = deadline - ar_now();
+        double left = deadline - atomrun_now();
         int r;
         if (left <= 0)
             return ATOMRUN_ETIMEOUT;
@@ -257,7 +250,7 @@ static int ar_wait_poll(ar_attempt_fn attempt, void *ctx, double deadline)
 
 static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
 {
-    double deadline = ar_now() + timeout;
+    double deadline = atomrun_now() + timeout;
     sigset_t ours, saved;
     int signo, r;
 
@@ -279,7 +272,7 @@ static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
             r = attempt(ctx, 1);
             if (r != -EINTR)
                 break;
-            if (ar_now() >= deadline) {
+            if (atomrun_now() >= deadline) {
                 r = ATOMRUN_ETIMEOUT;
                 break;
             }
