@@ -154,7 +154,8 @@ $(B)/spec_host: spec/host.c $(B)/libatomrun.a
 	$(CC) $(ALL_CFLAGS) -Isrc -o $@ spec/host.c $(B)/libatomrun.a $(LUA_LIBS) $(LDLIBS_ALL)
 
 bench: all
-	@CC="$(CC)" sh scripts/bench/run.sh --build $(B) $(if $(QUICK),--quick,)
+	@CC="$(CC)" sh scripts/bench/run.sh --build $(B) $(if $(QUICK),--quick,) \
+	    $(if $(BEFORE),--before $(BEFORE),)
 
 # ---------------------------------------------------------------- install
 
@@ -203,7 +204,8 @@ help:
 	@echo "make check-embed    a C host linked with libatomrun.a runs spec/embed_job.lua"
 	@echo "make print-san      print the ASan+UBSan compiler flags (SAN_FLAGS) spec/run.sh uses"
 	@echo "make bench          benchmarks against raw C and peer tools, side by side; results in"
-	@echo "                    build/bench/results.json (QUICK=1: a seconds-long smoke run)"
+	@echo "                    build/bench/results.json (QUICK=1: a seconds-long smoke run;"
+	@echo "                    BEFORE=DIR: DIR/atomrun too, side by side, for before/after)"
 	@echo "make install        PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 	@echo "make uninstall      remove what install put there"
 	@echo "make clean          remove build/ (every build tree and the bench results)"
