@@ -99,8 +99,6 @@ $(B)/atomrun.pc: src/atomrun.pc.in src/atomrun.h | $(B)
 
 # ------------------------------------------------------------------ tests
 
-BUSTED   ?= $(LUA) /usr/bin/busted
-
 demo: all
 	$(B)/atomrun scripts/demo.lua
 
