@@ -16,7 +16,10 @@
 /* ====================================================== lock() handles */
 
 typedef struct ar_lock {
-    atomrun_held held;        /* in the held set while locked */
+    atomrun_held held;        /* in the held set while locked; held.dev and
+                                 held.ino stay (0, 0) until a deadlock
+                                 check needs them: whoever else reads them
+                                 calls ar_ensure_ids first */
     int     locked;
     int     closed;           /* no descriptor (yet, or any more) */
 } ar_lock;
