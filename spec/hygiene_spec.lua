@@ -172,7 +172,8 @@ describe("descriptor hygiene", function()
     assert.same(base_exec, extra(parse_fds(e2)), "os.execute child after a failed exec: " .. e2)
   end)
 
-  if not CLI then return end
+  -- The CLI cases need the atomrun binary: skipped in the lua5.4 pass.
+  local it = CLI and it or pending
 
   -- What a command started by the shell itself sees with the same
   -- redirections: the caller's descriptors, which atomrun must pass on.
@@ -247,7 +248,7 @@ describe("descriptor hygiene", function()
 end)
 
 describe("signals", function()
-  if not CLI then return end
+  local it = CLI and it or pending
   local dir, pids
   before_each(function() dir = H.tmpdir(); pids = {} end)
   after_each(function()

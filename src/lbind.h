@@ -88,7 +88,8 @@ int arL_lockfd(lua_State *L);
 int arL_unlockfd(lua_State *L);
 int arL_who(lua_State *L);
 int arL_holds(lua_State *L);
-void arL_openlock(lua_State *L);     /* the handle metatables */
+/* the handle metatables, and lock() into the module table on top */
+void arL_openlock(lua_State *L);
 
 int arL_create(lua_State *L);        /* lfile.c */
 int arL_replace(lua_State *L);
