@@ -1,26 +1,20 @@
--- `atomrun lock`: a drop-in for flock(1).  Same flags, same exit codes
--- (checked against flock(1) itself), plus a busy message that names the
--- holder and signals passed on to the command.
+-- `atomrun lock`: util-linux flock(1) under atomrun's name (the side-by-side
+-- table against flock(1) itself is spec/flock_compat_spec.lua): its forms,
+-- messages and exit codes, silence when busy, the holder named with
+-- --verbose, what atomrun adds, signals passed on to the command.
 local H = require "spec.helper"
 local ar = H.ar
-local gone, wait_gone = H.gone, H.wait_exit
+local wait_gone = H.wait_exit
 
 -- ------------------------------------------------------------ helpers
 
-local function flock_n(path, mode)
-  return (H.sh("flock -n " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) .. " true"))
-end
+local flock_n, track, bg, result, pat = H.flock_n, H.track, H.bg, H.result, H.pat
 
-local spawned
-local function track(pid)
-  spawned[#spawned + 1] = pid
-  return pid
-end
-
+local nholds = 0
 -- flock(1) holds path (exclusive or shared) until release() is called.
 local function hold(dir, path, mode)
-  local n = #spawned + 1
-  local ready, rel = dir .. "/ready" .. n, dir .. "/release" .. n
+  nholds = nholds + 1
+  local ready, rel = dir .. "/ready" .. nholds, dir .. "/release" .. nholds
   local pid = track(H.spawn("exec flock " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) ..
     " sh -c " .. H.q('touch "$1"; while [ ! -e "$2" ] && [ -d "${2%/*}" ]; do sleep 0.02; done') ..
     " holder " .. H.q(ready) .. " " .. H.q(rel)))
@@ -31,32 +25,13 @@ local function hold(dir, path, mode)
   end, rel
 end
 
-local function bg(dir, name, cmd)
-  local base = dir .. "/" .. name
-  return track(H.spawn(cmd .. " >" .. H.q(base .. ".out") .. " 2>" .. H.q(base .. ".err") ..
-    "; echo $? >" .. H.q(base .. ".st")))
-end
-
-local function result(dir, name, timeout)
-  local base = dir .. "/" .. name
-  local ok = H.wait_until(function() return H.slurp(base .. ".st"):match("\n") end, timeout or 20)
-  assert(ok, name .. " did not finish")
-  return tonumber(H.slurp(base .. ".st")), H.slurp(base .. ".out"), H.slurp(base .. ".err")
-end
-
 -- The shell-quoted command line of `atomrun lock ARGS...`.
 local function cmdline(...)
-  local parts = { H.q(H.atomrun), "lock" }
-  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
-  return table.concat(parts, " ")
+  return H.cmd("lock", ...)
 end
 
 local function lock(...)
   return H.sh(cmdline(...))
-end
-
-local function pat(s)
-  return (s:gsub("%p", "%%%0"))
 end
 
 -- --------------------------------------------------------------- specs
@@ -64,15 +39,11 @@ end
 describe("atomrun lock", function()
   local dir, f
   before_each(function()
-    spawned = {}
     dir = H.tmpdir()
     f = dir .. "/cmd.lock"
   end)
   after_each(function()
-    for _, pid in ipairs(spawned) do
-      if not gone(pid) then H.kill(pid, "KILL") end
-    end
-    H.cleanup()
+    H.cleanup_procs()
   end)
 
   describe("exit codes", function()
@@ -229,7 +200,7 @@ describe("atomrun lock", function()
     end)
 
     it("says once on a terminal, after a second, whom it waits for", function()
-      if not H.heavy then pending("heavy: runs in the atomrun pass") return end
+      if not H.heavy then pending(H.HEAVY) return end
       local pid, release, rel = hold(dir, f)
       track(H.spawn("sleep 1.6; touch " .. H.q(rel)))
       -- script(1) gives the command a terminal as stderr
@@ -242,7 +213,7 @@ describe("atomrun lock", function()
     end)
 
     it("does not print the waiting line when stderr is not a terminal", function()
-      if not H.heavy then pending("heavy: runs in the atomrun pass") return end
+      if not H.heavy then pending(H.HEAVY) return end
       local _, release, rel = hold(dir, f)
       track(H.spawn("sleep 1.4; touch " .. H.q(rel)))
       local st, out, err = lock("-w", "30", f, "echo", "ran")
@@ -441,7 +412,7 @@ describe("make install FLOCK_LINK=1", function()
   after_each(H.cleanup)
 
   it("installs bin/flock -> atomrun, which is flock; uninstall removes only that link", function()
-    if not H.heavy then pending("heavy: runs make, in the atomrun pass") return end
+    if not H.heavy then pending(H.HEAVY) return end
     local dest = H.tmpdir()
     local make = "make -s --no-print-directory -C " .. H.q(H.root) .. " PREFIX=/usr/local DESTDIR=" .. H.q(dest)
     local st, _, err = H.sh(make .. " install FLOCK_LINK=1")

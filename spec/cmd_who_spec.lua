@@ -3,8 +3,9 @@
 local H = require "spec.helper"
 local ar = H.ar
 
--- Only the binary is under test: the lua5.4 pass would run the same again.
-local describe = H.pass == "lua5.4" and function() end or describe
+-- Only the binary is under test: the lua5.4 pass would run the same again
+-- (shown as skipped there).
+local describe = H.pass == "lua5.4" and pending or describe
 
 local function who(...) return H.run("who", ...) end
 

@@ -7,8 +7,9 @@
 -- the kernel's lock table and util-linux master's own wording.
 local H = require "spec.helper"
 
--- Only binaries are under test: the lua5.4 pass would run the same again.
-local describe = H.pass == "lua5.4" and function() end or describe
+-- Only binaries are under test: the lua5.4 pass would run the same again
+-- (shown as skipped there).
+local describe = H.pass == "lua5.4" and pending or describe
 
 local ATOMRUN = H.atomrun:sub(1, 1) == "/" and H.atomrun or (H.root .. "/" .. H.atomrun)
 -- Debian's, found in PATH so that getopt's messages (which carry argv[0]

@@ -1,4 +1,4 @@
--- atomrun lock -- util-linux flock(1), also under the name flock: run CMD holding a lock
+-- atomrun lock -- run a command holding a lock: util-linux flock(1), also by that name
 --
 --   atomrun lock [options] FILE|DIR [--] CMD [ARGS...]
 --   atomrun lock [options] FILE|DIR -c CMDSTRING

@@ -1,4 +1,4 @@
--- atomrun once -- run CMD unless an instance of NAME already runs
+-- atomrun once -- run a command unless an instance of NAME already runs
 --
 --   atomrun once [options] NAME [options] [--] CMD [ARGS...]
 --
