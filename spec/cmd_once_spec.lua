@@ -66,7 +66,7 @@ describe("atomrun once", function()
   end)
 
   it("on a terminal says who runs NAME without --verbose", function()
-    if not H.heavy then pending("heavy: runs in the atomrun pass") return end
+    if not H.heavy then pending(H.HEAVY) return end
     local pid = running("tty", 30)
     local st, out = H.sh("script -qec " .. H.q(H.q(H.atomrun) .. " once --dir " .. H.q(odir)
       .. " tty echo never; echo st=$?") .. " /dev/null")
@@ -76,10 +76,6 @@ describe("atomrun once", function()
   end)
 
   it("records the command's own pid, not atomrun's", function()
-    local probe = assert(ar.once("probe", { dir = dir .. "/probe" }))
-    local has_update = probe.update ~= nil
-    probe:release()
-    if not has_update then pending("needs core: guard:update and run's on_start") return end
     local pid, cmd_pid = running("mine", 30)
     assert.equal(cmd_pid, pid)
   end)

@@ -41,9 +41,8 @@ describe("atomrun who", function()
     assert.matches("^usage: atomrun who", out)
   end)
 
-  describe("with the core's atomrun.who", function()
+  describe("holders and waiters", function()
     it("exit 0 and 'free' when nobody holds it; 66 for a missing file", function()
-      if not ar.who then pending("needs core: atomrun.who") return end
       H.write(f, "")
       assert.same({ 0, f .. ": free\n", "" }, { who(f) })
       local st, _, err = who(dir .. "/none")
@@ -52,7 +51,6 @@ describe("atomrun who", function()
     end)
 
     it("names the flock holder and a waiter, exit 1", function()
-      if not ar.who then pending("needs core: atomrun.who") return end
       local ready = dir .. "/ready"
       local pid = start("flock " .. H.q(f) .. " sh -c 'touch " .. H.q(ready) .. "; exec sleep 30'", ready)
       local waiter = H.spawn("exec flock -s " .. H.q(f) .. " true")
@@ -72,7 +70,6 @@ describe("atomrun who", function()
     end)
 
     it("names an OFD range holder and a POSIX (lockf) holder with their bytes", function()
-      if not ar.who then pending("needs core: atomrun.who") return end
       local ready = dir .. "/ofd"
       H.bg_lua([[
         local path, ready = ...
@@ -105,7 +102,6 @@ time.sleep(30)
     end)
 
     it("after `atomrun lock F cmd` is SIGKILLed names the command that still holds it", function()
-      if not ar.who then pending("needs core: atomrun.who") return end
       local ready = dir .. "/r"
       local lockpid = start(H.q(H.atomrun) .. " lock " .. H.q(f) .. " sh -c 'touch " .. H.q(ready)
         .. "; exec sleep 30'", ready)
@@ -119,7 +115,6 @@ time.sleep(30)
     end)
 
     it("shows another process's command line on one line, control characters escaped", function()
-      if not ar.who then pending("needs core: atomrun.who") return end
       local ready = dir .. "/r"
       -- argv[0] of the holder is the hostile text (bash's exec -a), so it
       -- leads the command line whatever the core shortens
@@ -136,7 +131,6 @@ time.sleep(30)
     end)
 
     it("takes several paths and options anywhere; --json lists each", function()
-      if not ar.who then pending("needs core: atomrun.who") return end
       local g = dir .. "/g.lock"
       H.write(f, "")
       H.write(g, "")

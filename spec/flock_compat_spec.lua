@@ -15,14 +15,11 @@ local ATOMRUN = H.atomrun:sub(1, 1) == "/" and H.atomrun or (H.root .. "/" .. H.
 -- Debian's, found in PATH so that getopt's messages (which carry argv[0]
 -- as given) say "flock:"; inner uses give the full path.
 local REAL = "/usr/bin/flock"
--- The pieces that the core's work on issue 13 brings (descriptor locks,
--- descriptors passed through, symlinks followed): pending until then.
-local CORE = H.ar.lockfd ~= nil
 
 -- Each case: args (argv after the program name) or sh (a shell line where
 -- %T is the program, %X the same as one path, for make); hold = lock "f"
 -- in another process first; ours = what `atomrun lock` gives instead where
--- it differs on purpose; core = needs the core's part of issue 13.
+-- it differs on purpose.
 local CASES = {
   -- the command's status, signals, failures to execute or open
   { "status", args = { "f", "sh", "-c", "exit 3" } },
@@ -99,19 +96,19 @@ local CASES = {
   { "busy -w --verbose", hold = true, args = { "-w", "0.2", "--verbose", "f", "true" } },
   { "busy -n FILE -c", hold = true, args = { "-n", "f", "-c", "echo ran" } },
   -- the descriptor forms and descriptors passed through
-  { "fd -n", core = true, sh = "exec 9>f; %T -n 9; echo locked=$?; " .. REAL .. " -n f true; echo other=$?" },
-  { "fd -s", core = true, sh = "exec 9<f; %T -s 9; echo locked=$?; " .. REAL .. " -n -s f true; echo other=$?" },
-  { "fd -u", core = true, sh = "exec 9>f; %T 9; %T -u 9; echo unlocked=$?; " .. REAL .. " -n f true; echo other=$?" },
-  { "fd busy", core = true, hold = true, sh = "exec 9>f; %T -n 9; echo $?" },
-  { "fd -w busy", core = true, hold = true, sh = "exec 9>f; %T -w 0.1 -E 3 9; echo $?" },
-  { "bad descriptor", core = true, args = { "99" } },
-  { "bad descriptor -u", core = true, args = { "-u", "98" } },
-  { "negative descriptor", core = true, args = { "--", "-1" } },
-  { "cmd 5>out passes through", core = true,
+  { "fd -n", sh = "exec 9>f; %T -n 9; echo locked=$?; " .. REAL .. " -n f true; echo other=$?" },
+  { "fd -s", sh = ": >f; exec 9<f; %T -s 9; echo locked=$?; " .. REAL .. " -n -s f true; echo other=$?" },
+  { "fd -u", sh = "exec 9>f; %T 9; %T -u 9; echo unlocked=$?; " .. REAL .. " -n f true; echo other=$?" },
+  { "fd busy", hold = true, sh = "exec 9>f; %T -n 9; echo $?" },
+  { "fd -w busy", hold = true, sh = "exec 9>f; %T -w 0.1 -E 3 9; echo $?" },
+  { "bad descriptor", args = { "99" } },
+  { "bad descriptor -u", args = { "-u", "98" } },
+  { "negative descriptor", args = { "--", "-1" } },
+  { "cmd 5>out passes through",
     sh = "%T f sh -c 'echo through >&5' 5>out; cat out" },
-  { "make's jobserver passes through", core = true, make = true,
+  { "make's jobserver passes through", make = true,
     sh = "make -s -j2 -f top.mk LOCKER='%X'" },
-  { "a symlinked lock file is followed", core = true,
+  { "a symlinked lock file is followed",
     sh = "ln -s target link; %T link sh -c '" .. REAL .. " -n target true; echo $?'" },
 }
 
@@ -184,10 +181,6 @@ describe("flock(1) compatibility", function()
 
   for _, case in ipairs(CASES) do
     it(case[1], function()
-      if case.core and not CORE then
-        pending("needs core: atomrun.lockfd, descriptors passed through, follow = \"protected\"")
-        return
-      end
       local want_st, want_out, want_err = run(case, programs[1])
       for k = 2, 3 do
         local prog = programs[k]
@@ -256,7 +249,6 @@ describe("flock(1) compatibility", function()
     end)
 
     it("--fcntl takes an OFD lock of the whole file", function()
-      if not CORE then pending("needs core: fcntl option of lock()") return end
       local st, out = ours("--fcntl f", LOCKS)
       assert.equal(0, st)
       assert.matches("OFDLCK%s+ADVISORY%s+WRITE%s+%-?%d+%s+%S+:%d+%s+0%s+EOF", out)
@@ -265,7 +257,6 @@ describe("flock(1) compatibility", function()
     end)
 
     it("--start and --length lock bytes (and imply --fcntl)", function()
-      if not CORE then pending("needs core: fcntl option of lock()") return end
       local st, out = ours("--start 10 --length 5 f", LOCKS)
       assert.equal(0, st)
       assert.matches("OFDLCK%s+ADVISORY%s+WRITE%s+%-?%d+%s+%S+:%d+%s+10%s+14", out)
@@ -293,7 +284,6 @@ describe("flock(1) compatibility", function()
     end)
 
     it("--fd N runs a command holding N's lock, which stays on N", function()
-      if not CORE then pending("needs core: atomrun.lockfd") return end
       local function sh(script)
         return H.sh("cd " .. H.q(dir) .. " && PATH=" .. H.q(bin) .. ":\"$PATH\" sh -c " .. H.q(script))
       end

@@ -233,28 +233,18 @@ end
 
 -- ------------------------------------------------------------ locking
 
--- TEMPORARY, until the core's lockfd/follow/fcntl options are on main:
--- an older binding raises on option names it does not know.
-local NEW_API = atomrun.lockfd ~= nil
-if o.fcntl and not NEW_API then
-  prog:fail(cli.EX_SOFTWARE, "--fcntl needs a newer atomrun binding")
-end
-
+-- A symlink at the lock path is followed as flock(1) follows it, except
+-- another user's in a sticky world-writable directory (see atomrun(1)).
 local function lock_opts(wait, timeout, holder)
   local opts = { mode = o.mode, wait = wait, timeout = timeout, holder = holder }
-  if NEW_API then
-    opts.follow = o.file and "protected" or nil
-    if o.fcntl then opts.fcntl, opts.start, opts.length = true, o.start, o.length end
-  end
+  if o.file then opts.follow = "protected" end
+  if o.fcntl then opts.fcntl, opts.start, opts.length = true, o.start, o.length end
   return opts
 end
 
 local function take(wait, timeout, holder)
   local opts = lock_opts(wait, timeout, holder)
   if o.file then return atomrun.lock(o.file, opts) end
-  if not atomrun.lockfd then
-    prog:fail(cli.EX_SOFTWARE, "locking descriptor %d needs atomrun.lockfd, missing from this build", o.fd)
-  end
   return atomrun.lockfd(o.fd, opts)
 end
 
@@ -282,8 +272,6 @@ if o.unlock then
     ok = f ~= nil
     if f then f:close() end
     if not ok then failed(ucode) end
-  elseif not atomrun.unlockfd then
-    prog:fail(cli.EX_SOFTWARE, "unlocking descriptor %d needs atomrun.unlockfd, missing from this build", o.fd)
   else
     ok, _, ucode = atomrun.unlockfd(o.fd, { fcntl = o.fcntl or nil,
       start = o.fcntl and o.start or nil, length = o.fcntl and o.length or nil })

@@ -70,6 +70,5 @@ end
 
 -- The record names the command itself, not this atomrun: that is the
 -- process a person looks for (and kills).
-local on_start = guard.update and function(pid) guard:update({ pid = pid }) end or nil
-cli.run_and_exit(prog, argv, { forward_signals = true, on_start = on_start },
+cli.run_and_exit(prog, argv, { forward_signals = true, on_start = function(pid) guard:update({ pid = pid }) end },
   function() guard:release() end)

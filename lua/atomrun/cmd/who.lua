@@ -29,7 +29,6 @@ local paths = prog:getopt({ ... }, {
   if key == "json" then as_json = true else io.stdout:write(USAGE) os.exit(0) end
 end)
 if #paths == 0 then prog:usage_error("no lock file given") end
-if not atomrun.who then prog:fail(cli.EX_SOFTWARE, "this build has no atomrun.who") end
 
 local function range(e)
   local start, length = e.start or 0, e.length or 0
