@@ -289,7 +289,8 @@ elseif atomrun.isatty(2) then
     lk, _, code, holder = take(true, first, true)
     if not lk and code == "timeout" and (o.timeout == nil or o.timeout > first) then
       prog:say("waiting for %s, held by %s", o.file or ("descriptor " .. o.fd), cli.holder_text(holder))
-      local rest = o.timeout and math.max(0, o.timeout - (atomrun.now() - started)) or nil
+      -- never 0 here: that would be a non-blocking try, "busy" not "timeout"
+      local rest = o.timeout and math.max(1e-6, o.timeout - (atomrun.now() - started)) or nil
       lk, _, code, holder = take(true, rest, o.verbose or false)
     end
   end
