@@ -14,16 +14,17 @@ local lazy = {
   semaphore = "atomrun.semaphore",
 }
 
+-- Whole modules that are fields of atomrun.  json is atomrun's own, not
+-- lua-cjson: see lua/atomrun/json.lua for the digits cjson loses.
+local modules = { json = "atomrun.json" }
+
 return function(M)
   setmetatable(M, {
     __index = function(t, key)
-      if key == "json" then
-        local ok, cjson = pcall(require, "cjson")
-        if not ok then
-          error("atomrun.json needs lua-cjson (Debian package lua-cjson): " .. tostring(cjson), 2)
-        end
-        rawset(t, "json", cjson)
-        return cjson
+      if modules[key] then
+        local mod = require(modules[key])
+        rawset(t, key, mod)
+        return mod
       end
       local modname = lazy[key]
       if not modname then return nil end
