@@ -127,9 +127,11 @@ describe("atomrun.semaphore", function()
     local slot, msg, code = sem:acquire({ wait = false })
     assert.is_nil(slot)
     assert.equal("busy", code)
-    assert.matches("^all 2 slots of " .. esc(path) .. " are taken %(held by pids ", msg)
-    assert.matches("[ (]" .. p1 .. "[,)]", msg)
-    assert.matches("[ (]" .. p2 .. "[,)]", msg)
+    assert.matches("^all 2 slots of " .. esc(path) .. " are taken", msg)
+    if ar.who then         -- named from one pass over the file's locks
+      assert.matches("[ (]" .. p1 .. "[,)]", msg)
+      assert.matches("[ (]" .. p2 .. "[,)]", msg)
+    end
     -- a waiter in another process
     local got, errf = dir .. "/waiter.got", dir .. "/waiter.err"
     H.spawn(H.q(H.atomrun) .. " -e " .. H.q([[
@@ -158,7 +160,7 @@ describe("atomrun.semaphore", function()
     end, 30))
   end)
 
-  it("times out after the timeout, naming the holders", function()
+  it("times out after the timeout (naming the holders where atomrun.who can)", function()
     local sem = ar.semaphore(path, 1)
     local pid = holder(1, "one")
     local t0 = ar.now()
@@ -167,7 +169,7 @@ describe("atomrun.semaphore", function()
     assert.is_nil(slot)
     assert.equal("timeout", code)
     assert.matches("^timed out after 0%.3 s: all 1 slots of " .. esc(path)
-      .. " are taken %(held by pids " .. pid .. "%)$", msg)
+      .. " are taken" .. (ar.who and " %(held by pids " .. pid .. "%)$" or "$"), msg)
     assert.is_true(took >= 0.29, "returned after " .. took .. " s")
     assert.is_true(took < 20, "returned after " .. took .. " s")
     slot, msg, code = sem:acquire({ timeout = 0 })
@@ -198,7 +200,7 @@ describe("atomrun.semaphore", function()
     -- not waiting: busy, and the holder named is this process
     slot, msg, code = sem:acquire({ wait = false })
     assert.equal("busy", code)
-    assert.matches("held by pids " .. ar.pid() .. "%)", msg)
+    if ar.who then assert.matches("held by pids " .. ar.pid() .. "%)", msg) end
     a:release()
     b:release()
     -- without a timeout too (in a child, so that a bug could not hang the suite)
@@ -209,6 +211,60 @@ describe("atomrun.semaphore", function()
     ]]) .. " " .. H.q(path))
     assert.equal(0, st, err)
     assert.equal("deadlock\n", out)
+  end)
+
+  it("with 1000 slots all held, a busy acquire answers at once (O(n), not O(n^2))", function()
+    local n = 1000
+    local ready = dir .. "/big.ready"
+    local pid = H.bg_lua([[
+      local path, n, ready = arg[1], math.tointeger(tonumber(arg[2])), arg[3]
+      local sem = atomrun.semaphore(path, n)
+      local slots = {}
+      for i = 1, n do slots[i] = assert(sem:acquire({ wait = false })) end
+      assert(atomrun.replace(ready, tostring(atomrun.pid()), { durable = false }))
+      atomrun.sleep(120)
+    ]], path, n, ready)
+    pids[#pids + 1] = pid
+    assert(H.wait_file(ready, 60), "the holder of 1000 slots did not start")
+    local sem = ar.semaphore(path, n)
+    local t0 = ar.now()
+    local slot, msg, code = sem:acquire({ wait = false })
+    local took = ar.now() - t0
+    assert.is_nil(slot)
+    assert.equal("busy", code, msg)
+    assert.matches("^all 1000 slots of " .. esc(path) .. " are taken", msg)
+    -- milliseconds in fact (6.6 s, 17 s of system time on a busy host,
+    -- before); the window is generous for a loaded machine
+    assert.is_true(took < 3, "busy acquire took " .. took .. " s")
+    t0 = ar.now()
+    slot, msg, code = sem:acquire({ timeout = 0.2 })
+    took = ar.now() - t0
+    assert.equal("timeout", code, msg)
+    assert.is_true(took < 5, "timed-out acquire took " .. took .. " s")
+  end)
+
+  it("sem:holders() lists the holders by slot, with pid and command", function()
+    local sem = ar.semaphore(path, 3)
+    assert.same({}, sem:holders())                 -- no file yet: nobody
+    local p1, i1 = holder(3, "one")
+    local p2, i2 = holder(3, "two")
+    local mine = assert(sem:acquire({ wait = false }))
+    local list = assert(sem:holders())
+    assert.equal(3, #list)
+    local by_slot = {}
+    for k, h in ipairs(list) do
+      if k > 1 then assert.is_true(list[k - 1].slot < h.slot) end
+      by_slot[h.slot] = h
+    end
+    assert.equal(p1, by_slot[i1].pid)
+    assert.equal(p2, by_slot[i2].pid)
+    assert.equal(ar.pid(), by_slot[mine.index].pid)
+    assert.matches("atomrun", by_slot[i1].cmd)
+    mine:release()
+    H.kill(p1, "KILL")
+    assert(H.wait_until(function() return #assert(sem:holders()) == 1 end, 30))
+    assert.equal(p2, sem:holders()[1].pid)
+    assert.equal(i2, sem:holders()[1].slot)
   end)
 
   it("hands out distinct slot indexes; release is idempotent; <close> releases", function()
