@@ -896,7 +896,8 @@ static int ar_pushwritemsg(lua_State *L, int r, int replace,
     const char *where = path;
 
     /* With follow, the file in question is the end of the link chain. */
-    if (o->follow && atomrun_resolve(path, target, sizeof target) == 0)
+    if (o->follow && atomrun_resolve(path, target, sizeof target) == 0 &&
+        strcmp(target, path) != 0)
         where = target;
     if (r == -EEXIST && (!o->stage || o->stage == ATOMRUN_STAGE_LINK))
         return arL_fail(L, r, "cannot create %s: it already exists", path);
