@@ -40,14 +40,16 @@ local SLICE = 0.02
 -- A busy or timed-out acquire must cost O(n): it has already made n
 -- non-blocking fcntl calls (holder = false: no /proc scan each).  Naming
 -- the holders with a holder lookup per slot would cost a walk over /proc
--- per slot (17 s of system time for 1000 held slots), so the message names
--- them only from ONE pass over the file's locks (atomrun.who, where the
--- binding has it), and says no more than "taken" otherwise.
-local MAX_NAMED = 10
+-- per slot (7 s, 6 s of it system time, for 1000 held slots), so the
+-- message names them from ONE pass over the file's locks (atomrun.who,
+-- where the binding has it); without it, only for a small semaphore
+-- (at most LOOKUP_MAX slots: a bounded number of walks), and otherwise
+-- says no more than "taken".
+local MAX_NAMED, LOOKUP_MAX = 10, 8
 
 local function taken_text(self)
   local text = string.format("all %d slots of %s are taken", self.n, self.path)
-  if not atomrun.who then return text end
+  if not atomrun.who and self.n > LOOKUP_MAX then return text end
   local list = self:holders()
   local pids, seen = {}, {}
   for _, h in ipairs(list or {}) do
