@@ -1,11 +1,12 @@
 -- atomrun.recipes -- with_lock, update, status, lock_all: short recipes on
 -- the primitives, each the way you would write it by hand if you knew the
 -- traps.
-local atomrun = require "atomrun"
+local atomrun = require "atomrun.core"
 
 local M = {}
 
 local check = require "atomrun.check"
+local json = require "atomrun.json"
 local check_opts, check_path, pick = check.opts, check.path, check.pick
 
 --- with_lock(path, opts, fn, ...) -> fn's results
@@ -85,7 +86,7 @@ local write_names = { durable = "boolean", mode = "perm", follow = "boolean" }
 function Status:write(tbl, opts)
   check.arg("write", 1, tbl, "table")
   opts = check_opts("write", 2, opts, write_names)
-  local ok, text = pcall(atomrun.json.encode, tbl)
+  local ok, text = pcall(json.encode, tbl)
   if not ok then
     error("bad argument #1 to 'write' (cannot encode as JSON: " .. tostring(text) .. ")", 2)
   end
@@ -98,7 +99,7 @@ end
 function Status:read()
   local text, err, code = atomrun.read(self.path)
   if not text then return nil, err, code end
-  local ok, value = pcall(atomrun.json.decode, text)
+  local ok, value = pcall(json.decode, text)
   if not ok or type(value) ~= "table" then
     return nil, self.path .. ": not a JSON status file (" .. tostring(value) .. ")", "EINVAL"
   end

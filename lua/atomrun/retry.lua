@@ -1,6 +1,6 @@
 -- atomrun.retry -- call fn until it returns something, with exponential
 -- backoff and jitter, never sleeping past the deadline.
-local atomrun = require "atomrun"
+local atomrun = require "atomrun.core"
 local check = require "atomrun.check"
 
 local M = {}

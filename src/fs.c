@@ -1,58 +1,41 @@
 /*
- * sys.c -- error names, clocks, sleeping, stat: the small pieces of the core.
+ * fs.c -- paths and directories: stat by path, mkdir -p, and the missing
+ * parents of a lock file (lock.c).
  */
 #define _GNU_SOURCE
 #include "ar_internal.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
-const char *atomrun_err_name(int result)
+int ar_mkdir_parents(const char *path)
 {
-    const char *name;
-    switch (result) {
-    case ATOMRUN_EBUSY:    return "busy";
-    case ATOMRUN_ETIMEOUT: return "timeout";
-    case -EEXIST:          return "exists";
-    case -EDEADLK:         return "deadlock";
-    default:               break;
+    char *copy;
+    int r = 0;
+
+    /* Too long for the kernel anyway: fail before creating a single one of
+     * the (up to two thousand) directories such a path can name. */
+    if (strlen(path) >= PATH_MAX)
+        return -ENAMETOOLONG;
+    copy = strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    /* copy + 1 skips a leading '/', but "" has no byte to skip. */
+    for (char *p = *copy ? copy + 1 : copy; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(copy, 0777) != 0 && errno != EEXIST) {
+            r = -errno;
+            break;
+        }
+        *p = '/';
     }
-    if (result >= 0)
-        return "OK";
-    name = strerrorname_np(-result);      /* "ENOENT" (glibc >= 2.32) */
-    return name ? name : "EUNKNOWN";
-}
-
-const char *atomrun_strerror(int result)
-{
-    switch (result) {
-    case ATOMRUN_EBUSY:    return "lock is busy";
-    case ATOMRUN_ETIMEOUT: return "timed out";
-    default:               break;
-    }
-    return strerror(result < 0 ? -result : result);
-}
-
-double atomrun_now(void)
-{
-    return ar_now();
-}
-
-void atomrun_sleep(double seconds)
-{
-    struct timespec ts;
-    if (!(seconds > 0))
-        return;
-    if (seconds > 1e9)
-        seconds = 1e9;
-    ts.tv_sec = (time_t)seconds;
-    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
-    /* A signal cuts nanosleep short; it writes the time left back into ts,
-     * so resuming sleeps exactly the rest. */
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
+    free(copy);
+    return r;
 }
 
 static const char *ar_type_name(mode_t m)
