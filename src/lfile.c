@@ -212,7 +212,9 @@ static int ar_copyfile(atomrun_writer *w, FILE *f, int *read_failed)
 {
     char buf[AR_CHUNK];
     for (;;) {
-        size_t n = fread(buf, 1, sizeof buf, f);
+        size_t n;
+        errno = 0;              /* ferror() below: this read's errno only */
+        n = fread(buf, 1, sizeof buf, f);
         if (n > 0) {
             int r = atomrun_writer_write(w, buf, n);
             if (r < 0)
