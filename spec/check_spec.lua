@@ -75,4 +75,27 @@ describe("atomrun.check", function()
       assert.is_nil(src:find("_check_opts", 1, true), m)
     end
   end)
+
+  it("agrees with the C binding's checker, value for value", function()
+    local dir = H.tmpdir()
+    local values = { 420, 420.0, 0, 4095, 4096, -1, 1.5, "644", "0644", 0 / 0, true, {} }
+    for i, v in ipairs(values) do
+      -- perm: C (lock's perm, checked in src/laux.c) and Lua (with_lock's
+      -- perm, checked by atomrun.check before lock is called)
+      local c_ok = pcall(H.ar.lock, dir .. "/c" .. i, { perm = v })
+      local lua_ok = pcall(H.ar.with_lock, dir .. "/l" .. i, { perm = v }, function() end)
+      assert.equal(c_ok, lua_ok, "perm = " .. tostring(v))
+      assert.equal(c_ok, check.fits("perm", v), "perm = " .. tostring(v))
+      -- mode of replace (C) and of update (Lua)
+      c_ok = pcall(H.ar.replace, dir .. "/r" .. i, "x", { mode = v })
+      lua_ok = pcall(H.ar.update, dir .. "/u" .. i, function() return "x" end, { mode = v })
+      assert.equal(c_ok, lua_ok, "mode = " .. tostring(v))
+    end
+    for _, v in ipairs({ 0, 1.5, 1e300, math.huge, -1, 0 / 0, "5", true }) do
+      local c_ok = pcall(H.ar.lock, dir .. "/t", { timeout = v, wait = false })
+      local lua_ok = pcall(H.ar.retry, function() return 1 end, { timeout = v })
+      assert.equal(c_ok, lua_ok, "timeout = " .. tostring(v))
+    end
+    H.cleanup()
+  end)
 end)
