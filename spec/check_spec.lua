@@ -5,9 +5,8 @@ local H = require "spec.helper"
 local check = require "atomrun.check"
 
 local function err_of(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(e)
+  local args = table.pack(...)
+  return H.err_of(function() return fn(table.unpack(args, 1, args.n)) end)
 end
 
 describe("atomrun.check", function()

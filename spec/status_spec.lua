@@ -4,11 +4,7 @@ local H = require "spec.helper"
 local ar = H.ar
 local listdir = H.listdir
 
-local function atomrun_cmd(...)
-  local parts = { H.q(H.atomrun) }
-  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
-  return table.concat(parts, " ")
-end
+local atomrun_cmd = H.cmd
 
 describe("atomrun.status", function()
   local dir
