@@ -109,6 +109,8 @@ int luaopen_atomrun_core(lua_State *L)
         { "resolve", arL_resolve },
         { "errname", ar_l_errname },  { "strerror", ar_l_strerror },
         { "probe", ar_l_probe },      { "isatty", arL_isatty },
+        { "lockfd", arL_lockfd },     { "unlockfd", arL_unlockfd },
+        { "who", arL_who },           { "holds", arL_holds },
         { NULL, NULL } };
 
     luaL_newlib(L, funcs);
