@@ -23,15 +23,19 @@ LUA_STATIC ?= $(shell pkg-config --variable=libdir $(LUA_PC) 2>/dev/null)/liblua
 CFLAGS    ?= -O2 -g
 WARN       = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes
-ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -pthread $(LUA_CFLAGS) $(EXTRA_CFLAGS)
+ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -pthread $(LUA_CFLAGS) $(ETCD_CFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS_EXTRA ?=
-LDLIBS_ALL = -lm -pthread
+# The etcd backend (src/etcd.c, session.c, rlock.c): libcurl and jansson.
+ETCD_CFLAGS := $(shell pkg-config --cflags libcurl jansson)
+ETCD_LIBS   := $(shell pkg-config --libs libcurl jansson)
+LDLIBS_ALL = $(ETCD_LIBS) -lm -pthread
 
 VERSION   := $(shell sed -n 's/^\#define ATOMRUN_VERSION "\(.*\)"/\1/p' src/atomrun.h)
 SOVERSION  = 0
 
 B          = build
-CORE_SRC   = src/lock.c src/wait.c src/holder.c src/file.c src/proc.c src/sys.c src/probe.c
+CORE_SRC   = src/lock.c src/wait.c src/holder.c src/file.c src/proc.c src/sys.c src/probe.c \
+             src/etcd.c src/session.c src/rlock.c
 BIND_SRC   = src/latomrun.c
 EMBED_SRC  = src/embed.c
 LUA_SRC   := $(shell find lua -name '*.lua' | LC_ALL=C sort)
@@ -53,6 +57,8 @@ $(B):
 
 $(B)/%.o: src/%.c src/atomrun.h src/ar_internal.h | $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/etcd.o $(B)/session.o $(B)/rlock.o: src/etcd_internal.h
 
 $(B)/bundle.c: scripts/bundle.lua $(LUA_SRC) | $(B)
 	$(LUA) scripts/bundle.lua $@ $(LUA_SRC)
@@ -112,7 +118,7 @@ check-tsan:
 	    LDFLAGS_EXTRA=-fsanitize=thread $(TSAN_B)/libatomrun.a
 	@$(CC) -std=c11 -Wall -Wextra -Werror $(TSAN_FLAGS) -pthread -Isrc $(LUA_CFLAGS) \
 	    -o $(TSAN_B)/tsan_threads spec/tsan/threads.c $(TSAN_B)/libatomrun.a \
-	    $(LUA_LIBS) -lm
+	    $(LUA_LIBS) $(ETCD_LIBS) -lm
 	@TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
 	    $(TSAN_B)/tsan_threads
 

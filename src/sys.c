@@ -15,6 +15,8 @@ const char *atomrun_err_name(int result)
     switch (result) {
     case ATOMRUN_EBUSY:    return "busy";
     case ATOMRUN_ETIMEOUT: return "timeout";
+    case ATOMRUN_ELOST:    return "lost";
+    case ATOMRUN_EUNAVAILABLE: return "unavailable";
     case -EEXIST:          return "exists";
     case -EDEADLK:         return "deadlock";
     default:               break;
@@ -30,6 +32,8 @@ const char *atomrun_strerror(int result)
     switch (result) {
     case ATOMRUN_EBUSY:    return "lock is busy";
     case ATOMRUN_ETIMEOUT: return "timed out";
+    case ATOMRUN_ELOST:    return "lock lost (its lease could have expired)";
+    case ATOMRUN_EUNAVAILABLE: return "no etcd endpoint answered";
     default:               break;
     }
     return strerror(result < 0 ? -result : result);
