@@ -152,7 +152,7 @@ function Cluster:_spawn(i)
     "--initial-cluster", table.concat(peers, ","),
     "--initial-cluster-token", "atomrun-spec-" .. ar.pid() .. "-" .. self.port,
     "--initial-cluster-state", self.started_once[i] and "existing" or "new",
-    "--heartbeat-interval", "50", "--election-timeout", "500",
+    "--heartbeat-interval", tostring(self.heartbeat), "--election-timeout", tostring(self.election),
     "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
     tls,
   }, " ")
@@ -174,13 +174,16 @@ local function port_free(port)
 end
 
 --- Start a cluster: opts.members (3), opts.port (E.base), opts.tls =
---- {ca=, server_cert=, server_key=, cert=, key=, client_auth=}.  Returns the
---- cluster, or nil and why.
+--- {ca=, server_cert=, server_key=, cert=, key=, client_auth=},
+--- opts.heartbeat/opts.election in ms (50/500: etcd's minimum lease TTL is
+--- then 1 s; etcd's defaults 100/1000 make it 2 s).  Returns the cluster, or
+--- nil and why.
 function E.start(opts)
   opts = opts or {}
   if not E.available() then return nil, E.bin .. " is not installed" end
   local c = setmetatable({
     n = opts.members or 3, port = opts.port or E.base, tls = opts.tls,
+    heartbeat = opts.heartbeat or 50, election = opts.election or 500,
     pids = {}, stopped = {}, ids = {}, started_once = {}, all = {},
   }, Cluster)
   for i = 1, c.n do
@@ -235,6 +238,16 @@ function Cluster:restart(i)
   return self:wait_healthy(30)
 end
 
+--- Every member running and healthy again (after a fault test, even a
+--- failed one): paused ones continued, killed ones restarted.
+function Cluster:heal()
+  for _, i in ipairs(self.all) do
+    if self.stopped[i] then self:cont(i) end
+    if not self.pids[i] then self:_spawn(i) end
+  end
+  return self:wait_healthy(30)
+end
+
 --- Stop every member by pid (TERM, then KILL) and remove the data directory.
 function Cluster:stop()
   for _, i in ipairs(self.all) do
@@ -254,6 +267,28 @@ function Cluster:stop()
   if self.dir and not os.getenv("ATOMRUN_TEST_ETCD_KEEP") then
     os.execute("rm -rf " .. H.q(self.dir))
   end
+end
+
+--- A CA, a server certificate for 127.0.0.1 and a client certificate,
+--- made with openssl in dir: {ca=, server_cert=, server_key=, cert=, key=}.
+function E.make_certs(dir)
+  local q = H.q
+  local function run(cmd)
+    local st, _, err = H.sh("cd " .. q(dir) .. " && " .. cmd)
+    assert(st == 0, "openssl: " .. err)
+  end
+  local key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  run("openssl req -x509 " .. key .. " -keyout ca.key -out ca.pem -days 2 -subj /CN=atomrun-spec-ca")
+  H.write(dir .. "/server.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+          .. "extendedKeyUsage=serverAuth,clientAuth\n")
+  H.write(dir .. "/client.ext", "extendedKeyUsage=clientAuth\n")
+  for _, who in ipairs({ "server", "client" }) do
+    run("openssl req " .. key .. " -keyout " .. who .. ".key -out " .. who .. ".csr -subj /CN=" .. who)
+    run("openssl x509 -req -in " .. who .. ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -out "
+        .. who .. ".pem -days 2 -extfile " .. who .. ".ext")
+  end
+  return { ca = dir .. "/ca.pem", server_cert = dir .. "/server.pem", server_key = dir .. "/server.key",
+           cert = dir .. "/client.pem", key = dir .. "/client.key" }
 end
 
 --- Inside a describe block: a cluster started in setup and stopped in

@@ -558,9 +558,24 @@ static int classify(atomrun_etcd *c, int ep, long http, membuf *b,
 
     j = b->p ? json_loadb(b->p, b->n, JSON_DISABLE_EOF_CHECK, &je) : NULL;
     if (!j || !json_is_object(j)) {
+        /* Quote the start of a short text answer: etcd itself answers some
+         * refusals in plain text (a client certificate with a CommonName
+         * sent to the gateway of a cluster with auth on). */
+        char text[120] = "";
+        size_t i, n = b->p ? b->n : 0;
+        for (i = 0; i < n && i < sizeof text - 1; i++) {
+            unsigned char ch = (unsigned char)b->p[i];
+            if (ch == '\n' || ch == '<')
+                break;
+            text[i] = ch >= 32 && ch < 127 ? (char)ch : '?';
+        }
+        text[i] = '\0';
         json_decref(j);
-        seterr(err, errlen, "%s answered HTTP %ld, which is not etcd's JSON gateway "
-               "(is it an etcd 3.4+ client URL?)", c->eps[ep], http);
+        if (text[0] && http >= 400 && http < 500 && b->p[0] != '<')
+            seterr(err, errlen, "%s answered HTTP %ld: %s", c->eps[ep], http, text);
+        else
+            seterr(err, errlen, "%s answered HTTP %ld, which is not etcd's JSON gateway "
+                   "(is it an etcd 3.4+ client URL?)", c->eps[ep], http);
         return AT_NOT_ETCD;
     }
     e = json_object_get(j, "error");
@@ -695,7 +710,9 @@ static int authenticate(atomrun_etcd *c, int ep, double attempt,
         }
         return rc;
     }
-    return how == AT_ABORTED ? -ECANCELED : -EAGAIN;   /* try the next one */
+    if (how == AT_ABORTED)
+        return -ECANCELED;
+    return how == AT_NOT_ETCD ? -EPROTO : -EAGAIN;   /* try the next one */
 }
 
 int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
@@ -735,7 +752,7 @@ int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
         pthread_mutex_unlock(&c->mu);
         if (c->user && !token) {
             rc = authenticate(c, ep, attempt, po, last, sizeof last);
-            if (rc < 0 && rc != -EAGAIN) {
+            if (rc < 0 && rc != -EAGAIN && rc != -EPROTO) {
                 seterr(err, errlen, "%s", last);
                 result = rc;
                 break;
@@ -748,6 +765,8 @@ int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
             }
             if (rc == -EAGAIN)
                 how = AT_TRANSPORT;
+            else if (rc == -EPROTO)
+                how = AT_NOT_ETCD;
             else
                 continue;
         } else {

@@ -128,7 +128,7 @@ static void unlist(ar_session *s)
 static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
                           char *err, size_t errlen)
 {
-    json_t *body = json_pack("{s:s+}", "ID", ""), *ans = NULL;
+    json_t *body = json_object(), *ans = NULL;
     char id[32];
     ar_post_opts po = { &s->stop, 0 };
     double deadline;
@@ -201,7 +201,7 @@ static void *keepalive_main(void *ud)
             next = sent + s->ttl / 3.0;
         } else if (r == ATOMRUN_EUNAVAILABLE || ar_now() >= s->confirmed_until) {
             snprintf(why, sizeof why, "lease %llx: no keepalive was confirmed within "
-                     "its %d s TTL (%s)", (unsigned long long)s->lease, s->ttl, err);
+                     "its %d s TTL (%.150s)", (unsigned long long)s->lease, s->ttl, err);
             mark_lost(s, why);
         } else {
             next = ar_now() + 0.2;   /* an odd answer: try again soon */
