@@ -16,8 +16,12 @@
  *   etcd_core ENDPOINTS slot  NAME N DIR
  *       take one of N slots, make DIR/in.PID, count the in.* files there
  *       (print "inside K"), wait 200 ms, remove it, release
+ *   etcd_core ENDPOINTS cycle NAME N
+ *       N uncontended lock+unlock cycles on one session; print the mean
+ *       seconds per cycle (for scripts/bench/etcd.lua)
  *   etcd_core ENDPOINTS queue NAME
  *   etcd_core ENDPOINTS call  PATH JSON
+ * ETCD_CORE_TIME=1: try prints "granted T", hold "releasing T" (monotonic).
  * Environment: ETCD_TLS=1, ETCD_CA, ETCD_CERT, ETCD_KEY, ETCD_USER,
  * ETCD_PASSWORD.
  */
@@ -86,6 +90,8 @@ static int cmd_try(atomrun_etcd *c, int argc, char **argv)
         return fail(r, &o);
     printf("ok %lld %d\n", (long long)atomrun_remote_lock_token(l),
            atomrun_remote_lock_index(l));
+    if (getenv("ETCD_CORE_TIME"))   /* the bench's hand-off: granted at */
+        printf("granted %.9f\n", atomrun_now());
     r = atomrun_remote_unlock(l, err, sizeof err);
     return r < 0 ? 1 : 0;
 }
@@ -109,8 +115,10 @@ static int cmd_hold(atomrun_etcd *c, int argc, char **argv)
             fflush(stdout);
             said = 1;
         }
-        usleep(20000);
+        usleep(getenv("ETCD_CORE_TIME") ? 200 : 20000);
     }
+    if (getenv("ETCD_CORE_TIME"))
+        printf("releasing %.9f\n", atomrun_now());
     r = atomrun_remote_unlock(l, err, sizeof err);
     printf("unlock %s|%s\n", atomrun_err_name(r), err);
     return 0;
@@ -180,6 +188,32 @@ static int cmd_slot(atomrun_etcd *c, char **argv)
     return r < 0 ? 1 : 0;
 }
 
+static int cmd_cycle(atomrun_etcd *c, char **argv)
+{
+    int n = atoi(argv[4]);
+    double t0 = 0;
+    for (int i = 0; i <= n; i++) {
+        atomrun_remote_opts o;
+        atomrun_remote_lock *l;
+        char err[ATOMRUN_ETCD_ERRLEN];
+        int r;
+        if (i == 1)
+            t0 = atomrun_now();     /* the first cycle also grants the lease */
+        atomrun_remote_opts_init(&o);
+        o.timeout = 10;
+        r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+        if (r < 0)
+            return fail(r, &o);
+        r = atomrun_remote_unlock(l, err, sizeof err);
+        if (r < 0) {
+            printf("%s|%s||\n", atomrun_err_name(r), err);
+            return 1;
+        }
+    }
+    printf("%.9f\n", n > 0 ? (atomrun_now() - t0) / n : 0.0);
+    return 0;
+}
+
 static int cmd_queue(atomrun_etcd *c, char **argv)
 {
     atomrun_remote_holder h[32];
@@ -228,6 +262,8 @@ int main(int argc, char **argv)
         r = cmd_incr(c, argc, argv);
     else if (strcmp(argv[2], "slot") == 0 && argc >= 6)
         r = cmd_slot(c, argv);
+    else if (strcmp(argv[2], "cycle") == 0 && argc >= 5)
+        r = cmd_cycle(c, argv);
     else if (strcmp(argv[2], "queue") == 0)
         r = cmd_queue(c, argv);
     else if (strcmp(argv[2], "call") == 0 && argc >= 5)
