@@ -728,9 +728,9 @@ int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
     if (!text)
         return -ENOMEM;
     if (!(deadline > 0))
-        deadline = ar_now() + c->op_timeout;
+        deadline = atomrun_now() + c->op_timeout;
     for (;;) {
-        double left = deadline - ar_now(), attempt;
+        double left = deadline - atomrun_now(), attempt;
         char *token = NULL;
         int ep, how, rc = 0;
 
@@ -813,7 +813,7 @@ int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
         pthread_mutex_unlock(&c->mu);
         if (++fails % c->neps == 0 || how == AT_RETRY) {
             double nap = 0.05 * (fails / c->neps + 1);
-            left = deadline - ar_now();
+            left = deadline - atomrun_now();
             if (nap > 0.5)
                 nap = 0.5;
             if (nap > left)
@@ -913,7 +913,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
     CURL *h;
     struct curl_slist *hdr;
     char *text, *token = NULL;
-    double left = until - ar_now();
+    double left = until - atomrun_now();
     int ep;
     CURLcode cr;
 

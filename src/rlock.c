@@ -450,7 +450,7 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
                                 atomrun_remote_opts *o,
                                 atomrun_remote_lock **out)
 {
-    double start = ar_now();
+    double start = atomrun_now();
     double wait_until = o->timeout < 0 ? 1e300 : start + o->timeout;
     char prefix[AR_NAME_MAX + 64], key[AR_NAME_MAX + 96];
     char *value = NULL;
@@ -480,7 +480,7 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
 
 /* How long a network step may take: the caller's deadline when it has one;
  * otherwise (wait forever, or not at all) the client's op_timeout. */
-#define OP_DEADLINE() (o->timeout > 0 ? wait_until : ar_now() + ar_etcd_op_timeout(c))
+#define OP_DEADLINE() (o->timeout > 0 ? wait_until : atomrun_now() + ar_etcd_op_timeout(c))
 
 again:
     r = ar_session_get(c, o->ttl, OP_DEADLINE(), &s, &o->min_ttl, o->err, sizeof o->err);
@@ -509,10 +509,10 @@ again:
             char derr[ATOMRUN_ETCD_ERRLEN];
             queue_free(&q);
             if (me >= 0)            /* best effort: the lease takes it anyway */
-                dequeue(c, key, 0, ar_now() + 1.0, derr, sizeof derr);
+                dequeue(c, key, 0, atomrun_now() + 1.0, derr, sizeof derr);
             ar_session_unref(s);
             s = NULL;
-            if (++requeues > 3 || ar_now() >= wait_until) {
+            if (++requeues > 3 || atomrun_now() >= wait_until) {
                 snprintf(o->err, sizeof o->err, "lost the place in the queue of %s "
                          "while waiting (the lease expired)", name);
                 r = ATOMRUN_ELOST;
@@ -539,13 +539,13 @@ again:
         }
         if (blocker)
             fill_holder(blocker, &o->holder);
-        left = wait_until - ar_now();
+        left = wait_until - atomrun_now();
         if (o->timeout == 0 || left <= 0) {
             r = o->timeout == 0 ? ATOMRUN_EBUSY : ATOMRUN_ETIMEOUT;
             goto cleanup;
         }
         r = wait_delete(c, prefix, wait_for ? wait_for->key : NULL, q.revision,
-                        ar_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
+                        atomrun_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
                         o->err, sizeof o->err);
         if (r < 0)
             goto cleanup;
@@ -554,7 +554,7 @@ again:
          * compaction, a broken stream). */
         r = read_queue(c, prefix, o->timeout > 0 ? wait_until + 0.0 : OP_DEADLINE(),
                        &q, o->err, sizeof o->err);
-        if (r < 0 && r == ATOMRUN_EUNAVAILABLE && o->timeout > 0 && ar_now() >= wait_until)
+        if (r < 0 && r == ATOMRUN_EUNAVAILABLE && o->timeout > 0 && atomrun_now() >= wait_until)
             r = ATOMRUN_ETIMEOUT;
         if (r < 0)
             goto cleanup;
@@ -565,7 +565,7 @@ cleanup:
      * past the deadline if need be (the lease would remove it only at exit). */
     {
         char derr[ATOMRUN_ETCD_ERRLEN];
-        double d = ar_now() + (ar_etcd_op_timeout(c) < 2.0 ? ar_etcd_op_timeout(c) : 2.0);
+        double d = atomrun_now() + (ar_etcd_op_timeout(c) < 2.0 ? ar_etcd_op_timeout(c) : 2.0);
         if (s)
             dequeue(c, key, 0, d, derr, sizeof derr);
     }

@@ -60,7 +60,7 @@ static void mark_lost(ar_session *s, const char *why)
 /* Under s->mu. */
 static int check_lost(ar_session *s)
 {
-    if (!s->lost && ar_now() > s->confirmed_until) {
+    if (!s->lost && atomrun_now() > s->confirmed_until) {
         char why[ATOMRUN_ETCD_ERRLEN];
         snprintf(why, sizeof why, "lease %llx: no keepalive was confirmed within "
                  "its %d s TTL", (unsigned long long)s->lease, s->ttl);
@@ -141,7 +141,7 @@ static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
     pthread_mutex_lock(&s->mu);
     deadline = s->confirmed_until;
     pthread_mutex_unlock(&s->mu);
-    *sent = ar_now();
+    *sent = atomrun_now();
     /* One try per endpoint may take up to a third of the TTL, so that a
      * stopped member is left in time for the others. */
     po.attempt_cap = s->ttl / 3.0 < 2.0 ? s->ttl / 3.0 : 2.0;
@@ -158,7 +158,7 @@ static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
 static void *keepalive_main(void *ud)
 {
     ar_session *s = ud;
-    double next = ar_now() + s->ttl / 3.0;
+    double next = atomrun_now() + s->ttl / 3.0;
 
     for (;;) {
         char err[ATOMRUN_ETCD_ERRLEN] = "", why[ATOMRUN_ETCD_ERRLEN];
@@ -168,8 +168,8 @@ static void *keepalive_main(void *ud)
         struct timespec ts;
 
         pthread_mutex_lock(&s->mu);
-        while (!s->stop && ar_now() < next) {
-            double wake = next - ar_now();
+        while (!s->stop && atomrun_now() < next) {
+            double wake = next - atomrun_now();
             clock_gettime(CLOCK_REALTIME, &ts);  /* pthread_cond_timedwait's clock */
             ts.tv_sec += (time_t)wake;
             ts.tv_nsec += (long)((wake - (double)(time_t)wake) * 1e9);
@@ -199,12 +199,12 @@ static void *keepalive_main(void *ud)
             if (!check_lost(s))
                 s->confirmed_until = sent + (double)ttl;
             next = sent + s->ttl / 3.0;
-        } else if (r == ATOMRUN_EUNAVAILABLE || ar_now() >= s->confirmed_until) {
+        } else if (r == ATOMRUN_EUNAVAILABLE || atomrun_now() >= s->confirmed_until) {
             snprintf(why, sizeof why, "lease %llx: no keepalive was confirmed within "
                      "its %d s TTL (%.150s)", (unsigned long long)s->lease, s->ttl, err);
             mark_lost(s, why);
         } else {
-            next = ar_now() + 0.2;   /* an odd answer: try again soon */
+            next = atomrun_now() + 0.2;   /* an odd answer: try again soon */
         }
         r = s->lost;
         pthread_mutex_unlock(&s->mu);
@@ -273,10 +273,10 @@ static void at_exit(void)
     }
     for (i = 0; i < n; i++) {
         ar_session *s = mine[i];
-        double until = ar_now() + 1.5;
+        double until = atomrun_now() + 1.5;
         int lost;
         pthread_mutex_lock(&s->mu);
-        while (s->running && ar_now() < until) {
+        while (s->running && atomrun_now() < until) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 50 * 1000000L;
@@ -289,7 +289,7 @@ static void at_exit(void)
         lost = s->lost;
         pthread_mutex_unlock(&s->mu);
         if (!lost)
-            lease_revoke(s, ar_now() + 1.0);
+            lease_revoke(s, atomrun_now() + 1.0);
         /* The reference is not dropped: a thread still running (a stuck
          * call) may use s until the process is gone. */
     }
@@ -306,7 +306,7 @@ static int grant(atomrun_etcd *c, int ttl, double deadline, int64_t *lease,
                  double *confirmed_until, int *min_ttl, char *err, size_t errlen)
 {
     json_t *body = json_pack("{s:I}", "TTL", (json_int_t)ttl), *ans = NULL;
-    double sent = ar_now();
+    double sent = atomrun_now();
     int64_t got;
     int r;
     if (!body)
