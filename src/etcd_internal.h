@@ -78,6 +78,13 @@ void ar_strlcpy(char *dst, const char *src, size_t size);
 int  ar_session_get(atomrun_etcd *c, int ttl, double deadline,
                     ar_session **out, int *min_ttl, char *err, size_t errlen);
 void ar_session_unref(ar_session *s);
+/* The caller's reference from ar_session_get back; the users left. */
+int  ar_session_put(ar_session *s);
+int  ar_session_users(ar_session *s);
+/* Stop keeping the lease alive and never hand it out again: its keys go
+ * when the TTL runs out (a key we could not delete, a lease the cluster no
+ * longer has).  Every lock on it reports lost. */
+void ar_session_abandon(ar_session *s, const char *why);
 int64_t ar_session_lease(const ar_session *s);
 /* 0 or ATOMRUN_ELOST (why filled).  Sticky. */
 int  ar_session_lost(ar_session *s, char *why, size_t len);

@@ -493,6 +493,14 @@ again:
              (unsigned long long)ar_session_lease(s), n);
     r = enqueue(c, prefix, key, value, ar_session_lease(s), OP_DEADLINE(), &q,
                 o->err, sizeof o->err);
+    if (r == -ENOENT && strstr(o->err, "lease not found") && requeues++ < 3) {
+        /* The cluster no longer has our lease (revoked by someone, or a
+         * cluster rebuilt on the same endpoints): a new session. */
+        ar_session_abandon(s, o->err);
+        ar_session_put(s);
+        s = NULL;
+        goto again;
+    }
     if (r < 0)
         goto cleanup;
 
@@ -510,7 +518,7 @@ again:
             queue_free(&q);
             if (me >= 0)            /* best effort: the lease takes it anyway */
                 dequeue(c, key, 0, atomrun_now() + 1.0, derr, sizeof derr);
-            ar_session_unref(s);
+            ar_session_put(s);
             s = NULL;
             if (++requeues > 3 || atomrun_now() >= wait_until) {
                 snprintf(o->err, sizeof o->err, "lost the place in the queue of %s "
@@ -561,13 +569,21 @@ again:
     }
 
 cleanup:
-    /* A waiter that gives up leaves no key: a few more seconds for that,
-     * past the deadline if need be (the lease would remove it only at exit). */
-    {
+    /* A waiter that gives up leaves no key: a moment more for that, past the
+     * deadline if need be -- a key left behind would stand in the queue,
+     * ahead of everyone after it, for as long as the lease lives.  When the
+     * cluster did not answer (the put may or may not have happened) and no
+     * other lock of ours uses the lease, the lease is let go: the key, if
+     * any, then goes within the TTL. */
+    if (s) {
         char derr[ATOMRUN_ETCD_ERRLEN];
-        double d = atomrun_now() + (ar_etcd_op_timeout(c) < 2.0 ? ar_etcd_op_timeout(c) : 2.0);
-        if (s)
-            dequeue(c, key, 0, d, derr, sizeof derr);
+        int unsure = r == ATOMRUN_EUNAVAILABLE;
+        double grace = unsure ? 1.0 : 2.0;
+        if (grace > ar_etcd_op_timeout(c))
+            grace = ar_etcd_op_timeout(c);
+        if (dequeue(c, key, 0, atomrun_now() + grace, derr, sizeof derr) < 0 &&
+            ar_session_users(s) == 1)
+            ar_session_abandon(s, "given up: the cluster did not answer");
     }
 fail:
     if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
@@ -579,7 +595,7 @@ fail:
                  r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout", who);
     }
     queue_free(&q);
-    ar_session_unref(s);
+    ar_session_put(s);
     free(value);
     return r;
 #undef OP_DEADLINE
@@ -603,7 +619,7 @@ int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
         snprintf(err, errlen, "%s", why);
         r = ATOMRUN_ELOST;
     }
-    ar_session_unref(l->s);
+    ar_session_put(l->s);
     free(l->key);
     free(l);
     return r;

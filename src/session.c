@@ -35,6 +35,7 @@ struct ar_session {
     int64_t         lease;
     pid_t           owner;         /* a forked child must not revoke it */
     int             refs;          /* the list's reference + each user */
+    int             users;         /* ar_session_get callers not yet put */
 
     pthread_mutex_t mu;
     pthread_cond_t  cv;
@@ -103,6 +104,30 @@ void ar_session_unref(ar_session *s)
         session_free(s);
 }
 
+int ar_session_put(ar_session *s)
+{
+    pthread_mutex_t *smu;
+    int left;
+    if (!s)
+        return 0;
+    smu = ar_etcd_session_mutex(s->c);
+    pthread_mutex_lock(smu);
+    left = --s->users;
+    pthread_mutex_unlock(smu);
+    ar_session_unref(s);
+    return left;
+}
+
+int ar_session_users(ar_session *s)
+{
+    pthread_mutex_t *smu = ar_etcd_session_mutex(s->c);
+    int n;
+    pthread_mutex_lock(smu);
+    n = s->users;
+    pthread_mutex_unlock(smu);
+    return n;
+}
+
 /* Take s off the client's list (a lost session is not handed out again),
  * dropping the list's reference. */
 static void unlist(ar_session *s)
@@ -121,6 +146,15 @@ static void unlist(ar_session *s)
     pthread_mutex_unlock(smu);
     if (listed)
         ar_session_unref(s);
+}
+
+void ar_session_abandon(ar_session *s, const char *why)
+{
+    pthread_mutex_lock(&s->mu);
+    mark_lost(s, why);
+    pthread_cond_broadcast(&s->cv);     /* the keepalive thread ends */
+    pthread_mutex_unlock(&s->mu);
+    unlist(s);
 }
 
 /* --------------------------------------------------------- keepalive */
@@ -356,6 +390,7 @@ int ar_session_get(atomrun_etcd *c, int ttl, double deadline,
     for (s = *ar_etcd_sessions(c); s; s = s->next) {
         if (s->ttl == ttl && s->owner == getpid() && ar_session_lost(s, NULL, 0) == 0) {
             s->refs++;
+            s->users++;
             pthread_mutex_unlock(smu);
             *out = s;
             return 0;
@@ -378,6 +413,7 @@ int ar_session_get(atomrun_etcd *c, int ttl, double deadline,
     }
     pthread_once(&exit_once, register_exit);
     s->refs = 3;                /* the list's, the caller's, the thread's */
+    s->users = 1;
     s->running = 1;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
