@@ -23,7 +23,9 @@ LUA_STATIC ?= $(shell pkg-config --variable=libdir $(LUA_PC) 2>/dev/null)/liblua
 CFLAGS    ?= -O2 -g
 WARN       = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes
-ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -pthread $(LUA_CFLAGS) $(ETCD_CFLAGS) $(EXTRA_CFLAGS)
+# Hidden by default: only what atomrun.h marks ATOMRUN_API (atomrun_*,
+# luaopen_atomrun*) is exported from libatomrun.so and atomrun/core.so.
+ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -pthread $(LUA_CFLAGS) $(ETCD_CFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS_EXTRA ?=
 # The etcd backend (src/etcd.c, session.c, rlock.c): libcurl and jansson.
 ETCD_CFLAGS := $(shell pkg-config --cflags libcurl jansson)
@@ -34,10 +36,12 @@ VERSION   := $(shell sed -n 's/^\#define ATOMRUN_VERSION "\(.*\)"/\1/p' src/atom
 SOVERSION  = 0
 
 B          = build
-CORE_SRC   = src/lock.c src/wait.c src/holder.c src/file.c src/proc.c src/sys.c src/probe.c \
-             src/etcd.c src/session.c src/rlock.c
-BIND_SRC   = src/latomrun.c
+# The core (no Lua), the binding (src/l*.c: the only C that knows Lua), and
+# the embedding helpers; main.c is the command line.
+BIND_SRC   = $(wildcard src/l*.c)
 EMBED_SRC  = src/embed.c
+CORE_SRC   = $(filter-out $(BIND_SRC) $(EMBED_SRC) src/main.c,$(wildcard src/*.c))
+HEADERS    = $(wildcard src/*.h)
 LUA_SRC   := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 
 CORE_OBJ   = $(CORE_SRC:src/%.c=$(B)/%.o)
@@ -45,8 +49,11 @@ BIND_OBJ   = $(BIND_SRC:src/%.c=$(B)/%.o) $(B)/bundle.o
 EMBED_OBJ  = $(EMBED_SRC:src/%.c=$(B)/%.o)
 LIB_OBJ    = $(CORE_OBJ) $(BIND_OBJ) $(EMBED_OBJ)
 
+# The Lua C module for stock lua5.4 is atomrun/core.so under $(B)/lua/ (not
+# $(B)/atomrun/: that is the binary), so LUA_CPATH=$(B)/lua/?.so finds it.
+CMOD       = $(B)/lua/atomrun/core.so
 TARGETS    = $(B)/atomrun $(B)/libatomrun.a $(B)/libatomrun.so \
-             $(B)/atomrun.so $(B)/atomrun.pc
+             $(CMOD) $(B)/atomrun.pc
 
 .PHONY: all test check check-asan check-embed bench clean install uninstall help demo
 
@@ -55,16 +62,14 @@ all: $(TARGETS)
 $(B):
 	@mkdir -p $(B)
 
-$(B)/%.o: src/%.c src/atomrun.h src/ar_internal.h | $(B)
+$(B)/%.o: src/%.c $(HEADERS) | $(B)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
-
-$(B)/etcd.o $(B)/session.o $(B)/rlock.o: src/etcd_internal.h
 
 $(B)/bundle.c: scripts/bundle.lua $(LUA_SRC) | $(B)
 	$(LUA) scripts/bundle.lua $@ $(LUA_SRC)
 
-$(B)/bundle.o: $(B)/bundle.c
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+$(B)/bundle.o: $(B)/bundle.c src/bundle.h
+	$(CC) $(ALL_CFLAGS) -Isrc -c -o $@ $<
 
 $(B)/atomrun: $(B)/main.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) -Wl,-E $(LDFLAGS_EXTRA) -o $@ $^ $(LUA_STATIC) $(LDLIBS_ALL) -ldl
@@ -79,7 +84,8 @@ $(B)/libatomrun.so: $(LIB_OBJ)
 
 # The Lua C module for stock lua5.4: no liblua linked in, the interpreter
 # provides it (linking a second copy of Lua into one process breaks it).
-$(B)/atomrun.so: $(CORE_OBJ) $(BIND_OBJ)
+$(CMOD): $(CORE_OBJ) $(BIND_OBJ)
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
 
 PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
@@ -139,7 +145,7 @@ bench: all
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) \
-	    $(DESTDIR)$(PKGDIR) $(DESTDIR)$(LUA_CMOD) $(DESTDIR)$(LUA_LMOD)/atomrun/cmd \
+	    $(DESTDIR)$(PKGDIR) $(DESTDIR)$(LUA_CMOD)/atomrun $(DESTDIR)$(LUA_LMOD)/atomrun/cmd \
 	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
 	install -m 755 $(B)/atomrun $(DESTDIR)$(BINDIR)/atomrun
 	install -m 644 src/atomrun.h $(DESTDIR)$(INCDIR)/atomrun.h
@@ -148,7 +154,7 @@ install: all
 	ln -sf libatomrun.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libatomrun.so.$(SOVERSION)
 	ln -sf libatomrun.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libatomrun.so
 	$(PC_SED) src/atomrun.pc.in > $(DESTDIR)$(PKGDIR)/atomrun.pc
-	install -m 755 $(B)/atomrun.so $(DESTDIR)$(LUA_CMOD)/atomrun.so
+	install -m 755 $(CMOD) $(DESTDIR)$(LUA_CMOD)/atomrun/core.so
 	for f in $(LUA_SRC); do install -m 644 $$f $(DESTDIR)$(LUA_LMOD)/$${f#lua/}; done
 	for f in src/*.1; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man1/ || true; done
 	for f in src/*.3; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man3/ || true; done
@@ -159,16 +165,17 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libatomrun.a $(DESTDIR)$(LIBDIR)/libatomrun.so \
 	    $(DESTDIR)$(LIBDIR)/libatomrun.so.$(SOVERSION) \
 	    $(DESTDIR)$(LIBDIR)/libatomrun.so.$(VERSION) \
-	    $(DESTDIR)$(PKGDIR)/atomrun.pc $(DESTDIR)$(LUA_CMOD)/atomrun.so \
+	    $(DESTDIR)$(PKGDIR)/atomrun.pc $(DESTDIR)$(LUA_CMOD)/atomrun/core.so \
 	    $(DESTDIR)$(MANDIR)/man1/atomrun.1 $(DESTDIR)$(MANDIR)/man3/atomrun.3
 	rm -rf $(DESTDIR)$(LUA_LMOD)/atomrun
+	rmdir $(DESTDIR)$(LUA_CMOD)/atomrun 2>/dev/null || true
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 
 clean:
 	rm -rf build
 
 help:
-	@echo "make              build build/atomrun, build/libatomrun.{a,so}, build/atomrun.so, build/atomrun.pc"
+	@echo "make              build build/atomrun, build/libatomrun.{a,so}, build/lua/atomrun/core.so, build/atomrun.pc"
 	@echo "make demo         build and run scripts/demo.lua"
 	@echo "make test         all specs (binary and stock lua5.4), the C embedding test, then check-asan"
 	@echo "make check-asan   the specs against an ASan+UBSan build (build/asan/)"

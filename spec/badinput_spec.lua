@@ -752,7 +752,7 @@ local SELF = ROOT .. "/spec/badinput_spec.lua"
 -- otherwise.
 local function interp()
   if H.pass == "lua5.4" then
-    return "env LUA_CPATH=" .. H.q(BUILD .. "/?.so;;") .. " lua5.4"
+    return "env LUA_CPATH=" .. H.q(BUILD .. "/lua/?.so;;") .. " lua5.4"
   end
   return H.q(ATOMRUN)
 end
@@ -912,7 +912,7 @@ describe("bad input", function()
     local copy = dir .. "/badinput_child.lua"
     H.write(copy, H.slurp(SELF))
     os.execute("chmod 644 " .. H.q(copy))
-    local target = H.pass == "lua5.4" and BUILD .. "/atomrun.so" or ATOMRUN
+    local target = H.pass == "lua5.4" and BUILD .. "/lua/atomrun/core.so" or ATOMRUN
     local ok = H.sh(probe .. " test -r " .. H.q(target) .. " -a -r " .. H.q(copy)) == 0
     if not ok then
       print("\nSKIPPED: uid 65534 cannot read " .. target .. " (a private directory above it?)")

@@ -1,8 +1,10 @@
 -- spec/helper.lua -- what every spec needs: the binary under test, scratch
 -- directories, and running real processes.
 --
--- Specs run twice: in stock lua5.4 with build/atomrun.so, and inside the
--- atomrun binary itself (AR_BUILD names the build directory either way).
+-- Specs run twice: in stock lua5.4 with build/lua/atomrun/core.so and the
+-- Lua sources of lua/ (spec/run.sh sets LUA_CPATH and LUA_PATH; children
+-- inherit them), and inside the atomrun binary itself (AR_BUILD names the
+-- build directory either way).
 local H = {}
 
 H.build = os.getenv("AR_BUILD") or "build"
@@ -17,7 +19,8 @@ H.pass = os.getenv("AR_PASS") or "atomrun"
 H.heavy = H.pass == "atomrun"
 
 if not package.loaded.atomrun and not package.preload.atomrun then
-  package.cpath = H.build .. "/?.so;" .. package.cpath
+  package.cpath = H.build .. "/lua/?.so;" .. package.cpath
+  package.path = H.root .. "/lua/?.lua;" .. H.root .. "/lua/?/init.lua;" .. package.path
 end
 H.ar = require "atomrun"
 

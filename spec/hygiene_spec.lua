@@ -52,7 +52,7 @@ local function script(dir, body, ...)
   local cmd = H.q(H.atomrun)
   if H.pass == "lua5.4" then
     local build = H.build:sub(1, 1) == "/" and H.build or H.root .. "/" .. H.build
-    cmd = "env LUA_CPATH=" .. H.q(build .. "/?.so;;") .. " lua5.4"
+    cmd = "env LUA_CPATH=" .. H.q(build .. "/lua/?.so;;") .. " lua5.4"
   end
   for _, a in ipairs({ p, ... }) do cmd = cmd .. " " .. H.q(a) end
   local st, out, err = H.sh(cmd)

@@ -19,14 +19,19 @@ maybe("make install", function()
     assert.equal(0, st, err)
     local root = dir .. "/usr/local"
     for _, f in ipairs({ "bin/atomrun", "include/atomrun.h", "lib/libatomrun.a",
-        "lib/libatomrun.so", "lib/pkgconfig/atomrun.pc", "lib/lua/5.4/atomrun.so",
-        "share/lua/5.4/atomrun/recipes.lua", "share/lua/5.4/atomrun/cmd/lock.lua" }) do
+        "lib/libatomrun.so", "lib/pkgconfig/atomrun.pc", "lib/lua/5.4/atomrun/core.so",
+        "share/lua/5.4/atomrun/init.lua", "share/lua/5.4/atomrun/recipes.lua",
+        "share/lua/5.4/atomrun/cmd/lock.lua" }) do
       assert.truthy(H.exists(root .. "/" .. f), f)
     end
-    -- /usr/local/lib/lua/5.4 is on stock lua5.4's default cpath, so after a
-    -- real `make install`, plain `lua5.4 -e 'require "atomrun"'` finds it.
-    local _, cpath = H.sh("lua5.4 -e 'io.write(package.cpath)'")
+    -- /usr/local/lib/lua/5.4 is on stock lua5.4's default cpath and
+    -- /usr/local/share/lua/5.4 on its default path, so after a real
+    -- `make install`, plain `lua5.4 -e 'require "atomrun"'` finds
+    -- atomrun/init.lua and the atomrun/core.so it requires.
+    local _, cpath = H.sh("env -u LUA_CPATH -u LUA_CPATH_5_4 lua5.4 -e 'io.write(package.cpath)'")
     assert.truthy(cpath:find("/usr/local/lib/lua/5.4/?.so", 1, true))
+    local _, lpath = H.sh("env -u LUA_PATH -u LUA_PATH_5_4 lua5.4 -e 'io.write(package.path)'")
+    assert.truthy(lpath:find("/usr/local/share/lua/5.4/?/init.lua", 1, true))
     assert.matches("prefix=/usr/local", H.slurp(root .. "/lib/pkgconfig/atomrun.pc"))
     st, _, err = make("uninstall DESTDIR=" .. H.q(dir) .. " PREFIX=/usr/local")
     assert.equal(0, st, err)
@@ -44,10 +49,20 @@ maybe("make install", function()
       .. H.q(dir .. "/lib") .. " ./host " .. H.q(H.root .. "/spec/embed_job.lua") .. " via pkg-config")
     assert.equal(0, st, err)
     assert.equal("embedded: via pkg-config\n", out)
-    st, out, err = H.sh("LUA_CPATH=" .. H.q(dir .. "/lib/lua/5.4/?.so;;")
-      .. " lua5.4 -e 'local a = require \"atomrun\"; io.write(a.version, \" \", type(a.once))'")
+    local lmod = dir .. "/share/lua/5.4/"
+    local paths = "LUA_CPATH=" .. H.q(dir .. "/lib/lua/5.4/?.so;;") .. " LUA_PATH="
+      .. H.q(lmod .. "?.lua;" .. lmod .. "?/init.lua;;")
+    st, out, err = H.sh(paths .. " lua5.4 -e 'local a = require \"atomrun\"; io.write(a.version, \" \", "
+      .. "type(a.once), \" \", package.searchpath(\"atomrun\", package.path), \" \", "
+      .. "package.searchpath(\"atomrun.core\", package.cpath))'")
     assert.equal(0, st, err)
-    assert.matches("^%d+%.%d+%.%d+ function$", out)
+    assert.equal(table.concat({ "", "function", lmod .. "atomrun/init.lua",
+      dir .. "/lib/lua/5.4/atomrun/core.so" }, " "), (out:gsub("^%d+%.%d+%.%d+", "")))
+    -- the C table alone, as the recipes see it
+    st, out, err = H.sh(paths .. " lua5.4 -e 'local c = require \"atomrun.core\"; "
+      .. "io.write(type(c.lock), \" \", tostring(c.once))'")
+    assert.equal(0, st, err)
+    assert.equal("function nil", out)
     st, out = H.sh(H.q(dir .. "/bin/atomrun") .. " --version")
     assert.equal(0, st)
     assert.matches("^atomrun ", out)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # spec/run.sh -- run every test and print one closing line: "N passed, N failed".
 #
-#   sh spec/run.sh              specs in stock lua5.4 (build/atomrun.so) and
+#   sh spec/run.sh              specs in stock lua5.4 (lua/ and
+#                               build/lua/atomrun/core.so) and
 #                               inside build/atomrun, the C tests in spec/c/,
 #                               then everything again under ASan+UBSan
 #   sh spec/run.sh --asan-only  only the sanitizer pass
@@ -87,7 +88,8 @@ harden_step() {
 }
 
 if [ "${1:-}" != "--asan-only" ]; then
-    AR_PASS=lua5.4 AR_BUILD=$BUILD busted_pass lua5.4 env LUA_CPATH="$BUILD/?.so;;" lua5.4
+    AR_PASS=lua5.4 AR_BUILD=$BUILD busted_pass lua5.4 env LUA_CPATH="$BUILD/lua/?.so;;" \
+        LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;" lua5.4
     AR_PASS=atomrun AR_BUILD=$BUILD busted_pass atomrun "$BUILD/atomrun"
     embed_test "$BUILD"
     c_tests "$BUILD"

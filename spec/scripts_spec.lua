@@ -4,12 +4,12 @@ local ar = H.ar
 local gone = H.gone
 
 -- "atomrun /repo/scripts/NAME" for a shell command line.  In the lua5.4
--- pass the scripts run in stock lua5.4 with atomrun.so instead: users may
+-- pass the scripts run in stock lua5.4 with atomrun/core.so instead: users may
 -- run them either way.
 local RUNNER = H.q(H.atomrun)
 if H.pass == "lua5.4" then
   local build = H.build:sub(1, 1) == "/" and H.build or H.root .. "/" .. H.build
-  RUNNER = "env LUA_CPATH=" .. H.q(build .. "/?.so;;") .. " lua5.4"
+  RUNNER = "env LUA_CPATH=" .. H.q(build .. "/lua/?.so;;") .. " lua5.4"
 end
 local function S(name)
   return RUNNER .. " " .. H.q(H.root .. "/scripts/" .. name)
@@ -26,6 +26,7 @@ local covered = {
   ["demo.lua"] = true, ["cron-job.lua"] = true, ["worker-pool.lua"] = true,
   ["status-producer.lua"] = true, ["status-watch.lua"] = true,
   ["retry-command.lua"] = true, ["json-counter.lua"] = true,
+  ["bundle.lua"] = true,   -- the build's bundler: spec/core_spec.lua
 }
 
 describe("scripts/", function()

@@ -1,6 +1,7 @@
 /*
- * ar_internal.h -- private helpers shared by the core files (lock.c, wait.c,
- * holder.c, file.c).  Nothing here is installed; `ar_` names are private.
+ * ar_internal.h -- private helpers shared by the core files (every src/ file
+ * whose name does not start with `l`, but main.c and embed.c).  Nothing here
+ * is installed or exported; `ar_` names are private.
  */
 #ifndef AR_INTERNAL_H
 #define AR_INTERNAL_H
@@ -8,9 +9,6 @@
 #include "atomrun.h"
 
 #include <sys/stat.h>
-
-/* CLOCK_MONOTONIC in seconds. */
-double ar_now(void);
 
 /*
  * One attempt at taking a lock.  block == 0: must not sleep; returns 0,
@@ -26,7 +24,7 @@ typedef int (*ar_attempt_fn)(void *ctx, int block);
  */
 int ar_wait_for(ar_attempt_fn attempt, void *ctx, double timeout);
 
-/* Create the missing directories above path (mode 0777 & ~umask). */
+/* Create the missing directories above path (mode 0777 & ~umask); fs.c. */
 int ar_mkdir_parents(const char *path);
 
 /*

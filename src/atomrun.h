@@ -6,8 +6,9 @@
  *      nothing of Lua, are thread-safe, and return 0 (or a count) on success
  *      and -errno on failure, like libuv.  atomrun_err_name() maps a result to
  *      the short code strings the Lua API uses ("busy", "timeout", "ENOENT").
- *   2. Embedding: luaopen_atomrun() and two helpers that give a host exactly
- *      what the `atomrun` command line uses.
+ *   2. Embedding: the Lua openers luaopen_atomrun_core() and
+ *      luaopen_atomrun(), and helpers that give a host exactly what the
+ *      `atomrun` command line uses.
  *
  * Build a host with:  cc host.c $(pkg-config --cflags --libs atomrun)
  */
@@ -24,6 +25,15 @@ extern "C" {
 
 #define ATOMRUN_VERSION "0.1.0"
 
+/* Every public declaration carries ATOMRUN_API: the library is built with
+ * -fvisibility=hidden, so only these names (atomrun_*, luaopen_atomrun*)
+ * are exported from libatomrun.so and atomrun/core.so. */
+#if defined(__GNUC__)
+#define ATOMRUN_API __attribute__((visibility("default")))
+#else
+#define ATOMRUN_API
+#endif
+
 /* ---------------------------------------------------------------- errors */
 
 /*
@@ -38,9 +48,12 @@ extern "C" {
 
 /* "busy", "timeout", "exists" (EEXIST), "deadlock" (EDEADLK), or the errno
  * name ("ENOENT", "EACCES", ...); "EUNKNOWN" for anything else. */
-const char *atomrun_err_name(int result);
+ATOMRUN_API const char *atomrun_err_name(int result);
+/* The result named by one of those codes ("ENOENT", "busy"), or 0 for a
+ * name that is none of them. */
+ATOMRUN_API int atomrun_err_from_name(const char *name);
 /* A human sentence for a result ("lock is busy", strerror otherwise). */
-const char *atomrun_strerror(int result);
+ATOMRUN_API const char *atomrun_strerror(int result);
 
 /* ------------------------------------------------------------ waiting */
 
@@ -62,9 +75,9 @@ const char *atomrun_strerror(int result);
  * particular signal calls this before any timed wait; -EBUSY if the host
  * already handles it, -EINVAL if it is not a usable signal.
  */
-int atomrun_set_timer_signal(int signo);
+ATOMRUN_API int atomrun_set_timer_signal(int signo);
 /* The signal in use, or 0 if none has been chosen yet. */
-int atomrun_timer_signal(void);
+ATOMRUN_API int atomrun_timer_signal(void);
 
 /* -------------------------------------------------------------- locks */
 
@@ -87,18 +100,18 @@ typedef struct atomrun_holder {
  * readable but not writable, and for a directory.  Returns the descriptor,
  * or -errno (-ELOOP for a symlink).  *writable tells which, if non-NULL.
  */
-int atomrun_lockfile_open(const char *path, int create, int perm,
+ATOMRUN_API int atomrun_lockfile_open(const char *path, int create, int perm,
                           int *writable);
 /* Identity of an open file, for comparing locks: 0 or -errno. */
-int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino);
-int atomrun_close(int fd);
+ATOMRUN_API int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino);
+ATOMRUN_API int atomrun_close(int fd);
 
 /* flock(2) with a deadline.  0, ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno. */
-int atomrun_flock(int fd, int mode, double timeout);
-int atomrun_funlock(int fd);
+ATOMRUN_API int atomrun_flock(int fd, int mode, double timeout);
+ATOMRUN_API int atomrun_funlock(int fd);
 /* A process holding a flock lock on fd's file that conflicts with `mode`:
  * 1 and *h filled, 0 when none is known, -errno. */
-int atomrun_flock_holder(int fd, int mode, atomrun_holder *h);
+ATOMRUN_API int atomrun_flock_holder(int fd, int mode, atomrun_holder *h);
 
 /*
  * Byte-range locks: Linux open-file-description locks (F_OFD_*), which
@@ -108,14 +121,70 @@ int atomrun_flock_holder(int fd, int mode, atomrun_holder *h);
  * however far it grows.  Where the kernel lacks OFD locks the classic
  * process-owned F_SETLK is used (see atomrun_range_mechanism()).
  */
-int atomrun_range_lock(int fd, int mode, int64_t start, int64_t length,
+ATOMRUN_API int atomrun_range_lock(int fd, int mode, int64_t start, int64_t length,
                        double timeout);
-int atomrun_range_unlock(int fd, int64_t start, int64_t length);
+ATOMRUN_API int atomrun_range_unlock(int fd, int64_t start, int64_t length);
 /* 0 when the range could be locked in `mode` now; 1 and *h filled when not. */
-int atomrun_range_test(int fd, int mode, int64_t start, int64_t length,
+ATOMRUN_API int atomrun_range_test(int fd, int mode, int64_t start, int64_t length,
                        atomrun_holder *h);
 /* "ofd" or "posix" (the fallback) */
-const char *atomrun_range_mechanism(void);
+ATOMRUN_API const char *atomrun_range_mechanism(void);
+
+/* ------------------------------------------------------- held-lock set */
+
+/*
+ * The locks one owner (a Lua state, a C host's thread) holds, so that a
+ * request only a release of its own could satisfy fails at once with
+ * -EDEADLK instead of hanging (the kernel does not see that flock locks on
+ * two descriptions of one file, or two OFD locks, belong to one program),
+ * and so that a child started by atomrun_run() inherits exactly these
+ * descriptors (atomrun_spawn_opts.keep_fds).
+ *
+ * An intrusive list: the caller embeds an atomrun_held in whatever owns the
+ * lock and keeps it in place while it is in the set (nothing is allocated
+ * here).  A set is not locked: one thread uses it at a time.
+ */
+enum atomrun_held_kind { ATOMRUN_HELD_FLOCK = 1, ATOMRUN_HELD_RANGE = 2 };
+
+typedef struct atomrun_held {
+    struct atomrun_held *prev, *next;   /* NULL while not in a set */
+    int         kind;                   /* atomrun_held_kind */
+    int         mode;                   /* ATOMRUN_SHARED/EXCLUSIVE */
+    int         fd;
+    uint64_t    dev, ino;               /* atomrun_file_id() */
+    const void *owner;                  /* ranges: the open file (its
+                                           locks merge, see _conflict) */
+    int64_t     start, length;          /* ranges; length 0 = to EOF */
+} atomrun_held;
+
+typedef struct atomrun_heldset {
+    atomrun_held head;                  /* sentinel; do not move the set
+                                           once initialised */
+} atomrun_heldset;
+
+ATOMRUN_API void atomrun_heldset_init(atomrun_heldset *s);
+/* Add h, filled in by the caller with prev/next NULL (a zeroed struct);
+ * a no-op if it is already in a set. */
+ATOMRUN_API void atomrun_heldset_add(atomrun_heldset *s, atomrun_held *h);
+/* Take h out of its set; a no-op if it is in none.  No set argument: a
+ * release (the hot path) need not find its owner's set. */
+ATOMRUN_API void atomrun_heldset_remove(atomrun_held *h);
+/* A lock in s that the request `req` (kind, dev, ino, mode and, for
+ * ranges, start/length) conflicts with, ignoring locks held through
+ * req->owner when that is not NULL; NULL if none. */
+ATOMRUN_API const atomrun_held *atomrun_heldset_conflict(
+    const atomrun_heldset *s, const atomrun_held *req);
+/* Call fn on every lock in s until it returns non-zero (which is then
+ * returned); fn may remove the lock it is given. */
+ATOMRUN_API int atomrun_heldset_foreach(atomrun_heldset *s,
+    int (*fn)(atomrun_held *h, void *ctx), void *ctx);
+/* The descriptors of the locks in s, at most max of them, into fds (NULL
+ * when max is 0); returns how many locks s holds (which may exceed max). */
+ATOMRUN_API size_t atomrun_heldset_fds(const atomrun_heldset *s, int *fds,
+                                       size_t max);
+/* 1 if the ranges [s1, s1+l1) and [s2, s2+l2) overlap (length 0: to EOF). */
+ATOMRUN_API int atomrun_ranges_overlap(int64_t s1, int64_t l1, int64_t s2,
+                                       int64_t l2);
 
 /* ------------------------------------------------------------ files */
 
@@ -141,14 +210,14 @@ typedef struct atomrun_write_opts {
 } atomrun_write_opts;
 
 /* Fill *o with the defaults (durable, keep mode, do not follow). */
-void atomrun_write_opts_init(atomrun_write_opts *o);
+ATOMRUN_API void atomrun_write_opts_init(atomrun_write_opts *o);
 
 /*
  * Exclusive create.  data == NULL: create an empty file with
  * O_CREAT|O_EXCL|O_NOFOLLOW.  Otherwise the file appears complete or not at
  * all.  -EEXIST ("exists") if anything is already at path.
  */
-int atomrun_create(const char *path, const void *data, size_t len,
+ATOMRUN_API int atomrun_create(const char *path, const void *data, size_t len,
                    atomrun_write_opts *o);
 /*
  * Atomic replace: readers see the old contents or the new, never a mix,
@@ -156,10 +225,10 @@ int atomrun_create(const char *path, const void *data, size_t len,
  * no temp file remains.  A failure of the final directory fsync returns
  * -errno with o->stage == ATOMRUN_STAGE_DIRSYNC: the replace happened.
  */
-int atomrun_replace(const char *path, const void *data, size_t len,
+ATOMRUN_API int atomrun_replace(const char *path, const void *data, size_t len,
                     atomrun_write_opts *o);
 /* Whole file into a malloc'd buffer (NUL-terminated for convenience). */
-int atomrun_read(const char *path, char **data, size_t *len);
+ATOMRUN_API int atomrun_read(const char *path, char **data, size_t *len);
 
 /* ------------------------------------------------------------ processes */
 
@@ -177,22 +246,22 @@ typedef struct atomrun_spawn_opts {
     int          timed_out;    /* OUT: the timeout killed it */
 } atomrun_spawn_opts;
 
-void atomrun_spawn_opts_init(atomrun_spawn_opts *o);
+ATOMRUN_API void atomrun_spawn_opts_init(atomrun_spawn_opts *o);
 /*
  * Run argv (PATH search, no shell) and wait.  0 with *is_signal and *code
  * set (exit status, or signal number); -errno when it could not be started
  * (-ENOENT, -EACCES: reported by the child before exec, never a crash).
  */
-int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
+ATOMRUN_API int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
                 int *code);
 /* Replace this process with argv, keeping o->keep_fds.  Returns only on
  * failure, with -errno. */
-int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o);
+ATOMRUN_API int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o);
 
 /* --------------------------------------------------------------- misc */
 
-double atomrun_now(void);            /* CLOCK_MONOTONIC seconds */
-void   atomrun_sleep(double seconds);/* the full time, despite signals */
+ATOMRUN_API double atomrun_now(void);            /* CLOCK_MONOTONIC seconds */
+ATOMRUN_API void   atomrun_sleep(double seconds);/* the full time, despite signals */
 
 typedef struct atomrun_stat {
     uint64_t dev, ino, size;
@@ -200,9 +269,9 @@ typedef struct atomrun_stat {
     char     type[12];               /* "file", "directory", "link", ... */
     double   mtime;
 } atomrun_stat;
-int atomrun_stat_path(const char *path, int follow, atomrun_stat *st);
+ATOMRUN_API int atomrun_stat_path(const char *path, int follow, atomrun_stat *st);
 /* mkdir -p: 0 also if a directory exists there; -ENOTDIR if a file does. */
-int atomrun_mkdir(const char *path, int mode);
+ATOMRUN_API int atomrun_mkdir(const char *path, int mode);
 
 /*
  * What the filesystem under dir supports, each tested for real:
@@ -215,18 +284,34 @@ typedef struct atomrun_fsinfo {
     int  volatile_;        /* tmpfs, ramfs: nothing survives a reboot */
     int  flock, ofd, tmpfile, noreplace, dirsync;
 } atomrun_fsinfo;
-int atomrun_probe(const char *dir, atomrun_fsinfo *fi);
+ATOMRUN_API int atomrun_probe(const char *dir, atomrun_fsinfo *fi);
 
 /* ----------------------------------------------------------- embedding */
 
 typedef struct lua_State lua_State;
 
-/* The Lua module: the core functions plus the recipes bundled from lua/. */
-int luaopen_atomrun(lua_State *L);
+/*
+ * The two Lua openers (the socket.core convention):
+ *   luaopen_atomrun_core  the C primitives alone, module "atomrun.core"
+ *                         (lock, open, create, run, ...): what
+ *                         atomrun/core.so gives stock lua5.4, and what
+ *                         the recipes in lua/ build on;
+ *   luaopen_atomrun       for C hosts: puts the Lua sources bundled from
+ *                         lua/ (and atomrun.core) in package.preload and
+ *                         returns require("atomrun"), the full module:
+ *                         lua/atomrun/init.lua, i.e. the core functions
+ *                         plus the recipes (loaded on first use).
+ * Use luaL_requiref(L, "atomrun", luaopen_atomrun, 1) or
+ * atomrun_newstate().  Stock lua5.4 needs neither: after `make install`
+ * `require "atomrun"` finds atomrun/init.lua and atomrun/core.so on its
+ * default paths.
+ */
+ATOMRUN_API int luaopen_atomrun_core(lua_State *L);
+ATOMRUN_API int luaopen_atomrun(lua_State *L);
 
 /* A new state with the standard libraries, `atomrun` loadable by require and
  * set as a global.  NULL when out of memory. */
-lua_State *atomrun_newstate(void);
+ATOMRUN_API lua_State *atomrun_newstate(void);
 
 /* What atomrun_runscript() runs. */
 enum atomrun_source {
@@ -242,10 +327,10 @@ enum atomrun_source {
  * the command line uses: 0, or 1 after printing "<progname>: message" and a
  * traceback to stderr.  os.exit() leaves the process directly, as in lua(1).
  */
-int atomrun_runscript(lua_State *L, const char *progname, int source,
+ATOMRUN_API int atomrun_runscript(lua_State *L, const char *progname, int source,
                       const char *script, int argc, char **argv);
 /* 1 if `name` is a bundled subcommand (lua/atomrun/cmd/NAME.lua). */
-int atomrun_has_command(const char *name);
+ATOMRUN_API int atomrun_has_command(const char *name);
 
 /* ------------------------------------------------ across machines: etcd */
 
@@ -290,18 +375,18 @@ typedef struct atomrun_etcd_config {
                                 gives no deadline of its own (default 5) */
 } atomrun_etcd_config;
 
-void atomrun_etcd_config_init(atomrun_etcd_config *cfg);
+ATOMRUN_API void atomrun_etcd_config_init(atomrun_etcd_config *cfg);
 /*
  * A client for the cluster.  Clients with the same configuration share one
  * underlying connection state and sessions (one lease per process); the
  * handle is refcounted and thread-safe.  No network traffic happens here:
  * -EINVAL for a malformed endpoint list (err says which).
  */
-int  atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
+ATOMRUN_API int  atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
                        char *err, size_t errlen);
-void atomrun_etcd_close(atomrun_etcd *c);
+ATOMRUN_API void atomrun_etcd_close(atomrun_etcd *c);
 /* The endpoints, "h1:p1,h2:p2" (for messages). */
-const char *atomrun_etcd_endpoints(const atomrun_etcd *c);
+ATOMRUN_API const char *atomrun_etcd_endpoints(const atomrun_etcd *c);
 /*
  * One gateway call: POST json to path ("/v3/kv/range") and return the
  * answer's JSON text in *out (malloc'd) -- the building block for key
@@ -310,7 +395,7 @@ const char *atomrun_etcd_endpoints(const atomrun_etcd *c);
  * etcd endpoint), -EINVAL (the server rejected the request: err has its
  * message), -ENOMEM.
  */
-int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,
+ATOMRUN_API int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,
                       double deadline, char **out, char *err, size_t errlen);
 
 /* The cluster's minimum lease TTL is found by asking: a TTL below it is
@@ -340,7 +425,7 @@ typedef struct atomrun_remote_opts {
     char        err[ATOMRUN_ETCD_ERRLEN];
 } atomrun_remote_opts;
 
-void atomrun_remote_opts_init(atomrun_remote_opts *o);
+ATOMRUN_API void atomrun_remote_opts_init(atomrun_remote_opts *o);
 
 typedef struct atomrun_remote_lock atomrun_remote_lock;
 
@@ -352,39 +437,39 @@ typedef struct atomrun_remote_lock atomrun_remote_lock;
  * On busy/timeout o->holder names the holder; a waiter that gives up leaves
  * no key behind.
  */
-int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
+ATOMRUN_API int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
                                 atomrun_remote_opts *o,
                                 atomrun_remote_lock **out);
 /* The fencing token: strictly increasing from one holder of NAME to the
  * next (the key's create revision). */
-int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l);
+ATOMRUN_API int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l);
 /* Rank among the holders when granted (1-based; semaphores). */
-int atomrun_remote_lock_index(const atomrun_remote_lock *l);
-const char *atomrun_remote_lock_key(const atomrun_remote_lock *l);
-int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l);
+ATOMRUN_API int atomrun_remote_lock_index(const atomrun_remote_lock *l);
+ATOMRUN_API const char *atomrun_remote_lock_key(const atomrun_remote_lock *l);
+ATOMRUN_API int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l);
 /*
  * 0 while the lock is certainly held; ATOMRUN_ELOST, with why (if non-NULL)
  * filled, as soon as the lease could have expired: a keepalive answered
  * without a TTL, or the monotonic deadline counted from the last confirmed
  * keepalive's SEND time passed.  Cheap (no network); sticky.
  */
-int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why,
+ATOMRUN_API int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why,
                              size_t len);
 /*
  * Release: delete the key only if it still has this lock's token.  Frees l
  * whatever the result.  0, ATOMRUN_ELOST (someone else's now, or the lease
  * was lost), ATOMRUN_EUNAVAILABLE (the key stays until the lease ends).
  */
-int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen);
+ATOMRUN_API int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen);
 /*
  * The holders and waiters of NAME in queue order (holders first): up to max
  * entries into h, the total count in *count.
  */
-int atomrun_remote_queue(atomrun_etcd *c, const char *name,
+ATOMRUN_API int atomrun_remote_queue(atomrun_etcd *c, const char *name,
                          atomrun_remote_holder *h, int max, int *count,
                          char *err, size_t errlen);
 /* Remove userinfo ("user:password@") from URLs in s, in place. */
-void atomrun_remote_scrub(char *s);
+ATOMRUN_API void atomrun_remote_scrub(char *s);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,7 @@
  * command and for C hosts alike (the command line uses exactly these).
  * Shaped after lua.c: everything runs under lua_pcall with a traceback.
  */
-#include "atomrun.h"
+#include "lbind.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -11,9 +11,6 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
-
-typedef struct ar_bundled { const char *name, *chunkname, *source; } ar_bundled;
-extern const ar_bundled atomrun_bundle[];
 
 #define AR_CMD_PREFIX "atomrun.cmd."
 
@@ -41,12 +38,11 @@ lua_State *atomrun_newstate(void)
 
 static const ar_bundled *ar_find_command(const char *name)
 {
-    size_t plen = strlen(AR_CMD_PREFIX);
-    for (const ar_bundled *m = atomrun_bundle; m->name; m++)
-        if (strncmp(m->name, AR_CMD_PREFIX, plen) == 0 &&
-            strcmp(m->name + plen, name) == 0)
-            return m;
-    return NULL;
+    char modname[256];
+    int n = snprintf(modname, sizeof modname, AR_CMD_PREFIX "%s", name);
+    if (n < 0 || (size_t)n >= sizeof modname)
+        return NULL;              /* longer than any bundled name */
+    return arL_findbundled(modname);
 }
 
 int atomrun_has_command(const char *name)
@@ -81,7 +77,7 @@ static int ar_load(lua_State *L, int source, const char *script)
             lua_pushfstring(L, "no such command: %s", script);
             return LUA_ERRFILE;
         }
-        return luaL_loadbuffer(L, m->source, strlen(m->source), m->chunkname);
+        return arL_loadbundled(L, m);
     default:
         /* luaL_loadfile skips a first "#!" line, so scripts can start with
          * #!/usr/bin/env atomrun */

@@ -21,34 +21,6 @@
 
 /* ------------------------------------------------------ the lock file */
 
-int ar_mkdir_parents(const char *path)
-{
-    char *copy = strdup(path);
-    int r = 0;
-
-    if (!copy)
-        return -ENOMEM;
-    /* Too long for the kernel anyway: fail before creating a single one of
-     * the (up to two thousand) directories such a path can name. */
-    if (strlen(path) >= PATH_MAX) {
-        free(copy);
-        return -ENAMETOOLONG;
-    }
-    /* copy + 1 skips a leading '/', but "" has no byte to skip. */
-    for (char *p = *copy ? copy + 1 : copy; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(copy, 0777) != 0 && errno != EEXIST) {
-            r = -errno;
-            break;
-        }
-        *p = '/';
-    }
-    free(copy);
-    return r;
-}
-
 /*
  * O_NONBLOCK only so that opening a FIFO cannot hang; it changes nothing
  * for flock.  Never O_TRUNC: the lock file may hold a holder record.

@@ -158,7 +158,7 @@ static int ar_wait_child(pid_t pid, atomrun_spawn_opts *o, int sigfd,
                          int *status)
 {
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    double deadline = o->timeout >= 0 ? ar_now() + o->timeout : -1;
+    double deadline = o->timeout >= 0 ? atomrun_now() + o->timeout : -1;
     int stage = 0;            /* 0 running, 1 TERM sent, 2 KILL sent */
     pid_t target = o->new_group ? -pid : pid;
 
@@ -174,12 +174,12 @@ static int ar_wait_child(pid_t pid, atomrun_spawn_opts *o, int sigfd,
         }
         int wait_ms = -1;
         if (deadline >= 0) {
-            double left = deadline - ar_now();
+            double left = deadline - atomrun_now();
             if (left <= 0) {
                 kill(target, stage == 0 ? SIGTERM : SIGKILL);
                 o->timed_out = 1;
                 stage++;
-                deadline = stage == 1 ? ar_now() + o->kill_after : -1;
+                deadline = stage == 1 ? atomrun_now() + o->kill_after : -1;
                 continue;
             }
             /* (int) of a double beyond INT_MAX is undefined: a timeout of

@@ -28,13 +28,6 @@
 static atomic_int ar_timer_signo;            /* 0 = not chosen yet */
 static pthread_mutex_t ar_signal_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-double ar_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void ar_timer_handler(int signo)
 {
     (void)signo;    /* its only job is to make the blocking call return EINTR */
@@ -146,7 +139,7 @@ static int ar_timer_start(timer_t *timer, int signo, double timeout)
 
 static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
 {
-    double deadline = ar_now() + timeout;
+    double deadline = atomrun_now() + timeout;
     sigset_t ours, saved;
     timer_t timer;
     int signo, r;
@@ -165,7 +158,7 @@ static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
             r = attempt(ctx, 1);
             if (r != -EINTR)
                 break;
-            if (ar_now() >= deadline) {
+            if (atomrun_now() >= deadline) {
                 r = ATOMRUN_ETIMEOUT;
                 break;
             }

@@ -1,7 +1,7 @@
 -- atomrun.cli -- what the subcommands (lua/atomrun/cmd/*.lua) share: the
 -- sysexits codes flock(1) uses, messages on stderr, and running the command
 -- with flock(1)'s exit-status conventions.
-local atomrun = require "atomrun"
+local atomrun = require "atomrun.core"
 
 local M = {
   EX_USAGE = 64, EX_NOINPUT = 66, EX_UNAVAILABLE = 69, EX_OSERR = 71, EX_CANTCREAT = 73,

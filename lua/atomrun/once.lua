@@ -5,7 +5,7 @@
 -- the exclusion is a kernel lock, freed the instant its holder dies, and
 -- the pid file is demoted to what it is good for: a record of who runs it,
 -- read only while the lock says somebody does.
-local atomrun = require "atomrun"
+local atomrun = require "atomrun.core"
 local check_opts = require("atomrun.recipes")._check_opts
 
 local M = {}
@@ -106,7 +106,7 @@ function M.once(name, opts)
     local rec
     local until_t = atomrun.now() + 0.5
     repeat
-      local okj, r = pcall(atomrun.json.decode, atomrun.read(base .. ".json") or "")
+      local okj, r = pcall(require("atomrun.json").decode, atomrun.read(base .. ".json") or "")
       rec = okj and type(r) == "table" and r or nil
       if rec and math.type(rec.pid) == "float" then     -- cjson: all numbers float
         rec.pid = math.tointeger(rec.pid) or rec.pid
@@ -132,7 +132,7 @@ function M.once(name, opts)
   }
   -- Written after the lock is ours; a stale record of a dead holder is
   -- simply overwritten.  Not durable: it describes a running process.
-  atomrun.replace(base .. ".json", atomrun.json.encode(record) .. "\n", { durable = false })
+  atomrun.replace(base .. ".json", require("atomrun.json").encode(record) .. "\n", { durable = false })
   return setmetatable({ name = name, lock = lk, record = record, path = base .. ".lock" }, Guard)
 end
 

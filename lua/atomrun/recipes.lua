@@ -1,7 +1,7 @@
 -- atomrun.recipes -- with_lock, update, status, lock_all: short recipes on
 -- the primitives, each the way you would write it by hand if you knew the
 -- traps.
-local atomrun = require "atomrun"
+local atomrun = require "atomrun.core"
 
 local M = {}
 
@@ -130,7 +130,7 @@ function Status:write(tbl, opts)
     error("bad argument #1 to 'write' (table expected, got " .. type(tbl) .. ")", 2)
   end
   check_opts("write", opts, write_names, 2, 2)
-  local ok, text = pcall(atomrun.json.encode, tbl)
+  local ok, text = pcall(require("atomrun.json").encode, tbl)
   if not ok then
     error("bad argument #1 to 'write' (cannot encode as JSON: " .. tostring(text) .. ")", 2)
   end
@@ -152,7 +152,7 @@ end
 function Status:read()
   local text, err, code = atomrun.read(self.path)
   if not text then return nil, err, code end
-  local ok, value = pcall(atomrun.json.decode, text)
+  local ok, value = pcall(require("atomrun.json").decode, text)
   if not ok or type(value) ~= "table" then
     return nil, self.path .. ": not a JSON status file (" .. tostring(value) .. ")", "EINVAL"
   end

@@ -1,6 +1,6 @@
 -- atomrun.retry -- call fn until it returns something, with exponential
 -- backoff and jitter, never sleeping past the deadline.
-local atomrun = require "atomrun"
+local atomrun = require "atomrun.core"
 local check_opts = require("atomrun.recipes")._check_opts
 
 local M = {}

@@ -2,7 +2,7 @@
 --
 -- Slot i is byte i-1, held with an exclusive OFD byte-range lock.  The
 -- kernel frees a dead holder's byte at once, so slots never leak.
-local atomrun = require "atomrun"
+local atomrun = require "atomrun.core"
 local check_opts = require("atomrun.recipes")._check_opts
 
 local M = {}

@@ -1,0 +1,22 @@
+/*
+ * bundle.h -- the Lua sources of lua/ compiled into the binary and the
+ * libraries: the one definition of an entry, shared by the generator's
+ * output (build/bundle.c, from scripts/bundle.lua), the loader
+ * (lbundle.c) and the command runner (embed.c).  Not installed.
+ */
+#ifndef AR_BUNDLE_H
+#define AR_BUNDLE_H
+
+#include <stddef.h>
+
+typedef struct ar_bundled {
+    const char *name;        /* module name: "atomrun", "atomrun.cmd.lock" */
+    const char *chunkname;   /* "@lua/atomrun/init.lua", for tracebacks */
+    const char *source;
+    size_t      len;
+} ar_bundled;
+
+/* Ends with an entry whose name is NULL. */
+extern const ar_bundled ar_bundle[];
+
+#endif

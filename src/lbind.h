@@ -1,0 +1,104 @@
+/*
+ * lbind.h -- what the binding files (src/l*.c, the only C that knows Lua)
+ * share.  Not installed; `arL_` names are private to the binding.
+ *
+ * Conventions, after Lua's own liolib.c:
+ *   - expected failures return  nil, message, code [, extra]
+ *     (code: "busy", "timeout", "exists", "deadlock" or an errno name;
+ *     extra: the holder table for locks, the failed stage for files);
+ *   - programming mistakes (wrong types, unknown options, negative lengths)
+ *     raise a Lua error that names the argument;
+ *   - handles are userdata created BEFORE the resource they own (an
+ *     out-of-memory error then cannot leak it), whose __gc is their
+ *     __close, with a "closed" state checked by every method.
+ */
+#ifndef AR_LBIND_H
+#define AR_LBIND_H
+
+#include "atomrun.h"
+#include "bundle.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#define AR_LOCK_MT  "atomrun.lock"
+#define AR_FILE_MT  "atomrun.file"
+#define AR_RANGE_MT "atomrun.range"
+
+/* ---------------------------------------------------------- laux.c */
+
+/* The locks this Lua state holds (one set per state, in the registry). */
+atomrun_heldset *arL_heldset(lua_State *L);
+
+/* nil, message, code  (like luaL_fileresult, with our code names) */
+int arL_fail(lua_State *L, int result, const char *fmt, ...);
+/* nil, "WHAT PATH: sentence", code */
+int arL_failerrno(lua_State *L, int result, const char *what,
+                  const char *path);
+/* The failure of a lock request (busy or timeout), naming the holder when
+ * it is known: nil, msg, code [, holder]; range: the holder table has
+ * start and length. */
+int arL_faillock(lua_State *L, int r, const char *what, double timeout,
+                 const atomrun_holder *h, int range);
+void arL_pushholder(lua_State *L, const atomrun_holder *h, int range);
+const char *arL_modename(int mode);
+
+/* A path argument: a string without NUL (no silent number->string). */
+const char *arL_checkpath(lua_State *L, int arg);
+int arL_checkmode(lua_State *L, int arg, const char *s);
+
+/*
+ * The option checker: every option table is first checked against the
+ * names it may hold (a typo like timout = 5 must be an error, not a
+ * silently infinite wait), then each option is read with its type.
+ * arL_opt leaves opts[name] on the stack and returns its type, or
+ * returns LUA_TNIL and pushes nothing when it is absent.
+ */
+void arL_checkoptnames(lua_State *L, int arg, const char *const *names);
+int arL_opt(lua_State *L, int arg, const char *name, int type);
+int arL_optbool(lua_State *L, int arg, const char *name, int dflt);
+double arL_optseconds(lua_State *L, int arg, const char *name, double dflt);
+int arL_optperm(lua_State *L, int arg, const char *name, int dflt);
+
+/* The options of lock() and f:lock(). */
+typedef struct arL_lockopts {
+    int    mode;
+    double timeout;           /* ATOMRUN_FOREVER, 0, or seconds */
+    int    perm;
+    int    create;
+    int    holder;            /* look up who holds it on busy/timeout */
+} arL_lockopts;
+void arL_checklockopts(lua_State *L, int arg, arL_lockopts *o);
+
+/* A metatable `name` whose __index finds methods first (one rawget: the
+ * hot path of lk:unlock()), then getters (functions of the object, called
+ * with it at index 1); __gc and __close are both gc. */
+void arL_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                  const luaL_Reg *getters, lua_CFunction gc,
+                  lua_CFunction tostring);
+
+/* ------------------------------------------- the functions of the module */
+
+int arL_lock(lua_State *L);          /* llock.c */
+int arL_open(lua_State *L);
+void arL_openlock(lua_State *L);     /* the handle metatables */
+
+int arL_create(lua_State *L);        /* lfile.c */
+int arL_replace(lua_State *L);
+int arL_read(lua_State *L);
+int arL_stat(lua_State *L);
+int arL_mkdir(lua_State *L);
+
+int arL_run(lua_State *L);           /* lproc.c */
+int arL_exec(lua_State *L);
+int arL_pid(lua_State *L);
+int arL_uid(lua_State *L);
+int arL_isatty(lua_State *L);
+
+/* lbundle.c: put every bundled module, and atomrun.core, in
+ * package.preload; load one entry as a chunk (LUA_OK or an error). */
+void arL_preload_bundle(lua_State *L);
+int arL_loadbundled(lua_State *L, const ar_bundled *m);
+const ar_bundled *arL_findbundled(const char *name);
+
+#endif

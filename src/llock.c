@@ -1,0 +1,495 @@
+/*
+ * llock.c -- whole-file lock handles (lock()), open files (open()) and the
+ * byte-range locks taken through them (f:lock(), f:test()).
+ *
+ * Every lock taken here is in the state's held-lock set (arL_heldset), so
+ * that a request only a release of our own could grant fails at once with
+ * "deadlock" instead of hanging, and so that run() knows which descriptors
+ * a child inherits.
+ */
+#define _GNU_SOURCE
+#include "lbind.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* ====================================================== lock() handles */
+
+typedef struct ar_lock {
+    atomrun_held held;        /* in the held set while locked */
+    int     locked;
+    int     closed;           /* no descriptor (yet, or any more) */
+} ar_lock;
+
+static ar_lock *ar_checklock(lua_State *L, int arg)
+{
+    return luaL_checkudata(L, arg, AR_LOCK_MT);
+}
+
+static void ar_lock_release(ar_lock *lk)
+{
+    if (lk->closed)
+        return;
+    atomrun_heldset_remove(&lk->held);
+    /* Closing the descriptor releases the flock lock with it.  The lock
+     * FILE stays: deleting it on release would let the next waiter, who
+     * already opened the old inode, lock a file that is no longer at the
+     * path while a newcomer creates and locks a new one.  Two holders. */
+    atomrun_close(lk->held.fd);
+    lk->locked = 0;
+    lk->closed = 1;
+}
+
+static int ar_lock_unlock(lua_State *L)
+{
+    ar_lock_release(ar_checklock(L, 1));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int ar_lock_gc(lua_State *L)
+{
+    ar_lock_release(ar_checklock(L, 1));
+    return 0;
+}
+
+static int ar_lock_tostring(lua_State *L)
+{
+    ar_lock *lk = ar_checklock(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushfstring(L, "atomrun.lock (%s, %s, %s)", lua_tostring(L, -1),
+                    arL_modename(lk->held.mode),
+                    lk->locked ? "held" : "released");
+    return 1;
+}
+
+static int ar_lock_path(lua_State *L)
+{
+    ar_checklock(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+static int ar_lock_mode(lua_State *L)
+{
+    lua_pushstring(L, arL_modename(ar_checklock(L, 1)->held.mode));
+    return 1;
+}
+
+static int ar_lock_locked(lua_State *L)
+{
+    lua_pushboolean(L, ar_checklock(L, 1)->locked);
+    return 1;
+}
+
+int arL_lock(lua_State *L)
+{
+    const char *path = arL_checkpath(L, 1);
+    arL_lockopts o;
+    atomrun_holder h;
+    atomrun_heldset *set;
+    ar_lock *lk;
+    int fd, r, writable;
+
+    arL_checklockopts(L, 2, &o);
+    lua_settop(L, 2);
+    set = arL_heldset(L);
+    /* The handle first, closed: from the moment the descriptor exists its
+     * __gc owns it, whatever error (out of memory) comes next. */
+    lk = lua_newuserdatauv(L, sizeof *lk, 1);
+    memset(lk, 0, sizeof *lk);
+    lk->closed = 1;
+    lk->held.fd = -1;
+    luaL_setmetatable(L, AR_LOCK_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+
+    fd = atomrun_lockfile_open(path, o.create, o.perm, &writable);
+    if (fd < 0)
+        return arL_failerrno(L, fd, "cannot open lock file", path);
+    lk->held.fd = fd;
+    lk->closed = 0;
+    r = atomrun_file_id(fd, &lk->held.dev, &lk->held.ino);
+    if (r < 0) {
+        ar_lock_release(lk);
+        return arL_failerrno(L, r, "cannot stat lock file", path);
+    }
+    lk->held.kind = ATOMRUN_HELD_FLOCK;
+    lk->held.mode = o.mode;
+    if (o.timeout != 0 && atomrun_heldset_conflict(set, &lk->held)) {
+        ar_lock_release(lk);
+        return arL_fail(L, -EDEADLK,
+            "%s is already locked by this script; waiting for it to be "
+            "released would wait forever", path);
+    }
+    r = atomrun_flock(fd, o.mode, o.timeout);
+    if (r < 0) {
+        int known = 0;
+        if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o.holder)
+            known = atomrun_flock_holder(fd, o.mode, &h) == 1;
+        ar_lock_release(lk);
+        if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT)
+            return arL_faillock(L, r, path, o.timeout, known ? &h : NULL, 0);
+        return arL_failerrno(L, r, "cannot lock", path);
+    }
+    lk->locked = 1;
+    atomrun_heldset_add(set, &lk->held);
+    lua_settop(L, 3);
+    return 1;
+}
+
+/* ======================================================= open() handles */
+
+typedef struct ar_file {
+    int fd;                   /* -1 once closed (or before it is open) */
+    int writable;
+    uint64_t dev, ino;
+    atomrun_heldset *set;     /* the state's (arL_heldset): it never moves,
+                                 and f:lock() is a hot path */
+} ar_file;
+
+typedef struct ar_range {
+    atomrun_held held;        /* held.owner: the ar_file */
+    int     locked;
+} ar_range;
+
+static ar_file *ar_checkfile(lua_State *L, int arg)
+{
+    ar_file *f = luaL_checkudata(L, arg, AR_FILE_MT);
+    if (f->fd < 0)
+        luaL_error(L, "attempt to use a closed atomrun file");
+    return f;
+}
+
+/* Closing the description drops every range it holds: forget them. */
+static int ar_forget_range(atomrun_held *h, void *f)
+{
+    if (h->kind == ATOMRUN_HELD_RANGE && h->owner == f) {
+        atomrun_heldset_remove(h);
+        ((ar_range *)h)->locked = 0;
+    }
+    return 0;
+}
+
+static void ar_file_release(ar_file *f)
+{
+    if (f->fd < 0)
+        return;
+    atomrun_heldset_foreach(f->set, ar_forget_range, f);
+    atomrun_close(f->fd);
+    f->fd = -1;
+}
+
+static int ar_file_close(lua_State *L)
+{
+    ar_file_release(luaL_checkudata(L, 1, AR_FILE_MT));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int ar_file_gc(lua_State *L)
+{
+    ar_file_release(luaL_checkudata(L, 1, AR_FILE_MT));
+    return 0;
+}
+
+static int ar_file_tostring(lua_State *L)
+{
+    ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushfstring(L, "atomrun.file (%s%s)", lua_tostring(L, -1),
+                    f->fd < 0 ? ", closed" : "");
+    return 1;
+}
+
+static int ar_file_path(lua_State *L)
+{
+    luaL_checkudata(L, 1, AR_FILE_MT);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+static int ar_file_writable(lua_State *L)
+{
+    ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
+    lua_pushboolean(L, f->writable);
+    return 1;
+}
+
+/* A byte offset or length: an integer, named in the error otherwise
+ * (luaL_checkinteger would take "10" and say only "no integer
+ * representation" for 1.5). */
+static int64_t ar_checkoffset(lua_State *L, int arg, const char *name)
+{
+    int isint;
+    lua_Integer v;
+    if (lua_type(L, arg) != LUA_TNUMBER)
+        luaL_typeerror(L, arg, "integer");
+    v = lua_tointegerx(L, arg, &isint);
+    if (!isint)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a whole number "
+            "of bytes below 2^63, not %s", name, luaL_tolstring(L, arg, NULL)));
+    return v;
+}
+
+static void ar_checkrangeargs(lua_State *L, int64_t *start, int64_t *length)
+{
+    *start = ar_checkoffset(L, 2, "start");
+    *length = ar_checkoffset(L, 3, "length");
+    if (*start < 0)
+        luaL_argerror(L, 2, "start must be >= 0");
+    if (*length < 0)
+        luaL_argerror(L, 3, "length must be >= 0 (0 means to end of file)");
+    if (*length > 0 && *start > INT64_MAX - *length)
+        luaL_argerror(L, 3, "start + length overflows a file offset");
+}
+
+/* "bytes 10+5" / "bytes 10 to end of file", for messages */
+static const char *ar_rangetext(lua_State *L, int64_t start, int64_t length)
+{
+    if (length == 0)
+        return lua_pushfstring(L, "bytes %I to end of file", (lua_Integer)start);
+    return lua_pushfstring(L, "bytes %I+%I", (lua_Integer)start,
+                           (lua_Integer)length);
+}
+
+/* "PATH (bytes 10+5)" for messages.  Built only when a message needs it:
+ * formatting it on every call cost a third of a lock+unlock pair. */
+static const char *ar_rangewhat(lua_State *L, int64_t start, int64_t length)
+{
+    const char *path;
+    lua_getiuservalue(L, 1, 1);
+    path = lua_tostring(L, -1);
+    return lua_pushfstring(L, "%s (%s)", path, ar_rangetext(L, start, length));
+}
+
+/* A range of the request's handle that overlaps it. */
+static int ar_same_owner_overlap(const atomrun_held *h,
+                                 const atomrun_held *req)
+{
+    return h->kind == ATOMRUN_HELD_RANGE && h->owner == req->owner &&
+           atomrun_ranges_overlap(h->start, h->length, req->start,
+                                  req->length);
+}
+
+static int ar_file_lock(lua_State *L)
+{
+    ar_file *f = ar_checkfile(L, 1);
+    int64_t start, length;
+    arL_lockopts o;
+    atomrun_holder h;
+    const atomrun_held *c;
+    atomrun_heldset *set;
+    ar_range *rg;
+    int r;
+
+    ar_checkrangeargs(L, &start, &length);
+    arL_checklockopts(L, 4, &o);
+    lua_settop(L, 4);
+    set = f->set;
+    /* The handle first (see arL_lock), not yet locked. */
+    rg = lua_newuserdatauv(L, sizeof *rg, 1);
+    memset(rg, 0, sizeof *rg);
+    rg->held.kind = ATOMRUN_HELD_RANGE;
+    rg->held.mode = o.mode;
+    rg->held.fd = f->fd;
+    rg->held.dev = f->dev;
+    rg->held.ino = f->ino;
+    rg->held.owner = f;
+    rg->held.start = start;
+    rg->held.length = length;
+    luaL_setmetatable(L, AR_RANGE_MT);
+    lua_pushvalue(L, 1);              /* keeps the file alive */
+    lua_setiuservalue(L, -2, 1);
+
+    /* The kernel merges overlapping ranges of one description into one
+     * lock, so a later unlock of either would silently free both.  We
+     * refuse the overlap instead: it is always a bug in the script. */
+    for (atomrun_held *hd = set->head.next; hd != &set->head; hd = hd->next)
+        if (ar_same_owner_overlap(hd, &rg->held))
+            return luaL_error(L, "%s overlaps %s already locked through "
+                "this handle (unlock it first, or use another handle)",
+                ar_rangewhat(L, start, length),
+                ar_rangetext(L, hd->start, hd->length));
+    if (o.mode == ATOMRUN_EXCLUSIVE && !f->writable)
+        return arL_fail(L, -EBADF, "cannot lock %s exclusive: the file is "
+            "open read-only (no write permission), which allows only "
+            "shared locks", ar_rangewhat(L, start, length));
+    c = atomrun_heldset_conflict(set, &rg->held);
+    if (c && o.timeout != 0)
+        return arL_fail(L, -EDEADLK, "%s conflicts with %s held through "
+            "another handle of this script; waiting would wait forever",
+            ar_rangewhat(L, start, length),
+            ar_rangetext(L, c->start, c->length));
+    r = atomrun_range_lock(f->fd, o.mode, start, length, o.timeout);
+    if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
+        int known = o.holder &&
+                    atomrun_range_test(f->fd, o.mode, start, length, &h) == 1;
+        return arL_faillock(L, r, ar_rangewhat(L, start, length), o.timeout,
+                            known ? &h : NULL, 1);
+    }
+    if (r < 0)
+        return arL_failerrno(L, r, "cannot lock",
+                             ar_rangewhat(L, start, length));
+    rg->locked = 1;
+    atomrun_heldset_add(set, &rg->held);
+    lua_settop(L, 5);
+    return 1;
+}
+
+static int ar_file_test(lua_State *L)
+{
+    ar_file *f = ar_checkfile(L, 1);
+    int64_t start, length;
+    atomrun_holder h;
+    int mode = ATOMRUN_EXCLUSIVE, r;
+
+    ar_checkrangeargs(L, &start, &length);
+    if (!lua_isnoneornil(L, 4))
+        mode = arL_checkmode(L, 4, luaL_checkstring(L, 4));
+    r = atomrun_range_test(f->fd, mode, start, length, &h);
+    if (r < 0) {
+        lua_getiuservalue(L, 1, 1);
+        return arL_failerrno(L, r, "cannot test a lock on",
+                             lua_tostring(L, -1));
+    }
+    if (r == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    arL_pushholder(L, &h, 1);
+    return 1;
+}
+
+int arL_open(lua_State *L)
+{
+    static const char *const names[] = { "create", "perm", NULL };
+    const char *path = arL_checkpath(L, 1);
+    int create, perm, fd, r;
+    ar_file *f;
+
+    arL_checkoptnames(L, 2, names);
+    create = arL_optbool(L, 2, "create", 1);
+    perm = arL_optperm(L, 2, "perm", 0666);
+    lua_settop(L, 2);
+    f = lua_newuserdatauv(L, sizeof *f, 1);   /* the handle first */
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    f->set = arL_heldset(L);
+    luaL_setmetatable(L, AR_FILE_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    fd = atomrun_lockfile_open(path, create, perm, &f->writable);
+    if (fd < 0)
+        return arL_failerrno(L, fd, "cannot open", path);
+    f->fd = fd;
+    r = atomrun_file_id(fd, &f->dev, &f->ino);
+    if (r < 0) {
+        ar_file_release(f);
+        return arL_failerrno(L, r, "cannot stat", path);
+    }
+    return 1;
+}
+
+/* ===================================================== range handles */
+
+static ar_range *ar_checkrange(lua_State *L, int arg)
+{
+    return luaL_checkudata(L, arg, AR_RANGE_MT);
+}
+
+static void ar_range_release(lua_State *L, int arg, ar_range *rg)
+{
+    ar_file *f;
+    if (!rg->locked)
+        return;
+    lua_getiuservalue(L, arg, 1);
+    f = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (f && f->fd >= 0)
+        atomrun_range_unlock(f->fd, rg->held.start, rg->held.length);
+    atomrun_heldset_remove(&rg->held);
+    rg->locked = 0;
+}
+
+static int ar_range_unlock(lua_State *L)
+{
+    ar_range_release(L, 1, ar_checkrange(L, 1));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int ar_range_gc(lua_State *L)
+{
+    ar_range_release(L, 1, ar_checkrange(L, 1));
+    return 0;
+}
+
+static int ar_range_tostring(lua_State *L)
+{
+    ar_range *rg = ar_checkrange(L, 1);
+    lua_pushfstring(L, "atomrun.range (%s, %s, %s)",
+                    ar_rangetext(L, rg->held.start, rg->held.length),
+                    arL_modename(rg->held.mode),
+                    rg->locked ? "held" : "released");
+    return 1;
+}
+
+static int ar_range_start(lua_State *L)
+{
+    lua_pushinteger(L, ar_checkrange(L, 1)->held.start);
+    return 1;
+}
+
+static int ar_range_length(lua_State *L)
+{
+    lua_pushinteger(L, ar_checkrange(L, 1)->held.length);
+    return 1;
+}
+
+static int ar_range_mode(lua_State *L)
+{
+    lua_pushstring(L, arL_modename(ar_checkrange(L, 1)->held.mode));
+    return 1;
+}
+
+static int ar_range_locked(lua_State *L)
+{
+    lua_pushboolean(L, ar_checkrange(L, 1)->locked);
+    return 1;
+}
+
+static int ar_range_file(lua_State *L)
+{
+    ar_checkrange(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+void arL_openlock(lua_State *L)
+{
+    static const luaL_Reg lock_methods[] = {
+        { "unlock", ar_lock_unlock }, { NULL, NULL } };
+    static const luaL_Reg lock_getters[] = {
+        { "path", ar_lock_path }, { "mode", ar_lock_mode },
+        { "locked", ar_lock_locked }, { NULL, NULL } };
+    static const luaL_Reg file_methods[] = {
+        { "lock", ar_file_lock }, { "test", ar_file_test },
+        { "close", ar_file_close }, { NULL, NULL } };
+    static const luaL_Reg file_getters[] = {
+        { "path", ar_file_path }, { "writable", ar_file_writable },
+        { NULL, NULL } };
+    static const luaL_Reg range_methods[] = {
+        { "unlock", ar_range_unlock }, { NULL, NULL } };
+    static const luaL_Reg range_getters[] = {
+        { "start", ar_range_start }, { "length", ar_range_length },
+        { "mode", ar_range_mode }, { "locked", ar_range_locked },
+        { "file", ar_range_file }, { NULL, NULL } };
+
+    arL_newclass(L, AR_LOCK_MT, lock_methods, lock_getters, ar_lock_gc,
+                 ar_lock_tostring);
+    arL_newclass(L, AR_FILE_MT, file_methods, file_getters, ar_file_gc,
+                 ar_file_tostring);
+    arL_newclass(L, AR_RANGE_MT, range_methods, range_getters, ar_range_gc,
+                 ar_range_tostring);
+}

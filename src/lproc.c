@@ -1,0 +1,216 @@
+/*
+ * lproc.c -- processes: run() and exec() (argv, environment, inherited
+ * locks), and pid(), uid(), isatty().
+ */
+#define _GNU_SOURCE
+#include "lbind.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* argv table -> NULL-terminated array.  The strings (numbers converted)
+ * are anchored in a table left on the stack for the duration of the call. */
+static char **ar_checkargv(lua_State *L, int arg)
+{
+    lua_Integer n;
+    char **argv;
+    int anchor;
+    luaL_checktype(L, arg, LUA_TTABLE);
+    n = luaL_len(L, arg);
+    if (n < 1)
+        luaL_argerror(L, arg, "argv must have at least the command name");
+    if (n > 1000000)     /* a __len can claim anything; n + 1 must not overflow */
+        luaL_argerror(L, arg, "argv has too many elements");
+    lua_createtable(L, (int)n, 0);
+    anchor = lua_gettop(L);
+    argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
+    lua_rawseti(L, anchor, 0);                /* the array itself */
+    for (lua_Integer i = 1; i <= n; i++) {
+        size_t len;
+        int t = lua_geti(L, arg, i);
+        if (t != LUA_TSTRING && t != LUA_TNUMBER)
+            luaL_argerror(L, arg, lua_pushfstring(L,
+                "argv[%I] must be a string, not a %s", i, luaL_typename(L, -1)));
+        argv[i - 1] = (char *)lua_tolstring(L, -1, &len);
+        if (strlen(argv[i - 1]) != len)
+            luaL_argerror(L, arg, lua_pushfstring(L,
+                "argv[%I] contains a NUL byte", i));
+        lua_rawseti(L, anchor, i);
+    }
+    argv[n] = NULL;
+    return argv;
+}
+
+/* Check one opts.env entry (name, value on the stack) and push the name
+ * and its "name=value" (nil for false: remove it). */
+static void ar_envpair(lua_State *L, int arg)
+{
+    int vt = lua_type(L, -1);
+    if (lua_type(L, -2) != LUA_TSTRING || !*lua_tostring(L, -2) ||
+        strchr(lua_tostring(L, -2), '=') ||
+        strlen(lua_tostring(L, -2)) != lua_rawlen(L, -2))
+        luaL_argerror(L, arg, "opts.env keys must be variable names");
+    if (vt == LUA_TSTRING &&
+        strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+        luaL_argerror(L, arg, "opts.env values must not contain NUL");
+    lua_pushvalue(L, -2);
+    if (vt == LUA_TBOOLEAN && !lua_toboolean(L, -2))
+        lua_pushnil(L);
+    else if (vt == LUA_TSTRING || vt == LUA_TNUMBER)
+        lua_pushfstring(L, "%s=%s", lua_tostring(L, -1), lua_tostring(L, -2));
+    else
+        luaL_argerror(L, arg, "opts.env values must be strings or false");
+}
+
+/* opts.env: a table merged over the current environment (false removes). */
+static char **ar_buildenv(lua_State *L, int arg)
+{
+    size_t count = 0;
+    char **envp;
+    int tbl, merged;
+
+    if (arL_opt(L, arg, "env", LUA_TTABLE) == LUA_TNIL)
+        return NULL;
+    tbl = lua_gettop(L);
+    lua_newtable(L);                          /* name -> "name=value" */
+    merged = lua_gettop(L);
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        lua_pushlstring(L, *e, (size_t)(eq - *e));
+        lua_pushstring(L, *e);
+        lua_rawset(L, merged);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, tbl)) {                /* name, value */
+        ar_envpair(L, arg);
+        lua_rawset(L, merged);
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, merged)) {
+        count++;
+        lua_pop(L, 1);
+    }
+    envp = lua_newuserdatauv(L, sizeof(char *) * (count + 1), 1);
+    lua_pushvalue(L, merged);
+    lua_setiuservalue(L, -2, 1);               /* keeps the strings alive */
+    count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, merged)) {
+        envp[count++] = (char *)lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    envp[count] = NULL;
+    return envp;
+}
+
+/* Descriptors of every lock this state holds (for inheritance), in a
+ * userdata left on the stack. */
+static int *ar_heldfds(lua_State *L, int *n)
+{
+    atomrun_heldset *set = arL_heldset(L);
+    size_t count = atomrun_heldset_fds(set, NULL, 0);
+    int *fds = lua_newuserdatauv(L, sizeof(int) * (count + 1), 0);
+    atomrun_heldset_fds(set, fds, count);
+    *n = (int)count;
+    return fds;
+}
+
+static void ar_checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
+                              int exec)
+{
+    static const char *const run_names[] = { "timeout", "kill_after",
+        "close_locks", "env", "cwd", "forward_signals", NULL };
+    static const char *const exec_names[] = { "close_locks", "env", "cwd",
+                                              NULL };
+    atomrun_spawn_opts_init(o);
+    arL_checkoptnames(L, arg, exec ? exec_names : run_names);
+    if (arL_opt(L, arg, "cwd", LUA_TSTRING) != LUA_TNIL) {
+        size_t len;
+        o->cwd = lua_tolstring(L, -1, &len);   /* stays on the stack */
+        if (strlen(o->cwd) != len)
+            luaL_argerror(L, arg, "option 'cwd' contains a NUL byte");
+    }
+    if (!exec) {
+        o->timeout = arL_optseconds(L, arg, "timeout", -1);
+        o->kill_after = arL_optseconds(L, arg, "kill_after", 1);
+        o->new_group = o->timeout >= 0;
+        o->forward = arL_optbool(L, arg, "forward_signals", 0);
+    }
+    o->envp = ar_buildenv(L, arg);
+    if (!arL_optbool(L, arg, "close_locks", 0))
+        o->keep_fds = ar_heldfds(L, &o->nkeep);
+}
+
+int arL_run(lua_State *L)
+{
+    atomrun_spawn_opts o;
+    char **argv;
+    int is_signal = 0, code = 0, r;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);    /* ar_checkargv pushes: keep opts at index 2 */
+    argv = ar_checkargv(L, 1);
+    ar_checkspawnopts(L, 2, &o, 0);
+    r = atomrun_run(argv, &o, &is_signal, &code);
+    if (r < 0) {
+        atomrun_stat st;
+        /* The child reports one errno: say when chdir, not exec, failed. */
+        if (o.cwd && (atomrun_stat_path(o.cwd, 1, &st) < 0 ||
+                      strcmp(st.type, "directory") != 0))
+            return arL_fail(L, r, "cannot run %s: cannot change to "
+                            "directory %s: %s", argv[0], o.cwd,
+                            atomrun_strerror(r));
+        return arL_fail(L, r, "cannot run %s: %s", argv[0],
+                        atomrun_strerror(r));
+    }
+    /* like os.execute: true|nil, "exit"|"signal", code */
+    if (!is_signal && code == 0)
+        lua_pushboolean(L, 1);
+    else
+        lua_pushnil(L);
+    lua_pushstring(L, is_signal ? "signal" : "exit");
+    lua_pushinteger(L, code);
+    if (o.timed_out) {
+        lua_pushstring(L, "timeout");
+        return 4;
+    }
+    return 3;
+}
+
+int arL_exec(lua_State *L)
+{
+    atomrun_spawn_opts o;
+    char **argv;
+    int r;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);    /* ar_checkargv pushes: keep opts at index 2 */
+    argv = ar_checkargv(L, 1);
+    ar_checkspawnopts(L, 2, &o, 1);
+    fflush(NULL);
+    r = atomrun_exec(argv, &o);
+    return arL_fail(L, r, "cannot run %s: %s", argv[0], atomrun_strerror(r));
+}
+
+int arL_pid(lua_State *L)
+{
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+int arL_uid(lua_State *L)
+{
+    lua_pushinteger(L, geteuid());
+    return 1;
+}
+
+int arL_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
