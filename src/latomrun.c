@@ -103,9 +103,11 @@ int luaopen_atomrun_core(lua_State *L)
         { "mkdir", arL_mkdir },       { "held", ar_l_held },
         { "errname", ar_l_errname },  { "strerror", ar_l_strerror },
         { "probe", ar_l_probe },      { "isatty", arL_isatty },
+        { "_etcd_queue", arL_etcd_queue },
         { NULL, NULL } };
 
     arL_openlock(L);
+    arL_openremote(L);
     arL_heldset(L);
     luaL_newlib(L, funcs);
     lua_pushstring(L, ATOMRUN_VERSION);

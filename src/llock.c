@@ -91,6 +91,8 @@ int arL_lock(lua_State *L)
     ar_lock *lk;
     int fd, r, writable;
 
+    if (arL_isurl(path))             /* "etcd://...": lremote.c */
+        return arL_etcd_lock(L);
     arL_checklockopts(L, 2, &o);
     lua_settop(L, 2);
     set = arL_heldset(L);

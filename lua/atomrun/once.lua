@@ -82,8 +82,30 @@ function Guard:__tostring() return "atomrun.once (" .. self.name .. ")" end
 
 local names = { dir = "string", wait = "boolean", timeout = "seconds", argv = "table" }
 
+-- once on an etcd name: the lock's key already records host, pid,
+-- command and since for everybody to see; no record file.
+local remote_names = { wait = "boolean", timeout = "seconds", argv = "table", ttl = true }
+local function once_remote(url, opts)
+  opts = check_opts("once", opts, remote_names, 2, 2)   -- tail-called by once()
+  local cmd = opts.argv and table.concat(opts.argv, " ") or nil
+  local lk, err, code, holder = atomrun.lock(url, { wait = opts.wait or (opts.timeout ~= nil),
+    timeout = opts.timeout, ttl = opts.ttl, cmd = cmd })
+  if not lk then
+    if code ~= "busy" and code ~= "timeout" then return nil, err, code end
+    local msg = holder and holder.pid and string.format("%s is already running: pid %d on %s "
+      .. "since %s (%s)", url:gsub("^(%a[%w+.-]*://)[^/]*@", "%1"), holder.pid, holder.host,
+      holder.since, holder.cmd) or err
+    if code == "timeout" then msg = msg .. " (gave up waiting)" end
+    return nil, msg, "running", holder or {}
+  end
+  local record = { name = lk.name, pid = atomrun.pid(), host = hostname(),
+    since = os.date("!%Y-%m-%dT%H:%M:%SZ"), argv = opts.argv or own_argv(), token = lk.token }
+  return setmetatable({ name = lk.name, lock = lk, record = record, path = lk.path }, Guard)
+end
+
 --- once(name [, opts]) -> guard | nil, msg, "running", record
 function M.once(name, opts)
+  if require("atomrun.remote").is_url(name) then return once_remote(name, opts) end
   if type(name) ~= "string" or not name:match("^[%w][%w._-]*$") then
     error("bad argument #1 to 'once' (a job name of letters, digits, '.', '_' and '-' expected, got "
       .. (type(name) == "string" and string.format("%q", name) or type(name)) .. ")", 2)

@@ -75,7 +75,7 @@ end
 -- from deep inside.  A coroutine left suspended inside fn keeps the lock
 -- until it is resumed to the end or collected: that is the caller's to avoid.
 local lock_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm",
-  create = "boolean" }
+  create = "boolean", ttl = true }   -- ttl: etcd names (atomrun.lock checks it)
 function M.with_lock(path, opts, fn, ...)
   check_path("with_lock", 1, path, 2)
   check_opts("with_lock", opts, lock_names, 2, 2)
@@ -181,7 +181,8 @@ Guard.release = Guard.unlock
 Guard.__close = Guard.unlock
 Guard.__gc = Guard.unlock
 
-local all_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm" }
+local all_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm",
+  ttl = true }
 function M.lock_all(paths, opts)
   if type(paths) ~= "table" then
     error("bad argument #1 to 'lock_all' (table of paths expected, got " .. type(paths) .. ")", 2)
@@ -192,14 +193,23 @@ function M.lock_all(paths, opts)
     if type(p) ~= "string" or p:find("\0", 1, true) then
       error("bad argument #1 to 'lock_all' (paths[" .. i .. "] must be a string without NUL)", 2)
     end
-    -- open (creating) each first, so that every file has its identity
-    local f, err, code = atomrun.open(p, { perm = opts.perm })
-    if not f then return nil, err, code end
-    local st = assert(atomrun.stat(p))
-    f:close()
-    entries[#entries + 1] = { path = p, dev = st.dev, ino = st.ino }
+    if require("atomrun.remote").is_url(p) then
+      -- etcd names: after the files, in name order (every host sorts alike)
+      entries[#entries + 1] = { path = p, remote = true }
+    else
+      -- open (creating) each first, so that every file has its identity
+      local f, err, code = atomrun.open(p, { perm = opts.perm })
+      if not f then return nil, err, code end
+      local st = assert(atomrun.stat(p))
+      f:close()
+      entries[#entries + 1] = { path = p, dev = st.dev, ino = st.ino }
+    end
   end
   table.sort(entries, function(a, b)
+    if a.remote or b.remote then
+      if not (a.remote and b.remote) then return b.remote == true end
+      return a.path < b.path
+    end
     if a.dev ~= b.dev then return a.dev < b.dev end
     return a.ino < b.ino
   end)
@@ -207,8 +217,11 @@ function M.lock_all(paths, opts)
   local guard = setmetatable({ locks = {}, paths = {} }, Guard)
   local last
   for _, e in ipairs(entries) do
-    if not (last and last.dev == e.dev and last.ino == e.ino) then   -- same file twice
-      local lopts = { mode = opts.mode, wait = opts.wait, perm = opts.perm }
+    local same = last and (e.remote and last.path == e.path
+      or not e.remote and not last.remote and last.dev == e.dev and last.ino == e.ino)
+    if not same then                                                 -- same file twice
+      local lopts = { mode = opts.mode, wait = opts.wait, perm = not e.remote and opts.perm or nil,
+        ttl = e.remote and opts.ttl or nil }
       if deadline then lopts.timeout = math.max(0, deadline - atomrun.now()) end
       local lk, err, code, holder = atomrun.lock(e.path, lopts)
       if not lk then

@@ -117,6 +117,8 @@ function M.semaphore(path, n)
   if math.type(n) ~= "integer" or n < 1 then
     error("bad argument #2 to 'semaphore' (a whole number of slots >= 1 expected)", 2)
   end
+  local remote = require "atomrun.remote"
+  if remote.is_url(path) then return remote.semaphore(path, n) end   -- etcd://...
   return setmetatable({ path = path, n = n }, Sem)
 end
 

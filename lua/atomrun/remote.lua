@@ -1,0 +1,96 @@
+-- atomrun.remote -- the recipes' side of etcd names ("etcd://h:2379/NAME"):
+-- a semaphore of n slots on one name, the queue of holders and waiters, and
+-- the test the recipes use to tell a name from a path.  atomrun.lock itself
+-- takes etcd names directly (src/lremote.c parses the URL, src/rlock.c is
+-- the queue), so with_lock, retry and everything built on lock() need
+-- nothing from here.
+local atomrun = require "atomrun.core"
+
+local M = {}
+
+--- The etcd keys of NAME live under this prefix (readable with
+--- `etcdctl get --prefix atomrun/lock/NAME/`).
+M.KEY_PREFIX = "atomrun/lock/"
+
+--- True when name has a scheme ("etcd://...", or a refused "foo://..."):
+--- such a name is never a path.
+function M.is_url(name)
+  return type(name) == "string" and name:find("^%a[%w+.-]*://") ~= nil
+end
+
+--- queue(url [, opts]) -> {holder...}: holders first, then waiters, in
+--- create-revision order; each {pid=, host=, cmd=, since=, token=, mode=,
+--- key=, lease=}.  opts: ca, cert, key.
+function M.queue(url, opts)
+  return atomrun._etcd_queue(url, opts)
+end
+
+-- ------------------------------------------------------------ semaphore
+
+local Slot = {}
+Slot.__index = Slot
+function Slot:release()
+  local lk = self.lock
+  if not lk then return true end
+  self.lock = nil
+  return lk:unlock()
+end
+Slot.unlock = Slot.release
+Slot.__close = Slot.release
+Slot.__gc = Slot.release
+function Slot:lost() return self.lock ~= nil and self.lock:lost() end
+function Slot:__tostring()
+  return string.format("atomrun.slot (%s #%d%s)", self.path, self.index,
+    self.lock and "" or ", released")
+end
+
+local Sem = {}
+Sem.__index = Sem
+function Sem:__tostring() return string.format("atomrun.semaphore (%s, %d)", self.path, self.n) end
+
+local acquire_names = { timeout = true, wait = true, ttl = true }
+
+--- sem:acquire([opts]) -> slot | nil, msg, code [, holder]
+-- A slot is held while its key is among the n oldest under the name; its
+-- index is its rank among the holders when it was granted.
+function Sem:acquire(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'acquire' (options must be a table, not a " .. type(opts) .. ")", 2)
+  end
+  local lopts = { slots = self.n }
+  for k, v in pairs(opts or {}) do
+    if not acquire_names[k] then
+      error("bad argument #1 to 'acquire' (unknown option '" .. tostring(k)
+        .. "' (expected one of: timeout, ttl, wait))", 2)
+    end
+    lopts[k] = v
+  end
+  local lk, err, code, holder = atomrun.lock(self._url, lopts)
+  if not lk then
+    if code == "busy" then
+      err = string.format("all %d slots of %s are taken%s", self.n, self.path,
+        holder and holder.pid and string.format(" (the oldest by pid %d on %s)", holder.pid,
+          holder.host) or "")
+    end
+    return nil, err, code, holder
+  end
+  return setmetatable({ index = lk.index, token = lk.token, lock = lk, path = lk.path }, Slot)
+end
+
+--- sem:holders() -> the slots' holders now, oldest first
+function Sem:holders()
+  local q, err, code = atomrun._etcd_queue(self._url)
+  if not q then return nil, err, code end
+  local t = {}
+  for i = 1, math.min(self.n, #q) do t[i] = q[i] end
+  return t
+end
+
+--- semaphore(url, n) -> sem (called by atomrun.semaphore for etcd names)
+function M.semaphore(url, n)
+  -- the path shown in messages: the URL without its credentials
+  local shown = url:gsub("^(%a[%w+.-]*://)[^/]*@", "%1")
+  return setmetatable({ path = shown, n = n, _url = url }, Sem)
+end
+
+return M
