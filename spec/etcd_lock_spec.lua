@@ -193,6 +193,56 @@ describe("atomrun.lock on etcd", function()
     assert.matches("ATOMRUN_ETCD is not set", out)
   end)
 
+  it("guard: a lost lock ends the guarded process group (TERM, then KILL)", function()
+    local url = C:url("lua/guard")
+    local code = [[
+      local url, ready, kill_after = ...
+      local lk = assert(atomrun.lock(url, { ttl = 2 }))
+      -- a process group that ignores TERM, so that KILL has to follow
+      local p = io.popen("(exec setsid sh -c 'trap \"\" TERM; sleep 100') >/dev/null 2>&1 & echo $!")
+      local pid = tonumber(p:read("l")); p:close()
+      assert(lk:guard(pid, tonumber(kill_after)))
+      atomrun.replace(ready .. ".lease", lk.lease)
+      atomrun.replace(ready, tostring(pid))
+      local function running()          -- a zombie has ended (nobody reaps it here)
+        local f = io.open("/proc/" .. pid .. "/stat")
+        local st = f and f:read("a") or ""
+        if f then f:close() end
+        return st ~= "" and not st:match("^%d+ %b() Z")
+      end
+      while not lk:lost() do atomrun.sleep(0.02) end
+      local t = atomrun.now()
+      while running() and atomrun.now() - t < 20 do atomrun.sleep(0.02) end
+      atomrun.replace(ready .. ".done", string.format("%s %.2f", tostring(lk:unguard()), atomrun.now() - t))
+    ]]
+    local ready = dir .. "/g"
+    H.bg_lua(code, url, ready, 1)
+    local pid = H.ready_pid(ready)
+    assert.is_true(H.alive(pid))
+    -- break the lock from outside, as `atomrun who --revoke` would
+    local st, out = C:etcdctl("lease revoke " .. H.slurp(ready .. ".lease"))
+    assert.equal(0, st, out)
+    assert.is_true(H.wait_file(ready .. ".done", 15))
+    local how, took = H.slurp(ready .. ".done"):match("^(%S+) ([%d.]+)$")
+    assert.equal("kill", how)                      -- TERM was ignored: KILL after 1 s
+    assert.is_true(tonumber(took) >= 0.8 and tonumber(took) < 5, "took " .. took)
+    assert.is_true(H.wait_exit(pid, 5))
+    H.kill(pid, "KILL")
+  end)
+
+  it("remote.run: ATOMRUN_LOCK_TOKEN for the command, lost -> killed and nil, 'lost'", function()
+    if not pcall(ar.run, { "true" }, { on_start = function() end }) then
+      pending("this build's run() has no on_start option")
+      return
+    end
+    local remote = require "atomrun.remote"
+    local url = C:url("lua/run")
+    local lk = assert(ar.lock(url))
+    local ok, how, code = remote.run({ "sh", "-c", "test \"$ATOMRUN_LOCK_TOKEN\" = " .. lk.token }, lk)
+    assert.is_true(ok, tostring(how) .. " " .. tostring(code))
+    lk:unlock()
+  end)
+
   it("refuses other schemes and malformed etcd URLs with a clear error, creating nothing", function()
     local cwd = H.tmpdir()
     local code = [[

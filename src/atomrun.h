@@ -456,6 +456,16 @@ ATOMRUN_API int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l);
 ATOMRUN_API int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why,
                              size_t len);
 /*
+ * Guard a command: a thread that, as soon as the lock is lost, sends SIGTERM
+ * to process group pgid (the command's, its leader's pid), then SIGKILL
+ * kill_after seconds later.  unguard stops it (unlock does too) and returns
+ * 0, or 1/2 if it sent TERM/KILL.  Stop it right after waiting for the
+ * command: its pid may be reused once it has been waited for.
+ */
+ATOMRUN_API int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid,
+                                          double kill_after);
+ATOMRUN_API int atomrun_remote_lock_unguard(atomrun_remote_lock *l);
+/*
  * Release: delete the key only if it still has this lock's token.  Frees l
  * whatever the result.  0, ATOMRUN_ELOST (someone else's now, or the lease
  * was lost), ATOMRUN_EUNAVAILABLE (the key stays until the lease ends).

@@ -286,6 +286,40 @@ static int ar_rlock_lost(lua_State *L)
     return 1;
 }
 
+/* lk:guard(pid [, kill_after]) -> true: end process group pid (a command
+ * run in its own group) when the lock is lost: SIGTERM, then SIGKILL
+ * kill_after (default 5) seconds later.  lk:unguard() -> false | "term" |
+ * "kill": what the guard did; unlock stops it too. */
+static int ar_rlock_guard(lua_State *L)
+{
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    lua_Integer pid = luaL_checkinteger(L, 2);
+    lua_Number ka = luaL_optnumber(L, 3, 5);
+    int r;
+    if (pid <= 1 || pid > 0x7fffffff)
+        luaL_argerror(L, 2, "a process id > 1 expected");
+    if (!(ka >= 0))
+        luaL_argerror(L, 3, "seconds >= 0 expected");
+    if (!lk->l)
+        return arL_fail(L, -EINVAL, "the lock is released");
+    r = atomrun_remote_lock_guard(lk->l, (pid_t)pid, ka);
+    if (r < 0)
+        return arL_fail(L, r, "cannot guard pid %d: %s", (int)pid, atomrun_strerror(r));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int ar_rlock_unguard(lua_State *L)
+{
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    int r = lk->l ? atomrun_remote_lock_unguard(lk->l) : 0;
+    if (r == 0)
+        lua_pushboolean(L, 0);
+    else
+        lua_pushstring(L, r == 1 ? "term" : "kill");
+    return 1;
+}
+
 static int ar_rlock_tostring(lua_State *L)
 {
     ar_rlock *lk = ar_checkrlock(L, 1);
@@ -576,6 +610,7 @@ void arL_openremote(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         { "unlock", ar_rlock_unlock }, { "lost", ar_rlock_lost },
+        { "guard", ar_rlock_guard },   { "unguard", ar_rlock_unguard },
         { NULL, NULL } };
     static const luaL_Reg getters[] = {
         { "path", ar_rlock_path },   { "url", ar_rlock_path },

@@ -33,6 +33,7 @@
 #include "ar_internal.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,12 +43,25 @@
 #define AR_NAME_MAX     200
 #define AR_WATCH_SLICE  2.0     /* re-read the queue at least this often */
 
+/* The guard: a thread that ends a command's process group when the lock
+ * is lost (atomrun_remote_lock_guard). */
+typedef struct ar_guard {
+    pthread_t       thread;
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    pid_t           pgid;
+    double          kill_after;
+    int             stop;
+    int             fired;      /* 1 TERM sent, 2 KILL sent */
+} ar_guard;
+
 struct atomrun_remote_lock {
     atomrun_etcd *c;
     ar_session   *s;
     char         *key;
     int64_t       token;
     int           index;
+    ar_guard     *guard;
 };
 
 static pthread_mutex_t seq_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -73,6 +87,120 @@ int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l)
 int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len)
 {
     return ar_session_lost(l->s, why, len);
+}
+
+/* ------------------------------------------------------------ guard */
+
+/* Sleep on g->cv until stop or `until` (monotonic); 1 if stopped.  Under
+ * g->mu. */
+static int guard_nap(ar_guard *g, double until)
+{
+    while (!g->stop) {
+        double left = until - atomrun_now();
+        struct timespec ts;
+        if (left <= 0)
+            return 0;
+        if (left > 0.05)
+            left = 0.05;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(left * 1e9);
+        while (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+    }
+    return 1;
+}
+
+typedef struct guard_arg {
+    ar_guard   *g;
+    ar_session *s;
+} guard_arg;
+
+static void *guard_main(void *ud)
+{
+    guard_arg *a = ud;
+    ar_guard *g = a->g;
+    ar_session *s = a->s;
+    free(a);
+    pthread_mutex_lock(&g->mu);
+    /* lost() is a clock comparison and a flag: looking 20 times a second
+     * costs nothing and bounds how long a lost lock's command runs on. */
+    while (!g->stop) {
+        pthread_mutex_unlock(&g->mu);
+        int lost = ar_session_lost(s, NULL, 0) < 0;
+        pthread_mutex_lock(&g->mu);
+        if (lost && !g->stop) {
+            /* The group, or the leader alone if it left its group. */
+            if (kill(-g->pgid, SIGTERM) < 0)
+                kill(g->pgid, SIGTERM);
+            g->fired = 1;
+            if (!guard_nap(g, atomrun_now() + g->kill_after)) {
+                if (kill(-g->pgid, SIGKILL) < 0)
+                    kill(g->pgid, SIGKILL);
+                g->fired = 2;
+            }
+            break;
+        }
+        guard_nap(g, atomrun_now() + 0.05);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_after)
+{
+    ar_guard *g;
+    guard_arg *a;
+    if (pgid <= 1 || l->guard || !(kill_after >= 0))
+        return -EINVAL;
+    g = calloc(1, sizeof *g);
+    a = malloc(sizeof *a);
+    if (!g || !a) {
+        free(g);
+        free(a);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->pgid = pgid;
+    g->kill_after = kill_after;
+    a->g = g;
+    a->s = l->s;
+    if (pthread_create(&g->thread, NULL, guard_main, a) != 0) {
+        pthread_mutex_destroy(&g->mu);
+        pthread_cond_destroy(&g->cv);
+        free(g);
+        free(a);
+        return -EAGAIN;
+    }
+    l->guard = g;
+    return 0;
+}
+
+/*
+ * Stop the guard.  Call it as soon as the command has been waited for: the
+ * kernel may give its pid to a new process after that (the window is the
+ * time between the wait and this call).
+ */
+int atomrun_remote_lock_unguard(atomrun_remote_lock *l)
+{
+    ar_guard *g = l->guard;
+    int fired;
+    if (!g)
+        return 0;
+    pthread_mutex_lock(&g->mu);
+    g->stop = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    pthread_join(g->thread, NULL);
+    fired = g->fired;
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+    l->guard = NULL;
+    return fired;
 }
 
 /* ------------------------------------------------------------ records */
@@ -604,8 +732,10 @@ fail:
 int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
 {
     char why[ATOMRUN_ETCD_ERRLEN];
-    int lost = ar_session_lost(l->s, why, sizeof why) < 0;
-    int r = dequeue(l->c, l->key, l->token, 0, err, errlen);
+    int lost, r;
+    atomrun_remote_lock_unguard(l);
+    lost = ar_session_lost(l->s, why, sizeof why) < 0;
+    r = dequeue(l->c, l->key, l->token, 0, err, errlen);
     if (r == 0 || (r >= 0 && lost)) {
         if (lost)
             snprintf(err, errlen, "%s", why);
