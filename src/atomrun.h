@@ -458,7 +458,9 @@ ATOMRUN_API int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why
 /*
  * Guard a command: a thread that, as soon as the lock is lost, sends SIGTERM
  * to process group pgid (the command's, its leader's pid), then SIGKILL
- * kill_after seconds later.  unguard stops it (unlock does too) and returns
+ * kill_after seconds later; pgid 0: every child process of this process
+ * (with its group when it leads one), for a caller that starts the command
+ * only after the guard.  unguard stops it (unlock does too) and returns
  * 0, or 1/2 if it sent TERM/KILL.  Stop it right after waiting for the
  * command: its pid may be reused once it has been waited for.
  */

@@ -287,7 +287,7 @@ static int ar_rlock_lost(lua_State *L)
 }
 
 /* lk:guard(pid [, kill_after]) -> true: end process group pid (a command
- * run in its own group) when the lock is lost: SIGTERM, then SIGKILL
+ * run in its own group; 0: every child of this process) when the lock is lost: SIGTERM, then SIGKILL
  * kill_after (default 5) seconds later.  lk:unguard() -> false | "term" |
  * "kill": what the guard did; unlock stops it too. */
 static int ar_rlock_guard(lua_State *L)
@@ -296,8 +296,8 @@ static int ar_rlock_guard(lua_State *L)
     lua_Integer pid = luaL_checkinteger(L, 2);
     lua_Number ka = luaL_optnumber(L, 3, 5);
     int r;
-    if (pid <= 1 || pid > 0x7fffffff)
-        luaL_argerror(L, 2, "a process id > 1 expected");
+    if (pid < 0 || pid == 1 || pid > 0x7fffffff)
+        luaL_argerror(L, 2, "a process id > 1 (or 0: every child) expected");
     if (!(ka >= 0))
         luaL_argerror(L, 3, "seconds >= 0 expected");
     if (!lk->l)

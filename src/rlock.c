@@ -32,6 +32,7 @@
 #include "etcd_internal.h"
 #include "ar_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -113,6 +114,43 @@ static int guard_nap(ar_guard *g, double until)
     return 1;
 }
 
+/* pgid 0: every child of this process, each with its group if it leads
+ * one -- for a caller (the CLI) that starts the command after the guard
+ * and so never learns its pid first.  Children of any of our threads, from
+ * /proc/self/task/TID/children. */
+static void guard_kill(pid_t pgid, int sig)
+{
+    DIR *d;
+    struct dirent *e;
+    if (pgid > 0) {
+        if (kill(-pgid, sig) < 0)       /* the group, or the leader alone */
+            kill(pgid, sig);
+        return;
+    }
+    if (!(d = opendir("/proc/self/task")))
+        return;
+    while ((e = readdir(d)) != NULL) {
+        char path[64];
+        FILE *f;
+        long pid;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/children", e->d_name);
+        if (!(f = fopen(path, "re")))
+            continue;
+        while (fscanf(f, "%ld", &pid) == 1) {
+            if (pid <= 1)
+                continue;
+            if (getpgid((pid_t)pid) == (pid_t)pid)
+                kill((pid_t)-pid, sig);
+            else
+                kill((pid_t)pid, sig);
+        }
+        fclose(f);
+    }
+    closedir(d);
+}
+
 typedef struct guard_arg {
     ar_guard   *g;
     ar_session *s;
@@ -132,13 +170,10 @@ static void *guard_main(void *ud)
         int lost = ar_session_lost(s, NULL, 0) < 0;
         pthread_mutex_lock(&g->mu);
         if (lost && !g->stop) {
-            /* The group, or the leader alone if it left its group. */
-            if (kill(-g->pgid, SIGTERM) < 0)
-                kill(g->pgid, SIGTERM);
+            guard_kill(g->pgid, SIGTERM);
             g->fired = 1;
             if (!guard_nap(g, atomrun_now() + g->kill_after)) {
-                if (kill(-g->pgid, SIGKILL) < 0)
-                    kill(g->pgid, SIGKILL);
+                guard_kill(g->pgid, SIGKILL);
                 g->fired = 2;
             }
             break;
@@ -153,7 +188,7 @@ int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_af
 {
     ar_guard *g;
     guard_arg *a;
-    if (pgid <= 1 || l->guard || !(kill_after >= 0))
+    if (pgid < 0 || pgid == 1 || l->guard || !(kill_after >= 0))
         return -EINVAL;
     g = calloc(1, sizeof *g);
     a = malloc(sizeof *a);

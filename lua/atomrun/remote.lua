@@ -51,6 +51,73 @@ function M.run(argv, lk, opts)
   return ok, how, code, extra
 end
 
+-- ------------------------------------------------------------ command line
+
+-- sysexits for what the cluster said: a bad name or ttl is the caller's
+-- mistake (64), a refused login 77, no answer 69, not etcd at all 76.
+local EXIT = { EINVAL = 64, ERANGE = 64, EACCES = 77, unavailable = 69, EPROTO = 76 }
+M.EX_LOST = 75              -- EX_TEMPFAIL: the lock was lost, the command killed
+
+local function say(fmt, ...) io.stderr:write("atomrun: ", string.format(fmt, ...), "\n") end
+
+--- held_run(lk, argv, opts) -> exit status.  The command line's part once
+-- the lock is held: run argv with ATOMRUN_LOCK_TOKEN in its environment and
+-- in its own process group; if the lock is lost meanwhile, TERM the group,
+-- KILL it opts.kill_after (5) s later, say why and return 75.  Otherwise
+-- the command's status (128+N for signal N), 69 when it cannot start.
+-- The guard is started before the command (it ends every child of ours,
+-- and this process has no other): no window in which a lost lock goes
+-- unnoticed because the pid is not known yet.
+function M.held_run(lk, argv, opts)
+  opts = opts or {}
+  assert(lk:guard(0, opts.kill_after or 5))
+  local ok, how, status = atomrun.run(argv, { timeout = 1e300, forward_signals = true,
+    env = { ATOMRUN_LOCK_TOKEN = tostring(lk.token) } })
+  local fired = lk:unguard()
+  local why = lk:lost()
+  if fired or why then
+    say("lost the lock %s while %s ran (%s); %s", lk.path, argv[1], why or "lease expired",
+      fired == "kill" and "sent SIGTERM, then SIGKILL" or fired and "sent SIGTERM"
+      or "it had just finished")
+    lk:unlock()
+    return M.EX_LOST
+  end
+  local _, uerr = lk:unlock()
+  if ok == nil and how ~= "exit" and how ~= "signal" then
+    say("failed to execute %s", (how:gsub("^cannot run [^:]*: ", argv[1] .. ": ")))
+    return status == "ENOMEM" and 71 or 69
+  end
+  if uerr then say("%s", uerr) end
+  return how == "signal" and 128 + status or status
+end
+
+--- cli_lock(o) -> exit status, for `atomrun lock [opts] etcd://.../NAME -- CMD`.
+-- o is cmd/lock.lua's parse: file, argv, mode, timeout, conflict, verbose,
+-- nofork, and the etcd options ttl and kill_after.
+function M.cli_lock(o)
+  if o.nofork then
+    say("-F cannot be used with an etcd name: nothing would keep its lease alive")
+    return 64
+  end
+  local started = atomrun.now()
+  local lk, err, code = atomrun.lock(o.file, { mode = o.mode, timeout = o.timeout,
+    ttl = o.ttl })
+  if not lk then
+    if code == "busy" or code == "timeout" then
+      -- silent on a conflict, as flock(1), unless asked or watched
+      if o.verbose or atomrun.isatty(2) then say("%s", err) end
+      return o.conflict or 1
+    end
+    say("%s", err)
+    return EXIT[code] or 69
+  end
+  if o.verbose then
+    say("getting lock took %.6f seconds (token %d)", atomrun.now() - started, lk.token)
+    say("executing %s", table.concat(o.argv, " "))
+  end
+  return M.held_run(lk, o.argv, { kill_after = o.kill_after })
+end
+
 -- ------------------------------------------------------------ semaphore
 
 local Slot = {}

@@ -19,6 +19,9 @@ usage: atomrun lock [options] FILE|DIR [--] CMD [ARGS...]
   -E, --conflict-exit-code N  exit code when the lock is busy (default 1)
   -o, --close               do not pass the lock to CMD
   -F, --no-fork             exec CMD in place of atomrun (it keeps the lock)
+      --ttl S               etcd names: lease seconds (default 10)
+      --kill-after S        etcd names: SIGKILL S s after SIGTERM when the
+                            lock is lost (default 5; atomrun then exits 75)
   -c, --command CMDSTRING   run CMDSTRING with $SHELL -c (else /bin/sh)
       --verbose             say how long the lock took and what runs
   -h, --help                this text
@@ -54,6 +57,10 @@ local function parse(args)
     elseif a == "-F" or a == "--no-fork" then o.nofork = true
     elseif a == "-c" or a == "--command" then o.command = val(a)
     elseif a == "--verbose" then o.verbose = true
+    elseif a == "--ttl" then           -- etcd names: the lease's seconds
+      o.ttl = math.tointeger(tonumber(val(a)))
+      if not o.ttl or o.ttl < 1 then usage_error("invalid --ttl: a whole number of seconds >= 1") end
+    elseif a == "--kill-after" then o.kill_after = cli.seconds(USAGE, val(a))
     elseif a == "-h" or a == "--help" then io.stdout:write(USAGE) os.exit(0)
     elseif a == "-u" or a == "--unlock" then
       usage_error("-u works on an inherited descriptor, which atomrun lock does not take; "
@@ -99,6 +106,8 @@ local function open_failure_status(code)
 end
 
 local o = parse({ ... })
+-- etcd://.../NAME: the lock lives on a cluster (lua/atomrun/remote.lua)
+if require("atomrun.remote").is_url(o.file) then os.exit(require("atomrun.remote").cli_lock(o)) end
 local started = atomrun.now()
 
 -- Try at once; then, if we must wait and a person is watching, say who

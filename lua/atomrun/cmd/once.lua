@@ -63,7 +63,8 @@ while i <= #args do
   i = i + 1
 end
 if not name then usage_error("no job NAME given") end
-if not name:match("^[%w][%w._-]*$") then
+local remote = require "atomrun.remote"     -- etcd://.../NAME: once across hosts
+if not remote.is_url(name) and not name:match("^[%w][%w._-]*$") then
   usage_error("bad job name '%s' (letters, digits, '.', '_' and '-')", name)
 end
 local argv = table.move(args, i, #args, 1, {})
@@ -74,4 +75,5 @@ if not guard then
   say("%s", err)
   os.exit(code == "running" and o.conflict or EX_UNAVAILABLE)
 end
+if remote.is_url(name) then os.exit(remote.held_run(guard.lock, argv)) end
 cli.run_and_exit(argv, { forward_signals = true }, function() guard:release() end)
