@@ -97,7 +97,7 @@ end
 
 -- ------------------------------------------------- Lua
 do
-  if not rawget(ar, "_etcd_lock") then
+  if not rawget(ar, "_etcd_queue") then
     row { bench = "etcd lock+unlock, Lua", text = "skipped (this build has no etcd binding)" }
   else
     local code = [[
@@ -136,7 +136,7 @@ do
   -- Only a build whose `atomrun lock` knows etcd names: an older one would
   -- lock a local file under a directory called "etcd:".
   local cli, st = nil, "no etcd binding"
-  if rawget(ar, "_etcd_lock") then cli, st = per_process(H.q(H.atomrun) .. " lock " .. H.q(url) .. " -- true", N.cli) end
+  if rawget(ar, "_etcd_queue") then cli, st = per_process(H.q(H.atomrun) .. " lock " .. H.q(url) .. " -- true", N.cli) end
   local ctl = per_process("ETCDCTL_API=3 " .. H.q(E.ctl) .. " --endpoints=" .. H.q(eps)
     .. " lock bench/ctl true", N.ctl)
   row { bench = "etcd lock -- true, atomrun CLI (process)", seconds = cli,
