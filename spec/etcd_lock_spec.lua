@@ -191,6 +191,9 @@ describe("atomrun.lock on etcd", function()
     assert.equal("ok etcd:///lua/env\n", out)
     st, out = H.sh("env -u ATOMRUN_ETCD " .. H.q(H.atomrun) .. " -e " .. H.q(code))
     assert.matches("ATOMRUN_ETCD is not set", out)
+    st, out = H.sh("ATOMRUN_ETCD=etcd://bob:cr3t@" .. C:endpoint(1) .. " " .. H.q(H.atomrun) .. " -e " .. H.q(code))
+    assert.matches("ATOMRUN_ETCD must hold endpoints only", out)
+    assert.is_nil(out:find("cr3t", 1, true))
   end)
 
   it("guard: a lost lock ends the guarded process group (TERM, then KILL)", function()
@@ -258,6 +261,7 @@ describe("atomrun.lock on etcd", function()
       { "etcd://host/x", "bad etcd endpoint \"host\"" },
       { "etcd://h:1,,h:2/x", "bad etcd endpoint" },
       { "etcd://" .. C:endpoint(1) .. "/a//b", "empty path segment" },
+      { "etcd://bob:se/cr3t@" .. C:endpoint(1) .. "/x", "with '@' after the endpoints refused" },
     }
     for _, c in ipairs(cases) do
       local st, out = H.sh("cd " .. H.q(cwd) .. " && " .. H.q(H.atomrun:sub(1, 1) == "/" and H.atomrun or H.root .. "/" .. H.atomrun) .. " -e "
@@ -266,6 +270,7 @@ describe("atomrun.lock on etcd", function()
       assert.matches("^nil|", out, nil, c[1])
       assert.is_truthy(out:find(c[2], 1, true), c[1] .. " -> " .. out)
       assert.matches("|EINVAL\n$", out, nil, c[1])
+      assert.is_nil(out:find("cr3t", 1, true), c[1])
     end
     assert.same({}, H.listdir(cwd))
     assert.has_error(function() ar.lock(C:url("x"), { ttl = 0 }) end)

@@ -116,6 +116,13 @@ static const char *ar_parse_url(lua_State *L, const char *url, ar_url *u)
         return lua_pushfstring(L, "%s://%s has no /NAME after the endpoints",
                                u->tls ? "etcd+https" : "etcd", at ? at + 1 : auth);
     u->name = slash + 1;
+    /* "etcd://u:pa/ss@h:2379/x": a '/' in a password ends the endpoints
+     * early and the password would be shown as part of the name.  Lock
+     * names cannot hold '@'; the URL is not quoted back. */
+    if (strchr(u->name, '@'))
+        return lua_pushfstring(L, "%s URL with '@' after the endpoints refused (a lock "
+                               "name cannot contain '@'; write '/' in a password as %%2F)",
+                               u->tls ? "etcd+https" : "etcd");
     snprintf(u->shown, sizeof u->shown, "%s://%.*s/%s", u->tls ? "etcd+https" : "etcd",
              (int)(slash - (at ? at + 1 : auth)), at ? at + 1 : auth, u->name);
     if (at) {
@@ -145,6 +152,10 @@ static const char *ar_parse_url(lua_State *L, const char *url, ar_url *u)
         /* ATOMRUN_ETCD may be written as a URL prefix ("etcd://h:2379") */
         e = strstr(env, "://");
         env = e ? e + 3 : env;
+        if (strchr(env, '@'))       /* never echo what may be a password */
+            return lua_pushfstring(L, "%s: ATOMRUN_ETCD must hold endpoints only; give "
+                                   "credentials in ATOMRUN_ETCD_USER and "
+                                   "ATOMRUN_ETCD_PASSWORD", u->shown);
         n = strlen(env);
         while (n > 0 && env[n - 1] == '/')
             n--;
