@@ -55,7 +55,8 @@ CMOD       = $(B)/lua/atomrun/core.so
 TARGETS    = $(B)/atomrun $(B)/libatomrun.a $(B)/libatomrun.so \
              $(CMOD) $(B)/atomrun.pc
 
-.PHONY: all test check check-asan check-embed bench clean install uninstall help demo
+.PHONY: all test check check-asan check-embed bench clean install uninstall help demo \
+        print-san
 
 all: $(TARGETS)
 
@@ -78,15 +79,19 @@ $(B)/libatomrun.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
+# -z nodelete: wait.c leaves a pthread key destructor (it deletes a
+# thread's timer at thread exit); after a dlclose it must still be there.
+SO_FLAGS   = -Wl,-z,nodelete
+
 $(B)/libatomrun.so: $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libatomrun.so.$(SOVERSION) \
+	$(CC) $(ALL_CFLAGS) $(SO_FLAGS) -shared -Wl,-soname,libatomrun.so.$(SOVERSION) \
 	    -o $@ $^ $(LUA_LIBS) $(LDLIBS_ALL)
 
 # The Lua C module for stock lua5.4: no liblua linked in, the interpreter
 # provides it (linking a second copy of Lua into one process breaks it).
 $(CMOD): $(CORE_OBJ) $(BIND_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) $(SO_FLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
 
 PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	     -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|'
@@ -97,13 +102,25 @@ $(B)/atomrun.pc: src/atomrun.pc.in src/atomrun.h | $(B)
 
 # ------------------------------------------------------------------ tests
 
-BUSTED   ?= $(LUA) /usr/bin/busted
-
 demo: all
 	$(B)/atomrun scripts/demo.lua
 
 test: all $(B)/spec_host
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh
+
+check: test
+
+# The sanitizer flags, the one copy: spec/run.sh (make check-asan, and the
+# last pass of make test) asks `make print-san` for SAN_FLAGS and builds
+# build/asan/ with them; check-tsan builds build/tsan/ with TSAN_FLAGS.
+# They go in CFLAGS, which every link line carries too, so the sanitizer
+# runtimes are linked without a second copy in LDFLAGS.
+SAN_FLAGS   = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=all
+TSAN_FLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+
+print-san:
+	@echo "$(SAN_FLAGS)"
 
 # The specs and C tests again, against an ASan+UBSan build in build/asan/
 # (make test runs this too, last).
@@ -116,12 +133,11 @@ check-asan: all $(B)/spec_host
 # the CLI on the scripts in spec/valgrind/ and the bundled commands: 0 bytes
 # definitely lost, 0 invalid reads or writes.
 TSAN_B     ?= build/tsan
-TSAN_FLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=thread
 
 .PHONY: check-tsan check-valgrind
 check-tsan:
 	@$(MAKE) --no-print-directory -s B=$(TSAN_B) CFLAGS="$(TSAN_FLAGS)" \
-	    LDFLAGS_EXTRA=-fsanitize=thread $(TSAN_B)/libatomrun.a
+	    $(TSAN_B)/libatomrun.a
 	@$(CC) -std=c11 -Wall -Wextra -Werror $(TSAN_FLAGS) -pthread -Isrc $(LUA_CFLAGS) \
 	    -o $(TSAN_B)/tsan_threads spec/tsan/threads.c $(TSAN_B)/libatomrun.a \
 	    $(LUA_LIBS) $(ETCD_LIBS) -lm
@@ -139,7 +155,8 @@ $(B)/spec_host: spec/host.c $(B)/libatomrun.a
 	$(CC) $(ALL_CFLAGS) -Isrc -o $@ spec/host.c $(B)/libatomrun.a $(LUA_LIBS) $(LDLIBS_ALL)
 
 bench: all
-	@CC="$(CC)" sh scripts/bench/run.sh --build $(B) $(if $(QUICK),--quick,)
+	@CC="$(CC)" sh scripts/bench/run.sh --build $(B) $(if $(QUICK),--quick,) \
+	    $(if $(BEFORE),--before $(BEFORE),)
 
 # ---------------------------------------------------------------- install
 
@@ -175,11 +192,22 @@ clean:
 	rm -rf build
 
 help:
-	@echo "make              build build/atomrun, build/libatomrun.{a,so}, build/lua/atomrun/core.so, build/atomrun.pc"
-	@echo "make demo         build and run scripts/demo.lua"
-	@echo "make test         all specs (binary and stock lua5.4), the C embedding test, then check-asan"
-	@echo "make check-asan   the specs against an ASan+UBSan build (build/asan/)"
-	@echo "make bench        benchmarks against raw C and peer tools (QUICK=1: a smoke run)"
-	@echo "make install      PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
-	@echo "make uninstall    remove what install put there"
-	@echo "make clean        remove build/ (every build tree and the bench results)"
+	@echo "make                build build/atomrun, build/libatomrun.{a,so}, build/lua/atomrun/core.so, build/atomrun.pc"
+	@echo "make demo           build and run scripts/demo.lua"
+	@echo "make test           all specs (stock lua5.4 and inside build/atomrun), the C tests and the"
+	@echo "                    embedding test, check-tsan, check-valgrind, then the ASan pass;"
+	@echo "                    SPEC='spec/x_spec.lua ...' runs some specs only, AR_NO_ASAN=1 skips"
+	@echo "                    the ASan pass, AR_NO_HARDEN=1 skips check-tsan and check-valgrind"
+	@echo "make check          the same as make test"
+	@echo "make check-asan     the specs and C tests against an ASan+UBSan build (build/asan/)"
+	@echo "make check-tsan     the core and the binding from 8 threads under ThreadSanitizer (build/tsan/)"
+	@echo "make check-valgrind memcheck over the CLI: no leaks, no invalid reads or writes"
+	@echo "make check-embed    a C host linked with libatomrun.a runs spec/embed_job.lua"
+	@echo "make print-san      print the ASan+UBSan compiler flags (SAN_FLAGS) spec/run.sh uses"
+	@echo "make bench          benchmarks against raw C and peer tools, side by side; results in"
+	@echo "                    build/bench/results.json (QUICK=1: a seconds-long smoke run;"
+	@echo "                    BEFORE=DIR: DIR/atomrun too, side by side, for before/after)"
+	@echo "make install        PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+	@echo "make uninstall      remove what install put there"
+	@echo "make clean          remove build/ (every build tree and the bench results)"
+	@echo "make help           this list"

@@ -3,24 +3,17 @@
 -- holder and signals passed on to the command.
 local H = require "spec.helper"
 local ar = H.ar
-local gone, wait_gone = H.gone, H.wait_exit
+local wait_gone = H.wait_exit
 
 -- ------------------------------------------------------------ helpers
 
-local function flock_n(path, mode)
-  return (H.sh("flock -n " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) .. " true"))
-end
+local flock_n, track, bg, result, pat = H.flock_n, H.track, H.bg, H.result, H.pat
 
-local spawned
-local function track(pid)
-  spawned[#spawned + 1] = pid
-  return pid
-end
-
+local nholds = 0
 -- flock(1) holds path (exclusive or shared) until release() is called.
 local function hold(dir, path, mode)
-  local n = #spawned + 1
-  local ready, rel = dir .. "/ready" .. n, dir .. "/release" .. n
+  nholds = nholds + 1
+  local ready, rel = dir .. "/ready" .. nholds, dir .. "/release" .. nholds
   local pid = track(H.spawn("exec flock " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) ..
     " sh -c " .. H.q('touch "$1"; while [ ! -e "$2" ] && [ -d "${2%/*}" ]; do sleep 0.02; done') ..
     " holder " .. H.q(ready) .. " " .. H.q(rel)))
@@ -31,24 +24,9 @@ local function hold(dir, path, mode)
   end, rel
 end
 
-local function bg(dir, name, cmd)
-  local base = dir .. "/" .. name
-  return track(H.spawn(cmd .. " >" .. H.q(base .. ".out") .. " 2>" .. H.q(base .. ".err") ..
-    "; echo $? >" .. H.q(base .. ".st")))
-end
-
-local function result(dir, name, timeout)
-  local base = dir .. "/" .. name
-  local ok = H.wait_until(function() return H.slurp(base .. ".st"):match("\n") end, timeout or 20)
-  assert(ok, name .. " did not finish")
-  return tonumber(H.slurp(base .. ".st")), H.slurp(base .. ".out"), H.slurp(base .. ".err")
-end
-
 -- The shell-quoted command line of `atomrun lock ARGS...`.
 local function cmdline(...)
-  local parts = { H.q(H.atomrun), "lock" }
-  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
-  return table.concat(parts, " ")
+  return H.cmd("lock", ...)
 end
 
 local function lock(...)
@@ -61,24 +39,16 @@ local function flock1(...)
   return H.sh(table.concat(parts, " "))
 end
 
-local function pat(s)
-  return (s:gsub("%p", "%%%0"))
-end
-
 -- --------------------------------------------------------------- specs
 
 describe("atomrun lock", function()
   local dir, f
   before_each(function()
-    spawned = {}
     dir = H.tmpdir()
     f = dir .. "/cmd.lock"
   end)
   after_each(function()
-    for _, pid in ipairs(spawned) do
-      if not gone(pid) then H.kill(pid, "KILL") end
-    end
-    H.cleanup()
+    H.cleanup_procs()
   end)
 
   describe("exit codes", function()
@@ -146,7 +116,7 @@ describe("atomrun lock", function()
     end)
 
     it("gives the same exit codes as flock(1)", function()
-      if not H.heavy then return end
+      if not H.heavy then pending(H.HEAVY) end
       local cases = {
         { f, "sh", "-c", "exit 3" },
         { f, "sh", "-c", "kill -TERM $$" },
@@ -245,7 +215,7 @@ describe("atomrun lock", function()
     end)
 
     it("says 'waiting for FILE (held by ...)' on a terminal after a second", function()
-      if not H.heavy then return end
+      if not H.heavy then pending(H.HEAVY) end
       local pid, release, rel = hold(dir, f)
       track(H.spawn("sleep 1.6; touch " .. H.q(rel)))
       -- script(1) gives the command a terminal as stderr
@@ -257,7 +227,7 @@ describe("atomrun lock", function()
     end)
 
     it("does not print the waiting line when stderr is not a terminal", function()
-      if not H.heavy then return end
+      if not H.heavy then pending(H.HEAVY) end
       local _, release, rel = hold(dir, f)
       track(H.spawn("sleep 1.4; touch " .. H.q(rel)))
       local st, out, err = lock("-w", "30", f, "echo", "ran")

@@ -1,10 +1,11 @@
--- Exclusive create, atomic replace and read (issue 6), with real processes:
+-- Exclusive create, atomic replace and read, with real processes:
 -- racing creators, readers that watch an 8 MiB create, a non-root child for
 -- EACCES.  Every failure must also leave the directory clean: no temp file,
 -- not even a hidden one.
 local H = require "spec.helper"
 local ar = H.ar
 local gone, wait_gone, listdir = H.gone, H.wait_exit, H.listdir
+local script, atomrun_cmd = H.script, H.cmd
 
 local function perm(path, follow)
   local st = assert(ar.stat(path, follow))
@@ -12,19 +13,6 @@ local function perm(path, follow)
 end
 
 local function octal(s) return tonumber(s, 8) end
-
--- A Lua file for a child process (always the atomrun binary).
-local function script(dir, name, body)
-  local p = dir .. "/" .. name
-  H.write(p, body)
-  return p
-end
-
-local function atomrun_cmd(...)
-  local parts = { H.q(H.atomrun) }
-  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
-  return table.concat(parts, " ")
-end
 
 describe("atomrun.create", function()
   local dir

@@ -1,10 +1,10 @@
 -- spec/helper.lua -- what every spec needs: the binary under test, scratch
 -- directories, and running real processes.
 --
--- Specs run twice: in stock lua5.4 with build/lua/atomrun/core.so and the
--- Lua sources of lua/ (spec/run.sh sets LUA_CPATH and LUA_PATH; children
--- inherit them), and inside the atomrun binary itself (AR_BUILD names the
--- build directory either way).
+-- Specs run three times: in stock lua5.4 with build/lua/atomrun/core.so and
+-- the Lua sources of lua/ (spec/run.sh sets LUA_CPATH and LUA_PATH;
+-- children inherit them), inside the atomrun binary itself, and inside an
+-- ASan+UBSan build of it (AR_BUILD names the build directory each time).
 local H = {}
 
 H.build = os.getenv("AR_BUILD") or "build"
@@ -15,8 +15,11 @@ H.asan = os.getenv("AR_ASAN") == "1"
 -- Which of the three passes this is: "lua5.4", "atomrun" or "asan".
 H.pass = os.getenv("AR_PASS") or "atomrun"
 -- Slow tests (storms, fault-injection sweeps, many processes) run in one
--- pass only, the one inside the atomrun binary:  if H.heavy then ... end
+-- pass only, the one inside the atomrun binary.
 H.heavy = H.pass == "atomrun"
+-- ...and in the other passes they are shown as skipped:
+--   if not H.heavy then pending(H.HEAVY) end
+H.HEAVY = "slow: runs in the atomrun pass only"
 
 if not package.loaded.atomrun and not package.preload.atomrun then
   package.cpath = H.build .. "/lua/?.so;" .. package.cpath
@@ -190,9 +193,69 @@ function H.free(path)
   return false
 end
 
---- Kill every process H.bg_lua/H.ready_pid started, then H.cleanup().
+-- ------------------------------------------------------------ shared bits
+-- What several spec files need alike; one copy here, not one per file.
+
+--- A Lua pattern that matches s literally.
+function H.pat(s)
+  return (tostring(s):gsub("%p", "%%%0"))
+end
+
+--- Call fn and return the message of the error it raises (fails if none).
+function H.err_of(fn)
+  local ok, e = pcall(fn)
+  assert(not ok, "expected an error")
+  return tostring(e)
+end
+
+--- flock(1) -n from the outside: 0 when the lock could be taken at once
+--- (mode "shared" asks for a shared one).
+function H.flock_n(path, mode)
+  return (H.sh("flock -n " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) .. " true"))
+end
+
+--- The shell-quoted command line of the atomrun binary with these arguments.
+function H.cmd(...)
+  local parts = { H.q(H.atomrun) }
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
+  return table.concat(parts, " ")
+end
+
+--- Write body to dir/name (a script for a child process); returns the path.
+function H.script(dir, name, body)
+  local p = dir .. "/" .. name
+  H.write(p, body)
+  return p
+end
+
+--- Remember a pid for H.cleanup_procs to kill after the test; returns it.
+function H.track(pid)
+  started[#started + 1] = pid
+  return pid
+end
+
+--- Run a shell command in the background; its stdout, stderr and exit
+--- status land in dir/name.out, .err and .st (H.result waits for them).
+--- Returns the pid, tracked.
+function H.bg(dir, name, cmd)
+  local base = dir .. "/" .. name
+  return H.track(H.spawn(cmd .. " >" .. H.q(base .. ".out") .. " 2>" .. H.q(base .. ".err") ..
+    "; echo $? >" .. H.q(base .. ".st")))
+end
+
+--- Wait for an H.bg command to finish: exit status, stdout, stderr.
+function H.result(dir, name, timeout)
+  local base = dir .. "/" .. name
+  local ok = H.wait_until(function() return H.slurp(base .. ".st"):match("\n") end, timeout or 20)
+  assert(ok, name .. " did not finish")
+  return tonumber(H.slurp(base .. ".st")), H.slurp(base .. ".out"), H.slurp(base .. ".err")
+end
+
+--- Kill every process H.bg_lua/H.ready_pid/H.track/H.bg started, then H.cleanup().
 function H.cleanup_procs()
-  for _, pid in ipairs(started) do H.kill(pid, "KILL") end
+  for _, pid in ipairs(started) do
+    if H.alive(pid) then H.kill(pid, "KILL") end
+  end
   started = {}
   H.cleanup()
 end

@@ -164,7 +164,8 @@ describe("descriptor hygiene", function()
     assert.same(base_exec, extra(parse_fds(e2)), "os.execute child after a failed exec: " .. e2)
   end)
 
-  if not CLI then return end
+  -- The CLI cases need the atomrun binary: skipped in the lua5.4 pass.
+  local it = CLI and it or pending
 
   it("atomrun lock: the command inherits exactly the lock; -o: nothing; -F: the lock", function()
     local f = dir .. "/cli.lock"
@@ -199,7 +200,7 @@ describe("descriptor hygiene", function()
 end)
 
 describe("signals", function()
-  if not CLI then return end
+  local it = CLI and it or pending
   local dir, pids
   before_each(function() dir = H.tmpdir(); pids = {} end)
   after_each(function()

@@ -6,22 +6,14 @@ local gone, wait_gone = H.gone, H.wait_exit
 
 -- ------------------------------------------------------------ helpers
 
--- flock(1) -n from the outside: 0 when the lock could be taken at once.
-local function flock_n(path, mode)
-  return (H.sh("flock -n " .. (mode == "shared" and "-s " or "-x ") .. H.q(path) .. " true"))
-end
+local flock_n, track, bg, result, script = H.flock_n, H.track, H.bg, H.result, H.script
 
-local spawned
-local function track(pid)
-  spawned[#spawned + 1] = pid
-  return pid
-end
-
+local nholds = 0
 -- A holder in another process until `release` is called:
 -- kind "flock" (flock(1)), "python" (filelock), "atomrun" (the binary).
 local function hold(dir, path, kind, mode)
-  local n = #spawned + 1
-  local ready, rel = dir .. "/ready" .. n, dir .. "/release" .. n
+  nholds = nholds + 1
+  local ready, rel = dir .. "/ready" .. nholds, dir .. "/release" .. nholds
   local pid
   if kind == "python" then
     pid = H.spawn("exec " .. H.python .. " -c " .. H.q([[
@@ -51,27 +43,7 @@ lk:unlock()
   return pid, function()
     H.write(rel, "")
     assert(wait_gone(pid), kind .. " holder did not exit")
-  end
-end
-
--- Run a shell command in the background; its exit status and output land
--- in files.  result() waits for them.
-local function bg(dir, name, cmd)
-  local base = dir .. "/" .. name
-  return track(H.spawn(cmd .. " >" .. H.q(base .. ".out") .. " 2>&1; echo $? >" .. H.q(base .. ".st")))
-end
-
-local function result(dir, name, timeout)
-  local base = dir .. "/" .. name
-  local ok = H.wait_until(function() return H.slurp(base .. ".st"):match("\n") end, timeout or 20)
-  assert(ok, name .. " did not finish")
-  return tonumber(H.slurp(base .. ".st")), H.slurp(base .. ".out")
-end
-
-local function script(dir, name, body)
-  local p = dir .. "/" .. name .. ".lua"
-  H.write(p, body)
-  return p
+  end, rel
 end
 
 -- A pid in /proc/locks as a blocked waiter ("N: -> FLOCK ... PID ...").
@@ -111,15 +83,11 @@ end
 describe("atomrun.lock", function()
   local dir
   before_each(function()
-    spawned = {}
     dir = H.tmpdir()
   end)
   after_each(function()
-    for _, pid in ipairs(spawned) do
-      if not gone(pid) then H.kill(pid, "KILL") end
-    end
     collectgarbage()
-    H.cleanup()
+    H.cleanup_procs()
   end)
 
   describe("modes", function()
@@ -217,9 +185,9 @@ describe("atomrun.lock", function()
     it("hands the lock to a waiter when the holder lets go (with and without a timeout)", function()
       local p = dir .. "/h.lock"
       for _, opts in ipairs({ { timeout = 30 }, {} }) do
-        local _, release = hold(dir, p, "flock")
+        local _, release, rel = hold(dir, p, "flock")
         -- release from another process while we block in the kernel
-        track(H.spawn("sleep 0.3; touch " .. H.q(dir .. "/release" .. #spawned)))
+        track(H.spawn("sleep 0.3; touch " .. H.q(rel)))
         local t0 = ar.now()
         local lk = assert(ar.lock(p, opts))
         assert.is_true(ar.now() - t0 < 25)
@@ -448,7 +416,7 @@ describe("atomrun.lock", function()
       local p = dir .. "/ro.lock"
       H.write(p, "ro")
       assert.equal(0, (H.sh("chmod 0444 " .. H.q(p))))
-      local job = script(dir, "ro", [[
+      local job = script(dir, "ro.lua", [[
 local ar = require "atomrun"
 local lk, err, code = ar.lock(arg[1])
 if not lk then print("exclusive", err, code) os.exit(2) end
@@ -467,15 +435,16 @@ print(none, ncode)
       local st, out
       H.wait_until(function()
         if H.exists(dir .. "/ro.ready") then return true end
-        st, out = H.slurp(dir .. "/ro.st"), H.slurp(dir .. "/ro.out")
+        st, out = H.slurp(dir .. "/ro.st"), H.slurp(dir .. "/ro.out") .. H.slurp(dir .. "/ro.err")
         return st ~= ""
       end, 20)
       assert.is_true(H.exists(dir .. "/ro.ready"), "read-only lock failed: " .. tostring(out))
       -- the kernel lock is real: flock(1) as root is refused
       assert.equal(1, flock_n(p))
       H.write(dir .. "/ro.release", "")
-      st, out = result(dir, "ro")
-      assert.equal(0, st, out)
+      local err
+      st, out, err = result(dir, "ro")
+      assert.equal(0, st, out .. err)
       assert.equal("nil\tEACCES\n", out)
       assert.equal("ro", H.slurp(p))
       assert.equal(tonumber("444", 8), mode_of(p))
@@ -558,7 +527,7 @@ io.write(string.format("%s %s %.3f\n", lk and "locked" or "failed", code or "-",
 ]]
 
     local function start_waiter(p, timeout)
-      local job = script(dir, "waiter", waiter)
+      local job = script(dir, "waiter.lua", waiter)
       local mark = dir .. "/waiter.pid"
       bg(dir, "w", H.q(H.atomrun) .. " " .. H.q(job) .. " " .. H.q(p) .. " " .. H.q(mark) .. " " .. timeout)
       assert(H.wait_file(mark, 20), "the waiter did not start")
@@ -591,8 +560,8 @@ io.write(string.format("%s %s %.3f\n", lk and "locked" or "failed", code or "-",
       -- SIGWINCH and SIGCHLD, and the timer signal itself sent early:
       -- the last one really interrupts flock(2) with EINTR.
       pester(pid, { "WINCH", "CHLD", rt }, 0.6)
-      local st, out = result(dir, "w")
-      assert.equal(0, st, out)
+      local st, out, err = result(dir, "w")
+      assert.equal(0, st, out .. err)
       local what, code, took = out:match("^(%a+) (%S+) ([%d.]+)")
       assert.equal("failed", what, out)
       assert.equal("timeout", code)
@@ -609,8 +578,8 @@ io.write(string.format("%s %s %.3f\n", lk and "locked" or "failed", code or "-",
       pester(pid, { "WINCH", "CHLD", rt }, 0.4)
       assert.is_false(gone(pid))
       release()
-      local st, out = result(dir, "w")
-      assert.equal(0, st, out)
+      local st, out, err = result(dir, "w")
+      assert.equal(0, st, out .. err)
       assert.matches("^locked %- ", out)
     end)
 
@@ -630,9 +599,9 @@ print("got the lock")
       local pid = tonumber(H.slurp(mark))
       assert(H.wait_until(function() return waiting_in_kernel(pid) end, 20))
       H.kill(pid, "INT")
-      local st, out = result(dir, "int", 10)
+      local st, out, err = result(dir, "int", 10)
       assert.equal(128 + 2, st)
-      assert.equal("", out)
+      assert.equal("", out .. err)
       release()
     end)
   end)
@@ -668,8 +637,8 @@ print("got the lock")
       bg(dir, "fw", "flock -w 30 " .. H.q(p) .. " echo got it")
       ar.sleep(0.1)
       lk:unlock()
-      local st, out = result(dir, "fw")
-      assert.equal(0, st)
+      local st, out, err = result(dir, "fw")
+      assert.equal(0, st, err)
       assert.equal("got it\n", out)
     end)
 
@@ -727,8 +696,8 @@ print("acquired")
       bg(dir, "py", H.python .. " -c " .. H.q(py) .. " " .. H.q(p) .. " 30")
       ar.sleep(0.2)
       lk:unlock()
-      local st, out = result(dir, "py")
-      assert.equal(0, st)
+      local st, out, err = result(dir, "py")
+      assert.equal(0, st, err)
       assert.equal("acquired\n", out)
     end)
   end)

@@ -7,14 +7,7 @@ local SQLITE_PENDING = 0x40000000     -- SQLite's os_unix.c lock bytes
 local SQLITE_SHARED_FIRST = SQLITE_PENDING + 2
 local SQLITE_SHARED_SIZE = 510
 
-local function esc(s) return (tostring(s):gsub("%p", "%%%0")) end
-
--- Call fn and return the message of the error it raises (fails if none).
-local function err_of(fn)
-  local ok, e = pcall(fn)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
+local esc, err_of = H.pat, H.err_of
 
 -- A child `atomrun -e` that locks a range, writes its pid to a ready file
 -- and holds the lock until the test writes the stop file (60 s at most).

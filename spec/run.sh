@@ -1,5 +1,6 @@
 #!/bin/sh
-# spec/run.sh -- run every test and print one closing line: "N passed, N failed".
+# spec/run.sh -- run every test and print one closing line:
+# "N passed, N failed, N skipped" (skipped: pending specs that cannot run here).
 #
 #   sh spec/run.sh              specs in stock lua5.4 (lua/ and
 #                               build/lua/atomrun/core.so) and
@@ -18,8 +19,11 @@ SPECS=${SPEC:-spec}
 LOG=$(mktemp -d /tmp/atomrun-run.XXXXXX)
 passed=0
 failed=0
+skipped=0
 
-# busted's closing line: "12 successes / 0 failures / 1 error / 0 pending : 3.2 seconds"
+# busted's closing line: "12 successes / 0 failures / 1 error / 0 pending : 3.2 seconds".
+# Pending tests (pending(...): cannot run here) are counted as skipped,
+# never as passed.
 count_busted() {
     line=$(grep -E '^[0-9]+ success' "$1" | tail -n 1)
     if [ -z "$line" ]; then
@@ -30,8 +34,10 @@ count_busted() {
     s=$(echo "$line" | sed -E 's/^([0-9]+) success.*/\1/')
     f=$(echo "$line" | sed -E 's/.* ([0-9]+) failure.*/\1/')
     e=$(echo "$line" | sed -E 's/.* ([0-9]+) error.*/\1/')
+    p=$(echo "$line" | sed -E 's/.* ([0-9]+) pending.*/\1/')
     passed=$((passed + s))
     failed=$((failed + f + e))
+    skipped=$((skipped + p))
 }
 
 busted_pass() {   # NAME INTERPRETER...
@@ -97,9 +103,10 @@ if [ "${1:-}" != "--asan-only" ]; then
 fi
 if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
     echo "== building with AddressSanitizer + UBSan (build/asan/)"
-    SAN="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
-    if make --no-print-directory -s B=build/asan CFLAGS="$SAN" \
-        LDFLAGS_EXTRA="-fsanitize=address,undefined" build/asan/atomrun build/asan/libatomrun.a >"$LOG/asan-build.log" 2>&1; then
+    # The flags are the Makefile's SAN_FLAGS (the one copy).
+    SAN=$(make --no-print-directory -s print-san)
+    if [ -n "$SAN" ] && make --no-print-directory -s B=build/asan CFLAGS="$SAN" \
+        build/asan/atomrun build/asan/libatomrun.a >"$LOG/asan-build.log" 2>&1; then
         # Leaks are valgrind's job (make check-valgrind); os.exit skips lua_close.
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
             AR_PASS=asan AR_BUILD=$PWD/build/asan AR_ASAN=1 busted_pass asan "$PWD/build/asan/atomrun"
@@ -112,5 +119,5 @@ if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
 fi
 rm -rf "$LOG"
 echo
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

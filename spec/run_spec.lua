@@ -7,9 +7,7 @@ local gone = H.gone
 
 local function pack(...) return table.pack(...) end
 
-local function flock_n(path)
-  return (H.sh("flock -n " .. H.q(path) .. " true"))
-end
+local flock_n = H.flock_n
 
 -- What the child sees as its open descriptors.  The shell execs ls in its
 -- own place (same pid, same descriptors); ls adds one of its own, for the

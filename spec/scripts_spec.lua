@@ -52,7 +52,7 @@ describe("scripts/", function()
   end)
 
   it("the job scripts run as executables through #!/usr/bin/env atomrun", function()
-    if H.pass == "lua5.4" then return end
+    if H.pass == "lua5.4" then pending("needs the atomrun binary on PATH") end
     local bin = H.atomrun:match("^(.*)/[^/]+$") or "."
     local st, out, err = H.sh("PATH=" .. H.q(bin) .. ":$PATH " .. H.q(H.root .. "/scripts/json-counter.lua")
       .. " " .. H.q(dir .. "/c.json"))
@@ -63,7 +63,7 @@ describe("scripts/", function()
   describe("demo.lua", function()
     it("runs to the end in TMPDIR", function()
       -- it runs `arg[-1] lock ...`: the atomrun binary only
-      if H.pass == "lua5.4" then return end
+      if H.pass == "lua5.4" then pending("demo.lua runs arg[-1] lock: the atomrun binary only") end
       local st, out, err = H.sh("TMPDIR=" .. H.q(dir) .. " " .. S("demo.lua"))
       assert.equal(0, st, err)
       assert.matches("locked " .. dir:gsub("%p", "%%%0") .. "/atomrun%-demo%.lock\n", out)

@@ -3,13 +3,7 @@
 local H = require "spec.helper"
 local ar = H.ar
 
-local function esc(s) return (tostring(s):gsub("%p", "%%%0")) end
-
-local function err_of(fn)
-  local ok, e = pcall(fn)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
+local esc, err_of = H.pat, H.err_of
 
 -- A worker: takes a slot, logs "enter", holds it until the go file exists
 -- (then a little longer), logs "leave" and releases.  Each log line is one

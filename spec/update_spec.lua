@@ -4,18 +4,7 @@
 local H = require "spec.helper"
 local ar = H.ar
 local gone, wait_gone, listdir = H.gone, H.wait_exit, H.listdir
-
-local function atomrun_cmd(...)
-  local parts = { H.q(H.atomrun) }
-  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
-  return table.concat(parts, " ")
-end
-
-local function script(dir, name, body)
-  local p = dir .. "/" .. name
-  H.write(p, body)
-  return p
-end
+local script, atomrun_cmd = H.script, H.cmd
 
 -- A child that takes the sidecar lock, says so with a marker file, and
 -- holds it until the "release" file appears (or 30 s pass).

@@ -19,7 +19,8 @@ typedef int (*ar_attempt_fn)(void *ctx, int block);
 
 /*
  * Take a lock with a deadline (see ATOMRUN_FOREVER): one non-blocking try,
- * then a kernel wait interrupted by the per-thread timer signal.  Returns 0,
+ * then a kernel wait interrupted by the per-thread timer signal (or, when
+ * no signal can be had, non-blocking tries 1-10 ms apart).  Returns 0,
  * ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno.
  */
 int ar_wait_for(ar_attempt_fn attempt, void *ctx, double timeout);

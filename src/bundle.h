@@ -14,9 +14,15 @@ typedef struct ar_bundled {
     const char *chunkname;   /* "@lua/atomrun/init.lua", for tracebacks */
     const char *source;
     size_t      len;
+    const char *binary;      /* the same chunk precompiled (string.dump) */
+    size_t      binlen;
+    const char *summary;     /* atomrun.cmd.NAME: its one line for --help */
 } ar_bundled;
 
 /* Ends with an entry whose name is NULL. */
 extern const ar_bundled ar_bundle[];
+
+/* "Lua 5.4.4": the release whose luac made ar_bundle[].binary. */
+extern const char ar_bundle_lua_release[];
 
 #endif

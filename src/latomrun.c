@@ -94,7 +94,8 @@ static int ar_l_probe(lua_State *L)
 int luaopen_atomrun_core(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        { "lock", arL_lock },         { "open", arL_open },
+        /* "lock": set by arL_openlock, with upvalues */
+        { "open", arL_open },
         { "create", arL_create },     { "replace", arL_replace },
         { "read", arL_read },         { "run", arL_run },
         { "exec", arL_exec },         { "now", ar_l_now },
@@ -106,10 +107,9 @@ int luaopen_atomrun_core(lua_State *L)
         { "_etcd_queue", arL_etcd_queue },
         { NULL, NULL } };
 
-    arL_openlock(L);
-    arL_openremote(L);
-    arL_heldset(L);
+    arL_openremote(L);               /* the etcd lock handle's metatable */
     luaL_newlib(L, funcs);
+    arL_openlock(L);
     lua_pushstring(L, ATOMRUN_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, atomrun_range_mechanism());

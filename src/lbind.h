@@ -81,7 +81,8 @@ void arL_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
 
 int arL_lock(lua_State *L);          /* llock.c */
 int arL_open(lua_State *L);
-void arL_openlock(lua_State *L);     /* the handle metatables */
+/* the handle metatables, and lock() into the module table on top */
+void arL_openlock(lua_State *L);
 
 int arL_create(lua_State *L);        /* lfile.c */
 int arL_replace(lua_State *L);

@@ -15,9 +15,23 @@ const ar_bundled *arL_findbundled(const char *name)
     return NULL;
 }
 
+/*
+ * The precompiled chunk when it is safe, else the source.  Bytecode is
+ * tied to one Lua release: use it only if the bundler ran the release we
+ * were compiled against, and let lua_load check the chunk's header (version,
+ * format, sizes of ints and floats) against the Lua that runs it -- a stock
+ * lua5.4 loading atomrun.so may be another build.  Any refusal falls back
+ * to the source, which always works, only more slowly.
+ */
 int arL_loadbundled(lua_State *L, const ar_bundled *m)
 {
-    return luaL_loadbuffer(L, m->source, m->len, m->chunkname);
+    int binary_ok = m->binary && strcmp(ar_bundle_lua_release, LUA_RELEASE) == 0;
+    if (binary_ok &&
+        luaL_loadbufferx(L, m->binary, m->binlen, m->chunkname, "b") == LUA_OK)
+        return LUA_OK;
+    if (binary_ok)
+        lua_pop(L, 1);                  /* the refusal's message */
+    return luaL_loadbufferx(L, m->source, m->len, m->chunkname, "t");
 }
 
 /* The preload loader of one entry (upvalue): run its chunk with the

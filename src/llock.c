@@ -16,7 +16,10 @@
 /* ====================================================== lock() handles */
 
 typedef struct ar_lock {
-    atomrun_held held;        /* in the held set while locked */
+    atomrun_held held;        /* in the held set while locked; held.dev and
+                                 held.ino stay (0, 0) until a deadlock
+                                 check needs them: whoever else reads them
+                                 calls ar_ensure_ids first */
     int     locked;
     int     closed;           /* no descriptor (yet, or any more) */
 } ar_lock;
@@ -24,6 +27,39 @@ typedef struct ar_lock {
 static ar_lock *ar_checklock(lua_State *L, int arg)
 {
     return luaL_checkudata(L, arg, AR_LOCK_MT);
+}
+
+/*
+ * lock(path) + lk:unlock() is the binding's hot path, measured against raw
+ * open+flock+close by make bench.  Two of its costs were the binding's own:
+ *   - the held-lock set and the lock metatable were looked up in the
+ *     registry on every call; lock() now has both as upvalues;
+ *   - the fstat for the lock's (dev, ino), which only the deadlock check
+ *     reads, and that only when this state already holds another lock.
+ *     The id is looked up when a check needs it (ar_ensure_ids); until
+ *     then it is (0, 0), which no file has (inode 0 is never used).
+ */
+#define AR_UP_HELDSET lua_upvalueindex(1)
+#define AR_UP_LOCK_MT lua_upvalueindex(2)
+
+static int ar_id_unknown(const atomrun_held *h)
+{
+    return h->dev == 0 && h->ino == 0;
+}
+
+/* Look up the (dev, ino) of req and of every whole-file lock in set that
+ * has none yet: before an atomrun_heldset_conflict on them. */
+static int ar_ensure_ids(atomrun_heldset *set, atomrun_held *req)
+{
+    if (ar_id_unknown(req)) {
+        int r = atomrun_file_id(req->fd, &req->dev, &req->ino);
+        if (r < 0)
+            return r;
+    }
+    for (atomrun_held *h = set->head.next; h != &set->head; h = h->next)
+        if (h->kind == ATOMRUN_HELD_FLOCK && ar_id_unknown(h))
+            atomrun_file_id(h->fd, &h->dev, &h->ino);
+    return 0;
 }
 
 static void ar_lock_release(ar_lock *lk)
@@ -89,20 +125,21 @@ int arL_lock(lua_State *L)
     atomrun_holder h;
     atomrun_heldset *set;
     ar_lock *lk;
-    int fd, r, writable;
+    int fd, r, writable, held_any;
 
     if (arL_isurl(path))             /* "etcd://...": lremote.c */
         return arL_etcd_lock(L);
     arL_checklockopts(L, 2, &o);
     lua_settop(L, 2);
-    set = arL_heldset(L);
+    set = lua_touserdata(L, AR_UP_HELDSET);
     /* The handle first, closed: from the moment the descriptor exists its
      * __gc owns it, whatever error (out of memory) comes next. */
     lk = lua_newuserdatauv(L, sizeof *lk, 1);
     memset(lk, 0, sizeof *lk);
     lk->closed = 1;
     lk->held.fd = -1;
-    luaL_setmetatable(L, AR_LOCK_MT);
+    lua_pushvalue(L, AR_UP_LOCK_MT);
+    lua_setmetatable(L, -2);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
 
@@ -111,14 +148,19 @@ int arL_lock(lua_State *L)
         return arL_failerrno(L, fd, "cannot open lock file", path);
     lk->held.fd = fd;
     lk->closed = 0;
-    r = atomrun_file_id(fd, &lk->held.dev, &lk->held.ino);
-    if (r < 0) {
-        ar_lock_release(lk);
-        return arL_failerrno(L, r, "cannot stat lock file", path);
-    }
     lk->held.kind = ATOMRUN_HELD_FLOCK;
     lk->held.mode = o.mode;
-    if (o.timeout != 0 && atomrun_heldset_conflict(set, &lk->held)) {
+    /* Nothing else held (the usual case): no deadlock to find, and no id
+     * to look up. */
+    held_any = set->head.next != &set->head;
+    if (o.timeout != 0 && held_any) {
+        r = ar_ensure_ids(set, &lk->held);
+        if (r < 0) {
+            ar_lock_release(lk);
+            return arL_failerrno(L, r, "cannot stat lock file", path);
+        }
+    }
+    if (o.timeout != 0 && held_any && atomrun_heldset_conflict(set, &lk->held)) {
         ar_lock_release(lk);
         return arL_fail(L, -EDEADLK,
             "%s is already locked by this script; waiting for it to be "
@@ -494,4 +536,10 @@ void arL_openlock(lua_State *L)
                  ar_file_tostring);
     arL_newclass(L, AR_RANGE_MT, range_methods, range_getters, ar_range_gc,
                  ar_range_tostring);
+    /* lock() into the module table on top, with its upvalues (see
+     * arL_lock); the set is anchored in the registry for the state's life */
+    lua_pushlightuserdata(L, arL_heldset(L));
+    luaL_getmetatable(L, AR_LOCK_MT);
+    lua_pushcclosure(L, arL_lock, 2);
+    lua_setfield(L, -2, "lock");
 }

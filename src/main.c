@@ -4,6 +4,7 @@
  * change) all run through atomrun_runscript(), as an embedding host would.
  */
 #include "atomrun.h"
+#include "bundle.h"
 
 #include <lua.h>
 #include <stdio.h>
@@ -12,11 +13,31 @@
 
 #define EX_USAGE 64   /* sysexits.h, as flock(1) uses */
 
-static const char usage_line[] =
-    "usage: atomrun SCRIPT [ARGS...] | -e CODE [ARGS...] | - [ARGS...]\n"
-    "       atomrun lock|once|doctor ... | --help | --version\n";
+/* The subcommands are the bundled modules atomrun.cmd.NAME, each with the
+ * one-line summary scripts/bundle.lua took from its first line: the help
+ * lists whatever is bundled, so a new subcommand is one new file. */
+#define CMD_PREFIX "atomrun.cmd."
 
-static const char help_text[] =
+static const char *command_name(const ar_bundled *m)
+{
+    size_t n = sizeof CMD_PREFIX - 1;
+    return strncmp(m->name, CMD_PREFIX, n) == 0 ? m->name + n : NULL;
+}
+
+static void print_usage(FILE *out)
+{
+    const char *sep = "";
+    fputs("usage: atomrun SCRIPT [ARGS...] | -e CODE [ARGS...] | - [ARGS...]\n"
+          "       atomrun ", out);
+    for (const ar_bundled *m = ar_bundle; m->name; m++)
+        if (command_name(m)) {
+            fprintf(out, "%s%s", sep, command_name(m));
+            sep = "|";
+        }
+    fputs(" ... | --help | --version\n", out);
+}
+
+static const char help_head[] =
     "atomrun " ATOMRUN_VERSION " -- file locks, exclusive create and atomic "
     "replace, scripted in Lua\n"
     "\n"
@@ -25,15 +46,9 @@ static const char help_text[] =
     "  atomrun - [ARGS...]        run a script read from standard input\n"
     "  atomrun -- SCRIPT ...      run SCRIPT even if it is named like a command\n"
     "\n"
-    "Commands:\n"
-    "  atomrun lock [-s|-x] [-n] [-w SECONDS] [-E CODE] [-o] [-F]\n"
-    "               [-c CMDSTRING] [--verbose] FILE|DIR [--] CMD [ARGS...]\n"
-    "                             run CMD holding a lock (flock(1) flags and\n"
-    "                             exit codes); names the holder when busy\n"
-    "  atomrun once [-w SECONDS] [-E CODE] [--dir DIR] NAME [--] CMD [ARGS...]\n"
-    "                             run CMD unless NAME already runs\n"
-    "  atomrun doctor [DIR] [--json]\n"
-    "                             what the filesystem under DIR supports\n"
+    "Commands (atomrun NAME --help for the options of each):\n";
+
+static const char help_tail[] =
     "\n"
     "Options:\n"
     "  -h, --help                 this text\n"
@@ -43,11 +58,22 @@ static const char help_text[] =
     "Exit status: os.exit(n) gives n; a normal end 0; an uncaught error 1;\n"
     "a usage error 64.  See atomrun(1) and atomrun(3).\n";
 
+static void print_help(void)
+{
+    fputs(help_head, stdout);
+    for (const ar_bundled *m = ar_bundle; m->name; m++)
+        if (command_name(m))
+            printf("  atomrun %-18s %s\n", command_name(m),
+                   m->summary ? m->summary : "");
+    fputs(help_tail, stdout);
+}
+
 static int usage_error(const char *fmt, const char *what)
 {
     fprintf(stderr, "atomrun: ");
     fprintf(stderr, fmt, what);
-    fprintf(stderr, "\n%s", usage_line);
+    fputc('\n', stderr);
+    print_usage(stderr);
     return EX_USAGE;
 }
 
@@ -72,7 +98,7 @@ int main(int argc, char **argv)
     if (!a)
         return usage_error("%s", "no script given");
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-        fputs(help_text, stdout);
+        print_help();
         return 0;
     }
     if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {

@@ -7,6 +7,12 @@
  * the lock is released.  The deadline is a per-thread POSIX timer that sends
  * one signal to this thread; its handler is empty and installed without
  * SA_RESTART, so the blocking call returns EINTR and we look at the clock.
+ *
+ * The timer is created once per thread and re-armed for each wait: a
+ * hand-off is on the critical path of whoever waits, and creating and
+ * deleting a kernel timer around every wait cost more than the wait's own
+ * system call.  Only when no signal can be had at all (a host that ignores
+ * or handles every real-time signal) do we poll; see ar_wait_poll().
  */
 #define _GNU_SOURCE
 #include "ar_internal.h"
@@ -16,6 +22,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,53 +114,160 @@ static int ar_wait_forever(ar_attempt_fn attempt, void *ctx)
     return r;
 }
 
-/* A one-shot timer for this thread only, repeating after the deadline. */
-static int ar_timer_start(timer_t *timer, int signo, double timeout)
-{
-    struct sigevent sev;
-    struct itimerspec its;
+/* ------------------------------------------------ the per-thread timer */
 
-    memset(&sev, 0, sizeof sev);
-    sev.sigev_notify = SIGEV_THREAD_ID;
-    sev.sigev_signo = signo;
+/*
+ * This thread's deadline timer, created on its first timed wait.  tid is
+ * the thread it was made for: a child made by fork() has a copy of this
+ * variable but not of the kernel timer, so a tid that is not ours means
+ * "make a new one" (the atfork handler says so too, for a child that
+ * happens to get the same tid number in a new pid namespace).
+ */
+typedef struct ar_thread_timer {
+    timer_t id;
+    pid_t   tid;          /* 0: no timer */
+    int     signo;        /* the signal it was created with */
+} ar_thread_timer;
+
+static _Thread_local ar_thread_timer ar_tt;
+
+static pthread_key_t  ar_tt_key;
+static pthread_once_t ar_tt_once = PTHREAD_ONCE_INIT;
+static int            ar_tt_key_ok;
+
+/*
+ * At thread exit, delete the thread's timer: kernel timers belong to the
+ * process, and a host that runs many short-lived threads would otherwise
+ * leak one per thread.  (The library is linked -z nodelete so that this
+ * destructor can never outlive its code after a dlclose.)
+ */
+static void ar_tt_destroy(void *p)
+{
+    ar_thread_timer *tt = p;
+    if (tt->tid == gettid())
+        timer_delete(tt->id);
+    tt->tid = 0;
+}
+
+static void ar_tt_forget(void)   /* in a fork() child */
+{
+    ar_tt.tid = 0;
+}
+
+static void ar_tt_init(void)
+{
+    ar_tt_key_ok = pthread_key_create(&ar_tt_key, ar_tt_destroy) == 0;
+    pthread_atfork(NULL, NULL, ar_tt_forget);
+}
+
+/* Arm this thread's timer: first at `timeout` seconds, then every
+ * AR_REFIRE_NS until disarmed. */
+static int ar_timer_arm(int signo, double timeout)
+{
+    struct itimerspec its;
+    pid_t tid = gettid();
+
+    if (ar_tt.tid != tid || ar_tt.signo != signo) {
+        struct sigevent sev;
+
+        pthread_once(&ar_tt_once, ar_tt_init);
+        if (ar_tt.tid == tid)                 /* the host chose another signal */
+            timer_delete(ar_tt.id);
+        ar_tt.tid = 0;
+        memset(&sev, 0, sizeof sev);
+        sev.sigev_notify = SIGEV_THREAD_ID;
+        sev.sigev_signo = signo;
 #ifdef sigev_notify_thread_id
-    sev.sigev_notify_thread_id = gettid();
+        sev.sigev_notify_thread_id = tid;
 #else
-    sev._sigev_un._tid = gettid();    /* glibc < 2.35 names no macro */
+        sev._sigev_un._tid = tid;             /* glibc < 2.35 names no macro */
 #endif
-    if (timer_create(CLOCK_MONOTONIC, &sev, timer) != 0)
-        return -errno;
+        if (timer_create(CLOCK_MONOTONIC, &sev, &ar_tt.id) != 0)
+            return -errno;
+        ar_tt.tid = tid;
+        ar_tt.signo = signo;
+        if (ar_tt_key_ok)
+            pthread_setspecific(ar_tt_key, &ar_tt);
+    }
     memset(&its, 0, sizeof its);
     its.it_value.tv_sec = (time_t)timeout;
     its.it_value.tv_nsec = (long)((timeout - (double)its.it_value.tv_sec) * 1e9);
     if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
         its.it_value.tv_nsec = 1;    /* zero would disarm it */
     its.it_interval.tv_nsec = AR_REFIRE_NS;
-    if (timer_settime(*timer, 0, &its, NULL) != 0) {
-        int err = errno;
-        timer_delete(*timer);
-        return -err;
-    }
+    if (timer_settime(ar_tt.id, 0, &its, NULL) != 0)
+        return -errno;
     return 0;
+}
+
+/* Disarm it before we return: a signal after the wait would cut short
+ * some unrelated blocking call of the host's (no SA_RESTART). */
+static void ar_timer_disarm(void)
+{
+    static const struct itimerspec zero;
+    timer_settime(ar_tt.id, 0, &zero, NULL);
+}
+
+/* ------------------------------------------------------------ waiting */
+
+static void ar_sleep_ns(long ns)
+{
+    struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/*
+ * The fallback when no signal can interrupt a blocking wait: every
+ * real-time signal is ignored or handled by the host, so none can be
+ * claimed (we never replace a host's disposition), or the kernel will not
+ * give us a timer.  Without a signal nothing can end a blocked flock(2) at
+ * the deadline -- a helper thread cannot either: pthread_kill needs a
+ * signal, and flock(2) is no cancellation point -- so we try without
+ * blocking and sleep in between, 1 ms at first, backing off to 10 ms.  A
+ * hand-off then costs up to 10 ms instead of a kernel wake-up, but the wait
+ * ends at its deadline and a lock that is free is taken: never a wrong
+ * "busy" (as returning EAGAIN here once did).
+ */
+static int ar_wait_poll(ar_attempt_fn attempt, void *ctx, double deadline)
+{
+    long step = 1000000L;                       /* 1 ms */
+    for (;;) {
+        double left = deadline - atomrun_now();
+        int r;
+        if (left <= 0)
+            return ATOMRUN_ETIMEOUT;
+        ar_sleep_ns(left * 1e9 < (double)step ? (long)(left * 1e9) + 1 : step);
+        r = attempt(ctx, 0);
+        if (!ar_is_busy(r))
+            return r;
+        if (step < 10000000L)
+            step += step / 2 + 1;
+        if (step > 10000000L)
+            step = 10000000L;                   /* 10 ms */
+    }
 }
 
 static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
 {
     double deadline = atomrun_now() + timeout;
     sigset_t ours, saved;
-    timer_t timer;
     int signo, r;
 
     signo = ar_timer_signal_get();
     if (signo < 0)
-        return signo;
+        return ar_wait_poll(attempt, ctx, deadline);
     /* A host may block signals in its worker threads; ours must get
-     * through while we wait, or the deadline would never interrupt. */
+     * through while we wait, or the deadline would never interrupt.  One
+     * call both unblocks it and tells us whether it was blocked; only then
+     * is there a mask to put back. */
     sigemptyset(&ours);
     sigaddset(&ours, signo);
     pthread_sigmask(SIG_UNBLOCK, &ours, &saved);
-    r = ar_timer_start(&timer, signo, timeout);
-    if (r == 0) {
+    r = ar_timer_arm(signo, timeout);
+    if (r == -EAGAIN) {
+        r = ar_wait_poll(attempt, ctx, deadline);   /* out of kernel timers */
+    } else if (r == 0) {
         for (;;) {
             r = attempt(ctx, 1);
             if (r != -EINTR)
@@ -164,9 +278,10 @@ static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
             }
             /* another signal, or ours a hair early: wait on */
         }
-        timer_delete(timer);
+        ar_timer_disarm();
     }
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    if (sigismember(&saved, signo))
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
     return r;
 }
 

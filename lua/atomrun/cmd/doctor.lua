@@ -1,5 +1,6 @@
--- atomrun doctor [DIR] [--json] -- what the filesystem under DIR supports,
--- tested for real, and what each atomrun primitive will do there.
+-- atomrun doctor -- what the filesystem under DIR supports, tested for real
+--   atomrun doctor [DIR] [--json]: and what each atomrun primitive will do
+--   there.
 local atomrun = require "atomrun"
 
 local args = { ... }

@@ -1,5 +1,5 @@
--- atomrun lock -- a drop-in for flock(1): same flags, same exit codes, and
--- it tells you who holds the lock.
+-- atomrun lock -- run a command holding a lock (a drop-in for flock(1))
+-- Same flags, same exit codes, and it tells you who holds the lock.
 --
 --   atomrun lock [-s|-x] [-n] [-w SECONDS] [-E CODE] [-o] [-F] [-c CMDSTRING]
 --                [--verbose] FILE|DIR [--] CMD [ARGS...]

@@ -1,5 +1,6 @@
--- atomrun once -- run CMD unless an instance of NAME already runs; then say
--- who runs it and exit 1 (or -E CODE).  Otherwise exit with CMD's status.
+-- atomrun once -- run a command unless an instance of NAME already runs
+-- If one runs, say who runs it and exit 1 (or -E CODE); otherwise exit
+-- with the command's status.
 --
 --   atomrun once [-w SECONDS] [-E CODE] [--dir DIR] NAME [options] [--] CMD [ARGS...]
 local atomrun = require "atomrun"
