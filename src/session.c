@@ -22,6 +22,7 @@
 #include "etcd_internal.h"
 #include "ar_internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,6 +332,15 @@ static void at_exit(void)
 
 static void register_exit(void)
 {
+    Dl_info self;
+    /* Loaded as a Lua C module (atomrun/core.so in stock lua5.4), this code
+     * is unmapped by lua_close's dlclose -- while a keepalive thread still
+     * runs in it, and with at_exit (atexit from a shared object runs at its
+     * dlclose) waiting on it.  Pin the object: RTLD_NODELETE keeps it
+     * mapped until the process ends.  In the atomrun binary this finds the
+     * executable and changes nothing. */
+    if (dladdr((void *)at_exit, &self) && self.dli_fname)
+        dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
     atexit(at_exit);
 }
 
