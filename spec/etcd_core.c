@@ -21,6 +21,11 @@
  *       seconds per cycle (for scripts/bench/etcd.lua)
  *   etcd_core ENDPOINTS queue NAME
  *   etcd_core ENDPOINTS call  PATH JSON
+ *   etcd_core ENDPOINTS get   KEY          print "REV VALUE" or CODE|MESSAGE
+ *   etcd_core ENDPOINTS put   KEY VALUE [create] [rev=N] [ttl=N]
+ *   etcd_core ENDPOINTS fenced NAME KEY VALUE STOPFILE [TTL]
+ *       take lock NAME, print "ok TOKEN", wait for STOPFILE, then put
+ *       KEY=VALUE fenced by the lock: print "put OK" or "put CODE|MSG"
  * ETCD_CORE_TIME=1: try prints "granted T", hold "releasing T" (monotonic).
  * Environment: ETCD_TLS=1, ETCD_CA, ETCD_CERT, ETCD_KEY, ETCD_USER,
  * ETCD_PASSWORD.
@@ -214,6 +219,73 @@ static int cmd_cycle(atomrun_etcd *c, char **argv)
     return 0;
 }
 
+static int cmd_get(atomrun_etcd *c, char **argv)
+{
+    char err[ATOMRUN_ETCD_ERRLEN], *data;
+    size_t len;
+    atomrun_remote_kv kv;
+    int r = atomrun_remote_get(c, argv[3], &data, &len, &kv, 0, err, sizeof err);
+    if (r < 0) {
+        printf("%s|%s||\n", atomrun_err_name(r), err);
+        return 1;
+    }
+    printf("%lld %s\n", (long long)kv.mod_rev, data);
+    free(data);
+    return 0;
+}
+
+static int cmd_put(atomrun_etcd *c, int argc, char **argv)
+{
+    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_remote_put_opts o;
+    int r;
+    atomrun_remote_put_opts_init(&o);
+    for (int i = 5; i < argc; i++) {
+        if (strcmp(argv[i], "create") == 0)
+            o.create_only = 1;
+        else if (strncmp(argv[i], "rev=", 4) == 0)
+            o.if_mod_rev = atoll(argv[i] + 4);
+        else if (strncmp(argv[i], "ttl=", 4) == 0)
+            o.ttl = atoi(argv[i] + 4);
+    }
+    r = atomrun_remote_put(c, argv[3], argv[4], strlen(argv[4]), &o, 0, err, sizeof err);
+    if (r < 0) {
+        printf("%s|%s|%lld|\n", atomrun_err_name(r), err, (long long)o.existing.mod_rev);
+        return 1;
+    }
+    printf("ok %lld\n", (long long)o.revision);
+    if (o.ttl > 0) {                /* stay, so that the lease lives on */
+        fflush(stdout);
+        pause();
+    }
+    return 0;
+}
+
+static int cmd_fenced(atomrun_etcd *c, int argc, char **argv)
+{
+    atomrun_remote_opts lo;
+    atomrun_remote_lock *l;
+    atomrun_remote_put_opts po;
+    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    int r;
+    atomrun_remote_opts_init(&lo);
+    if (argc > 7)
+        lo.ttl = atoi(argv[7]);
+    r = atomrun_remote_lock_acquire(c, argv[3], &lo, &l);
+    if (r < 0)
+        return fail(r, &lo);
+    printf("ok %lld\n", (long long)atomrun_remote_lock_token(l));
+    fflush(stdout);
+    while (access(argv[6], F_OK) != 0)
+        usleep(20000);
+    atomrun_remote_put_opts_init(&po);
+    po.fence = l;
+    r = atomrun_remote_put(c, argv[4], argv[5], strlen(argv[5]), &po, 0, err, sizeof err);
+    printf("put %s|%s\n", atomrun_err_name(r), err);
+    atomrun_remote_unlock(l, err, sizeof err);
+    return 0;
+}
+
 static int cmd_queue(atomrun_etcd *c, char **argv)
 {
     atomrun_remote_holder h[32];
@@ -264,6 +336,12 @@ int main(int argc, char **argv)
         r = cmd_slot(c, argv);
     else if (strcmp(argv[2], "cycle") == 0 && argc >= 5)
         r = cmd_cycle(c, argv);
+    else if (strcmp(argv[2], "get") == 0)
+        r = cmd_get(c, argv);
+    else if (strcmp(argv[2], "put") == 0 && argc >= 5)
+        r = cmd_put(c, argc, argv);
+    else if (strcmp(argv[2], "fenced") == 0 && argc >= 7)
+        r = cmd_fenced(c, argc, argv);
     else if (strcmp(argv[2], "queue") == 0)
         r = cmd_queue(c, argv);
     else if (strcmp(argv[2], "call") == 0 && argc >= 5)

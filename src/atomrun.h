@@ -480,6 +480,36 @@ ATOMRUN_API int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t 
 ATOMRUN_API int atomrun_remote_queue(atomrun_etcd *c, const char *name,
                          atomrun_remote_holder *h, int max, int *count,
                          char *err, size_t errlen);
+/*
+ * Keys (the ground of create/replace/read/update on etcd names): raw etcd
+ * keys, values of any bytes.  get: 0 with *data (malloc'd, NUL-terminated),
+ * *len and *kv; -ENOENT for a missing key.  put: one txn with the
+ * conditions of o -- create_only (-EEXIST, o->existing filled), if_mod_rev
+ * (-ESTALE: changed since read), fence (ATOMRUN_ELOST: that lock's key no
+ * longer has its token, so nothing was written), ttl (the key is bound to
+ * this process's lease of that TTL: it goes a TTL after the process dies).
+ */
+typedef struct atomrun_remote_kv {
+    int64_t create_rev, mod_rev, version, lease;
+} atomrun_remote_kv;
+
+typedef struct atomrun_remote_put_opts {
+    int                         create_only;
+    int64_t                     if_mod_rev;  /* > 0: only if unchanged */
+    const atomrun_remote_lock  *fence;       /* only while this lock holds */
+    int                         ttl;         /* > 0: bound to the session */
+    int64_t                     revision;    /* OUT: the write's revision */
+    atomrun_remote_kv           existing;    /* OUT on failure: the key now */
+} atomrun_remote_put_opts;
+
+ATOMRUN_API void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o);
+ATOMRUN_API int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
+                                   size_t *len, atomrun_remote_kv *kv,
+                                   double deadline, char *err, size_t errlen);
+ATOMRUN_API int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
+                                   size_t len, atomrun_remote_put_opts *o,
+                                   double deadline, char *err, size_t errlen);
+
 /* Remove userinfo ("user:password@") from URLs in s, in place. */
 ATOMRUN_API void atomrun_remote_scrub(char *s);
 
