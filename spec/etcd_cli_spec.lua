@@ -120,6 +120,27 @@ describe("atomrun lock/once with etcd names", function()
     assert.matches("lost the lock", H.slurp(f .. ".err"))
   end)
 
+  it("atomrun doctor etcd://...: health, version, leader, members, minimum TTL, auth", function()
+    local st, out = H.run("doctor", "etcd://" .. C:endpoints())
+    assert.equal(0, st)
+    for i = 1, 3 do
+      assert.matches(C:endpoint(i):gsub("%p", "%%%0") .. "%s+healthy, etcd 3%.%d+%.%d+", out)
+    end
+    assert.matches("LEADER", out)
+    assert.matches("members: m%d, m%d, m%d", out)
+    assert.matches("minimum lease TTL: 1 s", out)
+    assert.matches("authentication: off", out)
+    st, out = H.run("doctor", "--json", "etcd://" .. C:endpoint(1) .. ",127.0.0.1:1")
+    assert.equal(0, st)
+    local rep = ar.json.decode(out)
+    assert.is_true(rep.endpoints[1].healthy)
+    assert.is_false(rep.endpoints[2].healthy)
+    assert.equal(1, #rep.warnings)
+    assert.equal(3, #rep.members)
+    st = H.run("doctor", "etcd://127.0.0.1:1")
+    assert.equal(69, st)
+  end)
+
   it("atomrun once etcd://...: one instance across processes", function()
     local url = C:url("cli/once")
     local f = dir .. "/o"

@@ -104,7 +104,8 @@ int luaopen_atomrun_core(lua_State *L)
         { "mkdir", arL_mkdir },       { "held", ar_l_held },
         { "errname", ar_l_errname },  { "strerror", ar_l_strerror },
         { "probe", ar_l_probe },      { "isatty", arL_isatty },
-        { "_etcd_queue", arL_etcd_queue },
+        { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },
+        { "_etcd_endpoints", arL_etcd_endpoints },
         { NULL, NULL } };
 
     arL_openremote(L);               /* the etcd lock handle's metatable */

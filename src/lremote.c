@@ -617,6 +617,88 @@ int arL_etcd_queue(lua_State *L)
     return 1;
 }
 
+/*
+ * core._etcd_call(url, path, json [, opts]) -> answer (JSON text) | nil, msg,
+ * code: one gateway call, for atomrun doctor and for recipes not yet in C.
+ * opts.endpoint (1-based): that endpoint only; opts.anonymous: without the
+ * user (to ask whether auth is on); opts.timeout: seconds (default the
+ * client's 5).
+ */
+int arL_etcd_call(lua_State *L)
+{
+    static const char *const names[] = { "endpoint", "anonymous", "timeout", "ca",
+                                         "cert", "key", NULL };
+    const char *url = arL_checkpath(L, 1), *path = luaL_checkstring(L, 2);
+    const char *json = luaL_checkstring(L, 3), *why = "not an etcd URL";
+    atomrun_etcd_config cfg;
+    atomrun_etcd *c;
+    char err[ATOMRUN_ETCD_ERRLEN], *out = NULL;
+    double timeout;
+    lua_Integer ep = 0;
+    ar_url *u;
+    int r;
+
+    arL_checkoptnames(L, 4, names);
+    lua_settop(L, 4);
+    if (arL_opt(L, 4, "endpoint", LUA_TNUMBER) != LUA_TNIL) {
+        ep = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    timeout = arL_optseconds(L, 4, "timeout", 0);
+    u = lua_newuserdatauv(L, sizeof *u, 0);
+    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if (ep > 0) {                   /* keep only the ep-th endpoint */
+        char *p = u->endpoints, *next;
+        for (lua_Integer i = 1; i < ep && p; i++) {
+            p = strchr(p, ',');
+            if (p)
+                p++;
+        }
+        if (!p || !*p)
+            return arL_fail(L, -EINVAL, "%s: no endpoint #%d", u->shown, (int)ep);
+        next = strchr(p, ',');
+        if (next)
+            *next = '\0';
+        memmove(u->endpoints, p, strlen(p) + 1);
+    }
+    if (arL_optbool(L, 4, "anonymous", 0))
+        u->user[0] = u->password[0] = '\0';
+    ar_fillcfg(u, &cfg, ar_optstr(L, 4, "ca"), ar_optstr(L, 4, "cert"), ar_optstr(L, 4, "key"));
+    r = atomrun_etcd_open(&cfg, &c, err, sizeof err);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err);
+    r = atomrun_etcd_call(c, path, json, timeout > 0 ? atomrun_now() + timeout : 0, &out,
+                          err, sizeof err);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err);
+    lua_pushstring(L, out);
+    free(out);
+    return 1;
+}
+
+/* core._etcd_endpoints(url) -> {"h:p", ...}, shown URL | nil, msg, code */
+int arL_etcd_endpoints(lua_State *L)
+{
+    const char *url = arL_checkpath(L, 1), *why = "not an etcd URL", *p;
+    ar_url *u = lua_newuserdatauv(L, sizeof *u, 0);
+    int n = 0;
+    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    lua_newtable(L);
+    for (p = u->endpoints; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        lua_pushlstring(L, p, len);
+        lua_rawseti(L, -2, ++n);
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    lua_pushstring(L, u->shown);
+    return 2;
+}
+
 void arL_openremote(lua_State *L)
 {
     static const luaL_Reg methods[] = {

@@ -20,6 +20,21 @@ for _, a in ipairs(args) do
 end
 dir = dir or "."
 
+-- etcd://...: the cluster instead of a filesystem (lua/atomrun/remote.lua)
+local remote = require "atomrun.remote"
+if remote.is_url(dir) then
+  local rep, rerr = remote.doctor(dir)
+  if not rep then io.stderr:write("atomrun: ", rerr, "\n") os.exit(64) end
+  if as_json then
+    local text = atomrun.json.encode(rep)
+    if #rep.warnings == 0 then text = text:gsub('"warnings":{}', '"warnings":[]') end
+    io.stdout:write(text, "\n")
+  else io.stdout:write(remote.doctor_text(rep)) end
+  local healthy = false
+  for _, e in ipairs(rep.endpoints) do healthy = healthy or e.healthy end
+  os.exit(healthy and 0 or 69)
+end
+
 local p, err = atomrun.probe(dir)
 if not p then
   io.stderr:write("atomrun: ", err, "\n")
