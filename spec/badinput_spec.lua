@@ -94,6 +94,9 @@ local function build(A, D)
     factor = { { "0.5", 0.5, "err" }, { "NaN", NAN, "err" } },
     nonneg = { { "-1", -1, "err" }, { "NaN", NAN, "err" }, { "a string", "1", "err" } },
     jitter = { { "unknown", "bogus", "err" }, { "a number", 5, "err" } },
+    follow = { { "a word", "yes", "err" }, { "a number", 1, "err" }, { "a table", {}, "err" } },
+    offset = { { "-1", -1, "err" }, { "1.5", 1.5, "err" }, { "NaN", NAN, "err" },
+      { "a string", "5", "err" }, { "math.huge", math.huge, "err" } },
   }
   local LOCK_OPTS = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm",
     create = "boolean" }
@@ -159,6 +162,42 @@ local function build(A, D)
   --------------------------------------------------------- the matrix
   gen("lock", { PATH, OPTS(LOCK_OPTS) }, function() return { fresh("lk"), nil } end,
     function(a) return pk(A.lock(a[1], a[2])) end)
+  -- lock()'s own options (not f:lock()'s): follow, fcntl, start, length
+  gen("lock", { PATH, OPTS({ follow = "follow", fcntl = "boolean" }) },
+    function() return { fresh("lk"), nil } end,
+    function(a) return pk(A.lock(a[1], a[2])) end)
+  gen("lock", { PATH, OPTS({ start = "offset", length = "offset" }, { fcntl = true }) },
+    function() return { fresh("lk"), { fcntl = true } } end,
+    function(a) return pk(A.lock(a[1], a[2])) end)
+  add({ id = "lock: start without fcntl = true", group = "matrix", expect = { err = 2, fn = { "lock" } },
+    call = function() return pk(A.lock(fresh("lk"), { start = 5 })) end })
+  -- lockfd(fd, opts) / unlockfd(fd, opts): a descriptor that is not open is
+  -- nil, msg, "EBADF"; every option is checked before the descriptor
+  local FD = {
+    { "nil", nil, "err" }, { "a string", "9", "err" }, { "a table", {}, "err" },
+    { "-1", -1, "err" }, { "1.5", 1.5, "err" }, { "NaN", NAN, "err" },
+    { "math.huge", math.huge, "err" }, { "2^40", 2 ^ 40, "err" },
+    { "not open", 999, "fail:EBADF" },
+  }
+  local function no_ok(list)
+    local t = {}
+    for _, v in ipairs(list) do if v[3] ~= "ok" then t[#t + 1] = v end end
+    return t
+  end
+  gen("lockfd", { FD, no_ok(OPTS({ mode = "mode", wait = "boolean", timeout = "seconds",
+      holder = "boolean", fcntl = "boolean", start = "offset", length = "offset" })) },
+    function() return { 999, nil } end,
+    function(a) return pk(A.lockfd(a[1], a[2])) end)
+  gen("unlockfd", { FD, no_ok(OPTS({ fcntl = "boolean", start = "offset", length = "offset" })) },
+    function() return { 999, nil } end,
+    function(a) return pk(A.unlockfd(a[1], a[2])) end)
+  gen("who", { PATH }, function() return { existing() } end,
+    function(a) return pk(A.who(a[1])) end)
+  gen("holds", { PATH, {
+      { "nil", nil, "err" }, { "a word", "x", "err" }, { "0", 0, "err" }, { "-1", -1, "err" },
+      { "1.5", 1.5, "err" }, { "NaN", NAN, "err" }, { "2^40", 2 ^ 40, "err" },
+    } }, function() return { existing(), 1 } end,
+    function(a) return pk(A.holds(a[1], a[2])) end)
   gen("open", { PATH, OPTS({ create = "boolean", perm = "perm" }) },
     function() return { fresh("op"), nil } end,
     function(a) return pk(A.open(a[1], a[2])) end)
@@ -254,7 +293,8 @@ local function build(A, D)
     { "command longer than PATH_MAX", { LONG }, "fail:ENAMETOOLONG" },
   }
   local RUN_OPTS = { timeout = "seconds", kill_after = "seconds", close_locks = "boolean",
-    env = "env", cwd = "string", forward_signals = "boolean" }
+    env = "env", cwd = "string", forward_signals = "boolean", on_start = "function",
+    die_with_parent = "boolean" }
   gen("run", { ARGV, OPTS(RUN_OPTS) }, function() return { { "true" }, nil } end,
     function(a) return pk(A.run(a[1], a[2])) end)
   -- exec: the command never exists, so nothing here can replace the child

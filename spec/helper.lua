@@ -121,6 +121,14 @@ function H.wait_until(pred, timeout)
   return pred()
 end
 
+--- Is pid blocked waiting for a lock (a "->" line of /proc/locks)?
+function H.waiting(pid)
+  for line in slurp("/proc/locks"):gmatch("[^\n]+") do
+    if line:find("->", 1, true) and line:find(" " .. pid .. " ", 1, true) then return true end
+  end
+  return false
+end
+
 --- Every name in dir, hidden ones included, sorted.
 function H.listdir(dir)
   local p = io.popen("ls -A1 " .. H.q(dir))

@@ -1,7 +1,9 @@
 -- spec/hygiene_spec.lua -- what a child process inherits, and signals.
 --
 -- Descriptors: every descriptor atomrun opens is close-on-exec, except the
--- locks a command is meant to inherit (flock(1) semantics).  A child started
+-- locks a command is meant to inherit (flock(1) semantics); descriptors the
+-- caller gave atomrun (a shell's `5>file`) pass through to the command, as
+-- with flock(1) and os.execute.  A child started
 -- by atomrun.run, `atomrun lock`, `atomrun lock -o`, `atomrun lock -F`,
 -- `atomrun once` and os.execute is asked for its own /proc/self/fd.
 --
@@ -55,6 +57,8 @@ local function script(dir, body, ...)
     cmd = "env LUA_CPATH=" .. H.q(build .. "/lua/?.so;;") .. " lua5.4"
   end
   for _, a in ipairs({ p, ... }) do cmd = cmd .. " " .. H.q(a) end
+  -- two descriptors of the caller's, which commands must inherit
+  cmd = cmd .. " 5</dev/null 7>" .. H.q(dir .. "/seven")
   local st, out, err = H.sh(cmd)
   assert.equal(0, st, err)
   return out
@@ -75,22 +79,24 @@ local function holder(dir, path)
   return pid
 end
 
--- Is pid waiting for a lock in the kernel (a "->" line in /proc/locks)?
-local function waiting(pid)
-  for line in H.slurp("/proc/locks"):gmatch("[^\n]+") do
-    if line:find("->", 1, true) and line:find(" " .. pid .. " ", 1, true) then return true end
-  end
-  return false
-end
+local waiting = H.waiting
 
 describe("descriptor hygiene", function()
   local dir
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)
 
-  it("atomrun.run: the child sees 0, 1, 2 and exactly the locks the script holds", function()
+  it("atomrun.run: the child sees 0, 1, 2, the caller's descriptors and the locks the script holds", function()
     local out = script(dir, [[
       local dir, list = ...
+      -- the child writes straight to our stdout: a redirection would make
+      -- the shell keep a saved copy of its stdout (dash: fd 10)
+      local function listing(tag, opts)
+        io.write(tag, "\n"); io.stdout:flush()
+        assert(atomrun.run({ "sh", "-c", "ls -l /proc/$$/fd; true" }, opts))
+      end
+      io.write("BASE\n"); io.stdout:flush()
+      os.execute("exec sh -c 'ls -l /proc/$$/fd; true'")
       local lk = assert(atomrun.lock(dir .. "/whole.lock"))
       local f = assert(atomrun.open(dir .. "/ranges"))
       local r = assert(f:lock(0, 10))
@@ -103,24 +109,26 @@ describe("descriptor hygiene", function()
       assert(atomrun.read(dir .. "/replaced"))
       assert(atomrun.update(dir .. "/counter", function(o) return (o or "") .. "+" end))
       assert(atomrun.probe(dir))
-      -- the child writes straight to our stdout: a redirection would make
-      -- the shell keep a saved copy of its stdout (dash: fd 10)
-      local function listing(tag, opts)
-        io.write(tag, "\n"); io.stdout:flush()
-        assert(atomrun.run({ "sh", "-c", "ls -l /proc/$$/fd; true" }, opts))
-      end
       listing("KEPT"); listing("CLOSED", { close_locks = true })
       lk:unlock(); r:unlock(); slot:release(); guard:release(); plain:close(); f:close()
       listing("AFTER")
     ]], dir, LIST)
+    local base = parse_fds(out:match("BASE\n(.-)KEPT\n"))
     local kept = parse_fds(out:match("KEPT\n(.-)CLOSED\n"))
     local closed = parse_fds(out:match("CLOSED\n(.-)AFTER\n"))
     local after = parse_fds(out:match("AFTER\n(.*)$"))
-    assert.same({ dir .. "/once/hyg.lock", dir .. "/ranges", dir .. "/sem", dir .. "/whole.lock" },
-      extra(kept), show(kept))
+    -- the shell gave the script 5 and 7 (see script()): they pass through
+    assert.equal("/dev/null", base[5], show(base))
+    assert.equal(dir .. "/seven", base[7], show(base))
+    local want = extra(base)
+    for _, p in ipairs({ dir .. "/once/hyg.lock", dir .. "/ranges", dir .. "/sem", dir .. "/whole.lock" }) do
+      want[#want + 1] = p
+    end
+    table.sort(want)
+    assert.same(want, extra(kept), show(kept))
     for n = 0, 2 do assert.is_not_nil(kept[n], "fd " .. n .. " missing: " .. show(kept)) end
-    assert.same({}, extra(closed), show(closed))
-    assert.same({}, extra(after), show(after))
+    assert.same(extra(base), extra(closed), show(closed))
+    assert.same(extra(base), extra(after), show(after))
   end)
 
   it("os.execute and io.popen: atomrun adds no inheritable descriptor", function()
@@ -167,35 +175,75 @@ describe("descriptor hygiene", function()
   -- The CLI cases need the atomrun binary: skipped in the lua5.4 pass.
   local it = CLI and it or pending
 
-  it("atomrun lock: the command inherits exactly the lock; -o: nothing; -F: the lock", function()
+  -- What a command started by the shell itself sees with the same
+  -- redirections: the caller's descriptors, which atomrun must pass on.
+  local function baseline(redirs)
+    local st, out = H.sh(LIST .. redirs)
+    assert.equal(0, st)
+    return extra(parse_fds(out))
+  end
+  local function plus(base, ...)
+    local t = {}
+    for _, v in ipairs(base) do t[#t + 1] = v end
+    for _, v in ipairs({ ... }) do t[#t + 1] = v end
+    table.sort(t)
+    return t
+  end
+
+  it("atomrun lock: the command inherits the caller's descriptors and the lock; -o: not the lock", function()
     local f = dir .. "/cli.lock"
-    -- extra descriptors on atomrun itself (5, 7) must not reach the command
+    -- descriptors the caller gave atomrun (5, 7) reach the command, as with flock(1)
     local redirs = " 5</dev/null 7>" .. H.q(dir .. "/seven")
+    local base = baseline(redirs)
+    assert.is_true(#base >= 2, table.concat(base, " "))
     local st, out = H.sh(H.q(H.atomrun) .. " lock " .. H.q(f) .. " " .. LIST .. redirs)
     assert.equal(0, st)
     local fds = parse_fds(out)
-    assert.same({ f }, extra(fds), show(fds))
+    assert.equal(dir .. "/seven", fds[7], show(fds))
+    assert.same(plus(base, f), extra(fds), show(fds))
     st, out = H.sh(H.q(H.atomrun) .. " lock -o " .. H.q(f) .. " " .. LIST .. redirs)
     assert.equal(0, st)
     fds = parse_fds(out)
-    assert.same({}, extra(fds), show(fds))
+    assert.same(base, extra(fds), show(fds))
     st, out = H.sh(H.q(H.atomrun) .. " lock -F " .. H.q(f) .. " " .. LIST .. redirs)
     assert.equal(0, st)
     fds = parse_fds(out)
-    assert.same({ f }, extra(fds), show(fds))
-    st, out = H.sh(H.q(H.atomrun) .. " lock -c " .. H.q("ls -l /proc/$$/fd; true") .. " " .. H.q(f)
+    assert.same(plus(base, f), extra(fds), show(fds))
+    st, out = H.sh(H.q(H.atomrun) .. " lock " .. H.q(f) .. " -c " .. H.q("ls -l /proc/$$/fd; true")
       .. redirs)
     assert.equal(0, st)
     fds = parse_fds(out)
-    assert.same({ f }, extra(fds), show(fds))
+    assert.same(plus(base, f), extra(fds), show(fds))
   end)
 
-  it("atomrun once: the command inherits exactly the instance lock", function()
+  it("atomrun lock: `cmd 5>file` writes through the inherited descriptor", function()
+    local f, o = dir .. "/w.lock", dir .. "/five"
+    local st = H.sh(H.q(H.atomrun) .. " lock " .. H.q(f) .. " sh -c 'echo via5 >&5' 5>" .. H.q(o))
+    assert.equal(0, st)
+    assert.equal("via5\n", H.slurp(o))
+  end)
+
+  it("atomrun lock: a sub-make under it gets make's jobserver descriptors", function()
+    H.write(dir .. "/sub.mk", "all: a b\na:\n\t@echo a\nb:\n\t@echo b\n")
+    local bin = H.atomrun:sub(1, 1) == "/" and H.atomrun or H.root .. "/" .. H.atomrun
+    H.write(dir .. "/Makefile", "all:\n\t+" .. H.q(bin) .. " lock lk $(MAKE) --no-print-directory -f sub.mk\n")
+    local st, out, err = H.sh("cd " .. H.q(dir) .. " && make -j2 2>&1")
+    assert.equal(0, st, out .. err)
+    assert.is_nil(out:find("jobserver unavailable", 1, true), out)
+    -- and the same through flock(1), for comparison
+    H.write(dir .. "/Makefile", "all:\n\t+flock lk $(MAKE) --no-print-directory -f sub.mk\n")
+    local st2, out2 = H.sh("cd " .. H.q(dir) .. " && make -j2 2>&1")
+    assert.equal(0, st2)
+    assert.is_nil(out2:find("jobserver unavailable", 1, true), out2)
+  end)
+
+  it("atomrun once: the command inherits the caller's descriptors and the instance lock", function()
+    local base = baseline(" 5</dev/null")
     local st, out, err = H.sh(H.q(H.atomrun) .. " once --dir " .. H.q(dir) .. " hyg3 " .. LIST
       .. " 5</dev/null")
     assert.equal(0, st, err)
     local fds = parse_fds(out)
-    assert.same({ dir .. "/hyg3.lock" }, extra(fds), show(fds))
+    assert.same(plus(base, dir .. "/hyg3.lock"), extra(fds), show(fds))
   end)
 end)
 

@@ -702,3 +702,277 @@ print("acquired")
     end)
   end)
 end)
+
+-- lock(path, {follow, fcntl, start, length}), lockfd(fd, opts), unlockfd(fd, opts)
+describe("atomrun.lock options follow and fcntl; lockfd / unlockfd", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(H.cleanup_procs)
+
+  -- flock -n on path from another process: 0 free, 1 held
+  local function flock_n(path)
+    return (H.sh("flock -n " .. H.q(path) .. " true"))
+  end
+
+  -- the /proc/locks lines about path's inode
+  local function kernel_locks(path)
+    local st = assert(ar.stat(path))
+    local lines = {}
+    for line in H.slurp("/proc/locks"):gmatch("[^\n]+") do
+      local ino = line:match("%x+:%x+:(%d+)")
+      if ino and tonumber(ino) == st.ino then lines[#lines + 1] = line end
+    end
+    return lines
+  end
+
+  -- Run a Lua snippet in the atomrun binary under sh with redirections
+  -- (`9>file`); returns status, stdout, stderr.
+  local function under_sh(redirs, code, ...)
+    local parts = { H.q(H.atomrun), "-e", H.q(code) }
+    for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(tostring(a)) end
+    return H.sh(table.concat(parts, " ") .. " " .. redirs)
+  end
+
+  describe("follow", function()
+    it("refuses a symlink by default (ELOOP), follows it with follow = true", function()
+      local target, link = dir .. "/target", dir .. "/link"
+      H.write(target, "")
+      assert(os.execute("ln -s target " .. H.q(link)))
+      local lk, msg, code = ar.lock(link)
+      assert.is_nil(lk)
+      assert.equal("ELOOP", code)
+      assert.matches("symlink", msg)
+      lk = assert(ar.lock(link, { follow = true }))
+      assert.equal(1, flock_n(target))
+      lk:unlock()
+      assert.equal(0, flock_n(target))
+    end)
+
+    it("follow = true creates the missing target of a dangling link", function()
+      local link = dir .. "/dangling"
+      assert(os.execute("ln -s made " .. H.q(link)))
+      local lk = assert(ar.lock(link, { follow = true }))
+      assert.is_true(H.exists(dir .. "/made"))
+      lk:unlock()
+    end)
+
+    it("'protected' follows our own link, refuses another user's in a sticky world-writable directory", function()
+      if ar.uid() ~= 0 then
+        pending("needs root to give a symlink to another user")
+        return
+      end
+      local sticky = dir .. "/tmp"
+      assert(ar.mkdir(sticky))
+      assert(os.execute("chmod 1777 " .. H.q(sticky)))
+      H.write(dir .. "/secret", "")
+      assert(os.execute("ln -s ../secret " .. H.q(sticky .. "/mine")))
+      assert(os.execute("ln -s ../secret " .. H.q(sticky .. "/theirs")
+        .. " && chown -h 65534:65534 " .. H.q(sticky .. "/theirs")))
+      local lk = assert(ar.lock(sticky .. "/mine", { follow = "protected" }))
+      lk:unlock()
+      local r, msg, code = ar.lock(sticky .. "/theirs", { follow = "protected" })
+      assert.is_nil(r)
+      assert.equal("EACCES", code)
+      assert.matches("theirs", msg)
+      assert.matches("sticky", msg)
+      -- a chain through another user's link is refused at that link
+      assert(os.execute("ln -s theirs " .. H.q(sticky .. "/chain")))
+      assert.equal("EACCES", select(3, ar.lock(sticky .. "/chain", { follow = "protected" })))
+      -- outside a sticky directory another user's link is followed
+      assert(os.execute("ln -s secret " .. H.q(dir .. "/plainlink")
+        .. " && chown -h 65534:65534 " .. H.q(dir .. "/plainlink")))
+      assert(ar.lock(dir .. "/plainlink", { follow = "protected" })):unlock()
+      -- follow = true follows whatever is there
+      assert(ar.lock(sticky .. "/theirs", { follow = true })):unlock()
+      -- a plain file in the sticky directory is simply locked
+      assert(ar.lock(sticky .. "/plain", { follow = "protected" })):unlock()
+    end)
+  end)
+
+  describe("fcntl", function()
+    it("takes an OFD lock of the whole file, or of start/length bytes", function()
+      local p = dir .. "/ofd.lock"
+      local lk = assert(ar.lock(p, { fcntl = true }))
+      assert.equal(0, lk.start)
+      assert.equal(0, lk.length)
+      local lines = kernel_locks(p)
+      assert.equal(1, #lines)
+      assert.matches("OFDLCK%s+ADVISORY%s+WRITE%s+%-1 .* 0 EOF", lines[1])
+      -- flock and OFD locks do not see each other: flock(1) still gets it
+      assert.equal(0, flock_n(p))
+      lk:unlock()
+      assert.same({}, kernel_locks(p))
+      lk = assert(ar.lock(p, { fcntl = true, start = 100, length = 10, mode = "shared" }))
+      assert.equal(100, lk.start)
+      assert.equal(10, lk.length)
+      assert.equal("shared", lk.mode)
+      lines = kernel_locks(p)
+      assert.matches("OFDLCK%s+ADVISORY%s+READ%s+%-1 .* 100 109", lines[1])
+      lk:unlock()
+    end)
+
+    it("conflicts with a POSIX lock of python3 on the same bytes and names it", function()
+      local p, ready = dir .. "/px.lock", dir .. "/px.ready"
+      H.write(p, "")
+      local pid = H.spawn(H.q(H.python) .. " -c " .. H.q([[
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 5)
+open(sys.argv[2], "w").write(str(os.getpid()))
+time.sleep(60)
+]]) .. " " .. H.q(p) .. " " .. H.q(ready))
+      local holder_pid = H.ready_pid(ready)
+      local lk, msg, code, holder = ar.lock(p, { fcntl = true, start = 0, length = 6, wait = false })
+      assert.is_nil(lk)
+      assert.equal("busy", code)
+      assert.equal(holder_pid, holder.pid, msg)
+      assert.equal("posix", holder.kind)
+      assert.equal(5, holder.start)
+      assert.equal(10, holder.length)
+      -- bytes next to it are free
+      assert(ar.lock(p, { fcntl = true, start = 15, length = 5, wait = false })):unlock()
+      H.kill(pid, "KILL"); H.kill(holder_pid, "KILL")
+    end)
+
+    it("a wait that only this script's own fcntl lock blocks is 'deadlock', not a hang", function()
+      local p = dir .. "/self.lock"
+      local lk = assert(ar.lock(p, { fcntl = true, start = 0, length = 10 }))
+      local f = assert(ar.open(p))
+      local r, msg, code = f:lock(5, 1, { timeout = 30 })
+      assert.is_nil(r)
+      assert.equal("deadlock", code, msg)
+      r, msg, code = ar.lock(p, { fcntl = true, start = 9, length = 1, timeout = 30 })
+      assert.is_nil(r)
+      assert.equal("deadlock", code, msg)
+      -- bytes outside it are free
+      assert(f:lock(10, 5, { timeout = 30 })):unlock()
+      f:close()
+      lk:unlock()
+    end)
+
+    it("an exclusive fcntl lock of a read-only lock file fails with EBADF and says why", function()
+      local p = dir .. "/ro.lock"
+      H.write(p, "")
+      os.execute("chmod 444 " .. H.q(p))
+      if ar.uid() == 0 then
+        pending("root can write a 0444 file")
+        return
+      end
+      local lk, msg, code = ar.lock(p, { fcntl = true })
+      assert.is_nil(lk)
+      assert.equal("EBADF", code)
+      assert.matches("read%-only", msg)
+    end)
+  end)
+
+  describe("lockfd", function()
+    it("locks an inherited descriptor; the lock outlives atomrun, as with `flock N`", function()
+      local p = dir .. "/fd.lock"
+      local st, out, err = H.sh("exec 9>" .. H.q(p) .. "; " .. H.q(H.atomrun) .. " -e "
+        .. H.q("local lk = assert(atomrun.lockfd(9)); io.write(lk.mode, ' ', tostring(lk.locked))")
+        .. "; flock -n " .. H.q(p) .. " true; echo \" $?\"; exec 9>&-; flock -n " .. H.q(p)
+        .. " true; echo \"$?\"")
+      assert.equal(0, st, err)
+      -- held after atomrun ended (the shell's description), free once closed
+      assert.equal("exclusive true 1\n0\n", out)
+    end)
+
+    it("garbage collection leaves the lock; unlock() and unlockfd release it", function()
+      local p = dir .. "/gc.lock"
+      local st, out, err = under_sh("9>" .. H.q(p), [[
+        local p = ...
+        local function busy() return (atomrun.run({ "flock", "-n", p, "true" })) == nil end
+        local lk = assert(atomrun.lockfd(9, { mode = "shared" }))
+        lk = nil
+        collectgarbage(); collectgarbage()
+        io.write(tostring(busy()), " ")          -- shared: flock -n (exclusive) is refused
+        assert(atomrun.unlockfd(9))
+        io.write(tostring(busy()), " ")
+        lk = assert(atomrun.lockfd(9))
+        io.write(tostring(busy()), " ")
+        assert(lk:unlock())
+        io.write(tostring(busy()), " ", tostring(lk.locked), " ", tostring(atomrun.held()))
+      ]], p)
+      assert.equal(0, st, err)
+      assert.equal("true false true false false 0", out)
+    end)
+
+    it("is busy (nil, msg, 'busy', holder) when another process holds the file", function()
+      local p = dir .. "/busy.lock"
+      local pid = H.hold(dir, p)
+      local st, out, err = under_sh("9<" .. H.q(p), [[
+        local lk, msg, code, h = atomrun.lockfd(9, { wait = false })
+        io.write(tostring(lk), "|", code, "|", h.pid, "|", msg)
+      ]])
+      assert.equal(0, st, err)
+      assert.matches("^nil|busy|" .. pid .. "|descriptor 9 is locked by pid " .. pid, out)
+      st, out = under_sh("9<" .. H.q(p), [[
+        local lk, msg, code = atomrun.lockfd(9, { timeout = 0.05 })
+        io.write(code)
+      ]])
+      assert.equal("timeout", out)
+      H.write(dir .. "/stop", "")
+    end)
+
+    it("a wait that only this script's own lock() blocks is 'deadlock', not a hang", function()
+      local p = dir .. "/dl.lock"
+      local st, out, err = under_sh("9<>" .. H.q(p), [[
+        local lk = assert(atomrun.lock(...))
+        local r, msg, code = atomrun.lockfd(9, { timeout = 30 })
+        io.write(tostring(r), "|", code)
+      ]], p)
+      assert.equal(0, st, err)
+      assert.equal("nil|deadlock", out)
+    end)
+
+    it("takes an OFD lock of a range with fcntl = true; unlockfd with the same range frees it", function()
+      local p = dir .. "/fdr.lock"
+      H.write(p, "")
+      local st, out, err = under_sh("9<>" .. H.q(p), [[
+        local p = ...
+        local lk = assert(atomrun.lockfd(9, { fcntl = true, start = 4, length = 4 }))
+        io.write(lk.start, " ", lk.length, "\n")
+        local f = io.open("/proc/locks"); io.write(f:read("a")); f:close()
+        assert(atomrun.unlockfd(9, { fcntl = true, start = 4, length = 4 }))
+        io.write("--\n")
+        f = io.open("/proc/locks"); io.write(f:read("a")); f:close()
+      ]], p)
+      assert.equal(0, st, err)
+      local ino = assert(ar.stat(p)).ino
+      local before, after = out:match("^(.-)%-%-\n(.*)$")
+      assert.matches("^4 4\n", before)
+      assert.matches("OFDLCK%s+ADVISORY%s+WRITE%s+%-1 %x+:%x+:" .. ino .. " 4 7", before)
+      assert.is_nil(after:find(":" .. ino .. " ", 1, true))
+    end)
+
+    it("a bad descriptor is nil, a message naming it, 'EBADF'", function()
+      local p = dir .. "/bad.lock"
+      H.write(p, "")
+      local st, out, err = under_sh("8<" .. H.q(p) .. " 7>>" .. H.q(p), [[
+        local function show(...) local t = table.pack(...) io.write(tostring(t[1]), "|", tostring(t[2]), "|", tostring(t[3]), "\n") end
+        show(atomrun.lockfd(99))
+        show(atomrun.unlockfd(99))
+        show(atomrun.lockfd(8, { fcntl = true }))                 -- read-only, exclusive
+        show(atomrun.lockfd(7, { fcntl = true, mode = "shared" })) -- write-only, shared
+        show(atomrun.lockfd(8, { fcntl = true, mode = "shared" }) ~= nil)
+      ]])
+      assert.equal(0, st, err)
+      local lines = {}
+      for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+      assert.equal("nil|descriptor 99 is not open|EBADF", lines[1])
+      assert.equal("nil|descriptor 99 is not open|EBADF", lines[2])
+      assert.matches("^nil|descriptor 8 is open read%-only.*|EBADF$", lines[3])
+      assert.matches("^nil|descriptor 7 is open write%-only.*|EBADF$", lines[4])
+      assert.equal("true|nil|nil", lines[5])
+      -- an O_PATH descriptor (python hands one down)
+      st, out, err = H.sh(H.q(H.python) .. " -c " .. H.q([[
+import os, sys
+fd = os.open(sys.argv[2], os.O_PATH)
+os.set_inheritable(fd, True)
+os.execv(sys.argv[1], [sys.argv[1], "-e", "local r, m, c = atomrun.lockfd(tonumber(arg[1])) io.write(tostring(r), '|', m, '|', c)", str(fd)])
+]]) .. " " .. H.q(H.atomrun) .. " " .. H.q(p))
+      assert.equal(0, st, err)
+      assert.matches("^nil|descriptor %d+ is an O_PATH descriptor.*|EBADF$", out)
+    end)
+  end)
+end)

@@ -101,6 +101,64 @@ describe("atomrun.once", function()
     g:release()
   end)
 
+  it("names the live holder, never the dead pid of its record: the command its atomrun ran", function()
+    local HOLDER = [[
+      local dir, ready, cmdpid = ...
+      local g = assert(atomrun.once("orphan", { dir = dir }))
+      assert(atomrun.replace(ready, tostring(atomrun.pid())))
+      atomrun.run({ "sh", "-c", 'echo $$ > "$0"; exec sleep 60', cmdpid })
+    ]]
+    bg(HOLDER, dir, dir .. ".ready", dir .. ".cmd")
+    local pid = ready_pid(dir .. ".ready")
+    local cmd = ready_pid(dir .. ".cmd")
+    H.kill(pid, "KILL")
+    assert.is_true(H.wait_until(function() return gone(pid) end, 10))
+    -- the record still says pid (dead); the command holds the lock
+    local r, msg, code, rec = ar.once("orphan", { dir = dir })
+    assert.is_nil(r)
+    assert.equal("running", code)
+    assert.equal(cmd, rec.pid)
+    assert.equal("sleep 60", rec.cmd)
+    assert.equal("orphan is already running: pid " .. cmd .. " (sleep 60)", msg)
+    H.kill(cmd, "KILL")
+  end)
+
+  it("treats a record whose pid is alive but does not hold the lock as stale", function()
+    local HOLDER = [[
+      local dir, ready = ...
+      local g = assert(atomrun.once("liar", { dir = dir }))
+      assert(atomrun.replace(ready, tostring(atomrun.pid())))
+      atomrun.sleep(60)
+    ]]
+    bg(HOLDER, dir, dir .. ".ready")
+    local pid = ready_pid(dir .. ".ready")
+    -- a record naming us (alive, holding nothing), as a reused pid would
+    H.write(dir .. "/liar.json", string.format('{"pid":%d,"since":"x","argv":["impostor"]}\n', ar.pid()))
+    local r, msg, code, rec = ar.once("liar", { dir = dir })
+    assert.is_nil(r)
+    assert.equal("running", code)
+    assert.equal(pid, rec.pid)
+    assert.is_nil(msg:find("impostor", 1, true), msg)
+    assert.matches("pid " .. pid, msg)
+    H.kill(pid, "KILL")
+  end)
+
+  it("guard:update merges fields into the record and rewrites it atomically", function()
+    local g = assert(ar.once("upd", { dir = dir, argv = { "job" } }))
+    assert.is_true(g:update({ pid = 12345, stage = "copying" }))
+    local rec = ar.json.decode(H.slurp(dir .. "/upd.json"))
+    assert.equal(12345, math.tointeger(rec.pid))
+    assert.equal("copying", rec.stage)
+    assert.equal("upd", rec.name)
+    assert.same({ "job" }, rec.argv)
+    assert.equal("copying", g.record.stage)
+    -- nothing but the record, no temp file, in the directory
+    assert.same({ "upd.json", "upd.lock" }, H.listdir(dir))
+    assert.has_error(function() g:update("x") end, "bad argument #1 to 'update' (table expected, got string)")
+    g:release()
+    assert.has_error(function() g:update({ a = 1 }) end)
+  end)
+
   it("queues with opts.timeout and opts.wait instead of refusing", function()
     local HOLDER = [[
       local dir, ready, secs = ...

@@ -208,33 +208,46 @@ describe("atomrun.run", function()
       end
     end)
 
-    it("leaks no other descriptor into the child", function()
+    it("passes the caller's descriptors, leaks none of its own, adds the locks", function()
       local p = dir .. "/a.lock"
+      local out = dir .. "/fds"
+      local function extras(fds)
+        local t = {}
+        for n, tg in pairs(fds) do
+          if n > 2 then t[#t + 1] = n .. " -> " .. tg end
+        end
+        table.sort(t)
+        return t
+      end
+      -- what the caller gave this process (the test runner's own), as
+      -- os.execute passes it: run() must pass exactly the same
+      assert.is_true((os.execute("exec sh -c " .. H.q(FDS) .. " " .. H.q(out))))
+      local base = extras(child_fds(out))
+      assert.is_true((ar.run({ "sh", "-c", FDS, out })))
+      assert.same(base, extras(child_fds(out)), "before any lock")
       local lk = assert(ar.lock(p))
       local f = assert(ar.open(dir .. "/ranges"))
       local rg = assert(f:lock(0, 10))
       local plain = assert(ar.open(dir .. "/plain"))       -- no lock held through it
-      local lf = assert(io.open(dir .. "/luafile", "w"))   -- Lua's own, not O_CLOEXEC
-      local out = dir .. "/fds"
+      assert(ar.replace(dir .. "/replaced", "x"))
       assert.is_true((ar.run({ "sh", "-c", FDS, out }, { close_locks = true })))
-      local fds = child_fds(out)
-      local extra = {}
-      for n, t in pairs(fds) do
-        if n > 2 then extra[#extra + 1] = n .. " -> " .. t end
-      end
-      assert.same({}, extra)
-      -- without close_locks: exactly the two descriptors that hold locks
+      assert.same(base, extras(child_fds(out)), "close_locks")
+      -- without close_locks: the caller's plus the two that hold locks
       assert.is_true((ar.run({ "sh", "-c", FDS, out })))
-      extra = {}
+      local want = {}
+      for _, e in ipairs(base) do want[#want + 1] = e:match("-> (.*)$") end
+      want[#want + 1] = p
+      want[#want + 1] = dir .. "/ranges"
+      table.sort(want)
+      local got = {}
       for n, t in pairs(child_fds(out)) do
-        if n > 2 then extra[#extra + 1] = t end
+        if n > 2 then got[#got + 1] = t end
       end
-      table.sort(extra)
-      assert.same({ p, dir .. "/ranges" }, extra)
+      table.sort(got)
+      assert.same(want, got)
       rg:unlock()
       f:close()
       plain:close()
-      lf:close()
       lk:unlock()
     end)
   end)
@@ -269,6 +282,203 @@ describe("atomrun.run", function()
     end)
   end)
 
+  describe("opts.on_start", function()
+    it("is called once with the running command's pid, before run() waits", function()
+      local out, calls, seen = dir .. "/pid", 0, nil
+      local r = pack(ar.run({ "sh", "-c", 'echo $$ > "$0"; sleep 0.2', out }, {
+        on_start = function(pid)
+          calls = calls + 1
+          seen = pid
+          assert(H.alive(pid), "not running when on_start was called")
+        end }))
+      assert.same(pack(true, "exit", 0), r)
+      assert.equal(1, calls)
+      assert.equal(math.tointeger(tonumber(H.slurp(out))), seen)
+    end)
+
+    it("an error in it kills the command (its group with a timeout) and propagates", function()
+      for _, opts in ipairs({ {}, { timeout = 60 } }) do
+        local child
+        opts.on_start = function(pid) child = pid; error("refused " .. pid) end
+        local ok, err = pcall(ar.run, { "sleep", "60" }, opts)
+        assert.is_false(ok)
+        assert.matches("refused " .. child, err)
+        -- killed and reaped: not even a zombie is left
+        assert.is_false(H.exists("/proc/" .. child))
+      end
+    end)
+
+    it("is not called when the command cannot start", function()
+      local called = false
+      local r, _, code = ar.run({ dir .. "/no/such" }, { on_start = function() called = true end })
+      assert.is_nil(r)
+      assert.equal("ENOENT", code)
+      assert.is_false(called)
+    end)
+  end)
+
+  describe("opts.die_with_parent", function()
+    -- atomrun runs `sleep 60` and is SIGKILLed: with die_with_parent the
+    -- command dies with it (PR_SET_PDEATHSIG, SIGKILL), without it the
+    -- command lives on, orphaned.
+    for _, die in ipairs({ true, false }) do
+      it(die and "kills the command when atomrun dies" or "without it the command outlives atomrun", function()
+        local pidf = dir .. "/pids"
+        H.bg_lua([[
+          local pidf, die = ...
+          atomrun.run({ "sleep", "60" }, { die_with_parent = die == "true",
+            on_start = function(pid) assert(atomrun.replace(pidf, atomrun.pid() .. " " .. pid)) end })
+        ]], pidf, tostring(die))
+        assert.is_true(H.wait_file(pidf, 15))
+        local parent, child = H.slurp(pidf):match("^(%d+) (%d+)$")
+        parent, child = tonumber(parent), tonumber(child)
+        H.kill(parent, "KILL")
+        assert.is_true(H.wait_exit(parent, 10))
+        if die then
+          assert.is_true(H.wait_exit(child, 10), "the command survived its parent")
+        else
+          ar.sleep(0.2)
+          assert.is_true(H.alive(child))
+          H.kill(child, "KILL")
+        end
+      end)
+    end
+  end)
+
+  -- A real terminal: python3's pty module runs atomrun as the foreground
+  -- job of a new pseudo-terminal and types at it.
+  describe("on a terminal", function()
+    local DRIVER = [[
+import json, os, pty, select, sys, time
+steps = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+out = b""
+def more(t):
+    global out
+    r, _, _ = select.select([fd], [], [], t)
+    if not r:
+        return True
+    try:
+        d = os.read(fd, 4096)
+    except OSError:
+        return False
+    out += d
+    return bool(d)
+ok = 1
+for kind, arg in steps:
+    if kind == "expect":
+        end = time.time() + 20
+        while arg.encode() not in out:
+            if time.time() > end or not more(end - time.time()):
+                ok = 0
+                break
+    elif kind == "send":
+        os.write(fd, arg.encode())
+    elif kind == "kill":
+        os.kill(pid, int(arg))
+    elif kind == "cont":
+        # wait until atomrun has stopped itself, then continue it (`fg`)
+        end = time.time() + 20
+        while open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "T":
+            if time.time() > end:
+                ok = 0
+                break
+            more(0.05)
+        if ok:
+            os.kill(pid, 18)
+    if not ok:
+        break
+end = time.time() + 20
+while time.time() < end and more(0.2):
+    pass
+os.kill(pid, 9) if not ok else None
+_, st = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace").replace("\r", ""))
+sys.stdout.write("\nOK %d STATUS %d\n" % (ok, os.waitstatus_to_exitcode(st)))
+]]
+    local function drive(code, steps)
+      local function jstr(v)
+        return '"' .. v:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
+      end
+      local parts = {}
+      for _, st in ipairs(steps) do
+        parts[#parts + 1] = "[" .. jstr(st[1]) .. "," .. jstr(st[2]) .. "]"
+      end
+      local json = "[" .. table.concat(parts, ",") .. "]"
+      local _, out = H.sh("exec " .. H.q(H.python) .. " -c " .. H.q(DRIVER) .. " " .. H.q(json)
+        .. " " .. H.q(H.atomrun) .. " -e " .. H.q(code) .. " </dev/null")
+      return out
+    end
+
+    it("a timed command gets the foreground: it reads the terminal, and atomrun can read it after", function()
+      local out = drive([[
+        local r = table.pack(atomrun.run({ "sh", "-c", "printf 'cmd> '; read x; echo got:$x" },
+          { timeout = 15 }))
+        print("result", r[1], r[2], r[3], r[4])
+        io.write("again> "); io.stdout:flush()
+        print("read:" .. tostring(io.read("l")))
+      ]], { { "expect", "cmd> " }, { "send", "hello\n" }, { "expect", "again> " },
+            { "send", "back\n" }, { "expect", "read:" } })
+      assert.matches("got:hello", out)
+      assert.matches("result\ttrue\texit\t0\tnil", out)
+      assert.matches("read:back", out)
+      assert.matches("OK 1 STATUS 0", out)
+    end)
+
+    it("Ctrl-Z stops the timed command and atomrun; continued, the command has the terminal again", function()
+      local out = drive([[
+        local r = table.pack(atomrun.run({ "sh", "-c", "echo started; read x; echo got:$x" },
+          { timeout = 30 }))
+        print("result", r[1], r[2], r[3])
+      ]], { { "expect", "started" }, { "send", "\26" }, { "cont", "" }, { "send", "hi\n" },
+            { "expect", "result" } })
+      assert.matches("got:hi", out)
+      assert.matches("result\ttrue\texit\t0", out)
+      assert.matches("OK 1 STATUS 0", out)
+    end)
+
+    -- Ctrl-C ends the command, then the script, with or without a timeout
+    -- (a shell's job does the same, and so does flock(1)): the script dies
+    -- of SIGINT once its command is gone, never before, never leaving it.
+    for _, timed in ipairs({ false, true }) do
+      local opts = timed and "{ timeout = 60 }" or "{}"
+      it("Ctrl-C during run" .. opts .. " ends the command, then the script", function()
+        local out = drive(string.format([[
+          local r = table.pack(atomrun.run({ "sh", "-c", "echo started:$$; exec sleep 30" }, %s))
+          print("continued", r[1], r[2], r[3])
+        ]], opts), { { "expect", "started:" }, { "send", "\3" } })
+        assert.is_nil(out:find("continued", 1, true), out)
+        assert.matches("OK 1 STATUS %-2\n", out)     -- died of SIGINT
+        local cmd = tonumber(out:match("started:(%d+)"))
+        assert.is_true(H.wait_exit(cmd, 10), "the command outlived the script")
+      end)
+
+      it("kill -INT to atomrun during run" .. opts .. " ends the command, then the script", function()
+        local out = drive(string.format([[
+          local r = table.pack(atomrun.run({ "sh", "-c", "echo started:$$; exec sleep 30" }, %s))
+          print("continued", r[1], r[2], r[3])
+        ]], opts), { { "expect", "started:" }, { "kill", "2" } })
+        assert.is_nil(out:find("continued", 1, true), out)
+        assert.matches("OK 1 STATUS %-2\n", out)
+        local cmd = tonumber(out:match("started:(%d+)"))
+        assert.is_true(H.wait_exit(cmd, 10), "the command outlived the script")
+      end)
+
+      it("Ctrl-C during run" .. opts .. " that the command handles: the script goes on", function()
+        local out = drive(string.format([[
+          local r = table.pack(atomrun.run({ "sh", "-c",
+            "trap 'echo handled; exit 4' INT; echo started; while :; do sleep 0.05; done" }, %s))
+          print("continued", r[1], r[2], r[3])
+        ]], opts), { { "expect", "started" }, { "send", "\3" }, { "expect", "continued" } })
+        assert.matches("handled", out)
+        assert.matches("continued\tnil\texit\t4", out)
+        assert.matches("OK 1 STATUS 0", out)
+      end)
+    end
+  end)
+
   describe("bad arguments raise an error naming them", function()
     local function raises(pattern, ...)
       local args = table.pack(...)
@@ -300,6 +510,9 @@ describe("atomrun.run", function()
       raises("bad argument #2 .*env keys must be variable names", argv, { env = { "A=1" } })
       raises("bad argument #2 .*env values must be strings or false", argv, { env = { A = {} } })
       raises("bad argument #2 .*env values must be strings or false", argv, { env = { A = true } })
+      raises("bad argument #2 .*option 'on_start' must be a function, not a string", argv, { on_start = "x" })
+      raises("bad argument #2 .*option 'die_with_parent' must be a boolean, not a number", argv,
+        { die_with_parent = 1 })
     end)
   end)
 end)

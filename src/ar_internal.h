@@ -29,20 +29,25 @@ int ar_wait_for(ar_attempt_fn attempt, void *ctx, double timeout);
 int ar_mkdir_parents(const char *path);
 
 /*
- * Find a process holding a lock of `kind` ("FLOCK", "OFDLCK", "POSIX") on
- * the file (dev, ino) that conflicts with `mode` and overlaps
- * [start, start+length) (length 0: to EOF), from /proc/locks.  Used for
- * flock locks; OFD locks, whose pid /proc/locks hides, need
- * ar_find_ofd_holder.
+ * The live holder of a lock of `kind` ("FLOCK", "OFDLCK", "POSIX") on the
+ * file (dev, ino) that conflicts with `mode` over [start, start+length)
+ * (length 0: to EOF): 1 and *h filled -- h->pid 0 when the lock is there
+ * but no live process could be seen holding it (another user's, or the
+ * search budget ran out) -- or 0 when /proc/locks shows no such lock.
+ * self_fd: the asking descriptor of this process, skipped with every
+ * descriptor of its open file description; -1 for none.  See holder.c.
  */
-int ar_find_holder(dev_t dev, ino_t ino, const char *kind, int mode,
-                   int64_t start, int64_t length, atomrun_holder *h);
+int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
+                   int mode, int64_t start, int64_t length, atomrun_holder *h);
 /* The process holding exactly the OFD lock (mode, start, length) that
  * F_OFD_GETLK reported on (dev, ino), skipping the asking descriptor
- * self_fd of this process: 1 and *h filled, 0 when not found. */
+ * self_fd: 1 and *h filled, 0 when not found. */
 int ar_find_ofd_holder(int self_fd, dev_t dev, ino_t ino, int mode,
                        int64_t start, int64_t length, atomrun_holder *h);
-/* Fill h->cmd from /proc/PID/cmdline (argv[0] shortened to its basename). */
+/* Fill h->cmd from /proc/PID/cmdline (argv[0] shortened to its basename),
+ * one line, escaped for a terminal. */
 void ar_holder_cmd(pid_t pid, char *buf, size_t size);
+/* When pid started, in seconds since the epoch; 0 when unknown. */
+int64_t ar_start_time(pid_t pid);
 
 #endif

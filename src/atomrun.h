@@ -83,14 +83,21 @@ ATOMRUN_API int atomrun_timer_signal(void);
 
 enum atomrun_mode { ATOMRUN_SHARED = 1, ATOMRUN_EXCLUSIVE = 2 };
 
-/* Who holds a conflicting lock, as far as the kernel and /proc tell. */
+/*
+ * Who holds a conflicting lock, as far as the kernel and /proc tell: a
+ * process alive now that holds the lock now (for flock and OFD locks one
+ * that has the open file description, not the possibly dead process that
+ * took the lock), or pid 0.  Finding it costs a bounded search of /proc.
+ */
 typedef struct atomrun_holder {
     pid_t   pid;        /* 0 when unknown (e.g. another user's process) */
     int     mode;       /* ATOMRUN_SHARED or ATOMRUN_EXCLUSIVE */
     int64_t start;      /* byte-range locks; 0 for whole-file locks */
     int64_t length;     /* 0 means "to end of file" */
     char    kind[8];    /* "flock", "ofd" or "posix" */
-    char    cmd[128];   /* command line of pid, shortened; "" if unknown */
+    char    cmd[128];   /* command line of pid, shortened, one line with
+                           control characters escaped; "" if unknown */
+    int64_t since;      /* when pid started (epoch seconds); 0 unknown */
 } atomrun_holder;
 
 /*
@@ -102,12 +109,44 @@ typedef struct atomrun_holder {
  */
 ATOMRUN_API int atomrun_lockfile_open(const char *path, int create, int perm,
                           int *writable);
+/*
+ * The same with a symlink policy for the last component of path:
+ *   ATOMRUN_NOFOLLOW          a symlink there is refused (-ELOOP)
+ *   ATOMRUN_FOLLOW            followed, as open(2) and flock(1) do
+ *   ATOMRUN_FOLLOW_PROTECTED  followed, except (-EACCES) a symlink in a
+ *       sticky world-writable directory (/tmp) owned by neither the
+ *       caller (euid) nor the directory's owner: fs.protected_symlinks,
+ *       checked here for each link of the chain whatever the sysctl says;
+ *       links in the directory part of the path are followed unchecked.
+ * -EINVAL for another value of follow.
+ */
+enum atomrun_follow {
+    ATOMRUN_NOFOLLOW = 0, ATOMRUN_FOLLOW = 1, ATOMRUN_FOLLOW_PROTECTED = 2
+};
+ATOMRUN_API int atomrun_lockfile_open_follow(const char *path, int create, int perm,
+                                 int follow, int *writable);
+
+/*
+ * Can a caller's descriptor take a lock?  (flock `N`: the descriptor was
+ * opened by someone else.)  0, or -EBADF with *why (if non-NULL) saying
+ * why not: not open, an O_PATH descriptor (no lock of either kind), or
+ * for an fcntl lock (use_fcntl) a read-only descriptor asked for an
+ * exclusive lock or a write-only one for a shared lock.  mode 0: any.
+ */
+enum atomrun_fd_problem {
+    ATOMRUN_FD_OK = 0, ATOMRUN_FD_CLOSED, ATOMRUN_FD_PATH,
+    ATOMRUN_FD_READONLY, ATOMRUN_FD_WRITEONLY
+};
+ATOMRUN_API int atomrun_fd_lockable(int fd, int mode, int use_fcntl, int *why);
+
 /* Identity of an open file, for comparing locks: 0 or -errno. */
 ATOMRUN_API int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino);
 ATOMRUN_API int atomrun_close(int fd);
 
 /* flock(2) with a deadline.  0, ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno. */
 ATOMRUN_API int atomrun_flock(int fd, int mode, double timeout);
+/* Release fd's flock lock (of its open file description: every
+ * descriptor sharing it, in any process, loses it). */
 ATOMRUN_API int atomrun_funlock(int fd);
 /* A process holding a flock lock on fd's file that conflicts with `mode`:
  * 1 and *h filled, 0 when none is known, -errno. */
@@ -186,6 +225,26 @@ ATOMRUN_API size_t atomrun_heldset_fds(const atomrun_heldset *s, int *fds,
 ATOMRUN_API int atomrun_ranges_overlap(int64_t s1, int64_t l1, int64_t s2,
                                        int64_t l2);
 
+/*
+ * Every lock on a file, held or waited for (`atomrun who`): flock, OFD and
+ * POSIX, in /proc/locks order, each with its live holder (or waiter) as
+ * in atomrun_holder; a waiter's mode and range are what it asks for.  An
+ * OFD waiter is named only when /proc/PID/task/TID/syscall shows it
+ * blocked in F_OFD_SETLKW (ptrace access: own processes, or root).
+ * Returns the count (0: no lock) with *list malloc'd (free() it), or
+ * -errno.  atomrun_who stats path (following symlinks) first.
+ */
+typedef struct atomrun_lockinfo {
+    atomrun_holder h;
+    int            waiting;    /* 1: waits for the lock, holds nothing */
+} atomrun_lockinfo;
+ATOMRUN_API int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list);
+ATOMRUN_API int atomrun_who(const char *path, atomrun_lockinfo **list);
+/* 1 if process pid holds a lock (of any kind, held not waited for) on the
+ * file (dev, ino) now, through any of its descriptors; 0 if not (also when
+ * pid is not ours to look at); -EINVAL for pid <= 0. */
+ATOMRUN_API int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino);
+
 /* ------------------------------------------------------------ files */
 
 /* Which step of a create/replace failed, for messages. */
@@ -232,18 +291,47 @@ ATOMRUN_API int atomrun_read(const char *path, char **data, size_t *len);
 
 /* ------------------------------------------------------------ processes */
 
+/*
+ * Descriptors: the command gets every descriptor the caller has that is
+ * not close-on-exec (a shell's `5>file`, make's jobserver), as flock(1)
+ * and system(3) pass them; every descriptor atomrun opens itself is
+ * O_CLOEXEC and stays out.  keep_fds are close-on-exec descriptors the
+ * command inherits on purpose (held locks): inheritable in the child only.
+ *
+ * Signals while atomrun_run waits: SIGINT and SIGQUIT reach the command
+ * first (a command in the caller's group from the terminal itself, one in
+ * its own group forwarded by us) and the caller only once the command is
+ * reaped: when the command died of the signal and it was an interrupt (we
+ * received it too, or the command's group had the terminal), the caller
+ * gets the same signal then (raise), as a shell's job would.  A command
+ * that handles Ctrl-C and exits normally interrupts nothing.
+ */
 typedef struct atomrun_spawn_opts {
     const char  *cwd;          /* NULL: inherit */
     char *const *envp;         /* NULL: inherit */
-    const int   *keep_fds;     /* descriptors the child inherits on purpose */
-    int          nkeep;        /* (held locks); every other one >= 3 closes */
-    int          new_group;    /* own process group (needed by timeout) */
+    const int   *keep_fds;     /* close-on-exec descriptors the child */
+    int          nkeep;        /* inherits on purpose (held locks) */
+    int          new_group;    /* own process group (needed by timeout); if
+                                  the caller is in the foreground of its
+                                  terminal (stdin's, else /dev/tty), the
+                                  group gets the foreground while it runs
+                                  (no SIGTTIN on a read), and Ctrl-Z stops
+                                  the caller with it */
     double       timeout;      /* < 0: none; then TERM to the group... */
     double       kill_after;   /* ...and KILL this long after */
     int          forward;      /* pass SIGTERM/SIGHUP on to the child;
-                                  with new_group also SIGINT/SIGQUIT, always,
-                                  to the whole group */
+                                  with new_group always, to the whole group */
     int          timed_out;    /* OUT: the timeout killed it */
+    /* > 0: the signal the command gets when the calling THREAD ends
+     * (PR_SET_PDEATHSIG; the Lua binding uses SIGKILL).  The kernel drops
+     * it when the command execs a set-user-ID program. */
+    int          die_with_parent;
+    /* Called once the command runs, before waiting (not after a failed
+     * exec).  Nonzero: the command is killed (SIGKILL, its group with
+     * new_group) and reaped, and atomrun_run returns that value if
+     * negative, else -ECANCELED. */
+    int        (*on_start)(void *ctx, pid_t pid);
+    void        *on_start_ctx;
 } atomrun_spawn_opts;
 
 ATOMRUN_API void atomrun_spawn_opts_init(atomrun_spawn_opts *o);
@@ -254,8 +342,9 @@ ATOMRUN_API void atomrun_spawn_opts_init(atomrun_spawn_opts *o);
  */
 ATOMRUN_API int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
                 int *code);
-/* Replace this process with argv, keeping o->keep_fds.  Returns only on
- * failure, with -errno. */
+/* Replace this process with argv; the new program gets the inheritable
+ * descriptors and o->keep_fds.  Returns only on failure, with -errno, the
+ * keep_fds close-on-exec again and the directory restored. */
 ATOMRUN_API int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o);
 
 /* --------------------------------------------------------------- misc */

@@ -104,6 +104,8 @@ int luaopen_atomrun_core(lua_State *L)
         { "mkdir", arL_mkdir },       { "held", ar_l_held },
         { "errname", ar_l_errname },  { "strerror", ar_l_strerror },
         { "probe", ar_l_probe },      { "isatty", arL_isatty },
+        { "lockfd", arL_lockfd },     { "unlockfd", arL_unlockfd },
+        { "who", arL_who },           { "holds", arL_holds },
         { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },
         { "_etcd_endpoints", arL_etcd_endpoints },
         { NULL, NULL } };

@@ -71,6 +71,10 @@ void arL_pushholder(lua_State *L, const atomrun_holder *h, int range)
     }
     lua_pushstring(L, h->kind);
     lua_setfield(L, -2, "kind");
+    if (h->since > 0) {
+        lua_pushinteger(L, h->since);
+        lua_setfield(L, -2, "since");
+    }
     if (range) {
         lua_pushinteger(L, h->start);
         lua_setfield(L, -2, "start");
@@ -227,6 +231,12 @@ void arL_checklockopts(lua_State *L, int arg, arL_lockopts *o)
 {
     static const char *const names[] = { "mode", "wait", "timeout", "perm",
                                          "create", "holder", NULL };
+    arL_checkoptnames(L, arg, names);
+    arL_readlockopts(L, arg, o);
+}
+
+void arL_readlockopts(lua_State *L, int arg, arL_lockopts *o)
+{
     o->mode = ATOMRUN_EXCLUSIVE;
     o->holder = 1;
     o->timeout = ATOMRUN_FOREVER;
@@ -234,7 +244,6 @@ void arL_checklockopts(lua_State *L, int arg, arL_lockopts *o)
     o->create = 1;
     if (lua_isnoneornil(L, arg))        /* the common case: the defaults */
         return;
-    arL_checkoptnames(L, arg, names);
     if (arL_opt(L, arg, "mode", LUA_TSTRING) != LUA_TNIL) {
         o->mode = arL_checkmode(L, arg, lua_tostring(L, -1));
         lua_pop(L, 1);

@@ -69,6 +69,9 @@ typedef struct arL_lockopts {
     int    holder;            /* look up who holds it on busy/timeout */
 } arL_lockopts;
 void arL_checklockopts(lua_State *L, int arg, arL_lockopts *o);
+/* The same options without the check of their names (for a caller that
+ * checks a longer list itself: lock(), lockfd()). */
+void arL_readlockopts(lua_State *L, int arg, arL_lockopts *o);
 
 /* A metatable `name` whose __index finds methods first (one rawget: the
  * hot path of lk:unlock()), then getters (functions of the object, called
@@ -81,6 +84,10 @@ void arL_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
 
 int arL_lock(lua_State *L);          /* llock.c */
 int arL_open(lua_State *L);
+int arL_lockfd(lua_State *L);
+int arL_unlockfd(lua_State *L);
+int arL_who(lua_State *L);
+int arL_holds(lua_State *L);
 /* the handle metatables, and lock() into the module table on top */
 void arL_openlock(lua_State *L);
 

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "lbind.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -125,7 +126,8 @@ static void ar_checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
                               int exec)
 {
     static const char *const run_names[] = { "timeout", "kill_after",
-        "close_locks", "env", "cwd", "forward_signals", NULL };
+        "close_locks", "env", "cwd", "forward_signals", "on_start",
+        "die_with_parent", NULL };
     static const char *const exec_names[] = { "close_locks", "env", "cwd",
                                               NULL };
     atomrun_spawn_opts_init(o);
@@ -141,10 +143,37 @@ static void ar_checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
         o->kill_after = arL_optseconds(L, arg, "kill_after", 1);
         o->new_group = o->timeout >= 0;
         o->forward = arL_optbool(L, arg, "forward_signals", 0);
+        /* SIGKILL, not SIGTERM: the point is that no orphan keeps running
+         * with the lock, and a TERM can be caught or ignored while the
+         * parent that would follow up with KILL is dead. */
+        if (arL_optbool(L, arg, "die_with_parent", 0))
+            o->die_with_parent = SIGKILL;
     }
     o->envp = ar_buildenv(L, arg);
     if (!arL_optbool(L, arg, "close_locks", 0))
         o->keep_fds = ar_heldfds(L, &o->nkeep);
+}
+
+/* opts.on_start, called by atomrun_run once the command runs.  An error
+ * in it must not longjmp through the core (the command would be left
+ * running, the signal mask changed): it is caught here, kept on the
+ * stack, and raised again once atomrun_run has killed and reaped. */
+typedef struct ar_onstart {
+    lua_State *L;
+    int        fn;           /* stack index of the function */
+    int        failed;
+} ar_onstart;
+
+static int ar_call_onstart(void *ctx, pid_t pid)
+{
+    ar_onstart *s = ctx;
+    lua_pushvalue(s->L, s->fn);
+    lua_pushinteger(s->L, pid);
+    if (lua_pcall(s->L, 1, 0, 0) != LUA_OK) {
+        s->failed = 1;
+        return 1;                  /* the error object stays on top */
+    }
+    return 0;
 }
 
 int arL_run(lua_State *L)
@@ -152,12 +181,20 @@ int arL_run(lua_State *L)
     atomrun_spawn_opts o;
     char **argv;
     int is_signal = 0, code = 0, r;
+    ar_onstart start = { L, 0, 0 };
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);    /* ar_checkargv pushes: keep opts at index 2 */
     argv = ar_checkargv(L, 1);
     ar_checkspawnopts(L, 2, &o, 0);
+    if (arL_opt(L, 2, "on_start", LUA_TFUNCTION) != LUA_TNIL) {
+        start.fn = lua_gettop(L);          /* stays on the stack */
+        o.on_start = ar_call_onstart;
+        o.on_start_ctx = &start;
+    }
     r = atomrun_run(argv, &o, &is_signal, &code);
+    if (start.failed)
+        return lua_error(L);
     if (r < 0) {
         atomrun_stat st;
         /* The child reports one errno: say when chdir, not exec, failed. */

@@ -1,11 +1,18 @@
 /*
  * proc.c -- running a command that may inherit held locks.
  *
- * vfork + exec (not posix_spawn) because the child must do three things
- * posix_spawn cannot express together: mark every descriptor >= 3
- * close-on-exec except the locks it inherits on purpose, change directory,
- * and tell us exactly why exec failed (through a close-on-exec pipe).
- * The child calls only async-signal-safe functions.
+ * Descriptors: the command gets every descriptor the caller gave us (a
+ * shell's `5>file`, make's jobserver pipe), exactly as flock(1) and
+ * os.execute pass them.  Descriptors atomrun opens itself are all
+ * O_CLOEXEC, so they stay out without any sweep here; the only ones we
+ * touch are the held locks the child inherits on purpose, whose
+ * close-on-exec flag is cleared in the child alone (keep_fds).
+ *
+ * vfork + exec (not posix_spawn) because the child must do what
+ * posix_spawn cannot express together: make the lock descriptors
+ * inheritable, change directory, take the terminal's foreground, ask to
+ * die with its parent, and tell us exactly why exec failed (through a
+ * close-on-exec pipe).  The child calls only async-signal-safe functions.
  */
 #define _GNU_SOURCE
 #include "ar_internal.h"
@@ -22,9 +29,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
+#include <sys/prctl.h>
+#include <termios.h>
 
 void atomrun_spawn_opts_init(atomrun_spawn_opts *o)
 {
@@ -33,22 +39,21 @@ void atomrun_spawn_opts_init(atomrun_spawn_opts *o)
     o->kill_after = 1;
 }
 
-/* Everything >= 3 close-on-exec, then the chosen ones inheritable. */
+/* The held locks the command inherits on purpose: inheritable in the
+ * child only (our own copies stay close-on-exec for every other child). */
 static void ar_child_fds(const atomrun_spawn_opts *o)
 {
-    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-        long max = sysconf(_SC_OPEN_MAX);
-        if (max < 0 || max > 65536)
-            max = 65536;
-        for (int fd = 3; fd < max; fd++)
-            fcntl(fd, F_SETFD, FD_CLOEXEC);
-    }
     for (int i = 0; o && i < o->nkeep; i++)
         fcntl(o->keep_fds[i], F_SETFD, 0);
 }
 
+/*
+ * In the vfork child, every signal still blocked.  ttyfd >= 0: the
+ * terminal whose foreground this command's new group takes.
+ */
 static void ar_child_exec(char *const argv[], const atomrun_spawn_opts *o,
-                          const sigset_t *mask, int errpipe)
+                          const sigset_t *mask, int errpipe, pid_t parent,
+                          int ttyfd)
 {
     struct sigaction sa;
     int err;
@@ -64,8 +69,25 @@ static void ar_child_exec(char *const argv[], const atomrun_spawn_opts *o,
         sa.sa_handler = SIG_DFL;
         sigaction(sig, &sa, NULL);
     }
-    if (o->new_group)
+    if (o->new_group) {
         setpgid(0, 0);
+        /* The foreground is taken here, before exec, not by the parent
+         * after it: the command may read the terminal at its first
+         * instruction, and from a background group that read stops it
+         * with SIGTTIN.  A background group may call tcsetpgrp because
+         * SIGTTOU is blocked (all signals are, until the sigprocmask
+         * below). */
+        if (ttyfd >= 0)
+            tcsetpgrp(ttyfd, getpid());
+    }
+    if (o->die_with_parent > 0) {
+        prctl(PR_SET_PDEATHSIG, o->die_with_parent);
+        /* The parent may have been killed before prctl took effect (it
+         * waits in vfork, but SIGKILL ends it there too): then no signal
+         * will ever come, and we must not start an orphan. */
+        if (getppid() != parent)
+            _exit(127);
+    }
     sigprocmask(SIG_SETMASK, mask, NULL);
     if (o->cwd && chdir(o->cwd) != 0)
         goto fail;
@@ -82,46 +104,16 @@ fail:
     _exit(127);
 }
 
-/* The descriptors >= 3 that are inheritable now (malloc'd; NULL, 0 when
- * /proc is not there to tell). */
-static int *ar_inheritable_fds(int *n)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int *fds = NULL, cap = 0;
-
-    *n = 0;
-    if (!d)
-        return NULL;
-    while ((e = readdir(d)) != NULL) {
-        int fd = atoi(e->d_name), flags;
-        if (fd < 3 || fd == dirfd(d))
-            continue;
-        flags = fcntl(fd, F_GETFD);
-        if (flags < 0 || (flags & FD_CLOEXEC))
-            continue;
-        if (*n == cap) {
-            int *more = realloc(fds, sizeof *fds * (size_t)(cap = cap * 2 + 16));
-            if (!more)
-                break;
-            fds = more;
-        }
-        fds[(*n)++] = fd;
-    }
-    closedir(d);
-    return fds;
-}
-
 /*
  * A failed exec returns to the caller, which goes on running: undo what we
  * did for the new program.  Without this the kept lock descriptors would
- * stay inheritable (every later os.execute child would hold the lock), the
- * host's own inheritable descriptors would have become close-on-exec, and
- * the caller would find itself in o->cwd.
+ * stay inheritable (every later os.execute child would hold the lock), and
+ * the caller would find itself in o->cwd.  Every other descriptor is left
+ * as the caller had it: inheritable ones pass to the new program.
  */
 int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o)
 {
-    int here = -1, err, ninh = 0, *inh;
+    int here = -1, err;
     if (o && o->cwd) {
         here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (chdir(o->cwd) != 0) {
@@ -131,7 +123,6 @@ int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o)
             return err;
         }
     }
-    inh = ar_inheritable_fds(&ninh);
     ar_child_fds(o);
     if (o && o->envp)
         execvpe(argv[0], argv, o->envp);
@@ -140,9 +131,6 @@ int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o)
     err = -errno;
     for (int i = 0; o && i < o->nkeep; i++)
         fcntl(o->keep_fds[i], F_SETFD, FD_CLOEXEC);
-    for (int i = 0; i < ninh; i++)
-        fcntl(inh[i], F_SETFD, 0);
-    free(inh);
     if (here >= 0) {
         if (fchdir(here) != 0) {
             /* the old directory is gone; nothing better to do */
@@ -152,19 +140,112 @@ int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o)
     return err;
 }
 
-/* Wait for pid, forwarding TERM/HUP (sigfd >= 0) and enforcing the
- * timeout; -1 as timeout means none. */
-static int ar_wait_child(pid_t pid, atomrun_spawn_opts *o, int sigfd,
+/* ------------------------------------------------------------ terminal */
+
+/*
+ * The terminal a command in its own group should get: stdin's if it is
+ * one, else the controlling terminal's (/dev/tty), and only while this
+ * process's group is its foreground group -- a background job must never
+ * steal the terminal from the job in front.  -1 when there is none.
+ * *opened: we opened /dev/tty and must close it.
+ */
+static int ar_foreground_tty(int *opened)
+{
+    int fd;
+    *opened = 0;
+    if (isatty(0))
+        return tcgetpgrp(0) == getpgrp() ? 0 : -1;
+    fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    if (tcgetpgrp(fd) != getpgrp()) {
+        close(fd);
+        return -1;
+    }
+    *opened = 1;
+    return fd;
+}
+
+/* Give the terminal's foreground to pgrp.  We may be in the background
+ * now (the command's group is in front): tcsetpgrp from a background
+ * group raises SIGTTOU unless it is blocked, so block it in this thread
+ * for the call (never change its disposition: a host may handle it). */
+static void ar_tty_give(int ttyfd, pid_t pgrp)
+{
+    sigset_t ttou, old;
+    sigemptyset(&ttou);
+    sigaddset(&ttou, SIGTTOU);
+    pthread_sigmask(SIG_BLOCK, &ttou, &old);
+    tcsetpgrp(ttyfd, pgrp);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* What the wait loop needs besides the options. */
+typedef struct ar_child {
+    pid_t pid;
+    pid_t target;      /* -pid for a group of its own, else pid */
+    int   sigfd;       /* the signals we catch while it runs, or -1 */
+    int   ttyfd;       /* the terminal its group has, or -1 */
+    int   interrupt;   /* the SIGINT/SIGQUIT we received meanwhile, or 0 */
+} ar_child;
+
+/*
+ * Ctrl-Z stopped the command, whose group has the terminal: without this
+ * the user would face a stopped job and a shell still waiting for us.  Do
+ * what a shell's job would: take the terminal back, stop ourselves (our
+ * shell then takes it), and when continued hand it to the command again
+ * and wake it.
+ */
+static void ar_child_stopped(const ar_child *c)
+{
+    ar_tty_give(c->ttyfd, getpgrp());
+    kill(getpid(), SIGSTOP);
+    /* Continued.  By `fg` our group has the terminal again: pass it on.
+     * By `bg` it has not, and taking it would steal it from the shell:
+     * the command goes on in the background, as a job would. */
+    if (tcgetpgrp(c->ttyfd) == getpgrp())
+        ar_tty_give(c->ttyfd, c->pid);
+    kill(c->target, SIGCONT);
+}
+
+/* One batch of caught signals.  SIGINT/SIGQUIT: a command in our own group
+ * got the terminal's (SI_KERNEL) signal itself; a kill(1) aimed at us,
+ * and every one when the command has a group of its own, we pass on.
+ * Either way we note it (see ar_reraise).  SIGTERM/SIGHUP (caught only
+ * when forwarding) go to the command. */
+static void ar_child_signals(ar_child *c, const atomrun_spawn_opts *o)
+{
+    struct signalfd_siginfo si;
+    while (read(c->sigfd, &si, sizeof si) == sizeof si) {
+        int sig = (int)si.ssi_signo;
+        if (sig == SIGCHLD)
+            continue;                  /* only a wake-up: waitpid looks */
+        if (sig == SIGINT || sig == SIGQUIT) {
+            c->interrupt = sig;
+            if (!o->new_group && si.ssi_code == SI_KERNEL)
+                continue;
+        }
+        kill(c->target, sig);
+    }
+}
+
+/* Wait for the child, forwarding signals and enforcing the timeout; -1 as
+ * timeout means none. */
+static int ar_wait_child(ar_child *c, atomrun_spawn_opts *o,
                          int *status)
 {
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
     double deadline = o->timeout >= 0 ? atomrun_now() + o->timeout : -1;
     int stage = 0;            /* 0 running, 1 TERM sent, 2 KILL sent */
-    pid_t target = o->new_group ? -pid : pid;
+    int flags = WNOHANG | (c->ttyfd >= 0 ? WUNTRACED : 0);
 
     for (;;) {
-        pid_t w = waitpid(pid, status, WNOHANG);
-        if (w == pid)
+        pid_t w = waitpid(c->pid, status, flags);
+        if (w == c->pid && WIFSTOPPED(*status)) {
+            ar_child_stopped(c);
+            continue;
+        }
+        if (w == c->pid)
             break;
         if (w < 0 && errno != EINTR) {
             int err = -errno;
@@ -176,7 +257,9 @@ static int ar_wait_child(pid_t pid, atomrun_spawn_opts *o, int sigfd,
         if (deadline >= 0) {
             double left = deadline - atomrun_now();
             if (left <= 0) {
-                kill(target, stage == 0 ? SIGTERM : SIGKILL);
+                kill(c->target, stage == 0 ? SIGTERM : SIGKILL);
+                if (stage == 0)
+                    kill(c->target, SIGCONT);  /* a stopped one must hear it */
                 o->timed_out = 1;
                 stage++;
                 deadline = stage == 1 ? atomrun_now() + o->kill_after : -1;
@@ -186,21 +269,19 @@ static int ar_wait_child(pid_t pid, atomrun_spawn_opts *o, int sigfd,
              * 1e300 s must wait, not turn negative (poll: forever) by luck */
             wait_ms = left > 1e6 ? 1000000000 : (int)(left * 1000) + 1;
         }
-        if (pidfd < 0 && wait_ms < 0 && sigfd < 0) {
+        if (pidfd < 0 && wait_ms < 0 && c->sigfd < 0) {
             /* No pidfd (Linux < 5.3) and nothing else to watch. */
-            if (waitpid(pid, status, 0) == pid)
+            if (waitpid(c->pid, status, flags & ~WNOHANG) == c->pid &&
+                !WIFSTOPPED(*status))
                 break;
             continue;
         }
-        struct pollfd pf[2] = { { pidfd, POLLIN, 0 }, { sigfd, POLLIN, 0 } };
+        struct pollfd pf[2] = { { pidfd, POLLIN, 0 }, { c->sigfd, POLLIN, 0 } };
         if (pidfd < 0 && (wait_ms < 0 || wait_ms > 10))
             wait_ms = 10;     /* old kernel: look again soon */
         poll(pf, 2, wait_ms);
-        if (sigfd >= 0 && (pf[1].revents & POLLIN)) {
-            struct signalfd_siginfo si;
-            while (read(sigfd, &si, sizeof si) == sizeof si)
-                kill(target, (int)si.ssi_signo);
-        }
+        if (c->sigfd >= 0 && (pf[1].revents & POLLIN))
+            ar_child_signals(c, o);
     }
     if (pidfd >= 0)
         close(pidfd);
@@ -220,17 +301,17 @@ static int ar_wait_child(pid_t pid, atomrun_spawn_opts *o, int sigfd,
  */
 static pid_t ar_vfork_exec(char *const argv[], const atomrun_spawn_opts *o,
                            const sigset_t *extra, sigset_t *saved,
-                           int errpipe)
+                           int errpipe, int ttyfd)
 {
     sigset_t all, want;
-    pid_t pid;
+    pid_t pid, parent = getpid();
     int err;
 
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, saved);
     pid = vfork();
-    if (pid == 0)
-        ar_child_exec(argv, o, saved, errpipe);       /* does not return */
+    if (pid == 0)                                  /* does not return */
+        ar_child_exec(argv, o, saved, errpipe, parent, ttyfd);
     err = errno;
     want = *saved;
     for (int sig = 1; sig < NSIG; sig++)
@@ -241,61 +322,127 @@ static pid_t ar_vfork_exec(char *const argv[], const atomrun_spawn_opts *o,
     return pid;
 }
 
+/* The signals we catch (blocked, read from a signalfd) while the command
+ * runs.  Blocked before the vfork, so none is lost before the signalfd. */
+static void ar_caught_signals(const atomrun_spawn_opts *o, int tty,
+                              sigset_t *set)
+{
+    sigemptyset(set);
+    /* Ctrl-C and Ctrl-\ reach the command first, with or without a
+     * timeout, and the caller only after the command ended of them
+     * (ar_reraise): never a script gone and its command left running. */
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGQUIT);
+    /* A command in its own process group (needed to kill all of it at the
+     * timeout) no longer gets a supervisor's SIGTERM to our group:
+     * without forwarding it, stopping atomrun would leave the command
+     * running, orphaned. */
+    if (o->forward || o->new_group) {
+        sigaddset(set, SIGTERM);
+        sigaddset(set, SIGHUP);
+    }
+    /* With the terminal handed over we must hear of a Ctrl-Z stop, which
+     * no pidfd reports. */
+    if (tty)
+        sigaddset(set, SIGCHLD);
+}
+
+/*
+ * Ctrl-C while the command runs ends the command first and the caller
+ * after it, the way a shell treats a job ("wait and cooperative exit"):
+ * when the command died of SIGINT/SIGQUIT and that was an interrupt --
+ * we received the signal too, or the command had the terminal (then the
+ * terminal's Ctrl-C reached only its group) -- the caller gets the same
+ * signal once the command is reaped, so a script ends as interrupted and
+ * its shell sees it die of the signal, as with flock(1).  A command that
+ * handles Ctrl-C and exits (an editor, a pager) interrupts nothing.
+ * Called with the caller's mask back: a host that handles or blocks the
+ * signal gets it as it would have without us.
+ */
+static void ar_reraise(const ar_child *c, int status)
+{
+    int sig;
+    if (!WIFSIGNALED(status))
+        return;
+    sig = WTERMSIG(status);
+    if ((sig == SIGINT || sig == SIGQUIT) &&
+        (c->interrupt == sig || c->ttyfd >= 0))
+        raise(sig);
+}
+
 int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
                 int *code)
 {
-    int pipefd[2], status = 0, err = 0, sigfd = -1, r;
-    sigset_t fwd, saved;
+    int pipefd[2], status = 0, err = 0, r, tty_opened = 0;
+    ar_child c = { 0, 0, -1, -1, 0 };
+    sigset_t caught, saved;
     ssize_t n;
-    pid_t pid;
 
     if (!argv || !argv[0])
         return -EINVAL;
     if (pipe2(pipefd, O_CLOEXEC) != 0)
         return -errno;
-    /* Block the forwarded signals before fork so none is lost between the
-     * fork and the signalfd; the child gets the old mask back. */
-    sigemptyset(&fwd);
-    if (o->forward || o->new_group) {
-        sigaddset(&fwd, SIGTERM);
-        sigaddset(&fwd, SIGHUP);
-    }
-    /* A command in its own process group (needed to kill all of it at the
-     * timeout) no longer gets the terminal's Ctrl-C or a supervisor's
-     * SIGTERM to our group: without forwarding them, stopping atomrun
-     * would leave the command running, orphaned. */
-    if (o->new_group) {
-        sigaddset(&fwd, SIGINT);
-        sigaddset(&fwd, SIGQUIT);
-    }
-    pid = ar_vfork_exec(argv, o, &fwd, &saved, pipefd[1]);
-    if (pid < 0) {
+    if (o->new_group)
+        c.ttyfd = ar_foreground_tty(&tty_opened);
+    ar_caught_signals(o, c.ttyfd >= 0, &caught);
+    c.pid = ar_vfork_exec(argv, o, &caught, &saved, pipefd[1], c.ttyfd);
+    if (c.pid < 0) {
         r = -errno;
         pthread_sigmask(SIG_SETMASK, &saved, NULL);
         close(pipefd[0]);
         close(pipefd[1]);
+        if (tty_opened)
+            close(c.ttyfd);
         return r;
     }
+    c.target = o->new_group ? -c.pid : c.pid;
     close(pipefd[1]);
     do
         n = read(pipefd[0], &err, sizeof err);
     while (n < 0 && errno == EINTR);
     close(pipefd[0]);
-    if (o->forward || o->new_group)
-        sigfd = signalfd(-1, &fwd, SFD_CLOEXEC | SFD_NONBLOCK);
+    c.sigfd = signalfd(-1, &caught, SFD_CLOEXEC | SFD_NONBLOCK);
     if (n == sizeof err) {
         /* exec failed: reap the child, report its errno */
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        while (waitpid(c.pid, &status, 0) < 0 && errno == EINTR)
             ;
         r = -err;
+    } else if (o->on_start && (r = o->on_start(o->on_start_ctx, c.pid)) != 0) {
+        /* The caller refused the running command: it must not outlive
+         * the refusal, nor leave a zombie. */
+        kill(c.target, SIGKILL);
+        while (waitpid(c.pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        r = r < 0 ? r : -ECANCELED;
     } else {
-        r = ar_wait_child(pid, o, sigfd, &status);
+        r = ar_wait_child(&c, o, &status);
     }
-    if (sigfd >= 0)
-        close(sigfd);
+    if (c.ttyfd >= 0) {
+        ar_tty_give(c.ttyfd, getpgrp());
+        if (tty_opened)
+            close(c.ttyfd);
+    }
+    if (c.sigfd >= 0)
+        close(c.sigfd);
+    /* Drain what came after the last read: unblocking must not deliver
+     * it now, before the command is accounted for; ar_reraise decides. */
+    {
+        struct timespec zero = { 0, 0 };
+        sigset_t drain;
+        sigemptyset(&drain);
+        for (int sig = 1; sig < NSIG; sig++)
+            if (sig != SIGTERM && sig != SIGHUP &&
+                sigismember(&caught, sig) == 1 && sigismember(&saved, sig) == 0)
+                sigaddset(&drain, sig);
+        int sig;
+        while ((sig = sigtimedwait(&drain, NULL, &zero)) > 0)
+            if (sig == SIGINT || sig == SIGQUIT)
+                c.interrupt = sig;
+    }
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     if (r < 0)
         return r;
+    ar_reraise(&c, status);
     if (WIFSIGNALED(status)) {
         *is_signal = 1;
         *code = WTERMSIG(status);

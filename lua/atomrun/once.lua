@@ -53,10 +53,18 @@ local function ensure_dir(dir)
   return true
 end
 
+-- A record is fresh only while its pid is alive and holds the lock now:
+-- one left by a dead holder, or naming a pid the kernel has since reused,
+-- is stale.  (Comparing with the holder the lock failure named is not
+-- enough: atomrun and the command it runs share one lock, and either may
+-- be the one named.)
+local function fresh(rec, lockpath)
+  if type(rec) ~= "table" then return false end
+  local pid = math.tointeger(rec.pid)
+  return pid ~= nil and pid > 0 and atomrun.holds(lockpath, pid) == true
+end
+
 local function describe(name, rec, holder)
-  if rec and holder and holder.pid and rec.pid ~= holder.pid then
-    rec = nil                         -- a stale record: trust the kernel
-  end
   if rec and rec.pid then
     local argv = type(rec.argv) == "table" and table.concat(rec.argv, " ") or "?"
     return string.format("%s is already running: pid %d since %s (%s)", name, rec.pid,
@@ -69,11 +77,30 @@ local function describe(name, rec, holder)
   return name .. " is already running (holder unknown)"
 end
 
+-- The record, written after the lock is ours (a stale one of a dead holder
+-- is simply overwritten).  Not durable: it describes a running process.
+local function write_record(path, record)
+  return atomrun.replace(path, require("atomrun.json").encode(record) .. "\n", { durable = false })
+end
+
 local Guard = {}
 Guard.__index = Guard
 function Guard:release()
   if self.lock then self.lock:unlock() end
   return true
+end
+--- guard:update(fields) -> true | nil, msg, code
+-- Merge fields into the record and rewrite it atomically (readers see the
+-- old record or the new one): `atomrun once` records its command's pid.
+function Guard:update(fields)
+  if type(fields) ~= "table" then
+    error("bad argument #1 to 'update' (table expected, got " .. type(fields) .. ")", 2)
+  end
+  if not (self.lock and self.lock.locked) then
+    error("update: the guard of " .. self.name .. " was released", 2)
+  end
+  for k, v in pairs(fields) do self.record[k] = v end
+  return write_record(self.record_path, self.record)
 end
 Guard.unlock = Guard.release
 Guard.__close = Guard.release
@@ -133,7 +160,7 @@ function M.once(name, opts)
       if rec and math.type(rec.pid) == "float" then     -- cjson: all numbers float
         rec.pid = math.tointeger(rec.pid) or rec.pid
       end
-      if rec and holder and holder.pid and rec.pid ~= holder.pid then
+      if rec and not fresh(rec, base .. ".lock") then
         rec = nil                       -- a stale record of an earlier run
       end
       if rec or not (holder and holder.pid) then break end
@@ -141,8 +168,10 @@ function M.once(name, opts)
     until atomrun.now() >= until_t
     local msg = describe(name, rec, holder)
     local record = rec or {}
-    if holder then
-      record.pid = record.pid or holder.pid
+    if holder and not rec then
+      record.pid = holder.pid
+      record.cmd = holder.cmd
+    elseif holder and holder.pid == record.pid then
       record.cmd = holder.cmd
     end
     if lcode == "timeout" then msg = msg .. " (gave up waiting)" end
@@ -152,10 +181,9 @@ function M.once(name, opts)
     name = name, pid = atomrun.pid(), host = hostname(),
     since = os.date("!%Y-%m-%dT%H:%M:%SZ"), argv = opts.argv or own_argv(),
   }
-  -- Written after the lock is ours; a stale record of a dead holder is
-  -- simply overwritten.  Not durable: it describes a running process.
-  atomrun.replace(base .. ".json", require("atomrun.json").encode(record) .. "\n", { durable = false })
-  return setmetatable({ name = name, lock = lk, record = record, path = base .. ".lock" }, Guard)
+  write_record(base .. ".json", record)
+  return setmetatable({ name = name, lock = lk, record = record, path = base .. ".lock",
+    record_path = base .. ".json" }, Guard)
 end
 
 return M
