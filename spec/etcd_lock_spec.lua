@@ -244,6 +244,23 @@ describe("atomrun.lock on etcd", function()
     local ok, how, code = remote.run({ "sh", "-c", "test \"$ATOMRUN_LOCK_TOKEN\" = " .. lk.token }, lk)
     assert.is_true(ok, tostring(how) .. " " .. tostring(code))
     lk:unlock()
+    -- lost while the command runs: its group is killed, run says "lost"
+    local ready = dir .. "/r"
+    H.bg_lua([[
+      local url, ready = ...
+      local remote = require "atomrun.remote"
+      local lk = assert(atomrun.lock(url, { ttl = 2 }))
+      atomrun.replace(ready .. ".lease", lk.lease)
+      atomrun.replace(ready, tostring(atomrun.pid()))
+      local ok, how, why = remote.run({ "sh", "-c", 'trap "" TERM; sleep 100' }, lk, { kill_after = 1 })
+      atomrun.replace(ready .. ".done", tostring(ok) .. "|" .. tostring(how) .. "|" .. tostring(why))
+    ]], url, ready)
+    H.ready_pid(ready)
+    ar.sleep(0.3)
+    local st, out = C:etcdctl("lease revoke " .. H.slurp(ready .. ".lease"))
+    assert.equal(0, st, out)
+    assert.is_true(H.wait_file(ready .. ".done", 15))
+    assert.matches("^nil|lost|lease %x+ expired", H.slurp(ready .. ".done"))
   end)
 
   it("refuses other schemes and malformed etcd URLs with a clear error, creating nothing", function()
