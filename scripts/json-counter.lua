@@ -30,8 +30,8 @@ local ok, err = atomrun.update(path, function(old)
   -- Runs with the lock held: keep it short, and do not call anything
   -- that could wait for this same file.
   local data = old and old ~= "" and json.decode(old) or {}
-  -- lua-cjson decodes every number as a float: keep counters integral
-  value = (math.tointeger(data[key]) or data[key] or 0) + delta
+  -- atomrun.json reads integers back as integers, exact to 2^63
+  value = (data[key] or 0) + delta
   data[key] = value
   return json.encode(data) .. "\n"   -- the new contents; nil would leave FILE alone
 end, { timeout = tonumber(os.getenv("COUNTER_TIMEOUT") or "10") })

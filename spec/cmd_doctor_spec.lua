@@ -116,6 +116,64 @@ describe("atomrun doctor", function()
     assert.matches("Not a directory", err)
   end)
 
+  -- Where no scratch file can be made the report still comes, with the
+  -- filesystem type; the probes that need one say "not tested" and why,
+  -- and the exit status is 2 (an incomplete report), never 0 or 1.
+  local function incomplete(out, st, why, fs)
+    assert.equal(2, st, out)
+    if fs then assert.matches("%(" .. fs, out) end
+    for _, f in ipairs({ "flock%(2%) whole%-file locks", "OFD byte%-range locks",
+        "renameat2%(RENAME_NOREPLACE%)" }) do
+      assert.matches(f .. " +not tested\n", out)
+    end
+    assert.matches("not tested: flock, ofd, renameat2_noreplace: no scratch file could be "
+      .. "created in .* %(" .. why .. "%)", out)
+    assert.matches("lock +not tested here %(no scratch file could be created: " .. why .. "%)", out)
+    assert.is_nil(out:find("does NOT exclude", 1, true), out)   -- no false alarm
+  end
+
+  it("on /proc reports the type and which probes it could not run (exit 2)", function()
+    local st, out, err = H.run("doctor", "/proc")
+    assert.equal("", err)
+    incomplete(out, st, "E%u+", "proc")
+    st, out = H.run("doctor", "--json", "/proc")
+    assert.equal(2, st)
+    local r = ar.json.decode(out)
+    assert.equal("proc", r.fstype)
+    assert.equal(3, #r.skipped)
+    assert.equal("flock", r.skipped[1].probe)
+    assert.matches("^E%u+$", r.skipped[1].reason)
+    assert.is_nil(r.probes.flock)                 -- not run: no result
+    assert.is_not_nil(r.probes.dir_fsync)         -- this one could run
+  end)
+
+  it("on a directory it cannot write (as uid 65534) says so (exit 2)", function()
+    if ar.uid() ~= 0 then
+      pending("needs root to run as uid 65534")
+      return
+    end
+    local copy = dir .. "/atomrun"
+    assert.equal(0, (H.sh("cp " .. H.q(H.atomrun) .. " " .. H.q(copy) .. " && mkdir "
+      .. H.q(dir .. "/closed") .. " && chmod 755 " .. H.q(dir) .. " " .. H.q(dir .. "/closed"))))
+    local st, out = H.sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. H.q(copy)
+      .. " doctor " .. H.q(dir .. "/closed"))
+    incomplete(out, st, "EACCES")
+    assert.same({}, H.listdir(dir .. "/closed"))
+  end)
+
+  it("on a read-only filesystem (tmpfs remounted ro, private namespace) says so (exit 2)", function()
+    local ro = dir .. "/ro"
+    assert.is_true(ar.mkdir(ro))
+    local script = "mount -t tmpfs -o size=64k tmpfs " .. H.q(ro) .. " && mount -o remount,ro "
+      .. H.q(ro) .. " && exec " .. H.q(H.atomrun) .. " doctor " .. H.q(ro)
+    local st, out, err = H.sh("unshare -m sh -c " .. H.q(script))
+    if st ~= 2 and err:find("unshare", 1, true) then
+      pending("unshare -m / mount -t tmpfs not permitted here: " .. err)
+      return
+    end
+    incomplete(out, st, "EROFS", "tmpfs")
+  end)
+
   it("exits 64 with the usage on usage errors", function()
     for _, args in ipairs({ { "--bogus" }, { dir, dir }, { "-j", dir } }) do
       local st, out, err = H.run("doctor", table.unpack(args))

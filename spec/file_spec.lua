@@ -275,14 +275,30 @@ describe("create/replace/read failures", function()
     return msg
   end
 
-  it("ENOENT for a missing directory", function()
-    local p = dir .. "/missing/f"
-    local msg = fails("ENOENT", ar.replace(p, "x"))
-    assert.truthy(msg:find(p, 1, true), msg)
-    fails("ENOENT", ar.create(p, "x"))
-    fails("ENOENT", ar.create(p))
-    fails("ENOENT", ar.read(p))
-    assert.same({}, listdir(dir))
+  it("creates a missing directory (with its parents), as lock does", function()
+    assert.is_true(ar.replace(dir .. "/a/b/f", "x"))
+    assert.equal("x", H.slurp(dir .. "/a/b/f"))
+    assert.is_true(ar.create(dir .. "/c/d/f", "y"))
+    assert.equal("y", H.slurp(dir .. "/c/d/f"))
+    assert.is_true(ar.create(dir .. "/e/f/g"))
+    assert.equal("", H.slurp(dir .. "/e/f/g"))
+    assert.equal("directory", ar.stat(dir .. "/a/b").type)
+    fails("ENOENT", ar.read(dir .. "/missing/f"))     -- read creates nothing
+    assert.is_false(H.exists(dir .. "/missing"))
+  end)
+
+  it("names a directory that cannot be made as such, not as 'cannot open'", function()
+    H.write(dir .. "/plain", "p")
+    local p = dir .. "/plain/sub/f"
+    for _, call in ipairs({ function() return ar.replace(p, "x") end,
+        function() return ar.create(p, "x") end, function() return ar.create(p) end }) do
+      local msg = fails("ENOTDIR", call())
+      assert.truthy(msg:find(p, 1, true), msg)
+      assert.matches("cannot create its directory", msg)
+      assert.is_nil(msg:find("intact", 1, true), msg)
+      assert.is_nil(msg:find("cannot open", 1, true), msg)
+    end
+    assert.equal("p", H.slurp(dir .. "/plain"))
   end)
 
   it("EISDIR when path is a directory (replace, read)", function()
@@ -305,12 +321,17 @@ describe("create/replace/read failures", function()
       local a = require "atomrun"
       local ro = arg[1]
       local out = {}
-      local function rec(ok, msg, code) out[#out + 1] = tostring(ok or code) end
+      local msgs = {}
+      local function rec(ok, msg, code)
+        out[#out + 1] = tostring(ok or code)
+        msgs[#msgs + 1] = tostring(msg)
+      end
       rec(a.replace(ro .. "/f", "new\n"))
       rec(a.replace(ro .. "/g", "new\n"))
       rec(a.create(ro .. "/g", "new\n"))
       rec(a.create(ro .. "/g"))
       print(table.concat(out, " "))
+      for _, m in ipairs(msgs) do print(m) end
     ]])
     local cmd = atomrun_cmd(job, ro)
     if ar.uid() == 0 then
@@ -323,7 +344,16 @@ describe("create/replace/read failures", function()
     end
     local st, out, err = H.sh(cmd)
     assert.equal(0, st, err)
-    assert.equal("EACCES EACCES EACCES EACCES\n", out)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equal("EACCES EACCES EACCES EACCES", lines[1])
+    -- the directory is named as what cannot be written; "intact" only
+    -- where there were old contents
+    for i = 2, 5 do
+      assert.truthy(lines[i]:find("cannot create a file in directory " .. ro, 1, true), lines[i])
+    end
+    assert.truthy(lines[2]:find("(the old contents are intact)", 1, true), lines[2])
+    for i = 3, 5 do assert.is_nil(lines[i]:find("intact", 1, true), lines[i]) end
     assert.equal("old\n", H.slurp(ro .. "/f"))
     assert.same({ "f" }, listdir(ro))
   end)
@@ -385,5 +415,205 @@ describe("create/replace/read failures", function()
     _, err = pcall(ar.replace, p .. "\0x", "x")
     assert.matches("NUL", err)
     assert.same({}, listdir(dir))
+  end)
+end)
+
+describe("special files: create/replace work on regular files only", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(H.cleanup)
+
+  -- Nodes of our own in a temp dir: never the system's /dev/null.
+  local function nodes()
+    local list = {}
+    assert.equal(0, (H.sh("mkfifo " .. H.q(dir .. "/fifo"))))
+    list[#list + 1] = { "fifo", "fifo", "EINVAL", "a FIFO" }
+    if ar.uid() == 0 then
+      assert.equal(0, (H.sh("mknod " .. H.q(dir .. "/null") .. " c 1 3")))
+      list[#list + 1] = { "null", "char", "EINVAL", "a character device" }
+      assert.equal(0, (H.sh("mknod " .. H.q(dir .. "/loop") .. " b 7 200")))
+      list[#list + 1] = { "loop", "block", "EINVAL", "a block device" }
+    end
+    assert.equal(0, (H.sh(H.python .. " -c 'import socket,sys; socket.socket(socket.AF_UNIX)"
+      .. ".bind(sys.argv[1])' " .. H.q(dir .. "/sock"))))
+    list[#list + 1] = { "sock", "socket", "EINVAL", "a socket" }
+    assert.is_true(ar.mkdir(dir .. "/sub"))
+    list[#list + 1] = { "sub", "directory", "EISDIR", "a directory" }
+    return list
+  end
+
+  local function same_node(name, kind, before)
+    local st = assert(ar.stat(dir .. "/" .. name, false))
+    assert.equal(kind, st.type, name)
+    assert.equal(before.ino, st.ino, name .. ": replaced by another inode")
+  end
+
+  it("replace refuses each with a message naming what it is, and leaves it as it was", function()
+    for _, n in ipairs(nodes()) do
+      local name, kind, code, text = n[1], n[2], n[3], n[4]
+      local before = ar.stat(dir .. "/" .. name, false)
+      for _, follow in ipairs({ false, true }) do
+        local ok, msg, c = ar.replace(dir .. "/" .. name, "x", { follow = follow })
+        assert.is_nil(ok, name)
+        assert.equal(code, c, msg)
+        assert.truthy(msg:find("is " .. text .. ", not a regular file", 1, true), msg)
+        assert.is_nil(msg:find("intact", 1, true), msg)
+        same_node(name, kind, before)
+      end
+      -- create: "exists", and untouched
+      local ok, _, c = ar.create(dir .. "/" .. name, "x")
+      assert.is_nil(ok)
+      assert.equal("exists", c)
+      same_node(name, kind, before)
+    end
+    local names = listdir(dir)
+    for _, n in ipairs(names) do assert.is_nil(n:match("^%."), "temp file left: " .. n) end
+  end)
+
+  it("with follow, a symlink to a node is refused and both stay as they were", function()
+    for _, n in ipairs(nodes()) do
+      local name, kind = n[1], n[2]
+      local before = ar.stat(dir .. "/" .. name, false)
+      local link = dir .. "/to" .. name
+      assert.equal(0, (H.sh("ln -s " .. name .. " " .. H.q(link))))
+      local ok, msg, c = ar.replace(link, "x", { follow = true })
+      assert.is_nil(ok)
+      assert.equal(n[3], c, msg)
+      assert.truthy(msg:find("target " .. dir .. "/" .. name .. " is " .. n[4], 1, true), msg)
+      assert.equal("link", ar.stat(link, false).type)
+      same_node(name, kind, before)
+      -- without follow the link itself is replaced by a file (documented)
+      assert.is_true(ar.replace(link, "x"))
+      assert.equal("file", ar.stat(link, false).type)
+      same_node(name, kind, before)
+    end
+  end)
+end)
+
+describe("create/replace from a file or a reader function (streamed)", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(H.cleanup)
+
+  local function no_temp()
+    for _, n in ipairs(listdir(dir)) do assert.is_nil(n:match("^%."), "temp file left: " .. n) end
+  end
+
+  it("copies an open io file (from where it stands), byte for byte", function()
+    local src = dir .. "/src"
+    local chunk = {}
+    for i = 0, 255 do chunk[#chunk + 1] = string.char(i) end
+    local body = string.rep(table.concat(chunk), 4 * 1024 + 3)    -- ~1 MiB, not a chunk multiple
+    H.write(src, "header\n" .. body)
+    local fh = assert(io.open(src, "rb"))
+    assert.equal("header", fh:read("l"))        -- buffered bytes are not lost
+    assert.is_true(ar.replace(dir .. "/dst", fh))
+    fh:close()
+    assert.equal(body, H.slurp(dir .. "/dst"))
+    fh = assert(io.open(src, "rb"))
+    assert.is_true(ar.create(dir .. "/new", fh, { mode = tonumber("600", 8) }))
+    fh:close()
+    assert.equal("header\n" .. body, H.slurp(dir .. "/new"))
+    assert.equal(tonumber("600", 8), ar.stat(dir .. "/new").mode)
+    -- io.stdin, in a child
+    local st, out = H.sh(atomrun_cmd("-e", "assert(atomrun.replace(arg[1], io.stdin)) print('ok')",
+      dir .. "/fromstdin"), "piped\0bytes")
+    assert.equal(0, st)
+    assert.equal("ok\n", out)
+    assert.equal("piped\0bytes", H.slurp(dir .. "/fromstdin"))
+    no_temp()
+  end)
+
+  it("calls a reader until nil or \"\", and writes what it returned", function()
+    local parts = { "a", "bc", string.rep("d", 100000), "e" }
+    local i = 0
+    assert.is_true(ar.replace(dir .. "/f", function() i = i + 1 return parts[i] end))
+    assert.equal(table.concat(parts), H.slurp(dir .. "/f"))
+    i = 0
+    local eparts = { "x", "y", "", "never" }
+    assert.is_true(ar.create(dir .. "/g", function() i = i + 1 return eparts[i] end))
+    assert.equal("xy", H.slurp(dir .. "/g"))
+    assert.equal(3, i)
+    assert.is_true(ar.replace(dir .. "/empty", function() return nil end))
+    assert.equal("", H.slurp(dir .. "/empty"))
+    -- create where something exists: "exists", and the reader is never called
+    local called = false
+    local ok, _, code = ar.create(dir .. "/g", function() called = true end)
+    assert.is_nil(ok)
+    assert.equal("exists", code)
+    assert.is_false(called)
+    no_temp()
+  end)
+
+  it("an error in the reader aborts: old contents intact, no temp file, the error goes on", function()
+    H.write(dir .. "/f", "old")
+    local n = 0
+    local ok, err = pcall(ar.replace, dir .. "/f", function()
+      n = n + 1
+      if n == 3 then error("reader broke") end
+      return string.rep("z", 70000)
+    end)
+    assert.is_false(ok)
+    assert.matches("reader broke", err)
+    assert.equal("old", H.slurp(dir .. "/f"))
+    ok, err = pcall(ar.create, dir .. "/g", function() error({ code = 7 }) end)
+    assert.is_false(ok)
+    assert.equal(7, err.code)                      -- the error value itself
+    assert.is_false(H.exists(dir .. "/g"))
+    -- a reader that returns something else than a string: an error too
+    ok, err = pcall(ar.replace, dir .. "/f", function() return 42 end)
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to '[%w.]*replace'.*reader.*number", err)
+    assert.equal("old", H.slurp(dir .. "/f"))
+    -- a closed file is a programming error
+    local fh = assert(io.open(dir .. "/f"))
+    fh:close()
+    ok, err = pcall(ar.replace, dir .. "/h", fh)
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to '[%w.]*replace' %(attempt to use a closed file%)", err)
+    no_temp()
+    assert.same({ "f" }, listdir(dir))
+  end)
+
+  it("a file that cannot be read fails with stage 'read', old contents intact", function()
+    H.write(dir .. "/f", "old")
+    assert.is_true(ar.mkdir(dir .. "/d"))
+    local fh = assert(io.open(dir .. "/d"))       -- opens; reading says EISDIR
+    local ok, msg, code, stage = ar.replace(dir .. "/f", fh)
+    fh:close()
+    assert.is_nil(ok)
+    assert.equal("EISDIR", code)
+    assert.equal("read", stage)
+    assert.matches("reading the new contents from the file failed", msg)
+    assert.matches("the old contents are intact", msg)
+    assert.equal("old", H.slurp(dir .. "/f"))
+    no_temp()
+  end)
+
+  it("streams: 512 MiB through a reader in a child whose peak memory stays small", function()
+    if not H.heavy then
+      pending("big streams run in the binary pass only")
+      return
+    end
+    local job = [[
+      local path = arg[1]
+      local chunk = string.rep("0123456789abcdef", 4096)     -- 64 KiB
+      local n = 0
+      assert(atomrun.replace(path, function()
+        n = n + 1
+        if n > 8192 then return nil end
+        return chunk
+      end, { durable = false }))
+      for l in io.lines("/proc/self/status") do
+        local hwm = l:match("^VmHWM:%s+(%d+)")
+        if hwm then print(hwm) end
+      end
+    ]]
+    local st, out, err = H.sh(atomrun_cmd("-e", job, dir .. "/big"))
+    assert.equal(0, st, err)
+    local hwm_kib = tonumber(out:match("%d+"))
+    assert.equal(512 * 1024 * 1024, ar.stat(dir .. "/big").size)
+    assert.truthy(hwm_kib < 64 * 1024, "peak RSS " .. tostring(hwm_kib) .. " KiB")
+    os.remove(dir .. "/big")
   end)
 end)

@@ -199,4 +199,20 @@ describe("atomrun.retry", function()
     assert.has_error(function() ar.retry("f") end)
     assert.has_error(function() ar.retry(nil, {}) end)
   end)
+
+  it("takes counts as integers only: attempts = 1.5 is an error, naming the option", function()
+    local f = function() return 1 end
+    for _, bad in ipairs({ 1.5, 2.000001, 1e300, -math.huge, 0 / 0 }) do
+      local ok, err = pcall(ar.retry, f, { attempts = bad })
+      assert.is_false(ok, tostring(bad))
+      assert.matches("bad argument #2 to 'retry' %(option 'attempts' must be an integer >= 1", err)
+    end
+    -- an integral float counts as the integer, as in luaL_checkinteger;
+    -- math.huge means no limit
+    assert.equal(1, ar.retry(f, { attempts = 3.0 }))
+    assert.equal(1, ar.retry(f, { attempts = math.huge }))
+    local calls = 0
+    ar.retry(function() calls = calls + 1 end, { attempts = 2.0, base = 0 })
+    assert.equal(2, calls)
+  end)
 end)

@@ -1,6 +1,6 @@
--- atomrun.update (read-modify-write under the sidecar lock path..".lock")
--- and atomrun.status (a JSON status file over atomic replace), with real
--- processes competing for the lock.
+-- atomrun.update (read-modify-write under the sidecar lock path..".lock"),
+-- with real processes competing for the lock.  atomrun.status is in
+-- status_spec.lua.
 local H = require "spec.helper"
 local ar = H.ar
 local gone, wait_gone, listdir = H.gone, H.wait_exit, H.listdir
@@ -152,50 +152,85 @@ describe("atomrun.update", function()
     assert.matches("string", err)
     assert.equal("x", H.slurp(p))
   end)
-end)
 
-describe("atomrun.status", function()
-  local dir
-  before_each(function() dir = H.tmpdir() end)
-  after_each(H.cleanup)
-
-  it("round-trips a table through st:write / st:read", function()
-    local st = ar.status(dir .. "/status.json")
-    local value = { state = "running", pid = 4121, progress = 0.5,
-      steps = { "fetch", "build" }, nested = { ok = true } }
-    assert.is_true(st:write(value))
-    assert.same(value, st:read())
-    -- another process sees the same
-    local _, out = H.sh(atomrun_cmd("-e",
-      "local t = assert(atomrun.status(arg[1]):read()) print(t.state, t.pid == 4121, t.steps[2])",
-      dir .. "/status.json"))
-    assert.equal("running\ttrue\tbuild\n", out)
-    assert.is_true(st:write({ state = "done" }))
-    assert.same({ state = "done" }, st:read())
-    assert.same({ "status.json" }, listdir(dir))
-  end)
-
-  it("read of a missing or corrupt status file returns nil, msg, code", function()
-    local st = ar.status(dir .. "/status.json")
-    local v, msg, code = st:read()
-    assert.is_nil(v)
-    assert.equal("ENOENT", code)
-    assert.equal("string", type(msg))
-    for _, junk in ipairs({ "{\"state\": \"runn", "", "42", "\0\1\2" }) do
-      H.write(dir .. "/status.json", junk)
-      v, msg, code = st:read()
-      assert.is_nil(v)
-      assert.equal("string", type(msg))
-      assert.equal("string", type(code))
-      assert.truthy(msg:find(dir .. "/status.json", 1, true), msg)
+  it("through a symlink serialises with updaters of the target: one lock, no lost update", function()
+    local real, link = dir .. "/real", dir .. "/link"
+    H.write(real, "0")
+    assert.equal(0, (H.sh("ln -s real " .. H.q(link))))
+    local job = script(dir, "inc.lua", [[
+      local a = require "atomrun"
+      local path, ready, go, each = arg[1], arg[2], arg[3], tonumber(arg[4])
+      local f = assert(io.open(ready, "w")); f:close()
+      while not a.stat(go) do a.sleep(0.001) end
+      for _ = 1, each do
+        assert(a.update(path, function(old)
+          local n = tonumber(old)
+          a.sleep(0.0005)            -- widen the read-modify-write window
+          return tostring(n + 1)
+        end, { durable = false }))
+      end
+    ]])
+    local each, pids = H.heavy and 50 or 20, {}
+    for i = 1, 6 do
+      local via = i % 2 == 0 and link or real
+      pids[i] = H.spawn(atomrun_cmd(job, via, dir .. "/ready." .. i, dir .. "/go", each))
     end
+    assert.is_true(H.wait_until(function()
+      for i = 1, 6 do if not H.exists(dir .. "/ready." .. i) then return false end end
+      return true
+    end, 30))
+    H.write(dir .. "/go", "")
+    for i = 1, 6 do assert.is_true(wait_gone(pids[i], 120)) end
+    assert.equal(tostring(6 * each), H.slurp(real))
+    assert.equal("link", ar.stat(link, false).type)     -- still a link
+    assert.is_false(H.exists(link .. ".lock"))         -- one lock: the target's
+    assert.is_true(H.exists(real .. ".lock"))
   end)
 
-  it("write rejects what JSON cannot hold, leaving the old file", function()
-    local st = ar.status(dir .. "/status.json")
-    assert.is_true(st:write({ a = 1 }))
-    assert.has_error(function() st:write("nope") end)
-    assert.has_error(function() st:write({ f = function() end }) end)
-    assert.same({ a = 1 }, st:read())
+  it("follow = false replaces the link itself (and locks the link's sidecar)", function()
+    H.write(dir .. "/real", "r")
+    assert.equal(0, (H.sh("ln -s real " .. H.q(dir .. "/link"))))
+    assert.equal("r!", ar.update(dir .. "/link", function(old) return old .. "!" end,
+      { follow = false }))
+    assert.equal("file", ar.stat(dir .. "/link", false).type)
+    assert.equal("r", H.slurp(dir .. "/real"))
+    assert.is_true(H.exists(dir .. "/link.lock"))
+    -- a dangling link: follow creates the target it names
+    assert.equal(0, (H.sh("ln -s made " .. H.q(dir .. "/dangling"))))
+    assert.equal("new", ar.update(dir .. "/dangling", function(old)
+      assert.is_nil(old)
+      return "new"
+    end))
+    assert.equal("new", H.slurp(dir .. "/made"))
+    assert.equal("link", ar.stat(dir .. "/dangling", false).type)
+    assert.has_error(function() ar.update(dir .. "/link", function() end, { follow = "yes" }) end)
+  end)
+
+  it("refuses a FIFO, a device node or a directory without calling fn, leaving it as it was", function()
+    assert.equal(0, (H.sh("mkfifo " .. H.q(dir .. "/fifo"))))
+    local nodes = { fifo = "fifo" }
+    if ar.uid() == 0 then
+      assert.equal(0, (H.sh("mknod " .. H.q(dir .. "/null") .. " c 1 3")))
+      nodes.null = "char"
+    end
+    assert.is_true(ar.mkdir(dir .. "/sub"))
+    nodes.sub = "directory"
+    assert.equal(0, (H.sh("ln -s fifo " .. H.q(dir .. "/tofifo"))))
+    nodes.tofifo = "link"
+    for name, kind in pairs(nodes) do
+      local called = false
+      local ok, msg, code = ar.update(dir .. "/" .. name, function() called = true return "x" end)
+      assert.is_nil(ok, name)
+      assert.is_false(called, name)
+      assert.truthy(code == "EINVAL" or code == "EISDIR", name .. ": " .. tostring(code))
+      assert.matches("not a regular file", msg)
+      assert.equal(kind, ar.stat(dir .. "/" .. name, false).type)
+    end
+    assert.equal("fifo", ar.stat(dir .. "/fifo", false).type)
+  end)
+
+  it("creates a missing directory (the rule of lock, create, replace and status)", function()
+    assert.equal("1", ar.update(dir .. "/a/b/c", function() return "1" end))
+    assert.equal("1", H.slurp(dir .. "/a/b/c"))
   end)
 end)

@@ -251,12 +251,17 @@ ATOMRUN_API int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino);
 enum atomrun_stage {
     ATOMRUN_STAGE_NONE = 0,
     ATOMRUN_STAGE_RESOLVE,   /* following a symlink (opts.follow) */
-    ATOMRUN_STAGE_OPEN,      /* opening the directory or the temp file */
+    ATOMRUN_STAGE_OPEN,      /* the target itself: what is at path (o->found
+                                says what, when it is not a regular file) */
     ATOMRUN_STAGE_WRITE,
     ATOMRUN_STAGE_SYNC,      /* fsync of the new contents */
     ATOMRUN_STAGE_LINK,      /* linking/renaming into place */
-    ATOMRUN_STAGE_DIRSYNC    /* fsync of the directory: the new contents ARE
+    ATOMRUN_STAGE_DIRSYNC,   /* fsync of the directory: the new contents ARE
                                 in place, but may not survive a crash */
+    ATOMRUN_STAGE_DIR,       /* the directory: missing and not creatable, or
+                                not a directory, or not searchable */
+    ATOMRUN_STAGE_TEMP       /* creating the new file in the directory
+                                (not writable, read-only fs, full) */
 };
 
 typedef struct atomrun_write_opts {
@@ -266,10 +271,22 @@ typedef struct atomrun_write_opts {
     int follow;      /* replace: 1 = write through a symlink at path */
     int stage;       /* OUT: the step that failed */
     int used_tmpfile;/* OUT: 1 if an unnamed O_TMPFILE was used */
+    unsigned found;  /* OUT: S_IFMT bits of what was at the target (after
+                        follow), 0 if nothing: S_IFREG means there were old
+                        contents, and they are intact after a failure */
 } atomrun_write_opts;
 
 /* Fill *o with the defaults (durable, keep mode, do not follow). */
 ATOMRUN_API void atomrun_write_opts_init(atomrun_write_opts *o);
+
+/*
+ * The rules for every call below:
+ *  - regular files only: a directory (-EISDIR), device node, FIFO or socket
+ *    (-EINVAL, o->found says which) at the target, or with follow at the
+ *    end of the symlink, is refused and left exactly as it was;
+ *  - a missing directory is created, with its parents (mode 0777 & ~umask),
+ *    as atomrun_lockfile_open does; stage ATOMRUN_STAGE_DIR if it cannot be.
+ */
 
 /*
  * Exclusive create.  data == NULL: create an empty file with
@@ -286,6 +303,28 @@ ATOMRUN_API int atomrun_create(const char *path, const void *data, size_t len,
  */
 ATOMRUN_API int atomrun_replace(const char *path, const void *data, size_t len,
                     atomrun_write_opts *o);
+
+/*
+ * The same, streamed: contents of any size written in pieces into the temp
+ * file, with the same all-or-nothing guarantee.  open -> write... -> commit
+ * (or abort).  Both commit and abort free the writer; after a failed write
+ * only abort makes sense (commit refuses).  o (NULL: defaults) must stay
+ * valid until then: stage and found are reported there.  An aborted
+ * writer leaves no temp file and the target as it was.
+ */
+typedef struct atomrun_writer atomrun_writer;
+enum { ATOMRUN_WRITE_CREATE = 0, ATOMRUN_WRITE_REPLACE = 1 };
+ATOMRUN_API int  atomrun_writer_open(atomrun_writer **w, const char *path,
+                                     int how, atomrun_write_opts *o);
+ATOMRUN_API int  atomrun_writer_write(atomrun_writer *w, const void *data,
+                                      size_t len);
+ATOMRUN_API int  atomrun_writer_commit(atomrun_writer *w);
+ATOMRUN_API void atomrun_writer_abort(atomrun_writer *w);
+
+/* The path a chain of symlinks at path ends at (which need not exist):
+ * what follow writes to.  0, -ELOOP after 40 links, -ENAMETOOLONG. */
+ATOMRUN_API int atomrun_resolve(const char *path, char *out, size_t size);
+
 /* Whole file into a malloc'd buffer (NUL-terminated for convenience). */
 ATOMRUN_API int atomrun_read(const char *path, char **data, size_t *len);
 
@@ -365,13 +404,18 @@ ATOMRUN_API int atomrun_mkdir(const char *path, int mode);
 /*
  * What the filesystem under dir supports, each tested for real:
  * 1 works, 0 accepted but ineffective (a lock that does not exclude),
- * -errno refused.
+ * -errno refused (or, see scratch, not run).  -errno only when dir itself
+ * cannot be opened.
  */
 typedef struct atomrun_fsinfo {
     char fstype[32];       /* "ext4", "nfs", ... or the magic number */
     int  remote;           /* NFS, FUSE, CIFS, 9p, Ceph */
     int  volatile_;        /* tmpfs, ramfs: nothing survives a reboot */
     int  flock, ofd, tmpfile, noreplace, dirsync;
+    int  scratch;          /* 0, or -errno: no scratch file could be made
+                              in dir (read-only, not writable, /proc), so
+                              flock, ofd and noreplace were NOT run (they
+                              hold this error too) */
 } atomrun_fsinfo;
 ATOMRUN_API int atomrun_probe(const char *dir, atomrun_fsinfo *fi);
 

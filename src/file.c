@@ -90,6 +90,7 @@ static int ar_split_path(const char *path, ar_target *t)
     const char *base = slash ? slash + 1 : path;
     size_t dlen = slash ? (size_t)(slash - path) : 0;
 
+    t->dirfd = -1;
     if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
         return -EISDIR;
     if (strlen(base) > NAME_MAX)
@@ -105,13 +106,34 @@ static int ar_split_path(const char *path, ar_target *t)
         t->dir[dlen] = '\0';
     }
     strcpy(t->base, base);
+    return 0;
+}
+
+/*
+ * The directory the file goes in, created (with its missing parents, mode
+ * 0777 & ~umask) if it does not exist: the one rule for lock, create,
+ * replace, update and status.  A path whose directory cannot be made
+ * fails with stage ATOMRUN_STAGE_DIR, so the message can name the
+ * directory instead of blaming the file.
+ */
+static int ar_open_dir(const char *path, ar_target *t, atomrun_write_opts *o)
+{
+    int r = ar_split_path(path, t);
+    if (r < 0)
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
     t->dirfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    return t->dirfd < 0 ? -errno : 0;
+    if (t->dirfd < 0 && errno == ENOENT) {
+        r = ar_mkdir_parents(path);
+        if (r < 0)
+            return ar_fail(o, ATOMRUN_STAGE_DIR, r);
+        t->dirfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    return t->dirfd < 0 ? ar_fail(o, ATOMRUN_STAGE_DIR, -errno) : 0;
 }
 
 /* opts.follow: the path of the file a chain of symlinks ends at (which
  * need not exist yet). */
-static int ar_resolve_links(const char *path, char *out, size_t size)
+int atomrun_resolve(const char *path, char *out, size_t size)
 {
     char cur[PATH_MAX], link[PATH_MAX];
     struct stat st;
@@ -284,13 +306,10 @@ static void ar_temp_discard(const ar_target *t, ar_temp *tmp)
     tmp->fd = -1;
 }
 
-static int ar_temp_fill(ar_temp *tmp, const void *data, size_t len,
-                        const struct stat *old, int mode,
-                        atomrun_write_opts *o)
+/* The temp file is written: its owner, mode and (durable) its data. */
+static int ar_temp_finish(ar_temp *tmp, const struct stat *old, int mode,
+                          atomrun_write_opts *o)
 {
-    int r = ar_write_all(tmp->fd, data, len);
-    if (r < 0)
-        return ar_fail(o, ATOMRUN_STAGE_WRITE, r);
     /* Owner first: chown clears set-id bits that fchmod then restores. */
     if (old && geteuid() == 0 &&
         fchown(tmp->fd, old->st_uid, old->st_gid) != 0)
@@ -318,33 +337,35 @@ static int ar_final_mode(const atomrun_write_opts *o, const struct stat *old)
     return (int)(0666 & ~ar_current_umask());
 }
 
-/* ---------------------------------------------------------------- create */
+/* ------------------------------------------------------ regular files */
 
-static int ar_create_empty(const char *path, atomrun_write_opts *o)
+/*
+ * create/replace/update/status work on regular files only.  rename(2) over
+ * a device node, a FIFO or a socket "works" and silently turns the
+ * system's /dev/null into a plain file; writing through one (follow) would
+ * feed our data to the device.  So whatever is at the target must be a
+ * regular file or nothing (a symlink itself, without follow, is replaced
+ * as documented).  Checked when the write starts and again just before
+ * the rename, so a stream that takes minutes cannot be fooled by a node
+ * made meanwhile; a node made in the microseconds between that second
+ * check and the rename cannot be excluded by any path-based call.
+ */
+static int ar_check_target(const ar_target *t, struct stat *st, int *exists,
+                           atomrun_write_opts *o)
 {
-    int mode = o->mode >= 0 ? o->mode : 0666;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, mode);
-    if (fd < 0)     /* EEXIST here is the O_EXCL "link" losing: "exists" */
-        return ar_fail(o, errno == EEXIST ? ATOMRUN_STAGE_LINK
-                                          : ATOMRUN_STAGE_OPEN, -errno);
-    if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
-        int err = -errno;
-        close(fd);
-        unlink(path);
-        return ar_fail(o, ATOMRUN_STAGE_WRITE, err);
+    *exists = 0;
+    o->found = 0;
+    if (fstatat(t->dirfd, t->base, st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, -errno);
     }
-    close(fd);
-    if (o->durable) {
-        ar_target t;
-        /* The file exists now: failing to open its directory is failing
-         * its fsync, and must be reported as such, not skipped. */
-        int r = ar_split_path(path, &t);
-        if (r < 0)
-            return ar_fail(o, ATOMRUN_STAGE_DIRSYNC, r);
-        r = ar_dir_sync(&t, o);
-        close(t.dirfd);
-        return r;
-    }
+    o->found = (unsigned)(st->st_mode & S_IFMT);
+    if (S_ISDIR(st->st_mode))
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
+    if (!S_ISREG(st->st_mode) && !S_ISLNK(st->st_mode))
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, -EINVAL);
+    *exists = S_ISREG(st->st_mode);
     return 0;
 }
 
@@ -366,113 +387,248 @@ static int ar_link_noreplace(const ar_target *t, ar_temp *tmp)
     return 0;               /* the temp name is removed by the discard */
 }
 
+/* ---------------------------------------------------------------- writer */
+
+struct atomrun_writer {
+    atomrun_write_opts *o;      /* the caller's: stage, found, ... */
+    atomrun_write_opts  own;    /* used when the caller passed NULL */
+    ar_target           t;
+    ar_temp             tmp;
+    struct stat         old;    /* the file replaced, when has_old */
+    int                 has_old;
+    int                 how;    /* ATOMRUN_WRITE_CREATE / _REPLACE */
+    int                 failed; /* a write failed: commit must not link */
+    char                resolved[PATH_MAX];
+};
+
+static void ar_writer_free(atomrun_writer *w)
+{
+    ar_temp_discard(&w->t, &w->tmp);
+    if (w->t.dirfd >= 0)
+        close(w->t.dirfd);
+    free(w);
+}
+
+int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
+                        atomrun_write_opts *o)
+{
+    atomrun_writer *w;
+    int r;
+
+    *wp = NULL;
+    if (how != ATOMRUN_WRITE_CREATE && how != ATOMRUN_WRITE_REPLACE)
+        return -EINVAL;
+    w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    if (!o) {
+        atomrun_write_opts_init(&w->own);
+        o = &w->own;
+    }
+    w->o = o;
+    w->how = how;
+    w->t.dirfd = -1;
+    w->tmp.fd = -1;
+    o->stage = ATOMRUN_STAGE_NONE;
+    o->found = 0;
+    if (o->follow && how == ATOMRUN_WRITE_REPLACE) {
+        r = atomrun_resolve(path, w->resolved, sizeof w->resolved);
+        if (r < 0) {
+            ar_writer_free(w);
+            return ar_fail(o, ATOMRUN_STAGE_RESOLVE, r);
+        }
+        path = w->resolved;
+    }
+    r = ar_open_dir(path, &w->t, o);
+    if (r == 0 && how == ATOMRUN_WRITE_REPLACE) {
+        r = ar_check_target(&w->t, &w->old, &w->has_old, o);
+    } else if (r == 0) {
+        /* Fail early (and cheaply) when the name is plainly taken; the
+         * link at commit is what decides a race. */
+        struct stat st;
+        if (fstatat(w->t.dirfd, w->t.base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            o->found = (unsigned)(st.st_mode & S_IFMT);
+            r = ar_fail(o, ATOMRUN_STAGE_LINK, -EEXIST);
+        } else if (errno != ENOENT) {
+            r = ar_fail(o, ATOMRUN_STAGE_OPEN, -errno);
+        }
+    }
+    if (r == 0) {
+        r = ar_temp_open(&w->t, &w->tmp, &o->used_tmpfile);
+        if (r < 0)
+            ar_fail(o, ATOMRUN_STAGE_TEMP, r);
+    }
+    if (r < 0) {
+        ar_writer_free(w);
+        return r;
+    }
+    *wp = w;
+    return 0;
+}
+
+int atomrun_writer_write(atomrun_writer *w, const void *data, size_t len)
+{
+    int r;
+    if (w->failed)
+        return -EIO;
+    r = ar_write_all(w->tmp.fd, data, len);
+    if (r < 0) {
+        w->failed = 1;
+        return ar_fail(w->o, ATOMRUN_STAGE_WRITE, r);
+    }
+    return 0;
+}
+
+static int ar_commit_create(atomrun_writer *w)
+{
+    int r = ar_temp_finish(&w->tmp, NULL, ar_final_mode(w->o, NULL), w->o);
+    if (r == 0) {
+        r = ar_link_noreplace(&w->t, &w->tmp);
+        if (r < 0)
+            ar_fail(w->o, ATOMRUN_STAGE_LINK, r);
+    }
+    return r;
+}
+
+static int ar_commit_replace(atomrun_writer *w)
+{
+    struct stat now;
+    int exists, r;
+    const struct stat *old = w->has_old ? &w->old : NULL;
+
+    r = ar_temp_finish(&w->tmp, old, ar_final_mode(w->o, old), w->o);
+    if (r == 0)
+        r = ar_check_target(&w->t, &now, &exists, w->o);
+    if (r == 0 && !w->tmp.named) {
+        /* A name, so that it can be renamed over the target. */
+        r = ar_link_slot(&w->t, &w->tmp);
+        if (r == 0)
+            w->tmp.named = 1;
+        else
+            ar_fail(w->o, ATOMRUN_STAGE_LINK, r);
+    }
+    if (r == 0) {
+        if (renameat(w->t.dirfd, w->tmp.name, w->t.dirfd, w->t.base) == 0)
+            w->tmp.named = 0;
+        else
+            r = ar_fail(w->o, ATOMRUN_STAGE_LINK, -errno);
+    }
+    return r;
+}
+
+int atomrun_writer_commit(atomrun_writer *w)
+{
+    int r;
+    if (w->failed) {
+        r = -EIO;               /* the write's own error was returned then */
+    } else {
+        r = w->how == ATOMRUN_WRITE_CREATE ? ar_commit_create(w)
+                                           : ar_commit_replace(w);
+        ar_temp_discard(&w->t, &w->tmp);
+        if (r == 0)
+            r = ar_dir_sync(&w->t, w->o);
+    }
+    ar_writer_free(w);
+    return r;
+}
+
+void atomrun_writer_abort(atomrun_writer *w)
+{
+    if (w)
+        ar_writer_free(w);
+}
+
+/* ---------------------------------------------------------------- create */
+
+static int ar_create_empty(const char *path, atomrun_write_opts *o)
+{
+    int mode = o->mode >= 0 ? o->mode : 0666;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, mode);
+    if (fd < 0 && errno == ENOENT) {
+        int r = ar_mkdir_parents(path);
+        if (r < 0)
+            return ar_fail(o, ATOMRUN_STAGE_DIR, r);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, mode);
+    }
+    if (fd < 0) {   /* EEXIST here is the O_EXCL "link" losing: "exists" */
+        int err = -errno;
+        struct stat st;
+        if (err == -EEXIST && lstat(path, &st) == 0)
+            o->found = (unsigned)(st.st_mode & S_IFMT);
+        return ar_fail(o, err == -EEXIST ? ATOMRUN_STAGE_LINK
+                          : err == -ENOENT || err == -ENOTDIR ? ATOMRUN_STAGE_DIR
+                          : ATOMRUN_STAGE_TEMP, err);
+    }
+    if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
+        int err = -errno;
+        close(fd);
+        unlink(path);
+        return ar_fail(o, ATOMRUN_STAGE_WRITE, err);
+    }
+    close(fd);
+    if (o->durable) {
+        ar_target t;
+        /* The file exists now: failing to open its directory is failing
+         * its fsync, and must be reported as such, not skipped. */
+        int r = ar_split_path(path, &t);
+        if (r == 0) {
+            t.dirfd = open(t.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            r = t.dirfd < 0 ? -errno : 0;
+        }
+        if (r < 0)
+            return ar_fail(o, ATOMRUN_STAGE_DIRSYNC, r);
+        r = ar_dir_sync(&t, o);
+        close(t.dirfd);
+        return r;
+    }
+    return 0;
+}
+
+/* The string forms: one write of the whole buffer through the writer. */
+static int ar_write_whole(const char *path, int how, const void *data,
+                          size_t len, atomrun_write_opts *o)
+{
+    atomrun_writer *w;
+    int r = atomrun_writer_open(&w, path, how, o);
+    if (r < 0)
+        return r;
+    r = atomrun_writer_write(w, data, len);
+    if (r < 0) {
+        atomrun_writer_abort(w);
+        return r;
+    }
+    return atomrun_writer_commit(w);
+}
+
 int atomrun_create(const char *path, const void *data, size_t len,
                    atomrun_write_opts *o)
 {
     atomrun_write_opts defaults;
-    ar_target t;
-    ar_temp tmp = { .fd = -1 };
-    int r;
 
     if (!o) {
         atomrun_write_opts_init(&defaults);
         o = &defaults;
     }
     o->stage = ATOMRUN_STAGE_NONE;
+    o->found = 0;
     if (!data)
         return ar_create_empty(path, o);
-    r = ar_split_path(path, &t);
-    if (r < 0)
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
-    /* Fail early (and cheaply) when the name is plainly taken; the link
-     * below is what decides a race. */
-    if (faccessat(t.dirfd, t.base, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-        close(t.dirfd);
-        return ar_fail(o, ATOMRUN_STAGE_LINK, -EEXIST);
-    }
-    r = ar_temp_open(&t, &tmp, &o->used_tmpfile);
-    if (r < 0)
-        r = ar_fail(o, ATOMRUN_STAGE_OPEN, r);
-    else
-        r = ar_temp_fill(&tmp, data, len, NULL, ar_final_mode(o, NULL), o);
-    if (r == 0) {
-        r = ar_link_noreplace(&t, &tmp);
-        if (r < 0)
-            ar_fail(o, ATOMRUN_STAGE_LINK, r);
-    }
-    ar_temp_discard(&t, &tmp);
-    if (r == 0)
-        r = ar_dir_sync(&t, o);
-    close(t.dirfd);
-    return r;
+    return ar_write_whole(path, ATOMRUN_WRITE_CREATE, data, len, o);
 }
 
 /* --------------------------------------------------------------- replace */
-
-static int ar_replace_in(ar_target *t, const void *data, size_t len,
-                         atomrun_write_opts *o)
-{
-    struct stat st, *old = NULL;
-    ar_temp tmp = { .fd = -1 };
-    int r;
-
-    if (fstatat(t->dirfd, t->base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        if (S_ISDIR(st.st_mode))
-            return ar_fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
-        if (S_ISREG(st.st_mode))
-            old = &st;          /* keep its mode and owner */
-    } else if (errno != ENOENT) {
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, -errno);
-    }
-    r = ar_temp_open(t, &tmp, &o->used_tmpfile);
-    if (r < 0)
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
-    r = ar_temp_fill(&tmp, data, len, old, ar_final_mode(o, old), o);
-    if (r == 0 && !tmp.named) {
-        /* A name, so that it can be renamed over the target. */
-        r = ar_link_slot(t, &tmp);
-        if (r == 0)
-            tmp.named = 1;
-        else
-            ar_fail(o, ATOMRUN_STAGE_LINK, r);
-    }
-    if (r == 0) {
-        if (renameat(t->dirfd, tmp.name, t->dirfd, t->base) == 0)
-            tmp.named = 0;
-        else
-            r = ar_fail(o, ATOMRUN_STAGE_LINK, -errno);
-    }
-    ar_temp_discard(t, &tmp);
-    if (r == 0)
-        r = ar_dir_sync(t, o);
-    return r;
-}
 
 int atomrun_replace(const char *path, const void *data, size_t len,
                     atomrun_write_opts *o)
 {
     atomrun_write_opts defaults;
-    char resolved[PATH_MAX];
-    ar_target t;
-    int r;
 
     if (!o) {
         atomrun_write_opts_init(&defaults);
         o = &defaults;
     }
-    o->stage = ATOMRUN_STAGE_NONE;
-    if (o->follow) {
-        r = ar_resolve_links(path, resolved, sizeof resolved);
-        if (r < 0)
-            return ar_fail(o, ATOMRUN_STAGE_RESOLVE, r);
-        path = resolved;
-    }
-    r = ar_split_path(path, &t);
-    if (r < 0)
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
-    r = ar_replace_in(&t, data ? data : "", data ? len : 0, o);
-    close(t.dirfd);
-    return r;
+    return ar_write_whole(path, ATOMRUN_WRITE_REPLACE, data ? data : "",
+                          data ? len : 0, o);
 }
 
 /* ------------------------------------------------------------------ read */

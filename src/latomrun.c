@@ -88,6 +88,10 @@ static int ar_l_probe(lua_State *L)
     ar_setfield_probe(L, "tmpfile", fi.tmpfile);
     ar_setfield_probe(L, "noreplace", fi.noreplace);
     ar_setfield_probe(L, "dirsync", fi.dirsync);
+    if (fi.scratch < 0) {       /* these probes did not run: say why */
+        lua_pushstring(L, atomrun_err_name(fi.scratch));
+        lua_setfield(L, -2, "scratch");
+    }
     return 1;
 }
 
@@ -102,6 +106,7 @@ int luaopen_atomrun_core(lua_State *L)
         { "sleep", ar_l_sleep },      { "pid", arL_pid },
         { "uid", arL_uid },           { "stat", arL_stat },
         { "mkdir", arL_mkdir },       { "held", ar_l_held },
+        { "resolve", arL_resolve },
         { "errname", ar_l_errname },  { "strerror", ar_l_strerror },
         { "probe", ar_l_probe },      { "isatty", arL_isatty },
         { "lockfd", arL_lockfd },     { "unlockfd", arL_unlockfd },

@@ -96,6 +96,7 @@ int arL_replace(lua_State *L);
 int arL_read(lua_State *L);
 int arL_stat(lua_State *L);
 int arL_mkdir(lua_State *L);
+int arL_resolve(lua_State *L);
 
 int arL_run(lua_State *L);           /* lproc.c */
 int arL_exec(lua_State *L);

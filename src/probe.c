@@ -88,6 +88,14 @@ static int ar_probe_noreplace(int dirfd, const char *a, const char *b)
     return r;
 }
 
+/*
+ * A directory we cannot write (/proc, a read-only mount, another user's
+ * directory) still has a filesystem type worth reporting, and O_TMPFILE
+ * and the directory fsync can still be asked; only the probes that need a
+ * scratch file (flock, OFD, RENAME_NOREPLACE) cannot run.  They are then
+ * set to the error that stopped them and fi->scratch says so, so that the
+ * report can say "not tested" rather than "refused".
+ */
 int atomrun_probe(const char *dir, atomrun_fsinfo *fi)
 {
     char name[64], other[64];
@@ -100,15 +108,23 @@ int atomrun_probe(const char *dir, atomrun_fsinfo *fi)
         return -errno;
     if (fstatfs(dirfd, &sfs) == 0)
         ar_fstype((unsigned long)sfs.f_type, fi);
+    else
+        snprintf(fi->fstype, sizeof fi->fstype, "unknown");
+    fi->tmpfile = ar_probe_tmpfile(dirfd);
+    fi->dirsync = fsync(dirfd) == 0 ? 1 : -errno;
     snprintf(name, sizeof name, ".atomrun-doctor.%d", (int)getpid());
     snprintf(other, sizeof other, ".atomrun-doctor.%d.b", (int)getpid());
     /* O_NOFOLLOW: in a shared directory such as /tmp, a symlink planted at
-     * our scratch name must not make us lock or create its target. */
-    fd1 = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+     * our scratch name must not make us lock or create its target.
+     * O_EXCL: nor may we lock, and then remove, a file somebody else has
+     * there (the same name from a pid that is gone). */
+    fd1 = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+                 O_CLOEXEC, 0600);
     if (fd1 < 0) {
-        int err = -errno;
+        fi->scratch = -errno;
+        fi->flock = fi->ofd = fi->noreplace = fi->scratch;
         close(dirfd);
-        return err;
+        return 0;
     }
     fd2 = openat(dirfd, name, O_RDWR | O_CLOEXEC);
     fi->flock = fd2 < 0 ? -errno : ar_probe_flock(fd1, fd2);
@@ -116,9 +132,7 @@ int atomrun_probe(const char *dir, atomrun_fsinfo *fi)
     if (fd2 >= 0)
         close(fd2);
     close(fd1);
-    fi->tmpfile = ar_probe_tmpfile(dirfd);
     fi->noreplace = ar_probe_noreplace(dirfd, name, other);
-    fi->dirsync = fsync(dirfd) == 0 ? 1 : -errno;
     unlinkat(dirfd, name, 0);
     close(dirfd);
     return 0;

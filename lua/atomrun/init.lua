@@ -31,11 +31,10 @@ package.loaded["atomrun.core"] = setmetatable({}, {
 -- replacing atomrun.now (a test's virtual clock) reaches the recipes too.
 return setmetatable(core, {
   __index = function(t, key)
-    if key == "json" then
-      local ok, cjson = pcall(require, "atomrun.json")
-      if not ok then error(cjson, 2) end
-      rawset(t, "json", cjson)
-      return cjson
+    if key == "json" then      -- atomrun's own, integer-exact (not lua-cjson)
+      local json = require "atomrun.json"
+      rawset(t, "json", json)
+      return json
     end
     local modname = lazy[key]
     if not modname then return nil end

@@ -6,7 +6,8 @@
 -- the pid file is demoted to what it is good for: a record of who runs it,
 -- read only while the lock says somebody does.
 local atomrun = require "atomrun.core"
-local check_opts = require("atomrun.recipes")._check_opts
+local check = require "atomrun.check"
+local json = require "atomrun.json"
 
 local M = {}
 
@@ -80,7 +81,7 @@ end
 -- The record, written after the lock is ours (a stale one of a dead holder
 -- is simply overwritten).  Not durable: it describes a running process.
 local function write_record(path, record)
-  return atomrun.replace(path, require("atomrun.json").encode(record) .. "\n", { durable = false })
+  return atomrun.replace(path, json.encode(record) .. "\n", { durable = false })
 end
 
 local Guard = {}
@@ -107,13 +108,26 @@ Guard.__close = Guard.release
 Guard.__gc = Guard.release
 function Guard:__tostring() return "atomrun.once (" .. self.name .. ")" end
 
-local names = { dir = "string", wait = "boolean", timeout = "seconds", argv = "table" }
+local names = { dir = "path", wait = "boolean", timeout = "seconds", argv = "table" }
 
 -- once on an etcd name: the lock's key already records host, pid,
 -- command and since for everybody to see; no record file.
-local remote_names = { wait = "boolean", timeout = "seconds", argv = "table", ttl = true }
+local remote_names = { wait = "boolean", timeout = "seconds", argv = "table", ttl = "count" }
+-- Its record is the key's value, written with the lock: update() keeps
+-- the fields for this process only.
+local RemoteGuard = setmetatable({}, { __index = Guard })
+RemoteGuard.__index = RemoteGuard
+RemoteGuard.__close, RemoteGuard.__gc, RemoteGuard.__tostring = Guard.__close, Guard.__gc,
+  Guard.__tostring
+function RemoteGuard:update(fields)
+  if type(fields) ~= "table" then
+    error("bad argument #1 to 'update' (table expected, got " .. type(fields) .. ")", 2)
+  end
+  for k, v in pairs(fields) do self.record[k] = v end
+  return true
+end
 local function once_remote(url, opts)
-  opts = check_opts("once", opts, remote_names, 2, 2)   -- tail-called by once()
+  opts = check.opts("once", 2, opts, remote_names)   -- tail-called by once()
   local cmd = opts.argv and table.concat(opts.argv, " ") or nil
   local lk, err, code, holder = atomrun.lock(url, { wait = opts.wait or (opts.timeout ~= nil),
     timeout = opts.timeout, ttl = opts.ttl, cmd = cmd })
@@ -127,7 +141,7 @@ local function once_remote(url, opts)
   end
   local record = { name = lk.name, pid = atomrun.pid(), host = hostname(),
     since = os.date("!%Y-%m-%dT%H:%M:%SZ"), argv = opts.argv or own_argv(), token = lk.token }
-  return setmetatable({ name = lk.name, lock = lk, record = record, path = lk.path }, Guard)
+  return setmetatable({ name = lk.name, lock = lk, record = record, path = lk.path }, RemoteGuard)
 end
 
 --- once(name [, opts]) -> guard | nil, msg, "running", record
@@ -137,10 +151,7 @@ function M.once(name, opts)
     error("bad argument #1 to 'once' (a job name of letters, digits, '.', '_' and '-' expected, got "
       .. (type(name) == "string" and string.format("%q", name) or type(name)) .. ")", 2)
   end
-  opts = check_opts("once", opts, names, 2, 2)
-  if opts.dir ~= nil and opts.dir:find("\0", 1, true) then
-    error("bad argument #2 to 'once' (option 'dir' contains a NUL byte)", 2)
-  end
+  opts = check.opts("once", 2, opts, names)
   local dir = opts.dir or default_dir()
   local ok, err, code = ensure_dir(dir)
   if not ok then return nil, err, code end
@@ -155,11 +166,8 @@ function M.once(name, opts)
     local rec
     local until_t = atomrun.now() + 0.5
     repeat
-      local okj, r = pcall(require("atomrun.json").decode, atomrun.read(base .. ".json") or "")
+      local okj, r = pcall(json.decode, atomrun.read(base .. ".json") or "")
       rec = okj and type(r) == "table" and r or nil
-      if rec and math.type(rec.pid) == "float" then     -- cjson: all numbers float
-        rec.pid = math.tointeger(rec.pid) or rec.pid
-      end
       if rec and not fresh(rec, base .. ".lock") then
         rec = nil                       -- a stale record of an earlier run
       end

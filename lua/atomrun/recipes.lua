@@ -5,69 +5,9 @@ local atomrun = require "atomrun.core"
 
 local M = {}
 
--- What an option may hold (allowed[name]): true (anything) or one of these.
--- A wrong type must be an error here, naming the caller's argument, not a
--- confusing one from deep inside (or, worse, a silent default: a
--- timeout = "5" that waits forever).
-local opt_kinds = {
-  boolean = function(v) return type(v) == "boolean" end,
-  string = function(v) return type(v) == "string" end,
-  table = function(v) return type(v) == "table" end,
-  ["function"] = function(v) return type(v) == "function" end,
-  seconds = function(v) return type(v) == "number" and v >= 0 end,   -- NaN fails too
-  perm = function(v) return math.type(v) == "integer" and v >= 0 and v <= 4095 end,
-  mode = function(v) return v == "exclusive" or v == "shared" end,
-}
-local kind_text = {
-  seconds = "a number of seconds >= 0", perm = "permission bits (an integer 0 to 4095)",
-  mode = "'exclusive' or 'shared'",
-}
-
--- check_opts(fname, opts, allowed, level [, argn]) -> opts (or {})
-local function check_opts(fname, opts, allowed, level, argn)
-  local where = argn and string.format("bad argument #%d to '%s'", argn, fname)
-    or string.format("bad argument to '%s'", fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(string.format("%s (options must be a table, not a %s)", where, type(opts)), level + 1)
-  end
-  for k, v in pairs(opts) do
-    local kind = allowed[k]
-    if not kind then
-      local names = {}
-      for n in pairs(allowed) do names[#names + 1] = n end
-      table.sort(names)
-      error(string.format("%s (unknown option '%s' (expected one of: %s))",
-        where, tostring(k), table.concat(names, ", ")), level + 1)
-    end
-    if opt_kinds[kind] and not opt_kinds[kind](v) then
-      error(string.format("%s (option '%s' must be %s, not %s)", where, k,
-        kind_text[kind] or ("a " .. kind), type(v) == "string" and string.format("%q", v)
-        or type(v) == "number" and tostring(v) or "a " .. type(v)), level + 1)
-    end
-  end
-  return opts
-end
-M._check_opts = check_opts
-
--- A path argument: a string the kernel will see unchanged.
-local function check_path(fname, argn, path, level)
-  if type(path) ~= "string" then
-    error(string.format("bad argument #%d to '%s' (string expected, got %s)", argn, fname,
-      type(path)), level + 1)
-  end
-  if path:find("\0", 1, true) then
-    error(string.format("bad argument #%d to '%s' (path contains a NUL byte)", argn, fname),
-      level + 1)
-  end
-end
-M._check_path = check_path
-
-local function pick(opts, names)
-  local t = {}
-  for _, n in ipairs(names) do t[n] = opts[n] end
-  return t
-end
+local check = require "atomrun.check"
+local json = require "atomrun.json"
+local check_opts, check_path, pick = check.opts, check.path, check.pick
 
 --- with_lock(path, opts, fn, ...) -> fn's results
 -- The lock is released however fn ends: a normal return, an error (which
@@ -75,13 +15,11 @@ end
 -- from deep inside.  A coroutine left suspended inside fn keeps the lock
 -- until it is resumed to the end or collected: that is the caller's to avoid.
 local lock_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm",
-  create = "boolean", ttl = true }   -- ttl: etcd names (atomrun.lock checks it)
+  create = "boolean", ttl = "count" }   -- ttl: etcd names
 function M.with_lock(path, opts, fn, ...)
-  check_path("with_lock", 1, path, 2)
-  check_opts("with_lock", opts, lock_names, 2, 2)
-  if type(fn) ~= "function" then
-    error("bad argument #3 to 'with_lock' (function expected, got " .. type(fn) .. ")", 2)
-  end
+  check_path("with_lock", 1, path)
+  check_opts("with_lock", 2, opts, lock_names)
+  check.arg("with_lock", 3, fn, "function")
   local lk, err, code, holder = atomrun.lock(path, opts)
   if not lk then return nil, err, code, holder end
   local guard <close> = lk
@@ -93,19 +31,35 @@ end
 -- never on the data file: replace() swaps the data file's inode, so the next
 -- updater would open and lock the new inode while we still hold the old one,
 -- and two updaters would run at once.  The sidecar's inode never changes.
-local update_names = { timeout = "seconds", wait = "boolean", durable = "boolean", mode = "perm" }
+--
+-- Through a symlink (follow, the default) everything is done to the file
+-- the link points to: its sidecar is locked, so updaters that name the
+-- link and updaters that name the target serialise on ONE lock (locking
+-- "link.lock" would let both run at once and lose updates), and the
+-- target is replaced, so the link stays a link.  follow = false replaces
+-- the link itself by a file, as replace() does.
+local update_names = { timeout = "seconds", wait = "boolean", durable = "boolean",
+  mode = "perm", follow = "boolean" }
+
+-- The file a call acts on: path itself, or with follow the end of the
+-- chain of symlinks at path (which need not exist yet).
+local function target_of(path, follow)
+  if follow == false then return path end
+  return atomrun.resolve(path)
+end
+
 function M.update(path, fn, opts)
-  check_path("update", 1, path, 2)
-  if type(fn) ~= "function" then
-    error("bad argument #2 to 'update' (function expected, got " .. type(fn) .. ")", 2)
-  end
-  opts = check_opts("update", opts, update_names, 2, 3)
+  check_path("update", 1, path)
+  check.arg("update", 2, fn, "function")
+  opts = check_opts("update", 3, opts, update_names)
   -- "" would lock "./.lock" in whatever the current directory is
   if path == "" then return nil, "cannot update '': No such file or directory", "ENOENT" end
-  local lk, err, code, holder = atomrun.lock(path .. ".lock", pick(opts, { "timeout", "wait" }))
+  local target, terr, tcode = target_of(path, opts.follow)
+  if not target then return nil, terr, tcode end
+  local lk, err, code, holder = atomrun.lock(target .. ".lock", pick(opts, { "timeout", "wait" }))
   if not lk then return nil, err, code, holder end
   local guard <close> = lk
-  local old, rerr, rcode = atomrun.read(path)
+  local old, rerr, rcode = atomrun.read(target)
   if old == nil and rcode ~= "ENOENT" then return nil, rerr, rcode end
   local new = fn(old)                  -- an error here propagates; guard unlocks
   if new == nil then return old or false end
@@ -113,57 +67,52 @@ function M.update(path, fn, opts)
     error("update: the function must return a string (the new contents) or nil, not a "
       .. type(new), 2)
   end
-  local ok, werr, wcode = atomrun.replace(path, new, pick(opts, { "durable", "mode" }))
+  local ok, werr, wcode = atomrun.replace(target, new, pick(opts, { "durable", "mode" }))
   if not ok then return nil, werr, wcode end
   return new
 end
 
---- status(path) -> st;  st:write(tbl), st:read()
+--- status(path [, opts]) -> st;  st:write(tbl [, opts]), st:read()
 -- Seed 001's status file: readers never see it half-written, because every
--- write is a whole new file renamed over the old one.
+-- write is a whole new file renamed over the old one.  JSON through
+-- atomrun.json, so integers (timestamps in microseconds, byte counts) come
+-- back exact and floats come back the same double.  Through a symlink
+-- (follow, the default) the file the link points to is rewritten and the
+-- link stays a link.
 local Status = {}
 Status.__index = Status
 
 local write_names = { durable = "boolean", mode = "perm", follow = "boolean" }
 function Status:write(tbl, opts)
-  if type(tbl) ~= "table" then
-    error("bad argument #1 to 'write' (table expected, got " .. type(tbl) .. ")", 2)
-  end
-  check_opts("write", opts, write_names, 2, 2)
-  local ok, text = pcall(require("atomrun.json").encode, tbl)
+  check.arg("write", 1, tbl, "table")
+  opts = check_opts("write", 2, opts, write_names)
+  local ok, text = pcall(json.encode, tbl)
   if not ok then
     error("bad argument #1 to 'write' (cannot encode as JSON: " .. tostring(text) .. ")", 2)
   end
-  return atomrun.replace(self.path, text .. "\n", opts)
-end
-
--- lua-cjson decodes every number as a float: 3 comes back as 3.0 and
--- prints as "3.0".  JSON has one kind of number, so whole numbers are
--- handed back as Lua integers, the way the writer most likely meant them.
-local function integers(v)
-  if type(v) == "table" then
-    for k, x in pairs(v) do v[k] = integers(x) end
-  elseif math.type(v) == "float" then
-    return math.tointeger(v) or v
-  end
-  return v
+  local wopts = pick(opts, { "durable", "mode" })
+  wopts.follow = opts.follow
+  if wopts.follow == nil then wopts.follow = self.follow end
+  return atomrun.replace(self.path, text .. "\n", wopts)
 end
 
 function Status:read()
   local text, err, code = atomrun.read(self.path)
   if not text then return nil, err, code end
-  local ok, value = pcall(require("atomrun.json").decode, text)
+  local ok, value = pcall(json.decode, text)
   if not ok or type(value) ~= "table" then
     return nil, self.path .. ": not a JSON status file (" .. tostring(value) .. ")", "EINVAL"
   end
-  return integers(value)
+  return value
 end
 
 function Status:__tostring() return "atomrun.status (" .. self.path .. ")" end
 
-function M.status(path)
-  check_path("status", 1, path, 2)
-  return setmetatable({ path = path }, Status)
+local status_names = { follow = "boolean" }
+function M.status(path, opts)
+  check_path("status", 1, path)
+  opts = check_opts("status", 2, opts, status_names)
+  return setmetatable({ path = path, follow = opts.follow ~= false }, Status)
 end
 
 --- lock_all(paths, opts) -> guard | nil, msg, code, holder
@@ -182,15 +131,13 @@ Guard.__close = Guard.unlock
 Guard.__gc = Guard.unlock
 
 local all_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm",
-  ttl = true }
+  ttl = "count" }
 function M.lock_all(paths, opts)
-  if type(paths) ~= "table" then
-    error("bad argument #1 to 'lock_all' (table of paths expected, got " .. type(paths) .. ")", 2)
-  end
-  opts = check_opts("lock_all", opts, all_names, 2, 2)
+  check.arg("lock_all", 1, paths, "table")
+  opts = check_opts("lock_all", 2, opts, all_names)
   local entries = {}
   for i, p in ipairs(paths) do
-    if type(p) ~= "string" or p:find("\0", 1, true) then
+    if not check.fits("path", p) then
       error("bad argument #1 to 'lock_all' (paths[" .. i .. "] must be a string without NUL)", 2)
     end
     if require("atomrun.remote").is_url(p) then

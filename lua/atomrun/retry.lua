@@ -1,22 +1,12 @@
 -- atomrun.retry -- call fn until it returns something, with exponential
 -- backoff and jitter, never sleeping past the deadline.
 local atomrun = require "atomrun.core"
-local check_opts = require("atomrun.recipes")._check_opts
+local check = require "atomrun.check"
 
 local M = {}
 
-local names = { attempts = true, timeout = true, base = true, factor = true,
-  max = true, jitter = true, retry_on = true }
-
-local function number_opt(opts, key, default, min)
-  local v = opts[key]
-  if v == nil then return default end
-  if type(v) ~= "number" or v ~= v or v < min then
-    error(string.format("bad argument #2 to 'retry' (option '%s' must be a number >= %s)",
-      key, tostring(min)), 3)
-  end
-  return v
-end
+local names = { attempts = "limit", timeout = "seconds", base = "seconds", factor = "factor",
+  max = "seconds", jitter = { "full", "equal", "none" }, retry_on = "function" }
 
 --- retry(fn, opts) -> fn's first non-nil results | nil, last_msg, "timeout"
 -- fn returns a value to stop, or nil, msg, code to be retried.
@@ -27,23 +17,15 @@ end
 --             retriers), "equal" (delay/2 + random 0..delay/2), "none"
 --   retry_on(msg, code) -> boolean: which failures to retry (default all)
 function M.retry(fn, opts)
-  if type(fn) ~= "function" then
-    error("bad argument #1 to 'retry' (function expected, got " .. type(fn) .. ")", 2)
-  end
-  opts = check_opts("retry", opts, names, 2, 2)
-  local timeout = number_opt(opts, "timeout", nil, 0)
-  local attempts = number_opt(opts, "attempts", timeout and math.huge or 5, 1)
-  local base = number_opt(opts, "base", 0.05, 0)
-  local factor = number_opt(opts, "factor", 2, 1)
-  local max = number_opt(opts, "max", 5, 0)
+  check.arg("retry", 1, fn, "function")
+  opts = check.opts("retry", 2, opts, names)
+  local timeout = opts.timeout
+  local attempts = opts.attempts or (timeout and math.huge or 5)
+  local base = opts.base or 0.05
+  local factor = opts.factor or 2
+  local max = opts.max or 5
   local jitter = opts.jitter or "full"
-  if jitter ~= "full" and jitter ~= "equal" and jitter ~= "none" then
-    error("bad argument #2 to 'retry' (option 'jitter' must be 'full', 'equal' or 'none')", 2)
-  end
   local retry_on = opts.retry_on
-  if retry_on ~= nil and type(retry_on) ~= "function" then
-    error("bad argument #2 to 'retry' (option 'retry_on' must be a function)", 2)
-  end
   local deadline = timeout and atomrun.now() + timeout
   local last_msg, last_code = "no attempt made", nil
   local n = 0

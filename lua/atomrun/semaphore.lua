@@ -3,7 +3,7 @@
 -- Slot i is byte i-1, held with an exclusive OFD byte-range lock.  The
 -- kernel frees a dead holder's byte at once, so slots never leak.
 local atomrun = require "atomrun.core"
-local check_opts = require("atomrun.recipes")._check_opts
+local check = require "atomrun.check"
 
 local M = {}
 
@@ -37,27 +37,40 @@ function Sem:__tostring() return string.format("atomrun.semaphore (%s, %d)", sel
 -- the one waited on at once.
 local SLICE = 0.02
 
-local function holders_text(f, n)
+-- A busy or timed-out acquire must cost O(n): it has already made n
+-- non-blocking fcntl calls (holder = false: no /proc scan each).  Naming
+-- the holders with a holder lookup per slot would cost a walk over /proc
+-- per slot (7 s, 6 s of it system time, for 1000 held slots), so the
+-- message names them from ONE pass over the file's locks (atomrun.who,
+-- where the binding has it); without it, only for a small semaphore
+-- (at most LOOKUP_MAX slots: a bounded number of walks), and otherwise
+-- says no more than "taken".
+local MAX_NAMED, LOOKUP_MAX = 10, 8
+
+local function taken_text(self)
+  local text = string.format("all %d slots of %s are taken", self.n, self.path)
+  if not atomrun.who and self.n > LOOKUP_MAX then return text end
+  local list = self:holders()
   local pids, seen = {}, {}
-  for i = 0, n - 1 do
-    local h = f:test(i, 1)
-    if h and h.pid and not seen[h.pid] then
+  for _, h in ipairs(list or {}) do
+    if h.pid and h.pid > 0 and not seen[h.pid] then
       seen[h.pid] = true
-      pids[#pids + 1] = tostring(h.pid)
+      pids[#pids + 1] = h.pid
     end
   end
-  return #pids > 0 and " (held by pids " .. table.concat(pids, ", ") .. ")" or ""
+  if #pids == 0 then return text end
+  table.sort(pids)
+  local shown = {}
+  for i = 1, math.min(#pids, MAX_NAMED) do shown[i] = tostring(pids[i]) end
+  if #pids > MAX_NAMED then shown[#shown + 1] = "and " .. (#pids - MAX_NAMED) .. " more" end
+  return text .. " (held by pids " .. table.concat(shown, ", ") .. ")"
 end
 
 local names = { timeout = "seconds", wait = "boolean" }
 
 --- sem:acquire([opts]) -> slot | nil, msg, code
 function Sem:acquire(opts)
-  opts = check_opts("acquire", opts, names, 2, 1)
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout ~= opts.timeout
-      or opts.timeout < 0) then
-    error("bad argument #1 to 'acquire' (option 'timeout' must be a number of seconds >= 0)", 2)
-  end
+  opts = check.opts("acquire", 1, opts, names)
   -- Each slot gets its own handle: a range belongs to its handle, and the
   -- slots of one process must exclude each other like anybody's.
   local f, err, code = atomrun.open(self.path)
@@ -75,8 +88,7 @@ function Sem:acquire(opts)
       if c ~= "busy" then f:close(); return nil, _, c end
     end
     if not wait then
-      local msg = string.format("all %d slots of %s are taken%s", self.n, self.path,
-        holders_text(f, self.n))
+      local msg = taken_text(self)
       f:close()
       return nil, msg, "busy"
     end
@@ -84,8 +96,8 @@ function Sem:acquire(opts)
     if deadline then
       local left = deadline - atomrun.now()
       if left <= 0 then
-        local msg = string.format("timed out after %s s: all %d slots of %s are taken%s",
-          tostring(opts.timeout), self.n, self.path, holders_text(f, self.n))
+        local msg = string.format("timed out after %s s: %s", tostring(opts.timeout),
+          taken_text(self))
         f:close()
         return nil, msg, "timeout"
       end
@@ -111,15 +123,46 @@ function Sem:acquire(opts)
   end
 end
 
+--- sem:holders() -> { {slot =, pid =, cmd =}, ... } (by slot) | nil, msg, code
+-- Who holds which slot now.  One pass over the file's locks (atomrun.who)
+-- where the binding has it; otherwise one F_OFD_GETLK and holder lookup per
+-- held slot, which is slower but reads only what exists.
+function Sem:holders()
+  local list = {}
+  if atomrun.who then
+    local entries, err, code = atomrun.who(self.path)
+    if not entries then
+      if code == "ENOENT" then return list end
+      return nil, err, code
+    end
+    for _, e in ipairs(entries) do
+      local start = math.tointeger(e.start or 0)
+      if not e.waiting and start and start < self.n
+          and (e.length == 1 or e.length == nil) then
+        list[#list + 1] = { slot = start + 1, pid = e.pid, cmd = e.cmd }
+      end
+    end
+  else
+    if not atomrun.stat(self.path) then return list end
+    local f, err, code = atomrun.open(self.path, { create = false })
+    if not f then return nil, err, code end
+    for i = 0, self.n - 1 do
+      local h = f:test(i, 1)
+      if h then list[#list + 1] = { slot = i + 1, pid = h.pid, cmd = h.cmd } end
+    end
+    f:close()
+  end
+  table.sort(list, function(a, b) return a.slot < b.slot end)
+  return list
+end
+
 --- semaphore(path, n) -> sem
 function M.semaphore(path, n)
-  require("atomrun.recipes")._check_path("semaphore", 1, path, 2)
-  if math.type(n) ~= "integer" or n < 1 then
-    error("bad argument #2 to 'semaphore' (a whole number of slots >= 1 expected)", 2)
-  end
+  check.path("semaphore", 1, path)
+  check.arg("semaphore", 2, n, "count")
   local remote = require "atomrun.remote"
-  if remote.is_url(path) then return remote.semaphore(path, n) end   -- etcd://...
-  return setmetatable({ path = path, n = n }, Sem)
+  if remote.is_url(path) then return remote.semaphore(path, math.tointeger(n)) end   -- etcd://...
+  return setmetatable({ path = path, n = math.tointeger(n) }, Sem)
 end
 
 return M

@@ -35,32 +35,55 @@ if remote.is_url(dir) then
   os.exit(healthy and 0 or 69)
 end
 
+-- Exit status: 0 the report is complete; 2 it is printed but some probes
+-- could not run (they are named, with why: a read-only filesystem, a
+-- directory we cannot write, /proc); 1 no report (DIR cannot be opened).
 local p, err = atomrun.probe(dir)
 if not p then
   io.stderr:write("atomrun: ", err, "\n")
   os.exit(1)
 end
 
+-- The probes that need a scratch file in DIR; when none could be made they
+-- did not run (p.scratch is the errno name of why).
+local needs_scratch = { flock = true, ofd = true, noreplace = true }
+local skipped = {}
+local function ran(key) return not (p.scratch and needs_scratch[key]) end
+
 local function yes(v) return v == true end
+local function untested(key, text)
+  if ran(key) then return text end
+  return "not tested here (no scratch file could be created: " .. p.scratch .. ")"
+end
 local report = {
   dir = dir, fstype = p.fstype, remote = p.remote, volatile = p.volatile,
   probes = { flock = p.flock, ofd = p.ofd, tmpfile = p.tmpfile,
              renameat2_noreplace = p.noreplace, dir_fsync = p.dirsync },
   primitives = {
-    lock = yes(p.flock) and "flock(2): works" or "flock(2) does NOT exclude here: locks are unsafe",
-    range_lock = yes(p.ofd) and "OFD byte-range locks (F_OFD_SETLK): work"
-      or "OFD locks unavailable: classic POSIX locks (dropped when ANY descriptor of the file closes)",
+    lock = untested("flock", yes(p.flock) and "flock(2): works"
+      or "flock(2) does NOT exclude here: locks are unsafe"),
+    range_lock = untested("ofd", yes(p.ofd) and "OFD byte-range locks (F_OFD_SETLK): work"
+      or "OFD locks unavailable: classic POSIX locks (dropped when ANY descriptor of the file closes)"),
     create = yes(p.tmpfile) and "O_TMPFILE + linkat: a killed writer leaves nothing behind"
-      or (yes(p.noreplace) and "hidden temp + renameat2(RENAME_NOREPLACE): a killed writer may leave .NAME.XXXXXXXX"
-      or "hidden temp + link(2): a killed writer may leave .NAME.XXXXXXXX"),
+      or untested("noreplace", yes(p.noreplace)
+        and "hidden temp + renameat2(RENAME_NOREPLACE): a killed writer may leave .NAME.XXXXXXXX"
+        or "hidden temp + link(2): a killed writer may leave .NAME.XXXXXXXX"),
     replace = (yes(p.tmpfile) and "O_TMPFILE, linked to a hidden name, renamed over the target"
       or "hidden temp file renamed over the target") .. "; readers see old or new, never a mix",
     durability = yes(p.dirsync) and (p.volatile and "fsync works, but this filesystem lives in memory: nothing survives a reboot"
       or "fsync of file and directory: a replace survives a crash")
       or "directory fsync refused: a replace may not survive a crash",
   },
-  warnings = {},
+  warnings = atomrun.json.array(),
+  skipped = atomrun.json.array(skipped),
 }
+for _, k in ipairs({ "flock", "ofd", "noreplace" }) do
+  if not ran(k) then
+    skipped[#skipped + 1] = { probe = k == "noreplace" and "renameat2_noreplace" or k,
+      reason = p.scratch }
+    report.probes[k == "noreplace" and "renameat2_noreplace" or k] = nil
+  end
+end
 if p.remote then
   table.insert(report.warnings, p.fstype .. " is a network/FUSE filesystem: locks and "
     .. "durability depend on the server; do not rely on them across machines")
@@ -68,17 +91,16 @@ end
 if p.volatile then
   table.insert(report.warnings, p.fstype .. " keeps files in memory: durable=true means nothing here")
 end
-if not yes(p.flock) then table.insert(report.warnings, "flock does not exclude here") end
+if ran("flock") and not yes(p.flock) then table.insert(report.warnings, "flock does not exclude here") end
+local status = #skipped > 0 and 2 or 0
 
 if as_json then
-  local text = atomrun.json.encode(report)
-  -- lua-cjson 2.1 encodes an empty table as {}; warnings is a list
-  if #report.warnings == 0 then text = text:gsub('"warnings":{}', '"warnings":[]') end
-  print(text)
-  os.exit(0)
+  print(atomrun.json.encode(report))
+  os.exit(status)
 end
 
-local function mark(v)
+local function mark(key, v)
+  if not ran(key) then return "not tested" end
   if v == true then return "yes" elseif v == false then return "NO (no effect)" end
   return "no (" .. tostring(v) .. ")"
 end
@@ -86,17 +108,25 @@ print(string.format("atomrun doctor: %s (%s%s%s)", dir, p.fstype,
   p.remote and ", remote" or "", p.volatile and ", in memory" or ""))
 print("")
 print("  kernel feature                       here")
-print(string.format("  flock(2) whole-file locks            %s", mark(p.flock)))
-print(string.format("  OFD byte-range locks                 %s", mark(p.ofd)))
-print(string.format("  O_TMPFILE unnamed temp files         %s", mark(p.tmpfile)))
-print(string.format("  renameat2(RENAME_NOREPLACE)          %s", mark(p.noreplace)))
-print(string.format("  fsync of a directory                 %s", mark(p.dirsync)))
+print(string.format("  flock(2) whole-file locks            %s", mark("flock", p.flock)))
+print(string.format("  OFD byte-range locks                 %s", mark("ofd", p.ofd)))
+print(string.format("  O_TMPFILE unnamed temp files         %s", mark("tmpfile", p.tmpfile)))
+print(string.format("  renameat2(RENAME_NOREPLACE)          %s", mark("noreplace", p.noreplace)))
+print(string.format("  fsync of a directory                 %s", mark("dirsync", p.dirsync)))
 print("")
 print("  primitive      what it uses here")
 for _, k in ipairs({ "lock", "range_lock", "create", "replace", "durability" }) do
   print(string.format("  %-14s %s", k, report.primitives[k]))
 end
+if #skipped > 0 then
+  local names = {}
+  for i, sk in ipairs(skipped) do names[i] = sk.probe end
+  print("")
+  print(string.format("  not tested: %s: no scratch file could be created in %s (%s)",
+    table.concat(names, ", "), dir, p.scratch))
+end
 if #report.warnings > 0 then
   print("")
   for _, w in ipairs(report.warnings) do print("  warning: " .. w) end
 end
+os.exit(status)

@@ -1,0 +1,125 @@
+-- atomrun.status: a JSON status file over atomic replace (seed 001), with
+-- numbers that come back exact, through symlinks, never over a special file.
+local H = require "spec.helper"
+local ar = H.ar
+local listdir = H.listdir
+
+local atomrun_cmd = H.cmd
+
+describe("atomrun.status", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(H.cleanup)
+
+  it("round-trips a table through st:write / st:read", function()
+    local st = ar.status(dir .. "/status.json")
+    local value = { state = "running", pid = 4121, progress = 0.5,
+      steps = { "fetch", "build" }, nested = { ok = true } }
+    assert.is_true(st:write(value))
+    assert.same(value, st:read())
+    -- another process sees the same
+    local _, out = H.sh(atomrun_cmd("-e",
+      "local t = assert(atomrun.status(arg[1]):read()) print(t.state, t.pid == 4121, t.steps[2])",
+      dir .. "/status.json"))
+    assert.equal("running\ttrue\tbuild\n", out)
+    assert.is_true(st:write({ state = "done" }))
+    assert.same({ state = "done" }, st:read())
+    assert.same({ "status.json" }, listdir(dir))
+  end)
+
+  it("read of a missing or corrupt status file returns nil, msg, code", function()
+    local st = ar.status(dir .. "/status.json")
+    local v, msg, code = st:read()
+    assert.is_nil(v)
+    assert.equal("ENOENT", code)
+    assert.equal("string", type(msg))
+    for _, junk in ipairs({ "{\"state\": \"runn", "", "42", "\0\1\2" }) do
+      H.write(dir .. "/status.json", junk)
+      v, msg, code = st:read()
+      assert.is_nil(v)
+      assert.equal("string", type(msg))
+      assert.equal("string", type(code))
+      assert.truthy(msg:find(dir .. "/status.json", 1, true), msg)
+    end
+  end)
+
+  it("write rejects what JSON cannot hold, leaving the old file", function()
+    local st = ar.status(dir .. "/status.json")
+    assert.is_true(st:write({ a = 1 }))
+    assert.has_error(function() st:write("nope") end)
+    assert.has_error(function() st:write({ f = function() end }) end)
+    assert.same({ a = 1 }, st:read())
+  end)
+
+  it("keeps integers exact over the whole int64 range and floats exact", function()
+    local st = ar.status(dir .. "/status.json")
+    local value = { t_us = 1733040000123456, max = math.maxinteger, min = math.mininteger,
+      third = 1 / 3, tenth = 0.1, one = 1.0, count = 3 }
+    assert.is_true(st:write(value))
+    local back = assert(st:read())
+    for k, v in pairs(value) do
+      assert.equal(v, back[k], k)
+      assert.equal(math.type(v), math.type(back[k]), k)
+    end
+    -- the text itself carries every digit (another reader sees them too)
+    local text = H.slurp(dir .. "/status.json")
+    assert.truthy(text:find("1733040000123456", 1, true), text)
+    assert.truthy(text:find("9223372036854775807", 1, true), text)
+    local _, out = H.sh(H.python .. " -c 'import json,sys; d=json.load(open(sys.argv[1])); "
+      .. "print(d[\"t_us\"], d[\"max\"], d[\"min\"])' " .. H.q(dir .. "/status.json"))
+    assert.equal("1733040000123456 9223372036854775807 -9223372036854775808\n", out)
+  end)
+
+  it("writes through a symlink by default: the link stays a link", function()
+    H.write(dir .. "/real.json", "{}\n")
+    assert.equal(0, (H.sh("ln -s real.json " .. H.q(dir .. "/link.json"))))
+    local st = ar.status(dir .. "/link.json")
+    assert.is_true(st:write({ n = 1 }))
+    assert.equal("link", ar.stat(dir .. "/link.json", false).type)
+    assert.same({ n = 1 }, ar.status(dir .. "/real.json"):read())
+    assert.same({ n = 1 }, st:read())
+    -- follow = false (on status or on the write) replaces the link itself
+    assert.is_true(st:write({ n = 2 }, { follow = false }))
+    assert.equal("file", ar.stat(dir .. "/link.json", false).type)
+    assert.same({ n = 1 }, ar.status(dir .. "/real.json"):read())
+    assert.equal(0, (H.sh("rm " .. H.q(dir .. "/link.json") .. " && ln -s real.json "
+      .. H.q(dir .. "/link.json"))))
+    assert.is_true(ar.status(dir .. "/link.json", { follow = false }):write({ n = 3 }))
+    assert.equal("file", ar.stat(dir .. "/link.json", false).type)
+    assert.same({ n = 1 }, ar.status(dir .. "/real.json"):read())
+    assert.has_error(function() ar.status(dir .. "/x", { follow = 1 }) end)
+    assert.has_error(function() ar.status(dir .. "/x", { bogus = true }) end)
+  end)
+
+  it("refuses a FIFO, a device node, a socket or a directory, leaving it as it was", function()
+    assert.equal(0, (H.sh("mkfifo " .. H.q(dir .. "/fifo"))))
+    local nodes = { fifo = "fifo" }
+    if ar.uid() == 0 then
+      -- a node of our own in a temp dir (never the system's /dev/null)
+      assert.equal(0, (H.sh("mknod " .. H.q(dir .. "/null") .. " c 1 3")))
+      nodes.null = "char"
+    end
+    assert.is_true(ar.mkdir(dir .. "/sub"))
+    nodes.sub = "directory"
+    assert.equal(0, (H.sh("ln -s fifo " .. H.q(dir .. "/tofifo"))))
+    for name, kind in pairs(nodes) do
+      local ok, msg, code = ar.status(dir .. "/" .. name):write({ x = 1 })
+      assert.is_nil(ok, name)
+      assert.equal(kind == "directory" and "EISDIR" or "EINVAL", code, msg)
+      assert.matches("not a regular file", msg)
+      assert.equal(kind, ar.stat(dir .. "/" .. name, false).type)
+    end
+    local ok, msg, code = ar.status(dir .. "/tofifo"):write({ x = 1 })
+    assert.is_nil(ok)
+    assert.equal("EINVAL", code)
+    assert.matches("FIFO", msg)
+    assert.equal("link", ar.stat(dir .. "/tofifo", false).type)
+    assert.equal("fifo", ar.stat(dir .. "/fifo", false).type)
+  end)
+
+  it("creates a missing directory, as lock and update do", function()
+    local st = ar.status(dir .. "/a/b/status.json")
+    assert.is_true(st:write({ ok = true }))
+    assert.same({ ok = true }, st:read())
+  end)
+end)
