@@ -29,7 +29,9 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -pthread $(LUA_CFLAGS) 
 LDFLAGS_EXTRA ?=
 # The etcd backend (src/etcd.c, session.c, rlock.c): libcurl and jansson.
 ETCD_CFLAGS := $(shell pkg-config --cflags libcurl jansson)
-ETCD_LIBS   := $(shell pkg-config --libs libcurl jansson)
+# libcurl is dlopen'ed by src/etcd.c on the first etcd name (see there why);
+# only its headers are needed at build time.
+ETCD_LIBS   := $(shell pkg-config --libs jansson) -ldl
 LDLIBS_ALL = $(ETCD_LIBS) -lm -pthread
 
 VERSION   := $(shell sed -n 's/^\#define ATOMRUN_VERSION "\(.*\)"/\1/p' src/atomrun.h)

@@ -19,6 +19,7 @@
 #include "ar_internal.h"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,10 +56,70 @@ static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomrun_etcd   *registry;
 static pthread_once_t  curl_once = PTHREAD_ONCE_INIT;
 static int             curl_ok;
+static char            curl_why[256];
+
+/*
+ * libcurl is opened with dlopen on the first etcd name, not linked.  Why:
+ * Debian's libcurl pulls in some 30 libraries (TLS, Kerberos, LDAP, SSH,
+ * HTTP/2...), and the dynamic loader would map and relocate every one of
+ * them at each start of `atomrun lock -n F true` — more than doubling the
+ * start-up of a command that never talks to etcd.  The ten functions used
+ * are reached through this table; the types and constants still come from
+ * <curl/curl.h>, so the compiler checks every call.
+ */
+static struct {
+    CURLcode (*global_init)(long flags);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *h, CURLoption opt, ...);
+    CURLcode (*easy_perform)(CURL *h);
+    CURLcode (*easy_getinfo)(CURL *h, CURLINFO info, ...);
+    void (*easy_reset)(CURL *h);
+    void (*easy_cleanup)(CURL *h);
+    const char *(*easy_strerror)(CURLcode code);
+    struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
+    void (*slist_free_all)(struct curl_slist *l);
+} ar_curl;
+
+/* dlsym returns void *; ISO C has no conversion to a function pointer, so
+ * the address is copied (what POSIX's dlsym rationale recommends). */
+static int curl_sym(void *lib, const char *name, void *fnptr, size_t size)
+{
+    void *p = dlsym(lib, name);
+    if (!p) {
+        snprintf(curl_why, sizeof curl_why, "libcurl lacks %s", name);
+        return 0;
+    }
+    memcpy(fnptr, &p, size);
+    return 1;
+}
+
+#define AR_CURL_SYM(lib, field, name) \
+    curl_sym(lib, name, &ar_curl.field, sizeof ar_curl.field)
 
 static void curl_init_once(void)
 {
-    curl_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (!lib)
+        lib = dlopen("libcurl-gnutls.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        snprintf(curl_why, sizeof curl_why, "etcd names need libcurl "
+                 "(Debian package libcurl4): %s", dlerror());
+        return;
+    }
+    if (!AR_CURL_SYM(lib, global_init, "curl_global_init") ||
+        !AR_CURL_SYM(lib, easy_init, "curl_easy_init") ||
+        !AR_CURL_SYM(lib, easy_setopt, "curl_easy_setopt") ||
+        !AR_CURL_SYM(lib, easy_perform, "curl_easy_perform") ||
+        !AR_CURL_SYM(lib, easy_getinfo, "curl_easy_getinfo") ||
+        !AR_CURL_SYM(lib, easy_reset, "curl_easy_reset") ||
+        !AR_CURL_SYM(lib, easy_cleanup, "curl_easy_cleanup") ||
+        !AR_CURL_SYM(lib, easy_strerror, "curl_easy_strerror") ||
+        !AR_CURL_SYM(lib, slist_append, "curl_slist_append") ||
+        !AR_CURL_SYM(lib, slist_free_all, "curl_slist_free_all"))
+        return;             /* the library stays loaded: harmless */
+    curl_ok = ar_curl.global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    if (!curl_ok)
+        snprintf(curl_why, sizeof curl_why, "libcurl could not be initialised");
 }
 
 /* ---------------------------------------------------------- small helpers */
@@ -280,7 +341,7 @@ static void client_free(atomrun_etcd *c)
     for (i = 0; i < c->neps; i++)
         free(c->eps[i]);
     for (i = 0; i < c->nidle; i++)
-        curl_easy_cleanup(c->idle[i]);
+        ar_curl.easy_cleanup(c->idle[i]);
     free(c->ident);
     free(c->eplist);
     free(c->ca_file);
@@ -354,7 +415,7 @@ int atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
     *out = NULL;
     pthread_once(&curl_once, curl_init_once);
     if (!curl_ok) {
-        seterr(err, errlen, "libcurl could not be initialised");
+        seterr(err, errlen, "%s", curl_why);
         return -ENOMEM;
     }
     if (!(cfg->op_timeout > 0)) {
@@ -465,7 +526,7 @@ static CURL *handle_get(atomrun_etcd *c)
     if (c->nidle > 0)
         h = c->idle[--c->nidle];
     pthread_mutex_unlock(&c->mu);
-    return h ? h : curl_easy_init();
+    return h ? h : ar_curl.easy_init();
 }
 
 static void handle_put(atomrun_etcd *c, CURL *h)
@@ -477,7 +538,7 @@ static void handle_put(atomrun_etcd *c, CURL *h)
     }
     pthread_mutex_unlock(&c->mu);
     if (h)
-        curl_easy_cleanup(h);
+        ar_curl.easy_cleanup(h);
 }
 
 static int xfer_abort(void *ud, curl_off_t a, curl_off_t b, curl_off_t c_,
@@ -503,34 +564,34 @@ static struct curl_slist *setup_handle(atomrun_etcd *c, CURL *h, int ep,
     cms = ms < (long)(AR_CONNECT_CAP * 1000) ? ms : (long)(AR_CONNECT_CAP * 1000);
     snprintf(url, sizeof url, "%s://%s%s", c->tls ? "https" : "http",
              c->eps[ep], path);
-    curl_easy_reset(h);
-    curl_easy_setopt(h, CURLOPT_URL, url);
+    ar_curl.easy_reset(h);
+    ar_curl.easy_setopt(h, CURLOPT_URL, url);
     /* Threads: never let curl use signals (SIGALRM for DNS timeouts). */
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, cms);
+    ar_curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    ar_curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, ms);
+    ar_curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, cms);
     /* A cluster is reached directly: an http_proxy meant for the web would
      * otherwise carry lock traffic (and loopback clusters would break). */
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->tls ? "https" : "http");
+    ar_curl.easy_setopt(h, CURLOPT_PROXY, "");
+    ar_curl.easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    ar_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->tls ? "https" : "http");
     if (c->tls) {
         if (c->ca_file)
-            curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+            ar_curl.easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
         if (c->cert_file) {
-            curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert_file);
-            curl_easy_setopt(h, CURLOPT_SSLKEY, c->key_file);
+            ar_curl.easy_setopt(h, CURLOPT_SSLCERT, c->cert_file);
+            ar_curl.easy_setopt(h, CURLOPT_SSLKEY, c->key_file);
         }
     }
-    hdr = curl_slist_append(hdr, "Content-Type: application/json");
+    hdr = ar_curl.slist_append(hdr, "Content-Type: application/json");
     /* No "Expect: 100-continue" round trip for larger bodies. */
-    hdr = curl_slist_append(hdr, "Expect:");
+    hdr = ar_curl.slist_append(hdr, "Expect:");
     if (token) {
         char auth[1024];
         snprintf(auth, sizeof auth, "Authorization: %s", token);
-        hdr = curl_slist_append(hdr, auth);
+        hdr = ar_curl.slist_append(hdr, auth);
     }
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    ar_curl.easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
     return hdr;
 }
 
@@ -635,30 +696,30 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
         return AT_FATAL;
     }
     hdr = setup_handle(c, h, ep, path, attempt, token);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, membuf_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    ar_curl.easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    ar_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, membuf_write);
+    ar_curl.easy_setopt(h, CURLOPT_WRITEDATA, &b);
     if (po && po->abort_flag) {
-        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_abort);
-        curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)po->abort_flag);
+        ar_curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        ar_curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_abort);
+        ar_curl.easy_setopt(h, CURLOPT_XFERINFODATA, (void *)po->abort_flag);
     }
-    cr = curl_easy_perform(h);
-    curl_slist_free_all(hdr);
+    cr = ar_curl.easy_perform(h);
+    ar_curl.slist_free_all(hdr);
     if (cr == CURLE_ABORTED_BY_CALLBACK) {
-        curl_easy_cleanup(h);
+        ar_curl.easy_cleanup(h);
         free(b.p);
         seterr(err, errlen, "cancelled");
         *rc = -ECANCELED;
         return AT_ABORTED;
     }
     if (cr != CURLE_OK) {
-        curl_easy_cleanup(h);       /* the connection is in an unknown state */
+        ar_curl.easy_cleanup(h);       /* the connection is in an unknown state */
         free(b.p);
-        seterr(err, errlen, "%s: %s", c->eps[ep], curl_easy_strerror(cr));
+        seterr(err, errlen, "%s: %s", c->eps[ep], ar_curl.easy_strerror(cr));
         return AT_TRANSPORT;
     }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
+    ar_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
     handle_put(c, h);
     how = classify(c, ep, http, &b, answer, rc, err, errlen);
     free(b.p);
@@ -930,7 +991,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
     memset(&w, 0, sizeof w);
     w.fn = fn;
     w.ud = ctx;
-    h = curl_easy_init();       /* a stream: its connection is not reused */
+    h = ar_curl.easy_init();       /* a stream: its connection is not reused */
     if (!h) {
         free(text);
         return -ENOMEM;
@@ -942,12 +1003,12 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
     pthread_mutex_unlock(&c->mu);
     hdr = setup_handle(c, h, ep, "/v3/watch", left, token);
     free(token);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, text);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, watch_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &w);
-    cr = curl_easy_perform(h);
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(h);
+    ar_curl.easy_setopt(h, CURLOPT_POSTFIELDS, text);
+    ar_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, watch_write);
+    ar_curl.easy_setopt(h, CURLOPT_WRITEDATA, &w);
+    cr = ar_curl.easy_perform(h);
+    ar_curl.slist_free_all(hdr);
+    ar_curl.easy_cleanup(h);
     free(text);
     free(w.line.p);
     if (w.done)
