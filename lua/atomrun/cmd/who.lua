@@ -1,32 +1,44 @@
 -- atomrun who -- who holds each lock file, and who waits for it
 --
 --   atomrun who [--json] PATH...
+--   atomrun who [--json] [--revoke] etcd://HOST:PORT[,...]/NAME...
 --
 -- For flock(2), OFD and classic POSIX locks: the live holder (the process
 -- that has the open file description now, not whoever took the lock, which
 -- /proc/locks and lslocks show), each waiter, mode, whole file or byte
 -- range, and since when the process runs.  Exit 0 when every PATH is free,
 -- 1 when any is held, 66 when a PATH cannot be examined.
+--
+-- For an etcd name: the holder and the queue of waiters (pid, host,
+-- command, since, fencing token), read from the keys under
+-- atomrun/lock/NAME/.  --revoke revokes the holder's lease to break a stuck
+-- lock: its keys go, the next waiter gets the lock, and the old holder sees
+-- "lost" at its next keepalive (under `atomrun lock` its command is killed).
 local atomrun = require "atomrun"
 local cli = require "atomrun.cli"
 
 local prog = cli.program("atomrun", "atomrun", "atomrun who")
 
 local USAGE = [[
-usage: atomrun who [--json] PATH...
+usage: atomrun who [--json] [--revoke] PATH|etcd://HOST:PORT/NAME...
   for each lock file: the processes that hold it and those that wait
-  (pid, command, mode, lock kind, range, since when); exit 0 when all
+  (pid, command, mode, lock kind, range, since when); for an etcd name the
+  holder and the queue (pid, host, command, since, token); exit 0 when all
   are free, 1 when any is held
       --json                one JSON array, an object per PATH
+      --revoke              etcd names: revoke the holder's lease (break a
+                            stuck lock; the holder then sees "lost")
   -h, --help                this text
 ]]
 
-local as_json = false
+local as_json, revoke = false, false
 local paths = prog:getopt({ ... }, {
   short = "h", permute = true,
-  long = { { "json", "json" }, { "help", "h" } },
+  long = { { "json", "json" }, { "revoke", "revoke" }, { "help", "h" } },
 }, function(key)
-  if key == "json" then as_json = true else io.stdout:write(USAGE) os.exit(0) end
+  if key == "json" then as_json = true
+  elseif key == "revoke" then revoke = true
+  else io.stdout:write(USAGE) os.exit(0) end
 end)
 if #paths == 0 then prog:usage_error("no lock file given") end
 
@@ -53,10 +65,88 @@ local function entry(e)
            start = e.start or 0, length = e.length or 0, since = e.since }
 end
 
-local held, unreadable, report = false, false, {}
+local remote = require "atomrun.remote"
+local json = atomrun.json
 for _, path in ipairs(paths) do
-  local list, err, code = atomrun.who(path)
-  if not list then
+  if revoke and not remote.is_url(path) then
+    prog:usage_error("--revoke takes etcd names only, not %s", path)
+  end
+end
+
+-- An etcd queue in create-revision order: the holders are its head — the
+-- first key if it is exclusive, else every shared key before the first
+-- exclusive one (etcd's readers-writer rule); the rest wait.
+local function split_queue(queue)
+  local holders, waiters = json.array(), json.array()
+  local blocked = false
+  for i, e in ipairs(queue) do
+    if not blocked and (e.mode == "shared" or i == 1) then
+      holders[#holders + 1] = e
+      blocked = e.mode ~= "shared"
+    else
+      blocked = true
+      waiters[#waiters + 1] = e
+    end
+  end
+  return holders, waiters
+end
+
+local function remote_line(role, e)
+  return string.format("  %-7s pid %-7s on %-16s %-9s token %-8s since %s  %s", role,
+    tostring(e.pid or "?"), cli.safe(e.host or "?"), e.mode or "?", tostring(e.token),
+    e.since or "?", cli.safe(e.cmd or ""))
+end
+
+local function remote_entry(e)
+  return { pid = e.pid, host = e.host, cmd = e.cmd, mode = e.mode, since = e.since,
+           token = e.token, key = e.key, lease = e.lease }
+end
+
+-- Revoke each holder's lease (decimal ID on the gateway; shown in hex as
+-- etcdctl does).  Returns the number revoked.
+local function revoke_holders(url, holders)
+  local n = 0
+  for _, e in ipairs(holders) do
+    local id = math.tointeger(tonumber(e.lease, 16))
+    local ok, err = atomrun._etcd_call(url, "/v3/lease/revoke",
+      string.format('{"ID":"%d"}', id))
+    if not ok then
+      prog:say("cannot revoke lease %s of pid %s on %s: %s", e.lease, tostring(e.pid or "?"),
+        cli.safe(e.host or "?"), err)
+    else
+      n = n + 1
+      prog:say("revoked lease %s of pid %s on %s (token %d): that holder now sees 'lost'",
+        e.lease, tostring(e.pid or "?"), cli.safe(e.host or "?"), e.token)
+    end
+  end
+  return n
+end
+
+local held, unreadable, report = false, false, {}
+local revoked = 0
+for _, path in ipairs(paths) do
+  local list, err, code
+  if remote.is_url(path) then
+    list, err, code = remote.queue(path)
+  else
+    list, err, code = atomrun.who(path)
+  end
+  if list and remote.is_url(path) then
+    local holders, waiters = split_queue(list)
+    held = held or #holders > 0
+    if as_json then
+      local r = { path = path, held = #holders > 0, holders = json.array(),
+                  waiters = json.array() }
+      for _, e in ipairs(holders) do r.holders[#r.holders + 1] = remote_entry(e) end
+      for _, e in ipairs(waiters) do r.waiters[#r.waiters + 1] = remote_entry(e) end
+      report[#report + 1] = r
+    else
+      io.stdout:write(path, ": ", #holders > 0 and "held" or "free", "\n")
+      for _, e in ipairs(holders) do io.stdout:write(remote_line("holds", e), "\n") end
+      for _, e in ipairs(waiters) do io.stdout:write(remote_line("waits", e), "\n") end
+    end
+    if revoke then revoked = revoked + revoke_holders(path, holders) end
+  elseif not list then
     unreadable = true
     prog:say("cannot examine %s: %s", path, cli.strerror(code))
     report[#report + 1] = { path = path, error = code, message = err }
@@ -67,7 +157,7 @@ for _, path in ipairs(paths) do
     end
     held = held or #holders > 0
     if as_json then
-      local r = { path = path, held = #holders > 0, holders = {}, waiters = {} }
+      local r = { path = path, held = #holders > 0, holders = json.array(), waiters = json.array() }
       for _, e in ipairs(holders) do r.holders[#r.holders + 1] = entry(e) end
       for _, e in ipairs(waiters) do r.waiters[#r.waiters + 1] = entry(e) end
       report[#report + 1] = r
@@ -80,10 +170,7 @@ for _, path in ipairs(paths) do
 end
 
 if as_json then
-  -- lua-cjson writes an empty table as {}: lists here must read [].
-  local json = atomrun.json
-  local text = json.encode(report):gsub('"holders":{}', '"holders":[]')
-    :gsub('"waiters":{}', '"waiters":[]')
-  io.stdout:write(#report == 0 and "[]" or text, "\n")
+  io.stdout:write(json.encode(json.array(report)), "\n")
 end
+if revoke then os.exit(unreadable and cli.EX_NOINPUT or revoked > 0 and 0 or 1) end
 os.exit(unreadable and cli.EX_NOINPUT or held and 1 or 0)
