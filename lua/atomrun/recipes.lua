@@ -139,12 +139,13 @@ function M.lock_all(paths, opts)
     if not check.fits("path", p) then
       error("bad argument #1 to 'lock_all' (paths[" .. i .. "] must be a string without NUL)", 2)
     end
-    -- open (creating) each first, so that every file has its identity
+    -- open (creating) each first, so that every file has its identity,
+    -- taken from the descriptor open() got: a second stat by path could
+    -- see another file if the path was swapped in between
     local f, err, code = atomrun.open(p, { perm = opts.perm })
     if not f then return nil, err, code end
-    local st = assert(atomrun.stat(p))
+    entries[#entries + 1] = { path = p, dev = f.dev, ino = f.ino }
     f:close()
-    entries[#entries + 1] = { path = p, dev = st.dev, ino = st.ino }
   end
   table.sort(entries, function(a, b)
     if a.dev ~= b.dev then return a.dev < b.dev end
