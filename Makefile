@@ -167,6 +167,11 @@ install: all
 	    $(DESTDIR)$(PKGDIR) $(DESTDIR)$(LUA_CMOD)/atomrun $(DESTDIR)$(LUA_LMOD)/atomrun/cmd \
 	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
 	install -m 755 $(B)/atomrun $(DESTDIR)$(BINDIR)/atomrun
+	@# FLOCK_LINK=1: bin/flock -> atomrun (flock(1) by that name); never over a real flock
+	if [ -n "$(FLOCK_LINK)" ]; then f=$(DESTDIR)$(BINDIR)/flock; \
+	    if [ -e "$$f" ] && [ "$$(readlink "$$f")" != atomrun ]; then \
+	        echo "refusing to replace $$f (not a link to atomrun)" >&2; exit 1; fi; \
+	    ln -sf atomrun "$$f"; fi
 	install -m 644 src/atomrun.h $(DESTDIR)$(INCDIR)/atomrun.h
 	install -m 644 $(B)/libatomrun.a $(DESTDIR)$(LIBDIR)/libatomrun.a
 	install -m 755 $(B)/libatomrun.so $(DESTDIR)$(LIBDIR)/libatomrun.so.$(VERSION)
@@ -180,6 +185,7 @@ install: all
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 
 uninstall:
+	f=$(DESTDIR)$(BINDIR)/flock; if [ "$$(readlink "$$f")" = atomrun ]; then rm -f "$$f"; fi
 	rm -f $(DESTDIR)$(BINDIR)/atomrun $(DESTDIR)$(INCDIR)/atomrun.h \
 	    $(DESTDIR)$(LIBDIR)/libatomrun.a $(DESTDIR)$(LIBDIR)/libatomrun.so \
 	    $(DESTDIR)$(LIBDIR)/libatomrun.so.$(SOVERSION) \
@@ -209,7 +215,8 @@ help:
 	@echo "make bench          benchmarks against raw C and peer tools, side by side; results in"
 	@echo "                    build/bench/results.json (QUICK=1: a seconds-long smoke run;"
 	@echo "                    BEFORE=DIR: DIR/atomrun too, side by side, for before/after)"
-	@echo "make install        PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+	@echo "make install        PREFIX=$(PREFIX) DESTDIR=$(DESTDIR); FLOCK_LINK=1: also bin/flock ->"
+	@echo "                    atomrun (atomrun is flock(1) by that name; never over a real flock)"
 	@echo "make uninstall      remove what install put there"
 	@echo "make clean          remove build/ (every build tree and the bench results)"
 	@echo "make help           this list"

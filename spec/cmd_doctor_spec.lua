@@ -174,13 +174,28 @@ describe("atomrun doctor", function()
     incomplete(out, st, "EROFS", "tmpfs")
   end)
 
-  it("exits 64 with the usage on usage errors", function()
-    for _, args in ipairs({ { "--bogus" }, { dir, dir }, { "-j", dir } }) do
+  it("exits 64 on usage errors, worded as getopt_long's", function()
+    for _, case in ipairs({
+      { { "--bogus" }, "atomrun: unrecognized option '%-%-bogus'" },
+      { { dir, dir }, "atomrun: doctor takes one directory" },
+      { { "-j", dir }, "atomrun: invalid option %-%- 'j'" },
+      { { "--json=yes", dir }, "atomrun: option '%-%-json' doesn't allow an argument" },
+    }) do
+      local args, want = case[1], case[2]
       local st, out, err = H.run("doctor", table.unpack(args))
       assert.equal(64, st, table.concat(args, " "))
       assert.equal("", out)
-      assert.matches("usage: atomrun doctor %[DIR%] %[%-%-json%]", err)
+      assert.matches("^" .. want .. "\nTry 'atomrun doctor %-%-help' for more information%.\n$", err)
     end
+  end)
+
+  it("takes options anywhere and unambiguous prefixes (--js)", function()
+    local st, out = H.run("doctor", dir, "--js")
+    assert.equal(0, st)
+    assert.truthy(ar.json.decode(out))
+    st, out = H.run("doctor", "--", dir)
+    assert.equal(0, st)
+    assert.matches("atomrun doctor: ", out)
   end)
 
   it("--help prints the usage, exit 0", function()

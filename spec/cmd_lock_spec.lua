@@ -1,6 +1,7 @@
--- `atomrun lock`: a drop-in for flock(1).  Same flags, same exit codes
--- (checked against flock(1) itself), plus a busy message that names the
--- holder and signals passed on to the command.
+-- `atomrun lock`: util-linux flock(1) under atomrun's name (the side-by-side
+-- table against flock(1) itself is spec/flock_compat_spec.lua): its forms,
+-- messages and exit codes, silence when busy, the holder named with
+-- --verbose, what atomrun adds, signals passed on to the command.
 local H = require "spec.helper"
 local ar = H.ar
 local wait_gone = H.wait_exit
@@ -31,12 +32,6 @@ end
 
 local function lock(...)
   return H.sh(cmdline(...))
-end
-
-local function flock1(...)
-  local parts = { "flock" }
-  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
-  return H.sh(table.concat(parts, " "))
 end
 
 -- --------------------------------------------------------------- specs
@@ -87,78 +82,75 @@ describe("atomrun lock", function()
       assert.equal(66, (lock("/proc/no-such-dir/x.lock", "true")))
     end)
 
-    it("exits 64 on usage errors, with a usage text", function()
+    it("exits 64 on usage errors, worded as getopt's, running nothing", function()
+      local marker = dir .. "/ran"
       local usage = {
-        {},
-        { f },                                  -- no command
-        { "-w", "abc", f, "true" },
-        { "-w", "-1", f, "true" },
-        { "-w" },
-        { "-E", "300", f, "true" },
-        { "-E", "-1", f, "true" },
-        { "-E", "x", f, "true" },
-        { "-q", f, "true" },
-        { "--bogus", f, "true" },
-        { f, "-c" },
-        { f, "-c", "true", "extra" },
-        { "-u", f, "true" },
+        { {}, "atomrun: not enough arguments\nTry 'atomrun lock %-%-help' for more information%.\n" },
+        { { f }, "atomrun: bad file descriptor: '" .. pat(f) .. "'\n" },
+        { { "-w", "abc", f, "touch", marker }, "atomrun: invalid timeout value: 'abc'\n" },
+        { { "-w" }, "atomrun: option requires an argument %-%- 'w'\nTry 'atomrun lock %-%-help'" },
+        { { "-E", "300", f, "touch", marker }, "atomrun: exit code out of range %(expected 0 to 255%)\n" },
+        { { "-E", "x", f, "touch", marker }, "atomrun: invalid exit code: 'x'\n" },
+        { { "-q", f, "touch", marker }, "atomrun: invalid option %-%- 'q'\nTry 'atomrun lock %-%-help'" },
+        { { "--bogus", f, "touch", marker }, "atomrun: unrecognized option '%-%-bogus'\n" },
+        { { "--no", f, "touch", marker },
+          "atomrun: option '%-%-no' is ambiguous; possibilities: '%-%-nonblocking' '%-%-no%-fork'\n" },
+        { { "--verbose=yes", f, "touch", marker }, "atomrun: option '%-%-verbose' doesn't allow an argument\n" },
+        { { f, "-c" }, "atomrun: %-c requires exactly one command argument\n" },
+        { { f, "-c", "true", "extra" }, "atomrun: %-c requires exactly one command argument\n" },
+        { { f, "--" }, "atomrun: missing command\n" },
+        { { "-F", "-o", f, "touch", marker }, "atomrun: the %-%-no%-fork and %-%-close options are incompatible\n" },
       }
-      for _, args in ipairs(usage) do
+      for _, case in ipairs(usage) do
+        local args = case[1]
         local st, out, err = lock(table.unpack(args))
         assert.equal(64, st, "atomrun lock " .. table.concat(args, " "))
         assert.equal("", out)
-        assert.matches("^atomrun: ", err)
-        assert.matches("usage: atomrun lock", err)
+        assert.matches("^" .. case[2], err)
       end
-      -- nothing was created by a refused command line
+      -- nothing was created or run by a refused command line
       assert.is_false(H.exists(f))
-      assert.equal(0, (lock("--help")))
+      assert.is_false(H.exists(marker))
     end)
 
-    it("gives the same exit codes as flock(1)", function()
-      if not H.heavy then pending(H.HEAVY) end
-      local cases = {
-        { f, "sh", "-c", "exit 3" },
-        { f, "sh", "-c", "kill -TERM $$" },
-        { f, "sh", "-c", "kill -HUP $$" },
-        { f, dir .. "/no-such-command" },
-        { "/etc/passwd/x.lock", "true" },
-        { "/proc/no-such-dir/x.lock", "true" },
-        {},
-        { f },
-        { "-w", "abc", f, "true" },
-        { "-E", "300", "-n", f, "true" },
-        { "-q", f, "true" },
-        { f, "-c", "exit 4" },
-        { f, "-c", "exit 4", "extra" },
-        { "-s", f, "true" },
-        { "-w", "0", f, "true" },
-        { dir, "true" },
-      }
-      for _, args in ipairs(cases) do
-        local want = flock1(table.unpack(args))
-        assert.equal(want, (lock(table.unpack(args))), "args: " .. table.concat(args, " "))
+    it("-w with a negative or infinite value fails as flock's timer does: 71", function()
+      for _, v in ipairs({ "-1", "-0.5", "inf", "nan" }) do
+        local st, out, err = lock("-w", v, f, "true")
+        assert.same({ 71, "", "atomrun: cannot set up timer: Invalid argument\n" }, { st, out, err }, v)
       end
-      local _, release = hold(dir, f)
-      for _, args in ipairs({
-        { "-n", f, "true" }, { "-n", "-E", "7", f, "true" }, { "-E", "0", "-n", f, "true" },
-        { "-w", "0", f, "true" }, { "-w", "0.1", f, "true" }, { "-s", "-n", f, "true" },
-        { "-w", "0.1", "-E", "42", f, "true" },
-      }) do
-        local want = flock1(table.unpack(args))
-        assert.equal(want, (lock(table.unpack(args))), "busy, args: " .. table.concat(args, " "))
-      end
-      release()
+    end)
+
+    it("--help is util-linux's, plus what atomrun adds; -V is one line", function()
+      local st, out, err = lock("--help")
+      assert.equal(0, st)
+      assert.equal("", err)
+      assert.matches("^\nUsage:\n atomrun lock %[options%] <file>|<directory> <command>", out)
+      assert.matches("%-%-fcntl", out)
+      assert.matches("`%-%-` may separate FILE from CMD", out)
+      st, out = lock("-h")
+      assert.equal(0, st)
+      st, out = lock("-V")
+      assert.same({ 0, "atomrun " .. ar.version .. "\n" }, { st, out })
+      -- -h acts where it stands, before a later mistake is seen
+      assert.equal(0, (lock("--he", "-q")))
     end)
   end)
 
   describe("busy", function()
-    it("-n exits 1 at once and names the holder on stderr (no --verbose needed)", function()
+    it("-n exits 1 at once and silently, as flock(1): cron sends no mail", function()
+      local _, release = hold(dir, f)
+      assert.same({ 1, "", "" }, { lock("-n", f, "sh", "-c", "echo ran") })
+      assert.same({ 1, "", "" }, { lock("-w", "0", f, "sh", "-c", "echo ran") })
+      release()
+    end)
+
+    it("--verbose: flock's line, then one naming the live holder", function()
       local pid, release = hold(dir, f)
-      local st, out, err = lock("-n", f, "sh", "-c", "echo ran")
+      local st, out, err = lock("-n", "--verbose", f, "true")
       assert.equal(1, st)
       assert.equal("", out)
-      assert.matches("^atomrun: " .. pat(f) .. " is locked by pid " .. pid .. " %(flock ", err)
+      assert.matches("^atomrun: failed to get lock\natomrun: " .. pat(f) .. " is held by pid " .. pid
+        .. " %(flock [^\n]*%)\n$", err)
       release()
     end)
 
@@ -167,31 +159,24 @@ describe("atomrun lock", function()
       assert.equal(7, (lock("-n", "-E", "7", f, "true")))
       assert.equal(9, (lock("--nonblock", "--conflict-exit-code=9", f, "true")))
       assert.equal(0, (lock("-E", "0", "-n", f, "true")))
-      assert.equal(42, (lock("-w", "0.05", "-E", "42", f, "true")))
+      assert.equal(42, (lock("-w", "0.05", "-E42", f, "true")))
       assert.equal(1, (lock("--timeout=0.05", f, "true")))
+      assert.equal(1, (lock("--wai", "0.05", f, "true")))
       assert.equal(1, (lock("-nx", f, "true")))
       release()
     end)
 
-    it("-w 0 behaves as -n", function()
-      local pid, release = hold(dir, f)
-      local st, out, err = lock("-w", "0", f, "sh", "-c", "echo ran")
-      assert.equal(1, st)
-      assert.equal("", out)
-      assert.matches("is locked by pid " .. pid, err)
-      release()
-    end)
-
-    it("-w SECONDS times out near the deadline, naming the holder", function()
+    it("-w SECONDS times out near the deadline, silently; --verbose says so", function()
       local pid, release = hold(dir, f)
       local t0 = ar.now()
       local st, out, err = lock("-w", "0.3", f, "sh", "-c", "echo ran")
       local took = ar.now() - t0
-      assert.equal(1, st)
-      assert.equal("", out)
+      assert.same({ 1, "", "" }, { st, out, err })
       assert.is_true(took >= 0.25 and took < 3, "took " .. took .. " s")
-      assert.matches("^atomrun: timed out after 0%.3 s waiting for " .. pat(f) .. ", locked by pid " ..
-        pid .. " %(flock ", err)
+      st, out, err = lock("-w", "0.2", "--verbose", f, "true")
+      assert.equal(1, st)
+      assert.matches("^atomrun: timeout while waiting to get lock\natomrun: " .. pat(f) ..
+        " is held by pid " .. pid .. " ", err)
       release()
     end)
 
@@ -214,20 +199,21 @@ describe("atomrun lock", function()
       release()
     end)
 
-    it("says 'waiting for FILE (held by ...)' on a terminal after a second", function()
-      if not H.heavy then pending(H.HEAVY) end
+    it("says once on a terminal, after a second, whom it waits for", function()
+      if not H.heavy then pending(H.HEAVY) return end
       local pid, release, rel = hold(dir, f)
       track(H.spawn("sleep 1.6; touch " .. H.q(rel)))
       -- script(1) gives the command a terminal as stderr
       local st, out = H.sh("script -qec " .. H.q(cmdline("-w", "30", f, "echo", "ran")) .. " /dev/null")
       assert.equal(0, st, out)
-      assert.matches("waiting for " .. pat(f) .. " %(held by pid " .. pid .. " flock ", out)
+      assert.matches("atomrun: waiting for " .. pat(f) .. ", held by pid " .. pid .. " %(flock ", out)
+      assert.equal(1, select(2, out:gsub("waiting for", "")))
       assert.matches("ran", out)
       release()
     end)
 
     it("does not print the waiting line when stderr is not a terminal", function()
-      if not H.heavy then pending(H.HEAVY) end
+      if not H.heavy then pending(H.HEAVY) return end
       local _, release, rel = hold(dir, f)
       track(H.spawn("sleep 1.4; touch " .. H.q(rel)))
       local st, out, err = lock("-w", "30", f, "echo", "ran")
@@ -257,10 +243,38 @@ describe("atomrun lock", function()
       assert.equal("1\n", out)
     end)
 
-    it("creates missing parent directories of the lock file", function()
+    it("creates missing parent directories of the lock file; called flock, never", function()
       local p = dir .. "/a/b/c.lock"
       assert.equal(0, (lock(p, "true")))
       assert.is_true(H.exists(p))
+      local abs = H.atomrun:sub(1, 1) == "/" and H.atomrun or (H.root .. "/" .. H.atomrun)
+      os.execute("ln -s " .. H.q(abs) .. " " .. H.q(dir .. "/flock"))
+      local q = dir .. "/x/y.lock"
+      local st, out, err = H.sh(H.q(dir .. "/flock") .. " " .. H.q(q) .. " true")
+      assert.same({ 66, "", "flock: cannot open lock file " .. q .. ": No such file or directory\n" },
+        { st, out, err })
+      assert.is_false(H.exists(dir .. "/x"))
+    end)
+
+    it("follows a symlinked lock file, except another user's in a sticky directory", function()
+      local target = dir .. "/target"
+      os.execute("ln -s target " .. H.q(dir .. "/link"))
+      local st, out = lock(dir .. "/link", "sh", "-c", 'flock -n "$1" true; echo $?', "sh", target)
+      assert.same({ 0, "1\n" }, { st, out })
+      -- /tmp-like: sticky and world-writable; the link belongs to nobody
+      local sticky = dir .. "/sticky"
+      os.execute("mkdir " .. H.q(sticky) .. " && chmod 1777 " .. H.q(sticky) .. " && chmod 755 " .. H.q(dir))
+      local made = H.sh("setpriv --reuid=65534 --regid=65534 --clear-groups ln -s " .. H.q(target) .. " "
+        .. H.q(sticky .. "/evil"))
+      if made ~= 0 then pending("cannot create a link as another user (setpriv)") return end
+      local st2, out2, err2 = lock(sticky .. "/evil", "echo", "ran")
+      assert.equal(66, st2)
+      assert.equal("", out2)
+      assert.matches("^atomrun: cannot open lock file " .. pat(sticky .. "/evil") .. ": Permission denied\n"
+        .. "atomrun: " .. pat(sticky .. "/evil") .. " is a symlink of uid 65534 in a sticky world%-writable "
+        .. "directory: not followed\n$", err2)
+      -- flock(1) itself follows it (fs.protected_symlinks may be 0)
+      assert.equal(0, (H.sh("flock " .. H.q(sticky .. "/evil") .. " true")))
     end)
 
     it("the command inherits the lock descriptor; with -o it does not", function()
@@ -313,27 +327,28 @@ describe("atomrun lock", function()
       assert.equal(5, (lock("--no-fork", f, "sh", "-c", "exit 5")))
     end)
 
-    it("-c runs CMDSTRING with $SHELL -c, or /bin/sh without SHELL", function()
+    it("-c runs CMDSTRING with $SHELL -c, or /bin/sh when SHELL is unset or empty", function()
       local st, out = H.sh("SHELL=/bin/bash " .. cmdline(f, "-c", 'echo "bash=$BASH_VERSION"; exit 4'))
       assert.equal(4, st)
       assert.matches("^bash=%d", out)
       st, out = H.sh("env -u SHELL " .. cmdline(f, "-c", 'echo "bash=$BASH_VERSION"; echo "$0"'))
       assert.equal(0, st)
       assert.equal("bash=\n/bin/sh\n", out)
+      st, out = H.sh("SHELL= " .. cmdline(f, "-c", 'echo "$0"'))
+      assert.same({ 0, "/bin/sh\n" }, { st, out })
       st, out = H.sh("SHELL=/bin/sh " .. cmdline(f, "--command", "echo one two"))
       assert.equal(0, st)
       assert.equal("one two\n", out)
     end)
 
-    it("--verbose says how long the lock took and what it runs", function()
+    it("--verbose says on stdout, as flock(1), how long the lock took and what it runs", function()
       local st, out, err = lock("--verbose", f, "echo", "hi")
       assert.equal(0, st)
-      assert.equal("hi\n", out)
-      assert.matches("atomrun: getting lock took [%d.]+ seconds", err)
-      assert.matches("atomrun: executing echo hi", err)
+      assert.equal("", err)
+      assert.matches("^hi\natomrun: getting lock took %d+%.%d%d%d%d%d%d seconds\natomrun: executing echo\n$", out)
       -- quiet without it
       st, out, err = lock(f, "echo", "hi")
-      assert.equal("", err)
+      assert.same({ 0, "hi\n", "" }, { st, out, err })
     end)
   end)
 
@@ -388,5 +403,37 @@ while [ -e "$3" ]; do sleep 0.02; done
       assert(wait_gone(pid, 10))
       release()
     end)
+  end)
+end)
+
+-- The multi-call name from an install: runs `make`, so in the main pass only.
+describe("make install FLOCK_LINK=1", function()
+  after_each(H.cleanup)
+
+  it("installs bin/flock -> atomrun, which is flock; uninstall removes only that link", function()
+    if not H.heavy then pending(H.HEAVY) return end
+    local dest = H.tmpdir()
+    local make = "make -s --no-print-directory -C " .. H.q(H.root) .. " PREFIX=/usr/local DESTDIR=" .. H.q(dest)
+    local st, _, err = H.sh(make .. " install FLOCK_LINK=1")
+    assert.equal(0, st, err)
+    local flock = dest .. "/usr/local/bin/flock"
+    local _, link = H.sh("readlink " .. H.q(flock))
+    assert.equal("atomrun\n", link)
+    local out
+    st, out = H.sh(H.q(flock) .. " -V")
+    assert.same({ 0, "flock from atomrun " .. ar.version .. "\n" }, { st, out })
+    st, out, err = H.sh("cd " .. H.q(dest) .. " && " .. H.q(flock) .. " -n --verbose f echo hi")
+    assert.equal(0, st)
+    assert.matches("^hi\nflock: getting lock took [%d.]+ seconds\nflock: executing echo\n$", out)
+    st, _, err = H.sh(make .. " uninstall")
+    assert.equal(0, st, err)
+    assert.is_false(H.exists(dest .. "/usr/local/bin/flock"))
+    -- a flock that is not our link is never replaced
+    os.execute("mkdir -p " .. H.q(dest .. "/usr/local/bin") .. " && touch " .. H.q(flock))
+    st, _, err = H.sh(make .. " install FLOCK_LINK=1")
+    assert.is_not.equal(0, st)
+    assert.matches("refusing to replace", err)
+    H.sh(make .. " uninstall")
+    assert.is_true(H.exists(flock))
   end)
 end)

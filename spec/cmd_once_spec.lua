@@ -55,13 +55,29 @@ describe("atomrun once", function()
     assert(ar.once("job", { dir = odir })):release()
   end)
 
-  it("refuses while NAME runs: exit 1, and says who runs it", function()
+  it("refuses while NAME runs: exit 1 silently, as flock -n; --verbose says who", function()
     local pid = running("nightly", 30)
-    local st, out, err = H.run("once", "--dir", odir, "nightly", "--", "echo", "never")
+    assert.same({ 1, "", "" }, { H.run("once", "--dir", odir, "nightly", "--", "echo", "never") })
+    local st, out, err = H.run("once", "--verbose", "--dir", odir, "nightly", "--", "echo", "never")
     assert.equal(1, st)
     assert.equal("", out)
     assert.matches("^atomrun: nightly is already running: pid " .. pid
       .. " since %d+%-%d+%-%d+T%d+:%d+:%d+Z %(sh %-c .+%)\n$", err)
+  end)
+
+  it("on a terminal says who runs NAME without --verbose", function()
+    if not H.heavy then pending(H.HEAVY) return end
+    local pid = running("tty", 30)
+    local st, out = H.sh("script -qec " .. H.q(H.q(H.atomrun) .. " once --dir " .. H.q(odir)
+      .. " tty echo never; echo st=$?") .. " /dev/null")
+    assert.equal(0, st)
+    assert.matches("atomrun: tty is already running: pid " .. pid, out)
+    assert.matches("st=1", out)
+  end)
+
+  it("records the command's own pid, not atomrun's", function()
+    local pid, cmd_pid = running("mine", 30)
+    assert.equal(cmd_pid, pid)
   end)
 
   it("exits with -E CODE instead, options before or after NAME", function()
@@ -75,10 +91,11 @@ describe("atomrun once", function()
   it("-w waits for the running instance, up to SECONDS", function()
     running("job", 30)
     local t0 = ar.now()
-    local st, _, err = H.run("once", "-w", "0.3", "--dir", odir, "job", "true")
+    local st, _, err = H.run("once", "-w", "0.3", "--verbose", "--dir", odir, "job", "true")
     assert.equal(1, st)
     assert.is_true(ar.now() - t0 >= 0.3)
     assert.matches("gave up waiting", err)
+    assert.same({ 1, "", "" }, { H.run("once", "--wait=0.1", "--dir", odir, "job", "true") })
 
     running("short", 0.3)
     local out
@@ -114,7 +131,7 @@ describe("atomrun once", function()
     assert.matches("[Nn]ot a directory", err)
   end)
 
-  it("exits 64 with the usage on usage errors, running nothing", function()
+  it("exits 64 on usage errors, running nothing", function()
     local marker = dir .. "/ran"
     local touch = { "touch", marker }
     for _, args in ipairs({
@@ -132,12 +149,13 @@ describe("atomrun once", function()
       { "--dir", odir, "job", "-q", table.unpack(touch) },
       { "--dir" },
       { "job", "-w" },
+      { "--verb=1", "job", table.unpack(touch) },
     }) do
       local st, out, err = H.run("once", table.unpack(args))
       local what = table.concat(args, " ")
       assert.equal(64, st, what)
       assert.equal("", out, what)
-      assert.matches("usage: atomrun once", err, nil, what)
+      assert.matches("^atomrun: [^\n]+\n", err, nil, what)
     end
     assert.is_false(H.exists(marker))
   end)

@@ -93,8 +93,12 @@ static int run(int source, const char *script, int argc, char **argv)
 int main(int argc, char **argv)
 {
     const char *a = argc > 1 ? argv[1] : NULL;
+    const char *base = strrchr(argv[0], '/');
 
     progname = argv[0];     /* arg[-1], as lua(1) sets it */
+    /* Multi-call: a link named flock is flock(1), every argument its own. */
+    if (strcmp(base ? base + 1 : argv[0], "flock") == 0)
+        return run(ATOMRUN_RUN_COMMAND, "lock", argc - 1, argv + 1);
     if (!a)
         return usage_error("%s", "no script given");
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {

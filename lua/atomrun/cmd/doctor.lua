@@ -3,21 +3,23 @@
 --   there.
 local atomrun = require "atomrun"
 
-local args = { ... }
+local cli = require "atomrun.cli"
+local prog = cli.program("atomrun", "atomrun", "atomrun doctor")
+
+-- Options anywhere (getopt's permute order): `doctor /srv --json` too.
 local dir, as_json = nil, false
-for _, a in ipairs(args) do
-  if a == "--json" then as_json = true
-  elseif a == "-h" or a == "--help" then
+local operands = prog:getopt({ ... }, {
+  short = "h", permute = true,
+  long = { { "json", "json" }, { "help", "h" } },
+}, function(key)
+  if key == "json" then as_json = true
+  else
     io.stdout:write("usage: atomrun doctor [DIR] [--json]\n")
     os.exit(0)
-  elseif a:sub(1, 1) == "-" then
-    io.stderr:write("atomrun: unknown option '", a, "'\nusage: atomrun doctor [DIR] [--json]\n")
-    os.exit(64)
-  elseif dir then
-    io.stderr:write("atomrun: doctor takes one directory\nusage: atomrun doctor [DIR] [--json]\n")
-    os.exit(64)
-  else dir = a end
-end
+  end
+end)
+if #operands > 1 then prog:usage_error("doctor takes one directory") end
+dir = operands[1]
 dir = dir or "."
 
 -- Exit status: 0 the report is complete; 2 it is printed but some probes

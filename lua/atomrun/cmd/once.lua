@@ -1,78 +1,74 @@
 -- atomrun once -- run a command unless an instance of NAME already runs
--- If one runs, say who runs it and exit 1 (or -E CODE); otherwise exit
--- with the command's status.
 --
---   atomrun once [-w SECONDS] [-E CODE] [--dir DIR] NAME [options] [--] CMD [ARGS...]
+--   atomrun once [options] NAME [options] [--] CMD [ARGS...]
+--
+-- Exits with CMD's status; when NAME already runs, exits 1 (or -E CODE)
+-- silently, as `flock -n` does, unless --verbose or stderr is a terminal:
+-- then it says who runs it.
 local atomrun = require "atomrun"
-
 local cli = require "atomrun.cli"
-local EX_UNAVAILABLE = cli.EX_UNAVAILABLE
+
+local prog = cli.program("atomrun", "atomrun", "atomrun once")
 
 local USAGE = [[
 usage: atomrun once [options] NAME [options] [--] CMD [ARGS...]
-  -w, --wait SECONDS        wait up to SECONDS for the running instance to end
+  -w, --wait, --timeout SECONDS
+                            wait up to SECONDS for the running instance to end
   -E, --conflict-exit-code N  exit code when NAME is already running (default 1)
       --dir DIR             where the lock and record live (default: /run/lock/atomrun
                             for root, $XDG_RUNTIME_DIR/atomrun or /tmp/atomrun-UID)
+      --verbose             say who runs NAME when skipping
   -h, --help                this text
 ]]
 
-local say = cli.say
-local function usage_error(...) cli.usage_error(USAGE, ...) end
+local SPEC = {
+  short = "w:E:h",
+  long = {
+    { "wait", "w", arg = true }, { "timeout", "w", arg = true },
+    { "conflict-exit-code", "E", arg = true }, { "dir", "dir", arg = true },
+    { "verbose", "verbose" }, { "help", "h" },
+  },
+}
 
--- Options may come before NAME or between NAME and CMD (`atomrun once
--- NAME -w 5 -- CMD`); the first word after NAME that is not an option, or
--- whatever follows `--`, is the command.
-local args = { ... }
 local o = { conflict = 1 }
-local name
-local i = 1
-while i <= #args do
-  local a = args[i]
-  local flag, inline = a:match("^(%-%-[^=]+)=(.*)$")
-  if flag then a = flag end
-  local function value()
-    if inline then return inline end
-    i = i + 1
-    if args[i] == nil then usage_error("option %s needs a value", a) end
-    return args[i]
-  end
-  if a == "-w" or a == "--wait" or a == "--timeout" then
-    o.timeout = cli.seconds(USAGE, value())
-  elseif a == "-E" or a == "--conflict-exit-code" then
-    o.conflict = cli.exit_code(USAGE, value())
-  elseif a == "--dir" then
-    o.dir = value()
-  elseif a == "-h" or a == "--help" then
-    io.stdout:write(USAGE)
-    os.exit(0)
-  elseif a == "--" then
-    i = i + 1
-    if not name and args[i] then         -- `once -- NAME [--] CMD`
-      name = args[i]
-      i = i + 1
-      if args[i] == "--" then i = i + 1 end
+local handlers = {
+  w = function(v)
+    local s = cli.seconds(v)
+    if not s or s ~= s or s < 0 or s == math.huge then
+      prog:fail(cli.EX_USAGE, "invalid timeout value: '%s'", v)
     end
-    break
-  elseif a:sub(1, 1) == "-" and #a > 1 then
-    usage_error("unknown option '%s'", a)
-  elseif not name then
-    name = a
-  else
-    break                                  -- the command starts here
-  end
-  i = i + 1
-end
-if not name then usage_error("no job NAME given") end
+    o.timeout = s
+  end,
+  E = function(v) o.conflict = prog:exit_code(v) end,
+  dir = function(v) o.dir = v end,
+  verbose = function() o.verbose = true end,
+  h = function() io.stdout:write(USAGE) os.exit(0) end,
+}
+local function on(key, value) handlers[key](value) end
+
+-- Options may come before NAME and again between NAME and CMD (`once NAME
+-- -w 5 -- CMD`): getopt stops at NAME, then again at CMD or after `--`.
+local args = { ... }
+local rest = prog:getopt(args, SPEC, on)
+local name = rest[1]
+if not name then prog:usage_error("no job NAME given") end
 if not name:match("^[%w][%w._-]*$") then
-  usage_error("bad job name '%s' (letters, digits, '.', '_' and '-')", name)
+  prog:usage_error("bad job name '%s' (letters, digits, '.', '_' and '-')", name)
 end
-local argv = table.move(args, i, #args, 1, {})
-if #argv == 0 then usage_error("no command given for %s", name) end
+local argv = prog:getopt(table.move(rest, 2, #rest, 1, {}), SPEC, on)
+if #argv == 0 then prog:usage_error("no command given for %s", name) end
 
 local guard, err, code = atomrun.once(name, { dir = o.dir, timeout = o.timeout, argv = argv })
 if not guard then
-  say("%s", err)
-  os.exit(code == "running" and o.conflict or EX_UNAVAILABLE)
+  if code == "running" then
+    if o.verbose or atomrun.isatty(2) then prog:say("%s", err) end
+    os.exit(o.conflict)
+  end
+  prog:say("%s", err)
+  os.exit(cli.EX_UNAVAILABLE)
 end
-cli.run_and_exit(argv, { forward_signals = true }, function() guard:release() end)
+
+-- The record names the command itself, not this atomrun: that is the
+-- process a person looks for (and kills).
+cli.run_and_exit(prog, argv, { forward_signals = true, on_start = function(pid) guard:update({ pid = pid }) end },
+  function() guard:release() end)
