@@ -25,9 +25,12 @@ WARN       = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes
 # Hidden by default: only what atomrun.h marks ATOMRUN_API (atomrun_*,
 # luaopen_atomrun*) is exported from libatomrun.so and atomrun/core.so.
-ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -pthread $(LUA_CFLAGS) $(EXTRA_CFLAGS)
+ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -pthread $(LUA_CFLAGS) $(ETCD_CFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS_EXTRA ?=
-LDLIBS_ALL = -lm -pthread
+# The etcd backend (src/etcd.c, session.c, rlock.c): libcurl and jansson.
+ETCD_CFLAGS := $(shell pkg-config --cflags libcurl jansson)
+ETCD_LIBS   := $(shell pkg-config --libs libcurl jansson)
+LDLIBS_ALL = $(ETCD_LIBS) -lm -pthread
 
 VERSION   := $(shell sed -n 's/^\#define ATOMRUN_VERSION "\(.*\)"/\1/p' src/atomrun.h)
 SOVERSION  = 0
@@ -142,7 +145,7 @@ check-tsan:
 	    $(TSAN_B)/libatomrun.a
 	@$(CC) -std=c11 -Wall -Wextra -Werror $(TSAN_FLAGS) -pthread -Isrc $(LUA_CFLAGS) \
 	    -o $(TSAN_B)/tsan_threads spec/tsan/threads.c $(TSAN_B)/libatomrun.a \
-	    $(LUA_LIBS) -lm
+	    $(LUA_LIBS) $(ETCD_LIBS) -lm
 	@TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
 	    $(TSAN_B)/tsan_threads
 

@@ -12,5 +12,6 @@ apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates \
     lua5.4 liblua5.4-dev lua-cjson lua-busted \
     util-linux procps psmisc python3 python3-filelock sqlite3 \
-    strace valgrind lua-posix hyperfine groff-base man-db >/dev/null
+    strace valgrind lua-posix hyperfine groff-base man-db \
+    libcurl4-openssl-dev libjansson-dev etcd-server etcd-client openssl curl >/dev/null
 echo "atomrun: build and test dependencies installed"

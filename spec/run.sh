@@ -55,7 +55,7 @@ c_tests() {   # BUILD CFLAGS...
         t=$(basename "$src" .c)
         echo "== C test: $t ($b)"
         if cc -std=c11 -Wall -Wextra -Werror -g -pthread "$@" -Isrc $(pkg-config --cflags lua5.4) \
-            -o "$b/spec_$t" "$src" "$b/libatomrun.a" $(pkg-config --libs lua5.4) -lm \
+            -o "$b/spec_$t" "$src" "$b/libatomrun.a" $(pkg-config --libs lua5.4 libcurl jansson) -lm \
             && "$b/spec_$t"; then
             passed=$((passed + 1))
         else

@@ -465,6 +465,187 @@ ATOMRUN_API int atomrun_runscript(lua_State *L, const char *progname, int source
 /* 1 if `name` is a bundled subcommand (lua/atomrun/cmd/NAME.lua). */
 ATOMRUN_API int atomrun_has_command(const char *name);
 
+/* ------------------------------------------------ across machines: etcd */
+
+/*
+ * Coordination across hosts on an etcd 3.4+ cluster, spoken through its JSON
+ * gateway (/v3/...) with libcurl and jansson.  Three layers, each usable on
+ * its own:
+ *   client   endpoints, TLS, user/password; one POST that rotates to the
+ *            next endpoint on a transport error or timeout and rides out a
+ *            leader election, all within the caller's deadline
+ *   session  one lease per process, cluster and TTL, granted before the
+ *            first wait and kept alive every TTL/3 by a background thread,
+ *            revoked at exit
+ *   lock     etcd's client-side queue (clientv3/concurrency's mutex): a key
+ *            per contender under ATOMRUN_ETCD_LOCK_PREFIX NAME "/", bound to
+ *            the session's lease; the holder has the lowest create revision
+ *            (the fencing token); each waiter watches only its predecessor.
+ *            n > 1 slots: a semaphore; shared mode: readers-writer.
+ * Results are 0 / -errno like the rest of the core, plus:
+ *   lost         the lease could have expired: the lock may be someone else's
+ *   unavailable  no endpoint answered before the deadline
+ * Failures also fill a caller's `err` buffer with a sentence naming the
+ * endpoint and the last error (never a password).
+ */
+#define ATOMRUN_ELOST         (-20003)
+#define ATOMRUN_EUNAVAILABLE  (-20004)
+
+#define ATOMRUN_ETCD_LOCK_PREFIX "atomrun/lock/"
+#define ATOMRUN_ETCD_ERRLEN      256
+
+typedef struct atomrun_etcd atomrun_etcd;
+
+typedef struct atomrun_etcd_config {
+    const char *endpoints;   /* "host:port[,host:port...]" (required) */
+    int         tls;         /* 1: https */
+    const char *ca_file;     /* TLS: CA bundle (NULL: the system's) */
+    const char *cert_file;   /* TLS: client certificate and key (optional) */
+    const char *key_file;
+    const char *user;        /* etcd auth (NULL: none) */
+    const char *password;
+    double      op_timeout;  /* seconds an operation may take when the caller
+                                gives no deadline of its own (default 5) */
+} atomrun_etcd_config;
+
+ATOMRUN_API void atomrun_etcd_config_init(atomrun_etcd_config *cfg);
+/*
+ * A client for the cluster.  Clients with the same configuration share one
+ * underlying connection state and sessions (one lease per process); the
+ * handle is refcounted and thread-safe.  No network traffic happens here:
+ * -EINVAL for a malformed endpoint list (err says which).
+ */
+ATOMRUN_API int  atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
+                       char *err, size_t errlen);
+ATOMRUN_API void atomrun_etcd_close(atomrun_etcd *c);
+/* The endpoints, "h1:p1,h2:p2" (for messages). */
+ATOMRUN_API const char *atomrun_etcd_endpoints(const atomrun_etcd *c);
+/*
+ * One gateway call: POST json to path ("/v3/kv/range") and return the
+ * answer's JSON text in *out (malloc'd) -- the building block for key
+ * operations.  deadline: atomrun_now()-based absolute time, or <= 0 for
+ * now + op_timeout.  0, ATOMRUN_EUNAVAILABLE, -EACCES (auth), -EPROTO (not an
+ * etcd endpoint), -EINVAL (the server rejected the request: err has its
+ * message), -ENOMEM.
+ */
+ATOMRUN_API int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,
+                      double deadline, char **out, char *err, size_t errlen);
+
+/* The cluster's minimum lease TTL is found by asking: a TTL below it is
+ * -ERANGE with *min_ttl set. */
+typedef struct atomrun_remote_holder {
+    int64_t token;          /* create revision of the holder's key */
+    int64_t lease;          /* its lease id */
+    pid_t   pid;            /* 0 when unknown */
+    int     mode;           /* ATOMRUN_SHARED or ATOMRUN_EXCLUSIVE */
+    char    host[64];
+    char    cmd[128];       /* credentials already stripped */
+    char    since[32];      /* UTC, ISO 8601 */
+    char    key[320];       /* the etcd key */
+} atomrun_remote_holder;
+
+typedef struct atomrun_remote_opts {
+    int         mode;       /* ATOMRUN_EXCLUSIVE (default) or ATOMRUN_SHARED */
+    int         slots;      /* 1 (default): a mutex; n: a semaphore of n */
+    double      timeout;    /* ATOMRUN_FOREVER (default), 0, > 0 seconds */
+    int         ttl;        /* lease seconds (default 10) */
+    const char *cmd;        /* command recorded for others to see; NULL: this
+                               process's command line, credentials stripped */
+    /* OUT */
+    atomrun_remote_holder holder;   /* busy/timeout: who holds it (token 0:
+                                       unknown) */
+    int         min_ttl;    /* -ERANGE: the cluster's minimum TTL */
+    char        err[ATOMRUN_ETCD_ERRLEN];
+} atomrun_remote_opts;
+
+ATOMRUN_API void atomrun_remote_opts_init(atomrun_remote_opts *o);
+
+typedef struct atomrun_remote_lock atomrun_remote_lock;
+
+/*
+ * Take the lock NAME (any bytes but NUL, not empty, at most 200) on the
+ * cluster.  0 and *out; ATOMRUN_EBUSY (timeout 0), ATOMRUN_ETIMEOUT,
+ * ATOMRUN_EUNAVAILABLE, ATOMRUN_ELOST (the lease expired while waiting and
+ * no time was left to queue again), -ERANGE (ttl), -EINVAL, -EACCES, -EPROTO.
+ * On busy/timeout o->holder names the holder; a waiter that gives up leaves
+ * no key behind.
+ */
+ATOMRUN_API int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
+                                atomrun_remote_opts *o,
+                                atomrun_remote_lock **out);
+/* The fencing token: strictly increasing from one holder of NAME to the
+ * next (the key's create revision). */
+ATOMRUN_API int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l);
+/* Rank among the holders when granted (1-based; semaphores). */
+ATOMRUN_API int atomrun_remote_lock_index(const atomrun_remote_lock *l);
+ATOMRUN_API const char *atomrun_remote_lock_key(const atomrun_remote_lock *l);
+ATOMRUN_API int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l);
+/*
+ * 0 while the lock is certainly held; ATOMRUN_ELOST, with why (if non-NULL)
+ * filled, as soon as the lease could have expired: a keepalive answered
+ * without a TTL, or the monotonic deadline counted from the last confirmed
+ * keepalive's SEND time passed.  Cheap (no network); sticky.
+ */
+ATOMRUN_API int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why,
+                             size_t len);
+/*
+ * Guard a command: a thread that, as soon as the lock is lost, sends SIGTERM
+ * to process group pgid (the command's, its leader's pid), then SIGKILL
+ * kill_after seconds later; pgid 0: every child process of this process
+ * (with its group when it leads one), for a caller that starts the command
+ * only after the guard.  unguard stops it (unlock does too) and returns
+ * 0, or 1/2 if it sent TERM/KILL.  Stop it right after waiting for the
+ * command: its pid may be reused once it has been waited for.
+ */
+ATOMRUN_API int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid,
+                                          double kill_after);
+ATOMRUN_API int atomrun_remote_lock_unguard(atomrun_remote_lock *l);
+/*
+ * Release: delete the key only if it still has this lock's token.  Frees l
+ * whatever the result.  0, ATOMRUN_ELOST (someone else's now, or the lease
+ * was lost), ATOMRUN_EUNAVAILABLE (the key stays until the lease ends).
+ */
+ATOMRUN_API int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen);
+/*
+ * The holders and waiters of NAME in queue order (holders first): up to max
+ * entries into h, the total count in *count.
+ */
+ATOMRUN_API int atomrun_remote_queue(atomrun_etcd *c, const char *name,
+                         atomrun_remote_holder *h, int max, int *count,
+                         char *err, size_t errlen);
+/*
+ * Keys (the ground of create/replace/read/update on etcd names): raw etcd
+ * keys, values of any bytes.  get: 0 with *data (malloc'd, NUL-terminated),
+ * *len and *kv; -ENOENT for a missing key.  put: one txn with the
+ * conditions of o -- create_only (-EEXIST, o->existing filled), if_mod_rev
+ * (-ESTALE: changed since read), fence (ATOMRUN_ELOST: that lock's key no
+ * longer has its token, so nothing was written), ttl (the key is bound to
+ * this process's lease of that TTL: it goes a TTL after the process dies).
+ */
+typedef struct atomrun_remote_kv {
+    int64_t create_rev, mod_rev, version, lease;
+} atomrun_remote_kv;
+
+typedef struct atomrun_remote_put_opts {
+    int                         create_only;
+    int64_t                     if_mod_rev;  /* > 0: only if unchanged */
+    const atomrun_remote_lock  *fence;       /* only while this lock holds */
+    int                         ttl;         /* > 0: bound to the session */
+    int64_t                     revision;    /* OUT: the write's revision */
+    atomrun_remote_kv           existing;    /* OUT on failure: the key now */
+} atomrun_remote_put_opts;
+
+ATOMRUN_API void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o);
+ATOMRUN_API int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
+                                   size_t *len, atomrun_remote_kv *kv,
+                                   double deadline, char *err, size_t errlen);
+ATOMRUN_API int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
+                                   size_t len, atomrun_remote_put_opts *o,
+                                   double deadline, char *err, size_t errlen);
+
+/* Remove userinfo ("user:password@") from URLs in s, in place. */
+ATOMRUN_API void atomrun_remote_scrub(char *s);
+
 #ifdef __cplusplus
 }
 #endif

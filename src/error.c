@@ -1,6 +1,6 @@
 /*
  * error.c -- the names and sentences for atomrun's results (-errno or one
- * of ATOMRUN_EBUSY/ATOMRUN_ETIMEOUT), both ways.
+ * of ATOMRUN_EBUSY/ETIMEOUT/ELOST/EUNAVAILABLE), both ways.
  */
 #define _GNU_SOURCE
 #include "ar_internal.h"
@@ -14,6 +14,8 @@ const char *atomrun_err_name(int result)
     switch (result) {
     case ATOMRUN_EBUSY:    return "busy";
     case ATOMRUN_ETIMEOUT: return "timeout";
+    case ATOMRUN_ELOST:    return "lost";
+    case ATOMRUN_EUNAVAILABLE: return "unavailable";
     case -EEXIST:          return "exists";
     case -EDEADLK:         return "deadlock";
     default:               break;
@@ -32,6 +34,7 @@ int atomrun_err_from_name(const char *name)
     static const struct { const char *name; int result; } ours[] = {
         { "busy", ATOMRUN_EBUSY }, { "timeout", ATOMRUN_ETIMEOUT },
         { "exists", -EEXIST },     { "deadlock", -EDEADLK },
+        { "lost", ATOMRUN_ELOST }, { "unavailable", ATOMRUN_EUNAVAILABLE },
     };
     for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
         if (strcmp(name, ours[i].name) == 0)
@@ -49,6 +52,8 @@ const char *atomrun_strerror(int result)
     switch (result) {
     case ATOMRUN_EBUSY:    return "lock is busy";
     case ATOMRUN_ETIMEOUT: return "timed out";
+    case ATOMRUN_ELOST:    return "lock lost (its lease could have expired)";
+    case ATOMRUN_EUNAVAILABLE: return "no etcd endpoint answered";
     default:               break;
     }
     return strerror(result < 0 ? -result : result);

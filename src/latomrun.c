@@ -111,8 +111,11 @@ int luaopen_atomrun_core(lua_State *L)
         { "probe", ar_l_probe },      { "isatty", arL_isatty },
         { "lockfd", arL_lockfd },     { "unlockfd", arL_unlockfd },
         { "who", arL_who },           { "holds", arL_holds },
+        { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },
+        { "_etcd_endpoints", arL_etcd_endpoints },
         { NULL, NULL } };
 
+    arL_openremote(L);               /* the etcd lock handle's metatable */
     luaL_newlib(L, funcs);
     arL_openlock(L);
     lua_pushstring(L, ATOMRUN_VERSION);

@@ -104,6 +104,13 @@ int arL_pid(lua_State *L);
 int arL_uid(lua_State *L);
 int arL_isatty(lua_State *L);
 
+int arL_isurl(const char *name);     /* lremote.c: "scheme://..." */
+int arL_etcd_lock(lua_State *L);     /* lock() for such a name */
+int arL_etcd_queue(lua_State *L);
+int arL_etcd_call(lua_State *L);
+int arL_etcd_endpoints(lua_State *L);
+void arL_openremote(lua_State *L);   /* the etcd lock handle's metatable */
+
 /* lbundle.c: put every bundled module, and atomrun.core, in
  * package.preload; load one entry as a chunk (LUA_OK or an error). */
 void arL_preload_bundle(lua_State *L);

@@ -303,6 +303,8 @@ int arL_lock(lua_State *L)
     ar_lockx x;
     int fd, r, writable, held_any, n = 0;
 
+    if (arL_isurl(path))             /* "etcd://...": lremote.c */
+        return arL_etcd_lock(L);
     ar_checklockx(L, 2, &o, &x, 0);
     lua_settop(L, 2);
     set = lua_touserdata(L, AR_UP_HELDSET);

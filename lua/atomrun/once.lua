@@ -110,8 +110,43 @@ function Guard:__tostring() return "atomrun.once (" .. self.name .. ")" end
 
 local names = { dir = "path", wait = "boolean", timeout = "seconds", argv = "table" }
 
+-- once on an etcd name: the lock's key already records host, pid,
+-- command and since for everybody to see; no record file.
+local remote_names = { wait = "boolean", timeout = "seconds", argv = "table", ttl = "count" }
+-- Its record is the key's value, written with the lock: update() keeps
+-- the fields for this process only.
+local RemoteGuard = setmetatable({}, { __index = Guard })
+RemoteGuard.__index = RemoteGuard
+RemoteGuard.__close, RemoteGuard.__gc, RemoteGuard.__tostring = Guard.__close, Guard.__gc,
+  Guard.__tostring
+function RemoteGuard:update(fields)
+  if type(fields) ~= "table" then
+    error("bad argument #1 to 'update' (table expected, got " .. type(fields) .. ")", 2)
+  end
+  for k, v in pairs(fields) do self.record[k] = v end
+  return true
+end
+local function once_remote(url, opts)
+  opts = check.opts("once", 2, opts, remote_names)   -- tail-called by once()
+  local cmd = opts.argv and table.concat(opts.argv, " ") or nil
+  local lk, err, code, holder = atomrun.lock(url, { wait = opts.wait or (opts.timeout ~= nil),
+    timeout = opts.timeout, ttl = opts.ttl, cmd = cmd })
+  if not lk then
+    if code ~= "busy" and code ~= "timeout" then return nil, err, code end
+    local msg = holder and holder.pid and string.format("%s is already running: pid %d on %s "
+      .. "since %s (%s)", url:gsub("^(%a[%w+.-]*://)[^/]*@", "%1"), holder.pid, holder.host,
+      holder.since, holder.cmd) or err
+    if code == "timeout" then msg = msg .. " (gave up waiting)" end
+    return nil, msg, "running", holder or {}
+  end
+  local record = { name = lk.name, pid = atomrun.pid(), host = hostname(),
+    since = os.date("!%Y-%m-%dT%H:%M:%SZ"), argv = opts.argv or own_argv(), token = lk.token }
+  return setmetatable({ name = lk.name, lock = lk, record = record, path = lk.path }, RemoteGuard)
+end
+
 --- once(name [, opts]) -> guard | nil, msg, "running", record
 function M.once(name, opts)
+  if require("atomrun.remote").is_url(name) then return once_remote(name, opts) end
   if type(name) ~= "string" or not name:match("^[%w][%w._-]*$") then
     error("bad argument #1 to 'once' (a job name of letters, digits, '.', '_' and '-' expected, got "
       .. (type(name) == "string" and string.format("%q", name) or type(name)) .. ")", 2)

@@ -15,7 +15,7 @@ local check_opts, check_path, pick = check.opts, check.path, check.pick
 -- from deep inside.  A coroutine left suspended inside fn keeps the lock
 -- until it is resumed to the end or collected: that is the caller's to avoid.
 local lock_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm",
-  create = "boolean" }
+  create = "boolean", ttl = "count" }   -- ttl: etcd names
 function M.with_lock(path, opts, fn, ...)
   check_path("with_lock", 1, path)
   check_opts("with_lock", 2, opts, lock_names)
@@ -130,7 +130,8 @@ Guard.release = Guard.unlock
 Guard.__close = Guard.unlock
 Guard.__gc = Guard.unlock
 
-local all_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm" }
+local all_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm",
+  ttl = "count" }
 function M.lock_all(paths, opts)
   check.arg("lock_all", 1, paths, "table")
   opts = check_opts("lock_all", 2, opts, all_names)
@@ -139,15 +140,24 @@ function M.lock_all(paths, opts)
     if not check.fits("path", p) then
       error("bad argument #1 to 'lock_all' (paths[" .. i .. "] must be a string without NUL)", 2)
     end
-    -- open (creating) each first, so that every file has its identity,
-    -- taken from the descriptor open() got: a second stat by path could
-    -- see another file if the path was swapped in between
-    local f, err, code = atomrun.open(p, { perm = opts.perm })
-    if not f then return nil, err, code end
-    entries[#entries + 1] = { path = p, dev = f.dev, ino = f.ino }
-    f:close()
+    if require("atomrun.remote").is_url(p) then
+      -- etcd names: after the files, in name order (every host sorts alike)
+      entries[#entries + 1] = { path = p, remote = true }
+    else
+      -- open (creating) each first, so that every file has its identity,
+      -- taken from the descriptor open() got: a second stat by path could
+      -- see another file if the path was swapped in between
+      local f, err, code = atomrun.open(p, { perm = opts.perm })
+      if not f then return nil, err, code end
+      entries[#entries + 1] = { path = p, dev = f.dev, ino = f.ino }
+      f:close()
+    end
   end
   table.sort(entries, function(a, b)
+    if a.remote or b.remote then
+      if not (a.remote and b.remote) then return b.remote == true end
+      return a.path < b.path
+    end
     if a.dev ~= b.dev then return a.dev < b.dev end
     return a.ino < b.ino
   end)
@@ -155,8 +165,11 @@ function M.lock_all(paths, opts)
   local guard = setmetatable({ locks = {}, paths = {} }, Guard)
   local last
   for _, e in ipairs(entries) do
-    if not (last and last.dev == e.dev and last.ino == e.ino) then   -- same file twice
-      local lopts = { mode = opts.mode, wait = opts.wait, perm = opts.perm }
+    local same = last and (e.remote and last.path == e.path
+      or not e.remote and not last.remote and last.dev == e.dev and last.ino == e.ino)
+    if not same then                                                 -- same file twice
+      local lopts = { mode = opts.mode, wait = opts.wait, perm = not e.remote and opts.perm or nil,
+        ttl = e.remote and opts.ttl or nil }
       if deadline then lopts.timeout = math.max(0, deadline - atomrun.now()) end
       local lk, err, code, holder = atomrun.lock(e.path, lopts)
       if not lk then

@@ -22,6 +22,21 @@ if #operands > 1 then prog:usage_error("doctor takes one directory") end
 dir = operands[1]
 dir = dir or "."
 
+-- etcd://...: the cluster instead of a filesystem (lua/atomrun/remote.lua)
+local remote = require "atomrun.remote"
+if remote.is_url(dir) then
+  local rep, rerr = remote.doctor(dir)
+  if not rep then io.stderr:write("atomrun: ", rerr, "\n") os.exit(64) end
+  if as_json then
+    local text = atomrun.json.encode(rep)
+    if #rep.warnings == 0 then text = text:gsub('"warnings":{}', '"warnings":[]') end
+    io.stdout:write(text, "\n")
+  else io.stdout:write(remote.doctor_text(rep)) end
+  local healthy = false
+  for _, e in ipairs(rep.endpoints) do healthy = healthy or e.healthy end
+  os.exit(healthy and 0 or 69)
+end
+
 -- Exit status: 0 the report is complete; 2 it is printed but some probes
 -- could not run (they are named, with why: a read-only filesystem, a
 -- directory we cannot write, /proc); 1 no report (DIR cannot be opened).

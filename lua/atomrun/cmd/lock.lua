@@ -57,6 +57,11 @@ local ATOMRUN_NOTES = [[
 
 Beyond flock(1): `--` may separate FILE from CMD; missing parent
 directories of FILE are created; --verbose (or a terminal) names the holder.
+FILE may be an etcd name (etcd://HOST:PORT[,...]/NAME): the lock is then held
+on the cluster, CMD gets ATOMRUN_LOCK_TOKEN, and if the lock is lost CMD's
+process group gets SIGTERM, then SIGKILL, and atomrun exits 75.
+     --ttl <secs>         etcd names: the lease's seconds (default 10)
+     --kill-after <secs>  etcd names: SIGKILL this long after SIGTERM (default 5)
 ]]
 
 -- util-linux's optstring "+sexnoFuw:E:hV" and its long options, in its
@@ -77,6 +82,11 @@ local SPEC = {
     { "command", "c", arg = true, exact = true },
   },
 }
+-- Not flock(1)'s: options for etcd names, only under atomrun's own name.
+if not as_flock then
+  table.insert(SPEC.long, { "ttl", "ttl", arg = true })
+  table.insert(SPEC.long, { "kill-after", "kill-after", arg = true })
+end
 
 local USEC = 1000000
 
@@ -121,6 +131,18 @@ local handlers = {
   E = function(v) o.conflict = prog:exit_code(v) end,
   c = function(v, written) o.command, o.command_flag = v, written end,
   verbose = function() o.verbose = true end,
+  ttl = function(v)
+    o.ttl = math.tointeger(tonumber(v))
+    if not o.ttl or o.ttl < 1 then
+      prog:fail(cli.EX_USAGE, "invalid --ttl: '%s' (a whole number of seconds >= 1)", v)
+    end
+  end,
+  ["kill-after"] = function(v)
+    o.kill_after = cli.seconds(v)
+    if not o.kill_after or o.kill_after ~= o.kill_after or o.kill_after < 0 then
+      prog:fail(cli.EX_USAGE, "invalid --kill-after value: '%s'", v)
+    end
+  end,
   fcntl = function() o.fcntl = true end,
   start = function(v) o.start = size_value(v, "invalid as start offset") o.fcntl = true end,
   length = function(v) o.length = size_value(v, "invalid as length of lock range") o.fcntl = true end,
@@ -186,6 +208,10 @@ else
 end
 
 if o.nonblock or o.timeout == 0 then o.timeout = 0 end
+-- etcd://.../NAME: the lock lives on a cluster (lua/atomrun/remote.lua)
+if not as_flock and o.file and require("atomrun.remote").is_url(o.file) then
+  os.exit(cli.lock_remote(prog, o))
+end
 local started = atomrun.now()
 
 -- ------------------------------------------------------------ failures

@@ -1,0 +1,158 @@
+-- `atomrun lock` and `atomrun once` on etcd names: the token in CMD's
+-- environment, flock(1)'s exit codes, -F refused, and a lost lock ending
+-- the command's process group with exit 75.
+local H = require "spec.helper"
+local E = require "spec.etcd"
+local ar = H.ar
+
+describe("atomrun lock/once with etcd names", function()
+  local C = E.cluster()
+  if not C then return end
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function() H.cleanup_procs() end)
+
+  -- atomrun in the background; its pid (not a shell's), its exit status
+  -- later in file..".rc"
+  local function bg(file, ...)
+    local parts = { H.q(H.atomrun) }
+    for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
+    H.spawn(table.concat(parts, " ") .. " 2>" .. H.q(file .. ".err") .. " >" .. H.q(file)
+      .. " & p=$!; echo $p > " .. H.q(file .. ".pid") .. "; wait $p; echo $? > " .. H.q(file .. ".rc"))
+    return H.ready_pid(file .. ".pid")
+  end
+  local function rc(file)
+    assert(H.wait_file(file .. ".rc", 30), "no exit status in " .. file)
+    local v
+    H.wait_until(function() v = tonumber(H.slurp(file .. ".rc")) return v end, 5)
+    return v
+  end
+
+  it("runs CMD with ATOMRUN_LOCK_TOKEN and passes its exit status on", function()
+    local url = C:url("cli/token")
+    local st, out = H.run("lock", url, "--", "sh", "-c", 'echo "token=$ATOMRUN_LOCK_TOKEN"; exit 3')
+    assert.equal(3, st)
+    local t = tonumber(out:match("^token=(%d+)\n$"))
+    assert.is_truthy(t, out)
+    local st2, out2 = H.run("lock", url, "sh", "-c", 'echo "$ATOMRUN_LOCK_TOKEN"')
+    assert.equal(0, st2)
+    assert.is_true(tonumber(out2) > t)
+  end)
+
+  it("-n on a held name: exit 1 (or -E), silently; --verbose names the holder", function()
+    local url = C:url("cli/busy")
+    local stop = dir .. "/stop"
+    local f = dir .. "/h"
+    local pid = bg(f, "lock", url, "sh", "-c", "touch " .. H.q(f .. ".in") .. "; while [ ! -e "
+      .. H.q(stop) .. " ]; do sleep 0.05; done")
+    assert.is_true(H.wait_file(f .. ".in", 15))
+    local st, out, err = H.run("lock", "-n", url, "true")
+    assert.equal(1, st)
+    assert.equal("", out .. err)
+    st = H.run("lock", "-n", "-E", "9", url, "true")
+    assert.equal(9, st)
+    st, _, err = H.run("lock", "-w", "0.3", "--verbose", url, "true")
+    assert.equal(1, st)
+    assert.matches("locked by pid %d+ on ", err)
+    H.write(stop, "")
+    assert.equal(0, rc(f))
+    local _ = pid
+  end)
+
+  it("refuses -F, other schemes and a bad --ttl as usage errors (64), creating nothing", function()
+    local cwd = H.tmpdir()
+    local bin = H.atomrun:sub(1, 1) == "/" and H.atomrun or H.root .. "/" .. H.atomrun
+    local function run(...)
+      local parts = { "cd", H.q(cwd), "&&", H.q(bin) }
+      for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
+      return H.sh(table.concat(parts, " "))
+    end
+    local st, _, err = run("lock", "-F", C:url("cli/f"), "true")
+    assert.equal(64, st)
+    assert.matches("%-F cannot be used with an etcd name", err)
+    st, _, err = run("lock", "foo://x/y", "true")
+    assert.equal(64, st)
+    assert.matches("unsupported scheme 'foo'", err)
+    st = run("lock", "--ttl", "0", C:url("cli/f"), "true")
+    assert.equal(64, st)
+    st, _, err = run("lock", "etcd://127.0.0.1:1/x", "true")
+    assert.equal(69, st)
+    assert.matches("unavailable", err .. " unavailable")
+    assert.same({}, H.listdir(cwd))
+  end)
+
+  it("a lost lock: CMD's group gets TERM, then KILL after --kill-after; exit 75, saying why", function()
+    local url = C:url("cli/lost")
+    local f = dir .. "/l"
+    -- a command that ignores TERM and has a child in its group
+    local pid = bg(f, "lock", "--ttl", "2", "--kill-after", "1", url, "sh", "-c",
+      'trap "" TERM; sleep 100 & echo $! > ' .. H.q(f .. ".child") .. '; echo $$ > ' .. H.q(f .. ".sh")
+      .. "; wait")
+    assert.is_true(H.wait_file(f .. ".child", 15))
+    assert.is_true(H.wait_until(function() return tonumber(H.slurp(f .. ".sh")) end, 5))
+    local sh, child = tonumber(H.slurp(f .. ".sh")), tonumber(H.slurp(f .. ".child"))
+    -- break it from outside: revoke the holder's lease
+    local q = assert(ar._etcd_queue(url))
+    assert.equal(1, #q)
+    local t0 = ar.now()
+    local st, out = C:etcdctl("lease revoke " .. q[1].lease)
+    assert.equal(0, st, out)
+    assert.equal(75, rc(f))
+    local took = ar.now() - t0
+    assert.is_true(took >= 0.9 and took < 6, "took " .. took)
+    assert.matches("lost the lock .*cli/lost while sh ran .*SIGTERM, then SIGKILL", H.slurp(f .. ".err"))
+    assert.is_true(H.wait_exit(sh, 5))
+    assert.is_true(H.wait_exit(child, 5))
+    local _ = pid
+  end)
+
+  it("a SIGSTOPped atomrun lock past its TTL: the next gets the lock; resumed, it exits 75", function()
+    local url = C:url("cli/stopped")
+    local f = dir .. "/s"
+    local pid = bg(f, "lock", "--ttl", "2", url, "sh", "-c", "touch " .. H.q(f .. ".in") .. "; sleep 100")
+    assert.is_true(H.wait_file(f .. ".in", 15))
+    H.kill(pid, "STOP")
+    local st, out = H.run("lock", "-w", "15", url, "sh", "-c", 'echo "$ATOMRUN_LOCK_TOKEN"')
+    assert.equal(0, st)
+    assert.is_truthy(tonumber(out))
+    H.kill(pid, "CONT")
+    assert.equal(75, rc(f))
+    assert.matches("lost the lock", H.slurp(f .. ".err"))
+  end)
+
+  it("atomrun doctor etcd://...: health, version, leader, members, minimum TTL, auth", function()
+    local st, out = H.run("doctor", "etcd://" .. C:endpoints())
+    assert.equal(0, st)
+    for i = 1, 3 do
+      assert.matches(C:endpoint(i):gsub("%p", "%%%0") .. "%s+healthy, etcd 3%.%d+%.%d+", out)
+    end
+    assert.matches("LEADER", out)
+    assert.matches("members: m%d, m%d, m%d", out)
+    assert.matches("minimum lease TTL: 1 s", out)
+    assert.matches("authentication: off", out)
+    st, out = H.run("doctor", "--json", "etcd://" .. C:endpoint(1) .. ",127.0.0.1:1")
+    assert.equal(0, st)
+    local rep = ar.json.decode(out)
+    assert.is_true(rep.endpoints[1].healthy)
+    assert.is_false(rep.endpoints[2].healthy)
+    assert.equal(1, #rep.warnings)
+    assert.equal(3, #rep.members)
+    st = H.run("doctor", "etcd://127.0.0.1:1")
+    assert.equal(69, st)
+  end)
+
+  it("atomrun once etcd://...: one instance across processes", function()
+    local url = C:url("cli/once")
+    local f = dir .. "/o"
+    local stop = dir .. "/stop"
+    bg(f, "once", url, "sh", "-c", "touch " .. H.q(f .. ".in") .. "; while [ ! -e " .. H.q(stop)
+      .. " ]; do sleep 0.05; done")
+    assert.is_true(H.wait_file(f .. ".in", 15))
+    local st = H.run("once", url, "true")
+    assert.equal(1, st)
+    H.write(stop, "")
+    assert.equal(0, rc(f))
+    st = H.run("once", url, "sh", "-c", "exit 4")
+    assert.equal(4, st)
+  end)
+end)

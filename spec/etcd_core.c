@@ -1,0 +1,351 @@
+/*
+ * spec/etcd_core.c -- drives the C core's etcd client directly (no Lua),
+ * for spec/etcd_core_spec.lua, which builds it against the libatomrun.a
+ * under test and runs it as real processes against the spec cluster.
+ *
+ *   etcd_core ENDPOINTS try   NAME TIMEOUT [TTL [shared|N]]
+ *       take the lock, print "ok TOKEN INDEX", release; or print
+ *       "CODE|MESSAGE|HOLDER-PID|HOLDER-HOST" and exit 1
+ *   etcd_core ENDPOINTS hold  NAME STOPFILE [TTL [shared|N]]
+ *       take it, print "ok TOKEN INDEX", hold until STOPFILE exists
+ *       (checking lost every 20 ms: then print "lost|WHY"), release and
+ *       print "unlock CODE|MESSAGE"
+ *   etcd_core ENDPOINTS incr  NAME FILE COUNT
+ *       COUNT times: lock, read the number in FILE, write it + 1 (not
+ *       atomically), unlock; print "VALUE TOKEN" each time
+ *   etcd_core ENDPOINTS slot  NAME N DIR
+ *       take one of N slots, make DIR/in.PID, count the in.* files there
+ *       (print "inside K"), wait 200 ms, remove it, release
+ *   etcd_core ENDPOINTS cycle NAME N
+ *       N uncontended lock+unlock cycles on one session; print the mean
+ *       seconds per cycle (for scripts/bench/etcd.lua)
+ *   etcd_core ENDPOINTS queue NAME
+ *   etcd_core ENDPOINTS call  PATH JSON
+ *   etcd_core ENDPOINTS get   KEY          print "REV VALUE" or CODE|MESSAGE
+ *   etcd_core ENDPOINTS put   KEY VALUE [create] [rev=N] [ttl=N]
+ *   etcd_core ENDPOINTS fenced NAME KEY VALUE STOPFILE [TTL]
+ *       take lock NAME, print "ok TOKEN", wait for STOPFILE, then put
+ *       KEY=VALUE fenced by the lock: print "put OK" or "put CODE|MSG"
+ * ETCD_CORE_TIME=1: try prints "granted T", hold "releasing T" (monotonic).
+ * Environment: ETCD_TLS=1, ETCD_CA, ETCD_CERT, ETCD_KEY, ETCD_USER,
+ * ETCD_PASSWORD.
+ */
+#define _GNU_SOURCE
+#include "atomrun.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static atomrun_etcd *client(const char *eps)
+{
+    atomrun_etcd_config cfg;
+    atomrun_etcd *c;
+    char err[ATOMRUN_ETCD_ERRLEN];
+    int r;
+    atomrun_etcd_config_init(&cfg);
+    cfg.endpoints = eps;
+    cfg.tls = getenv("ETCD_TLS") != NULL;
+    cfg.ca_file = getenv("ETCD_CA");
+    cfg.cert_file = getenv("ETCD_CERT");
+    cfg.key_file = getenv("ETCD_KEY");
+    cfg.user = getenv("ETCD_USER");
+    cfg.password = getenv("ETCD_PASSWORD");
+    if (getenv("ETCD_OP_TIMEOUT"))
+        cfg.op_timeout = atof(getenv("ETCD_OP_TIMEOUT"));
+    r = atomrun_etcd_open(&cfg, &c, err, sizeof err);
+    if (r < 0) {
+        printf("%s|%s||\n", atomrun_err_name(r), err);
+        exit(1);
+    }
+    return c;
+}
+
+static void lock_opts(atomrun_remote_opts *o, int argc, char **argv, int at)
+{
+    atomrun_remote_opts_init(o);
+    if (argc > at)
+        o->ttl = atoi(argv[at]);
+    if (argc > at + 1) {
+        if (strcmp(argv[at + 1], "shared") == 0)
+            o->mode = ATOMRUN_SHARED;
+        else
+            o->slots = atoi(argv[at + 1]);
+    }
+}
+
+static int fail(int r, atomrun_remote_opts *o)
+{
+    printf("%s|%s|%d|%s\n", atomrun_err_name(r), o->err, (int)o->holder.pid,
+           o->holder.host);
+    return 1;
+}
+
+static int cmd_try(atomrun_etcd *c, int argc, char **argv)
+{
+    atomrun_remote_opts o;
+    atomrun_remote_lock *l;
+    char err[ATOMRUN_ETCD_ERRLEN];
+    int r;
+    lock_opts(&o, argc, argv, 5);
+    o.timeout = atof(argv[4]);
+    r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+    if (r < 0)
+        return fail(r, &o);
+    printf("ok %lld %d\n", (long long)atomrun_remote_lock_token(l),
+           atomrun_remote_lock_index(l));
+    if (getenv("ETCD_CORE_TIME"))   /* the bench's hand-off: granted at */
+        printf("granted %.9f\n", atomrun_now());
+    r = atomrun_remote_unlock(l, err, sizeof err);
+    return r < 0 ? 1 : 0;
+}
+
+static int cmd_hold(atomrun_etcd *c, int argc, char **argv)
+{
+    atomrun_remote_opts o;
+    atomrun_remote_lock *l;
+    char err[ATOMRUN_ETCD_ERRLEN] = "", why[ATOMRUN_ETCD_ERRLEN];
+    int r, said = 0;
+    lock_opts(&o, argc, argv, 5);
+    r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+    if (r < 0)
+        return fail(r, &o);
+    printf("ok %lld %d\n", (long long)atomrun_remote_lock_token(l),
+           atomrun_remote_lock_index(l));
+    fflush(stdout);
+    while (access(argv[4], F_OK) != 0) {
+        if (!said && atomrun_remote_lock_lost(l, why, sizeof why) < 0) {
+            printf("lost|%s\n", why);
+            fflush(stdout);
+            said = 1;
+        }
+        usleep(getenv("ETCD_CORE_TIME") ? 200 : 20000);
+    }
+    if (getenv("ETCD_CORE_TIME"))
+        printf("releasing %.9f\n", atomrun_now());
+    r = atomrun_remote_unlock(l, err, sizeof err);
+    printf("unlock %s|%s\n", atomrun_err_name(r), err);
+    return 0;
+}
+
+static int cmd_incr(atomrun_etcd *c, int argc, char **argv)
+{
+    int n = argc > 5 ? atoi(argv[5]) : 10;
+    for (int i = 0; i < n; i++) {
+        atomrun_remote_opts o;
+        atomrun_remote_lock *l;
+        char err[ATOMRUN_ETCD_ERRLEN];
+        long v = 0;
+        FILE *f;
+        int r;
+        atomrun_remote_opts_init(&o);
+        o.timeout = 60;
+        r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+        if (r < 0)
+            return fail(r, &o);
+        if ((f = fopen(argv[4], "r"))) {
+            if (fscanf(f, "%ld", &v) != 1)
+                v = 0;
+            fclose(f);
+        }
+        usleep(1000);               /* widen the race a lock must close */
+        if ((f = fopen(argv[4], "w"))) {
+            fprintf(f, "%ld\n", v + 1);
+            fclose(f);
+        }
+        printf("%ld %lld\n", v + 1, (long long)atomrun_remote_lock_token(l));
+        r = atomrun_remote_unlock(l, err, sizeof err);
+        if (r < 0) {
+            printf("%s|%s||\n", atomrun_err_name(r), err);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int cmd_slot(atomrun_etcd *c, char **argv)
+{
+    atomrun_remote_opts o;
+    atomrun_remote_lock *l;
+    char err[ATOMRUN_ETCD_ERRLEN], path[4096], cmd[4200];
+    int r, k = 0;
+    FILE *f;
+    atomrun_remote_opts_init(&o);
+    o.slots = atoi(argv[4]);
+    o.timeout = 60;
+    r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+    if (r < 0)
+        return fail(r, &o);
+    snprintf(path, sizeof path, "%s/in.%d", argv[5], (int)getpid());
+    if ((f = fopen(path, "w")))
+        fclose(f);
+    snprintf(cmd, sizeof cmd, "ls %s | grep -c '^in\\.'", argv[5]);
+    if ((f = popen(cmd, "r"))) {
+        if (fscanf(f, "%d", &k) != 1)
+            k = -1;
+        pclose(f);
+    }
+    printf("inside %d index %d\n", k, atomrun_remote_lock_index(l));
+    usleep(200000);
+    unlink(path);
+    r = atomrun_remote_unlock(l, err, sizeof err);
+    return r < 0 ? 1 : 0;
+}
+
+static int cmd_cycle(atomrun_etcd *c, char **argv)
+{
+    int n = atoi(argv[4]);
+    double t0 = 0;
+    for (int i = 0; i <= n; i++) {
+        atomrun_remote_opts o;
+        atomrun_remote_lock *l;
+        char err[ATOMRUN_ETCD_ERRLEN];
+        int r;
+        if (i == 1)
+            t0 = atomrun_now();     /* the first cycle also grants the lease */
+        atomrun_remote_opts_init(&o);
+        o.timeout = 10;
+        r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+        if (r < 0)
+            return fail(r, &o);
+        r = atomrun_remote_unlock(l, err, sizeof err);
+        if (r < 0) {
+            printf("%s|%s||\n", atomrun_err_name(r), err);
+            return 1;
+        }
+    }
+    printf("%.9f\n", n > 0 ? (atomrun_now() - t0) / n : 0.0);
+    return 0;
+}
+
+static int cmd_get(atomrun_etcd *c, char **argv)
+{
+    char err[ATOMRUN_ETCD_ERRLEN], *data;
+    size_t len;
+    atomrun_remote_kv kv;
+    int r = atomrun_remote_get(c, argv[3], &data, &len, &kv, 0, err, sizeof err);
+    if (r < 0) {
+        printf("%s|%s||\n", atomrun_err_name(r), err);
+        return 1;
+    }
+    printf("%lld %s\n", (long long)kv.mod_rev, data);
+    free(data);
+    return 0;
+}
+
+static int cmd_put(atomrun_etcd *c, int argc, char **argv)
+{
+    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_remote_put_opts o;
+    int r;
+    atomrun_remote_put_opts_init(&o);
+    for (int i = 5; i < argc; i++) {
+        if (strcmp(argv[i], "create") == 0)
+            o.create_only = 1;
+        else if (strncmp(argv[i], "rev=", 4) == 0)
+            o.if_mod_rev = atoll(argv[i] + 4);
+        else if (strncmp(argv[i], "ttl=", 4) == 0)
+            o.ttl = atoi(argv[i] + 4);
+    }
+    r = atomrun_remote_put(c, argv[3], argv[4], strlen(argv[4]), &o, 0, err, sizeof err);
+    if (r < 0) {
+        printf("%s|%s|%lld|\n", atomrun_err_name(r), err, (long long)o.existing.mod_rev);
+        return 1;
+    }
+    printf("ok %lld\n", (long long)o.revision);
+    if (o.ttl > 0) {                /* stay, so that the lease lives on */
+        fflush(stdout);
+        pause();
+    }
+    return 0;
+}
+
+static int cmd_fenced(atomrun_etcd *c, int argc, char **argv)
+{
+    atomrun_remote_opts lo;
+    atomrun_remote_lock *l;
+    atomrun_remote_put_opts po;
+    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    int r;
+    atomrun_remote_opts_init(&lo);
+    if (argc > 7)
+        lo.ttl = atoi(argv[7]);
+    r = atomrun_remote_lock_acquire(c, argv[3], &lo, &l);
+    if (r < 0)
+        return fail(r, &lo);
+    printf("ok %lld\n", (long long)atomrun_remote_lock_token(l));
+    fflush(stdout);
+    while (access(argv[6], F_OK) != 0)
+        usleep(20000);
+    atomrun_remote_put_opts_init(&po);
+    po.fence = l;
+    r = atomrun_remote_put(c, argv[4], argv[5], strlen(argv[5]), &po, 0, err, sizeof err);
+    printf("put %s|%s\n", atomrun_err_name(r), err);
+    atomrun_remote_unlock(l, err, sizeof err);
+    return 0;
+}
+
+static int cmd_queue(atomrun_etcd *c, char **argv)
+{
+    atomrun_remote_holder h[32];
+    char err[ATOMRUN_ETCD_ERRLEN];
+    int n, r = atomrun_remote_queue(c, argv[3], h, 32, &n, err, sizeof err);
+    if (r < 0) {
+        printf("%s|%s||\n", atomrun_err_name(r), err);
+        return 1;
+    }
+    printf("%d\n", n);
+    for (int i = 0; i < n && i < 32; i++)
+        printf("%lld %d %s %s %s|%s\n", (long long)h[i].token, (int)h[i].pid,
+               h[i].host, h[i].mode == ATOMRUN_SHARED ? "shared" : "exclusive",
+               h[i].since, h[i].cmd);
+    return 0;
+}
+
+static int cmd_call(atomrun_etcd *c, char **argv)
+{
+    char err[ATOMRUN_ETCD_ERRLEN], *out;
+    int r = atomrun_etcd_call(c, argv[3], argv[4], 0, &out, err, sizeof err);
+    if (r < 0) {
+        printf("%s|%s||\n", atomrun_err_name(r), err);
+        return 1;
+    }
+    printf("%s\n", out);
+    free(out);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    atomrun_etcd *c;
+    int r = 2;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 4) {
+        fprintf(stderr, "usage: etcd_core ENDPOINTS try|hold|incr|queue|call ...\n");
+        return 2;
+    }
+    c = client(argv[1]);
+    if (strcmp(argv[2], "try") == 0 && argc >= 5)
+        r = cmd_try(c, argc, argv);
+    else if (strcmp(argv[2], "hold") == 0 && argc >= 5)
+        r = cmd_hold(c, argc, argv);
+    else if (strcmp(argv[2], "incr") == 0 && argc >= 5)
+        r = cmd_incr(c, argc, argv);
+    else if (strcmp(argv[2], "slot") == 0 && argc >= 6)
+        r = cmd_slot(c, argv);
+    else if (strcmp(argv[2], "cycle") == 0 && argc >= 5)
+        r = cmd_cycle(c, argv);
+    else if (strcmp(argv[2], "get") == 0)
+        r = cmd_get(c, argv);
+    else if (strcmp(argv[2], "put") == 0 && argc >= 5)
+        r = cmd_put(c, argc, argv);
+    else if (strcmp(argv[2], "fenced") == 0 && argc >= 7)
+        r = cmd_fenced(c, argc, argv);
+    else if (strcmp(argv[2], "queue") == 0)
+        r = cmd_queue(c, argv);
+    else if (strcmp(argv[2], "call") == 0 && argc >= 5)
+        r = cmd_call(c, argv);
+    atomrun_etcd_close(c);
+    return r;
+}

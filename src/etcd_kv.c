@@ -1,0 +1,180 @@
+/*
+ * etcd_kv.c -- reading and writing etcd keys: the ground the file calls of
+ * issue 16 (create, replace, read, update, status on etcd names) stand on.
+ *
+ * Every write is one txn whose compares carry the caller's conditions, so a
+ * condition and the write it guards can never be split by another writer:
+ *   create_only   the key's create revision is 0 (it does not exist)
+ *   if_mod_rev    the key's mod revision is still the one read (optimistic
+ *                 read-modify-write: no lost update without a lock)
+ *   fence         the lock's key still exists with the lock's token: a
+ *                 holder whose lease ran out (stopped, cut off) cannot
+ *                 overwrite the work of the next holder, however late its
+ *                 write arrives -- the fencing token checked by etcd itself
+ * On failure the same txn reads the key and the lock's key back, so the
+ * caller learns which condition failed without a second round trip.
+ */
+#define _GNU_SOURCE
+#include "etcd_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o)
+{
+    memset(o, 0, sizeof *o);
+}
+
+static void kv_of(const json_t *kv, atomrun_remote_kv *out)
+{
+    out->create_rev = ar_json_int64(kv, "create_revision");
+    out->mod_rev = ar_json_int64(kv, "mod_revision");
+    out->version = ar_json_int64(kv, "version");
+    out->lease = ar_json_int64(kv, "lease");
+}
+
+int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
+                       size_t *len, atomrun_remote_kv *kv, double deadline,
+                       char *err, size_t errlen)
+{
+    json_t *req, *ans = NULL, *kvs, *first;
+    const char *v64;
+    int r;
+
+    *data = NULL;
+    *len = 0;
+    if (kv)
+        memset(kv, 0, sizeof *kv);
+    if (!key || !*key) {
+        snprintf(err, errlen, "empty etcd key");
+        return -EINVAL;
+    }
+    req = json_pack("{s:o}", "key", ar_json_b64(key, strlen(key)));
+    if (!req)
+        return -ENOMEM;
+    r = ar_etcd_post(c, "/v3/kv/range", req, deadline, NULL, &ans, err, errlen);
+    json_decref(req);
+    if (r < 0)
+        return r;
+    kvs = json_object_get(ans, "kvs");
+    first = json_array_get(kvs, 0);
+    if (!first) {
+        json_decref(ans);
+        snprintf(err, errlen, "%s: no such key", key);
+        return -ENOENT;
+    }
+    if (kv)
+        kv_of(first, kv);
+    v64 = json_string_value(json_object_get(first, "value"));
+    r = ar_b64_decode(v64 ? v64 : "", data, len);
+    json_decref(ans);
+    return r;
+}
+
+/* The kv of the first response_range of a txn answer's responses[i]. */
+static const json_t *range_kv(const json_t *ans, size_t i)
+{
+    const json_t *rr = json_object_get(json_array_get(json_object_get(ans, "responses"), i),
+                                       "response_range");
+    return json_array_get(json_object_get(rr, "kvs"), 0);
+}
+
+int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
+                       size_t len, atomrun_remote_put_opts *o, double deadline,
+                       char *err, size_t errlen)
+{
+    json_t *cmp, *put, *txn, *ans = NULL, *failure;
+    const char *lkey = NULL;
+    char num[32], why[ATOMRUN_ETCD_ERRLEN];
+    ar_session *s = NULL;
+    int r;
+
+    o->revision = 0;
+    memset(&o->existing, 0, sizeof o->existing);
+    if (!key || !*key) {
+        snprintf(err, errlen, "empty etcd key");
+        return -EINVAL;
+    }
+    if (o->fence) {
+        /* Known lost here already: do not even ask. */
+        if (atomrun_remote_lock_lost(o->fence, why, sizeof why) < 0) {
+            snprintf(err, errlen, "not written: %s", why);
+            return ATOMRUN_ELOST;
+        }
+        lkey = atomrun_remote_lock_key(o->fence);
+    }
+    if (o->ttl > 0) {
+        int min_ttl = 0;
+        /* The write's lease is the process's session: kept alive while the
+         * process runs, gone a TTL after it dies.  The reference is kept
+         * for the life of the process, like the key. */
+        r = ar_session_get(c, o->ttl, deadline, &s, &min_ttl, err, errlen);
+        if (r < 0)
+            return r;
+    }
+    cmp = json_array();
+    if (o->create_only)
+        json_array_append_new(cmp, json_pack("{s:o, s:s, s:s, s:s}", "key",
+            ar_json_b64(key, strlen(key)), "target", "CREATE", "result", "EQUAL",
+            "create_revision", "0"));
+    if (o->if_mod_rev > 0) {
+        snprintf(num, sizeof num, "%lld", (long long)o->if_mod_rev);
+        json_array_append_new(cmp, json_pack("{s:o, s:s, s:s, s:s}", "key",
+            ar_json_b64(key, strlen(key)), "target", "MOD", "result", "EQUAL",
+            "mod_revision", num));
+    }
+    if (lkey) {
+        snprintf(num, sizeof num, "%lld", (long long)atomrun_remote_lock_token(o->fence));
+        json_array_append_new(cmp, json_pack("{s:o, s:s, s:s, s:s}", "key",
+            ar_json_b64(lkey, strlen(lkey)), "target", "CREATE", "result", "EQUAL",
+            "create_revision", num));
+    }
+    put = json_pack("{s:o, s:o}", "key", ar_json_b64(key, strlen(key)),
+                    "value", ar_json_b64(data, len));
+    if (put && s) {
+        snprintf(num, sizeof num, "%lld", (long long)ar_session_lease(s));
+        json_object_set_new(put, "lease", json_string(num));
+    }
+    failure = json_pack("[{s:{s:o}}]", "request_range", "key", ar_json_b64(key, strlen(key)));
+    if (failure && lkey)
+        json_array_append_new(failure, json_pack("{s:{s:o}}", "request_range", "key",
+                                                 ar_json_b64(lkey, strlen(lkey))));
+    txn = json_pack("{s:o, s:[{s:o}], s:o}", "compare", cmp, "success", "request_put",
+                    put, "failure", failure);
+    if (!txn)
+        return -ENOMEM;
+    r = ar_etcd_post(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    json_decref(txn);
+    if (r < 0)
+        return r;
+    if (json_is_true(json_object_get(ans, "succeeded"))) {
+        o->revision = ar_json_int64(json_object_get(ans, "header"), "revision");
+        json_decref(ans);
+        return 0;
+    }
+    /* Which condition failed?  The fence first: a lost lock is the news. */
+    {
+        const json_t *mine = range_kv(ans, 0), *lk = lkey ? range_kv(ans, 1) : NULL;
+        if (mine)
+            kv_of(mine, &o->existing);
+        if (lkey && (!lk || ar_json_int64(lk, "create_revision") !=
+                     atomrun_remote_lock_token(o->fence))) {
+            snprintf(err, errlen, "not written: the lock %s is no longer held with token "
+                     "%lld (its lease expired or it was broken)", lkey,
+                     (long long)atomrun_remote_lock_token(o->fence));
+            r = ATOMRUN_ELOST;
+        } else if (o->create_only && mine) {
+            snprintf(err, errlen, "%s exists (created at revision %lld)", key,
+                     (long long)o->existing.create_rev);
+            r = -EEXIST;
+        } else {
+            snprintf(err, errlen, "%s changed since revision %lld (now %lld)", key,
+                     (long long)o->if_mod_rev, (long long)o->existing.mod_rev);
+            r = -ESTALE;
+        }
+    }
+    json_decref(ans);
+    return r;
+}

@@ -1,0 +1,716 @@
+/*
+ * lremote.c -- the binding of the etcd locks (src/etcd.c, session.c,
+ * rlock.c).  atomrun.lock(name, opts) comes here when name has a scheme
+ * (llock.c asks arL_isurl), so the recipes that call atomrun.lock take etcd
+ * names unchanged and every message names 'lock' as for files.  The handle
+ * has the shape of a file lock's -- lk:unlock(), <close>/__gc, lk.path,
+ * lk.mode -- plus lk.token, lk.index, lk.name, lk.key, lk.lease, lk:lost().
+ *
+ *   etcd://HOST:PORT[,HOST:PORT...]/NAME   etcd+https://...   etcd:///NAME
+ *   (endpoints from ATOMRUN_ETCD), USER:PASSWORD@ before the endpoints or
+ *   ATOMRUN_ETCD_USER/_PASSWORD; TLS files from opts.ca/cert/key or
+ *   ATOMRUN_ETCD_CA/_CERT/_KEY.  The password is kept out of every message
+ *   and of lk.path: they show the URL without its userinfo.
+ *
+ *   core._etcd_queue(url) -> {holder...} (holders first, then waiters)
+ *
+ * The locks a Lua state holds are counted per cluster and name in a
+ * registry table, so that asking again for a name the state holds is
+ * "deadlock" at once (as for files) instead of a wait for ourselves.
+ */
+#define _GNU_SOURCE
+#include "lbind.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AR_RLOCK_MT "atomrun.etcd_lock"
+#define AR_RHELD    "atomrun.etcd_held"     /* registry: key -> count */
+
+typedef struct ar_rlock {
+    atomrun_remote_lock *l;        /* NULL once released */
+    int                  mode;
+    int                  slots;
+} ar_rlock;
+
+/* ---------------------------------------------------------- the URL */
+
+typedef struct ar_url {
+    int         tls;
+    char        endpoints[1024];
+    char        user[128], password[256];
+    const char *name;           /* inside the URL string */
+    char        shown[1536];    /* the URL without userinfo */
+} ar_url;
+
+int arL_isurl(const char *s)
+{
+    const char *p = s;
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+        return 0;
+    while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+           (*p >= '0' && *p <= '9') || *p == '+' || *p == '-' || *p == '.')
+        p++;
+    return strncmp(p, "://", 3) == 0;
+}
+
+static int ar_hex(int ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Copy n bytes of s into dst (size), decoding %XX; 0, or -1 if too long. */
+static int ar_unescape(char *dst, size_t size, const char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int ch = (unsigned char)s[i];
+        if (ch == '%' && i + 2 < n && ar_hex((unsigned char)s[i + 1]) >= 0 &&
+            ar_hex((unsigned char)s[i + 2]) >= 0) {
+            ch = ar_hex((unsigned char)s[i + 1]) * 16 + ar_hex((unsigned char)s[i + 2]);
+            i += 2;
+        }
+        if (o + 1 >= size)
+            return -1;
+        dst[o++] = (char)ch;
+    }
+    dst[o] = '\0';
+    return 0;
+}
+
+static const char *ar_env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* Parse url into u; NULL, or the reason it is refused (pushed on the
+ * stack, naming the URL without its credentials). */
+static const char *ar_parse_url(lua_State *L, const char *url, ar_url *u)
+{
+    const char *sep = strstr(url, "://"), *auth = sep + 3, *slash, *at = NULL;
+    size_t slen = (size_t)(sep - url), alen;
+    const char *p;
+
+    memset(u, 0, sizeof *u);
+    if (slen == 4 && strncasecmp(url, "etcd", 4) == 0)
+        u->tls = 0;
+    else if (slen == 10 && strncasecmp(url, "etcd+https", 10) == 0)
+        u->tls = 1;
+    else {
+        char scheme[48];
+        snprintf(scheme, sizeof scheme, "%.*s", (int)(slen < 40 ? slen : 40), url);
+        return lua_pushfstring(L, "unsupported scheme '%s' in %s://... (atomrun "
+                               "knows etcd:// and etcd+https://)", scheme, scheme);
+    }
+    slash = strchr(auth, '/');
+    for (p = auth; *p && p != slash; p++)
+        if (*p == '@')
+            at = p;
+    if (!slash)
+        return lua_pushfstring(L, "%s://%s has no /NAME after the endpoints",
+                               u->tls ? "etcd+https" : "etcd", at ? at + 1 : auth);
+    u->name = slash + 1;
+    /* "etcd://u:pa/ss@h:2379/x": a '/' in a password ends the endpoints
+     * early and the password would be shown as part of the name.  Lock
+     * names cannot hold '@'; the URL is not quoted back. */
+    if (strchr(u->name, '@'))
+        return lua_pushfstring(L, "%s URL with '@' after the endpoints refused (a lock "
+                               "name cannot contain '@'; write '/' in a password as %%2F)",
+                               u->tls ? "etcd+https" : "etcd");
+    snprintf(u->shown, sizeof u->shown, "%s://%.*s/%s", u->tls ? "etcd+https" : "etcd",
+             (int)(slash - (at ? at + 1 : auth)), at ? at + 1 : auth, u->name);
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+        size_t ulen = colon ? (size_t)(colon - auth) : (size_t)(at - auth);
+        if (ulen == 0)
+            return lua_pushfstring(L, "%s: empty user name before '@'", u->shown);
+        if (ar_unescape(u->user, sizeof u->user, auth, ulen) < 0 ||
+            (colon && ar_unescape(u->password, sizeof u->password, colon + 1,
+                                  (size_t)(at - colon - 1)) < 0))
+            return lua_pushfstring(L, "%s: user name or password too long", u->shown);
+        auth = at + 1;
+    } else {
+        const char *eu = ar_env("ATOMRUN_ETCD_USER"), *ep = ar_env("ATOMRUN_ETCD_PASSWORD");
+        if (eu)
+            snprintf(u->user, sizeof u->user, "%s", eu);
+        if (ep)
+            snprintf(u->password, sizeof u->password, "%s", ep);
+    }
+    alen = (size_t)(slash - auth);
+    if (alen == 0) {
+        const char *env = ar_env("ATOMRUN_ETCD"), *e;
+        size_t n;
+        if (!env)
+            return lua_pushfstring(L, "%s: no endpoints in the URL and ATOMRUN_ETCD is "
+                                   "not set (HOST:PORT[,HOST:PORT...])", u->shown);
+        /* ATOMRUN_ETCD may be written as a URL prefix ("etcd://h:2379") */
+        e = strstr(env, "://");
+        env = e ? e + 3 : env;
+        if (strchr(env, '@'))       /* never echo what may be a password */
+            return lua_pushfstring(L, "%s: ATOMRUN_ETCD must hold endpoints only; give "
+                                   "credentials in ATOMRUN_ETCD_USER and "
+                                   "ATOMRUN_ETCD_PASSWORD", u->shown);
+        n = strlen(env);
+        while (n > 0 && env[n - 1] == '/')
+            n--;
+        if (n >= sizeof u->endpoints)
+            return lua_pushfstring(L, "%s: ATOMRUN_ETCD is too long", u->shown);
+        memcpy(u->endpoints, env, n);
+        u->endpoints[n] = '\0';
+    } else {
+        if (alen >= sizeof u->endpoints)
+            return lua_pushfstring(L, "%s: the endpoint list is too long", u->shown);
+        memcpy(u->endpoints, auth, alen);
+        u->endpoints[alen] = '\0';
+    }
+    if (!*u->name)
+        return lua_pushfstring(L, "%s: empty lock name", u->shown);
+    return NULL;
+}
+
+static void ar_fillcfg(const ar_url *u, atomrun_etcd_config *cfg, const char *ca,
+                       const char *cert, const char *key)
+{
+    atomrun_etcd_config_init(cfg);
+    cfg->endpoints = u->endpoints;
+    cfg->tls = u->tls;
+    cfg->ca_file = ca ? ca : ar_env("ATOMRUN_ETCD_CA");
+    cfg->cert_file = cert ? cert : ar_env("ATOMRUN_ETCD_CERT");
+    cfg->key_file = key ? key : ar_env("ATOMRUN_ETCD_KEY");
+    cfg->user = u->user[0] ? u->user : NULL;
+    cfg->password = u->password[0] ? u->password : NULL;
+}
+
+static int ar_open_client(lua_State *L, const ar_url *u, const char *ca,
+                          const char *cert, const char *key, atomrun_etcd **c)
+{
+    atomrun_etcd_config cfg;
+    char err[ATOMRUN_ETCD_ERRLEN];
+    int r;
+    ar_fillcfg(u, &cfg, ca, cert, key);
+    r = atomrun_etcd_open(&cfg, c, err, sizeof err);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err);
+    return 0;
+}
+
+/* ------------------------------------------------------ held counting */
+
+/* registry[AR_RHELD][endpoints "\n" name "\n" x|s] += delta; the count. */
+static lua_Integer ar_held_add(lua_State *L, const char *eps, const char *name,
+                               int mode, lua_Integer delta)
+{
+    lua_Integer n;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, AR_RHELD) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, AR_RHELD);
+    }
+    lua_pushfstring(L, "%s\n%s\n%s", eps, name, mode == ATOMRUN_SHARED ? "s" : "x");
+    lua_pushvalue(L, -1);
+    lua_gettable(L, -3);
+    n = lua_tointeger(L, -1) + delta;
+    lua_pop(L, 1);
+    if (n > 0)
+        lua_pushinteger(L, n);
+    else
+        lua_pushnil(L);
+    lua_settable(L, -3);
+    lua_pop(L, 1);
+    return n;
+}
+
+/* ------------------------------------------------------------- handle */
+
+static ar_rlock *ar_checkrlock(lua_State *L, int i)
+{
+    return luaL_checkudata(L, i, AR_RLOCK_MT);
+}
+
+/* Uservalues: 1 url, 2 name, 3 endpoints (the held-count key). */
+static void ar_rlock_forget(lua_State *L, int i, ar_rlock *lk)
+{
+    const char *eps, *name;
+    lua_getiuservalue(L, i, 3);
+    lua_getiuservalue(L, i, 2);
+    eps = lua_tostring(L, -2);
+    name = lua_tostring(L, -1);
+    if (eps && name)
+        ar_held_add(L, eps, name, lk->mode, -1);
+    lua_pop(L, 2);
+}
+
+static int ar_rlock_unlock(lua_State *L)
+{
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_remote_lock *l = lk->l;
+    int r;
+    if (!l) {                       /* idempotent, as for files */
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lk->l = NULL;
+    ar_rlock_forget(L, 1, lk);
+    r = atomrun_remote_unlock(l, err, sizeof err);
+    if (r < 0) {
+        lua_getiuservalue(L, 1, 1);
+        return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), err);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int ar_rlock_gc(lua_State *L)
+{
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    if (lk->l) {
+        char err[ATOMRUN_ETCD_ERRLEN];
+        atomrun_remote_lock *l = lk->l;
+        lk->l = NULL;
+        ar_rlock_forget(L, 1, lk);
+        atomrun_remote_unlock(l, err, sizeof err);
+    }
+    return 0;
+}
+
+/* lk:lost() -> false | the reason (a string): cheap, no network. */
+static int ar_rlock_lost(lua_State *L)
+{
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    char why[ATOMRUN_ETCD_ERRLEN];
+    if (!lk->l) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (atomrun_remote_lock_lost(lk->l, why, sizeof why) < 0)
+        lua_pushstring(L, why);
+    else
+        lua_pushboolean(L, 0);
+    return 1;
+}
+
+/* lk:guard(pid [, kill_after]) -> true: end process group pid (a command
+ * run in its own group; 0: every child of this process) when the lock is lost: SIGTERM, then SIGKILL
+ * kill_after (default 5) seconds later.  lk:unguard() -> false | "term" |
+ * "kill": what the guard did; unlock stops it too. */
+static int ar_rlock_guard(lua_State *L)
+{
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    lua_Integer pid = luaL_checkinteger(L, 2);
+    lua_Number ka = luaL_optnumber(L, 3, 5);
+    int r;
+    if (pid < 0 || pid == 1 || pid > 0x7fffffff)
+        luaL_argerror(L, 2, "a process id > 1 (or 0: every child) expected");
+    if (!(ka >= 0))
+        luaL_argerror(L, 3, "seconds >= 0 expected");
+    if (!lk->l)
+        return arL_fail(L, -EINVAL, "the lock is released");
+    r = atomrun_remote_lock_guard(lk->l, (pid_t)pid, ka);
+    if (r < 0)
+        return arL_fail(L, r, "cannot guard pid %d: %s", (int)pid, atomrun_strerror(r));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int ar_rlock_unguard(lua_State *L)
+{
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    int r = lk->l ? atomrun_remote_lock_unguard(lk->l) : 0;
+    if (r == 0)
+        lua_pushboolean(L, 0);
+    else
+        lua_pushstring(L, r == 1 ? "term" : "kill");
+    return 1;
+}
+
+static int ar_rlock_tostring(lua_State *L)
+{
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    if (lk->l)
+        lua_pushfstring(L, "atomrun.etcd_lock (%s, %s, token %I)", lua_tostring(L, -1),
+                        arL_modename(lk->mode),
+                        (lua_Integer)atomrun_remote_lock_token(lk->l));
+    else
+        lua_pushfstring(L, "atomrun.etcd_lock (%s, released)", lua_tostring(L, -1));
+    return 1;
+}
+
+static int ar_rlock_path(lua_State *L)
+{
+    ar_checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+static int ar_rlock_name(lua_State *L)
+{
+    ar_checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 2);
+    return 1;
+}
+
+static int ar_rlock_mode(lua_State *L)
+{
+    lua_pushstring(L, arL_modename(ar_checkrlock(L, 1)->mode));
+    return 1;
+}
+
+/* token, index, key, lease: kept after release (a fenced write that
+ * failed may want to say which token it had). */
+static int ar_rlock_token(lua_State *L)
+{
+    ar_checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 4);
+    lua_getfield(L, -1, "token");
+    return 1;
+}
+
+static int ar_rlock_index(lua_State *L)
+{
+    ar_checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 4);
+    lua_getfield(L, -1, "index");
+    return 1;
+}
+
+static int ar_rlock_key(lua_State *L)
+{
+    ar_checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 4);
+    lua_getfield(L, -1, "key");
+    return 1;
+}
+
+static int ar_rlock_lease(lua_State *L)
+{
+    ar_checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 4);
+    lua_getfield(L, -1, "lease");
+    return 1;
+}
+
+static int ar_rlock_locked(lua_State *L)
+{
+    lua_pushboolean(L, ar_checkrlock(L, 1)->l != NULL);
+    return 1;
+}
+
+/* ------------------------------------------------------------- holders */
+
+static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
+{
+    char lease[24];
+    lua_createtable(L, 0, 8);
+    if (h->pid > 0) {
+        lua_pushinteger(L, h->pid);
+        lua_setfield(L, -2, "pid");
+    }
+    lua_pushstring(L, h->host);
+    lua_setfield(L, -2, "host");
+    lua_pushstring(L, h->cmd);
+    lua_setfield(L, -2, "cmd");
+    lua_pushstring(L, h->since);
+    lua_setfield(L, -2, "since");
+    lua_pushinteger(L, (lua_Integer)h->token);
+    lua_setfield(L, -2, "token");
+    lua_pushstring(L, arL_modename(h->mode));
+    lua_setfield(L, -2, "mode");
+    lua_pushstring(L, h->key);
+    lua_setfield(L, -2, "key");
+    snprintf(lease, sizeof lease, "%llx", (unsigned long long)h->lease);
+    lua_pushstring(L, lease);
+    lua_setfield(L, -2, "lease");
+}
+
+/* "pid 4121 on web-3 (backup.sh) since 2026-...". */
+static void ar_pushholdertext(lua_State *L, const atomrun_remote_holder *h)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    if (h->pid > 0)
+        lua_pushfstring(L, "pid %d on %s", (int)h->pid, h->host[0] ? h->host : "?");
+    else
+        lua_pushfstring(L, "a holder on %s", h->host[0] ? h->host : "?");
+    luaL_addvalue(&b);
+    if (h->cmd[0]) {
+        lua_pushfstring(L, " (%s)", h->cmd);
+        luaL_addvalue(&b);
+    }
+    if (h->since[0]) {
+        lua_pushfstring(L, " since %s", h->since);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+}
+
+/* ------------------------------------------------------------- lock */
+
+static const char *ar_optstr(lua_State *L, int arg, const char *name)
+{
+    const char *v = NULL;
+    if (arL_opt(L, arg, name, LUA_TSTRING) != LUA_TNIL) {
+        v = lua_tostring(L, -1);    /* stays referenced by the options */
+        lua_pop(L, 1);
+    }
+    return v;
+}
+
+static int ar_optposint(lua_State *L, int arg, const char *name, int dflt,
+                        const char *what)
+{
+    lua_Integer v;
+    int isint;
+    if (arL_opt(L, arg, name, LUA_TNUMBER) == LUA_TNIL)
+        return dflt;
+    v = lua_tointegerx(L, -1, &isint);
+    lua_pop(L, 1);
+    if (!isint || v < 1 || v > 1000000)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be %s", name, what));
+    return (int)v;
+}
+
+/* atomrun.lock(url, opts) for a name with a scheme (from llock.c). */
+int arL_etcd_lock(lua_State *L)
+{
+    static const char *const names[] = { "mode", "wait", "timeout", "ttl", "holder",
+                                         "cmd", "ca", "cert", "key", "slots", NULL };
+    const char *url = arL_checkpath(L, 1), *why, *ca, *cert, *key;
+    atomrun_etcd *c;
+    atomrun_remote_opts o;
+    atomrun_remote_lock *l;
+    ar_rlock *lk;
+    ar_url *u;
+    int r;
+
+    arL_checkoptnames(L, 2, names);
+    lua_settop(L, 2);
+    atomrun_remote_opts_init(&o);
+    if (arL_opt(L, 2, "mode", LUA_TSTRING) != LUA_TNIL) {
+        o.mode = arL_checkmode(L, 2, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    o.timeout = arL_optseconds(L, 2, "timeout", ATOMRUN_FOREVER);
+    if (!arL_optbool(L, 2, "wait", 1))
+        o.timeout = 0;
+    o.ttl = ar_optposint(L, 2, "ttl", 10, "a whole number of seconds >= 1");
+    o.slots = ar_optposint(L, 2, "slots", 1, "an integer >= 1");
+    arL_optbool(L, 2, "holder", 1);  /* accepted: the holder is always known */
+    o.cmd = ar_optstr(L, 2, "cmd");
+    ca = ar_optstr(L, 2, "ca");
+    cert = ar_optstr(L, 2, "cert");
+    key = ar_optstr(L, 2, "key");
+    if (o.mode == ATOMRUN_SHARED && o.slots != 1)
+        luaL_argerror(L, 2, "a shared etcd lock has one slot");
+
+    u = lua_newuserdatauv(L, sizeof *u, 0);   /* 3: freed by the GC */
+    if ((why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if ((r = ar_open_client(L, u, ca, cert, key, &c)) != 0)
+        return r;
+
+    /* Waiting for a name this state holds would wait for ourselves. */
+    if (o.timeout != 0) {
+        lua_Integer x = ar_held_add(L, u->endpoints, u->name, ATOMRUN_EXCLUSIVE, 0);
+        lua_Integer s = ar_held_add(L, u->endpoints, u->name, ATOMRUN_SHARED, 0);
+        int dead = o.slots > 1 ? x >= o.slots
+                 : o.mode == ATOMRUN_SHARED ? x > 0 : (x > 0 || s > 0);
+        if (dead)
+            return arL_fail(L, -EDEADLK, "%s is already locked by this script; waiting "
+                            "for it to be released would wait forever", u->shown);
+    }
+
+    /* The handle first: out of memory here must not leak a held lock. */
+    lk = lua_newuserdatauv(L, sizeof *lk, 4);
+    memset(lk, 0, sizeof *lk);
+    lk->mode = o.mode;
+    lk->slots = o.slots;
+    luaL_setmetatable(L, AR_RLOCK_MT);
+
+    r = atomrun_remote_lock_acquire(c, u->name, &o, &l);
+    if (r < 0) {
+        if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o.holder.token) {
+            ar_pushholdertext(L, &o.holder);
+            if (r == ATOMRUN_EBUSY)
+                arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
+            else
+                arL_fail(L, r, "timed out after %f s waiting for %s, locked by %s",
+                         o.timeout, u->shown, lua_tostring(L, -1));
+            lua_remove(L, -4);
+            ar_pushrholder(L, &o.holder);
+            return 4;
+        }
+        if (r == ATOMRUN_EBUSY)
+            return arL_fail(L, r, "%s is locked", u->shown);
+        if (r == ATOMRUN_ETIMEOUT)
+            return arL_fail(L, r, "timed out after %f s waiting for %s", o.timeout, u->shown);
+        if (r == -ERANGE && o.min_ttl > 0) {
+            arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
+                     u->shown, o.ttl, o.min_ttl);
+            lua_pushinteger(L, o.min_ttl);
+            return 4;
+        }
+        return arL_fail(L, r, "%s: %s", u->shown, o.err[0] ? o.err : atomrun_strerror(r));
+    }
+    lk->l = l;
+    lua_pushstring(L, u->shown);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushstring(L, u->name);
+    lua_setiuservalue(L, -2, 2);
+    lua_pushstring(L, u->endpoints);
+    lua_setiuservalue(L, -2, 3);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)atomrun_remote_lock_token(l));
+    lua_setfield(L, -2, "token");
+    lua_pushinteger(L, atomrun_remote_lock_index(l));
+    lua_setfield(L, -2, "index");
+    lua_pushstring(L, atomrun_remote_lock_key(l));
+    lua_setfield(L, -2, "key");
+    {
+        char lease[24];
+        snprintf(lease, sizeof lease, "%llx",
+                 (unsigned long long)atomrun_remote_lock_lease(l));
+        lua_pushstring(L, lease);
+        lua_setfield(L, -2, "lease");
+    }
+    lua_setiuservalue(L, -2, 4);
+    ar_held_add(L, u->endpoints, u->name, o.mode, 1);
+    return 1;
+}
+
+/* core._etcd_queue(url [, opts]) -> {holder...}, holders first. */
+int arL_etcd_queue(lua_State *L)
+{
+    static const char *const names[] = { "ca", "cert", "key", NULL };
+    const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
+    atomrun_etcd *c;
+    atomrun_remote_holder h[64];
+    char err[ATOMRUN_ETCD_ERRLEN];
+    ar_url *u;
+    int r, n, i;
+    arL_checkoptnames(L, 2, names);
+    lua_settop(L, 2);
+    u = lua_newuserdatauv(L, sizeof *u, 0);
+    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if ((r = ar_open_client(L, u, ar_optstr(L, 2, "ca"), ar_optstr(L, 2, "cert"),
+                            ar_optstr(L, 2, "key"), &c)) != 0)
+        return r;
+    r = atomrun_remote_queue(c, u->name, h, 64, &n, err, sizeof err);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err);
+    lua_createtable(L, n < 64 ? n : 64, 1);
+    for (i = 0; i < n && i < 64; i++) {
+        ar_pushrholder(L, &h[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "n");
+    return 1;
+}
+
+/*
+ * core._etcd_call(url, path, json [, opts]) -> answer (JSON text) | nil, msg,
+ * code: one gateway call, for atomrun doctor and for recipes not yet in C.
+ * opts.endpoint (1-based): that endpoint only; opts.anonymous: without the
+ * user (to ask whether auth is on); opts.timeout: seconds (default the
+ * client's 5).
+ */
+int arL_etcd_call(lua_State *L)
+{
+    static const char *const names[] = { "endpoint", "anonymous", "timeout", "ca",
+                                         "cert", "key", NULL };
+    const char *url = arL_checkpath(L, 1), *path = luaL_checkstring(L, 2);
+    const char *json = luaL_checkstring(L, 3), *why = "not an etcd URL";
+    atomrun_etcd_config cfg;
+    atomrun_etcd *c;
+    char err[ATOMRUN_ETCD_ERRLEN], *out = NULL;
+    double timeout;
+    lua_Integer ep = 0;
+    ar_url *u;
+    int r;
+
+    arL_checkoptnames(L, 4, names);
+    lua_settop(L, 4);
+    if (arL_opt(L, 4, "endpoint", LUA_TNUMBER) != LUA_TNIL) {
+        ep = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
+    timeout = arL_optseconds(L, 4, "timeout", 0);
+    u = lua_newuserdatauv(L, sizeof *u, 0);
+    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if (ep > 0) {                   /* keep only the ep-th endpoint */
+        char *p = u->endpoints, *next;
+        for (lua_Integer i = 1; i < ep && p; i++) {
+            p = strchr(p, ',');
+            if (p)
+                p++;
+        }
+        if (!p || !*p)
+            return arL_fail(L, -EINVAL, "%s: no endpoint #%d", u->shown, (int)ep);
+        next = strchr(p, ',');
+        if (next)
+            *next = '\0';
+        memmove(u->endpoints, p, strlen(p) + 1);
+    }
+    if (arL_optbool(L, 4, "anonymous", 0))
+        u->user[0] = u->password[0] = '\0';
+    ar_fillcfg(u, &cfg, ar_optstr(L, 4, "ca"), ar_optstr(L, 4, "cert"), ar_optstr(L, 4, "key"));
+    r = atomrun_etcd_open(&cfg, &c, err, sizeof err);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err);
+    r = atomrun_etcd_call(c, path, json, timeout > 0 ? atomrun_now() + timeout : 0, &out,
+                          err, sizeof err);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err);
+    lua_pushstring(L, out);
+    free(out);
+    return 1;
+}
+
+/* core._etcd_endpoints(url) -> {"h:p", ...}, shown URL | nil, msg, code */
+int arL_etcd_endpoints(lua_State *L)
+{
+    const char *url = arL_checkpath(L, 1), *why = "not an etcd URL", *p;
+    ar_url *u = lua_newuserdatauv(L, sizeof *u, 0);
+    int n = 0;
+    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    lua_newtable(L);
+    for (p = u->endpoints; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        lua_pushlstring(L, p, len);
+        lua_rawseti(L, -2, ++n);
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    lua_pushstring(L, u->shown);
+    return 2;
+}
+
+void arL_openremote(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "unlock", ar_rlock_unlock }, { "lost", ar_rlock_lost },
+        { "guard", ar_rlock_guard },   { "unguard", ar_rlock_unguard },
+        { NULL, NULL } };
+    static const luaL_Reg getters[] = {
+        { "path", ar_rlock_path },   { "url", ar_rlock_path },
+        { "name", ar_rlock_name },   { "mode", ar_rlock_mode },
+        { "token", ar_rlock_token }, { "index", ar_rlock_index },
+        { "key", ar_rlock_key },     { "lease", ar_rlock_lease },
+        { "locked", ar_rlock_locked },
+        { NULL, NULL } };
+    arL_newclass(L, AR_RLOCK_MT, methods, getters, ar_rlock_gc, ar_rlock_tostring);
+}

@@ -1,0 +1,812 @@
+/*
+ * rlock.c -- locks, readers-writer locks and semaphores on etcd: the queue
+ * of clientv3/concurrency's mutex, with the holder recorded in the key.
+ *
+ *   key    ATOMRUN_ETCD_LOCK_PREFIX NAME "/" <lease hex> "-" <n>, bound to
+ *          the session's lease, so a dead holder's key goes with its lease;
+ *          <n> is unique in the process (two slots of one semaphore, two
+ *          threads on one name).
+ *   value  {"host", "pid", "cmd", "since", "mode"} as JSON, for busy/timeout
+ *          messages and `etcdctl get --prefix atomrun/lock/`.
+ *   queue  the keys directly under NAME/ in create-revision order.  A
+ *          mutex's holder is the first; a semaphore of n's holders are the
+ *          first n; a shared (reader) key holds while no exclusive key is
+ *          ahead of it.  The create revision is the fencing token: etcd's
+ *          revisions only grow, so each new holder's token is higher.
+ *
+ * Acquire is one txn: "if my key does not exist, put it; in either case
+ * read the queue".  Re-sent after a lost answer (the member died after the
+ * put) it finds the key already there and does not queue twice.  A waiter
+ * watches only the key it waits for -- the one just before it for a mutex,
+ * the last writer before it for a reader -- from the revision of the read,
+ * so no delete between the read and the watch is missed, and a release
+ * wakes one waiter, not the herd.  A semaphore waiter watches the name's
+ * keys (any release may be its turn).  After every wake the queue is read
+ * again: that read is also the check that the key still exists with its
+ * revision (the lease may have expired while waiting).
+ *
+ * Keys under NAME/ that are not directly under it ("NAME/sub/..." is the
+ * lock "NAME/sub") are skipped, so nested names are separate locks.
+ */
+#define _GNU_SOURCE
+#include "etcd_internal.h"
+#include "ar_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AR_NAME_MAX     200
+#define AR_WATCH_SLICE  2.0     /* re-read the queue at least this often */
+
+/* The guard: a thread that ends a command's process group when the lock
+ * is lost (atomrun_remote_lock_guard). */
+typedef struct ar_guard {
+    pthread_t       thread;
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    pid_t           pgid;
+    double          kill_after;
+    int             stop;
+    int             fired;      /* 1 TERM sent, 2 KILL sent */
+} ar_guard;
+
+struct atomrun_remote_lock {
+    atomrun_etcd *c;
+    ar_session   *s;
+    char         *key;
+    int64_t       token;
+    int           index;
+    ar_guard     *guard;
+};
+
+static pthread_mutex_t seq_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned        seq;
+
+void atomrun_remote_opts_init(atomrun_remote_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->mode = ATOMRUN_EXCLUSIVE;
+    o->slots = 1;
+    o->timeout = ATOMRUN_FOREVER;
+    o->ttl = 10;
+}
+
+int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l) { return l->token; }
+int atomrun_remote_lock_index(const atomrun_remote_lock *l) { return l->index; }
+const char *atomrun_remote_lock_key(const atomrun_remote_lock *l) { return l->key; }
+int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l)
+{
+    return ar_session_lease(l->s);
+}
+
+int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len)
+{
+    return ar_session_lost(l->s, why, len);
+}
+
+/* ------------------------------------------------------------ guard */
+
+/* Sleep on g->cv until stop or `until` (monotonic); 1 if stopped.  Under
+ * g->mu. */
+static int guard_nap(ar_guard *g, double until)
+{
+    while (!g->stop) {
+        double left = until - atomrun_now();
+        struct timespec ts;
+        if (left <= 0)
+            return 0;
+        if (left > 0.05)
+            left = 0.05;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(left * 1e9);
+        while (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+    }
+    return 1;
+}
+
+/* pgid 0: every child of this process, each with its group if it leads
+ * one -- for a caller (the CLI) that starts the command after the guard
+ * and so never learns its pid first.  Children of any of our threads, from
+ * /proc/self/task/TID/children. */
+static void guard_kill(pid_t pgid, int sig)
+{
+    DIR *d;
+    struct dirent *e;
+    if (pgid > 0) {
+        if (kill(-pgid, sig) < 0)       /* the group, or the leader alone */
+            kill(pgid, sig);
+        return;
+    }
+    if (!(d = opendir("/proc/self/task")))
+        return;
+    while ((e = readdir(d)) != NULL) {
+        char path[64];
+        FILE *f;
+        long pid;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/children", e->d_name);
+        if (!(f = fopen(path, "re")))
+            continue;
+        while (fscanf(f, "%ld", &pid) == 1) {
+            if (pid <= 1)
+                continue;
+            if (getpgid((pid_t)pid) == (pid_t)pid)
+                kill((pid_t)-pid, sig);
+            else
+                kill((pid_t)pid, sig);
+        }
+        fclose(f);
+    }
+    closedir(d);
+}
+
+typedef struct guard_arg {
+    ar_guard   *g;
+    ar_session *s;
+} guard_arg;
+
+static void *guard_main(void *ud)
+{
+    guard_arg *a = ud;
+    ar_guard *g = a->g;
+    ar_session *s = a->s;
+    free(a);
+    pthread_mutex_lock(&g->mu);
+    /* lost() is a clock comparison and a flag: looking 20 times a second
+     * costs nothing and bounds how long a lost lock's command runs on. */
+    while (!g->stop) {
+        pthread_mutex_unlock(&g->mu);
+        int lost = ar_session_lost(s, NULL, 0) < 0;
+        pthread_mutex_lock(&g->mu);
+        if (lost && !g->stop) {
+            guard_kill(g->pgid, SIGTERM);
+            g->fired = 1;
+            if (!guard_nap(g, atomrun_now() + g->kill_after)) {
+                guard_kill(g->pgid, SIGKILL);
+                g->fired = 2;
+            }
+            break;
+        }
+        guard_nap(g, atomrun_now() + 0.05);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_after)
+{
+    ar_guard *g;
+    guard_arg *a;
+    if (pgid < 0 || pgid == 1 || l->guard || !(kill_after >= 0))
+        return -EINVAL;
+    g = calloc(1, sizeof *g);
+    a = malloc(sizeof *a);
+    if (!g || !a) {
+        free(g);
+        free(a);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->pgid = pgid;
+    g->kill_after = kill_after;
+    a->g = g;
+    a->s = l->s;
+    if (pthread_create(&g->thread, NULL, guard_main, a) != 0) {
+        pthread_mutex_destroy(&g->mu);
+        pthread_cond_destroy(&g->cv);
+        free(g);
+        free(a);
+        return -EAGAIN;
+    }
+    l->guard = g;
+    return 0;
+}
+
+/*
+ * Stop the guard.  Call it as soon as the command has been waited for: the
+ * kernel may give its pid to a new process after that (the window is the
+ * time between the wait and this call).
+ */
+int atomrun_remote_lock_unguard(atomrun_remote_lock *l)
+{
+    ar_guard *g = l->guard;
+    int fired;
+    if (!g)
+        return 0;
+    pthread_mutex_lock(&g->mu);
+    g->stop = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    pthread_join(g->thread, NULL);
+    fired = g->fired;
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+    l->guard = NULL;
+    return fired;
+}
+
+/* ------------------------------------------------------------ records */
+
+void atomrun_remote_scrub(char *s)
+{
+    char *p = s;
+    while ((p = strstr(p, "://")) != NULL) {
+        char *auth = p + 3, *end = auth, *at = NULL;
+        while (*end && *end != '/' && *end != ' ' && *end != '\t' && *end != '\n') {
+            if (*end == '@')
+                at = end;
+            end++;
+        }
+        if (at)
+            memmove(auth, at + 1, strlen(at + 1) + 1);
+        p = auth;
+    }
+}
+
+/* This process's command line, arguments joined by spaces, credentials
+ * stripped (a URL given on the command line may carry a password). */
+static void self_cmd(char *buf, size_t size)
+{
+    FILE *f = fopen("/proc/self/cmdline", "re");
+    size_t n = 0, i;
+    buf[0] = '\0';
+    if (!f)
+        return;
+    n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && buf[n - 1] == '\0')
+        n--;
+    for (i = 0; i < n; i++)
+        if (buf[i] == '\0')
+            buf[i] = ' ';
+    buf[n] = '\0';
+    atomrun_remote_scrub(buf);
+}
+
+static char *make_value(const atomrun_remote_opts *o)
+{
+    char host[256] = "", cmd[512], since[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    json_t *v;
+    char *text;
+
+    gethostname(host, sizeof host - 1);
+    if (o->cmd) {
+        ar_strlcpy(cmd, o->cmd, sizeof cmd);
+        atomrun_remote_scrub(cmd);
+    } else {
+        self_cmd(cmd, sizeof cmd);
+    }
+    gmtime_r(&t, &tm);
+    strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    v = json_pack("{s:s, s:I, s:s, s:s, s:s}", "host", host,
+                  "pid", (json_int_t)getpid(), "cmd", cmd, "since", since,
+                  "mode", o->mode == ATOMRUN_SHARED ? "shared" : "exclusive");
+    if (!v)
+        return NULL;
+    text = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    return text;
+}
+
+/* One key of the queue. */
+typedef struct entry {
+    char   *key;                /* decoded */
+    int64_t rev, lease;
+    int     shared;
+    json_t *value;              /* decoded record, or NULL */
+} entry;
+
+typedef struct queue {
+    entry  *e;
+    int     n;
+    int64_t revision;           /* of the read */
+} queue;
+
+static void queue_free(queue *q)
+{
+    for (int i = 0; i < q->n; i++) {
+        free(q->e[i].key);
+        json_decref(q->e[i].value);
+    }
+    free(q->e);
+    q->e = NULL;
+    q->n = 0;
+}
+
+static void fill_holder(const entry *e, atomrun_remote_holder *h)
+{
+    memset(h, 0, sizeof *h);
+    h->token = e->rev;
+    h->lease = e->lease;
+    h->mode = e->shared ? ATOMRUN_SHARED : ATOMRUN_EXCLUSIVE;
+    ar_strlcpy(h->key, e->key, sizeof h->key);
+    if (e->value) {
+        const char *s;
+        h->pid = (pid_t)ar_json_int64(e->value, "pid");
+        if ((s = json_string_value(json_object_get(e->value, "host"))))
+            ar_strlcpy(h->host, s, sizeof h->host);
+        if ((s = json_string_value(json_object_get(e->value, "cmd"))))
+            ar_strlcpy(h->cmd, s, sizeof h->cmd);
+        if ((s = json_string_value(json_object_get(e->value, "since"))))
+            ar_strlcpy(h->since, s, sizeof h->since);
+    }
+}
+
+/* The kvs of a range answer into q: only keys directly under prefix. */
+static int parse_queue(json_t *range, const char *prefix, queue *q)
+{
+    json_t *kvs = json_object_get(range, "kvs"), *kv;
+    size_t i, plen = strlen(prefix);
+    q->revision = ar_json_int64(json_object_get(range, "header"), "revision");
+    if (!kvs)
+        return 0;
+    q->e = calloc(json_array_size(kvs) + 1, sizeof *q->e);
+    if (!q->e)
+        return -ENOMEM;
+    json_array_foreach(kvs, i, kv) {
+        const char *k64 = json_string_value(json_object_get(kv, "key"));
+        const char *v64 = json_string_value(json_object_get(kv, "value"));
+        char *key = NULL, *val = NULL;
+        size_t klen, vlen;
+        entry *e;
+        if (!k64 || ar_b64_decode(k64, &key, &klen) < 0)
+            continue;
+        if (klen <= plen || memchr(key + plen, '/', klen - plen) ||
+            memchr(key, '\0', klen)) {
+            free(key);
+            continue;
+        }
+        e = &q->e[q->n++];
+        e->key = key;
+        e->rev = ar_json_int64(kv, "create_revision");
+        e->lease = ar_json_int64(kv, "lease");
+        if (v64 && ar_b64_decode(v64, &val, &vlen) == 0) {
+            json_error_t je;
+            e->value = json_loadb(val, vlen, 0, &je);
+            if (e->value && !json_is_object(e->value)) {
+                json_decref(e->value);
+                e->value = NULL;
+            }
+            free(val);
+        }
+        if (e->value) {
+            const char *m = json_string_value(json_object_get(e->value, "mode"));
+            e->shared = m && strcmp(m, "shared") == 0;
+        }
+    }
+    return 0;
+}
+
+/* A range request for every key under prefix, oldest first. */
+static json_t *range_request(const char *prefix)
+{
+    size_t plen = strlen(prefix), elen;
+    char *end = ar_prefix_end(prefix, plen, &elen);
+    json_t *r;
+    if (!end)
+        return NULL;
+    r = json_pack("{s:o, s:o, s:s, s:s}", "key", ar_json_b64(prefix, plen),
+                  "range_end", ar_json_b64(end, elen),
+                  "sort_target", "CREATE", "sort_order", "ASCEND");
+    free(end);
+    return r;
+}
+
+static int read_queue(atomrun_etcd *c, const char *prefix, double deadline,
+                      queue *q, char *err, size_t errlen)
+{
+    json_t *req = range_request(prefix), *ans = NULL;
+    int r;
+    if (!req)
+        return -ENOMEM;
+    r = ar_etcd_post(c, "/v3/kv/range", req, deadline, NULL, &ans, err, errlen);
+    json_decref(req);
+    if (r < 0)
+        return r;
+    r = parse_queue(ans, prefix, q);
+    json_decref(ans);
+    return r;
+}
+
+/*
+ * Put key (if it is not there) and read the queue, in one txn.  The txn
+ * answers with the put's response (or none) and the range's.
+ */
+static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
+                   const char *value, int64_t lease, double deadline,
+                   queue *q, char *err, size_t errlen)
+{
+    char id[32];
+    json_t *rng = range_request(prefix), *txn, *ans = NULL, *resp, *item;
+    size_t i;
+    int r;
+
+    if (!rng)
+        return -ENOMEM;
+    snprintf(id, sizeof id, "%lld", (long long)lease);
+    txn = json_pack("{s:[{s:o, s:s, s:s, s:s}],"
+                    " s:[{s:{s:o, s:o, s:s}}, {s:O}],"
+                    " s:[{s:O}]}",
+                    "compare", "key", ar_json_b64(key, strlen(key)),
+                    "target", "CREATE", "result", "EQUAL", "create_revision", "0",
+                    "success", "request_put", "key", ar_json_b64(key, strlen(key)),
+                    "value", ar_json_b64(value, strlen(value)), "lease", id,
+                    "request_range", rng,
+                    "failure", "request_range", rng);
+    json_decref(rng);
+    if (!txn)
+        return -ENOMEM;
+    r = ar_etcd_post(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    json_decref(txn);
+    if (r < 0)
+        return r;
+    r = -EPROTO;
+    resp = json_object_get(ans, "responses");
+    json_array_foreach(resp, i, item) {
+        json_t *rr = json_object_get(item, "response_range");
+        if (rr) {
+            r = parse_queue(rr, prefix, q);
+            /* the txn's header revision is the one to watch from */
+            q->revision = ar_json_int64(json_object_get(ans, "header"), "revision");
+        }
+    }
+    if (r == -EPROTO)
+        snprintf(err, errlen, "%s: the lock txn answered without the queue",
+                 atomrun_etcd_endpoints(c));
+    json_decref(ans);
+    return r;
+}
+
+/* Delete key if it still has token (0: whatever its revision).  1 deleted,
+ * 0 it was not there (or not ours), < 0 error. */
+static int dequeue(atomrun_etcd *c, const char *key, int64_t token,
+                   double deadline, char *err, size_t errlen)
+{
+    char rev[32];
+    json_t *txn, *ans = NULL;
+    int r;
+    snprintf(rev, sizeof rev, "%lld", (long long)token);
+    if (token > 0)
+        txn = json_pack("{s:[{s:o, s:s, s:s, s:s}], s:[{s:{s:o}}]}",
+                        "compare", "key", ar_json_b64(key, strlen(key)),
+                        "target", "CREATE", "result", "EQUAL", "create_revision", rev,
+                        "success", "request_delete_range", "key",
+                        ar_json_b64(key, strlen(key)));
+    else
+        txn = json_pack("{s:[{s:{s:o}}]}", "success", "request_delete_range",
+                        "key", ar_json_b64(key, strlen(key)));
+    if (!txn)
+        return -ENOMEM;
+    r = ar_etcd_post(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    json_decref(txn);
+    if (r < 0)
+        return r;
+    r = json_is_true(json_object_get(ans, "succeeded")) ? 1 : 0;
+    if (r == 1 && token <= 0)
+        r = 1;
+    json_decref(ans);
+    return r;
+}
+
+/* ------------------------------------------------------------ waiting */
+
+typedef struct deletewait {
+    const char *key;            /* NULL: any delete under the prefix */
+} deletewait;
+
+static int on_watch(void *ud, json_t *result)
+{
+    deletewait *w = ud;
+    json_t *events = json_object_get(result, "events"), *ev;
+    size_t i;
+    (void)w;
+    json_array_foreach(events, i, ev) {
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        if (type && strcmp(type, "DELETE") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Wait until `target` (or, NULL, any key under prefix) is deleted after
+ * revision rev, or until `until`. */
+static int wait_delete(atomrun_etcd *c, const char *prefix, const char *target,
+                       int64_t rev, double until, char *err, size_t errlen)
+{
+    char start[32];
+    deletewait w = { target };
+    json_t *req;
+    int r;
+    snprintf(start, sizeof start, "%lld", (long long)(rev + 1));
+    if (target) {
+        req = json_pack("{s:o, s:s}", "key", ar_json_b64(target, strlen(target)),
+                        "start_revision", start);
+    } else {
+        size_t plen = strlen(prefix), elen;
+        char *end = ar_prefix_end(prefix, plen, &elen);
+        if (!end)
+            return -ENOMEM;
+        req = json_pack("{s:o, s:o, s:s}", "key", ar_json_b64(prefix, plen),
+                        "range_end", ar_json_b64(end, elen), "start_revision", start);
+        free(end);
+    }
+    if (!req)
+        return -ENOMEM;
+    r = ar_etcd_watch(c, req, until, on_watch, &w, err, errlen);
+    json_decref(req);
+    return r;
+}
+
+/* Am I (at position me) a holder?  Otherwise which key to wait for (NULL:
+ * any) and who is in the way. */
+static int decide(const queue *q, int me, const atomrun_remote_opts *o,
+                  const entry **wait_for, const entry **blocker)
+{
+    int i, last_writer = -1;
+    *wait_for = NULL;
+    *blocker = NULL;
+    if (o->mode == ATOMRUN_SHARED) {
+        for (i = 0; i < me; i++)
+            if (!q->e[i].shared)
+                last_writer = i;
+        if (last_writer < 0)
+            return 1;
+        *wait_for = &q->e[last_writer];
+        for (i = 0; i < me; i++)
+            if (!q->e[i].shared) {
+                *blocker = &q->e[i];
+                break;
+            }
+        return 0;
+    }
+    if (me < o->slots)
+        return 1;
+    *blocker = &q->e[0];
+    if (o->slots == 1)
+        *wait_for = &q->e[me - 1];
+    return 0;
+}
+
+static int find_me(const queue *q, const char *key)
+{
+    for (int i = 0; i < q->n; i++)
+        if (strcmp(q->e[i].key, key) == 0)
+            return i;
+    return -1;
+}
+
+static int valid_name(const char *name, char *err, size_t errlen)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0) {
+        snprintf(err, errlen, "empty etcd lock name");
+        return -EINVAL;
+    }
+    if (n > AR_NAME_MAX) {
+        snprintf(err, errlen, "etcd lock name longer than %d bytes", AR_NAME_MAX);
+        return -EINVAL;
+    }
+    if (name[n - 1] == '/' || name[0] == '/' || strstr(name, "//")) {
+        snprintf(err, errlen, "etcd lock name \"%s\" has an empty path segment", name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
+                                atomrun_remote_opts *o,
+                                atomrun_remote_lock **out)
+{
+    double start = atomrun_now();
+    double wait_until = o->timeout < 0 ? 1e300 : start + o->timeout;
+    char prefix[AR_NAME_MAX + 64], key[AR_NAME_MAX + 96];
+    char *value = NULL;
+    ar_session *s = NULL;
+    queue q = { 0 };
+    int r, requeues = 0;
+    unsigned n;
+
+    *out = NULL;
+    o->err[0] = '\0';
+    memset(&o->holder, 0, sizeof o->holder);
+    if ((r = valid_name(name, o->err, sizeof o->err)) < 0)
+        return r;
+    if (o->slots < 1 || (o->mode == ATOMRUN_SHARED && o->slots != 1) ||
+        (o->mode != ATOMRUN_SHARED && o->mode != ATOMRUN_EXCLUSIVE)) {
+        snprintf(o->err, sizeof o->err, "etcd lock: bad mode or slot count");
+        return -EINVAL;
+    }
+    if (o->ttl < 1) {
+        snprintf(o->err, sizeof o->err, "etcd lock: ttl must be at least 1 second");
+        return -ERANGE;
+    }
+    snprintf(prefix, sizeof prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
+    value = make_value(o);
+    if (!value)
+        return -ENOMEM;
+
+/* How long a network step may take: the caller's deadline when it has one;
+ * otherwise (wait forever, or not at all) the client's op_timeout. */
+#define OP_DEADLINE() (o->timeout > 0 ? wait_until : atomrun_now() + ar_etcd_op_timeout(c))
+
+again:
+    r = ar_session_get(c, o->ttl, OP_DEADLINE(), &s, &o->min_ttl, o->err, sizeof o->err);
+    if (r < 0)
+        goto fail;
+    pthread_mutex_lock(&seq_mu);
+    n = ++seq;
+    pthread_mutex_unlock(&seq_mu);
+    snprintf(key, sizeof key, "%s%llx-%u", prefix,
+             (unsigned long long)ar_session_lease(s), n);
+    r = enqueue(c, prefix, key, value, ar_session_lease(s), OP_DEADLINE(), &q,
+                o->err, sizeof o->err);
+    if (r == -ENOENT && strstr(o->err, "lease not found") && requeues++ < 3) {
+        /* The cluster no longer has our lease (revoked by someone, or a
+         * cluster rebuilt on the same endpoints): a new session. */
+        ar_session_abandon(s, o->err);
+        ar_session_put(s);
+        s = NULL;
+        goto again;
+    }
+    if (r < 0)
+        goto cleanup;
+
+    for (;;) {
+        const entry *wait_for, *blocker;
+        int me = find_me(&q, key), mine;
+        char why[ATOMRUN_ETCD_ERRLEN];
+        double left;
+
+        if (me < 0 || ar_session_lost(s, why, sizeof why) < 0) {
+            /* Our key is gone (the lease expired while we waited -- a
+             * stopped process, a partition -- or someone deleted it):
+             * queue again at the back, with a new lease if need be. */
+            char derr[ATOMRUN_ETCD_ERRLEN];
+            queue_free(&q);
+            if (me >= 0)            /* best effort: the lease takes it anyway */
+                dequeue(c, key, 0, atomrun_now() + 1.0, derr, sizeof derr);
+            ar_session_put(s);
+            s = NULL;
+            if (++requeues > 3 || atomrun_now() >= wait_until) {
+                snprintf(o->err, sizeof o->err, "lost the place in the queue of %s "
+                         "while waiting (the lease expired)", name);
+                r = ATOMRUN_ELOST;
+                goto fail;
+            }
+            goto again;
+        }
+        mine = decide(&q, me, o, &wait_for, &blocker);
+        if (mine) {
+            atomrun_remote_lock *l = calloc(1, sizeof *l);
+            if (!l || !(l->key = strdup(key))) {
+                free(l);
+                r = -ENOMEM;
+                goto cleanup;
+            }
+            l->c = c;
+            l->s = s;
+            l->token = q.e[me].rev;
+            l->index = me + 1;
+            queue_free(&q);
+            free(value);
+            *out = l;
+            return 0;
+        }
+        if (blocker)
+            fill_holder(blocker, &o->holder);
+        left = wait_until - atomrun_now();
+        if (o->timeout == 0 || left <= 0) {
+            r = o->timeout == 0 ? ATOMRUN_EBUSY : ATOMRUN_ETIMEOUT;
+            goto cleanup;
+        }
+        r = wait_delete(c, prefix, wait_for ? wait_for->key : NULL, q.revision,
+                        atomrun_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
+                        o->err, sizeof o->err);
+        if (r < 0)
+            goto cleanup;
+        queue_free(&q);
+        /* Re-reading also catches a delete the watch did not see (a
+         * compaction, a broken stream). */
+        r = read_queue(c, prefix, o->timeout > 0 ? wait_until + 0.0 : OP_DEADLINE(),
+                       &q, o->err, sizeof o->err);
+        if (r < 0 && r == ATOMRUN_EUNAVAILABLE && o->timeout > 0 && atomrun_now() >= wait_until)
+            r = ATOMRUN_ETIMEOUT;
+        if (r < 0)
+            goto cleanup;
+    }
+
+cleanup:
+    /* A waiter that gives up leaves no key: a moment more for that, past the
+     * deadline if need be -- a key left behind would stand in the queue,
+     * ahead of everyone after it, for as long as the lease lives.  When the
+     * cluster did not answer (the put may or may not have happened) and no
+     * other lock of ours uses the lease, the lease is let go: the key, if
+     * any, then goes within the TTL. */
+    if (s) {
+        char derr[ATOMRUN_ETCD_ERRLEN];
+        int unsure = r == ATOMRUN_EUNAVAILABLE;
+        double grace = unsure ? 1.0 : 2.0;
+        if (grace > ar_etcd_op_timeout(c))
+            grace = ar_etcd_op_timeout(c);
+        if (dequeue(c, key, 0, atomrun_now() + grace, derr, sizeof derr) < 0 &&
+            ar_session_users(s) == 1)
+            ar_session_abandon(s, "given up: the cluster did not answer");
+    }
+fail:
+    if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
+        char who[200] = "";
+        if (o->holder.token)
+            snprintf(who, sizeof who, " by pid %d on %s", (int)o->holder.pid,
+                     o->holder.host[0] ? o->holder.host : "?");
+        snprintf(o->err, sizeof o->err, "%s is %s%s", name,
+                 r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout", who);
+    }
+    queue_free(&q);
+    ar_session_put(s);
+    free(value);
+    return r;
+#undef OP_DEADLINE
+}
+
+int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
+{
+    char why[ATOMRUN_ETCD_ERRLEN];
+    int lost, r;
+    atomrun_remote_lock_unguard(l);
+    lost = ar_session_lost(l->s, why, sizeof why) < 0;
+    r = dequeue(l->c, l->key, l->token, 0, err, errlen);
+    if (r == 0 || (r >= 0 && lost)) {
+        if (lost)
+            snprintf(err, errlen, "%s", why);
+        else
+            snprintf(err, errlen, "%s was no longer held (token %lld): the lease "
+                     "expired or the key was removed", l->key, (long long)l->token);
+        r = ATOMRUN_ELOST;
+    } else if (r == 1) {
+        r = 0;
+    } else if (lost) {
+        snprintf(err, errlen, "%s", why);
+        r = ATOMRUN_ELOST;
+    }
+    ar_session_put(l->s);
+    free(l->key);
+    free(l);
+    return r;
+}
+
+int atomrun_remote_queue(atomrun_etcd *c, const char *name,
+                         atomrun_remote_holder *h, int max, int *count,
+                         char *err, size_t errlen)
+{
+    char prefix[AR_NAME_MAX + 64];
+    queue q = { 0 };
+    int r, i;
+    *count = 0;
+    if ((r = valid_name(name, err, errlen)) < 0)
+        return r;
+    snprintf(prefix, sizeof prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
+    r = read_queue(c, prefix, 0, &q, err, errlen);
+    if (r < 0)
+        return r;
+    for (i = 0; i < q.n && i < max; i++)
+        fill_holder(&q.e[i], &h[i]);
+    *count = q.n;
+    queue_free(&q);
+    return 0;
+}

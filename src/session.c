@@ -1,0 +1,447 @@
+/*
+ * session.c -- one etcd lease per process, cluster and TTL, kept alive by a
+ * background thread, as clientv3/concurrency's Session does.
+ *
+ * Every lock of the process on that cluster with that TTL hangs its key on
+ * the same lease, so a lock+unlock costs two consensus writes (put, delete)
+ * instead of four (grant, put, delete, revoke).  The lease is granted
+ * before the first wait and revoked at exit; a process that dies without
+ * exiting (SIGKILL) loses its keys when the TTL runs out.
+ *
+ * Lost, decided locally and never undone:
+ *   - a keepalive answer without a TTL: the server no longer has the lease;
+ *   - the local deadline passes without a confirmation.  The deadline is
+ *     the SEND time of the last confirmed keepalive plus the TTL it
+ *     returned, on the monotonic clock.  The server starts its TTL when the
+ *     request arrives, after we sent it, so ours runs out first: a holder
+ *     reports "lost" no later than the cluster could hand the lock to
+ *     someone else.  A process stopped (SIGSTOP, a VM pause) past that
+ *     deadline sees "lost" the moment it looks, before any keepalive.
+ */
+#define _GNU_SOURCE
+#include "etcd_internal.h"
+#include "ar_internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct ar_session {
+    ar_session     *next;          /* the client's list (under smu) */
+    atomrun_etcd   *c;
+    int             ttl;           /* asked for */
+    int64_t         lease;
+    pid_t           owner;         /* a forked child must not revoke it */
+    int             refs;          /* the list's reference + each user */
+    int             users;         /* ar_session_get callers not yet put */
+
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    double          confirmed_until;
+    int             lost;
+    char            why[ATOMRUN_ETCD_ERRLEN];
+    volatile int    stop;
+    int             running;       /* the keepalive thread (detached) */
+};
+
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+int64_t ar_session_lease(const ar_session *s) { return s->lease; }
+
+static void mark_lost(ar_session *s, const char *why)
+{
+    if (!s->lost) {
+        s->lost = 1;
+        ar_strlcpy(s->why, why, sizeof s->why);
+    }
+}
+
+/* Under s->mu. */
+static int check_lost(ar_session *s)
+{
+    if (!s->lost && atomrun_now() > s->confirmed_until) {
+        char why[ATOMRUN_ETCD_ERRLEN];
+        snprintf(why, sizeof why, "lease %llx: no keepalive was confirmed within "
+                 "its %d s TTL", (unsigned long long)s->lease, s->ttl);
+        mark_lost(s, why);
+    }
+    return s->lost;
+}
+
+int ar_session_lost(ar_session *s, char *why, size_t len)
+{
+    int lost;
+    pthread_mutex_lock(&s->mu);
+    lost = check_lost(s);
+    if (lost && why)
+        ar_strlcpy(why, s->why, len);
+    pthread_mutex_unlock(&s->mu);
+    return lost ? ATOMRUN_ELOST : 0;
+}
+
+static void session_free(ar_session *s)
+{
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+/* References: the client's list, each lock using it, and the keepalive
+ * thread; whoever drops the last one frees it. */
+void ar_session_unref(ar_session *s)
+{
+    pthread_mutex_t *smu;
+    int left;
+    if (!s)
+        return;
+    smu = ar_etcd_session_mutex(s->c);
+    pthread_mutex_lock(smu);
+    left = --s->refs;
+    pthread_mutex_unlock(smu);
+    if (left == 0)
+        session_free(s);
+}
+
+int ar_session_put(ar_session *s)
+{
+    pthread_mutex_t *smu;
+    int left;
+    if (!s)
+        return 0;
+    smu = ar_etcd_session_mutex(s->c);
+    pthread_mutex_lock(smu);
+    left = --s->users;
+    pthread_mutex_unlock(smu);
+    ar_session_unref(s);
+    return left;
+}
+
+int ar_session_users(ar_session *s)
+{
+    pthread_mutex_t *smu = ar_etcd_session_mutex(s->c);
+    int n;
+    pthread_mutex_lock(smu);
+    n = s->users;
+    pthread_mutex_unlock(smu);
+    return n;
+}
+
+/* Take s off the client's list (a lost session is not handed out again),
+ * dropping the list's reference. */
+static void unlist(ar_session *s)
+{
+    pthread_mutex_t *smu = ar_etcd_session_mutex(s->c);
+    ar_session **pp;
+    int listed = 0;
+    pthread_mutex_lock(smu);
+    for (pp = ar_etcd_sessions(s->c); *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            listed = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(smu);
+    if (listed)
+        ar_session_unref(s);
+}
+
+void ar_session_abandon(ar_session *s, const char *why)
+{
+    pthread_mutex_lock(&s->mu);
+    mark_lost(s, why);
+    pthread_cond_broadcast(&s->cv);     /* the keepalive thread ends */
+    pthread_mutex_unlock(&s->mu);
+    unlist(s);
+}
+
+/* --------------------------------------------------------- keepalive */
+
+static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
+                          char *err, size_t errlen)
+{
+    json_t *body = json_object(), *ans = NULL;
+    char id[32];
+    ar_post_opts po = { &s->stop, 0 };
+    double deadline;
+    int r;
+
+    if (!body)
+        return -ENOMEM;
+    snprintf(id, sizeof id, "%lld", (long long)s->lease);
+    json_object_set_new(body, "ID", json_string(id));
+    pthread_mutex_lock(&s->mu);
+    deadline = s->confirmed_until;
+    pthread_mutex_unlock(&s->mu);
+    *sent = atomrun_now();
+    /* One try per endpoint may take up to a third of the TTL, so that a
+     * stopped member is left in time for the others. */
+    po.attempt_cap = s->ttl / 3.0 < 2.0 ? s->ttl / 3.0 : 2.0;
+    r = ar_etcd_post(s->c, "/v3/lease/keepalive", body, deadline, &po, &ans,
+                     err, errlen);
+    json_decref(body);
+    if (r < 0)
+        return r;
+    *ttl = ar_json_int64(ans, "TTL");
+    json_decref(ans);
+    return 0;
+}
+
+static void *keepalive_main(void *ud)
+{
+    ar_session *s = ud;
+    double next = atomrun_now() + s->ttl / 3.0;
+
+    for (;;) {
+        char err[ATOMRUN_ETCD_ERRLEN] = "", why[ATOMRUN_ETCD_ERRLEN];
+        double sent = 0;
+        int64_t ttl = 0;
+        int r;
+        struct timespec ts;
+
+        pthread_mutex_lock(&s->mu);
+        while (!s->stop && atomrun_now() < next) {
+            double wake = next - atomrun_now();
+            clock_gettime(CLOCK_REALTIME, &ts);  /* pthread_cond_timedwait's clock */
+            ts.tv_sec += (time_t)wake;
+            ts.tv_nsec += (long)((wake - (double)(time_t)wake) * 1e9);
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        }
+        if (s->stop || check_lost(s)) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        pthread_mutex_unlock(&s->mu);
+
+        r = keepalive_once(s, &sent, &ttl, err, sizeof err);
+        if (r == -ECANCELED)
+            break;
+        pthread_mutex_lock(&s->mu);
+        if (r == 0 && ttl <= 0) {
+            snprintf(why, sizeof why, "lease %llx expired: the cluster answered the "
+                     "keepalive without a TTL", (unsigned long long)s->lease);
+            mark_lost(s, why);
+        } else if (r == 0) {
+            /* Too late is too late, even if the server was lenient: someone
+             * may already have been told the lock is free. */
+            if (!check_lost(s))
+                s->confirmed_until = sent + (double)ttl;
+            next = sent + s->ttl / 3.0;
+        } else if (r == ATOMRUN_EUNAVAILABLE || atomrun_now() >= s->confirmed_until) {
+            snprintf(why, sizeof why, "lease %llx: no keepalive was confirmed within "
+                     "its %d s TTL (%.150s)", (unsigned long long)s->lease, s->ttl, err);
+            mark_lost(s, why);
+        } else {
+            next = atomrun_now() + 0.2;   /* an odd answer: try again soon */
+        }
+        r = s->lost;
+        pthread_mutex_unlock(&s->mu);
+        if (r)
+            break;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->running = 0;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->lost)
+        unlist(s);
+    ar_session_unref(s);        /* the thread's own */
+    return NULL;
+}
+
+/* ------------------------------------------------------------ exit */
+
+static void lease_revoke(ar_session *s, double deadline)
+{
+    json_t *body = json_object(), *ans = NULL;
+    char id[32], err[ATOMRUN_ETCD_ERRLEN];
+    if (!body)
+        return;
+    snprintf(id, sizeof id, "%lld", (long long)s->lease);
+    json_object_set_new(body, "ID", json_string(id));
+    if (ar_etcd_post(s->c, "/v3/lease/revoke", body, deadline, NULL, &ans,
+                     err, sizeof err) == 0)
+        json_decref(ans);
+    json_decref(body);
+}
+
+/*
+ * At exit: stop each keepalive thread (a call in progress is abandoned
+ * through the abort flag) and revoke the lease, so that the keys of this
+ * process go now rather than a TTL later.  Only the process that was
+ * granted the lease does this: a forked child calling exit() must not
+ * revoke its parent's locks.
+ */
+static void at_exit(void)
+{
+    ar_session *mine[64];
+    int n = 0, i;
+    atomrun_etcd *c;
+    pid_t me = getpid();
+
+    /* Collect first (with a reference each), then wait without the list
+     * lock: a thread that is just now losing its lease takes it to unlist. */
+    for (c = ar_etcd_first(); c; c = ar_etcd_next(c)) {
+        pthread_mutex_t *smu = ar_etcd_session_mutex(c);
+        ar_session *s;
+        pthread_mutex_lock(smu);
+        for (s = *ar_etcd_sessions(c); s && n < 64; s = s->next) {
+            if (s->owner != me)
+                continue;
+            s->refs++;
+            mine[n++] = s;
+        }
+        pthread_mutex_unlock(smu);
+    }
+    for (i = 0; i < n; i++) {
+        pthread_mutex_lock(&mine[i]->mu);
+        mine[i]->stop = 1;
+        pthread_cond_broadcast(&mine[i]->cv);
+        pthread_mutex_unlock(&mine[i]->mu);
+    }
+    for (i = 0; i < n; i++) {
+        ar_session *s = mine[i];
+        double until = atomrun_now() + 1.5;
+        int lost;
+        pthread_mutex_lock(&s->mu);
+        while (s->running && atomrun_now() < until) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        }
+        lost = s->lost;
+        pthread_mutex_unlock(&s->mu);
+        if (!lost)
+            lease_revoke(s, atomrun_now() + 1.0);
+        /* The reference is not dropped: a thread still running (a stuck
+         * call) may use s until the process is gone. */
+    }
+}
+
+static void register_exit(void)
+{
+    Dl_info self;
+    /* Loaded as a Lua C module (atomrun/core.so in stock lua5.4), this code
+     * is unmapped by lua_close's dlclose -- while a keepalive thread still
+     * runs in it, and with at_exit (atexit from a shared object runs at its
+     * dlclose) waiting on it.  Pin the object: RTLD_NODELETE keeps it
+     * mapped until the process ends.  In the atomrun binary this finds the
+     * executable and changes nothing. */
+    if (dladdr((void *)at_exit, &self) && self.dli_fname)
+        dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    atexit(at_exit);
+}
+
+/* ------------------------------------------------------------ grant */
+
+static int grant(atomrun_etcd *c, int ttl, double deadline, int64_t *lease,
+                 double *confirmed_until, int *min_ttl, char *err, size_t errlen)
+{
+    json_t *body = json_pack("{s:I}", "TTL", (json_int_t)ttl), *ans = NULL;
+    double sent = atomrun_now();
+    int64_t got;
+    int r;
+    if (!body)
+        return -ENOMEM;
+    r = ar_etcd_post(c, "/v3/lease/grant", body, deadline, NULL, &ans, err, errlen);
+    json_decref(body);
+    if (r < 0)
+        return r;
+    *lease = ar_json_int64(ans, "ID");
+    got = ar_json_int64(ans, "TTL");
+    json_decref(ans);
+    if (*lease == 0 || got <= 0) {
+        snprintf(err, errlen, "lease grant on %s answered without an ID or TTL",
+                 atomrun_etcd_endpoints(c));
+        return -EPROTO;
+    }
+    /* etcd silently raises a TTL below its minimum (1.5 election timeouts,
+     * rounded up to seconds): the caller asked for something else. */
+    if (got > ttl) {
+        json_t *rb = json_object();
+        char id[32];
+        snprintf(id, sizeof id, "%lld", (long long)*lease);
+        json_object_set_new(rb, "ID", json_string(id));
+        if (ar_etcd_post(c, "/v3/lease/revoke", rb, deadline, NULL, &ans, NULL, 0) == 0)
+            json_decref(ans);
+        json_decref(rb);
+        *min_ttl = (int)got;
+        snprintf(err, errlen, "ttl %d is below the cluster's minimum lease TTL "
+                 "of %d s", ttl, (int)got);
+        return -ERANGE;
+    }
+    *confirmed_until = sent + (double)got;
+    return 0;
+}
+
+int ar_session_get(atomrun_etcd *c, int ttl, double deadline,
+                   ar_session **out, int *min_ttl, char *err, size_t errlen)
+{
+    pthread_mutex_t *smu = ar_etcd_session_mutex(c);
+    ar_session *s;
+    pthread_attr_t attr;
+    pthread_t th;
+    int r, started;
+
+    *out = NULL;
+    pthread_mutex_lock(smu);
+    for (s = *ar_etcd_sessions(c); s; s = s->next) {
+        if (s->ttl == ttl && s->owner == getpid() && ar_session_lost(s, NULL, 0) == 0) {
+            s->refs++;
+            s->users++;
+            pthread_mutex_unlock(smu);
+            *out = s;
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(smu);
+
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->c = c;
+    s->ttl = ttl;
+    s->owner = getpid();
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    r = grant(c, ttl, deadline, &s->lease, &s->confirmed_until, min_ttl, err, errlen);
+    if (r < 0) {
+        session_free(s);
+        return r;
+    }
+    pthread_once(&exit_once, register_exit);
+    s->refs = 3;                /* the list's, the caller's, the thread's */
+    s->users = 1;
+    s->running = 1;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(smu);
+    s->next = *ar_etcd_sessions(c);
+    *ar_etcd_sessions(c) = s;
+    started = pthread_create(&th, &attr, keepalive_main, s) == 0;
+    pthread_mutex_unlock(smu);
+    pthread_attr_destroy(&attr);
+    if (!started) {
+        s->running = 0;
+        unlist(s);
+        lease_revoke(s, deadline);
+        ar_session_unref(s);    /* the thread's, never started */
+        ar_session_unref(s);
+        snprintf(err, errlen, "could not start the keepalive thread");
+        return -EAGAIN;
+    }
+    *out = s;
+    return 0;
+}
