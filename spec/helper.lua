@@ -268,4 +268,35 @@ function H.cleanup_procs()
   H.cleanup()
 end
 
+-- The files that are not regular files, made in dir: a FIFO, a directory,
+-- as root a character device node of our own (never the system's
+-- /dev/null), and tofifo, a symlink to the FIFO.  Returns name -> the
+-- type stat reports, tofifo left out (callers treat the link apart).
+function H.special_nodes(dir)
+  assert(H.sh("mkfifo " .. H.q(dir .. "/fifo")) == 0, "mkfifo")
+  local nodes = { fifo = "fifo" }
+  if H.ar.uid() == 0 then
+    assert(H.sh("mknod " .. H.q(dir .. "/null") .. " c 1 3") == 0, "mknod")
+    nodes.null = "char"
+  end
+  assert(H.ar.mkdir(dir .. "/sub"))
+  nodes.sub = "directory"
+  assert(H.sh("ln -s fifo " .. H.q(dir .. "/tofifo")) == 0, "ln -s")
+  return nodes
+end
+
+-- One `it` per case { name, fn, pattern }: fn raises a "bad argument"
+-- error whose message matches pattern.  `it` is the caller's (busted
+-- gives each spec file its own).
+function H.bad_arg_cases(it, cases)
+  local la = require "luassert"
+  for _, c in ipairs(cases) do
+    it(c[1], function()
+      local e = H.err_of(c[2])
+      la.matches("bad argument", e)
+      la.matches(c[3], e)
+    end)
+  end
+end
+
 return H

@@ -143,11 +143,78 @@ describe("atomrun.lock_all", function()
     assert.equal(0, ar.held())
   end)
 
+  it("sorts by the identity of the files it opened, with no stat by path", function()
+    local paths = { dir .. "/c", dir .. "/a", dir .. "/sub/b" }
+    local real, stats = ar.stat, 0
+    ar.stat = function(...) stats = stats + 1; return real(...) end
+    local ok, g = pcall(ar.lock_all, paths)
+    ar.stat = real
+    assert(ok, g)
+    assert(g, "lock_all failed")
+    assert.equal(0, stats)
+    for i = 2, #g.locks do
+      local a, b = g.locks[i - 1], g.locks[i]
+      assert.is_true(a.dev < b.dev or (a.dev == b.dev and a.ino < b.ino))
+    end
+    g:unlock()
+  end)
+
   it("raises a Lua error for programming mistakes", function()
     assert.has_error(function() ar.lock_all(dir .. "/a") end)
     assert.has_error(function() ar.lock_all({ dir .. "/a", 42 }) end)
     assert.has_error(function() ar.lock_all({ dir .. "/a" }, { timout = 1 }) end)
     assert.has_error(function() ar.lock_all({ dir .. "/a" }, { mode = "both" }) end)
     assert.equal(0, ar.held())
+  end)
+end)
+
+describe("handle identity: f.dev, f.ino, lk.dev, lk.ino", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+
+  local function same_as_stat(h, p)
+    local st = assert(ar.stat(p))
+    assert.equal(st.dev, h.dev)
+    assert.equal(st.ino, h.ino)
+  end
+
+  it("open(): taken from the descriptor, kept after close", function()
+    local p = dir .. "/f"
+    local f = assert(ar.open(p))
+    same_as_stat(f, p)
+    local dev, ino = f.dev, f.ino
+    -- the path now names another file; the handle still tells its own
+    assert(os.rename(p, dir .. "/old"))
+    H.write(p, "")
+    f:close()
+    assert.equal(dev, f.dev)
+    assert.equal(ino, f.ino)
+    assert.not_equal(ino, ar.stat(p).ino)
+  end)
+
+  it("lock(): filled on first read (lazy), from the descriptor", function()
+    local p = dir .. "/l"
+    local lk = assert(ar.lock(p))
+    assert(os.rename(p, dir .. "/old"))
+    H.write(p, "")
+    same_as_stat(lk, dir .. "/old")
+    lk:unlock()
+    same_as_stat(lk, dir .. "/old")     -- read while held: kept
+    local lk2 = assert(ar.lock(p))
+    lk2:unlock()
+    assert.is_nil(lk2.dev)             -- never read while held: gone
+    assert.is_nil(lk2.ino)
+  end)
+
+  it("fcntl locks and lockfd() have them too", function()
+    local p = dir .. "/r"
+    local lk = assert(ar.lock(p, { fcntl = true, start = 0, length = 1 }))
+    same_as_stat(lk, p)
+    lk:unlock()
+    local st = assert(ar.stat(p))
+    local code, out, err = H.sh("exec 9>>" .. H.q(p) .. "; " .. H.q(H.atomrun) .. " -e "
+      .. H.q("local lk = assert(atomrun.lockfd(9)); io.write(lk.dev, ' ', lk.ino)"))
+    assert.equal(0, code, err)
+    assert.equal(st.dev .. " " .. st.ino, out)
   end)
 end)

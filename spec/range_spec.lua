@@ -643,13 +643,7 @@ describe("byte-range locks", function()
       { "unlock on a file", function() local r = assert(f:lock(0, 1)) return r.unlock(f) end,
         "#1 to .*atomrun%.range expected" },
     }
-    for _, c in ipairs(cases) do
-      it(c[1], function()
-        local e = err_of(c[2])
-        assert.matches("bad argument", e)
-        assert.matches(c[3], e)
-      end)
-    end
+    H.bad_arg_cases(it, cases)
 
     it("start 0 with the largest length, and the last byte to end of file, are fine", function()
       assert.truthy(f:lock(0, math.maxinteger))

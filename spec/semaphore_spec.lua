@@ -3,7 +3,7 @@
 local H = require "spec.helper"
 local ar = H.ar
 
-local esc, err_of = H.pat, H.err_of
+local esc = H.pat
 
 -- A worker: takes a slot, logs "enter", holds it until the go file exists
 -- (then a little longer), logs "leave" and releases.  Each log line is one
@@ -333,12 +333,6 @@ describe("atomrun.semaphore", function()
       { "wait not a boolean", function() return ar.semaphore(path, 2):acquire({ wait = "no" }) end,
         "'acquire'.*option 'wait'" },
     }
-    for _, c in ipairs(cases) do
-      it(c[1], function()
-        local e = err_of(c[2])
-        assert.matches("bad argument", e)
-        assert.matches(c[3], e)
-      end)
-    end
+    H.bad_arg_cases(it, cases)
   end)
 end)

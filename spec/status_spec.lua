@@ -92,16 +92,7 @@ describe("atomrun.status", function()
   end)
 
   it("refuses a FIFO, a device node, a socket or a directory, leaving it as it was", function()
-    assert.equal(0, (H.sh("mkfifo " .. H.q(dir .. "/fifo"))))
-    local nodes = { fifo = "fifo" }
-    if ar.uid() == 0 then
-      -- a node of our own in a temp dir (never the system's /dev/null)
-      assert.equal(0, (H.sh("mknod " .. H.q(dir .. "/null") .. " c 1 3")))
-      nodes.null = "char"
-    end
-    assert.is_true(ar.mkdir(dir .. "/sub"))
-    nodes.sub = "directory"
-    assert.equal(0, (H.sh("ln -s fifo " .. H.q(dir .. "/tofifo"))))
+    local nodes = H.special_nodes(dir)
     for name, kind in pairs(nodes) do
       local ok, msg, code = ar.status(dir .. "/" .. name):write({ x = 1 })
       assert.is_nil(ok, name)

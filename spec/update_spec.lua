@@ -207,15 +207,7 @@ describe("atomrun.update", function()
   end)
 
   it("refuses a FIFO, a device node or a directory without calling fn, leaving it as it was", function()
-    assert.equal(0, (H.sh("mkfifo " .. H.q(dir .. "/fifo"))))
-    local nodes = { fifo = "fifo" }
-    if ar.uid() == 0 then
-      assert.equal(0, (H.sh("mknod " .. H.q(dir .. "/null") .. " c 1 3")))
-      nodes.null = "char"
-    end
-    assert.is_true(ar.mkdir(dir .. "/sub"))
-    nodes.sub = "directory"
-    assert.equal(0, (H.sh("ln -s fifo " .. H.q(dir .. "/tofifo"))))
+    local nodes = H.special_nodes(dir)
     nodes.tofifo = "link"
     for name, kind in pairs(nodes) do
       local called = false

@@ -25,4 +25,9 @@ extern const ar_bundled ar_bundle[];
 /* "Lua 5.4.4": the release whose luac made ar_bundle[].binary. */
 extern const char ar_bundle_lua_release[];
 
+/* embed.c: the state `atomrun NAME` runs the subcommand NAME in (the
+ * standard libraries it rarely needs opened on first use). */
+struct lua_State;
+struct lua_State *ar_newstate_command(void);
+
 #endif

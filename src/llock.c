@@ -137,6 +137,25 @@ static int ar_lock_locked(lua_State *L)
     return 1;
 }
 
+/* dev, ino: the identity of the locked file, from the handle's own
+ * descriptor (never a stat by path, which may name another file by now).
+ * A lock() handle's id is lazy (see ar_ensure_ids): filled here on first
+ * read.  nil once released, if it was never needed while the descriptor
+ * was open. */
+static int ar_lock_id(lua_State *L, int ino)
+{
+    ar_lock *lk = ar_checklock(L, 1);
+    if (ar_id_unknown(&lk->held) &&
+        (lk->closed ||
+         atomrun_file_id(lk->held.fd, &lk->held.dev, &lk->held.ino) < 0))
+        return 0;
+    lua_pushinteger(L, (lua_Integer)(ino ? lk->held.ino : lk->held.dev));
+    return 1;
+}
+
+static int ar_lock_dev(lua_State *L) { return ar_lock_id(L, 0); }
+static int ar_lock_ino(lua_State *L) { return ar_lock_id(L, 1); }
+
 /* start, length: the range of an fcntl lock; nil for a flock lock */
 static int ar_lock_start(lua_State *L)
 {
@@ -408,6 +427,21 @@ static int ar_file_path(lua_State *L)
 {
     luaL_checkudata(L, 1, AR_FILE_MT);
     lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+/* dev, ino: taken by open() from the descriptor; they stay after close */
+static int ar_file_dev(lua_State *L)
+{
+    ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
+    lua_pushinteger(L, (lua_Integer)f->dev);
+    return 1;
+}
+
+static int ar_file_ino(lua_State *L)
+{
+    ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
+    lua_pushinteger(L, (lua_Integer)f->ino);
     return 1;
 }
 
@@ -840,13 +874,14 @@ void arL_openlock(lua_State *L)
     static const luaL_Reg lock_getters[] = {
         { "path", ar_lock_path }, { "mode", ar_lock_mode },
         { "locked", ar_lock_locked }, { "start", ar_lock_start },
-        { "length", ar_lock_length }, { NULL, NULL } };
+        { "length", ar_lock_length }, { "dev", ar_lock_dev },
+        { "ino", ar_lock_ino }, { NULL, NULL } };
     static const luaL_Reg file_methods[] = {
         { "lock", ar_file_lock }, { "test", ar_file_test },
         { "close", ar_file_close }, { NULL, NULL } };
     static const luaL_Reg file_getters[] = {
         { "path", ar_file_path }, { "writable", ar_file_writable },
-        { NULL, NULL } };
+        { "dev", ar_file_dev }, { "ino", ar_file_ino }, { NULL, NULL } };
     static const luaL_Reg range_methods[] = {
         { "unlock", ar_range_unlock }, { NULL, NULL } };
     static const luaL_Reg range_getters[] = {

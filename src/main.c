@@ -81,7 +81,8 @@ static const char *progname = "atomrun";
 
 static int run(int source, const char *script, int argc, char **argv)
 {
-    lua_State *L = atomrun_newstate();
+    lua_State *L = source == ATOMRUN_RUN_COMMAND ? ar_newstate_command()
+                                                 : atomrun_newstate();
     int status;
     if (!L)
         return 1;

@@ -48,6 +48,70 @@ static void ar_child_fds(const atomrun_spawn_opts *o)
 }
 
 /*
+ * Which signals have a handler, from the kernel's own record: the SigCgt
+ * line of /proc/self/status, one bit per signal (bit sig-1).  In the vfork
+ * child "self" is the child, whose signal actions were copied from the
+ * parent's at the vfork.  One open and read instead of a sigaction query
+ * for each of the 64 signals (9 us against 5 us here, per command).  We
+ * cannot keep a record of the handlers instead: a C host, or a C module a
+ * script loads (luaposix's signal), installs its own without telling us.
+ * Plain system calls and a loop over a stack buffer, safe in the child.
+ * Returns 0, or -1 when /proc cannot tell (not mounted): ask each signal.
+ */
+static int ar_caught_bits(unsigned long long *bits)
+{
+    static const char key[] = "\nSigCgt:";
+    char buf[4096];
+    size_t len = 0, k = sizeof key - 1;
+    ssize_t n;
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    while (len < sizeof buf - 1 &&
+           (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    buf[len] = '\0';
+    for (size_t i = 0; i + k <= len; i++) {
+        if (memcmp(buf + i, key, k) != 0)
+            continue;
+        unsigned long long v = 0;
+        int digits = 0;
+        char *p = buf + i + k;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        for (;; p++, digits++) {
+            int d = *p >= '0' && *p <= '9' ? *p - '0'
+                  : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+            if (d < 0)
+                break;
+            v = v << 4 | (unsigned)d;
+        }
+        /* 16 digits: exactly the 64 signals this loop's caller knows */
+        if (digits != 16 || *p != '\n')
+            return -1;
+        *bits = v;
+        return 0;
+    }
+    return -1;
+}
+
+/* Back to the default action, unless it already is or is ignored (an
+ * ignored signal stays ignored across exec, as the command expects). */
+static void ar_child_default(int sig)
+{
+    struct sigaction sa;
+    if (sigaction(sig, NULL, &sa) != 0)
+        return;
+    if (!(sa.sa_flags & SA_SIGINFO) &&
+        (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+        return;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigaction(sig, &sa, NULL);
+}
+
+/*
  * In the vfork child, every signal still blocked.  ttyfd >= 0: the
  * terminal whose foreground this command's new group takes.
  */
@@ -55,19 +119,20 @@ static void ar_child_exec(char *const argv[], const atomrun_spawn_opts *o,
                           const sigset_t *mask, int errpipe, pid_t parent,
                           int ttyfd)
 {
-    struct sigaction sa;
+    unsigned long long caught;
     int err;
     /* Sharing the parent's memory (vfork), no handler of the parent may
-     * run here: every caught signal goes back to its default action. */
-    for (int sig = 1; sig < NSIG; sig++) {
-        if (sigaction(sig, NULL, &sa) != 0)
-            continue;
-        if (!(sa.sa_flags & SA_SIGINFO) &&
-            (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
-            continue;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = SIG_DFL;
-        sigaction(sig, &sa, NULL);
+     * run here: every caught signal goes back to its default action
+     * before the mask below lets a signal in.  exec would reset them
+     * too, but a signal arriving between that unblocking and the exec
+     * would run the parent's handler on the parent's memory. */
+    if (NSIG - 1 == 64 && ar_caught_bits(&caught) == 0) {
+        for (int sig = 1; sig < NSIG; sig++)
+            if (caught >> (sig - 1) & 1)
+                ar_child_default(sig);
+    } else {
+        for (int sig = 1; sig < NSIG; sig++)
+            ar_child_default(sig);
     }
     if (o->new_group) {
         setpgid(0, 0);

@@ -144,12 +144,13 @@ function M.lock_all(paths, opts)
       -- etcd names: after the files, in name order (every host sorts alike)
       entries[#entries + 1] = { path = p, remote = true }
     else
-      -- open (creating) each first, so that every file has its identity
+      -- open (creating) each first, so that every file has its identity,
+      -- taken from the descriptor open() got: a second stat by path could
+      -- see another file if the path was swapped in between
       local f, err, code = atomrun.open(p, { perm = opts.perm })
       if not f then return nil, err, code end
-      local st = assert(atomrun.stat(p))
+      entries[#entries + 1] = { path = p, dev = f.dev, ino = f.ino }
       f:close()
-      entries[#entries + 1] = { path = p, dev = st.dev, ino = st.ino }
     end
   end
   table.sort(entries, function(a, b)
