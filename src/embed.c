@@ -5,11 +5,7 @@
  */
 #include "lbind.h"
 
-#include <stdalign.h>
-#include <stdatomic.h>
-#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -79,88 +75,11 @@ static int ar_open_command(lua_State *L)
     return 0;
 }
 
-/*
- * The subcommand's allocator: its first megabyte from a bump arena, then
- * malloc.  Start-up makes thousands of small blocks (every string and
- * prototype of the bundled chunks), and glibc's malloc and realloc were a
- * third of `atomrun lock`'s instructions; a bump is a few.  The price:
- * a block freed inside the arena is not reused (except the last one),
- * which for a subcommand, whose heap is a few hundred KiB, costs nothing.
- * One arena per process (the first command state takes it; any other
- * uses plain malloc), so it needs no lock.  Its pages are bss: faulted in
- * on first touch, as the heap's would be.  Off under AddressSanitizer,
- * which must see every block to check it.
- */
-#if defined(__SANITIZE_ADDRESS__)
-#define AR_ARENA_SIZE 0
-#else
-#define AR_ARENA_SIZE (1u << 20)
-#endif
-#define AR_ALIGN alignof(max_align_t)
-
-typedef struct ar_arena {
-    size_t top, last;         /* free space from top; the last block at last */
-    alignas(max_align_t) unsigned char mem[AR_ARENA_SIZE + 1];
-} ar_arena;
-
-static ar_arena ar_the_arena;
-static atomic_flag ar_arena_taken = ATOMIC_FLAG_INIT;
-
-static int ar_in_arena(const ar_arena *a, const void *p)
-{
-    const unsigned char *c = p;
-    return c >= a->mem && c < a->mem + AR_ARENA_SIZE;
-}
-
-static void *ar_arena_alloc(ar_arena *a, size_t n)
-{
-    size_t size = (n + AR_ALIGN - 1) / AR_ALIGN * AR_ALIGN;
-    if (size < n || size > AR_ARENA_SIZE - a->top)
-        return malloc(n);
-    a->last = a->top;
-    a->top += size;
-    return a->mem + a->last;
-}
-
-static void *ar_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    ar_arena *a = ud;
-    void *p;
-    if (ptr && !ar_in_arena(a, ptr)) {          /* malloc's: as l_alloc */
-        if (nsize == 0) {
-            free(ptr);
-            return NULL;
-        }
-        return realloc(ptr, nsize);
-    }
-    if (ptr && (unsigned char *)ptr == a->mem + a->last) {
-        /* the last block: shrink, grow or free it in place */
-        size_t size = (nsize + AR_ALIGN - 1) / AR_ALIGN * AR_ALIGN;
-        if (size >= nsize && size <= AR_ARENA_SIZE - a->last) {
-            a->top = a->last + size;
-            return nsize ? ptr : NULL;
-        }
-    }
-    if (nsize == 0)
-        return NULL;                  /* inside the arena: not reused */
-    if (ptr && nsize <= osize)
-        return ptr;                   /* shrinking: keep the block */
-    p = ar_arena_alloc(a, nsize);
-    if (p && ptr)
-        memcpy(p, ptr, osize);
-    return p;
-}
-
-static lua_State *ar_newstate_with(lua_CFunction open, int arena)
+static lua_State *ar_newstate_with(lua_CFunction open)
 {
     lua_State *L = luaL_newstate();
     if (!L)
         return NULL;
-    /* After luaL_newstate (its panic and warning functions are kept): the
-     * few blocks it made are malloc's, which ar_alloc hands to realloc
-     * and free as its l_alloc would. */
-    if (arena && AR_ARENA_SIZE > 0 && !atomic_flag_test_and_set(&ar_arena_taken))
-        lua_setallocf(L, ar_alloc, &ar_the_arena);
     lua_pushcfunction(L, open);
     if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
         fprintf(stderr, "atomrun: cannot initialise Lua: %s\n",
@@ -173,12 +92,12 @@ static lua_State *ar_newstate_with(lua_CFunction open, int arena)
 
 lua_State *atomrun_newstate(void)
 {
-    return ar_newstate_with(ar_open_all, 0);
+    return ar_newstate_with(ar_open_all);
 }
 
 lua_State *ar_newstate_command(void)
 {
-    return ar_newstate_with(ar_open_command, 1);
+    return ar_newstate_with(ar_open_command);
 }
 
 static const ar_bundled *ar_find_command(const char *name)
