@@ -233,26 +233,29 @@ describe("atomrun.lock on etcd", function()
     H.kill(pid, "KILL")
   end)
 
-  it("remote.run: ATOMRUN_LOCK_TOKEN for the command, lost -> killed and nil, 'lost'", function()
-    if not pcall(ar.run, { "true" }, { on_start = function() end }) then
-      pending("this build's run() has no on_start option")
-      return
-    end
+  it("run{guard = lk}: ATOMRUN_LOCK_TOKEN for the command, lost -> killed and nil, 'lost'", function()
     local remote = require "atomrun.remote"
     local url = C:url("lua/run")
     local lk = assert(ar.lock(url))
-    local ok, how, code = remote.run({ "sh", "-c", "test \"$ATOMRUN_LOCK_TOKEN\" = " .. lk.token }, lk)
+    local ok, how, code = ar.run({ "sh", "-c", "test \"$ATOMRUN_LOCK_TOKEN\" = " .. lk.token
+      .. " && test \"$KEEP\" = 1" }, { guard = lk, env = { KEEP = "1" } })
     assert.is_true(ok, tostring(how) .. " " .. tostring(code))
+    ok = remote.run({ "sh", "-c", "test \"$ATOMRUN_LOCK_TOKEN\" = " .. lk.token }, lk)
+    assert.is_true(ok)
+    assert.has_error(function() ar.run({ "true" }, { guard = "x" }) end,
+      "bad argument #2 to 'run' (option 'guard' must be an etcd lock (atomrun.lock(\"etcd://...\")), not a string)")
     lk:unlock()
+    assert.has_error(function() ar.run({ "true" }, { guard = lk }) end,
+      "bad argument #2 to 'run' (option 'guard': the lock is already released)")
     -- lost while the command runs: its group is killed, run says "lost"
     local ready = dir .. "/r"
     H.bg_lua([[
       local url, ready = ...
-      local remote = require "atomrun.remote"
       local lk = assert(atomrun.lock(url, { ttl = 2 }))
       atomrun.replace(ready .. ".lease", lk.lease)
       atomrun.replace(ready, tostring(atomrun.pid()))
-      local ok, how, why = remote.run({ "sh", "-c", 'trap "" TERM; sleep 100' }, lk, { kill_after = 1 })
+      local ok, how, why = atomrun.run({ "sh", "-c", 'trap "" TERM; sleep 100' },
+        { guard = lk, kill_after = 1 })
       atomrun.replace(ready .. ".done", tostring(ok) .. "|" .. tostring(how) .. "|" .. tostring(why))
     ]], url, ready)
     H.ready_pid(ready)

@@ -109,6 +109,8 @@ int arL_etcd_lock(lua_State *L);     /* lock() for such a name */
 int arL_etcd_queue(lua_State *L);
 int arL_etcd_call(lua_State *L);
 int arL_etcd_endpoints(lua_State *L);
+/* run()'s guard option: the remote lock of an etcd lock handle. */
+atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg);
 void arL_openremote(lua_State *L);   /* the etcd lock handle's metatable */
 
 /* lbundle.c: put every bundled module, and atomrun.core, in

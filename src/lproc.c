@@ -127,7 +127,7 @@ static void ar_checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
 {
     static const char *const run_names[] = { "timeout", "kill_after",
         "close_locks", "env", "cwd", "forward_signals", "on_start",
-        "die_with_parent", NULL };
+        "die_with_parent", "guard", NULL };
     static const char *const exec_names[] = { "close_locks", "env", "cwd",
                                               NULL };
     atomrun_spawn_opts_init(o);
@@ -160,13 +160,28 @@ static void ar_checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
  * stack, and raised again once atomrun_run has killed and reaped. */
 typedef struct ar_onstart {
     lua_State *L;
-    int        fn;           /* stack index of the function */
+    int        fn;           /* stack index of the function; 0: none */
     int        failed;
+    atomrun_remote_lock *guard;   /* opts.guard: armed once the pid is known */
+    double     kill_after;
 } ar_onstart;
 
 static int ar_call_onstart(void *ctx, pid_t pid)
 {
     ar_onstart *s = ctx;
+    if (s->guard) {
+        /* The command leads its own group (new_group), so its pid is the
+         * group the guard ends if the lock is lost. */
+        int r = atomrun_remote_lock_guard(s->guard, pid, s->kill_after);
+        if (r < 0) {
+            lua_pushfstring(s->L, "run: cannot guard the command with its lock: %s",
+                            atomrun_strerror(r));
+            s->failed = 1;
+            return 1;
+        }
+    }
+    if (!s->fn)
+        return 0;
     lua_pushvalue(s->L, s->fn);
     lua_pushinteger(s->L, pid);
     if (lua_pcall(s->L, 1, 0, 0) != LUA_OK) {
@@ -176,23 +191,91 @@ static int ar_call_onstart(void *ctx, pid_t pid)
     return 0;
 }
 
+/*
+ * opts.guard = lk (an etcd lock): the command runs as under `atomrun lock
+ * etcd://...`: ATOMRUN_LOCK_TOKEN in its environment, its own process
+ * group, and that group ended (TERM, then KILL kill_after s later, default
+ * 5) if the lock is lost while it runs.  opts is replaced by a copy whose
+ * env also holds the token, so the one environment builder serves.
+ */
+static atomrun_remote_lock *ar_guardopts(lua_State *L, int arg)
+{
+    atomrun_remote_lock *l;
+    int copy, env;
+    if (lua_type(L, arg) != LUA_TTABLE)
+        return NULL;
+    if (lua_getfield(L, arg, "guard") == LUA_TNIL) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    l = arL_checkguard(L, -1, arg);
+    lua_pop(L, 1);
+    lua_newtable(L);
+    copy = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, arg)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, copy);
+    }
+    lua_getfield(L, arg, "env");
+    if (lua_isnil(L, -1) || lua_istable(L, -1)) {   /* else the checker says */
+        lua_newtable(L);
+        env = lua_gettop(L);
+        if (lua_istable(L, -2)) {
+            lua_pushnil(L);
+            while (lua_next(L, -3)) {
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, env);
+            }
+        }
+        lua_pushfstring(L, "%I", (lua_Integer)atomrun_remote_lock_token(l));
+        lua_setfield(L, env, "ATOMRUN_LOCK_TOKEN");
+        lua_setfield(L, copy, "env");
+    }
+    lua_pop(L, 1);
+    lua_replace(L, arg);
+    return l;
+}
+
 int arL_run(lua_State *L)
 {
     atomrun_spawn_opts o;
     char **argv;
     int is_signal = 0, code = 0, r;
-    ar_onstart start = { L, 0, 0 };
+    ar_onstart start = { L, 0, 0, NULL, 5 };
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);    /* ar_checkargv pushes: keep opts at index 2 */
+    start.guard = ar_guardopts(L, 2);
     argv = ar_checkargv(L, 1);
     ar_checkspawnopts(L, 2, &o, 0);
-    if (arL_opt(L, 2, "on_start", LUA_TFUNCTION) != LUA_TNIL) {
+    if (arL_opt(L, 2, "on_start", LUA_TFUNCTION) != LUA_TNIL)
         start.fn = lua_gettop(L);          /* stays on the stack */
+    if (start.guard) {
+        o.new_group = 1;
+        start.kill_after = arL_optseconds(L, 2, "kill_after", 5);
+    }
+    if (start.fn || start.guard) {
         o.on_start = ar_call_onstart;
         o.on_start_ctx = &start;
     }
     r = atomrun_run(argv, &o, &is_signal, &code);
+    if (start.guard) {
+        char why[ATOMRUN_ETCD_ERRLEN];
+        int fired = atomrun_remote_lock_unguard(start.guard);
+        int lost = atomrun_remote_lock_lost(start.guard, why, sizeof why) < 0;
+        if (start.failed)
+            return lua_error(L);
+        if (r == 0 && (fired || lost)) {
+            /* nil, "lost", why: the command was ended because the lock was */
+            lua_pushnil(L);
+            lua_pushstring(L, "lost");
+            lua_pushstring(L, lost ? why : "the lock was lost");
+            return 3;
+        }
+    }
     if (start.failed)
         return lua_error(L);
     if (r < 0) {

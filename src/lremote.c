@@ -234,6 +234,20 @@ static ar_rlock *ar_checkrlock(lua_State *L, int i)
     return luaL_checkudata(L, i, AR_RLOCK_MT);
 }
 
+/* The remote lock behind the etcd lock handle at index i, for run()'s
+ * guard option: an error naming the option for anything else, and for a
+ * handle already released (there is nothing left to guard). */
+atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg)
+{
+    ar_rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
+    if (!lk)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option 'guard' must be an etcd "
+                      "lock (atomrun.lock(\"etcd://...\")), not a %s", luaL_typename(L, i)));
+    if (!lk->l)
+        luaL_argerror(L, arg, "option 'guard': the lock is already released");
+    return lk->l;
+}
+
 /* Uservalues: 1 url, 2 name, 3 endpoints (the held-count key). */
 static void ar_rlock_forget(lua_State *L, int i, ar_rlock *lk)
 {

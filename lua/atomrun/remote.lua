@@ -28,27 +28,16 @@ end
 -- ------------------------------------------------------------ guarded run
 
 --- run(argv, lk [, opts]) -> atomrun.run's results | nil, "lost", why
--- Run a command while holding an etcd lock, the way `atomrun lock URL --
--- CMD` does: the command gets ATOMRUN_LOCK_TOKEN (the fencing token) in its
--- environment and its own process group; if the lock is lost while it runs,
--- the group gets SIGTERM, then SIGKILL opts.kill_after (default 5) seconds
--- later, and run returns nil, "lost" and the reason.  Other options are
--- run()'s.
+-- The same as atomrun.run(argv, {guard = lk, ...}): the command gets
+-- ATOMRUN_LOCK_TOKEN (the fencing token) and its own process group; if the
+-- lock is lost while it runs, the group gets SIGTERM, then SIGKILL
+-- opts.kill_after (default 5) seconds later, and run returns nil, "lost"
+-- and the reason.
 function M.run(argv, lk, opts)
-  local o, kill_after = {}, 5
-  for k, v in pairs(opts or {}) do
-    if k == "kill_after" then kill_after = v else o[k] = v end
-  end
-  local env = {}
-  for k, v in pairs(o.env or {}) do env[k] = v end
-  env.ATOMRUN_LOCK_TOKEN = tostring(lk.token)
-  o.env = env
-  -- run() gives the command a group of its own when it has a timeout
-  o.timeout = o.timeout or 1e300
-  o.on_start = function(pid) assert(lk:guard(pid, kill_after)) end
-  local ok, how, code, extra = atomrun.run(argv, o)
-  if lk:unguard() then return nil, "lost", lk:lost() or "the lock was lost" end
-  return ok, how, code, extra
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.guard = lk
+  return atomrun.run(argv, o)
 end
 
 -- ------------------------------------------------------------ command line
