@@ -113,9 +113,8 @@ static int ar_line_same(const ar_lockline *a, const ar_lockline *b)
            a->pid == b->pid && a->start == b->start && a->end == b->end;
 }
 
-/* Every line of /proc/locks about (dev, ino), holders and waiters, in the
- * kernel's order; malloc'd.  -errno, or the count. */
-static int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out)
+/* One pass over /proc/locks: its lines about (dev, ino); see below. */
+static int ar_read_locks_once(dev_t dev, ino_t ino, ar_lockline **out)
 {
     char line[512];
     ar_lockline l, *v = NULL;
@@ -142,6 +141,49 @@ static int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out)
     fclose(f);
     *out = v;
     return n;
+}
+
+static int ar_same_lines(const ar_lockline *a, const ar_lockline *b, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!ar_line_same(&a[i], &b[i]) || a[i].waiter != b[i].waiter)
+            return 0;
+    return 1;
+}
+
+/*
+ * Every line of /proc/locks about (dev, ino), holders and waiters, in the
+ * kernel's order; malloc'd.  -errno, or the count.
+ *
+ * A trap: /proc/locks is a seq_file that the kernel fills a page per
+ * read(2), dropping its lock between pages and finding its place again by
+ * position.  When other processes take or release locks meanwhile (anywhere
+ * on the system: the table is global), a table longer than a page comes
+ * back with lines skipped or repeated — 299 or 302 of a file's 300 locks.
+ * So the table is read until two passes in a row agree (a few at most).
+ */
+static int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out)
+{
+    ar_lockline *prev = NULL, *cur = NULL;
+    int nprev = ar_read_locks_once(dev, ino, &prev), ncur;
+
+    for (int pass = 0; nprev >= 0 && pass < 8; pass++) {
+        ncur = ar_read_locks_once(dev, ino, &cur);
+        if (ncur < 0) {
+            free(prev);
+            return ncur;
+        }
+        if (ncur == nprev && ar_same_lines(prev, cur, ncur)) {
+            free(cur);
+            break;
+        }
+        free(prev);
+        prev = cur;
+        nprev = ncur;
+        cur = NULL;
+    }
+    *out = nprev >= 0 ? prev : NULL;
+    return nprev;
 }
 
 /* ----------------------------------------------------- the bounded search */
