@@ -176,6 +176,9 @@ describe("atomrun.once", function()
     assert.equal(pid, rec.pid)
     assert.matches("gave up waiting", msg)
     H.kill(pid, "KILL")
+    -- kill(2) returns before the process is gone: the next holder's
+    -- non-waiting once() would race its exit (and rightly say "running")
+    assert.is_true(H.wait_exit(pid, 10))
 
     bg(HOLDER, dir, dir .. ".r2", 0.3)
     ready_pid(dir .. ".r2")
