@@ -109,6 +109,11 @@ int arL_etcd_lock(lua_State *L);     /* lock() for such a name */
 int arL_etcd_queue(lua_State *L);
 int arL_etcd_call(lua_State *L);
 int arL_etcd_endpoints(lua_State *L);
+/* create/replace/read for such a name (keys, issue 16) */
+int arL_etcd_create(lua_State *L);
+int arL_etcd_replace(lua_State *L);
+int arL_etcd_read(lua_State *L);
+int arL_etcd_key(lua_State *L);
 void arL_openremote(lua_State *L);   /* the etcd lock handle's metatable */
 
 /* lbundle.c: put every bundled module, and atomrun.core, in

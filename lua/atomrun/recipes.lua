@@ -49,6 +49,9 @@ local function target_of(path, follow)
 end
 
 function M.update(path, fn, opts)
+  if require("atomrun.remote").is_url(path) then     -- etcd keys: remote.lua
+    return require("atomrun.remote").update(path, fn, opts)
+  end
   check_path("update", 1, path)
   check.arg("update", 2, fn, "function")
   opts = check_opts("update", 3, opts, update_names)
