@@ -36,6 +36,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <stdio.h>
@@ -750,7 +751,10 @@ int atomrun_who(const char *path, atomrun_lockinfo **list)
  * (clock ticks after boot) plus /proc/stat's btime.  0 when unknown. */
 int64_t ar_start_time(pid_t pid)
 {
-    static long long btime;           /* racy but idempotent */
+    /* Boot time never changes: threads that race to read it first all
+     * store the same value, but the store must still be atomic. */
+    static _Atomic long long boot_time;
+    long long btime = atomic_load_explicit(&boot_time, memory_order_relaxed);
     char path[64], buf[1024], *p;
     unsigned long long ticks;
     long hz = sysconf(_SC_CLK_TCK);
@@ -759,8 +763,10 @@ int64_t ar_start_time(pid_t pid)
         char st[8192];
         const char *b;
         if (ar_read_at(AT_FDCWD, "/proc/stat", st, sizeof st) > 0 &&
-            (b = strstr(st, "\nbtime ")) != NULL)
+            (b = strstr(st, "\nbtime ")) != NULL) {
             btime = atoll(b + 7);
+            atomic_store_explicit(&boot_time, btime, memory_order_relaxed);
+        }
     }
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     if (!btime || hz <= 0 || ar_read_at(AT_FDCWD, path, buf, sizeof buf) <= 0 ||

@@ -260,7 +260,10 @@ function Sem:holders()
   local q, err, code = atomrun._etcd_queue(self._url)
   if not q then return nil, err, code end
   local t = {}
-  for i = 1, math.min(self.n, #q) do t[i] = q[i] end
+  for i = 1, math.min(self.n, #q) do
+    t[i] = q[i]
+    t[i].slot = i                     -- as the file semaphore's holders()
+  end
   return t
 end
 
