@@ -154,6 +154,36 @@ describe("files on etcd keys", function()
     assert.is_nil((ar.read(url)))
   end)
 
+  it("status on keys: JSON records int64-exact, read, and list() of every key under a prefix", function()
+    local big = math.maxinteger - 7
+    for i = 1, 3 do
+      local st = ar.status(C:url("kv/fleet/web-" .. i))
+      assert.is_true(st:write({ host = "web-" .. i, n = big - i, load = 0.25 }))
+    end
+    local st = ar.status(C:url("kv/fleet/web-2"))
+    local rec = assert(st:read())
+    assert.equal(big - 2, rec.n)
+    assert.equal(math.type(big), math.type(rec.n))
+    assert.equal(0.25, rec.load)
+    assert.is_true(ar.replace(C:url("kv/fleet/junk"), "not json"))
+    local list = assert(ar.status(C:url("kv/fleet/")):list())
+    assert.equal(4, #list)
+    assert.equal("junk", list[1].name)
+    assert.matches("not a JSON status record", list[1].error)
+    for i = 1, 3 do
+      assert.equal("web-" .. i, list[i + 1].name)
+      assert.equal(big - i, list[i + 1].status.n)
+    end
+    assert.is_true(list.revision > 0)
+    local none = assert(ar.status(C:url("kv/nothing-here/")):list())
+    assert.equal(0, #none)
+    local r, _, code = ar.status(C:url("kv/fleet/none")):read()
+    assert.is_nil(r)
+    assert.equal("ENOENT", code)
+    assert.has_error(function() st:write("x") end)
+    assert.has_error(function() st:write({}, { nope = true }) end)
+  end)
+
   it("bad input: clear errors naming what was wrong", function()
     local url = C:url("kv/bad")
     assert.has_error(function() ar.replace(url, 42) end,

@@ -113,6 +113,9 @@ function Status:__tostring() return "atomrun.status (" .. self.path .. ")" end
 
 local status_names = { follow = "boolean" }
 function M.status(path, opts)
+  if require("atomrun.remote").is_url(path) then     -- etcd keys: remote.lua
+    return require("atomrun.remote").status(path, opts)
+  end
   check_path("status", 1, path)
   opts = check_opts("status", 2, opts, status_names)
   return setmetatable({ path = path, follow = opts.follow ~= false }, Status)

@@ -475,4 +475,101 @@ function M.update(url, fn, opts)
   end
 end
 
+--- status(url) -> st (called by atomrun.status for etcd names): JSON status
+--- records on keys, as status files are on paths.  st:write(tbl [, opts])
+--- (ttl: the record goes a TTL after this process dies -- "this host is
+--- alive"; fence; max_request_bytes), st:read(), and st:list(): every record
+--- under the key as a prefix, one range read (one revision: a consistent
+--- snapshot of the fleet).
+local RStatus = {}
+RStatus.__index = RStatus
+
+local rstatus_write = { ttl = true, fence = true, max_request_bytes = true, durable = true,
+  mode = true, follow = true }
+
+function RStatus:write(tbl, opts)
+  local json = require "atomrun.json"
+  if type(tbl) ~= "table" then
+    error("bad argument #1 to 'write' (table expected, got " .. type(tbl) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'write' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local wopts = {}
+  for k, v in pairs(opts or {}) do
+    if not rstatus_write[k] then
+      error("bad argument #2 to 'write' (unknown option '" .. tostring(k) .. "')", 2)
+    end
+    wopts[k] = v
+  end
+  local ok, text = pcall(json.encode, tbl)
+  if not ok then
+    error("bad argument #1 to 'write' (cannot encode as JSON: " .. tostring(text) .. ")", 2)
+  end
+  return atomrun.replace(self._url, text .. "\n", wopts)
+end
+
+function RStatus:read()
+  local json = require "atomrun.json"
+  local text, err, code = atomrun.read(self._url, self._opts)
+  if not text then return nil, err, code end
+  local ok, value = pcall(json.decode, text)
+  if not ok or type(value) ~= "table" then
+    return nil, self.path .. ": not a JSON status record (" .. tostring(value) .. ")", "EINVAL"
+  end
+  return value
+end
+
+-- The smallest key after every key that starts with p (etcd's range_end).
+local function prefix_end(p)
+  for i = #p, 1, -1 do
+    local b = p:byte(i)
+    if b < 255 then return p:sub(1, i - 1) .. string.char(b + 1) end
+  end
+  return "\0"
+end
+
+--- st:list() -> { {key=, name=, status=tbl | nil, error=msg | nil}, ... }
+--- sorted by key, revision = the snapshot's revision | nil, msg, code.
+--- name is the key after the prefix; a value that is not a JSON record is
+--- an entry with error set (listed, never silently skipped).
+function RStatus:list()
+  local json = require "atomrun.json"
+  local key = self._key
+  local ans, err, code = atomrun._etcd_call(self._url, "/v3/kv/range",
+    json.encode({ key = b64(key), range_end = b64(prefix_end(key)) }), self._opts)
+  if not ans then return nil, err, code end
+  local a = json.decode(ans)
+  local out = {}
+  for _, kv in ipairs(a.kvs or {}) do
+    local k = unb64(kv.key or "")
+    if not k:find("^atomrun/nonce/") then
+      local text = unb64(kv.value or "")
+      local ok, value = pcall(json.decode, text)
+      local e = { key = k, name = k:sub(#key + 1):gsub("^/", "") }
+      if ok and type(value) == "table" then e.status = value
+      else e.error = k .. ": not a JSON status record" end
+      out[#out + 1] = e
+    end
+  end
+  table.sort(out, function(x, y) return x.key < y.key end)
+  out.revision = a.header and math.tointeger(tonumber(a.header.revision))
+  return out
+end
+
+function RStatus:__tostring() return "atomrun.status (" .. self.path .. ")" end
+
+function M.status(url, opts)
+  local key, shown = atomrun._etcd_key(url)
+  if not key then error("bad argument #1 to 'status' (" .. tostring(shown) .. ")", 3) end
+  local o = {}
+  for k, v in pairs(opts or {}) do
+    if k == "ca" or k == "cert" or k == "key" then o[k] = v
+    elseif k ~= "follow" then
+      error("bad argument #2 to 'status' (unknown option '" .. tostring(k) .. "')", 3)
+    end
+  end
+  return setmetatable({ path = shown, _url = url, _key = key, _opts = o }, RStatus)
+end
+
 return M
