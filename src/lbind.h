@@ -114,6 +114,7 @@ int arL_etcd_create(lua_State *L);
 int arL_etcd_replace(lua_State *L);
 int arL_etcd_read(lua_State *L);
 int arL_etcd_key(lua_State *L);
+int arL_etcd_watch(lua_State *L);
 void arL_openremote(lua_State *L);   /* the etcd lock handle's metatable */
 
 /* lbundle.c: put every bundled module, and atomrun.core, in

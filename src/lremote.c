@@ -880,6 +880,67 @@ int arL_etcd_key(lua_State *L)
     return 2;
 }
 
+/* core._etcd_watch(url, start_revision, seconds, fn) -> 1 (fn asked to
+ * stop) | 0 (time up, the stream broke or the server cancelled it: look
+ * again) | nil, msg, code.  Watches the URL's key, or every key under it
+ * when the name ends in "/".  fn(result_json_text) runs for each result of
+ * the stream; true from fn stops.  fn runs inside curl's write callback,
+ * so it is called with lua_pcall: an error must not longjmp through curl.
+ * It is raised again once curl has returned. */
+typedef struct ar_watchud {
+    lua_State *L;
+    int        fn;          /* stack index of fn */
+    int        failed;      /* fn raised: its error is on the stack top */
+} ar_watchud;
+
+static int ar_onwatch(void *ud, const char *result)
+{
+    ar_watchud *w = ud;
+    int stop;
+    lua_pushvalue(w->L, w->fn);
+    lua_pushstring(w->L, result);
+    if (lua_pcall(w->L, 1, 1, 0) != LUA_OK) {
+        w->failed = 1;      /* leave the error object on the stack */
+        return 1;
+    }
+    stop = lua_toboolean(w->L, -1);
+    lua_pop(w->L, 1);
+    return stop;
+}
+
+int arL_etcd_watch(lua_State *L)
+{
+    const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
+    lua_Integer start = luaL_checkinteger(L, 2);
+    double secs = luaL_checknumber(L, 3);
+    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_etcd *c;
+    ar_watchud w;
+    ar_url *u;
+    int r;
+
+    luaL_checktype(L, 4, LUA_TFUNCTION);
+    lua_settop(L, 4);
+    u = lua_newuserdatauv(L, sizeof *u, 0);
+    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if (!*u->name)
+        return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", u->shown);
+    if ((r = ar_open_client(L, u, NULL, NULL, NULL, &c)) != 0)
+        return r;
+    w.L = L;
+    w.fn = 4;
+    w.failed = 0;
+    r = atomrun_remote_watch(c, u->name, (int64_t)start, atomrun_now() + secs, ar_onwatch,
+                             &w, err, sizeof err);
+    if (w.failed)
+        return lua_error(L);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err[0] ? err : atomrun_strerror(r));
+    lua_pushinteger(L, r);
+    return 1;
+}
+
 void arL_openremote(lua_State *L)
 {
     static const luaL_Reg methods[] = {

@@ -573,23 +573,21 @@ function M.status(url, opts)
 end
 
 --- watch(url, fn [, opts]) -> last revision | nil, msg, code
---- fn(ev) for each new value of the key (or, for a name ending in "/",
+--- fn(ev) for each change of the key (or, for a name ending in "/", of
 --- every key under that prefix), in revision order: ev = {key=, name=,
---- value=, revision=, create_revision=, version=}.  fn returning false
---- stops the watch.  opts: since (a revision: values written after it;
---- default the current revision, i.e. only new values), timeout (seconds,
---- then return; default forever), interval (seconds between polls, 0.2).
+--- value=, revision=, create_revision=, version=}, or {deleted = true, key=,
+--- name=, revision=} (a delete: a ttl key whose writer died).  fn returning
+--- false stops the watch.  opts: since (a revision: changes after it;
+--- default the current revision, i.e. only new ones), timeout (seconds,
+--- then return; default forever), ca, cert, key.
 ---
---- How: a poll, not etcd's watch stream, so a reconnect is only the next
---- request and loses nothing.  Each poll reads the keys whose mod revision
---- is past the last one seen, then walks each key back through its earlier
---- versions (a read at mod_revision - 1) down to that revision, so a key
---- written twice between polls still gives both values -- requests grow
---- with the values written, not with the cluster's revision count.  When
---- the walk hits a compacted revision the values in between are gone: fn
---- gets {gap = true, from = first missing revision, to = the revision
---- resumed at} and then the current values.  Deletes (a ttl key expiring)
---- are not events; st:list() shows who is left.
+--- etcd's watch stream (core._etcd_watch).  When the stream breaks (a
+--- member restarts, the connection drops) it is opened again from the
+--- revision after the last one fn saw, on the next member: nothing lost,
+--- nothing repeated.  Before each (re)open a read at that revision asks
+--- whether it was compacted: if so the changes in between are gone, fn gets
+--- {gap = true, from = first missing revision, to = the revision resumed
+--- at}, then the current value of each key, and the watch goes on from there.
 local watch_names = { since = "integer", timeout = "seconds", interval = "seconds",
   ca = "string", cert = "string", key = "string" }
 
@@ -602,75 +600,77 @@ function M.watch(url, fn, opts)
   if not key then return nil, shown, "EINVAL" end
   local prefix = key:sub(-1) == "/"
   local copts = { ca = opts.ca, cert = opts.cert, key = opts.key, timeout = 5 }
-  local interval = opts.interval or 0.2
   local deadline = opts.timeout and atomrun.now() + opts.timeout or math.huge
+  local base = { key = b64(key) }
+  if prefix then base.range_end = b64(prefix_end(key)) end
   local function call(path, req)
     local ans, err, code = atomrun._etcd_call(url, path, json.encode(req), copts)
     if not ans then return nil, err, code end
     return json.decode(ans)
   end
   local function int(v) return math.tointeger(tonumber(v or 0)) or 0 end
-  local function event(kv, rev)
+  local function event(kv, deleted)
     local k = unb64(kv.key or "")
-    return { key = k, name = prefix and k:sub(#key + 1) or k, value = unb64(kv.value or ""),
-      revision = rev or int(kv.mod_revision), create_revision = int(kv.create_revision),
-      version = int(kv.version) }
+    local ev = { key = k, name = prefix and k:sub(#key + 1) or k, revision = int(kv.mod_revision) }
+    if deleted then ev.deleted = true
+    else
+      ev.value, ev.create_revision, ev.version = unb64(kv.value or ""), int(kv.create_revision),
+        int(kv.version)
+    end
+    return ev
   end
-  local base = { key = b64(key) }
-  if prefix then base.range_end = b64(prefix_end(key)) end
+  local function pause()
+    if atomrun.now() >= deadline then return false end
+    atomrun.sleep(math.min(0.2, math.max(0, deadline - atomrun.now())))
+    return true
+  end
 
-  local last = opts.since
+  local last, stopped = opts.since, false
   while not last do
     local a, err, code = call("/v3/kv/range", { key = base.key, range_end = base.range_end,
       count_only = true })
     if a then last = int(a.header and a.header.revision)
-    elseif atomrun.now() >= deadline then return nil, err, code
-    else atomrun.sleep(interval) end
+    elseif not pause() then return nil, err, code end
   end
-
-  -- One poll: the events past `last`, sorted; nil, err when unanswered.
-  local function poll()
-    local a, err, code = call("/v3/kv/range", { key = base.key, range_end = base.range_end,
-      min_mod_revision = tostring(last + 1) })
-    if not a then return nil, err, code end
-    local head = int(a.header and a.header.revision)
-    local evs, gap = {}, nil
-    for _, kv in ipairs(a.kvs or {}) do
-      local cur = kv
-      while cur and int(cur.mod_revision) > last do
-        evs[#evs + 1] = event(cur)
-        if int(cur.version) <= 1 then break end      -- created there: no earlier value
-        local p, perr = call("/v3/kv/range", { key = cur.key,
-          revision = tostring(int(cur.mod_revision) - 1) })
-        if not p then
-          if tostring(perr):find("compacted", 1, true) then gap = true break end
-          return nil, perr
-        end
-        cur = p.kvs and p.kvs[1]
-      end
+  local function deliver(ev)
+    last = math.max(last, ev.revision)
+    if fn(ev) == false then stopped = true end
+    return stopped
+  end
+  local function on_result(text)
+    local r = json.decode(text)
+    for _, e in ipairs(r.events or {}) do
+      if deliver(event(e.kv or {}, e.type == "DELETE")) then return true end
     end
-    table.sort(evs, function(x, y) return x.revision < y.revision end)
-    if gap then
-      -- keep only the current values: the history before them is gone
-      local cur = {}
-      for _, kv in ipairs(a.kvs or {}) do cur[#cur + 1] = event(kv) end
-      table.sort(cur, function(x, y) return x.revision < y.revision end)
-      table.insert(cur, 1, { gap = true, from = last + 1, to = head })
-      evs = cur
-    end
-    return evs, head
+    return false
   end
 
   while true do
-    local evs, head = poll()
-    if evs then
-      for _, ev in ipairs(evs) do
-        if fn(ev) == false then return ev.revision or head end
+    -- compacted past `last`?  Then report the gap and start from now.
+    if last > 0 then
+      local a, err = call("/v3/kv/range", { key = base.key, range_end = base.range_end,
+        revision = tostring(last), count_only = true })
+      if not a and tostring(err):find("compacted", 1, true) then
+        local cur = call("/v3/kv/range", { key = base.key, range_end = base.range_end })
+        if cur then
+          local head = int(cur.header and cur.header.revision)
+          if fn({ gap = true, from = last + 1, to = head }) == false then return head end
+          local evs = {}
+          for _, kv in ipairs(cur.kvs or {}) do evs[#evs + 1] = event(kv) end
+          table.sort(evs, function(x, y) return x.revision < y.revision end)
+          for _, ev in ipairs(evs) do if deliver(ev) then return last end end
+          last = head
+        end
       end
-      last = head
     end
-    if atomrun.now() >= deadline then return last end
-    atomrun.sleep(math.min(interval, math.max(0, deadline - atomrun.now())))
+    local left = deadline - atomrun.now()
+    if left <= 0 then return last end
+    local r, err, code = atomrun._etcd_watch(url, last + 1, math.min(left, 30), on_result)
+    if stopped or r == 1 then return last end
+    if r == nil then
+      if code == "EINVAL" or code == "EACCES" then return nil, err, code end
+      if not pause() then return nil, err, code end
+    end
   end
 end
 
