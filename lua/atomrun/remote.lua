@@ -357,10 +357,7 @@ function M.update(url, fn, opts)
   local key, shown = atomrun._etcd_key(url)
   if not key then return nil, shown, "EINVAL" end
   local json = require "atomrun.json"
-  local copts = { ca = opts.ca, cert = opts.cert, key = opts.key }
   local ropts = { ca = opts.ca, cert = opts.cert, key = opts.key }
-  local wopts = { ca = opts.ca, cert = opts.cert, key = opts.key,
-    max_request_bytes = opts.max_request_bytes }
   local limit = opts.max_request_bytes or 1536 * 1024
   local fence = opts.fence
   if fence then
