@@ -26,6 +26,7 @@ local covered = {
   ["demo.lua"] = true, ["cron-job.lua"] = true, ["worker-pool.lua"] = true,
   ["status-producer.lua"] = true, ["status-watch.lua"] = true,
   ["retry-command.lua"] = true, ["json-counter.lua"] = true,
+  ["fleet-status.lua"] = true,
   ["bundle.lua"] = true,   -- the build's bundler: spec/core_spec.lua
 }
 
@@ -278,6 +279,51 @@ describe("scripts/", function()
       assert.equal(64, (H.sh(S("retry-command.lua"))))
       assert.equal(64, (H.sh(S("retry-command.lua") .. " -n 0 true")))
       assert.equal(64, (H.sh(S("retry-command.lua") .. " -t soon true")))
+    end)
+  end)
+
+  describe("fleet-status.lua", function()
+    local E = require "spec.etcd"
+    local C = E.cluster()
+    if not C then return end
+    it("publish, show (live hosts only: an ended publisher's record goes, a killed one's expires), follow in order", function()
+      local prefix = C:url("scripts/fleet/")
+      local fol = H.bg(dir, "follow", S("fleet-status.lua") .. " " .. H.q(prefix) .. " follow --timeout 20")
+      pids[#pids + 1] = fol
+      ar.sleep(1)
+      local st, _, err = H.sh(S("fleet-status.lua") .. " " .. H.q(prefix) .. " publish --name web-1 --count 3 --every 0.1")
+      assert.equal(0, st, err)
+      local dead = H.bg(dir, "dead", S("fleet-status.lua") .. " " .. H.q(prefix) .. " publish --name web-2 --ttl 2 --every 30 --count 2")
+      pids[#pids + 1] = dead
+      assert.is_true(H.wait_until(function()
+        local _, o = H.sh(S("fleet-status.lua") .. " " .. H.q(prefix) .. " show")
+        return o:find("web%-2")
+      end, 10))
+      local out
+      st, out = H.sh(S("fleet-status.lua") .. " " .. H.q(prefix) .. " show")
+      assert.equal(0, st)
+      -- web-1 ended: its lease was revoked at exit, its record went with it
+      assert.matches("^web%-2 [^\n]* seq 1\n$", out)
+      -- the publisher itself (its record names its pid), not the shell around it
+      local ppid = assert(math.tointeger(tonumber(out:match("pid (%d+)"))))
+      pids[#pids + 1] = ppid
+      H.kill(ppid, "KILL")
+      assert.is_true(H.wait_until(function()
+        local _, o = H.sh(S("fleet-status.lua") .. " " .. H.q(prefix) .. " show")
+        return not o:find("web%-2")
+      end, 2 + 8))
+      local fst, fout = H.result(dir, "follow", 40)
+      assert.equal(0, fst)
+      local l = lines(fout)
+      assert.matches("^web%-1 .* seq 1$", l[1])
+      assert.matches("^web%-1 .* seq 2$", l[2])
+      assert.matches("^web%-1 .* seq 3$", l[3])
+      assert.equal("web-1 gone", l[4])
+      assert.matches("^web%-2 .* seq 1$", l[5])
+      assert.equal("web-2 gone", l[6])
+      assert.equal(64, (H.sh(S("fleet-status.lua"))))
+      assert.equal(64, (H.sh(S("fleet-status.lua") .. " etcd:///x/ dance")))
+      assert.equal(64, (H.sh(S("fleet-status.lua") .. " /tmp/x/ show")))
     end)
   end)
 

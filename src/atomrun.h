@@ -643,6 +643,18 @@ ATOMRUN_API int atomrun_remote_put(atomrun_etcd *c, const char *key, const void 
                                    size_t len, atomrun_remote_put_opts *o,
                                    double deadline, char *err, size_t errlen);
 
+/*
+ * Watch key (every key under it when it ends in '/') from start_rev until
+ * `until` (atomrun_now() seconds): fn(ud, result) with each result of
+ * etcd's watch stream as JSON text ({"events": [...], "header": ...}); a
+ * nonzero return stops.  1: fn stopped it; 0: time up, the stream broke or
+ * the server cancelled the watch (a compaction): look again; < 0 an error.
+ */
+typedef int (*atomrun_remote_watch_fn)(void *ud, const char *result);
+ATOMRUN_API int atomrun_remote_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
+                                     double until, atomrun_remote_watch_fn fn, void *ud,
+                                     char *err, size_t errlen);
+
 /* Remove userinfo ("user:password@") from URLs in s, in place. */
 ATOMRUN_API void atomrun_remote_scrub(char *s);
 

@@ -111,6 +111,12 @@ int arL_etcd_call(lua_State *L);
 int arL_etcd_endpoints(lua_State *L);
 /* run()'s guard option: the remote lock of an etcd lock handle. */
 atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg);
+/* create/replace/read for such a name (keys, issue 16) */
+int arL_etcd_create(lua_State *L);
+int arL_etcd_replace(lua_State *L);
+int arL_etcd_read(lua_State *L);
+int arL_etcd_key(lua_State *L);
+int arL_etcd_watch(lua_State *L);
 void arL_openremote(lua_State *L);   /* the etcd lock handle's metatable */
 
 /* lbundle.c: put every bundled module, and atomrun.core, in

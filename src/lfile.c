@@ -322,6 +322,8 @@ static int ar_stream(lua_State *L, const char *path, int arg, int src,
 int arL_create(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
+    if (arL_isurl(path))             /* "etcd://...": lremote.c */
+        return arL_etcd_create(L);
     const char *data = NULL;
     size_t len = 0;
     atomrun_write_opts o;
@@ -344,6 +346,8 @@ int arL_create(lua_State *L)
 int arL_replace(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
+    if (arL_isurl(path))             /* "etcd://...": lremote.c */
+        return arL_etcd_replace(L);
     size_t len;
     const char *data;
     atomrun_write_opts o;
@@ -364,6 +368,8 @@ int arL_replace(lua_State *L)
 int arL_read(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
+    if (arL_isurl(path))             /* "etcd://...": lremote.c */
+        return arL_etcd_read(L);
     char *data;
     size_t len;
     int r = atomrun_read(path, &data, &len);

@@ -713,6 +713,248 @@ int arL_etcd_endpoints(lua_State *L)
     return 2;
 }
 
+/* ------------------------------------------- keys: create/replace/read
+ *
+ * The file calls on an etcd name (issue 16): the key is the URL's name as
+ * written ("etcd://h:p/claims/job-42" -> key "claims/job-42"), so etcdctl and
+ * other clients see the same key.  Each write is ONE txn (etcd_kv.c): its
+ * conditions (create-only, fence) and the put cannot be split by another
+ * writer.  Values are any bytes.
+ */
+
+/* etcd refuses a request over --max-request-bytes (1.5 MiB by default) and
+ * the value travels base64 inside JSON: 4/3 of its size plus the key and the
+ * txn's framing.  Refused before sending, so a too-big value never costs a
+ * round trip or half a txn; opts.max_request_bytes follows a cluster started
+ * with another limit. */
+#define AR_MAX_REQUEST_BYTES (1536 * 1024)
+#define AR_TXN_FRAMING 512
+
+static size_t ar_b64len(size_t n) { return (n + 2) / 3 * 4; }
+
+static int ar_toobig(lua_State *L, const char *shown, size_t len, lua_Integer limit)
+{
+    return arL_fail(L, -E2BIG, "%s: a value of %d bytes is over the etcd request "
+                    "limit of %d bytes (base64 in JSON: %d bytes; option "
+                    "max_request_bytes follows a cluster's --max-request-bytes)",
+                    shown, (int)len, (int)limit,
+                    (int)(ar_b64len(len) + AR_TXN_FRAMING));
+}
+
+/* The server's own size error ("etcdserver: request is too large") is the
+ * same condition: the same clear message, however the limit was set. */
+static int ar_is_toobig_answer(const char *err)
+{
+    return strstr(err, "too large") != NULL;
+}
+
+typedef struct ar_kvreq {
+    ar_url                 *u;
+    atomrun_etcd           *c;
+    atomrun_remote_put_opts po;
+    lua_Integer             limit;
+} ar_kvreq;
+
+/* Parse url and the write options at arg; 0 or the count of a failure
+ * already pushed (nil, msg, code). */
+static int ar_kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
+{
+    static const char *const wnames[] = { "ttl", "fence", "max_request_bytes", "ca",
+                                          "cert", "key", "durable", "mode", "follow",
+                                          NULL };
+    static const char *const rnames[] = { "ca", "cert", "key", NULL };
+    const char *url = arL_checkpath(L, 1), *why;
+    int r;
+
+    arL_checkoptnames(L, arg, write ? wnames : rnames);
+    atomrun_remote_put_opts_init(&q->po);
+    q->limit = AR_MAX_REQUEST_BYTES;
+    if (write) {
+        q->po.ttl = ar_optposint(L, arg, "ttl", 0, "a whole number of seconds >= 1");
+        if (arL_opt(L, arg, "fence", LUA_TUSERDATA) != LUA_TNIL) {
+            ar_rlock *lk = luaL_testudata(L, -1, AR_RLOCK_MT);
+            if (!lk)
+                luaL_argerror(L, arg, "option 'fence' must be a lock on an etcd name");
+            lua_pop(L, 1);
+            if (!lk->l)
+                return arL_fail(L, ATOMRUN_ELOST, "%s: not written: the fence lock was "
+                                "already released", url);
+            q->po.fence = lk->l;
+        }
+        if (arL_opt(L, arg, "max_request_bytes", LUA_TNUMBER) != LUA_TNIL) {
+            int isint;
+            q->limit = lua_tointegerx(L, -1, &isint);
+            lua_pop(L, 1);
+            if (!isint || q->limit < 1024)
+                luaL_argerror(L, arg, "option 'max_request_bytes' must be an integer >= 1024");
+        }
+        /* durable/mode/follow mean nothing on a key (etcd is durable by
+         * itself); accepted so a recipe written for a file runs unchanged. */
+    }
+    q->u = lua_newuserdatauv(L, sizeof *q->u, 0);   /* freed by the GC */
+    if ((why = ar_parse_url(L, url, q->u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if (!*q->u->name)
+        return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", q->u->shown);
+    if ((r = ar_open_client(L, q->u, ar_optstr(L, arg, "ca"), ar_optstr(L, arg, "cert"),
+                            ar_optstr(L, arg, "key"), &q->c)) != 0)
+        return r;
+    return 0;
+}
+
+static int ar_kvput(lua_State *L, int create)
+{
+    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    const char *data = "";
+    size_t len = 0;
+    ar_kvreq q;
+    int r;
+
+    if (!(create && lua_isnoneornil(L, 2))) {
+        if (lua_type(L, 2) != LUA_TSTRING)
+            return luaL_typeerror(L, 2, create ? "string or nil (an etcd value)"
+                                               : "string (an etcd value)");
+        data = lua_tolstring(L, 2, &len);
+    }
+    lua_settop(L, 3);
+    if ((r = ar_kvsetup(L, 3, 1, &q)) != 0)
+        return r;
+    if (ar_b64len(len) + strlen(q.u->name) * 2 + AR_TXN_FRAMING > (size_t)q.limit)
+        return ar_toobig(L, q.u->shown, len, q.limit);
+    q.po.create_only = create;
+    r = atomrun_remote_put(q.c, q.u->name, data, len, &q.po, 0, err, sizeof err);
+    if (r == -EEXIST)
+        return arL_fail(L, r, "cannot create %s: it exists (created at revision %d, "
+                        "version %d)", q.u->shown, (int)q.po.existing.create_rev,
+                        (int)q.po.existing.version);
+    if (r < 0 && ar_is_toobig_answer(err))
+        return ar_toobig(L, q.u->shown, len, q.limit);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", q.u->shown, err[0] ? err : atomrun_strerror(r));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* atomrun.create(url, data [, opts]) for an etcd name (from lfile.c). */
+int arL_etcd_create(lua_State *L) { return ar_kvput(L, 1); }
+
+/* atomrun.replace(url, data [, opts]) for an etcd name (from lfile.c). */
+int arL_etcd_replace(lua_State *L) { return ar_kvput(L, 0); }
+
+static void ar_pushkv(lua_State *L, const atomrun_remote_kv *kv)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)kv->create_rev);
+    lua_setfield(L, -2, "create_revision");
+    lua_pushinteger(L, (lua_Integer)kv->mod_rev);
+    lua_setfield(L, -2, "mod_revision");
+    lua_pushinteger(L, (lua_Integer)kv->version);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)kv->lease);
+    lua_setfield(L, -2, "lease");
+}
+
+/* atomrun.read(url [, opts]) for an etcd name (from lfile.c); a second
+ * result, the key's revisions, for update (the read it compares against). */
+int arL_etcd_read(lua_State *L)
+{
+    char err[ATOMRUN_ETCD_ERRLEN] = "", *data;
+    atomrun_remote_kv kv;
+    size_t len;
+    ar_kvreq q;
+    int r;
+
+    lua_settop(L, 2);
+    if ((r = ar_kvsetup(L, 2, 0, &q)) != 0)
+        return r;
+    r = atomrun_remote_get(q.c, q.u->name, &data, &len, &kv, 0, err, sizeof err);
+    if (r == -ENOENT)
+        return arL_fail(L, r, "cannot read %s: no such key", q.u->shown);
+    if (r < 0)
+        return arL_fail(L, r, "cannot read %s: %s", q.u->shown,
+                        err[0] ? err : atomrun_strerror(r));
+    lua_pushlstring(L, data, len);
+    free(data);
+    ar_pushkv(L, &kv);
+    return 2;
+}
+
+/* core._etcd_key(url) -> the etcd key of url, shown URL | nil, msg, code:
+ * for the recipes that write their own txn (update's nonce). */
+int arL_etcd_key(lua_State *L)
+{
+    const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
+    ar_url *u = lua_newuserdatauv(L, sizeof *u, 0);
+    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if (!*u->name)
+        return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", u->shown);
+    lua_pushstring(L, u->name);
+    lua_pushstring(L, u->shown);
+    return 2;
+}
+
+/* core._etcd_watch(url, start_revision, seconds, fn) -> 1 (fn asked to
+ * stop) | 0 (time up, the stream broke or the server cancelled it: look
+ * again) | nil, msg, code.  Watches the URL's key, or every key under it
+ * when the name ends in "/".  fn(result_json_text) runs for each result of
+ * the stream; true from fn stops.  fn runs inside curl's write callback,
+ * so it is called with lua_pcall: an error must not longjmp through curl.
+ * It is raised again once curl has returned. */
+typedef struct ar_watchud {
+    lua_State *L;
+    int        fn;          /* stack index of fn */
+    int        failed;      /* fn raised: its error is on the stack top */
+} ar_watchud;
+
+static int ar_onwatch(void *ud, const char *result)
+{
+    ar_watchud *w = ud;
+    int stop;
+    lua_pushvalue(w->L, w->fn);
+    lua_pushstring(w->L, result);
+    if (lua_pcall(w->L, 1, 1, 0) != LUA_OK) {
+        w->failed = 1;      /* leave the error object on the stack */
+        return 1;
+    }
+    stop = lua_toboolean(w->L, -1);
+    lua_pop(w->L, 1);
+    return stop;
+}
+
+int arL_etcd_watch(lua_State *L)
+{
+    const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
+    lua_Integer start = luaL_checkinteger(L, 2);
+    double secs = luaL_checknumber(L, 3);
+    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_etcd *c;
+    ar_watchud w;
+    ar_url *u;
+    int r;
+
+    luaL_checktype(L, 4, LUA_TFUNCTION);
+    lua_settop(L, 4);
+    u = lua_newuserdatauv(L, sizeof *u, 0);
+    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if (!*u->name)
+        return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", u->shown);
+    if ((r = ar_open_client(L, u, NULL, NULL, NULL, &c)) != 0)
+        return r;
+    w.L = L;
+    w.fn = 4;
+    w.failed = 0;
+    r = atomrun_remote_watch(c, u->name, (int64_t)start, atomrun_now() + secs, ar_onwatch,
+                             &w, err, sizeof err);
+    if (w.failed)
+        return lua_error(L);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err[0] ? err : atomrun_strerror(r));
+    lua_pushinteger(L, r);
+    return 1;
+}
+
 void arL_openremote(lua_State *L)
 {
     static const luaL_Reg methods[] = {

@@ -14,6 +14,7 @@ local lazy = {
   retry     = "atomrun.retry",
   once      = "atomrun.once",
   semaphore = "atomrun.semaphore",
+  watch     = "atomrun.remote",     -- etcd keys and prefixes only
 }
 
 -- Lua names a C function in messages and tracebacks after the first module

@@ -49,6 +49,9 @@ local function target_of(path, follow)
 end
 
 function M.update(path, fn, opts)
+  if require("atomrun.remote").is_url(path) then     -- etcd keys: remote.lua
+    return require("atomrun.remote").update(path, fn, opts)
+  end
   check_path("update", 1, path)
   check.arg("update", 2, fn, "function")
   opts = check_opts("update", 3, opts, update_names)
@@ -110,6 +113,9 @@ function Status:__tostring() return "atomrun.status (" .. self.path .. ")" end
 
 local status_names = { follow = "boolean" }
 function M.status(path, opts)
+  if require("atomrun.remote").is_url(path) then     -- etcd keys: remote.lua
+    return require("atomrun.remote").status(path, opts)
+  end
   check_path("status", 1, path)
   opts = check_opts("status", 2, opts, status_names)
   return setmetatable({ path = path, follow = opts.follow ~= false }, Status)

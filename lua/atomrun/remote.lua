@@ -200,4 +200,401 @@ function M.semaphore(url, n)
   return setmetatable({ path = shown, n = n, _url = url }, Sem)
 end
 
+-- ------------------------------------------------------------ keys (issue 16)
+-- create, replace and read take etcd names in C (src/lremote.c); update is
+-- here, a loop around fn, on core._etcd_call's raw txn.
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local function b64(s)
+  return ((s:gsub(".", function(c)
+    local b, bits = c:byte(), {}
+    for i = 8, 1, -1 do bits[#bits + 1] = (b >> (i - 1)) & 1 end
+    return table.concat(bits)
+  end) .. "0000"):gsub("%d%d%d?%d?%d?%d?", function(x)
+    if #x < 6 then return "" end
+    local n = tonumber(x, 2)
+    return B64:sub(n + 1, n + 1)
+  end) .. ({ "", "==", "=" })[#s % 3 + 1])
+end
+
+local UNB64 = {}
+for i = 1, 64 do UNB64[B64:byte(i)] = i - 1 end
+local function unb64(s)
+  local out, acc, nbits = {}, 0, 0
+  for i = 1, #s do
+    local v = UNB64[s:byte(i)]
+    if v then
+      acc, nbits = (acc << 6) | v, nbits + 6
+      if nbits >= 8 then
+        nbits = nbits - 8
+        out[#out + 1] = string.char((acc >> nbits) & 0xff)
+      end
+    end
+  end
+  return table.concat(out)
+end
+M._b64, M._unb64 = b64, unb64
+
+local function host_name()
+  local f = io.open("/proc/sys/kernel/hostname", "r")
+  local h = f and f:read("l") or "?"
+  if f then f:close() end
+  return h
+end
+
+--- update(url, fn [, opts]) -> new | old or false (fn returned nil) | nil, msg, code
+--- Optimistic read-modify-write on the key's mod revision: no lock, no
+--- lost update.  opts: timeout (seconds, default 30: the whole call, retries
+--- included), fence (a held etcd lock), max_request_bytes, ca, cert, key.
+---
+--- The trap is the answer that never comes: the txn was sent, the leader
+--- died, and etcd may or may not have applied it (the client also resends
+--- to the next endpoint on its own).  Retrying blindly would increment
+--- twice.  So the same txn also writes this attempt's nonce on a key of
+--- this process (atomrun/nonce/KEY/HOST.PID), and its failure branch reads
+--- that key back: after any failure or silence, the nonce -- read with a
+--- linearizable range, which a new leader serves only once every entry of
+--- the old term is committed or gone -- says whether fn's result is in.
+--- When no member answers before the deadline: nil, msg, "unknown".
+local update_names = { timeout = "seconds", fence = "userdata", max_request_bytes = "integer",
+  ca = "string", cert = "string", key = "string", wait = "boolean" }
+M.UPDATE_TIMEOUT = 30
+
+function M.update(url, fn, opts)
+  if type(fn) ~= "function" then
+    error("bad argument #2 to 'update' (function expected, got " .. type(fn) .. ")", 3)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("bad argument #3 to 'update' (table expected, got " .. type(opts) .. ")", 3)
+  end
+  for k, v in pairs(opts) do
+    local want = update_names[k]
+    if not want then error("bad argument #3 to 'update' (unknown option '" .. tostring(k) .. "')", 3) end
+    local ok = want == "seconds" and type(v) == "number" and v >= 0
+      or want == "integer" and math.type(v) == "integer"
+      or type(v) == want
+    if not ok then
+      error("bad argument #3 to 'update' (option '" .. k .. "' must be " ..
+        (want == "seconds" and "a number of seconds >= 0" or want == "userdata"
+          and "a lock on an etcd name" or "a " .. want) .. ")", 3)
+    end
+  end
+  local key, shown = atomrun._etcd_key(url)
+  if not key then return nil, shown, "EINVAL" end
+  local json = require "atomrun.json"
+  local ropts = { ca = opts.ca, cert = opts.cert, key = opts.key }
+  local limit = opts.max_request_bytes or 1536 * 1024
+  local fence = opts.fence
+  if fence then
+    if not pcall(function() return fence.token end) or not fence.key then
+      error("bad argument #3 to 'update' (option 'fence' must be a lock on an etcd name)", 3)
+    end
+    if not fence.locked then return nil, shown .. ": not written: the fence lock was already released", "lost" end
+  end
+  local timeout = opts.timeout or M.UPDATE_TIMEOUT
+  if opts.wait == false then timeout = 0 end
+  local deadline = atomrun.now() + timeout
+  local nkey = "atomrun/nonce/" .. key .. "/" .. host_name() .. "." .. atomrun.pid()
+  local k64, n64 = b64(key), b64(nkey)
+  local delay, attempt, last = 0.005, 0, nil
+
+  local function left() return deadline - atomrun.now() end
+  local function backoff()
+    if left() <= 0 then return false end
+    atomrun.sleep(math.min(left(), math.random() * delay))
+    delay = math.min(delay * 2, 0.5)
+    return true
+  end
+  local function forget_nonce()   -- best effort: a crash leaves a few bytes
+    atomrun._etcd_call(url, "/v3/kv/deleterange", json.encode({ key = n64 }),
+      { timeout = 2, ca = opts.ca, cert = opts.cert, key = opts.key })
+  end
+  -- Is this attempt's nonce in?  true, false, or nil when nobody answered.
+  local function nonce_is(nonce)
+    while true do
+      local ans = atomrun._etcd_call(url, "/v3/kv/range", json.encode({ key = n64 }),
+        { timeout = math.max(0.5, math.min(5, left())), ca = opts.ca, cert = opts.cert, key = opts.key })
+      if ans then
+        local a = json.decode(ans)
+        local kv = a.kvs and a.kvs[1]
+        return kv ~= nil and unb64(kv.value or "") == nonce
+      end
+      if not backoff() then return nil end
+    end
+  end
+
+  while true do
+    attempt = attempt + 1
+    local old, kv, code = atomrun.read(url, ropts)
+    local rev = 0
+    if old then
+      rev = kv.mod_revision
+    elseif code ~= "ENOENT" then
+      last = kv
+      if not backoff() then return nil, last, code end
+      goto continue
+    else
+      old = nil
+    end
+    do
+      local new = fn(old)
+      if new == nil then return old or false end
+      if type(new) ~= "string" then
+        error("update: the function must return a string (the new value) or nil, not a "
+          .. type(new), 2)
+      end
+      if (#new + 2) // 3 * 4 + #key * 2 + #nkey * 2 + 512 > limit then
+        return nil, string.format("%s: a value of %d bytes is over the etcd request limit of "
+          .. "%d bytes (base64 in JSON; option max_request_bytes follows a cluster's "
+          .. "--max-request-bytes)", shown, #new, limit), "E2BIG"
+      end
+      local nonce = string.format("%d.%d.%d", atomrun.pid(), attempt, math.random(1 << 30))
+      local cmp = { { key = k64, target = "MOD", result = "EQUAL", mod_revision = tostring(rev) } }
+      local failure = { { request_range = { key = k64 } }, { request_range = { key = n64 } } }
+      if fence then
+        cmp[2] = { key = b64(fence.key), target = "CREATE", result = "EQUAL",
+          create_revision = tostring(fence.token) }
+        failure[3] = { request_range = { key = b64(fence.key) } }
+      end
+      local txn = json.encode({ compare = cmp,
+        success = { { request_put = { key = k64, value = b64(new) } },
+                    { request_put = { key = n64, value = b64(nonce) } } },
+        failure = failure })
+      local ans, err, ecode = atomrun._etcd_call(url, "/v3/kv/txn", txn,
+        { timeout = math.max(0.5, math.min(5, left())), ca = opts.ca, cert = opts.cert, key = opts.key })
+      if ans then
+        local a = json.decode(ans)
+        if a.succeeded then forget_nonce(); return new end
+        local r = a.responses or {}
+        local nkv = r[2] and r[2].response_range and r[2].response_range.kvs
+        -- the client resent a txn that had been applied: ours, committed
+        if nkv and nkv[1] and unb64(nkv[1].value or "") == nonce then forget_nonce(); return new end
+        if fence then
+          local lkv = r[3] and r[3].response_range and r[3].response_range.kvs
+          if not (lkv and lkv[1] and math.tointeger(tonumber(lkv[1].create_revision)) == fence.token) then
+            return nil, string.format("%s: not written: the lock %s is no longer held with token %d "
+              .. "(its lease expired or it was broken)", shown, fence.key, fence.token), "lost"
+          end
+        end
+        last = shown .. " changed under every attempt"
+        if not backoff() then return nil, "timed out after " .. timeout .. " s: " .. last, "timeout" end
+      else
+        if tostring(err):find("too large", 1, true) then
+          return nil, string.format("%s: a value of %d bytes is over the etcd request limit "
+            .. "(the server refused it as too large; option max_request_bytes)", shown, #new), "E2BIG"
+        end
+        local known = nonce_is(nonce)
+        if known == nil then
+          return nil, string.format("%s: outcome unknown: the update was sent and no etcd "
+            .. "member answered before the deadline (%s)", shown, tostring(err)), "unknown"
+        end
+        if known then forget_nonce(); return new end
+        if ecode == "EINVAL" or ecode == "EACCES" then return nil, err, ecode end
+        last = err
+      end
+    end
+    ::continue::
+  end
+end
+
+--- status(url) -> st (called by atomrun.status for etcd names): JSON status
+--- records on keys, as status files are on paths.  st:write(tbl [, opts])
+--- (ttl: the record goes a TTL after this process dies -- "this host is
+--- alive"; fence; max_request_bytes), st:read(), and st:list(): every record
+--- under the key as a prefix, one range read (one revision: a consistent
+--- snapshot of the fleet).
+local RStatus = {}
+RStatus.__index = RStatus
+
+local rstatus_write = { ttl = true, fence = true, max_request_bytes = true, durable = true,
+  mode = true, follow = true }
+
+function RStatus:write(tbl, opts)
+  local json = require "atomrun.json"
+  if type(tbl) ~= "table" then
+    error("bad argument #1 to 'write' (table expected, got " .. type(tbl) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'write' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local wopts = {}
+  for k, v in pairs(opts or {}) do
+    if not rstatus_write[k] then
+      error("bad argument #2 to 'write' (unknown option '" .. tostring(k) .. "')", 2)
+    end
+    wopts[k] = v
+  end
+  local ok, text = pcall(json.encode, tbl)
+  if not ok then
+    error("bad argument #1 to 'write' (cannot encode as JSON: " .. tostring(text) .. ")", 2)
+  end
+  return atomrun.replace(self._url, text .. "\n", wopts)
+end
+
+function RStatus:read()
+  local json = require "atomrun.json"
+  local text, err, code = atomrun.read(self._url, self._opts)
+  if not text then return nil, err, code end
+  local ok, value = pcall(json.decode, text)
+  if not ok or type(value) ~= "table" then
+    return nil, self.path .. ": not a JSON status record (" .. tostring(value) .. ")", "EINVAL"
+  end
+  return value
+end
+
+-- The smallest key after every key that starts with p (etcd's range_end).
+local function prefix_end(p)
+  for i = #p, 1, -1 do
+    local b = p:byte(i)
+    if b < 255 then return p:sub(1, i - 1) .. string.char(b + 1) end
+  end
+  return "\0"
+end
+
+--- st:list() -> { {key=, name=, status=tbl | nil, error=msg | nil}, ... }
+--- sorted by key, revision = the snapshot's revision | nil, msg, code.
+--- name is the key after the prefix; a value that is not a JSON record is
+--- an entry with error set (listed, never silently skipped).
+function RStatus:list()
+  local json = require "atomrun.json"
+  local key = self._key
+  local ans, err, code = atomrun._etcd_call(self._url, "/v3/kv/range",
+    json.encode({ key = b64(key), range_end = b64(prefix_end(key)) }), self._opts)
+  if not ans then return nil, err, code end
+  local a = json.decode(ans)
+  local out = {}
+  for _, kv in ipairs(a.kvs or {}) do
+    local k = unb64(kv.key or "")
+    if not k:find("^atomrun/nonce/") then
+      local text = unb64(kv.value or "")
+      local ok, value = pcall(json.decode, text)
+      local e = { key = k, name = k:sub(#key + 1):gsub("^/", "") }
+      if ok and type(value) == "table" then e.status = value
+      else e.error = k .. ": not a JSON status record" end
+      out[#out + 1] = e
+    end
+  end
+  table.sort(out, function(x, y) return x.key < y.key end)
+  out.revision = a.header and math.tointeger(tonumber(a.header.revision))
+  return out
+end
+
+function RStatus:__tostring() return "atomrun.status (" .. self.path .. ")" end
+
+function M.status(url, opts)
+  local key, shown = atomrun._etcd_key(url)
+  if not key then error("bad argument #1 to 'status' (" .. tostring(shown) .. ")", 3) end
+  local o = {}
+  for k, v in pairs(opts or {}) do
+    if k == "ca" or k == "cert" or k == "key" then o[k] = v
+    elseif k ~= "follow" then
+      error("bad argument #2 to 'status' (unknown option '" .. tostring(k) .. "')", 3)
+    end
+  end
+  return setmetatable({ path = shown, _url = url, _key = key, _opts = o }, RStatus)
+end
+
+--- watch(url, fn [, opts]) -> last revision | nil, msg, code
+--- fn(ev) for each change of the key (or, for a name ending in "/", of
+--- every key under that prefix), in revision order: ev = {key=, name=,
+--- value=, revision=, create_revision=, version=}, or {deleted = true, key=,
+--- name=, revision=} (a delete: a ttl key whose writer died).  fn returning
+--- false stops the watch.  opts: since (a revision: changes after it;
+--- default the current revision, i.e. only new ones), timeout (seconds,
+--- then return; default forever), ca, cert, key.
+---
+--- etcd's watch stream (core._etcd_watch).  When the stream breaks (a
+--- member restarts, the connection drops) it is opened again from the
+--- revision after the last one fn saw, on the next member: nothing lost,
+--- nothing repeated.  Before each (re)open a read at that revision asks
+--- whether it was compacted: if so the changes in between are gone, fn gets
+--- {gap = true, from = first missing revision, to = the revision resumed
+--- at}, then the current value of each key, and the watch goes on from there.
+local watch_names = { since = "integer", timeout = "seconds", interval = "seconds",
+  ca = "string", cert = "string", key = "string" }
+
+function M.watch(url, fn, opts)
+  local check = require "atomrun.check"
+  check.arg("watch", 2, fn, "function")
+  opts = check.opts("watch", 3, opts, watch_names)
+  local json = require "atomrun.json"
+  local key, shown = atomrun._etcd_key(url)
+  if not key then return nil, shown, "EINVAL" end
+  local prefix = key:sub(-1) == "/"
+  local copts = { ca = opts.ca, cert = opts.cert, key = opts.key, timeout = 5 }
+  local deadline = opts.timeout and atomrun.now() + opts.timeout or math.huge
+  local base = { key = b64(key) }
+  if prefix then base.range_end = b64(prefix_end(key)) end
+  local function call(path, req)
+    local ans, err, code = atomrun._etcd_call(url, path, json.encode(req), copts)
+    if not ans then return nil, err, code end
+    return json.decode(ans)
+  end
+  local function int(v) return math.tointeger(tonumber(v or 0)) or 0 end
+  local function event(kv, deleted)
+    local k = unb64(kv.key or "")
+    local ev = { key = k, name = prefix and k:sub(#key + 1) or k, revision = int(kv.mod_revision) }
+    if deleted then ev.deleted = true
+    else
+      ev.value, ev.create_revision, ev.version = unb64(kv.value or ""), int(kv.create_revision),
+        int(kv.version)
+    end
+    return ev
+  end
+  local function pause()
+    if atomrun.now() >= deadline then return false end
+    atomrun.sleep(math.min(0.2, math.max(0, deadline - atomrun.now())))
+    return true
+  end
+
+  local last, stopped = opts.since, false
+  while not last do
+    local a, err, code = call("/v3/kv/range", { key = base.key, range_end = base.range_end,
+      count_only = true })
+    if a then last = int(a.header and a.header.revision)
+    elseif not pause() then return nil, err, code end
+  end
+  local function deliver(ev)
+    last = math.max(last, ev.revision)
+    if fn(ev) == false then stopped = true end
+    return stopped
+  end
+  local function on_result(text)
+    local r = json.decode(text)
+    for _, e in ipairs(r.events or {}) do
+      if deliver(event(e.kv or {}, e.type == "DELETE")) then return true end
+    end
+    return false
+  end
+
+  while true do
+    -- compacted past `last`?  Then report the gap and start from now.
+    if last > 0 then
+      local a, err = call("/v3/kv/range", { key = base.key, range_end = base.range_end,
+        revision = tostring(last), count_only = true })
+      if not a and tostring(err):find("compacted", 1, true) then
+        local cur = call("/v3/kv/range", { key = base.key, range_end = base.range_end })
+        if cur then
+          local head = int(cur.header and cur.header.revision)
+          if fn({ gap = true, from = last + 1, to = head }) == false then return head end
+          local evs = {}
+          for _, kv in ipairs(cur.kvs or {}) do evs[#evs + 1] = event(kv) end
+          table.sort(evs, function(x, y) return x.revision < y.revision end)
+          for _, ev in ipairs(evs) do if deliver(ev) then return last end end
+          last = head
+        end
+      end
+    end
+    local left = deadline - atomrun.now()
+    if left <= 0 then return last end
+    local r, err, code = atomrun._etcd_watch(url, last + 1, math.min(left, 30), on_result)
+    if stopped or r == 1 then return last end
+    if r == nil then
+      if code == "EINVAL" or code == "EACCES" then return nil, err, code end
+      if not pause() then return nil, err, code end
+    end
+  end
+end
+
 return M

@@ -171,6 +171,46 @@ do
         text = p50 and (ms(p50) .. " p50 of " .. #lat) or "failed" }
 end
 
+-- ------------------------------------------- update throughput (issue 16)
+-- P processes each doing K increments of one counter: atomrun.update on an
+-- etcd key (optimistic: a txn on the mod revision, retried on conflict)
+-- beside atomrun.update on a file (a flock around read + atomic replace).
+-- The count is checked: a row is only printed for an exact total.
+if rawget(ar, "_etcd_watch") then
+  local UPD = [[
+    local name, k, go = ...
+    while not atomrun.stat(go) do atomrun.sleep(0.002) end
+    for _ = 1, tonumber(k) do
+      assert(atomrun.update(name, function(old) return tostring((tonumber(old) or 0) + 1) end,
+        { timeout = 120 }))
+    end]]
+  local dir = H.tmpdir()
+  local function run(name, p, k, tag)
+    local go, pids = dir .. "/go." .. tag, {}
+    for i = 1, p do pids[i] = H.bg_lua(UPD, name, k, go) end
+    ar.sleep(0.3)
+    local t0 = ar.now()
+    H.write(go, "")
+    for _, pid in ipairs(pids) do H.wait_exit(pid, 300) end
+    return ar.now() - t0, (ar.read(name))
+  end
+  for _, p in ipairs({ 1, 4, 16 }) do
+    local k = math.max(2, (quick and 40 or 400) // p)
+    local et, ev = run(C:url("bench/upd" .. p), p, k, "e" .. p)
+    local ft, fv = run(dir .. "/upd" .. p, p, k, "f" .. p)
+    local total = p * k
+    row { bench = string.format("etcd update, %2d process%s", p, p > 1 and "es" or ""),
+          seconds = et / total,
+          text = ev == tostring(total) and string.format("%.0f updates/s (%d, exact)", total / et, total)
+            or ("WRONG COUNT " .. tostring(ev) .. " of " .. total) }
+    row { bench = string.format("file update, %2d process%s", p, p > 1 and "es" or ""),
+          seconds = ft / total,
+          text = fv == tostring(total) and string.format("%.0f updates/s (%d, exact)", total / ft, total)
+            or ("WRONG COUNT " .. tostring(fv) .. " of " .. total) }
+  end
+  H.cleanup_procs()
+end
+
 C:stop()
 H.cleanup()
 local f = io.open(out_path, "w")

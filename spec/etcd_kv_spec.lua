@@ -1,0 +1,205 @@
+-- create, replace, read and update on etcd keys (issue 16): src/lremote.c
+-- (create/replace/read), lua/atomrun/remote.lua (update), against the
+-- spec's 3-member cluster (spec/etcd.lua).
+local H = require "spec.helper"
+local E = require "spec.etcd"
+local ar = H.ar
+
+describe("files on etcd keys", function()
+  local C = E.cluster()
+  if not C then return end
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function()
+    H.cleanup_procs()
+    C:heal()
+  end)
+
+  it("create, read, replace; read of a missing key is ENOENT; the key is the name", function()
+    local url = C:url("kv/basic")
+    assert.is_true(ar.create(url, "one\0two"))
+    local v, kv = ar.read(url)
+    assert.equal("one\0two", v)
+    assert.is_true(kv.mod_revision > 0 and kv.create_revision == kv.mod_revision)
+    local ok, msg, code = ar.create(url, "again")
+    assert.is_nil(ok)
+    assert.equal("exists", code)
+    assert.matches("exists %(created at revision " .. kv.create_revision, msg)
+    assert.is_true(ar.replace(url, "three"))
+    assert.equal("three", (ar.read(url)))
+    local r, rmsg, rcode = ar.read(C:url("kv/none"))
+    assert.is_nil(r)
+    assert.equal("ENOENT", rcode)
+    assert.matches("no such key", rmsg)
+    -- the same key etcdctl sees
+    assert.matches("three", select(2, C:etcdctl("get kv/basic")))
+  end)
+
+  it("a create race among 16 processes: one winner, 15 exists", function()
+    local url = C:url("kv/race")
+    for i = 1, 16 do
+      H.bg(dir, "c" .. i, H.q(H.atomrun) .. " -e " .. H.q([[
+        local url, me, go = ...
+        while not atomrun.stat(go) do atomrun.sleep(0.005) end
+        local ok, msg, code = atomrun.create(url, me)
+        io.write(ok and "won" or code)]]) .. " " .. H.q(url) .. " p" .. i .. " " .. H.q(dir .. "/go"))
+    end
+    H.write(dir .. "/go", "")
+    local won, exists, winner = 0, 0, nil
+    for i = 1, 16 do
+      local st, out, err = H.result(dir, "c" .. i, 60)
+      assert.equal(0, st, err)
+      if out == "won" then won, winner = won + 1, "p" .. i
+      elseif out == "exists" then exists = exists + 1 end
+    end
+    assert.equal(1, won)
+    assert.equal(15, exists)
+    assert.equal(winner, (ar.read(url)))
+  end)
+
+  it("update: 8 processes x 100 increments = exactly 800, with a leader kill in the middle", function()
+    if not H.heavy then pending(H.HEAVY) return end
+    local url = C:url("kv/counter")
+    for i = 1, 8 do
+      H.bg(dir, "u" .. i, H.q(H.atomrun) .. " -e " .. H.q([[
+        local url, n, mark = ...
+        for i = 1, tonumber(n) do
+          assert(atomrun.update(url, function(old) return tostring((tonumber(old) or 0) + 1) end,
+                                { timeout = 60 }))
+          if i == 30 then atomrun.replace(mark, "") end
+        end]]) .. " " .. H.q(url) .. " 100 " .. H.q(dir .. "/mark" .. i))
+    end
+    assert.is_true(H.wait_file(dir .. "/mark1", 60))
+    C:kill(C:leader())
+    for i = 1, 8 do
+      local st, _, err = H.result(dir, "u" .. i, 120)
+      assert.equal(0, st, err)
+    end
+    assert.equal("800", (ar.read(url)))
+  end)
+
+  it("update: fn's nil keeps the value; a missing key gives fn nil", function()
+    local url = C:url("kv/upd")
+    local seen = "unset"
+    assert.is_false(ar.update(url, function(old) seen = old return nil end))
+    assert.is_nil(seen)
+    assert.equal("1", ar.update(url, function(old) return (old or "") .. "1" end))
+    assert.equal("1", ar.update(url, function() return nil end))
+    assert.equal("1", (ar.read(url)))
+  end)
+
+  it("a SIGSTOPped holder resumed after its lease expired: its fenced replace is lost", function()
+    local url, lurl = C:url("kv/fenced"), C:url("kv/fence-lock")
+    local ready = dir .. "/ready"
+    H.bg(dir, "holder", H.q(H.atomrun) .. " -e " .. H.q([[
+      local url, lurl, ready, go = ...
+      local lk = assert(atomrun.lock(lurl, { ttl = 2 }))
+      assert(atomrun.replace(url, "first", { fence = lk }))
+      atomrun.replace(ready, tostring(atomrun.pid()))
+      while not atomrun.stat(go) do atomrun.sleep(0.01) end
+      local ok, msg, code = atomrun.replace(url, "late", { fence = lk })
+      local uok, umsg, ucode = atomrun.update(url, function() return "late2" end, { fence = lk })
+      io.write(tostring(code), " ", tostring(ucode), " ", tostring(msg))]]) .. " " .. H.q(url) ..
+      " " .. H.q(lurl) .. " " .. H.q(ready) .. " " .. H.q(dir .. "/go"))
+    local pid = H.ready_pid(ready)
+    H.kill(pid, "STOP")
+    local lk = assert(ar.lock(lurl, { timeout = 15 }))
+    assert.is_true(ar.replace(url, "second", { fence = lk }))
+    H.write(dir .. "/go", "")
+    H.kill(pid, "CONT")
+    local st, out, err = H.result(dir, "holder", 20)
+    assert.equal(0, st, err)
+    assert.matches("^lost lost ", out)
+    assert.equal("second", (ar.read(url)))
+    lk:unlock()
+    local ok, _, code = ar.replace(url, "x", { fence = lk })
+    assert.is_nil(ok)
+    assert.equal("lost", code)
+  end)
+
+  it("a ttl-bound key disappears within TTL + margin after its writer is SIGKILLed", function()
+    local url = C:url("kv/alive")
+    local ready = dir .. "/ready"
+    H.bg_lua([[
+      local url, ready = ...
+      assert(atomrun.replace(url, "up", { ttl = 2 }))
+      atomrun.replace(ready, tostring(atomrun.pid()))
+      atomrun.sleep(60)]], url, ready)
+    local pid = H.ready_pid(ready)
+    assert.equal("up", (ar.read(url)))
+    ar.sleep(3)   -- longer than the TTL: the keepalive keeps it
+    assert.equal("up", (ar.read(url)))
+    H.kill(pid, "KILL")
+    local t0 = ar.now()
+    assert.is_true(H.wait_until(function() return ar.read(url) == nil end, 2 + 5))
+    assert.is_true(ar.now() - t0 < 2 + 5)
+  end)
+
+  it("values over the request limit are refused before sending; the server's own refusal says the same", function()
+    local url = C:url("kv/big")
+    local big = string.rep("x", 1536 * 1024)
+    local ok, msg, code = ar.replace(url, big)
+    assert.is_nil(ok)
+    assert.equal("E2BIG", code)
+    assert.matches("over the etcd request limit of 1572864 bytes", msg)
+    local u, umsg, ucode = ar.update(url, function() return big end)
+    assert.is_nil(u)
+    assert.equal("E2BIG", ucode)
+    assert.matches("over the etcd request limit", umsg)
+    -- a raised limit lets it go; the server (1.5 MiB) refuses: the same words
+    ok, msg, code = ar.replace(url, big, { max_request_bytes = 8 * 1024 * 1024 })
+    assert.is_nil(ok)
+    assert.equal("E2BIG", code)
+    assert.matches("over the etcd request limit", msg)
+    assert.is_nil((ar.read(url)))
+  end)
+
+  it("status on keys: JSON records int64-exact, read, and list() of every key under a prefix", function()
+    local big = math.maxinteger - 7
+    for i = 1, 3 do
+      local st = ar.status(C:url("kv/fleet/web-" .. i))
+      assert.is_true(st:write({ host = "web-" .. i, n = big - i, load = 0.25 }))
+    end
+    local st = ar.status(C:url("kv/fleet/web-2"))
+    local rec = assert(st:read())
+    assert.equal(big - 2, rec.n)
+    assert.equal(math.type(big), math.type(rec.n))
+    assert.equal(0.25, rec.load)
+    assert.is_true(ar.replace(C:url("kv/fleet/junk"), "not json"))
+    local list = assert(ar.status(C:url("kv/fleet/")):list())
+    assert.equal(4, #list)
+    assert.equal("junk", list[1].name)
+    assert.matches("not a JSON status record", list[1].error)
+    for i = 1, 3 do
+      assert.equal("web-" .. i, list[i + 1].name)
+      assert.equal(big - i, list[i + 1].status.n)
+    end
+    assert.is_true(list.revision > 0)
+    local none = assert(ar.status(C:url("kv/nothing-here/")):list())
+    assert.equal(0, #none)
+    local r, _, code = ar.status(C:url("kv/fleet/none")):read()
+    assert.is_nil(r)
+    assert.equal("ENOENT", code)
+    assert.has_error(function() st:write("x") end)
+    assert.has_error(function() st:write({}, { nope = true }) end)
+  end)
+
+  it("bad input: clear errors naming what was wrong", function()
+    local url = C:url("kv/bad")
+    assert.has_error(function() ar.replace(url, 42) end,
+      "bad argument #2 to 'replace' (string (an etcd value) expected, got number)")
+    assert.has_error(function() ar.replace(url, "x", { ttl = 0 }) end)
+    assert.has_error(function() ar.replace(url, "x", { fence = "lk" }) end)
+    assert.has_error(function() ar.replace(url, "x", { nope = 1 }) end)
+    assert.has_error(function() ar.update(url, "x") end)
+    assert.has_error(function() ar.update(url, function() end, { fence = 1 }) end)
+    assert.has_error(function() ar.update(url, function() return 1 end) end)
+    local ok, msg, code = ar.read(C:url(""))
+    assert.is_nil(ok)
+    assert.equal("EINVAL", code)
+    assert.matches("empty", msg)
+    ok, _, code = ar.replace("etcd://127.0.0.1:1/", "x")
+    assert.is_nil(ok)
+    assert.equal("EINVAL", code)
+  end)
+end)
