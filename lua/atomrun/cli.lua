@@ -283,8 +283,10 @@ end
 
 -- ------------------------------------------------------ etcd names
 
--- Exit statuses for an etcd lock that could not be had; 75 (EX_TEMPFAIL)
--- when a held one was lost and its command killed.
+-- Exit statuses for an etcd lock that could not be had: a bad name or ttl
+-- is the caller's mistake (64), a refused login 77, no answer 69, not etcd
+-- at all 76; 75 (EX_TEMPFAIL) when a held one was lost and its command
+-- killed.
 local REMOTE_EXIT = { EINVAL = 64, ERANGE = 64, EACCES = 77, unavailable = 69, EPROTO = 76 }
 M.EX_LOST = 75
 

@@ -40,10 +40,6 @@ function M.run(argv, lk, opts)
   return atomrun.run(argv, o)
 end
 
--- ------------------------------------------------------------ command line
-
--- sysexits for what the cluster said: a bad name or ttl is the caller's
--- mistake (64), a refused login 77, no answer 69, not etcd at all 76.
 -- ------------------------------------------------------------ doctor
 
 local function decode(text)
