@@ -92,7 +92,7 @@ describe("the bundle", function()
     local c = f:read("a")
     f:close()
     local entries, chunks = 0, 0
-    for _ in c:gmatch('\n  { "atomrun[%w.]*", "@') do entries = entries + 1 end
+    for _ in c:gmatch('\n  { "atomrun[%w._]*", "@') do entries = entries + 1 end
     -- a binary chunk starts with ESC "Lua", written as the escape \033
     for _ in c:gmatch('"\\033Lua') do chunks = chunks + 1 end
     assert.truthy(entries >= 5)

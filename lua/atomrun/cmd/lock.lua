@@ -209,8 +209,8 @@ end
 
 if o.nonblock or o.timeout == 0 then o.timeout = 0 end
 -- etcd://.../NAME: the lock lives on a cluster (lua/atomrun/remote.lua)
-if not as_flock and o.file and require("atomrun.remote").is_url(o.file) then
-  os.exit(cli.lock_remote(prog, o))
+if not as_flock and cli.is_url(o.file) then
+  os.exit(require("atomrun.cli_etcd").lock_remote(prog, o))
 end
 local started = atomrun.now()
 

@@ -52,8 +52,7 @@ local args = { ... }
 local rest = prog:getopt(args, SPEC, on)
 local name = rest[1]
 if not name then prog:usage_error("no job NAME given") end
-local remote = require "atomrun.remote"     -- etcd://.../NAME: once across hosts
-if not remote.is_url(name) and not name:match("^[%w][%w._-]*$") then
+if not cli.is_url(name) and not name:match("^[%w][%w._-]*$") then
   prog:usage_error("bad job name '%s' (letters, digits, '.', '_' and '-')", name)
 end
 local argv = prog:getopt(table.move(rest, 2, #rest, 1, {}), SPEC, on)
@@ -71,6 +70,8 @@ end
 
 -- The record names the command itself, not this atomrun: that is the
 -- process a person looks for (and kills).
-if remote.is_url(name) then os.exit(cli.run_held_remote(prog, guard.lock, argv)) end
+if cli.is_url(name) then     -- etcd://.../NAME: once across hosts
+  os.exit(require("atomrun.cli_etcd").run_held_remote(prog, guard.lock, argv))
+end
 cli.run_and_exit(prog, argv, { forward_signals = true, on_start = function(pid) guard:update({ pid = pid }) end },
   function() guard:release() end)
