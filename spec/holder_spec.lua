@@ -120,8 +120,12 @@ describe("the live holder", function()
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
 fcntl.flock(fd, fcntl.LOCK_EX)
+parent = os.getpid()
 if os.fork() == 0:
     os.setsid()
+    # ready only once the taker is gone: until then it holds the lock too
+    while os.getppid() == parent:
+        time.sleep(0.01)
     open(sys.argv[2], "w").write(str(os.getpid()))
     time.sleep(120)
 os._exit(0)

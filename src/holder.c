@@ -151,6 +151,22 @@ static int ar_same_lines(const ar_lockline *a, const ar_lockline *b, int n)
     return 1;
 }
 
+/* How many lines of v[0..n) read the same as l. */
+static int ar_count_same(const ar_lockline *v, int n, const ar_lockline *l)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += ar_line_same(&v[i], l) && v[i].waiter == l->waiter;
+    return k;
+}
+
+static int ar_median3(int a, int b, int c)
+{
+    if (a > b) { int t = a; a = b; b = t; }
+    if (b > c) b = c;
+    return a > b ? a : b;
+}
+
 /*
  * Every line of /proc/locks about (dev, ino), holders and waiters, in the
  * kernel's order; malloc'd.  -errno, or the count.
@@ -159,31 +175,61 @@ static int ar_same_lines(const ar_lockline *a, const ar_lockline *b, int n)
  * read(2), dropping its lock between pages and finding its place again by
  * position.  When other processes take or release locks meanwhile (anywhere
  * on the system: the table is global), a table longer than a page comes
- * back with lines skipped or repeated — 299 or 302 of a file's 300 locks.
- * So the table is read until two passes in a row agree (a few at most).
+ * back with lines skipped or repeated — 298 or 302 of a file's 300 locks.
+ * The table is read again until two passes in a row agree (each pass takes
+ * a few microseconds per lock, and churn that tears two passes the same way
+ * is rare); if none do within AR_LOCKS_PASSES, each distinct line is kept
+ * as many times as the median of the last three passes has it: a line one
+ * pass skipped or repeated counts right, as long as no two of them tore at
+ * the same place.
  */
+#define AR_LOCKS_PASSES 12
 static int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out)
 {
-    ar_lockline *prev = NULL, *cur = NULL;
-    int nprev = ar_read_locks_once(dev, ino, &prev), ncur;
+    ar_lockline *v[3] = { NULL, NULL, NULL }, *res;
+    int n[3] = { 0, 0, 0 }, total = 0, got = 0, r = 0;
 
-    for (int pass = 0; nprev >= 0 && pass < 8; pass++) {
-        ncur = ar_read_locks_once(dev, ino, &cur);
-        if (ncur < 0) {
-            free(prev);
-            return ncur;
+    *out = NULL;
+    /* v[2] is the newest pass; stop as soon as it agrees with v[1]. */
+    for (int pass = 0; pass < AR_LOCKS_PASSES; pass++) {
+        free(v[0]);
+        v[0] = v[1], n[0] = n[1];
+        v[1] = v[2], n[1] = n[2];
+        v[2] = NULL;
+        n[2] = ar_read_locks_once(dev, ino, &v[2]);
+        if (n[2] < 0) {
+            r = n[2];
+            goto done;
         }
-        if (ncur == nprev && ar_same_lines(prev, cur, ncur)) {
-            free(cur);
-            break;
+        if (pass > 0 && n[1] == n[2] && ar_same_lines(v[1], v[2], n[2])) {
+            *out = v[2];
+            v[2] = NULL;
+            r = n[1];
+            goto done;
         }
-        free(prev);
-        prev = cur;
-        nprev = ncur;
-        cur = NULL;
     }
-    *out = nprev >= 0 ? prev : NULL;
-    return nprev;
+    total = n[0] + n[1] + n[2];
+    res = malloc(sizeof *res * (size_t)(total ? total : 1));
+    if (!res) {
+        r = -ENOMEM;
+        goto done;
+    }
+    /* In the order of first appearance, each line up to its median count. */
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < n[i]; j++) {
+            const ar_lockline *l = &v[i][j];
+            int want = ar_median3(ar_count_same(v[0], n[0], l),
+                                  ar_count_same(v[1], n[1], l),
+                                  ar_count_same(v[2], n[2], l));
+            if (ar_count_same(res, got, l) < want)
+                res[got++] = *l;
+        }
+    *out = res;
+    r = got;
+done:
+    for (int i = 0; i < 3; i++)
+        free(v[i]);
+    return r;
 }
 
 /* ----------------------------------------------------- the bounded search */
