@@ -21,10 +21,16 @@ describe("files on etcd keys", function()
     local v, kv = ar.read(url)
     assert.equal("one\0two", v)
     assert.is_true(kv.mod_revision > 0 and kv.create_revision == kv.mod_revision)
-    local ok, msg, code = ar.create(url, "again")
+    local ok, msg, code, who = ar.create(url, "again")
     assert.is_nil(ok)
     assert.equal("exists", code)
-    assert.matches("exists %(created at revision " .. kv.create_revision, msg)
+    -- who created it and when: the creator record of the same txn
+    assert.matches("it exists, created by pid " .. ar.pid() .. " on ", msg, 1, true)
+    assert.matches(" at %d%d%d%d%-%d%d%-%d%dT[%d:]+Z %(revision " .. kv.create_revision, msg)
+    assert.equal(ar.pid(), who.pid)
+    assert.equal(kv.create_revision, who.create_revision)
+    assert.is_string(who.host)
+    assert.matches("^%d%d%d%d%-", who.since)
     assert.is_true(ar.replace(url, "three"))
     assert.equal("three", (ar.read(url)))
     local r, rmsg, rcode = ar.read(C:url("kv/none"))
@@ -42,19 +48,45 @@ describe("files on etcd keys", function()
         local url, me, go = ...
         while not atomrun.stat(go) do atomrun.sleep(0.005) end
         local ok, msg, code = atomrun.create(url, me)
-        io.write(ok and "won" or code)]]) .. " " .. H.q(url) .. " p" .. i .. " " .. H.q(dir .. "/go"))
+        io.write(ok and ("won " .. atomrun.pid()) or (code .. " " .. msg))]]) .. " " .. H.q(url)
+        .. " p" .. i .. " " .. H.q(dir .. "/go"))
     end
     H.write(dir .. "/go", "")
-    local won, exists, winner = 0, 0, nil
+    local won, exists, winner, winner_pid, msgs = 0, 0, nil, nil, {}
     for i = 1, 16 do
       local st, out, err = H.result(dir, "c" .. i, 60)
       assert.equal(0, st, err)
-      if out == "won" then won, winner = won + 1, "p" .. i
-      elseif out == "exists" then exists = exists + 1 end
+      if out:find("^won ") then won, winner, winner_pid = won + 1, "p" .. i, out:match("%d+")
+      elseif out:find("^exists ") then exists = exists + 1; msgs[#msgs + 1] = out end
     end
     assert.equal(1, won)
     assert.equal(15, exists)
     assert.equal(winner, (ar.read(url)))
+    -- every loser is told who won
+    for _, m in ipairs(msgs) do assert.matches("created by pid " .. winner_pid .. " on ", m, 1, true) end
+  end)
+
+  it("exists blames no one for a key atomrun.create did not make", function()
+    -- made by etcdctl: no creator record
+    local url = C:url("kv/foreign")
+    C:etcdctl("put kv/foreign theirs")
+    local ok, msg, code, who = ar.create(url, "mine")
+    assert.is_nil(ok)
+    assert.equal("exists", code)
+    assert.matches("by a writer that left no creator record", msg, 1, true)
+    assert.is_nil(who.pid)
+    assert.is_true(who.create_revision > 0)
+    -- made by create, deleted, made again by replace: the old record is not
+    -- this key's creator
+    local url2 = C:url("kv/remade")
+    assert.is_true(ar.create(url2, "first"))
+    C:etcdctl("del kv/remade")
+    assert.is_true(ar.replace(url2, "second"))
+    local _, msg2, code2, who2 = ar.create(url2, "third")
+    assert.equal("exists", code2)
+    assert.matches("left no creator record", msg2, 1, true)
+    assert.is_nil(who2.pid)
+    assert.equal("second", (ar.read(url2)))
   end)
 
   it("update: 8 processes x 100 increments = exactly 800, with a leader kill in the middle", function()

@@ -633,6 +633,11 @@ typedef struct atomrun_remote_put_opts {
     int                         ttl;         /* > 0: bound to the session */
     int64_t                     revision;    /* OUT: the write's revision */
     atomrun_remote_kv           existing;    /* OUT on failure: the key now */
+    /* OUT on -EEXIST: who created the key, from the creator record a
+     * create_only write leaves beside it (atomrun/creator/KEY, written in
+     * the same txn): token = its create revision; pid 0 and host "" when
+     * the key was made by another writer (etcdctl, a replace). */
+    atomrun_remote_holder       creator;
 } atomrun_remote_put_opts;
 
 ATOMRUN_API void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o);

@@ -67,6 +67,14 @@ char *ar_prefix_end(const char *prefix, size_t len, size_t *outlen);
 /* Copy at most size-1 bytes, always terminated. */
 void ar_strlcpy(char *dst, const char *src, size_t size);
 
+/* --- writer records (rlock.c) --- */
+
+/* JSON text (malloc'd) naming this process as a key's writer: host, pid,
+ * cmd (NULL: this process's command line), since; mode when not NULL. */
+char *ar_writer_record(const char *cmd, const char *mode);
+/* host, pid, cmd, since of such a record into h (the rest untouched). */
+void ar_writer_of(const json_t *record, atomrun_remote_holder *h);
+
 /* --- sessions (session.c) --- */
 
 /*

@@ -13,6 +13,14 @@
  *                 write arrives -- the fencing token checked by etcd itself
  * On failure the same txn reads the key and the lock's key back, so the
  * caller learns which condition failed without a second round trip.
+ *
+ * A create_only write also puts a creator record, atomrun/creator/KEY (who:
+ * host, pid, command, time), in its success branch, and its failure branch
+ * reads it back: "exists" then names who created the key and when.  The
+ * record is trusted only when its mod revision is the key's create
+ * revision -- the same txn wrote both -- so a key deleted and made again by
+ * someone else (etcdctl, a replace) is never blamed on the first creator.
+ * It shares the key's lease, so a ttl-bound claim takes its record along.
  */
 #define _GNU_SOURCE
 #include "etcd_internal.h"
@@ -81,6 +89,61 @@ static const json_t *range_kv(const json_t *ans, size_t i)
     return json_array_get(json_object_get(rr, "kvs"), 0);
 }
 
+#define AR_CREATOR_PREFIX "atomrun/creator/"
+
+/* The creator record's put (success) and range (failure, last) in txn. */
+static int add_creator_record(json_t *txn, const char *key, const ar_session *s,
+                              char **ckey, char **crec)
+{
+    json_t *put;
+    char num[32];
+    size_t klen = strlen(key);
+
+    *ckey = malloc(sizeof AR_CREATOR_PREFIX + klen);
+    *crec = ar_writer_record(NULL, NULL);
+    if (!*ckey || !*crec)
+        return -ENOMEM;
+    memcpy(*ckey, AR_CREATOR_PREFIX, sizeof AR_CREATOR_PREFIX - 1);
+    memcpy(*ckey + sizeof AR_CREATOR_PREFIX - 1, key, klen + 1);
+    put = json_pack("{s:o, s:o}", "key", ar_json_b64(*ckey, strlen(*ckey)),
+                    "value", ar_json_b64(*crec, strlen(*crec)));
+    if (put && s) {
+        snprintf(num, sizeof num, "%lld", (long long)ar_session_lease(s));
+        json_object_set_new(put, "lease", json_string(num));
+    }
+    if (!put)
+        return -ENOMEM;
+    json_array_append_new(json_object_get(txn, "success"),
+                          json_pack("{s:o}", "request_put", put));
+    json_array_append_new(json_object_get(txn, "failure"),
+                          json_pack("{s:{s:o}}", "request_range", "key",
+                                    ar_json_b64(*ckey, strlen(*ckey))));
+    return 0;
+}
+
+/* Who created the existing key, from its creator record's kv (or NULL). */
+static void creator_of(const json_t *rec_kv, const atomrun_remote_kv *existing,
+                       atomrun_remote_holder *h)
+{
+    const char *v64;
+    char *text = NULL;
+    size_t len = 0;
+    json_t *rec;
+
+    h->token = existing->create_rev;
+    h->lease = existing->lease;
+    /* Written by the txn that made this key, or it describes another one. */
+    if (!rec_kv || ar_json_int64(rec_kv, "mod_revision") != existing->create_rev)
+        return;
+    v64 = json_string_value(json_object_get(rec_kv, "value"));
+    if (!v64 || ar_b64_decode(v64, &text, &len) < 0)
+        return;
+    rec = json_loadb(text, len, 0, NULL);
+    ar_writer_of(rec, h);
+    json_decref(rec);
+    free(text);
+}
+
 int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
                        size_t len, atomrun_remote_put_opts *o, double deadline,
                        char *err, size_t errlen)
@@ -89,10 +152,12 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
     const char *lkey = NULL;
     char num[32], why[ATOMRUN_ETCD_ERRLEN];
     ar_session *s = NULL;
+    char *ckey = NULL, *crec = NULL;
     int r;
 
     o->revision = 0;
     memset(&o->existing, 0, sizeof o->existing);
+    memset(&o->creator, 0, sizeof o->creator);
     if (!key || !*key) {
         snprintf(err, errlen, "empty etcd key");
         return -EINVAL;
@@ -143,12 +208,24 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
                                                  ar_json_b64(lkey, strlen(lkey))));
     txn = json_pack("{s:o, s:[{s:o}], s:o}", "compare", cmp, "success", "request_put",
                     put, "failure", failure);
-    if (!txn)
+    if (txn && o->create_only) {
+        r = add_creator_record(txn, key, s, &ckey, &crec);
+        if (r < 0) {
+            json_decref(txn);
+            return r;
+        }
+    }
+    free(crec);
+    if (!txn) {
+        free(ckey);
         return -ENOMEM;
+    }
     r = ar_etcd_post(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
     json_decref(txn);
-    if (r < 0)
+    if (r < 0) {
+        free(ckey);
         return r;
+    }
     if (json_is_true(json_object_get(ans, "succeeded"))) {
         o->revision = ar_json_int64(json_object_get(ans, "header"), "revision");
         json_decref(ans);
@@ -166,6 +243,7 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
                      (long long)atomrun_remote_lock_token(o->fence));
             r = ATOMRUN_ELOST;
         } else if (o->create_only && mine) {
+            creator_of(range_kv(ans, lkey ? 2 : 1), &o->existing, &o->creator);
             snprintf(err, errlen, "%s exists (created at revision %lld)", key,
                      (long long)o->existing.create_rev);
             r = -EEXIST;
@@ -176,5 +254,6 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
         }
     }
     json_decref(ans);
+    free(ckey);
     return r;
 }

@@ -748,6 +748,49 @@ static int ar_is_toobig_answer(const char *err)
     return strstr(err, "too large") != NULL;
 }
 
+/* What create's creator record adds to the txn at most (etcd_kv.c: the
+ * record's host, pid, command and time, base64, put and read back). */
+#define AR_CREATOR_FRAMING 1536
+
+/* "cannot create URL: it exists, created by pid 4121 on web-3 (job.sh) at
+ * 2026-...Z (revision 57, version 2)", and the facts as a 4th value:
+ * {create_revision, mod_revision, version, pid, host, cmd, since}; pid and
+ * the rest absent when no creator record matches the key (made by etcdctl
+ * or a replace, or made again after a delete). */
+static int ar_exists(lua_State *L, const char *shown, const atomrun_remote_put_opts *po)
+{
+    const atomrun_remote_holder *h = &po->creator;
+    if (h->pid > 0)
+        arL_fail(L, -EEXIST, "cannot create %s: it exists, created by pid %d on %s%s%s%s "
+                 "at %s (revision %d, version %d)", shown, (int)h->pid,
+                 h->host[0] ? h->host : "?", h->cmd[0] ? " (" : "", h->cmd,
+                 h->cmd[0] ? ")" : "", h->since[0] ? h->since : "an unknown time",
+                 (int)po->existing.create_rev, (int)po->existing.version);
+    else
+        arL_fail(L, -EEXIST, "cannot create %s: it exists (created at revision %d, "
+                 "version %d, by a writer that left no creator record: not "
+                 "atomrun.create)", shown, (int)po->existing.create_rev,
+                 (int)po->existing.version);
+    lua_createtable(L, 0, 7);
+    lua_pushinteger(L, (lua_Integer)po->existing.create_rev);
+    lua_setfield(L, -2, "create_revision");
+    lua_pushinteger(L, (lua_Integer)po->existing.mod_rev);
+    lua_setfield(L, -2, "mod_revision");
+    lua_pushinteger(L, (lua_Integer)po->existing.version);
+    lua_setfield(L, -2, "version");
+    if (h->pid > 0) {
+        lua_pushinteger(L, h->pid);
+        lua_setfield(L, -2, "pid");
+        lua_pushstring(L, h->host);
+        lua_setfield(L, -2, "host");
+        lua_pushstring(L, h->cmd);
+        lua_setfield(L, -2, "cmd");
+        lua_pushstring(L, h->since);
+        lua_setfield(L, -2, "since");
+    }
+    return 4;
+}
+
 typedef struct ar_kvreq {
     ar_url                 *u;
     atomrun_etcd           *c;
@@ -819,14 +862,13 @@ static int ar_kvput(lua_State *L, int create)
     lua_settop(L, 3);
     if ((r = ar_kvsetup(L, 3, 1, &q)) != 0)
         return r;
-    if (ar_b64len(len) + strlen(q.u->name) * 2 + AR_TXN_FRAMING > (size_t)q.limit)
+    if (ar_b64len(len) + strlen(q.u->name) * (create ? 6 : 2) + AR_TXN_FRAMING +
+        (create ? AR_CREATOR_FRAMING : 0) > (size_t)q.limit)
         return ar_toobig(L, q.u->shown, len, q.limit);
     q.po.create_only = create;
     r = atomrun_remote_put(q.c, q.u->name, data, len, &q.po, 0, err, sizeof err);
     if (r == -EEXIST)
-        return arL_fail(L, r, "cannot create %s: it exists (created at revision %d, "
-                        "version %d)", q.u->shown, (int)q.po.existing.create_rev,
-                        (int)q.po.existing.version);
+        return ar_exists(L, q.u->shown, &q.po);
     if (r < 0 && ar_is_toobig_answer(err))
         return ar_toobig(L, q.u->shown, len, q.limit);
     if (r < 0)

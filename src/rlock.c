@@ -277,7 +277,13 @@ static void self_cmd(char *buf, size_t size)
     atomrun_remote_scrub(buf);
 }
 
-static char *make_value(const atomrun_remote_opts *o)
+/*
+ * Who wrote a key, as JSON text (malloc'd): host, pid, cmd (cmd NULL: this
+ * process's command line; credentials stripped either way), since (UTC),
+ * and mode when mode is not NULL.  The lock queue's keys carry it, and so
+ * does the creator record of atomrun.create on a key (etcd_kv.c).
+ */
+char *ar_writer_record(const char *cmd_given, const char *mode)
 {
     char host[256] = "", cmd[512], since[32];
     time_t t = time(NULL);
@@ -286,22 +292,37 @@ static char *make_value(const atomrun_remote_opts *o)
     char *text;
 
     gethostname(host, sizeof host - 1);
-    if (o->cmd) {
-        ar_strlcpy(cmd, o->cmd, sizeof cmd);
+    if (cmd_given) {
+        ar_strlcpy(cmd, cmd_given, sizeof cmd);
         atomrun_remote_scrub(cmd);
     } else {
         self_cmd(cmd, sizeof cmd);
     }
     gmtime_r(&t, &tm);
     strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    v = json_pack("{s:s, s:I, s:s, s:s, s:s}", "host", host,
-                  "pid", (json_int_t)getpid(), "cmd", cmd, "since", since,
-                  "mode", o->mode == ATOMRUN_SHARED ? "shared" : "exclusive");
+    v = json_pack("{s:s, s:I, s:s, s:s}", "host", host,
+                  "pid", (json_int_t)getpid(), "cmd", cmd, "since", since);
+    if (v && mode)
+        json_object_set_new(v, "mode", json_string(mode));
     if (!v)
         return NULL;
     text = json_dumps(v, JSON_COMPACT);
     json_decref(v);
     return text;
+}
+
+void ar_writer_of(const json_t *record, atomrun_remote_holder *h)
+{
+    const char *s;
+    if (!json_is_object(record))
+        return;
+    h->pid = (pid_t)ar_json_int64(record, "pid");
+    if ((s = json_string_value(json_object_get(record, "host"))))
+        ar_strlcpy(h->host, s, sizeof h->host);
+    if ((s = json_string_value(json_object_get(record, "cmd"))))
+        ar_strlcpy(h->cmd, s, sizeof h->cmd);
+    if ((s = json_string_value(json_object_get(record, "since"))))
+        ar_strlcpy(h->since, s, sizeof h->since);
 }
 
 /* One key of the queue. */
@@ -336,16 +357,7 @@ static void fill_holder(const entry *e, atomrun_remote_holder *h)
     h->lease = e->lease;
     h->mode = e->shared ? ATOMRUN_SHARED : ATOMRUN_EXCLUSIVE;
     ar_strlcpy(h->key, e->key, sizeof h->key);
-    if (e->value) {
-        const char *s;
-        h->pid = (pid_t)ar_json_int64(e->value, "pid");
-        if ((s = json_string_value(json_object_get(e->value, "host"))))
-            ar_strlcpy(h->host, s, sizeof h->host);
-        if ((s = json_string_value(json_object_get(e->value, "cmd"))))
-            ar_strlcpy(h->cmd, s, sizeof h->cmd);
-        if ((s = json_string_value(json_object_get(e->value, "since"))))
-            ar_strlcpy(h->since, s, sizeof h->since);
-    }
+    ar_writer_of(e->value, h);
 }
 
 /* The kvs of a range answer into q: only keys directly under prefix. */
@@ -637,7 +649,7 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
         return -ERANGE;
     }
     snprintf(prefix, sizeof prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
-    value = make_value(o);
+    value = ar_writer_record(o->cmd, o->mode == ATOMRUN_SHARED ? "shared" : "exclusive");
     if (!value)
         return -ENOMEM;
 
