@@ -120,6 +120,58 @@ describe("files on etcd keys", function()
     assert.equal("1", (ar.read(url)))
   end)
 
+  -- atomrun's bookkeeping keys under prefix p, from etcdctl: {key = lease}
+  local function internal_keys(p)
+    local _, out = C:etcdctl("get --prefix " .. H.q(p) .. " -w json")
+    local ok, a = pcall(require("atomrun.json").decode, out or "")
+    local keys = {}
+    for _, kv in ipairs(ok and a.kvs or {}) do keys[require("atomrun.remote")._unb64(kv.key)] = kv.lease or 0 end
+    return keys
+  end
+
+  it("update: ttl binds the key to the process's lease; its nonce is bound to one too", function()
+    local url, nurl = C:url("kv/upd-ttl"), "atomrun/nonce/kv/upd-ttl/"
+    local ready = dir .. "/ready"
+    H.bg_lua([[
+      local url, ready = ...
+      require("atomrun.remote").NONCE_TTL = 3
+      for i = 1, 5 do
+        assert(atomrun.update(url, function(old) return tostring((tonumber(old) or 0) + 1) end,
+                              { ttl = 2 }))
+      end
+      atomrun.replace(ready, tostring(atomrun.pid()))
+      atomrun.sleep(60)]], url, ready)
+    local pid = H.ready_pid(ready)
+    local v, kv = ar.read(url)
+    assert.equal("5", v)
+    assert.is_true(kv.lease > 0)
+    -- one nonce key for the call's state, bound to a lease; a sentinel beside it
+    local n, alive = 0, 0
+    for k, lease in pairs(internal_keys(nurl)) do
+      n = n + 1
+      assert.is_true(tonumber(lease) > 0, k)
+    end
+    for _ in pairs(internal_keys("atomrun/alive/")) do alive = alive + 1 end
+    assert.equal(1, n)
+    assert.is_true(alive >= 1)
+    -- a crashed updater leaves nothing behind: key and nonce go with the leases
+    H.kill(pid, "KILL")
+    assert.is_true(H.wait_until(function() return ar.read(url) == nil end, 2 + 5))
+    assert.is_true(H.wait_until(function() return next(internal_keys(nurl)) == nil end, 3 + 5))
+  end)
+
+  it("update leaves no nonce key behind after its process exits", function()
+    local url = C:url("kv/upd-exit")
+    local st, _, err = H.run("-e", [[
+      local url = ...
+      for i = 1, 3 do
+        assert(atomrun.update(url, function(old) return (old or "") .. "x" end))
+      end]], url)
+    assert.equal(0, st, err)
+    assert.equal("xxx", (ar.read(url)))
+    assert.is_nil(next(internal_keys("atomrun/nonce/kv/upd-exit/")))
+  end)
+
   it("a SIGSTOPped holder resumed after its lease expired: its fenced replace is lost", function()
     local url, lurl = C:url("kv/fenced"), C:url("kv/fence-lock")
     local ready = dir .. "/ready"

@@ -641,6 +641,17 @@ typedef struct atomrun_remote_put_opts {
 } atomrun_remote_put_opts;
 
 ATOMRUN_API void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o);
+/*
+ * The process's session lease for ttl seconds on c (the one ttl-bound puts
+ * and locks of that ttl share): granted now if there is none or the last
+ * was lost, then kept alive while the process runs and revoked at its exit
+ * (gone a TTL after a crash).  For a caller that binds keys of its own
+ * txns to the process.  -ERANGE with *min_ttl: the cluster's minimum TTL
+ * is above ttl.
+ */
+ATOMRUN_API int atomrun_remote_session_lease(atomrun_etcd *c, int ttl, double deadline,
+                                             int64_t *lease, int *min_ttl, char *err,
+                                             size_t errlen);
 ATOMRUN_API int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
                                    size_t *len, atomrun_remote_kv *kv,
                                    double deadline, char *err, size_t errlen);

@@ -112,6 +112,7 @@ int luaopen_atomrun_core(lua_State *L)
         { "lockfd", arL_lockfd },     { "unlockfd", arL_unlockfd },
         { "who", arL_who },           { "holds", arL_holds },
         { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },
+        { "_etcd_lease", arL_etcd_lease },
         { "_etcd_endpoints", arL_etcd_endpoints },
         { "_etcd_key", arL_etcd_key }, { "_etcd_watch", arL_etcd_watch },
         { NULL, NULL } };

@@ -691,6 +691,47 @@ int arL_etcd_call(lua_State *L)
     return 1;
 }
 
+/*
+ * core._etcd_lease(url, ttl [, opts]) -> lease ID (integer) | nil, msg, code:
+ * the process's session lease for ttl seconds on url's cluster -- the one
+ * ttl-bound writes and locks of that ttl share -- granted now if there is
+ * none or the last was lost; kept alive while the process runs, revoked at
+ * its exit, gone a TTL after a crash.  For recipes that bind their own
+ * txn's keys to the process (update's nonce).  opts: timeout, ca, cert, key.
+ */
+int arL_etcd_lease(lua_State *L)
+{
+    static const char *const names[] = { "timeout", "ca", "cert", "key", NULL };
+    const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
+    lua_Integer ttl = luaL_checkinteger(L, 2);
+    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_etcd *c;
+    int64_t lease;
+    double timeout;
+    int r, min_ttl = 0;
+    ar_url *u;
+
+    luaL_argcheck(L, ttl >= 1 && ttl <= 1000000, 2, "a whole number of seconds >= 1");
+    arL_checkoptnames(L, 3, names);
+    lua_settop(L, 3);
+    timeout = arL_optseconds(L, 3, "timeout", 0);
+    u = lua_newuserdatauv(L, sizeof *u, 0);
+    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if ((r = ar_open_client(L, u, ar_optstr(L, 3, "ca"), ar_optstr(L, 3, "cert"),
+                            ar_optstr(L, 3, "key"), &c)) != 0)
+        return r;
+    r = atomrun_remote_session_lease(c, (int)ttl, timeout > 0 ? atomrun_now() + timeout : 0,
+                                     &lease, &min_ttl, err, sizeof err);
+    if (r == -ERANGE && min_ttl > 0)
+        return arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
+                        u->shown, (int)ttl, min_ttl);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err);
+    lua_pushinteger(L, (lua_Integer)lease);
+    return 1;
+}
+
 /* core._etcd_endpoints(url) -> {"h:p", ...}, shown URL | nil, msg, code */
 int arL_etcd_endpoints(lua_State *L)
 {

@@ -445,3 +445,19 @@ int ar_session_get(atomrun_etcd *c, int ttl, double deadline,
     *out = s;
     return 0;
 }
+
+int atomrun_remote_session_lease(atomrun_etcd *c, int ttl, double deadline,
+                                 int64_t *lease, int *min_ttl, char *err, size_t errlen)
+{
+    ar_session *s;
+    int r;
+    *lease = 0;
+    *min_ttl = 0;
+    r = ar_session_get(c, ttl, deadline, &s, min_ttl, err, errlen);
+    if (r < 0)
+        return r;
+    /* The caller's reference is kept for the life of the process, as a
+     * ttl-bound put's is: its keys must live as long as the process. */
+    *lease = ar_session_lease(s);
+    return 0;
+}

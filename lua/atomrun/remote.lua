@@ -241,20 +241,70 @@ end
 --- update(url, fn [, opts]) -> new | old or false (fn returned nil) | nil, msg, code
 --- Optimistic read-modify-write on the key's mod revision: no lock, no
 --- lost update.  opts: timeout (seconds, default 30: the whole call, retries
---- included), fence (a held etcd lock), max_request_bytes, ca, cert, key.
+--- included), fence (a held etcd lock), ttl (the key is bound to this
+--- process's lease of that TTL, as replace's), max_request_bytes, ca, cert,
+--- key.
 ---
 --- The trap is the answer that never comes: the txn was sent, the leader
---- died, and etcd may or may not have applied it (the client also resends
---- to the next endpoint on its own).  Retrying blindly would increment
---- twice.  So the same txn also writes this attempt's nonce on a key of
---- this process (atomrun/nonce/KEY/HOST.PID), and its failure branch reads
---- that key back: after any failure or silence, the nonce -- read with a
---- linearizable range, which a new leader serves only once every entry of
---- the old term is committed or gone -- says whether fn's result is in.
---- When no member answers before the deadline: nil, msg, "unknown".
+--- died or the connection broke, and etcd may have applied it, may apply it
+--- a moment from now (a proposal still in the leader's pipeline), or never.
+--- Retrying blindly would increment twice.  So every attempt's txn also
+--- writes a nonce of its own on this call's nonce key
+--- (atomrun/nonce/KEY/HOST.PID.STATE), and every later look at the key --
+--- the next attempt's read, a txn's failure branch -- reads that key in the
+--- same linearizable txn: the moment any attempt's nonce shows up, that
+--- attempt is committed and its value is the call's result.  Two attempts
+--- can never both commit: each compares the mod revision its own read saw,
+--- and a read only builds on a state in which no nonce of ours is in.
+---
+--- The nonce key is bound to a lease of this process (NONCE_TTL), so a
+--- crashed updater leaves nothing behind for long; but a lease can also run
+--- out under a live process (a partition longer than its TTL), taking the
+--- nonce with it.  A sentinel key on the same lease (atomrun/alive/LEASE)
+--- is read in the same txns: a missing nonce means "not in" only while the
+--- sentinel is there.  When an attempt went unanswered and that can no
+--- longer be told -- its lease is gone, or the deadline came first, or fn
+--- now wants no change -- the call returns nil, msg, "unknown": resolved
+--- or reported, never guessed.
 local update_names = { timeout = "seconds", fence = "userdata", max_request_bytes = "integer",
-  ca = "string", cert = "string", key = "string", wait = "boolean" }
+  ca = "string", cert = "string", key = "string", wait = "boolean", ttl = "ttl" }
 M.UPDATE_TIMEOUT = 30
+M.NONCE_TTL = 60
+
+-- Sentinels this state has put, by lease; and a tag naming this Lua state
+-- among others in the same process (a C host may run several, one per
+-- thread): the address of a table that lives as long as the state.
+local sentinel_put = {}
+local state_tag = tostring(sentinel_put):match("0x(%x+)") or tostring(math.random(1 << 30))
+local calls = 0                 -- this state's update calls: part of each nonce
+
+local function update_badopt(k, want)
+  local what = want == "seconds" and "a number of seconds >= 0"
+    or want == "ttl" and "a whole number of seconds >= 1"
+    or want == "userdata" and "a lock on an etcd name" or "a " .. want
+  error("bad argument #3 to 'update' (option '" .. k .. "' must be " .. what .. ")", 5)
+end
+
+local function update_checkopts(opts)
+  for k, v in pairs(opts) do
+    local want = update_names[k]
+    if not want then error("bad argument #3 to 'update' (unknown option '" .. tostring(k) .. "')", 4) end
+    local ok = want == "seconds" and type(v) == "number" and v >= 0
+      or want == "integer" and math.type(v) == "integer"
+      or want == "ttl" and math.type(v) == "integer" and v >= 1 and v <= 1000000
+      or type(v) == want
+    if not ok then update_badopt(k, want) end
+  end
+  local fence = opts.fence
+  if fence and (not pcall(function() return fence.token end) or not fence.key) then
+    update_badopt("fence", "userdata")
+  end
+end
+
+local function first_kv(resp)
+  local rr = resp and resp.response_range
+  return rr and rr.kvs and rr.kvs[1]
+end
 
 function M.update(url, fn, opts)
   if type(fn) ~= "function" then
@@ -264,131 +314,167 @@ function M.update(url, fn, opts)
   if type(opts) ~= "table" then
     error("bad argument #3 to 'update' (table expected, got " .. type(opts) .. ")", 3)
   end
-  for k, v in pairs(opts) do
-    local want = update_names[k]
-    if not want then error("bad argument #3 to 'update' (unknown option '" .. tostring(k) .. "')", 3) end
-    local ok = want == "seconds" and type(v) == "number" and v >= 0
-      or want == "integer" and math.type(v) == "integer"
-      or type(v) == want
-    if not ok then
-      error("bad argument #3 to 'update' (option '" .. k .. "' must be " ..
-        (want == "seconds" and "a number of seconds >= 0" or want == "userdata"
-          and "a lock on an etcd name" or "a " .. want) .. ")", 3)
-    end
-  end
+  update_checkopts(opts)
   local key, shown = atomrun._etcd_key(url)
   if not key then return nil, shown, "EINVAL" end
   local json = require "atomrun.json"
-  local ropts = { ca = opts.ca, cert = opts.cert, key = opts.key }
   local limit = opts.max_request_bytes or 1536 * 1024
   local fence = opts.fence
-  if fence then
-    if not pcall(function() return fence.token end) or not fence.key then
-      error("bad argument #3 to 'update' (option 'fence' must be a lock on an etcd name)", 3)
-    end
-    if not fence.locked then return nil, shown .. ": not written: the fence lock was already released", "lost" end
+  if fence and not fence.locked then
+    return nil, shown .. ": not written: the fence lock was already released", "lost"
   end
   local timeout = opts.timeout or M.UPDATE_TIMEOUT
   if opts.wait == false then timeout = 0 end
   local deadline = atomrun.now() + timeout
-  local nkey = "atomrun/nonce/" .. key .. "/" .. host_name() .. "." .. atomrun.pid()
+  local nkey = "atomrun/nonce/" .. key .. "/" .. host_name() .. "." .. atomrun.pid() .. "." .. state_tag
   local k64, n64 = b64(key), b64(nkey)
-  local delay, attempt, last = 0.005, 0, nil
+  local delay, attempt = 0.005, 0
+  calls = calls + 1
+  local call_no = calls
+  local mine = {}               -- nonce -> the value that attempt wrote
+  local unanswered = nil        -- the lease of an attempt whose answer never came
+  local last, last_code = shown .. " changed under every attempt", "timeout"
 
   local function left() return deadline - atomrun.now() end
+  local function copts()
+    return { timeout = math.max(0.5, math.min(5, left())), ca = opts.ca, cert = opts.cert,
+             key = opts.key }
+  end
+  local function call(path, body) return atomrun._etcd_call(url, path, json.encode(body), copts()) end
+  local function unknown(why)
+    return nil, string.format("%s: outcome unknown: an update was sent and its answer never "
+      .. "came; %s", shown, why), "unknown"
+  end
+  local function give_up()
+    if unanswered then return unknown("no etcd member could tell before the deadline (" .. last .. ")") end
+    if last_code == "timeout" then return nil, "timed out after " .. timeout .. " s: " .. last, "timeout" end
+    return nil, last, last_code
+  end
   local function backoff()
     if left() <= 0 then return false end
     atomrun.sleep(math.min(left(), math.random() * delay))
     delay = math.min(delay * 2, 0.5)
     return true
   end
-  local function forget_nonce()   -- best effort: a crash leaves a few bytes
-    atomrun._etcd_call(url, "/v3/kv/deleterange", json.encode({ key = n64 }),
-      { timeout = 2, ca = opts.ca, cert = opts.cert, key = opts.key })
-  end
-  -- Is this attempt's nonce in?  true, false, or nil when nobody answered.
-  local function nonce_is(nonce)
-    while true do
-      local ans = atomrun._etcd_call(url, "/v3/kv/range", json.encode({ key = n64 }),
-        { timeout = math.max(0.5, math.min(5, left())), ca = opts.ca, cert = opts.cert, key = opts.key })
-      if ans then
-        local a = json.decode(ans)
-        local kv = a.kvs and a.kvs[1]
-        return kv ~= nil and unb64(kv.value or "") == nonce
-      end
-      if not backoff() then return nil end
+  -- This process's nonce lease and its sentinel key (put once per lease).
+  local function nonce_lease()
+    local lease, err, code = atomrun._etcd_lease(url, M.NONCE_TTL, copts())
+    if not lease then return nil, err, code end
+    local skey = "atomrun/alive/" .. string.format("%x", lease)
+    if not sentinel_put[lease] then
+      local ans, e2, c2 = call("/v3/kv/put", { key = b64(skey), lease = tostring(lease),
+        value = b64(host_name() .. " " .. atomrun.pid()) })
+      if not ans then return nil, e2, c2 end
+      sentinel_put[lease] = true
     end
+    return lease, b64(skey)
+  end
+  -- A look at the nonce key and the sentinel: the committed attempt's value,
+  -- or nil and whether the absence of our nonce can be trusted.
+  local function ours(nkv, skv)
+    local v = nkv and mine[unb64(nkv.value or "")]
+    if v then return v end
+    return nil, skv ~= nil
   end
 
   while true do
     attempt = attempt + 1
-    local old, kv, code = atomrun.read(url, ropts)
-    local rev = 0
-    if old then
-      rev = kv.mod_revision
-    elseif code ~= "ENOENT" then
-      last = kv
-      if not backoff() then return nil, last, code end
+    local lease, s64, code = nonce_lease()
+    if lease and unanswered and lease ~= unanswered then
+      return unknown("the lease that held its nonce expired before it could be read")
+    end
+    if not lease then
+      last, last_code = s64, code
+      if code == "EINVAL" or code == "EACCES" then return nil, last, code end
+      if not backoff() then return give_up() end
       goto continue
-    else
-      old = nil
     end
     do
+      -- the read: the key, our nonce key and the sentinel at one revision
+      local ans, err, ecode = call("/v3/kv/txn", { success = {
+        { request_range = { key = k64 } }, { request_range = { key = n64 } },
+        { request_range = { key = s64 } } } })
+      if not ans then
+        last, last_code = err, ecode
+        if ecode == "EINVAL" or ecode == "EACCES" then return nil, err, ecode end
+        if not backoff() then return give_up() end
+        goto continue
+      end
+      local r = json.decode(ans).responses or {}
+      local done, trusted = ours(first_kv(r[2]), first_kv(r[3]))
+      if done then return done end
+      if unanswered and not trusted then
+        return unknown("the lease that held its nonce expired before it could be read")
+      end
+      local kv = first_kv(r[1])
+      local old = kv and unb64(kv.value or "") or nil
+      local rev = kv and kv.mod_revision or "0"
       local new = fn(old)
-      if new == nil then return old or false end
+      if new == nil then
+        if unanswered then
+          return unknown("fn now wants no change, and the unanswered write may still land")
+        end
+        return old or false
+      end
       if type(new) ~= "string" then
         error("update: the function must return a string (the new value) or nil, not a "
           .. type(new), 2)
       end
-      if (#new + 2) // 3 * 4 + #key * 2 + #nkey * 2 + 512 > limit then
+      if (#new + 2) // 3 * 4 + #key * 2 + #nkey * 4 + 768 > limit then
         return nil, string.format("%s: a value of %d bytes is over the etcd request limit of "
           .. "%d bytes (base64 in JSON; option max_request_bytes follows a cluster's "
           .. "--max-request-bytes)", shown, #new, limit), "E2BIG"
       end
-      local nonce = string.format("%d.%d.%d", atomrun.pid(), attempt, math.random(1 << 30))
+      local nonce = string.format("%d.%d.%d", call_no, attempt, math.random(1 << 30))
+      mine[nonce] = new
       local cmp = { { key = k64, target = "MOD", result = "EQUAL", mod_revision = tostring(rev) } }
-      local failure = { { request_range = { key = k64 } }, { request_range = { key = n64 } } }
+      local put = { key = k64, value = b64(new) }
+      if opts.ttl then
+        local klease, kerr, kcode = atomrun._etcd_lease(url, opts.ttl, copts())
+        if not klease then return nil, kerr, kcode end
+        put.lease = tostring(klease)
+      end
+      local failure = { { request_range = { key = n64 } }, { request_range = { key = s64 } } }
       if fence then
         cmp[2] = { key = b64(fence.key), target = "CREATE", result = "EQUAL",
           create_revision = tostring(fence.token) }
         failure[3] = { request_range = { key = b64(fence.key) } }
       end
-      local txn = json.encode({ compare = cmp,
-        success = { { request_put = { key = k64, value = b64(new) } },
-                    { request_put = { key = n64, value = b64(nonce) } } },
+      ans, err, ecode = call("/v3/kv/txn", { compare = cmp,
+        success = { { request_put = put },
+                    { request_put = { key = n64, value = b64(nonce), lease = tostring(lease) } } },
         failure = failure })
-      local ans, err, ecode = atomrun._etcd_call(url, "/v3/kv/txn", txn,
-        { timeout = math.max(0.5, math.min(5, left())), ca = opts.ca, cert = opts.cert, key = opts.key })
       if ans then
         local a = json.decode(ans)
-        if a.succeeded then forget_nonce(); return new end
-        local r = a.responses or {}
-        local nkv = r[2] and r[2].response_range and r[2].response_range.kvs
-        -- the client resent a txn that had been applied: ours, committed
-        if nkv and nkv[1] and unb64(nkv[1].value or "") == nonce then forget_nonce(); return new end
+        if a.succeeded then return new end
+        r = a.responses or {}
+        -- a resend of an attempt already applied, or an earlier attempt
+        -- that landed late: committed, and the call's result
+        done, trusted = ours(first_kv(r[1]), first_kv(r[2]))
+        if done then return done end
+        if unanswered and not trusted then
+          return unknown("the lease that held its nonce expired before it could be read")
+        end
         if fence then
-          local lkv = r[3] and r[3].response_range and r[3].response_range.kvs
-          if not (lkv and lkv[1] and math.tointeger(tonumber(lkv[1].create_revision)) == fence.token) then
+          local lkv = first_kv(r[3])
+          if not (lkv and math.tointeger(tonumber(lkv.create_revision)) == fence.token) then
+            -- no attempt of ours can land now: each compared the fence too
             return nil, string.format("%s: not written: the lock %s is no longer held with token %d "
               .. "(its lease expired or it was broken)", shown, fence.key, fence.token), "lost"
           end
         end
-        last = shown .. " changed under every attempt"
-        if not backoff() then return nil, "timed out after " .. timeout .. " s: " .. last, "timeout" end
+        last, last_code = shown .. " changed under every attempt", "timeout"
       else
         if tostring(err):find("too large", 1, true) then
           return nil, string.format("%s: a value of %d bytes is over the etcd request limit "
             .. "(the server refused it as too large; option max_request_bytes)", shown, #new), "E2BIG"
         end
-        local known = nonce_is(nonce)
-        if known == nil then
-          return nil, string.format("%s: outcome unknown: the update was sent and no etcd "
-            .. "member answered before the deadline (%s)", shown, tostring(err)), "unknown"
-        end
-        if known then forget_nonce(); return new end
+        -- refused by the server: not applied
         if ecode == "EINVAL" or ecode == "EACCES" then return nil, err, ecode end
-        last = err
+        unanswered = lease
+        last, last_code = err, ecode
       end
+      if not backoff() then return give_up() end
     end
     ::continue::
   end
@@ -462,7 +548,9 @@ function RStatus:list()
   local out = {}
   for _, kv in ipairs(a.kvs or {}) do
     local k = unb64(kv.key or "")
-    if not k:find("^atomrun/nonce/") then
+    -- atomrun's own bookkeeping keys (update's nonces and sentinels,
+    -- create's creator records) are not anybody's status
+    if not (k:find("^atomrun/nonce/") or k:find("^atomrun/alive/") or k:find("^atomrun/creator/")) then
       local text = unb64(kv.value or "")
       local ok, value = pcall(json.decode, text)
       local e = { key = k, name = k:sub(#key + 1):gsub("^/", "") }
