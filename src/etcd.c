@@ -726,6 +726,18 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
     return how;
 }
 
+/* Compact JSON text of body (malloc'd), body freed; NULL (no memory) when
+ * body is NULL or cannot be printed. */
+static char *dumps_taken(json_t *body)
+{
+    char *text;
+    if (!body)
+        return NULL;
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
+}
+
 static int authenticate(atomrun_etcd *c, int ep, double attempt,
                         const ar_post_opts *po, char *err, size_t errlen)
 {
@@ -734,11 +746,7 @@ static int authenticate(atomrun_etcd *c, int ep, double attempt,
     json_t *ans = NULL;
     char *text;
     int rc = 0, how;
-    if (!body)
-        return -ENOMEM;
-    text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    if (!text)
+    if (!(text = dumps_taken(body)))
         return -ENOMEM;
     how = attempt_once(c, ep, "/v3/auth/authenticate", text, attempt, NULL, po,
                        &ans, &rc, err, errlen);
@@ -886,6 +894,19 @@ int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
     return result;
 }
 
+int ar_etcd_send(atomrun_etcd *c, const char *path, json_t *body,
+                 double deadline, const ar_post_opts *po, json_t **answer,
+                 char *err, size_t errlen)
+{
+    int r;
+    *answer = NULL;
+    if (!body)
+        return -ENOMEM;
+    r = ar_etcd_post(c, path, body, deadline, po, answer, err, errlen);
+    json_decref(body);
+    return r;
+}
+
 int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,
                       double deadline, char **out, char *err, size_t errlen)
 {
@@ -897,8 +918,7 @@ int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,
         seterr(err, errlen, "request is not JSON: %s", je.text);
         return -EINVAL;
     }
-    r = ar_etcd_post(c, path, body, deadline, NULL, &ans, err, errlen);
-    json_decref(body);
+    r = ar_etcd_send(c, path, body, deadline, NULL, &ans, err, errlen);
     if (r < 0)
         return r;
     *out = json_dumps(ans, JSON_COMPACT);
@@ -978,11 +998,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
     int ep;
     CURLcode cr;
 
-    if (!body)
-        return -ENOMEM;
-    text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    if (!text)
+    if (!(text = dumps_taken(body)))
         return -ENOMEM;
     if (left <= 0) {
         free(text);

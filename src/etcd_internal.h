@@ -36,6 +36,12 @@ int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
                  double deadline, const ar_post_opts *po, json_t **answer,
                  char *err, size_t errlen);
 
+/* ar_etcd_post that takes the body over (and frees it): a NULL body -- a
+ * json_pack that ran out of memory -- is -ENOMEM. */
+int ar_etcd_send(atomrun_etcd *c, const char *path, json_t *body,
+                 double deadline, const ar_post_opts *po, json_t **answer,
+                 char *err, size_t errlen);
+
 /*
  * Watch: open /v3/watch with create_request and call fn with each "result"
  * object until fn returns 1 (-> 1), `until` passes, the stream breaks or

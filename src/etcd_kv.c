@@ -60,10 +60,7 @@ int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
         return -EINVAL;
     }
     req = json_pack("{s:o}", "key", ar_json_b64(key, strlen(key)));
-    if (!req)
-        return -ENOMEM;
-    r = ar_etcd_post(c, "/v3/kv/range", req, deadline, NULL, &ans, err, errlen);
-    json_decref(req);
+    r = ar_etcd_send(c, "/v3/kv/range", req, deadline, NULL, &ans, err, errlen);
     if (r < 0)
         return r;
     kvs = json_object_get(ans, "kvs");
@@ -212,16 +209,13 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
         r = add_creator_record(txn, key, s, &ckey, &crec);
         if (r < 0) {
             json_decref(txn);
+            free(ckey);
+            free(crec);
             return r;
         }
     }
     free(crec);
-    if (!txn) {
-        free(ckey);
-        return -ENOMEM;
-    }
-    r = ar_etcd_post(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
-    json_decref(txn);
+    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
     if (r < 0) {
         free(ckey);
         return r;

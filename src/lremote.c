@@ -379,38 +379,19 @@ static int ar_rlock_mode(lua_State *L)
 }
 
 /* token, index, key, lease: kept after release (a fenced write that
- * failed may want to say which token it had). */
-static int ar_rlock_token(lua_State *L)
+ * failed may want to say which token it had), in user value 4. */
+static int ar_rlock_fact(lua_State *L, const char *name)
 {
     ar_checkrlock(L, 1);
     lua_getiuservalue(L, 1, 4);
-    lua_getfield(L, -1, "token");
+    lua_getfield(L, -1, name);
     return 1;
 }
 
-static int ar_rlock_index(lua_State *L)
-{
-    ar_checkrlock(L, 1);
-    lua_getiuservalue(L, 1, 4);
-    lua_getfield(L, -1, "index");
-    return 1;
-}
-
-static int ar_rlock_key(lua_State *L)
-{
-    ar_checkrlock(L, 1);
-    lua_getiuservalue(L, 1, 4);
-    lua_getfield(L, -1, "key");
-    return 1;
-}
-
-static int ar_rlock_lease(lua_State *L)
-{
-    ar_checkrlock(L, 1);
-    lua_getiuservalue(L, 1, 4);
-    lua_getfield(L, -1, "lease");
-    return 1;
-}
+static int ar_rlock_token(lua_State *L) { return ar_rlock_fact(L, "token"); }
+static int ar_rlock_index(lua_State *L) { return ar_rlock_fact(L, "index"); }
+static int ar_rlock_key(lua_State *L)   { return ar_rlock_fact(L, "key"); }
+static int ar_rlock_lease(lua_State *L) { return ar_rlock_fact(L, "lease"); }
 
 static int ar_rlock_locked(lua_State *L)
 {
@@ -420,10 +401,10 @@ static int ar_rlock_locked(lua_State *L)
 
 /* ------------------------------------------------------------- holders */
 
-static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
+/* The writer's fields (a lock holder's, a key's creator's) into the table
+ * on top: pid (when known), host, cmd, since. */
+static void ar_setwriter(lua_State *L, const atomrun_remote_holder *h)
 {
-    char lease[24];
-    lua_createtable(L, 0, 8);
     if (h->pid > 0) {
         lua_pushinteger(L, h->pid);
         lua_setfield(L, -2, "pid");
@@ -434,6 +415,13 @@ static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
     lua_setfield(L, -2, "cmd");
     lua_pushstring(L, h->since);
     lua_setfield(L, -2, "since");
+}
+
+static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
+{
+    char lease[24];
+    lua_createtable(L, 0, 8);
+    ar_setwriter(L, h);
     lua_pushinteger(L, (lua_Integer)h->token);
     lua_setfield(L, -2, "token");
     lua_pushstring(L, arL_modename(h->mode));
@@ -819,16 +807,8 @@ static int ar_exists(lua_State *L, const char *shown, const atomrun_remote_put_o
     lua_setfield(L, -2, "mod_revision");
     lua_pushinteger(L, (lua_Integer)po->existing.version);
     lua_setfield(L, -2, "version");
-    if (h->pid > 0) {
-        lua_pushinteger(L, h->pid);
-        lua_setfield(L, -2, "pid");
-        lua_pushstring(L, h->host);
-        lua_setfield(L, -2, "host");
-        lua_pushstring(L, h->cmd);
-        lua_setfield(L, -2, "cmd");
-        lua_pushstring(L, h->since);
-        lua_setfield(L, -2, "since");
-    }
+    if (h->pid > 0)
+        ar_setwriter(L, h);
     return 4;
 }
 

@@ -425,10 +425,7 @@ static int read_queue(atomrun_etcd *c, const char *prefix, double deadline,
 {
     json_t *req = range_request(prefix), *ans = NULL;
     int r;
-    if (!req)
-        return -ENOMEM;
-    r = ar_etcd_post(c, "/v3/kv/range", req, deadline, NULL, &ans, err, errlen);
-    json_decref(req);
+    r = ar_etcd_send(c, "/v3/kv/range", req, deadline, NULL, &ans, err, errlen);
     if (r < 0)
         return r;
     r = parse_queue(ans, prefix, q);
@@ -462,10 +459,7 @@ static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
                     "request_range", rng,
                     "failure", "request_range", rng);
     json_decref(rng);
-    if (!txn)
-        return -ENOMEM;
-    r = ar_etcd_post(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
-    json_decref(txn);
+    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
     if (r < 0)
         return r;
     r = -EPROTO;
@@ -503,10 +497,7 @@ static int dequeue(atomrun_etcd *c, const char *key, int64_t token,
     else
         txn = json_pack("{s:[{s:{s:o}}]}", "success", "request_delete_range",
                         "key", ar_json_b64(key, strlen(key)));
-    if (!txn)
-        return -ENOMEM;
-    r = ar_etcd_post(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
-    json_decref(txn);
+    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
     if (r < 0)
         return r;
     r = json_is_true(json_object_get(ans, "succeeded")) ? 1 : 0;

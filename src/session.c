@@ -160,19 +160,33 @@ void ar_session_abandon(ar_session *s, const char *why)
 
 /* --------------------------------------------------------- keepalive */
 
+/* {"ID": "<lease>"}: the body of keepalive and revoke (int64 as a string,
+ * as the gateway prints it). */
+static json_t *lease_body(int64_t lease)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%lld", (long long)lease);
+    return json_pack("{s:s}", "ID", id);
+}
+
+/* Best effort: a lease we could not revoke goes a TTL later anyway. */
+static void revoke_lease(atomrun_etcd *c, int64_t lease, double deadline)
+{
+    json_t *ans = NULL;
+    char err[ATOMRUN_ETCD_ERRLEN];
+    if (ar_etcd_send(c, "/v3/lease/revoke", lease_body(lease), deadline, NULL, &ans,
+                     err, sizeof err) == 0)
+        json_decref(ans);
+}
+
 static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
                           char *err, size_t errlen)
 {
-    json_t *body = json_object(), *ans = NULL;
-    char id[32];
+    json_t *ans = NULL;
     ar_post_opts po = { &s->stop, 0 };
     double deadline;
     int r;
 
-    if (!body)
-        return -ENOMEM;
-    snprintf(id, sizeof id, "%lld", (long long)s->lease);
-    json_object_set_new(body, "ID", json_string(id));
     pthread_mutex_lock(&s->mu);
     deadline = s->confirmed_until;
     pthread_mutex_unlock(&s->mu);
@@ -180,9 +194,8 @@ static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
     /* One try per endpoint may take up to a third of the TTL, so that a
      * stopped member is left in time for the others. */
     po.attempt_cap = s->ttl / 3.0 < 2.0 ? s->ttl / 3.0 : 2.0;
-    r = ar_etcd_post(s->c, "/v3/lease/keepalive", body, deadline, &po, &ans,
-                     err, errlen);
-    json_decref(body);
+    r = ar_etcd_send(s->c, "/v3/lease/keepalive", lease_body(s->lease), deadline, &po,
+                     &ans, err, errlen);
     if (r < 0)
         return r;
     *ttl = ar_json_int64(ans, "TTL");
@@ -260,16 +273,7 @@ static void *keepalive_main(void *ud)
 
 static void lease_revoke(ar_session *s, double deadline)
 {
-    json_t *body = json_object(), *ans = NULL;
-    char id[32], err[ATOMRUN_ETCD_ERRLEN];
-    if (!body)
-        return;
-    snprintf(id, sizeof id, "%lld", (long long)s->lease);
-    json_object_set_new(body, "ID", json_string(id));
-    if (ar_etcd_post(s->c, "/v3/lease/revoke", body, deadline, NULL, &ans,
-                     err, sizeof err) == 0)
-        json_decref(ans);
-    json_decref(body);
+    revoke_lease(s->c, s->lease, deadline);
 }
 
 /*
@@ -353,10 +357,7 @@ static int grant(atomrun_etcd *c, int ttl, double deadline, int64_t *lease,
     double sent = atomrun_now();
     int64_t got;
     int r;
-    if (!body)
-        return -ENOMEM;
-    r = ar_etcd_post(c, "/v3/lease/grant", body, deadline, NULL, &ans, err, errlen);
-    json_decref(body);
+    r = ar_etcd_send(c, "/v3/lease/grant", body, deadline, NULL, &ans, err, errlen);
     if (r < 0)
         return r;
     *lease = ar_json_int64(ans, "ID");
@@ -370,13 +371,7 @@ static int grant(atomrun_etcd *c, int ttl, double deadline, int64_t *lease,
     /* etcd silently raises a TTL below its minimum (1.5 election timeouts,
      * rounded up to seconds): the caller asked for something else. */
     if (got > ttl) {
-        json_t *rb = json_object();
-        char id[32];
-        snprintf(id, sizeof id, "%lld", (long long)*lease);
-        json_object_set_new(rb, "ID", json_string(id));
-        if (ar_etcd_post(c, "/v3/lease/revoke", rb, deadline, NULL, &ans, NULL, 0) == 0)
-            json_decref(ans);
-        json_decref(rb);
+        revoke_lease(c, *lease, deadline);
         *min_ttl = (int)got;
         snprintf(err, errlen, "ttl %d is below the cluster's minimum lease TTL "
                  "of %d s", ttl, (int)got);
