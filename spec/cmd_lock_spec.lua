@@ -290,6 +290,16 @@ describe("atomrun lock", function()
       assert.not_matches(pat(f), out)
     end)
 
+    it("--fd N -o: the command runs without descriptor N, and the lock stays held on it", function()
+      local probe = 'test -e /proc/self/fd/9 && echo has9 || echo no9; flock -n "$0" true; echo "flock $?"'
+      local st, out = H.sh("exec 9>" .. H.q(f) .. "; " .. cmdline("--fd", "9", "-o", "sh", "-c", probe, f))
+      assert.equal(0, st)
+      assert.equal("no9\nflock 1\n", out)
+      st, out = H.sh("exec 9>" .. H.q(f) .. "; " .. cmdline("--fd", "9", "sh", "-c", probe, f))
+      assert.equal(0, st)
+      assert.equal("has9\nflock 1\n", out)
+    end)
+
     it("with -o, killing atomrun frees the lock; without, the command keeps it", function()
       for _, close in ipairs({ true, false }) do
         local tag = close and "o" or "inherit"

@@ -192,6 +192,27 @@ describe("atomrun.run", function()
       lk:unlock()
     end)
 
+    it("close_fds: the command runs without the caller's descriptors, which stay open here", function()
+      local out = dir .. "/cfds"
+      -- descriptor 7, inheritable, as a shell's 7>file gives it
+      local st = H.sh(H.q(H.atomrun) .. " -e " .. H.q([[
+        local out = ...
+        assert(atomrun.run({ "sh", "-c", "test -e /proc/self/fd/7 && echo has || echo none", },
+                           { close_fds = { 7 } }) )
+        local f = io.open("/proc/self/fd/7") and "open" or "closed"
+        io.write(f)]]) .. " " .. H.q(out) .. " 7>" .. H.q(dir .. "/seven") .. " >" .. H.q(out))
+      assert.equal(0, st)
+      assert.equal("none\nopen", H.slurp(out))
+      for _, bad in ipairs({ { "x" }, { -1 }, { 1.5 } }) do
+        local ok, err = pcall(ar.run, { "true" }, { close_fds = bad })
+        assert.is_false(ok)
+        assert.matches("option 'close_fds': item 1 is not a descriptor number", err, 1, true)
+      end
+      local ok, err = pcall(ar.run, { "true" }, { close_fds = 7 })
+      assert.is_false(ok)
+      assert.matches("close_fds", err, 1, true)
+    end)
+
     it("an inherited lock stays held by a child that outlives the unlock (flock(1) semantics)", function()
       for _, close in ipairs({ false, true }) do
         local p = dir .. "/outlive.lock"

@@ -350,6 +350,10 @@ typedef struct atomrun_spawn_opts {
     char *const *envp;         /* NULL: inherit */
     const int   *keep_fds;     /* close-on-exec descriptors the child */
     int          nkeep;        /* inherits on purpose (held locks) */
+    const int   *hide_fds;     /* atomrun_run only: inheritable descriptors */
+    int          nhide;        /* of the caller's the command must not get
+                                  (`lock --fd N -o`): close-on-exec in the
+                                  child alone, so the caller's stay open */
     int          new_group;    /* own process group (needed by timeout); if
                                   the caller is in the foreground of its
                                   terminal (stdin's, else /dev/tty), the

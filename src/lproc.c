@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "lbind.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -122,12 +123,41 @@ static int *ar_heldfds(lua_State *L, int *n)
     return fds;
 }
 
+/* opts.close_fds = {fd, ...}: the caller's descriptors the command must
+ * not get (closed in the command only; the caller's stay open).  The
+ * array is a userdata left on the stack. */
+static const int *ar_checkclosefds(lua_State *L, int arg, int *n)
+{
+    int *fds, count;
+    *n = 0;
+    if (arL_opt(L, arg, "close_fds", LUA_TTABLE) == LUA_TNIL)
+        return NULL;
+    count = (int)luaL_len(L, -1);
+    if (count < 0 || count > 4096)
+        luaL_argerror(L, arg, "option 'close_fds' must be a list of descriptors");
+    fds = lua_newuserdatauv(L, sizeof(int) * (size_t)(count + 1), 0);
+    for (int i = 0; i < count; i++) {
+        int isint;
+        lua_Integer fd;
+        lua_geti(L, -2, i + 1);
+        fd = lua_tointegerx(L, -1, &isint);
+        lua_pop(L, 1);
+        if (!isint || fd < 0 || fd > INT_MAX)
+            luaL_argerror(L, arg, lua_pushfstring(L, "option 'close_fds': item %d is not a "
+                                                  "descriptor number (an integer >= 0)", i + 1));
+        fds[i] = (int)fd;
+    }
+    lua_remove(L, -2);       /* the list; the userdata stays */
+    *n = count;
+    return fds;
+}
+
 static void ar_checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
                               int exec)
 {
     static const char *const run_names[] = { "timeout", "kill_after",
         "close_locks", "env", "cwd", "forward_signals", "on_start",
-        "die_with_parent", "guard", NULL };
+        "die_with_parent", "guard", "close_fds", NULL };
     static const char *const exec_names[] = { "close_locks", "env", "cwd",
                                               NULL };
     atomrun_spawn_opts_init(o);
@@ -148,6 +178,7 @@ static void ar_checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
          * parent that would follow up with KILL is dead. */
         if (arL_optbool(L, arg, "die_with_parent", 0))
             o->die_with_parent = SIGKILL;
+        o->hide_fds = ar_checkclosefds(L, arg, &o->nhide);
     }
     o->envp = ar_buildenv(L, arg);
     if (!arL_optbool(L, arg, "close_locks", 0))

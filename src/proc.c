@@ -47,6 +47,15 @@ static void ar_child_fds(const atomrun_spawn_opts *o)
         fcntl(o->keep_fds[i], F_SETFD, 0);
 }
 
+/* The caller's descriptors the command must not get (atomrun_run only:
+ * in the child's own descriptor table, so the caller keeps them -- and
+ * the lock on them -- while the command runs without). */
+static void ar_child_hide(const atomrun_spawn_opts *o)
+{
+    for (int i = 0; i < o->nhide; i++)
+        fcntl(o->hide_fds[i], F_SETFD, FD_CLOEXEC);
+}
+
 /*
  * Which signals have a handler, from the kernel's own record: the SigCgt
  * line of /proc/self/status, one bit per signal (bit sig-1).  In the vfork
@@ -157,6 +166,7 @@ static void ar_child_exec(char *const argv[], const atomrun_spawn_opts *o,
     if (o->cwd && chdir(o->cwd) != 0)
         goto fail;
     ar_child_fds(o);
+    ar_child_hide(o);
     if (o->envp)
         execvpe(argv[0], argv, o->envp);
     else

@@ -342,6 +342,8 @@ if o.nofork then
   cli.exec_or_exit(prog, o.argv, { close_locks = false })
 end
 -- The file form's lock ends with us; the descriptor forms' lock is the
--- caller's and stays on its descriptor, as with flock.
-cli.run_and_exit(prog, o.argv, { close_locks = o.close or false, forward_signals = true },
+-- caller's and stays on its descriptor, as with flock.  -o with --fd: the
+-- command runs without the caller's descriptor (ours keeps the lock).
+cli.run_and_exit(prog, o.argv, { close_locks = o.close or false, forward_signals = true,
+                                 close_fds = o.close and o.fd and { o.fd } or nil },
   function() if lk and o.file then lk:unlock() end end)
