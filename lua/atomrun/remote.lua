@@ -369,114 +369,105 @@ function M.update(url, fn, opts)
     end
     return lease, b64(skey)
   end
-  -- A look at the nonce key and the sentinel: the committed attempt's value,
-  -- or nil and whether the absence of our nonce can be trusted.
-  local function ours(nkv, skv)
+  -- A look at the nonce key and the sentinel, in the same txn: true and
+  -- the value when an attempt of ours is committed; false when an
+  -- unanswered attempt can no longer be told (its nonce's lease is gone);
+  -- nil: go on.
+  local function look(nkv, skv)
     local v = nkv and mine[unb64(nkv.value or "")]
-    if v then return v end
-    return nil, skv ~= nil
+    if v then return true, v end
+    if unanswered and not skv then return false end
+  end
+  local LEASE_GONE = "the lease that held its nonce expired before it could be read"
+  local function settled(done, v)
+    if done then return v end
+    return unknown(LEASE_GONE)
+  end
+
+  -- One attempt: true and the call's results, or false, msg, code for a
+  -- failure another attempt may get past.
+  local function step()
+    local lease, s64, code = nonce_lease()
+    if not lease then return false, s64, code end
+    if unanswered and lease ~= unanswered then return true, unknown(LEASE_GONE) end
+    -- the read: the key, our nonce key and the sentinel at one revision
+    local ans, err, ecode = call("/v3/kv/txn", { success = {
+      { request_range = { key = k64 } }, { request_range = { key = n64 } },
+      { request_range = { key = s64 } } } })
+    if not ans then return false, err, ecode end
+    local r = json.decode(ans).responses or {}
+    local done, v = look(first_kv(r[2]), first_kv(r[3]))
+    if done ~= nil then return true, settled(done, v) end
+    local kv = first_kv(r[1])
+    local old = kv and unb64(kv.value or "") or nil
+    local new = fn(old)
+    if new == nil then
+      if unanswered then
+        return true, unknown("fn now wants no change, and the unanswered write may still land")
+      end
+      return true, old or false
+    end
+    if type(new) ~= "string" then
+      error("update: the function must return a string (the new value) or nil, not a "
+        .. type(new), 3)
+    end
+    if (#new + 2) // 3 * 4 + #key * 2 + #nkey * 4 + 768 > limit then
+      return true, nil, string.format("%s: a value of %d bytes is over the etcd request limit "
+        .. "of %d bytes (base64 in JSON; option max_request_bytes follows a cluster's "
+        .. "--max-request-bytes)", shown, #new, limit), "E2BIG"
+    end
+    local nonce = string.format("%d.%d.%d", call_no, attempt, math.random(1 << 30))
+    mine[nonce] = new
+    local cmp = { { key = k64, target = "MOD", result = "EQUAL",
+                    mod_revision = kv and kv.mod_revision or "0" } }
+    local put = { key = k64, value = b64(new) }
+    if opts.ttl then
+      local klease, kerr, kcode = atomrun._etcd_lease(url, opts.ttl, copts())
+      if not klease then return false, kerr, kcode end
+      put.lease = tostring(klease)
+    end
+    local failure = { { request_range = { key = n64 } }, { request_range = { key = s64 } } }
+    if fence then
+      cmp[2] = { key = b64(fence.key), target = "CREATE", result = "EQUAL",
+        create_revision = tostring(fence.token) }
+      failure[3] = { request_range = { key = b64(fence.key) } }
+    end
+    ans, err, ecode = call("/v3/kv/txn", { compare = cmp,
+      success = { { request_put = put },
+                  { request_put = { key = n64, value = b64(nonce), lease = tostring(lease) } } },
+      failure = failure })
+    if ans then
+      local a = json.decode(ans)
+      if a.succeeded then return true, new end
+      r = a.responses or {}
+      -- a resend of an attempt already applied, or an earlier attempt
+      -- that landed late: committed, and the call's result
+      done, v = look(first_kv(r[1]), first_kv(r[2]))
+      if done ~= nil then return true, settled(done, v) end
+      local lkv = fence and first_kv(r[3])
+      if fence and not (lkv and math.tointeger(tonumber(lkv.create_revision)) == fence.token) then
+        -- no attempt of ours can land now: each compared the fence too
+        return true, nil, string.format("%s: not written: the lock %s is no longer held with "
+          .. "token %d (its lease expired or it was broken)", shown, fence.key, fence.token), "lost"
+      end
+      return false, shown .. " changed under every attempt", "timeout"
+    end
+    if tostring(err):find("too large", 1, true) then
+      return true, nil, string.format("%s: a value of %d bytes is over the etcd request limit "
+        .. "(the server refused it as too large; option max_request_bytes)", shown, #new), "E2BIG"
+    end
+    -- refused by the server (EINVAL, EACCES): not applied; else nobody knows yet
+    if ecode ~= "EINVAL" and ecode ~= "EACCES" then unanswered = lease end
+    return false, err, ecode
   end
 
   while true do
     attempt = attempt + 1
-    local lease, s64, code = nonce_lease()
-    if lease and unanswered and lease ~= unanswered then
-      return unknown("the lease that held its nonce expired before it could be read")
-    end
-    if not lease then
-      last, last_code = s64, code
-      if code == "EINVAL" or code == "EACCES" then return nil, last, code end
-      if not backoff() then return give_up() end
-      goto continue
-    end
-    do
-      -- the read: the key, our nonce key and the sentinel at one revision
-      local ans, err, ecode = call("/v3/kv/txn", { success = {
-        { request_range = { key = k64 } }, { request_range = { key = n64 } },
-        { request_range = { key = s64 } } } })
-      if not ans then
-        last, last_code = err, ecode
-        if ecode == "EINVAL" or ecode == "EACCES" then return nil, err, ecode end
-        if not backoff() then return give_up() end
-        goto continue
-      end
-      local r = json.decode(ans).responses or {}
-      local done, trusted = ours(first_kv(r[2]), first_kv(r[3]))
-      if done then return done end
-      if unanswered and not trusted then
-        return unknown("the lease that held its nonce expired before it could be read")
-      end
-      local kv = first_kv(r[1])
-      local old = kv and unb64(kv.value or "") or nil
-      local rev = kv and kv.mod_revision or "0"
-      local new = fn(old)
-      if new == nil then
-        if unanswered then
-          return unknown("fn now wants no change, and the unanswered write may still land")
-        end
-        return old or false
-      end
-      if type(new) ~= "string" then
-        error("update: the function must return a string (the new value) or nil, not a "
-          .. type(new), 2)
-      end
-      if (#new + 2) // 3 * 4 + #key * 2 + #nkey * 4 + 768 > limit then
-        return nil, string.format("%s: a value of %d bytes is over the etcd request limit of "
-          .. "%d bytes (base64 in JSON; option max_request_bytes follows a cluster's "
-          .. "--max-request-bytes)", shown, #new, limit), "E2BIG"
-      end
-      local nonce = string.format("%d.%d.%d", call_no, attempt, math.random(1 << 30))
-      mine[nonce] = new
-      local cmp = { { key = k64, target = "MOD", result = "EQUAL", mod_revision = tostring(rev) } }
-      local put = { key = k64, value = b64(new) }
-      if opts.ttl then
-        local klease, kerr, kcode = atomrun._etcd_lease(url, opts.ttl, copts())
-        if not klease then return nil, kerr, kcode end
-        put.lease = tostring(klease)
-      end
-      local failure = { { request_range = { key = n64 } }, { request_range = { key = s64 } } }
-      if fence then
-        cmp[2] = { key = b64(fence.key), target = "CREATE", result = "EQUAL",
-          create_revision = tostring(fence.token) }
-        failure[3] = { request_range = { key = b64(fence.key) } }
-      end
-      ans, err, ecode = call("/v3/kv/txn", { compare = cmp,
-        success = { { request_put = put },
-                    { request_put = { key = n64, value = b64(nonce), lease = tostring(lease) } } },
-        failure = failure })
-      if ans then
-        local a = json.decode(ans)
-        if a.succeeded then return new end
-        r = a.responses or {}
-        -- a resend of an attempt already applied, or an earlier attempt
-        -- that landed late: committed, and the call's result
-        done, trusted = ours(first_kv(r[1]), first_kv(r[2]))
-        if done then return done end
-        if unanswered and not trusted then
-          return unknown("the lease that held its nonce expired before it could be read")
-        end
-        if fence then
-          local lkv = first_kv(r[3])
-          if not (lkv and math.tointeger(tonumber(lkv.create_revision)) == fence.token) then
-            -- no attempt of ours can land now: each compared the fence too
-            return nil, string.format("%s: not written: the lock %s is no longer held with token %d "
-              .. "(its lease expired or it was broken)", shown, fence.key, fence.token), "lost"
-          end
-        end
-        last, last_code = shown .. " changed under every attempt", "timeout"
-      else
-        if tostring(err):find("too large", 1, true) then
-          return nil, string.format("%s: a value of %d bytes is over the etcd request limit "
-            .. "(the server refused it as too large; option max_request_bytes)", shown, #new), "E2BIG"
-        end
-        -- refused by the server: not applied
-        if ecode == "EINVAL" or ecode == "EACCES" then return nil, err, ecode end
-        unanswered = lease
-        last, last_code = err, ecode
-      end
-      if not backoff() then return give_up() end
-    end
-    ::continue::
+    local res = table.pack(step())
+    if res[1] then return table.unpack(res, 2, res.n) end
+    last, last_code = res[2], res[3]
+    if last_code == "EINVAL" or last_code == "EACCES" then return nil, last, last_code end
+    if not backoff() then return give_up() end
   end
 end
 
