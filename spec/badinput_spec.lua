@@ -740,6 +740,162 @@ local function build(A, D)
   ff("replace: a small payload still fits afterwards", { ok = true },
     function() return pk(A.replace(F .. "/f", "new")) end, intact(F .. "/f", "new"))
 
+
+  ----------------------------------------- etcd names (issue 16)
+  -- group "etcd": create/replace/read/update/status on etcd URLs.  The
+  -- child gets a live one-member cluster's endpoint in ATOMRUN_BADINPUT_ETCD
+  -- (the spec starts it); rows that must fail before any request go to
+  -- 127.0.0.1:1, where nothing listens.  Extra expectations:
+  --   msg = "text"   the message (of an error or a failure) contains it
+  --   within = s     the call returns within s seconds (no retrying a
+  --                  refusal that no retry can change)
+  --   gap = "why"    a known gap, reported to the lead and not fixed here:
+  --                  the row says what a user should see; it is printed,
+  --                  not failed, unless ATOMRUN_TEST_KNOWN_BUGS=1 (and a
+  --                  gap row that passes says so: remove its mark)
+  local EP = os.getenv("ATOMRUN_BADINPUT_ETCD") or "127.0.0.1:1"
+  local U = "etcd://" .. EP .. "/badinput/"
+  -- The client of an etcd URL lives on (its keep-alive connection, for the
+  -- next call): opened here, before the descriptors are counted.
+  SETUP.etcd = function()
+    assert(A.replace(U .. "warm", "1"))
+    assert(A.update(U .. "warm", up))
+  end
+  local BIGV = string.rep("v", 1300 * 1024)      -- base64 in JSON: over 1.5 MiB
+  local function ek(id, expect, call) add({ id = "etcd " .. id, group = "etcd", expect = expect, call = call }) end
+  local KCALLS = {     -- each of the five calls on url with opts
+    { "create", function(url, o) return pk(A.create(url, "v", o)) end },
+    { "replace", function(url, o) return pk(A.replace(url, "v", o)) end },
+    { "read", function(url, o) return pk(A.read(url, o)) end },
+    { "update", function(url, o) return pk(A.update(url, up, o)) end },
+    { "status", function(url, o) return pk(A.status(url):write({ x = 1 }, o)) end },
+  }
+  local LOCK_WORD = "empty lock name: the message of a key call says 'lock' (ar_parse_url's wording)"
+  local UPDATE_RETRY = "update retries an EINVAL from its read (a bad endpoint) until its timeout "
+    .. "(30 s by default) instead of returning it at once"
+  for _, kc in ipairs(KCALLS) do
+    local fname, call = kc[1], kc[2]
+    local st = fname == "status"      -- status(url) refuses a URL without a key itself
+    ek(fname .. ": missing key name (etcd://127.0.0.1:1/)",
+      st and { err = 1, fn = { "status" }, msg = "key name", gap = LOCK_WORD }
+        or { fail = "EINVAL", msg = "key name", gap = LOCK_WORD },
+      function() return call("etcd://127.0.0.1:1/") end)
+    ek(fname .. ": no /NAME at all (etcd://127.0.0.1:1)",
+      st and { err = 1, fn = { "status" }, msg = "no /NAME" } or { fail = "EINVAL", msg = "no /NAME" },
+      function() return call("etcd://127.0.0.1:1") end)
+    for _, bad in ipairs({ { "port 99999", "127.0.0.1:99999" }, { "port not a number", "127.0.0.1:x" },
+        { "empty host", ":2379" } }) do
+      local o = fname == "update" and { timeout = 1 } or nil
+      ek(fname .. ": malformed URL, " .. bad[1],
+        { fail = "EINVAL", msg = 'bad etcd endpoint "' .. bad[2] .. '"', within = 0.5,
+          gap = fname == "update" and UPDATE_RETRY or nil },
+        function() return call("etcd://" .. bad[2] .. "/k", o) end)
+    end
+    ek(fname .. ": no endpoints and no ATOMRUN_ETCD (etcd:///k)",
+      st and { err = 1, fn = { "status" }, msg = "no endpoints" } or { fail = "EINVAL", msg = "no endpoints" },
+      function() return call("etcd:///k") end)
+  end
+  -- values of the wrong type
+  for _, v in ipairs({ { "a number", 5 }, { "a table", {} }, { "true", true } }) do
+    ek("create: value " .. v[1], { err = 2, fn = { "create" }, msg = "an etcd value" },
+      function() return pk(A.create(U .. "v", v[2])) end)
+    ek("replace: value " .. v[1], { err = 2, fn = { "replace" }, msg = "an etcd value" },
+      function() return pk(A.replace(U .. "v", v[2])) end)
+  end
+  ek("replace: value nil", { err = 2, fn = { "replace" } }, function() return pk(A.replace(U .. "v", nil)) end)
+  ek("update: fn returns a number", { err_match = "must return a string" },
+    function() return pk(A.update(U .. "u", function() return 5 end)) end)
+  ek("update: fn returns a table", { err_match = "must return a string" },
+    function() return pk(A.update(U .. "u", function() return {} end)) end)
+  ek("status: write a number", { err = 1, fn = { "write" } },
+    function() return pk(A.status(U .. "s"):write(5)) end)
+  ek("status: write a function inside", { err = 1, fn = { "write" }, msg = "JSON" },
+    function() return pk(A.status(U .. "s"):write({ f = print })) end)
+  -- values over the request limit: refused before sending
+  local BIGCALLS = {
+    { "create", function(v, o) return pk(A.create(U .. "big-c", v, o)) end },
+    { "replace", function(v, o) return pk(A.replace(U .. "big-r", v, o)) end },
+    { "update", function(v, o) return pk(A.update(U .. "big-u", function() return v end, o)) end },
+    { "status", function(v, o) return pk(A.status(U .. "big-s"):write({ blob = v }, o)) end },
+  }
+  for _, bc in ipairs(BIGCALLS) do
+    ek(bc[1] .. ": a value of 1.3 MiB (over the default 1.5 MiB in base64)",
+      { fail = "E2BIG", msg = "over the etcd request limit of 1572864 bytes" },
+      function() return bc[2](BIGV) end)
+    ek(bc[1] .. ": 3000 bytes with max_request_bytes = 2048",
+      { fail = "E2BIG", msg = "over the etcd request limit of 2048 bytes" },
+      function() return bc[2](string.rep("v", 3000), { max_request_bytes = 2048 }) end)
+  end
+  -- bad options of the writes
+  local WCALLS = {
+    { "create", 3, function(o) return pk(A.create(U .. "o", "v", o)) end },
+    { "replace", 3, function(o) return pk(A.replace(U .. "o", "v", o)) end },
+    { "update", 3, function(o) return pk(A.update(U .. "o", up, o)) end },
+    { "write", 2, function(o) return pk(A.status(U .. "o"):write({ x = 1 }, o)) end },
+  }
+  local WRITE_OPTS = "st:write's option errors come from the replace inside it: 'bad argument #3 to "
+    .. "'replace'', raised in lua/atomrun/remote.lua, instead of #2 to 'write' at the caller"
+  local MRB_UPDATE = "update checks max_request_bytes as any integer: 0 is a failure E2BIG "
+    .. "('limit of 0 bytes'), \"x\"/1.5 say 'must be a integer'; create/replace say 'an integer >= 1024'"
+  for _, wc in ipairs(WCALLS) do
+    local fname, n, call = wc[1], wc[2], wc[3]
+    local gap = fname == "write" and WRITE_OPTS or nil
+    for _, m in ipairs({ { "0", 0 }, { "a word", "x" }, { "1.5", 1.5 } }) do
+      ek(fname .. ": max_request_bytes = " .. m[1],
+        { err = n, fn = { fname }, msg = fname == "update" and "must be an integer >= 1024"
+          or "max_request_bytes", gap = gap or (fname == "update" and MRB_UPDATE or nil) },
+        function() return call({ max_request_bytes = m[2] }) end)
+    end
+    for _, t in ipairs({ { "0", 0 }, { "-1", -1 }, { "1.5", 1.5 }, { "a word", "x" } }) do
+      -- update has no ttl (a counter is not a liveness record): unknown option
+      ek(fname .. ": ttl = " .. t[1], { err = n, fn = { fname }, msg = "ttl", gap = gap },
+        function() return call({ ttl = t[2] }) end)
+    end
+    ek(fname .. ": fence = a file lock", { err = n, fn = { fname }, msg = "a lock on an etcd name", gap = gap },
+      function()
+        local lk <close> = assert(A.lock(fresh("fence")))
+        return call({ fence = lk })
+      end)
+    ek(fname .. ": fence = a string", { err = n, fn = { fname }, msg = "a lock on an etcd name",
+        gap = gap or (fname ~= "update" and "fence = \"x\" says 'must be a userdata, not a string', "
+          .. "not what the option wants ('a lock on an etcd name')" or nil) },
+      function() return call({ fence = "x" }) end)
+    ek(fname .. ": unknown option", { err = n, fn = { fname }, msg = "bogus" },
+      function() return call({ bogus = 1 }) end)
+    ek(fname .. ": options a string", { err = n, fn = { fname } }, function() return call("x") end)
+  end
+  -- update's own arguments
+  for _, v in ipairs({ { "nil", nil }, { "a string", "x" }, { "a number", 5 }, { "a table", {} } }) do
+    ek("update: fn " .. v[1], { err = 2, fn = { "update" } }, function() return pk(A.update(U .. "u", v[2])) end)
+  end
+  for _, v in ipairs({ { "a number", 5 }, { "true", true }, { "misspelt option", { timout = 5 } },
+      { "positional entry", { 1 } }, { "timeout = -1", { timeout = -1 } }, { "timeout = NaN", { timeout = NAN } },
+      { "wait = a string", { wait = "yes" } } }) do
+    ek("update: opts " .. v[1], { err = 3, fn = { "update" } }, function() return pk(A.update(U .. "u", up, v[2])) end)
+  end
+  -- read's options and a missing key
+  ek("read: unknown option", { err = 2, fn = { "read" }, msg = "bogus" },
+    function() return pk(A.read(U .. "r", { bogus = 1 })) end)
+  ek("read: ttl (a write option)", { err = 2, fn = { "read" }, msg = "ttl" },
+    function() return pk(A.read(U .. "r", { ttl = 1 })) end)
+  ek("read: options a string", { err = 2, fn = { "read" } }, function() return pk(A.read(U .. "r", "x")) end)
+  ek("read: a missing key", { fail = "ENOENT", msg = "no such key" },
+    function() return pk(A.read(U .. "no/such/key")) end)
+  ek("status: read of a missing key", { fail = "ENOENT", msg = "no such key" },
+    function() return pk(A.status(U .. "no/such/status"):read()) end)
+  ek("status: read of a value that is not JSON", { fail = "EINVAL", msg = "not a JSON status record" },
+    function()
+      assert(A.replace(U .. "notjson", "x"))
+      return pk(A.status(U .. "notjson"):read())
+    end)
+  ek("status: options a string", { err = 2, fn = { "status" }, gap = "status(url, \"x\") raises "
+      .. "'bad argument #1 to 'for iterator'' inside lua/atomrun/remote.lua" },
+    function() return pk(A.status(U .. "s", "x")) end)
+  ek("status: unknown option", { err = 2, fn = { "status" }, msg = "bogus" },
+    function() return pk(A.status(U .. "s", { bogus = 1 })) end)
+  ek("update: on a missing key, fn gets nil (a legal start)", { ok = true },
+    function() return pk(A.update(U .. "fresh", function(old) return old == nil and "1" or "?" end)) end)
+
   return cases, SETUP
 end
 
@@ -789,7 +945,9 @@ if CHILD then
     if mine then
       io.write("BEGIN\t", c.id, "\n")
       io.stdout:flush()
+      local t0 = A.now()
       local res = table.pack(pcall(c.call))
+      local took = A.now() - t0
       local kind, code, msg
       if not res[1] then
         kind, code, msg = "error", "", tostring(res[2])
@@ -808,6 +966,9 @@ if CHILD then
       if c.check then
         local okc, e = pcall(c.check, results)
         if not okc or e then problem = tostring(e) end
+      end
+      if c.expect.within and took > c.expect.within and problem == "" then
+        problem = string.format("took %.1f s (more than %g)", took, c.expect.within)
       end
       io.write("END\t", c.id, "\t", kind, "\t", esc(code), "\t", esc(msg), "\t", esc(problem), "\n")
       io.stdout:flush()
@@ -884,6 +1045,7 @@ local function judge(c, r)
     if r.msg:find("lua/atomrun/[%w_/]+%.lua:%d+:") then
       return "error raised inside the library, not at the caller: " .. r.msg
     end
+    if e.msg and not r.msg:find(e.msg, 1, true) then return "error without '" .. e.msg .. "': " .. r.msg end
     return nil
   end
   if e.fail then
@@ -891,6 +1053,7 @@ local function judge(c, r)
     if e.fail ~= true and r.code ~= e.fail then return "expected code " .. e.fail .. ", got " .. seen end
     if r.code == "" or r.code == "nil" or r.msg == "" then return "fail without a code or message: " .. seen end
     if r.code == "EUNKNOWN" then return "an unnamed error code: " .. seen end
+    if e.msg and not r.msg:find(e.msg, 1, true) then return "message without '" .. e.msg .. "': " .. seen end
     return nil
   end
   if e.ok then
@@ -902,13 +1065,20 @@ end
 
 local function check_group(group, out, status)
   local got, begun, fds = parse(out)
-  local problems = {}
+  local problems, gaps = {}, {}
   local n = 0
   for _, c in ipairs(cases_all) do
     if c.group == group or (group == "env" and c.group == "env-last") then
       n = n + 1
       local why = judge(c, got[c.id])
-      if why then problems[#problems + 1] = c.id .. ": " .. why end
+      if why and c.expect.gap and got[c.id] and os.getenv("ATOMRUN_TEST_KNOWN_BUGS") ~= "1" then
+        -- a known gap (reported, not fixed here): shown once, not failed
+        if not gaps[c.expect.gap] then gaps[#gaps + 1] = c.expect.gap; gaps[c.expect.gap] = {} end
+        table.insert(gaps[c.expect.gap], c.id)
+      elseif why then problems[#problems + 1] = c.id .. ": " .. why
+      elseif c.expect.gap then
+        print("\nGAP CLOSED " .. c.id .. ": it passes now; remove its gap mark")
+      end
     end
   end
   if status ~= 0 then
@@ -921,6 +1091,10 @@ local function check_group(group, out, status)
       fds[1], fds[2])
   elseif not fds then
     problems[#problems + 1] = "the child did not report its descriptors (it did not finish)"
+  end
+  for _, g in ipairs(gaps) do
+    print(string.format("\nKNOWN GAP (rows: %d, e.g. '%s'; ATOMRUN_TEST_KNOWN_BUGS=1 fails them): %s",
+      #gaps[g], gaps[g][1], g))
   end
   tried[group] = n
   tried.total = tried.total + n
@@ -951,7 +1125,7 @@ describe("bad input", function()
   after_each(H.cleanup)
   teardown(function()
     local parts = {}
-    for _, g in ipairs({ "matrix", "env", "nobody", "rofs", "fullfs", "block" }) do
+    for _, g in ipairs({ "matrix", "env", "nobody", "rofs", "fullfs", "block", "etcd" }) do
       if tried[g] then parts[#parts + 1] = g .. " " .. tried[g] end
     end
     print(string.format("\nbadinput [%s]: %d bad inputs tried (%s)", H.pass, tried.total,
@@ -1063,5 +1237,17 @@ describe("bad input", function()
     tried.block = #ids
     tried.total = tried.total + #ids
     assert.same({}, problems)
+  end)
+
+  describe("on etcd names", function()
+    -- one member of its own, away from the 3-member cluster's ports
+    local C = require("spec.etcd").cluster({ members = 1, port = require("spec.etcd").base + 50 })
+    if not C then return end
+    it("create/replace/read/update/status: bad URLs, values, limits, ttl, fence, options", function()
+      local st, out, err = run_child("etcd", dir, "env -u ATOMRUN_ETCD ATOMRUN_BADINPUT_ETCD="
+        .. H.q(C:endpoint(1)) .. " ")
+      if st ~= 0 then io.stderr:write(err) end
+      check_group("etcd", out, st)
+    end)
   end)
 end)
