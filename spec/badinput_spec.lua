@@ -749,10 +749,6 @@ local function build(A, D)
   --   msg = "text"   the message (of an error or a failure) contains it
   --   within = s     the call returns within s seconds (no retrying a
   --                  refusal that no retry can change)
-  --   gap = "why"    a known gap, reported to the lead and not fixed here:
-  --                  the row says what a user should see; it is printed,
-  --                  not failed, unless ATOMRUN_TEST_KNOWN_BUGS=1 (and a
-  --                  gap row that passes says so: remove its mark)
   local EP = os.getenv("ATOMRUN_BADINPUT_ETCD") or "127.0.0.1:1"
   local U = "etcd://" .. EP .. "/badinput/"
   -- The client of an etcd URL lives on (its keep-alive connection, for the
@@ -770,15 +766,11 @@ local function build(A, D)
     { "update", function(url, o) return pk(A.update(url, up, o)) end },
     { "status", function(url, o) return pk(A.status(url):write({ x = 1 }, o)) end },
   }
-  local LOCK_WORD = "empty lock name: the message of a key call says 'lock' (ar_parse_url's wording)"
-  local UPDATE_RETRY = "update retries an EINVAL from its read (a bad endpoint) until its timeout "
-    .. "(30 s by default) instead of returning it at once"
   for _, kc in ipairs(KCALLS) do
     local fname, call = kc[1], kc[2]
     local st = fname == "status"      -- status(url) refuses a URL without a key itself
     ek(fname .. ": missing key name (etcd://127.0.0.1:1/)",
-      st and { err = 1, fn = { "status" }, msg = "key name", gap = LOCK_WORD }
-        or { fail = "EINVAL", msg = "key name", gap = LOCK_WORD },
+      st and { err = 1, fn = { "status" }, msg = "key name" } or { fail = "EINVAL", msg = "key name" },
       function() return call("etcd://127.0.0.1:1/") end)
     ek(fname .. ": no /NAME at all (etcd://127.0.0.1:1)",
       st and { err = 1, fn = { "status" }, msg = "no /NAME" } or { fail = "EINVAL", msg = "no /NAME" },
@@ -787,8 +779,7 @@ local function build(A, D)
         { "empty host", ":2379" } }) do
       local o = fname == "update" and { timeout = 1 } or nil
       ek(fname .. ": malformed URL, " .. bad[1],
-        { fail = "EINVAL", msg = 'bad etcd endpoint "' .. bad[2] .. '"', within = 0.5,
-          gap = fname == "update" and UPDATE_RETRY or nil },
+        { fail = "EINVAL", msg = 'bad etcd endpoint "' .. bad[2] .. '"', within = 0.5 },
         function() return call("etcd://" .. bad[2] .. "/k", o) end)
     end
     ek(fname .. ": no endpoints and no ATOMRUN_ETCD (etcd:///k)",
@@ -833,32 +824,24 @@ local function build(A, D)
     { "update", 3, function(o) return pk(A.update(U .. "o", up, o)) end },
     { "write", 2, function(o) return pk(A.status(U .. "o"):write({ x = 1 }, o)) end },
   }
-  local WRITE_OPTS = "st:write's option errors come from the replace inside it: 'bad argument #3 to "
-    .. "'replace'', raised in lua/atomrun/remote.lua, instead of #2 to 'write' at the caller"
-  local MRB_UPDATE = "update checks max_request_bytes as any integer: 0 is a failure E2BIG "
-    .. "('limit of 0 bytes'), \"x\"/1.5 say 'must be a integer'; create/replace say 'an integer >= 1024'"
   for _, wc in ipairs(WCALLS) do
     local fname, n, call = wc[1], wc[2], wc[3]
-    local gap = fname == "write" and WRITE_OPTS or nil
     for _, m in ipairs({ { "0", 0 }, { "a word", "x" }, { "1.5", 1.5 } }) do
       ek(fname .. ": max_request_bytes = " .. m[1],
         { err = n, fn = { fname }, msg = fname == "update" and "must be an integer >= 1024"
-          or "max_request_bytes", gap = gap or (fname == "update" and MRB_UPDATE or nil) },
+          or "max_request_bytes" },
         function() return call({ max_request_bytes = m[2] }) end)
     end
     for _, t in ipairs({ { "0", 0 }, { "-1", -1 }, { "1.5", 1.5 }, { "a word", "x" } }) do
-      -- update has no ttl (a counter is not a liveness record): unknown option
-      ek(fname .. ": ttl = " .. t[1], { err = n, fn = { fname }, msg = "ttl", gap = gap },
+      ek(fname .. ": ttl = " .. t[1], { err = n, fn = { fname }, msg = "ttl" },
         function() return call({ ttl = t[2] }) end)
     end
-    ek(fname .. ": fence = a file lock", { err = n, fn = { fname }, msg = "a lock on an etcd name", gap = gap },
+    ek(fname .. ": fence = a file lock", { err = n, fn = { fname }, msg = "a lock on an etcd name" },
       function()
         local lk <close> = assert(A.lock(fresh("fence")))
         return call({ fence = lk })
       end)
-    ek(fname .. ": fence = a string", { err = n, fn = { fname }, msg = "a lock on an etcd name",
-        gap = gap or (fname ~= "update" and "fence = \"x\" says 'must be a userdata, not a string', "
-          .. "not what the option wants ('a lock on an etcd name')" or nil) },
+    ek(fname .. ": fence = a string", { err = n, fn = { fname }, msg = "a lock on an etcd name" },
       function() return call({ fence = "x" }) end)
     ek(fname .. ": unknown option", { err = n, fn = { fname }, msg = "bogus" },
       function() return call({ bogus = 1 }) end)
@@ -888,8 +871,7 @@ local function build(A, D)
       assert(A.replace(U .. "notjson", "x"))
       return pk(A.status(U .. "notjson"):read())
     end)
-  ek("status: options a string", { err = 2, fn = { "status" }, gap = "status(url, \"x\") raises "
-      .. "'bad argument #1 to 'for iterator'' inside lua/atomrun/remote.lua" },
+  ek("status: options a string", { err = 2, fn = { "status" } },
     function() return pk(A.status(U .. "s", "x")) end)
   ek("status: unknown option", { err = 2, fn = { "status" }, msg = "bogus" },
     function() return pk(A.status(U .. "s", { bogus = 1 })) end)
@@ -1065,20 +1047,13 @@ end
 
 local function check_group(group, out, status)
   local got, begun, fds = parse(out)
-  local problems, gaps = {}, {}
+  local problems = {}
   local n = 0
   for _, c in ipairs(cases_all) do
     if c.group == group or (group == "env" and c.group == "env-last") then
       n = n + 1
       local why = judge(c, got[c.id])
-      if why and c.expect.gap and got[c.id] and os.getenv("ATOMRUN_TEST_KNOWN_BUGS") ~= "1" then
-        -- a known gap (reported, not fixed here): shown once, not failed
-        if not gaps[c.expect.gap] then gaps[#gaps + 1] = c.expect.gap; gaps[c.expect.gap] = {} end
-        table.insert(gaps[c.expect.gap], c.id)
-      elseif why then problems[#problems + 1] = c.id .. ": " .. why
-      elseif c.expect.gap then
-        print("\nGAP CLOSED " .. c.id .. ": it passes now; remove its gap mark")
-      end
+      if why then problems[#problems + 1] = c.id .. ": " .. why end
     end
   end
   if status ~= 0 then
@@ -1091,10 +1066,6 @@ local function check_group(group, out, status)
       fds[1], fds[2])
   elseif not fds then
     problems[#problems + 1] = "the child did not report its descriptors (it did not finish)"
-  end
-  for _, g in ipairs(gaps) do
-    print(string.format("\nKNOWN GAP (rows: %d, e.g. '%s'; ATOMRUN_TEST_KNOWN_BUGS=1 fails them): %s",
-      #gaps[g], gaps[g][1], g))
   end
   tried[group] = n
   tried.total = tried.total + n

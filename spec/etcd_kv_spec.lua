@@ -268,10 +268,40 @@ describe("files on etcd keys", function()
     assert.has_error(function() st:write({}, { nope = true }) end)
   end)
 
+  it("create and replace take a file or a reader function, as for files", function()
+    local src = dir .. "/src"
+    H.write(src, "from a file\0with a NUL")
+    local f = assert(io.open(src, "rb"))
+    assert.is_true(ar.replace(C:url("kv/fromfile"), f))
+    f:close()
+    assert.equal("from a file\0with a NUL", (ar.read(C:url("kv/fromfile"))))
+    local parts = { "a", "b", "c" }
+    local i = 0
+    assert.is_true(ar.create(C:url("kv/fromreader"), function() i = i + 1 return parts[i] end))
+    assert.equal("abc", (ar.read(C:url("kv/fromreader"))))
+    -- a reader's error goes on, nothing written; a wrong type names it
+    assert.has_error(function() ar.replace(C:url("kv/fromreader"), function() error("boom") end) end, "boom")
+    assert.equal("abc", (ar.read(C:url("kv/fromreader"))))
+    local ok, err = pcall(ar.replace, C:url("kv/fromreader"), function() return 7 end)
+    assert.is_false(ok)
+    assert.matches("the reader function must return strings", err, 1, true)
+    -- over the limit: refused, reading stops at the limit
+    local calls = 0
+    local huge = string.rep("x", 64 * 1024)
+    local ok2, msg, code = ar.replace(C:url("kv/fromreader"), function() calls = calls + 1 return huge end,
+      { max_request_bytes = 200 * 1024 })
+    assert.is_nil(ok2)
+    assert.equal("E2BIG", code, msg)
+    assert.is_true(calls <= 5)
+    local closed = assert(io.open(src, "rb"))
+    closed:close()
+    assert.has_error(function() ar.replace(C:url("kv/fromfile"), closed) end)
+  end)
+
   it("bad input: clear errors naming what was wrong", function()
     local url = C:url("kv/bad")
     assert.has_error(function() ar.replace(url, 42) end,
-      "bad argument #2 to 'replace' (string (an etcd value) expected, got number)")
+      "bad argument #2 to 'replace' (string, file or reader function (an etcd value) expected, got number)")
     assert.has_error(function() ar.replace(url, "x", { ttl = 0 }) end)
     assert.has_error(function() ar.replace(url, "x", { fence = "lk" }) end)
     assert.has_error(function() ar.replace(url, "x", { nope = 1 }) end)
@@ -281,7 +311,7 @@ describe("files on etcd keys", function()
     local ok, msg, code = ar.read(C:url(""))
     assert.is_nil(ok)
     assert.equal("EINVAL", code)
-    assert.matches("empty", msg)
+    assert.matches("no lock or key name after the endpoints", msg)
     ok, _, code = ar.replace("etcd://127.0.0.1:1/", "x")
     assert.is_nil(ok)
     assert.equal("EINVAL", code)

@@ -276,7 +276,7 @@ describe("atomrun.lock on etcd", function()
     local cases = {
       { "foo://x/y", "unsupported scheme 'foo'" },
       { "etcd://127.0.0.1:1", "has no /NAME" },
-      { "etcd://127.0.0.1:1/", "empty lock name" },
+      { "etcd://127.0.0.1:1/", "no lock or key name after the endpoints" },
       { "etcd://@127.0.0.1:1/x", "empty user name" },
       { "etcd://host/x", "bad etcd endpoint \"host\"" },
       { "etcd://h:1,,h:2/x", "bad etcd endpoint" },

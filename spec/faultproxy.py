@@ -14,10 +14,12 @@ returning it.
                   [--drop N[,N...]] [--drop-every K] [--then-blackhole]
                   [--control FILE] [--parent PID] [--reset]
 
-  --drop N,...      the answers of these txn POSTs (the Nth POST to
-                    /v3/kv/txn through this proxy, counting from 1, resends
-                    included) are read from etcd and thrown away; the
-                    client's connection is closed instead
+  --drop N,...      the answers of these txn POSTs (the Nth conditional
+                    txn -- a POST to /v3/kv/txn with compares, i.e. a write;
+                    a txn of ranges alone, update's read, is not counted --
+                    through this proxy, counting from 1, resends included)
+                    are read from etcd and thrown away; the client's
+                    connection is closed instead
   --drop-every K    the same for every K-th txn POST
   --then-blackhole  after the first dropped answer, black-hole everything:
                     connections are accepted and read, never answered nor
@@ -258,8 +260,7 @@ def serve(client, st):
                 black_hole(crf, st, what)
                 return
             drop, n = False, 0
-            if method == "POST" and path == "/v3/kv/txn":
-                n, drop = st.next_txn()
+            is_txn = method == "POST" and path == "/v3/kv/txn"
             if up is None:
                 host, port = args.upstream.rsplit(":", 1)
                 up = socket.create_connection((host, int(port)))
@@ -269,6 +270,8 @@ def serve(client, st):
             expect = header(lines, "expect")
             if expect and b"100-continue" in expect:
                 # the body waits for the server's interim answer, passed back
+                if is_txn:
+                    n, drop = st.next_txn()
                 up.sendall(head)
                 rstart, rlines = read_head(urf)
                 client.sendall(rstart + b"".join(rlines))
@@ -280,6 +283,10 @@ def serve(client, st):
                 body = []
                 copy_body(crf, body.append, lines, False)
                 body = b"".join(body)
+                # only conditional txns (with compares: the writes) count;
+                # update's read -- a txn of ranges alone -- passes through
+                if is_txn and b'"compare"' in body:
+                    n, drop = st.next_txn()
                 if n and st.late_step(n, head, body, client):
                     return
                 up.sendall(head + body)

@@ -170,7 +170,7 @@ static const char *ar_parse_url(lua_State *L, const char *url, ar_url *u)
         u->endpoints[alen] = '\0';
     }
     if (!*u->name)
-        return lua_pushfstring(L, "%s: empty lock name", u->shown);
+        return lua_pushfstring(L, "%s: no lock or key name after the endpoints (etcd://HOST:PORT/NAME)", u->shown);
     return NULL;
 }
 
@@ -835,7 +835,10 @@ static int ar_kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
     q->limit = AR_MAX_REQUEST_BYTES;
     if (write) {
         q->po.ttl = ar_optposint(L, arg, "ttl", 0, "a whole number of seconds >= 1");
-        if (arL_opt(L, arg, "fence", LUA_TUSERDATA) != LUA_TNIL) {
+        /* Any other type is the same mistake as a file lock: one message. */
+        if (!lua_isnoneornil(L, arg) && lua_getfield(L, arg, "fence") == LUA_TNIL) {
+            lua_pop(L, 1);
+        } else if (!lua_isnoneornil(L, arg)) {
             ar_rlock *lk = luaL_testudata(L, -1, AR_RLOCK_MT);
             if (!lk)
                 luaL_argerror(L, arg, "option 'fence' must be a lock on an etcd name");
@@ -866,23 +869,78 @@ static int ar_kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
     return 0;
 }
 
+/*
+ * A value given as an open io file or a reader function (what create and
+ * replace take for files, so a recipe written for a file runs unchanged on
+ * a key), read whole -- etcd takes a value in one request -- into a string
+ * that replaces it at arg.  Reading stops once past limit bytes: the
+ * caller refuses that as too big.  Nothing is written before this returns,
+ * so a reader's error simply goes on.  0, or the count of nil, msg, code
+ * pushed (the file could not be read).
+ */
+static int ar_slurpvalue(lua_State *L, int arg, size_t limit, const char *shown, int create)
+{
+    luaL_Stream *p = luaL_testudata(L, arg, LUA_FILEHANDLE);
+    luaL_Buffer b;
+
+    if (p && !p->closef)
+        return luaL_argerror(L, arg, "attempt to use a closed file");
+    luaL_buffinit(L, &b);
+    while (luaL_bufflen(&b) <= limit) {
+        if (p) {
+            char *dst = luaL_prepbuffer(&b);
+            size_t n;
+            errno = 0;              /* ferror() below: this read's errno only */
+            n = fread(dst, 1, LUAL_BUFFERSIZE, p->f);
+            luaL_addsize(&b, n);
+            if (n == LUAL_BUFFERSIZE)
+                continue;
+            if (ferror(p->f)) {
+                int e = errno ? -errno : -EIO;
+                clearerr(p->f);
+                return arL_fail(L, e, "cannot %s %s: reading the new contents from the "
+                                "file failed: %s", create ? "create" : "replace", shown,
+                                atomrun_strerror(e));
+            }
+            break;                              /* EOF */
+        }
+        lua_pushvalue(L, arg);
+        lua_call(L, 0, 1);
+        if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) == 0)) {
+            lua_pop(L, 1);
+            break;
+        }
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_argerror(L, arg, lua_pushfstring(L, "the reader function must "
+                                 "return strings, then nil or \"\"; it returned a %s",
+                                 luaL_typename(L, -1)));
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    lua_replace(L, arg);
+    return 0;
+}
+
 static int ar_kvput(lua_State *L, int create)
 {
     char err[ATOMRUN_ETCD_ERRLEN] = "";
     const char *data = "";
     size_t len = 0;
+    int t = lua_type(L, 2), r;
     ar_kvreq q;
-    int r;
 
-    if (!(create && lua_isnoneornil(L, 2))) {
-        if (lua_type(L, 2) != LUA_TSTRING)
-            return luaL_typeerror(L, 2, create ? "string or nil (an etcd value)"
-                                               : "string (an etcd value)");
-        data = lua_tolstring(L, 2, &len);
-    }
+    if (!(create && t == LUA_TNONE) && !(create && t == LUA_TNIL) && t != LUA_TSTRING &&
+        t != LUA_TFUNCTION && !luaL_testudata(L, 2, LUA_FILEHANDLE))
+        return luaL_typeerror(L, 2, create ? "string, file, reader function or nil (an etcd value)"
+                                           : "string, file or reader function (an etcd value)");
     lua_settop(L, 3);
     if ((r = ar_kvsetup(L, 3, 1, &q)) != 0)
         return r;
+    if ((t == LUA_TFUNCTION || t == LUA_TUSERDATA) &&
+        (r = ar_slurpvalue(L, 2, (size_t)q.limit, q.u->shown, create)) != 0)
+        return r;
+    if (!lua_isnil(L, 2))
+        data = lua_tolstring(L, 2, &len);
     if (ar_b64len(len) + strlen(q.u->name) * (create ? 6 : 2) + AR_TXN_FRAMING +
         (create ? AR_CREATOR_FRAMING : 0) > (size_t)q.limit)
         return ar_toobig(L, q.u->shown, len, q.limit);

@@ -19,6 +19,9 @@
 --   perm      permission bits: an INTEGER 0..07777.  A string is an error,
 --             whatever it looks like: "755" is not octal anywhere in Lua.
 --   mode      a lock mode: "exclusive" or "shared"
+--   ttl       a lease TTL: an integer 1 .. 1000000 (seconds)
+--   request_bytes  an etcd request limit: an integer >= 1024
+--   etcd_lock a lock handle on an etcd name (atomrun.lock("etcd://..."))
 --   {"a", "b", ...}  one of these strings
 local M = {}
 
@@ -39,6 +42,12 @@ local tests = {
   factor = function(v) return type(v) == "number" and v >= 1 end,
   perm = function(v) return is_int(v) and v >= 0 and v <= 4095 end,
   mode = function(v) return v == "exclusive" or v == "shared" end,
+  ttl = function(v) return is_int(v) and v >= 1 and v <= 1000000 end,
+  request_bytes = function(v) return is_int(v) and v >= 1024 end,
+  etcd_lock = function(v)
+    local mt = type(v) == "userdata" and getmetatable(v)
+    return type(mt) == "table" and rawget(mt, "__name") == "atomrun.etcd_lock"
+  end,
 }
 
 local texts = {
@@ -51,6 +60,9 @@ local texts = {
   perm = "permission bits (an integer 0 to 4095, i.e. 0 to 07777; "
     .. "e.g. tonumber('640', 8))",
   mode = "'exclusive' or 'shared'",
+  ttl = "a whole number of seconds >= 1",
+  request_bytes = "an integer >= 1024",
+  etcd_lock = "a lock on an etcd name",
 }
 
 local function kind_text(kind)

@@ -266,7 +266,7 @@ end
 --- longer be told -- its lease is gone, or the deadline came first, or fn
 --- now wants no change -- the call returns nil, msg, "unknown": resolved
 --- or reported, never guessed.
-local update_names = { timeout = "seconds", fence = "userdata", max_request_bytes = "integer",
+local update_names = { timeout = "seconds", fence = "etcd_lock", max_request_bytes = "request_bytes",
   ca = "string", cert = "string", key = "string", wait = "boolean", ttl = "ttl" }
 M.UPDATE_TIMEOUT = 30
 M.NONCE_TTL = 60
@@ -278,43 +278,15 @@ local sentinel_put = {}
 local state_tag = tostring(sentinel_put):match("0x(%x+)") or tostring(math.random(1 << 30))
 local calls = 0                 -- this state's update calls: part of each nonce
 
-local function update_badopt(k, want)
-  local what = want == "seconds" and "a number of seconds >= 0"
-    or want == "ttl" and "a whole number of seconds >= 1"
-    or want == "userdata" and "a lock on an etcd name" or "a " .. want
-  error("bad argument #3 to 'update' (option '" .. k .. "' must be " .. what .. ")", 5)
-end
-
-local function update_checkopts(opts)
-  for k, v in pairs(opts) do
-    local want = update_names[k]
-    if not want then error("bad argument #3 to 'update' (unknown option '" .. tostring(k) .. "')", 4) end
-    local ok = want == "seconds" and type(v) == "number" and v >= 0
-      or want == "integer" and math.type(v) == "integer"
-      or want == "ttl" and math.type(v) == "integer" and v >= 1 and v <= 1000000
-      or type(v) == want
-    if not ok then update_badopt(k, want) end
-  end
-  local fence = opts.fence
-  if fence and (not pcall(function() return fence.token end) or not fence.key) then
-    update_badopt("fence", "userdata")
-  end
-end
-
 local function first_kv(resp)
   local rr = resp and resp.response_range
   return rr and rr.kvs and rr.kvs[1]
 end
 
 function M.update(url, fn, opts)
-  if type(fn) ~= "function" then
-    error("bad argument #2 to 'update' (function expected, got " .. type(fn) .. ")", 3)
-  end
-  opts = opts or {}
-  if type(opts) ~= "table" then
-    error("bad argument #3 to 'update' (table expected, got " .. type(opts) .. ")", 3)
-  end
-  update_checkopts(opts)
+  local check = require "atomrun.check"
+  check.arg("update", 2, fn, "function", 2)
+  opts = check.opts("update", 3, opts, update_names, 2)
   local key, shown = atomrun._etcd_key(url)
   if not key then return nil, shown, "EINVAL" end
   local json = require "atomrun.json"
@@ -480,22 +452,16 @@ end
 local RStatus = {}
 RStatus.__index = RStatus
 
-local rstatus_write = { ttl = true, fence = true, max_request_bytes = true, durable = true,
-  mode = true, follow = true }
+local rstatus_write = { ttl = "ttl", fence = "etcd_lock", max_request_bytes = "request_bytes",
+  durable = "boolean", mode = "perm", follow = "boolean" }
 
 function RStatus:write(tbl, opts)
   local json = require "atomrun.json"
   if type(tbl) ~= "table" then
     error("bad argument #1 to 'write' (table expected, got " .. type(tbl) .. ")", 2)
   end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #2 to 'write' (table expected, got " .. type(opts) .. ")", 2)
-  end
   local wopts = {}
-  for k, v in pairs(opts or {}) do
-    if not rstatus_write[k] then
-      error("bad argument #2 to 'write' (unknown option '" .. tostring(k) .. "')", 2)
-    end
+  for k, v in pairs(require("atomrun.check").opts("write", 2, opts, rstatus_write)) do
     wopts[k] = v
   end
   local ok, text = pcall(json.encode, tbl)
@@ -557,16 +523,13 @@ end
 
 function RStatus:__tostring() return "atomrun.status (" .. self.path .. ")" end
 
+local status_names = { ca = "string", cert = "string", key = "string", follow = "boolean" }
+
 function M.status(url, opts)
   local key, shown = atomrun._etcd_key(url)
   if not key then error("bad argument #1 to 'status' (" .. tostring(shown) .. ")", 3) end
-  local o = {}
-  for k, v in pairs(opts or {}) do
-    if k == "ca" or k == "cert" or k == "key" then o[k] = v
-    elseif k ~= "follow" then
-      error("bad argument #2 to 'status' (unknown option '" .. tostring(k) .. "')", 3)
-    end
-  end
+  local check = require "atomrun.check"
+  local o = check.pick(check.opts("status", 2, opts, status_names, 2), { "ca", "cert", "key" })
   return setmetatable({ path = shown, _url = url, _key = key, _opts = o }, RStatus)
 end
 
