@@ -28,7 +28,8 @@
 #     line, or the C driver spec/etcd_core.c), the very same child whatever
 #     interpreter the spec itself runs in, so the lua5.4 pass would only run
 #     the atomrun pass's children a second time.  A file that calls the API
-#     in process, even only partly, is not CHILD_ONLY.
+#     in process, even only partly, is not CHILD_ONLY.  (Some of them also
+#     mark themselves pending under lua5.4, for a hand-run busted.)
 #   - HARNESS_ONLY files test the test harness (spec/etcd.lua) itself: once,
 #     in the atomrun pass.
 # Each pass says how many files it runs and how many it leaves to the others.
@@ -212,64 +213,71 @@ run_lane() {   # STEP...
     done
 }
 
-# Lane B runs as this script again ("--lane STEP..."), in a session of its
-# own so that the trap below can end it, children and all.  A command the
-# shell starts with & has SIGINT and SIGQUIT ignored, and every child
-# would inherit that (the specs that send ^C on a terminal would see their
-# command live on): env --default-signal gives them back.
-if [ "${1:-}" = --lane ]; then
-    shift
-    LOG=$AR_RUN_LOG
-    AR_LANE_QUIET=1 run_lane "$@"
-    exit 0
-fi
-
-LOG=$(mktemp -d /tmp/atomrun-run.XXXXXX)
-lane_a="" lane_b=""
-if [ "${1:-}" != "--asan-only" ]; then
-    lane_a="atomrun embed c"
-    if [ -n "${SPEC:-}" ] || [ "${AR_NO_HARDEN:-0}" = 1 ]; then
-        echo "== TSan and valgrind: skipped (SPEC or AR_NO_HARDEN set)"
-    else
-        lane_a="$lane_a tsan valgrind"
+# Everything below is one function, read whole before it runs: sh reads a
+# script as it goes, so an edit to this file during a run would otherwise
+# garble the rest of that run.
+main() {
+    # Lane B runs as this script again ("--lane STEP..."), in a session of its
+    # own so that the trap below can end it, children and all.  A command the
+    # shell starts with & has SIGINT and SIGQUIT ignored, and every child
+    # would inherit that (the specs that send ^C on a terminal would see their
+    # command live on): env --default-signal gives them back.
+    if [ "${1:-}" = --lane ]; then
+        shift
+        LOG=$AR_RUN_LOG
+        AR_LANE_QUIET=1 run_lane "$@"
+        exit 0
     fi
-    lane_b="lua5.4"
-fi
-if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
-    lane_b="asan-build asan asan-c $lane_b"
-fi
 
-start=$(date +%s)
-bpid=""
-if [ "${AR_SERIAL:-0}" = 1 ] || [ -z "$lane_a" ]; then
-    echo "== one lane: $lane_a $lane_b"
-    run_lane $lane_a $lane_b
-else
-    echo "== two lanes at once: A ($lane_a), then B ($lane_b) printed when both end"
-    AR_RUN_LOG=$LOG ATOMRUN_TEST_ETCD_PORT=$((PORT + 100)) env --default-signal=INT,QUIT \
-        setsid -w sh "$0" --lane $lane_b \
-        < /dev/null > "$LOG/lane-b.out" 2>&1 &
-    bpid=$!
-    trap 'kill -TERM -$bpid 2>/dev/null; rm -rf "$LOG"; exit 130' INT TERM
-    ATOMRUN_TEST_ETCD_PORT=$PORT run_lane $lane_a
-    wait "$bpid"
-    trap - INT TERM
-    cat "$LOG/lane-b.out"
-    for step in $lane_b; do cat "$LOG/$step.log" 2>/dev/null; done
-fi
-
-passed=0 failed=0 skipped=0
-for step in $lane_a $lane_b; do
-    if [ -f "$LOG/$step.count" ]; then
-        read -r p f k < "$LOG/$step.count"
-        passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + k))
-    else
-        echo "   FAILED: step $step left no result"
-        failed=$((failed + 1))
+    LOG=$(mktemp -d /tmp/atomrun-run.XXXXXX)
+    lane_a="" lane_b=""
+    if [ "${1:-}" != "--asan-only" ]; then
+        lane_a="atomrun embed c"
+        if [ -n "${SPEC:-}" ] || [ "${AR_NO_HARDEN:-0}" = 1 ]; then
+            echo "== TSan and valgrind: skipped (SPEC or AR_NO_HARDEN set)"
+        else
+            lane_a="$lane_a tsan valgrind"
+        fi
+        lane_b="lua5.4"
     fi
-done
-echo "== all steps: $(($(date +%s) - start)) s"
-rm -rf "$LOG"
-echo
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+    if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
+        lane_b="asan-build asan asan-c $lane_b"
+    fi
+
+    start=$(date +%s)
+    bpid=""
+    if [ "${AR_SERIAL:-0}" = 1 ] || [ -z "$lane_a" ]; then
+        echo "== one lane: $lane_a $lane_b"
+        run_lane $lane_a $lane_b
+    else
+        echo "== two lanes at once: A ($lane_a), then B ($lane_b) printed when both end"
+        AR_RUN_LOG=$LOG ATOMRUN_TEST_ETCD_PORT=$((PORT + 100)) env --default-signal=INT,QUIT \
+            setsid -w sh "$0" --lane $lane_b \
+            < /dev/null > "$LOG/lane-b.out" 2>&1 &
+        bpid=$!
+        trap 'kill -TERM -$bpid 2>/dev/null; rm -rf "$LOG"; exit 130' INT TERM
+        ATOMRUN_TEST_ETCD_PORT=$PORT run_lane $lane_a
+        wait "$bpid"
+        trap - INT TERM
+        cat "$LOG/lane-b.out"
+        for step in $lane_b; do cat "$LOG/$step.log" 2>/dev/null; done
+    fi
+
+    passed=0 failed=0 skipped=0
+    for step in $lane_a $lane_b; do
+        if [ -f "$LOG/$step.count" ]; then
+            read -r p f k < "$LOG/$step.count"
+            passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + k))
+        else
+            echo "   FAILED: step $step left no result"
+            failed=$((failed + 1))
+        fi
+    done
+    echo "== all steps: $(($(date +%s) - start)) s"
+    rm -rf "$LOG"
+    echo
+    echo "$passed passed, $failed failed, $skipped skipped"
+    [ "$failed" -eq 0 ]
+}
+
+main "$@"; exit
