@@ -116,8 +116,8 @@ busted_pass() {   # NAME INTERPRETER...
     echo "== specs: $name pass: $n spec files$why"
     if [ "$n" -eq 0 ]; then return; fi
     # spec/timing.lua is busted's utfTerminal plus a note of each file's
-    # time; the counts are read from this step's log, which busted_pass
-    # writes (run_step).
+    # time.  Our output goes to $LOG/NAME.log (run_step), so busted's
+    # closing line is read back from there.
     AR_TIMING="$LOG/$name.timing" "$@" /usr/bin/busted --output=spec/timing.lua \
         --no-auto-insulate $files 2>&1
     count_busted "$LOG/$name.log"
