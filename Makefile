@@ -130,7 +130,7 @@ print-san:
 	@echo "$(SAN_FLAGS)"
 
 # The specs and C tests again, against an ASan+UBSan build in build/asan/
-# (make test runs this too, last).
+# (make test runs this too, in its second lane: see spec/run.sh).
 check-asan: all $(B)/spec_host
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --asan-only
 
@@ -208,9 +208,11 @@ help:
 	@echo "make                build build/atomrun, build/libatomrun.{a,so}, build/lua/atomrun/core.so, build/atomrun.pc"
 	@echo "make demo           build and run scripts/demo.lua"
 	@echo "make test           all specs (stock lua5.4 and inside build/atomrun), the C tests and the"
-	@echo "                    embedding test, check-tsan, check-valgrind, then the ASan pass;"
+	@echo "                    embedding test, check-tsan, check-valgrind, and the ASan pass, in two"
+	@echo "                    lanes at once (spec/run.sh says which pass runs which spec file);"
 	@echo "                    SPEC='spec/x_spec.lua ...' runs some specs only, AR_NO_ASAN=1 skips"
-	@echo "                    the ASan pass, AR_NO_HARDEN=1 skips check-tsan and check-valgrind"
+	@echo "                    the ASan pass, AR_NO_HARDEN=1 skips check-tsan and check-valgrind,"
+	@echo "                    AR_SERIAL=1 runs the lanes one after the other"
 	@echo "make check          the same as make test"
 	@echo "make check-asan     the specs and C tests against an ASan+UBSan build (build/asan/)"
 	@echo "make check-tsan     the core and the binding from 8 threads under ThreadSanitizer (build/tsan/)"

@@ -5,18 +5,57 @@
 #   sh spec/run.sh              specs in stock lua5.4 (lua/ and
 #                               build/lua/atomrun/core.so) and
 #                               inside build/atomrun, the C tests in spec/c/,
-#                               then everything again under ASan+UBSan
+#                               make check-tsan and check-valgrind, and the
+#                               specs and C tests again under ASan+UBSan
 #   sh spec/run.sh --asan-only  only the sanitizer pass
 #
 # Environment: AR_BUILD (default build), AR_NO_ASAN=1 to skip the sanitizer
 # pass, SPEC="spec/x_spec.lua" to run some specs only (that also skips the
 # TSan and valgrind step), AR_NO_HARDEN=1 to skip that step, AR_TSAN_BUILD
-# (default build/tsan) for where the TSan build goes.
+# (default build/tsan) for where the TSan build goes, AR_SERIAL=1 to run the
+# two lanes below one after the other, ATOMRUN_TEST_ETCD_PORT (default
+# 23791) the first etcd port.
+#
+# Which pass runs which spec file, and why:
+#   - the atomrun pass (inside build/atomrun, the shipped binary) runs every
+#     spec file, and the slow tests (H.heavy: storms, sweeps) only there;
+#   - the asan pass (inside build/asan/atomrun) runs every spec file but
+#     HARNESS_ONLY: everything that runs atomrun's C code, in process or in
+#     a child (the CLI and spec/etcd_core.c are built with ASan there too);
+#   - the lua5.4 pass (stock lua5.4 with core.so: what `require "atomrun"`
+#     users run) skips CHILD_ONLY and HARNESS_ONLY as well: a CHILD_ONLY
+#     file's subject is a child process only (the atomrun binary's command
+#     line, or the C driver spec/etcd_core.c), the very same child whatever
+#     interpreter the spec itself runs in, so the lua5.4 pass would only run
+#     the atomrun pass's children a second time.  A file that calls the API
+#     in process, even only partly, is not CHILD_ONLY.  (Some of them also
+#     mark themselves pending under lua5.4, for a hand-run busted.)
+#   - HARNESS_ONLY files test the test harness (spec/etcd.lua) itself: once,
+#     in the atomrun pass.
+# Each pass says how many files it runs and how many it leaves to the others.
+CHILD_ONLY="cmd_doctor cmd_lock cmd_once cmd_who etcd_cli etcd_core flock_compat runner"
+HARNESS_ONLY="etcd_cluster"
+#
+# Two lanes run at once (2 cores; most spec time is waiting for etcd leases,
+# timeouts and children, not CPU):
+#   lane A: the atomrun pass, the embedding test, the C tests, check-tsan,
+#           check-valgrind -- printed as each step ends;
+#   lane B: the ASan build, the asan pass and its C tests, the lua5.4 pass --
+#           printed after lane A.
+# What they must not share: etcd ports (the specs use BASE..BASE+49; lane B
+# gets BASE+100) and build directories (lane A uses $AR_BUILD and build/tsan,
+# lane B build/asan and $AR_BUILD read-only: the lua5.4 pass builds nothing,
+# as etcd_core_spec.lua, which builds its driver into the build directory,
+# is CHILD_ONLY, and install_spec.lua, which runs make, is H.heavy).  Scratch
+# files are mktemp's.  Each step writes its log and its counts into $LOG;
+# the closing line adds up every step's counts, and a step that left none
+# (a lane killed) counts as a failure.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${AR_BUILD:-$PWD/build}
 SPECS=${SPEC:-spec}
-LOG=$(mktemp -d /tmp/atomrun-run.XXXXXX)
+PORT=${ATOMRUN_TEST_ETCD_PORT:-23791}
+
 passed=0
 failed=0
 skipped=0
@@ -40,12 +79,50 @@ count_busted() {
     skipped=$((skipped + p))
 }
 
+in_list() {   # WORD LIST
+    case " $2 " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+
+# The spec files of pass NAME, one a line; "$LOG/NAME.left" gets how many
+# of the selected files it leaves to the other passes: "CHILD HARNESS".
+spec_files() {   # NAME
+    lc=0 lh=0
+    for sp in $SPECS; do
+        if [ -d "$sp" ]; then ls "$sp"/*_spec.lua; else echo "$sp"; fi
+    done > "$LOG/$1.all"
+    while read -r f; do
+        b=$(basename "$f" _spec.lua)
+        if in_list "$b" "$HARNESS_ONLY" && [ "$1" != atomrun ]; then
+            lh=$((lh + 1))
+        elif in_list "$b" "$CHILD_ONLY" && [ "$1" = lua5.4 ]; then
+            lc=$((lc + 1))
+        else
+            echo "$f"
+        fi
+    done < "$LOG/$1.all"
+    echo "$lc $lh" > "$LOG/$1.left"
+}
+
 busted_pass() {   # NAME INTERPRETER...
     name=$1; shift
-    echo "== specs: $name"
-    "$@" /usr/bin/busted --output=utfTerminal --no-auto-insulate $SPECS > "$LOG/$name.log" 2>&1
-    cat "$LOG/$name.log"
+    files=$(spec_files "$name")
+    n=$(echo "$files" | grep -c .)
+    read -r lc lh < "$LOG/$name.left"
+    why=""
+    [ "$lc" -gt 0 ] && why="$why, $lc binary-only files run in the atomrun and asan passes"
+    [ "$lh" -gt 0 ] && why="$why, $lh harness-only files run in the atomrun pass"
+    [ -n "$why" ] && why=" (${why#, })"
+    echo "== specs: $name pass: $n spec files$why"
+    if [ "$n" -eq 0 ]; then return; fi
+    # spec/timing.lua is busted's utfTerminal plus a note of each file's
+    # time.  Our output goes to $LOG/NAME.log (run_step), so busted's
+    # closing line is read back from there.
+    AR_TIMING="$LOG/$name.timing" "$@" /usr/bin/busted --output=spec/timing.lua \
+        --no-auto-insulate $files 2>&1
     count_busted "$LOG/$name.log"
+    echo "   slowest files: $(grep -P '\tfile\t' "$LOG/$name.timing" 2>/dev/null | sort -rn \
+        | head -n 5 | awk -F'\t' '{ sub(/.*\//, "", $3); printf "%s%s %.0f s", (NR > 1 ? ", " : ""), $3, $1 }')"
 }
 
 c_tests() {   # BUILD CFLAGS...
@@ -76,48 +153,131 @@ embed_test() {   # BUILD
     fi
 }
 
-# make check-tsan and make check-valgrind, one pass or failure each.
-harden_step() {
-    if [ -n "${SPEC:-}" ] || [ "${AR_NO_HARDEN:-0}" = 1 ]; then
-        echo "== TSan and valgrind: skipped (SPEC or AR_NO_HARDEN set)"
-        return
+# make check-tsan or make check-valgrind: one pass or failure.
+make_check() {   # TARGET
+    echo "== make $1"
+    if make --no-print-directory -s B="$BUILD" TSAN_B="${AR_TSAN_BUILD:-build/tsan}" "$1"; then
+        passed=$((passed + 1))
+    else
+        echo "   FAILED: make $1"
+        failed=$((failed + 1))
     fi
-    for t in check-tsan check-valgrind; do
-        echo "== make $t"
-        if make --no-print-directory -s B="$BUILD" TSAN_B="${AR_TSAN_BUILD:-build/tsan}" "$t"; then
-            passed=$((passed + 1))
-        else
-            echo "   FAILED: make $t"
-            failed=$((failed + 1))
-        fi
-    done
 }
 
-if [ "${1:-}" != "--asan-only" ]; then
-    AR_PASS=lua5.4 AR_BUILD=$BUILD busted_pass lua5.4 env LUA_CPATH="$BUILD/lua/?.so;;" \
-        LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;" lua5.4
-    AR_PASS=atomrun AR_BUILD=$BUILD busted_pass atomrun "$BUILD/atomrun"
-    embed_test "$BUILD"
-    c_tests "$BUILD"
-    harden_step
-fi
-if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
+asan_build() {
     echo "== building with AddressSanitizer + UBSan (build/asan/)"
     # The flags are the Makefile's SAN_FLAGS (the one copy).
     SAN=$(make --no-print-directory -s print-san)
     if [ -n "$SAN" ] && make --no-print-directory -s B=build/asan CFLAGS="$SAN" \
-        build/asan/atomrun build/asan/libatomrun.a >"$LOG/asan-build.log" 2>&1; then
-        # Leaks are valgrind's job (make check-valgrind); os.exit skips lua_close.
-        ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-            AR_PASS=asan AR_BUILD=$PWD/build/asan AR_ASAN=1 busted_pass asan "$PWD/build/asan/atomrun"
-        ASAN_OPTIONS=detect_leaks=1 c_tests build/asan $SAN
+        build/asan/atomrun build/asan/libatomrun.a > "$LOG/asan-build.out" 2>&1; then
+        : > "$LOG/asan.built"
     else
-        cat "$LOG/asan-build.log"
+        cat "$LOG/asan-build.out"
         echo "   FAILED: sanitizer build"
         failed=$((failed + 1))
     fi
-fi
-rm -rf "$LOG"
-echo
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+}
+
+# One step: its output into $LOG/NAME.log, its counts into $LOG/NAME.count.
+run_step() {   # NAME
+    passed=0 failed=0 skipped=0
+    t0=$(date +%s)
+    case $1 in
+        lua5.4)
+            AR_PASS=lua5.4 AR_BUILD=$BUILD busted_pass lua5.4 env LUA_CPATH="$BUILD/lua/?.so;;" \
+                LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;" lua5.4 ;;
+        atomrun)
+            AR_PASS=atomrun AR_BUILD=$BUILD busted_pass atomrun "$BUILD/atomrun" ;;
+        embed) embed_test "$BUILD" ;;
+        c) c_tests "$BUILD" ;;
+        tsan) make_check check-tsan ;;
+        valgrind) make_check check-valgrind ;;
+        asan-build) asan_build ;;
+        asan)
+            # Leaks are valgrind's job (make check-valgrind); os.exit skips lua_close.
+            [ -e "$LOG/asan.built" ] && ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
+                UBSAN_OPTIONS=print_stacktrace=1 AR_PASS=asan AR_BUILD=$PWD/build/asan AR_ASAN=1 \
+                busted_pass asan "$PWD/build/asan/atomrun" ;;
+        asan-c)
+            [ -e "$LOG/asan.built" ] && ASAN_OPTIONS=detect_leaks=1 \
+                c_tests build/asan $(make --no-print-directory -s print-san) ;;
+    esac > "$LOG/$1.log" 2>&1
+    echo "   ($1: $(($(date +%s) - t0)) s)" >> "$LOG/$1.log"
+    echo "$passed $failed $skipped" > "$LOG/$1.count"
+}
+
+run_lane() {   # STEP...
+    for step in "$@"; do
+        run_step "$step"
+        [ -n "${AR_LANE_QUIET:-}" ] || cat "$LOG/$step.log"
+    done
+}
+
+# Everything below is one function, read whole before it runs: sh reads a
+# script as it goes, so an edit to this file during a run would otherwise
+# garble the rest of that run.
+main() {
+    # Lane B runs as this script again ("--lane STEP..."), in a session of its
+    # own so that the trap below can end it, children and all.  A command the
+    # shell starts with & has SIGINT and SIGQUIT ignored, and every child
+    # would inherit that (the specs that send ^C on a terminal would see their
+    # command live on): env --default-signal gives them back.
+    if [ "${1:-}" = --lane ]; then
+        shift
+        LOG=$AR_RUN_LOG
+        AR_LANE_QUIET=1 run_lane "$@"
+        exit 0
+    fi
+
+    LOG=$(mktemp -d /tmp/atomrun-run.XXXXXX)
+    lane_a="" lane_b=""
+    if [ "${1:-}" != "--asan-only" ]; then
+        lane_a="atomrun embed c"
+        if [ -n "${SPEC:-}" ] || [ "${AR_NO_HARDEN:-0}" = 1 ]; then
+            echo "== TSan and valgrind: skipped (SPEC or AR_NO_HARDEN set)"
+        else
+            lane_a="$lane_a tsan valgrind"
+        fi
+        lane_b="lua5.4"
+    fi
+    if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
+        lane_b="asan-build asan asan-c $lane_b"
+    fi
+
+    start=$(date +%s)
+    bpid=""
+    if [ "${AR_SERIAL:-0}" = 1 ] || [ -z "$lane_a" ]; then
+        echo "== one lane: $lane_a $lane_b"
+        run_lane $lane_a $lane_b
+    else
+        echo "== two lanes at once: A ($lane_a), then B ($lane_b) printed when both end"
+        AR_RUN_LOG=$LOG ATOMRUN_TEST_ETCD_PORT=$((PORT + 100)) env --default-signal=INT,QUIT \
+            setsid -w sh "$0" --lane $lane_b \
+            < /dev/null > "$LOG/lane-b.out" 2>&1 &
+        bpid=$!
+        trap 'kill -TERM -$bpid 2>/dev/null; rm -rf "$LOG"; exit 130' INT TERM
+        ATOMRUN_TEST_ETCD_PORT=$PORT run_lane $lane_a
+        wait "$bpid"
+        trap - INT TERM
+        cat "$LOG/lane-b.out"
+        for step in $lane_b; do cat "$LOG/$step.log" 2>/dev/null; done
+    fi
+
+    passed=0 failed=0 skipped=0
+    for step in $lane_a $lane_b; do
+        if [ -f "$LOG/$step.count" ]; then
+            read -r p f k < "$LOG/$step.count"
+            passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + k))
+        else
+            echo "   FAILED: step $step left no result"
+            failed=$((failed + 1))
+        fi
+    done
+    echo "== all steps: $(($(date +%s) - start)) s"
+    rm -rf "$LOG"
+    echo
+    echo "$passed passed, $failed failed, $skipped skipped"
+    [ "$failed" -eq 0 ]
+}
+
+main "$@"; exit
