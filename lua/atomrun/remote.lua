@@ -81,6 +81,13 @@ function M.doctor(url)
   for id in pairs(leader_ids) do n = n + 1; rep.leader = ids[id] or id end
   if n == 0 then rep.warnings[#rep.warnings + 1] = "no leader: the cluster cannot grant locks"
   elseif n > 1 then rep.warnings[#rep.warnings + 1] = "endpoints disagree about the leader" end
+  -- Nobody answered: the cluster-wide questions would each wait out their
+  -- own timeout for the same silence.
+  if not next(ids) then
+    rep.warnings[#rep.warnings + 1] = "no endpoint answered: the member list, the minimum "
+      .. "lease TTL and authentication were not checked"
+    return rep
+  end
   local ml = atomrun._etcd_call(url, "/v3/cluster/member/list", "{}", { timeout = 3 })
   ml = ml and decode(ml)
   if ml and ml.members then
