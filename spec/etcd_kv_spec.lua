@@ -298,6 +298,42 @@ describe("files on etcd keys", function()
     assert.has_error(function() ar.replace(C:url("kv/fromfile"), closed) end)
   end)
 
+  it("a reader that releases the fence lock: lost, nothing written", function()
+    local url, lurl = C:url("kv/fence-reader"), C:url("kv/fence-reader-lock")
+    assert.is_true(ar.replace(url, "before"))
+    local lk = assert(ar.lock(lurl))
+    local ok, msg, code = ar.replace(url, function()
+      lk:unlock()
+      collectgarbage()
+      return nil
+    end, { fence = lk })
+    assert.is_nil(ok)
+    assert.equal("lost", code, msg)
+    assert.equal("before", (ar.read(url)))
+  end)
+
+  it("update: file options are accepted and ignored; one state cannot update a key twice at once", function()
+    local url = C:url("kv/upd-opts")
+    assert.equal("1", ar.update(url, function() return "1" end, { durable = true, mode = 420, follow = true }))
+    -- fn yields, and the coroutine's caller updates the same key: refused, clearly
+    local co = coroutine.wrap(function()
+      return ar.update(url, function(old) coroutine.yield("in fn") return old .. "x" end)
+    end)
+    assert.equal("in fn", co())
+    local ok, err = pcall(ar.update, url, function(old) return old end)
+    assert.is_false(ok)
+    assert.matches("is already being updated in this Lua state", err, 1, true)
+    assert.equal("1x", co())
+    -- the guard is released after an error in fn, too
+    assert.has_error(function() ar.update(url, function() error("boom") end) end, "boom")
+    assert.equal("1x!", ar.update(url, function(old) return old .. "!" end))
+    -- errors point at the caller's line
+    local _, perr = pcall(function() ar.update(url, function() end, { bogus = 1 }) end)
+    assert.matches("etcd_kv_spec.lua:%d+: bad argument #3 to 'update'", perr)
+    _, perr = pcall(function() ar.status(url, { bogus = 1 }) end)
+    assert.matches("etcd_kv_spec.lua:%d+: bad argument #2 to 'status'", perr)
+  end)
+
   it("bad input: clear errors naming what was wrong", function()
     local url = C:url("kv/bad")
     assert.has_error(function() ar.replace(url, 42) end,

@@ -92,6 +92,10 @@ void ar_writer_of(const json_t *record, atomrun_remote_holder *h);
 int  ar_session_get(atomrun_etcd *c, int ttl, double deadline,
                     ar_session **out, int *min_ttl, char *err, size_t errlen);
 void ar_session_unref(ar_session *s);
+/* Keep s (the caller's reference from ar_session_get) for the life of the
+ * process: keys bound to it must live as long.  The first pin keeps the
+ * reference; later ones give theirs back, so counts do not grow per call. */
+void ar_session_pin(ar_session *s);
 /* The caller's reference from ar_session_get back; the users left. */
 int  ar_session_put(ar_session *s);
 int  ar_session_users(ar_session *s);

@@ -170,11 +170,12 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
     if (o->ttl > 0) {
         int min_ttl = 0;
         /* The write's lease is the process's session: kept alive while the
-         * process runs, gone a TTL after it dies.  The reference is kept
-         * for the life of the process, like the key. */
+         * process runs, gone a TTL after it dies; pinned for the life of
+         * the process, like the key. */
         r = ar_session_get(c, o->ttl, deadline, &s, &min_ttl, err, errlen);
         if (r < 0)
             return r;
+        ar_session_pin(s);
     }
     cmp = json_array();
     if (o->create_only)

@@ -128,13 +128,15 @@ static int *ar_heldfds(lua_State *L, int *n)
  * array is a userdata left on the stack. */
 static const int *ar_checkclosefds(lua_State *L, int arg, int *n)
 {
+    lua_Integer len;
     int *fds, count;
     *n = 0;
     if (arL_opt(L, arg, "close_fds", LUA_TTABLE) == LUA_TNIL)
         return NULL;
-    count = (int)luaL_len(L, -1);
-    if (count < 0 || count > 4096)
-        luaL_argerror(L, arg, "option 'close_fds' must be a list of descriptors");
+    len = luaL_len(L, -1);
+    if (len < 0 || len > 4096)
+        luaL_argerror(L, arg, "option 'close_fds' must be a list of at most 4096 descriptors");
+    count = (int)len;
     fds = lua_newuserdatauv(L, sizeof(int) * (size_t)(count + 1), 0);
     for (int i = 0; i < count; i++) {
         int isint;

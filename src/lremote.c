@@ -819,6 +819,31 @@ typedef struct ar_kvreq {
     lua_Integer             limit;
 } ar_kvreq;
 
+/* opts.fence at arg: NULL, or the etcd lock it holds; a released one is
+ * "lost" (the count of nil, msg, code pushed).  Any other type is the same
+ * mistake as a file lock: one message. */
+static int ar_optfence(lua_State *L, int arg, const char *url,
+                       const atomrun_remote_lock **fence)
+{
+    ar_rlock *lk;
+    *fence = NULL;
+    if (lua_isnoneornil(L, arg))
+        return 0;
+    if (lua_getfield(L, arg, "fence") == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lk = luaL_testudata(L, -1, AR_RLOCK_MT);
+    if (!lk)
+        luaL_argerror(L, arg, "option 'fence' must be a lock on an etcd name");
+    lua_pop(L, 1);
+    if (!lk->l)
+        return arL_fail(L, ATOMRUN_ELOST, "%s: not written: the fence lock was "
+                        "already released", url);
+    *fence = lk->l;
+    return 0;
+}
+
 /* Parse url and the write options at arg; 0 or the count of a failure
  * already pushed (nil, msg, code). */
 static int ar_kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
@@ -835,19 +860,8 @@ static int ar_kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
     q->limit = AR_MAX_REQUEST_BYTES;
     if (write) {
         q->po.ttl = ar_optposint(L, arg, "ttl", 0, "a whole number of seconds >= 1");
-        /* Any other type is the same mistake as a file lock: one message. */
-        if (!lua_isnoneornil(L, arg) && lua_getfield(L, arg, "fence") == LUA_TNIL) {
-            lua_pop(L, 1);
-        } else if (!lua_isnoneornil(L, arg)) {
-            ar_rlock *lk = luaL_testudata(L, -1, AR_RLOCK_MT);
-            if (!lk)
-                luaL_argerror(L, arg, "option 'fence' must be a lock on an etcd name");
-            lua_pop(L, 1);
-            if (!lk->l)
-                return arL_fail(L, ATOMRUN_ELOST, "%s: not written: the fence lock was "
-                                "already released", url);
-            q->po.fence = lk->l;
-        }
+        if ((r = ar_optfence(L, arg, url, &q->po.fence)) != 0)
+            return r;
         if (arL_opt(L, arg, "max_request_bytes", LUA_TNUMBER) != LUA_TNIL) {
             int isint;
             q->limit = lua_tointegerx(L, -1, &isint);
@@ -936,9 +950,14 @@ static int ar_kvput(lua_State *L, int create)
     lua_settop(L, 3);
     if ((r = ar_kvsetup(L, 3, 1, &q)) != 0)
         return r;
-    if ((t == LUA_TFUNCTION || t == LUA_TUSERDATA) &&
-        (r = ar_slurpvalue(L, 2, (size_t)q.limit, q.u->shown, create)) != 0)
-        return r;
+    if (t == LUA_TFUNCTION || t == LUA_TUSERDATA) {
+        if ((r = ar_slurpvalue(L, 2, (size_t)q.limit, q.u->shown, create)) != 0)
+            return r;
+        /* The reader ran the caller's code: it may have released the fence
+         * (and the collector freed it).  Look again. */
+        if (q.po.fence && (r = ar_optfence(L, 3, q.u->shown, &q.po.fence)) != 0)
+            return r;
+    }
     if (!lua_isnil(L, 2))
         data = lua_tolstring(L, 2, &len);
     if (ar_b64len(len) + strlen(q.u->name) * (create ? 6 : 2) + AR_TXN_FRAMING +

@@ -37,6 +37,8 @@ struct ar_session {
     pid_t           owner;         /* a forked child must not revoke it */
     int             refs;          /* the list's reference + each user */
     int             users;         /* ar_session_get callers not yet put */
+    int             pinned;        /* kept for the process's life (one
+                                      reference, however many pins) */
 
     pthread_mutex_t mu;
     pthread_cond_t  cv;
@@ -117,6 +119,20 @@ int ar_session_put(ar_session *s)
     pthread_mutex_unlock(smu);
     ar_session_unref(s);
     return left;
+}
+
+void ar_session_pin(ar_session *s)
+{
+    pthread_mutex_t *smu = ar_etcd_session_mutex(s->c);
+    int again;
+    pthread_mutex_lock(smu);
+    again = s->pinned;
+    s->pinned = 1;
+    if (again) {                /* the pin holds one already: this one back */
+        s->users--;
+        s->refs--;
+    }
+    pthread_mutex_unlock(smu);
 }
 
 int ar_session_users(ar_session *s)
@@ -451,8 +467,9 @@ int atomrun_remote_session_lease(atomrun_etcd *c, int ttl, double deadline,
     r = ar_session_get(c, ttl, deadline, &s, min_ttl, err, errlen);
     if (r < 0)
         return r;
-    /* The caller's reference is kept for the life of the process, as a
-     * ttl-bound put's is: its keys must live as long as the process. */
+    /* Kept for the life of the process, as a ttl-bound put's session is:
+     * its keys must live as long as the process. */
+    ar_session_pin(s);
     *lease = ar_session_lease(s);
     return 0;
 }

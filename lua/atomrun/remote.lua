@@ -250,38 +250,49 @@ end
 --- lost update.  opts: timeout (seconds, default 30: the whole call, retries
 --- included), fence (a held etcd lock), ttl (the key is bound to this
 --- process's lease of that TTL, as replace's), max_request_bytes, ca, cert,
---- key.
+--- key; durable, mode, follow are accepted and ignored, as for replace.
 ---
 --- The trap is the answer that never comes: the txn was sent, the leader
 --- died or the connection broke, and etcd may have applied it, may apply it
 --- a moment from now (a proposal still in the leader's pipeline), or never.
 --- Retrying blindly would increment twice.  So every attempt's txn also
 --- writes a nonce of its own on this call's nonce key
---- (atomrun/nonce/KEY/HOST.PID.STATE), and every later look at the key --
---- the next attempt's read, a txn's failure branch -- reads that key in the
---- same linearizable txn: the moment any attempt's nonce shows up, that
---- attempt is committed and its value is the call's result.  Two attempts
---- can never both commit: each compares the mod revision its own read saw,
---- and a read only builds on a state in which no nonce of ours is in.
+--- (atomrun/nonce/KEY/HOST.PID.LEASE.STATE), and every later look at the
+--- key -- the next attempt's read, a txn's failure branch -- reads that key
+--- in the same linearizable txn: the moment any attempt's nonce shows up,
+--- that attempt is committed and its value is the call's result.  Two
+--- attempts can never both commit: each compares the mod revisions of the
+--- key AND of the nonce key that its own read saw, and every commit of ours
+--- moves the nonce key's -- so an older attempt landing late fails its
+--- compare even when the key itself was deleted in between.  A read only
+--- builds on a state in which no nonce of ours is in.
 ---
 --- The nonce key is bound to a lease of this process (NONCE_TTL), so a
 --- crashed updater leaves nothing behind for long; but a lease can also run
 --- out under a live process (a partition longer than its TTL), taking the
 --- nonce with it.  A sentinel key on the same lease (atomrun/alive/LEASE)
 --- is read in the same txns: a missing nonce means "not in" only while the
---- sentinel is there.  When an attempt went unanswered and that can no
---- longer be told -- its lease is gone, or the deadline came first, or fn
---- now wants no change -- the call returns nil, msg, "unknown": resolved
---- or reported, never guessed.
+--- sentinel is there.  When an attempt's outcome is open and can no longer
+--- be told -- its lease is gone, the deadline came first, fn now wants no
+--- change, a later request was refused -- the call returns nil, msg,
+--- "unknown": resolved or reported, never guessed.  A refusal of the write
+--- itself (EINVAL, EACCES, too large) is resolved the same way first: the
+--- client may have tried another endpoint before, unanswered.
+---
+--- The nonce key is per Lua state and key, so one state cannot update one
+--- key twice at once (fn yielding into another update of the same key): an
+--- error says so.
 local update_names = { timeout = "seconds", fence = "etcd_lock", max_request_bytes = "request_bytes",
-  ca = "string", cert = "string", key = "string", wait = "boolean", ttl = "ttl" }
+  ca = "string", cert = "string", key = "string", wait = "boolean", ttl = "ttl",
+  durable = "boolean", mode = "perm", follow = "boolean" }
 M.UPDATE_TIMEOUT = 30
 M.NONCE_TTL = 60
 
--- Sentinels this state has put, by lease; and a tag naming this Lua state
--- among others in the same process (a C host may run several, one per
--- thread): the address of a table that lives as long as the state.
-local sentinel_put = {}
+-- Sentinels this state has put, by cluster and lease; the keys this state
+-- is updating now; and a tag naming this Lua state among others in the
+-- same process (a C host may run several, one per thread): the address of
+-- a table that lives as long as the state.
+local sentinel_put, updating = {}, {}
 local state_tag = tostring(sentinel_put):match("0x(%x+)") or tostring(math.random(1 << 30))
 local calls = 0                 -- this state's update calls: part of each nonce
 
@@ -290,10 +301,12 @@ local function first_kv(resp)
   return rr and rr.kvs and rr.kvs[1]
 end
 
+local FINAL = { EINVAL = true, EACCES = true, ERANGE = true }
+
 function M.update(url, fn, opts)
   local check = require "atomrun.check"
-  check.arg("update", 2, fn, "function", 2)
-  opts = check.opts("update", 3, opts, update_names, 2)
+  check.arg("update", 2, fn, "function")
+  opts = check.opts("update", 3, opts, update_names)
   local key, shown = atomrun._etcd_key(url)
   if not key then return nil, shown, "EINVAL" end
   local json = require "atomrun.json"
@@ -302,16 +315,26 @@ function M.update(url, fn, opts)
   if fence and not fence.locked then
     return nil, shown .. ": not written: the fence lock was already released", "lost"
   end
+  local cluster = url:match("^[^/]*//[^/]*") or url
+  local busy = cluster .. "/" .. key
+  if updating[busy] then
+    error("update: " .. shown .. " is already being updated in this Lua state "
+      .. "(fn yielded into another update of the same key)", 2)
+  end
+  updating[busy] = true
+  local _ <close> = setmetatable({}, { __close = function() updating[busy] = nil end })
+
   local timeout = opts.timeout or M.UPDATE_TIMEOUT
   if opts.wait == false then timeout = 0 end
   local deadline = atomrun.now() + timeout
-  local nkey = "atomrun/nonce/" .. key .. "/" .. host_name() .. "." .. atomrun.pid() .. "." .. state_tag
-  local k64, n64 = b64(key), b64(nkey)
+  local k64 = b64(key)
   local delay, attempt = 0.005, 0
   calls = calls + 1
   local call_no = calls
   local mine = {}               -- nonce -> the value that attempt wrote
-  local unanswered = nil        -- the lease of an attempt whose answer never came
+  local pending = nil           -- the lease of an attempt whose outcome is open
+  local unanswered = false      -- an attempt got no answer at all
+  local refused = nil           -- {msg, code}: the last write refused by etcd
   local last, last_code = shown .. " changed under every attempt", "timeout"
 
   local function left() return deadline - atomrun.now() end
@@ -324,8 +347,15 @@ function M.update(url, fn, opts)
     return nil, string.format("%s: outcome unknown: an update was sent and its answer never "
       .. "came; %s", shown, why), "unknown"
   end
+  local LEASE_GONE = "the lease that held its nonce expired before it could be read"
+  -- A failure that ends the call: reported as is, unless an attempt's
+  -- outcome is still open.
+  local function final(msg, code)
+    if pending then return unknown("then: " .. msg) end
+    return nil, msg, code
+  end
   local function give_up()
-    if unanswered then return unknown("no etcd member could tell before the deadline (" .. last .. ")") end
+    if pending then return unknown("no etcd member could tell before the deadline (" .. last .. ")") end
     if last_code == "timeout" then return nil, "timed out after " .. timeout .. " s: " .. last, "timeout" end
     return nil, last, last_code
   end
@@ -340,24 +370,24 @@ function M.update(url, fn, opts)
     local lease, err, code = atomrun._etcd_lease(url, M.NONCE_TTL, copts())
     if not lease then return nil, err, code end
     local skey = "atomrun/alive/" .. string.format("%x", lease)
-    if not sentinel_put[lease] then
+    local seen = cluster .. "/" .. lease
+    if not sentinel_put[seen] then
       local ans, e2, c2 = call("/v3/kv/put", { key = b64(skey), lease = tostring(lease),
         value = b64(host_name() .. " " .. atomrun.pid()) })
       if not ans then return nil, e2, c2 end
-      sentinel_put[lease] = true
+      sentinel_put[seen] = true
     end
     return lease, b64(skey)
   end
   -- A look at the nonce key and the sentinel, in the same txn: true and
-  -- the value when an attempt of ours is committed; false when an
-  -- unanswered attempt can no longer be told (its nonce's lease is gone);
-  -- nil: go on.
+  -- the value when an attempt of ours is committed; false when an open
+  -- attempt can no longer be told (its nonce's lease is gone); nil: go on
+  -- (and the sentinel is there).
   local function look(nkv, skv)
     local v = nkv and mine[unb64(nkv.value or "")]
     if v then return true, v end
-    if unanswered and not skv then return false end
+    if pending and not skv then return false end
   end
-  local LEASE_GONE = "the lease that held its nonce expired before it could be read"
   local function settled(done, v)
     if done then return v end
     return unknown(LEASE_GONE)
@@ -367,21 +397,40 @@ function M.update(url, fn, opts)
   -- failure another attempt may get past.
   local function step()
     local lease, s64, code = nonce_lease()
-    if not lease then return false, s64, code end
-    if unanswered and lease ~= unanswered then return true, unknown(LEASE_GONE) end
+    if not lease then
+      if FINAL[code] then return true, final(s64, code) end
+      return false, s64, code
+    end
+    if pending and lease ~= pending then return true, unknown(LEASE_GONE) end
+    local n64 = b64("atomrun/nonce/" .. key .. "/" .. host_name() .. "." .. atomrun.pid() .. "."
+      .. string.format("%x", lease) .. "." .. state_tag)
     -- the read: the key, our nonce key and the sentinel at one revision
     local ans, err, ecode = call("/v3/kv/txn", { success = {
       { request_range = { key = k64 } }, { request_range = { key = n64 } },
       { request_range = { key = s64 } } } })
-    if not ans then return false, err, ecode end
+    if not ans then
+      if FINAL[ecode] then return true, final(err, ecode) end
+      return false, err, ecode
+    end
     local r = json.decode(ans).responses or {}
-    local done, v = look(first_kv(r[2]), first_kv(r[3]))
+    local nkv, skv = first_kv(r[2]), first_kv(r[3])
+    local done, v = look(nkv, skv)
     if done ~= nil then return true, settled(done, v) end
+    if refused then
+      -- the refused write (and any earlier try of it) is not in: its
+      -- refusal stands -- unless another attempt got no answer at all
+      if unanswered then return true, unknown("then etcd refused one: " .. refused[1]) end
+      return true, nil, refused[1], refused[2]
+    end
+    if not skv then
+      -- our lease is gone and nothing of ours is open: a new one next time
+      return false, shown .. ": this process's lease for update's nonces expired", "unavailable"
+    end
     local kv = first_kv(r[1])
     local old = kv and unb64(kv.value or "") or nil
     local new = fn(old)
     if new == nil then
-      if unanswered then
+      if pending then
         return true, unknown("fn now wants no change, and the unanswered write may still land")
       end
       return true, old or false
@@ -390,24 +439,29 @@ function M.update(url, fn, opts)
       error("update: the function must return a string (the new value) or nil, not a "
         .. type(new), 3)
     end
-    if (#new + 2) // 3 * 4 + #key * 2 + #nkey * 4 + 768 > limit then
-      return true, nil, string.format("%s: a value of %d bytes is over the etcd request limit "
+    if (#new + 2) // 3 * 4 + #key * 2 + #n64 * 2 + 768 > limit then
+      return true, final(string.format("%s: a value of %d bytes is over the etcd request limit "
         .. "of %d bytes (base64 in JSON; option max_request_bytes follows a cluster's "
-        .. "--max-request-bytes)", shown, #new, limit), "E2BIG"
+        .. "--max-request-bytes)", shown, #new, limit), "E2BIG")
     end
     local nonce = string.format("%d.%d.%d", call_no, attempt, math.random(1 << 30))
     mine[nonce] = new
     local cmp = { { key = k64, target = "MOD", result = "EQUAL",
-                    mod_revision = kv and kv.mod_revision or "0" } }
+                    mod_revision = kv and kv.mod_revision or "0" },
+                  { key = n64, target = "MOD", result = "EQUAL",
+                    mod_revision = nkv and nkv.mod_revision or "0" } }
     local put = { key = k64, value = b64(new) }
     if opts.ttl then
       local klease, kerr, kcode = atomrun._etcd_lease(url, opts.ttl, copts())
-      if not klease then return false, kerr, kcode end
+      if not klease then
+        if FINAL[kcode] then return true, final(kerr, kcode) end
+        return false, kerr, kcode
+      end
       put.lease = tostring(klease)
     end
     local failure = { { request_range = { key = n64 } }, { request_range = { key = s64 } } }
     if fence then
-      cmp[2] = { key = b64(fence.key), target = "CREATE", result = "EQUAL",
+      cmp[3] = { key = b64(fence.key), target = "CREATE", result = "EQUAL",
         create_revision = tostring(fence.token) }
       failure[3] = { request_range = { key = b64(fence.key) } }
     end
@@ -431,12 +485,17 @@ function M.update(url, fn, opts)
       end
       return false, shown .. " changed under every attempt", "timeout"
     end
+    -- No answer, or a refusal after which an earlier try of the same post
+    -- may still be unanswered: open either way, resolved by the next read.
+    pending = lease
     if tostring(err):find("too large", 1, true) then
-      return true, nil, string.format("%s: a value of %d bytes is over the etcd request limit "
-        .. "(the server refused it as too large; option max_request_bytes)", shown, #new), "E2BIG"
+      refused = { string.format("%s: a value of %d bytes is over the etcd request limit "
+        .. "(the server refused it as too large; option max_request_bytes)", shown, #new), "E2BIG" }
+    elseif FINAL[ecode] then
+      refused = { err, ecode }
+    else
+      unanswered = true
     end
-    -- refused by the server (EINVAL, EACCES): not applied; else nobody knows yet
-    if ecode ~= "EINVAL" and ecode ~= "EACCES" then unanswered = lease end
     return false, err, ecode
   end
 
@@ -445,7 +504,6 @@ function M.update(url, fn, opts)
     local res = table.pack(step())
     if res[1] then return table.unpack(res, 2, res.n) end
     last, last_code = res[2], res[3]
-    if last_code == "EINVAL" or last_code == "EACCES" then return nil, last, last_code end
     if not backoff() then return give_up() end
   end
 end
@@ -536,7 +594,7 @@ function M.status(url, opts)
   local key, shown = atomrun._etcd_key(url)
   if not key then error("bad argument #1 to 'status' (" .. tostring(shown) .. ")", 3) end
   local check = require "atomrun.check"
-  local o = check.pick(check.opts("status", 2, opts, status_names, 2), { "ca", "cert", "key" })
+  local o = check.pick(check.opts("status", 2, opts, status_names), { "ca", "cert", "key" })
   return setmetatable({ path = shown, _url = url, _key = key, _opts = o }, RStatus)
 end
 
