@@ -212,7 +212,8 @@ double arL_optseconds(lua_State *L, int arg, const char *name, double dflt)
     return v;
 }
 
-int arL_optperm(lua_State *L, int arg, const char *name, int dflt)
+int arL_optrange(lua_State *L, int arg, const char *name, int dflt,
+                 lua_Integer min, lua_Integer max, const char *what)
 {
     lua_Integer v;
     int isint;
@@ -220,11 +221,15 @@ int arL_optperm(lua_State *L, int arg, const char *name, int dflt)
         return dflt;
     v = lua_tointegerx(L, -1, &isint);
     lua_pop(L, 1);
-    if (!isint || v < 0 || v > 07777)
-        luaL_argerror(L, arg, lua_pushfstring(L,
-            "option '%s' must be permission bits (0 to 4095, i.e. 07777; "
-            "e.g. tonumber('640', 8))", name));
+    if (!isint || v < min || v > max)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be %s", name, what));
     return (int)v;
+}
+
+int arL_optperm(lua_State *L, int arg, const char *name, int dflt)
+{
+    return arL_optrange(L, arg, name, dflt, 0, 07777, "permission bits (0 to 4095, "
+                        "i.e. 07777; e.g. tonumber('640', 8))");
 }
 
 void arL_checklockopts(lua_State *L, int arg, arL_lockopts *o)

@@ -58,6 +58,10 @@ void arL_checkoptnames(lua_State *L, int arg, const char *const *names);
 int arL_opt(lua_State *L, int arg, const char *name, int type);
 int arL_optbool(lua_State *L, int arg, const char *name, int dflt);
 double arL_optseconds(lua_State *L, int arg, const char *name, double dflt);
+/* opts[name] as an integer in [min, max] (dflt when absent); otherwise
+ * "option 'NAME' must be WHAT". */
+int arL_optrange(lua_State *L, int arg, const char *name, int dflt,
+                 lua_Integer min, lua_Integer max, const char *what);
 int arL_optperm(lua_State *L, int arg, const char *name, int dflt);
 
 /* The options of lock() and f:lock(). */

@@ -466,18 +466,11 @@ static const char *ar_optstr(lua_State *L, int arg, const char *name)
     return v;
 }
 
+/* A positive whole option (ttl, slots): 1 .. 1000000. */
 static int ar_optposint(lua_State *L, int arg, const char *name, int dflt,
                         const char *what)
 {
-    lua_Integer v;
-    int isint;
-    if (arL_opt(L, arg, name, LUA_TNUMBER) == LUA_TNIL)
-        return dflt;
-    v = lua_tointegerx(L, -1, &isint);
-    lua_pop(L, 1);
-    if (!isint || v < 1 || v > 1000000)
-        luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' must be %s", name, what));
-    return (int)v;
+    return arL_optrange(L, arg, name, dflt, 1, 1000000, what);
 }
 
 /* atomrun.lock(url, opts) for a name with a scheme (from llock.c). */
