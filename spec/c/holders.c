@@ -28,17 +28,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            fprintf(stderr, "holders: line %d: ", __LINE__);              \
-            fprintf(stderr, __VA_ARGS__);                                 \
-            fputc('\n', stderr);                                          \
-            failures++;                                                   \
-        }                                                                 \
-    } while (0)
+#define TEST_NAME "holders"
+#include "check.h"
 
 static char dir[64];
 
@@ -209,21 +200,14 @@ static void test_run(void)
 
 int main(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/atomrun-holders.XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
+    if (check_mkdtemp(dir, sizeof dir) < 0)
         return 1;
-    }
     test_live_holder();
     test_fd_lockable();
     test_follow();
     test_run();
-    {
-        char rm[128];
-        snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
-        if (system(rm) != 0)
-            failures++;
-    }
+    if (check_rmtree(dir) < 0)
+        failures++;
     if (failures)
         return 1;
     printf("holders: ok\n");

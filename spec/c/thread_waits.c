@@ -33,17 +33,8 @@
 /* Generous: a loaded 2-core machine under ASan still wakes within this. */
 #define LATE_OK 1.5
 
-static int failures;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            fprintf(stderr, "thread_waits: FAILED (line %d): ", __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                 \
-            fputc('\n', stderr);                                          \
-            failures++;                                                   \
-        }                                                                 \
-    } while (0)
+#define TEST_NAME "thread_waits"
+#include "check.h"
 
 static atomic_int usr1_count;
 static atomic_int rt_count;

@@ -29,17 +29,8 @@
 #define NTHREADS 6
 #define LATE_OK 1.5         /* generous: a loaded machine under ASan */
 
-static int failures;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            fprintf(stderr, "timer_reuse: FAILED (line %d): ", __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                 \
-            fputc('\n', stderr);                                          \
-            failures++;                                                   \
-        }                                                                 \
-    } while (0)
+#define TEST_NAME "timer_reuse"
+#include "check.h"
 
 static char path[64];
 

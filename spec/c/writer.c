@@ -27,17 +27,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            fprintf(stderr, "writer: FAILED %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                 \
-            fputc('\n', stderr);                                          \
-            failures++;                                                   \
-        }                                                                 \
-    } while (0)
+#define TEST_NAME "writer"
+#include "check.h"
 
 static char dir[64];
 
@@ -209,19 +200,13 @@ static void test_dirs(void)
 
 int main(void)
 {
-    char cmd[128];
-
-    snprintf(dir, sizeof dir, "/tmp/atomrun-writer.XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
+    if (check_mkdtemp(dir, sizeof dir) < 0)
         return 1;
-    }
     test_stream();
     test_abort();
     test_special();
     test_dirs();
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
+    if (check_rmtree(dir) < 0)
         fprintf(stderr, "writer: could not remove %s\n", dir);
     if (failures)
         return 1;
