@@ -122,6 +122,22 @@ local function revoke_holders(url, holders)
   return n
 end
 
+-- One name's holders and waiters, to the JSON report or as lines; to_entry
+-- and to_line word an entry of its kind (a file's lock, an etcd key).
+local function show(report, path, holders, waiters, to_entry, to_line)
+  if as_json then
+    local r = { path = path, held = #holders > 0, holders = json.array(),
+                waiters = json.array() }
+    for _, e in ipairs(holders) do r.holders[#r.holders + 1] = to_entry(e) end
+    for _, e in ipairs(waiters) do r.waiters[#r.waiters + 1] = to_entry(e) end
+    report[#report + 1] = r
+  else
+    io.stdout:write(path, ": ", #holders > 0 and "held" or "free", "\n")
+    for _, e in ipairs(holders) do io.stdout:write(to_line("holds", e), "\n") end
+    for _, e in ipairs(waiters) do io.stdout:write(to_line("waits", e), "\n") end
+  end
+end
+
 local held, unreadable, report = false, false, {}
 local revoked = 0
 for _, path in ipairs(paths) do
@@ -134,17 +150,7 @@ for _, path in ipairs(paths) do
   if list and remote.is_url(path) then
     local holders, waiters = split_queue(list)
     held = held or #holders > 0
-    if as_json then
-      local r = { path = path, held = #holders > 0, holders = json.array(),
-                  waiters = json.array() }
-      for _, e in ipairs(holders) do r.holders[#r.holders + 1] = remote_entry(e) end
-      for _, e in ipairs(waiters) do r.waiters[#r.waiters + 1] = remote_entry(e) end
-      report[#report + 1] = r
-    else
-      io.stdout:write(path, ": ", #holders > 0 and "held" or "free", "\n")
-      for _, e in ipairs(holders) do io.stdout:write(remote_line("holds", e), "\n") end
-      for _, e in ipairs(waiters) do io.stdout:write(remote_line("waits", e), "\n") end
-    end
+    show(report, path, holders, waiters, remote_entry, remote_line)
     if revoke then revoked = revoked + revoke_holders(path, holders) end
   elseif not list then
     unreadable = true
@@ -156,16 +162,7 @@ for _, path in ipairs(paths) do
       table.insert(e.waiting and waiters or holders, e)
     end
     held = held or #holders > 0
-    if as_json then
-      local r = { path = path, held = #holders > 0, holders = json.array(), waiters = json.array() }
-      for _, e in ipairs(holders) do r.holders[#r.holders + 1] = entry(e) end
-      for _, e in ipairs(waiters) do r.waiters[#r.waiters + 1] = entry(e) end
-      report[#report + 1] = r
-    else
-      io.stdout:write(path, ": ", #holders > 0 and "held" or "free", "\n")
-      for _, e in ipairs(holders) do io.stdout:write(line("holds", e), "\n") end
-      for _, e in ipairs(waiters) do io.stdout:write(line("waits", e), "\n") end
-    end
+    show(report, path, holders, waiters, entry, line)
   end
 end
 
