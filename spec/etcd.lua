@@ -291,6 +291,17 @@ function E.make_certs(dir)
            cert = dir .. "/client.pem", key = dir .. "/client.key" }
 end
 
+--- after_each(E.teardown(C)): after each test, every process it started is
+--- killed and every member it stopped or paused is brought back.  (A
+--- function to hand to after_each: busted's hooks live in the spec file's
+--- environment, not this module's.)
+function E.teardown(C)
+  return function()
+    H.cleanup_procs()
+    C:heal()
+  end
+end
+
 --- Inside a describe block: a cluster started in setup and stopped in
 --- teardown.  Returns a proxy whose fields are the cluster's once it runs;
 --- when etcd is missing, registers a pending spec and returns nil.

@@ -10,10 +10,7 @@ describe("files on etcd keys", function()
   if not C then return end
   local dir
   before_each(function() dir = H.tmpdir() end)
-  after_each(function()
-    H.cleanup_procs()
-    C:heal()
-  end)
+  after_each(E.teardown(C))
 
   it("create, read, replace; read of a missing key is ENOENT; the key is the name", function()
     local url = C:url("kv/basic")

@@ -31,10 +31,7 @@ describe("atomrun.lock on etcd", function()
   if not C then return end
   local dir
   before_each(function() dir = H.tmpdir() end)
-  after_each(function()
-    H.cleanup_procs()
-    C:heal()
-  end)
+  after_each(E.teardown(C))
 
   local function hold(name, opts)
     opts = opts or {}

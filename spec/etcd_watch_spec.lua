@@ -10,10 +10,7 @@ describe("atomrun.watch on etcd", function()
   if not C then return end
   local dir
   before_each(function() dir = H.tmpdir() end)
-  after_each(function()
-    H.cleanup_procs()
-    C:heal()
-  end)
+  after_each(E.teardown(C))
 
   local WRITER = [[
     local url, n, mark = ...
