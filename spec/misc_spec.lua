@@ -66,6 +66,15 @@ for n in sorted(errno.errorcode):
   end)
 end)
 
+describe("atomrun.hostname", function()
+  it("is the kernel's host name, the one holder, once and status records carry", function()
+    assert.equal(H.slurp("/proc/sys/kernel/hostname"):gsub("\n$", ""), ar.hostname())
+    local st, out = H.sh("hostname")
+    assert.equal(0, st)
+    assert.equal(out:gsub("\n$", ""), ar.hostname())
+  end)
+end)
+
 describe("the bundle", function()
   it("atomrun --help lists every lua/atomrun/cmd/NAME.lua with its first-line summary", function()
     local st, out = H.run("--help")

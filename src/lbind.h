@@ -106,6 +106,7 @@ int arL_run(lua_State *L);           /* lproc.c */
 int arL_exec(lua_State *L);
 int arL_pid(lua_State *L);
 int arL_uid(lua_State *L);
+int arL_hostname(lua_State *L);
 int arL_isatty(lua_State *L);
 
 int arL_isurl(const char *name);     /* lremote.c: "scheme://..." */

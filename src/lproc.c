@@ -362,6 +362,20 @@ int arL_uid(lua_State *L)
     return 1;
 }
 
+/* hostname() -> the host's name (gethostname), as holder and status
+ * records name it; "localhost" when the kernel has none to give. */
+int arL_hostname(lua_State *L)
+{
+    char host[256];
+    if (gethostname(host, sizeof host) != 0 || !host[0]) {
+        lua_pushliteral(L, "localhost");
+        return 1;
+    }
+    host[sizeof host - 1] = '\0';   /* a truncated name may lack it */
+    lua_pushstring(L, host);
+    return 1;
+}
+
 int arL_isatty(lua_State *L)
 {
     lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));

@@ -11,12 +11,6 @@ local json = require "atomrun.json"
 
 local M = {}
 
-local function hostname()
-  local f = io.open("/proc/sys/kernel/hostname", "r")
-  local h = f and f:read("l")
-  if f then f:close() end
-  return h or os.getenv("HOSTNAME") or "localhost"
-end
 
 local function own_argv()
   local argv = {}
@@ -139,7 +133,7 @@ local function once_remote(url, opts)
     if code == "timeout" then msg = msg .. " (gave up waiting)" end
     return nil, msg, "running", holder or {}
   end
-  local record = { name = lk.name, pid = atomrun.pid(), host = hostname(),
+  local record = { name = lk.name, pid = atomrun.pid(), host = atomrun.hostname(),
     since = os.date("!%Y-%m-%dT%H:%M:%SZ"), argv = opts.argv or own_argv(), token = lk.token }
   return setmetatable({ name = lk.name, lock = lk, record = record, path = lk.path }, RemoteGuard)
 end
@@ -186,7 +180,7 @@ function M.once(name, opts)
     return nil, msg, "running", record
   end
   local record = {
-    name = name, pid = atomrun.pid(), host = hostname(),
+    name = name, pid = atomrun.pid(), host = atomrun.hostname(),
     since = os.date("!%Y-%m-%dT%H:%M:%SZ"), argv = opts.argv or own_argv(),
   }
   write_record(base .. ".json", record)

@@ -238,12 +238,6 @@ local function unb64(s)
 end
 M._b64, M._unb64 = b64, unb64
 
-local function host_name()
-  local f = io.open("/proc/sys/kernel/hostname", "r")
-  local h = f and f:read("l") or "?"
-  if f then f:close() end
-  return h
-end
 
 --- update(url, fn [, opts]) -> new | old or false (fn returned nil) | nil, msg, code
 --- Optimistic read-modify-write on the key's mod revision: no lock, no
@@ -373,7 +367,7 @@ function M.update(url, fn, opts)
     local seen = cluster .. "/" .. lease
     if not sentinel_put[seen] then
       local ans, e2, c2 = call("/v3/kv/put", { key = b64(skey), lease = tostring(lease),
-        value = b64(host_name() .. " " .. atomrun.pid()) })
+        value = b64(atomrun.hostname() .. " " .. atomrun.pid()) })
       if not ans then return nil, e2, c2 end
       sentinel_put[seen] = true
     end
@@ -402,7 +396,7 @@ function M.update(url, fn, opts)
       return false, s64, code
     end
     if pending and lease ~= pending then return true, unknown(LEASE_GONE) end
-    local n64 = b64("atomrun/nonce/" .. key .. "/" .. host_name() .. "." .. atomrun.pid() .. "."
+    local n64 = b64("atomrun/nonce/" .. key .. "/" .. atomrun.hostname() .. "." .. atomrun.pid() .. "."
       .. string.format("%x", lease) .. "." .. state_tag)
     -- the read: the key, our nonce key and the sentinel at one revision
     local ans, err, ecode = call("/v3/kv/txn", { success = {
