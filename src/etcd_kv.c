@@ -88,34 +88,43 @@ static const json_t *range_kv(const json_t *ans, size_t i)
 
 #define AR_CREATOR_PREFIX "atomrun/creator/"
 
-/* The creator record's put (success) and range (failure, last) in txn. */
-static int add_creator_record(json_t *txn, const char *key, const ar_session *s,
-                              char **ckey, char **crec)
+/* {"key": b64, "value": b64[, "lease": "ID"]}: a put, bound to lease when
+ * it is not 0 (int64 as a string, as the gateway prints it). */
+static json_t *put_request(const char *key, const void *val, size_t vlen, int64_t lease)
 {
-    json_t *put;
+    json_t *put = json_pack("{s:o, s:o}", "key", ar_json_b64(key, strlen(key)),
+                            "value", ar_json_b64(val, vlen));
     char num[32];
-    size_t klen = strlen(key);
-
-    *ckey = malloc(sizeof AR_CREATOR_PREFIX + klen);
-    *crec = ar_writer_record(NULL, NULL);
-    if (!*ckey || !*crec)
-        return -ENOMEM;
-    memcpy(*ckey, AR_CREATOR_PREFIX, sizeof AR_CREATOR_PREFIX - 1);
-    memcpy(*ckey + sizeof AR_CREATOR_PREFIX - 1, key, klen + 1);
-    put = json_pack("{s:o, s:o}", "key", ar_json_b64(*ckey, strlen(*ckey)),
-                    "value", ar_json_b64(*crec, strlen(*crec)));
-    if (put && s) {
-        snprintf(num, sizeof num, "%lld", (long long)ar_session_lease(s));
+    if (put && lease) {
+        snprintf(num, sizeof num, "%lld", (long long)lease);
         json_object_set_new(put, "lease", json_string(num));
     }
-    if (!put)
-        return -ENOMEM;
-    json_array_append_new(json_object_get(txn, "success"),
-                          json_pack("{s:o}", "request_put", put));
-    json_array_append_new(json_object_get(txn, "failure"),
-                          json_pack("{s:{s:o}}", "request_range", "key",
-                                    ar_json_b64(*ckey, strlen(*ckey))));
-    return 0;
+    return put;
+}
+
+/* The creator record's put (success) and range (failure, last) in txn,
+ * on the key's lease (0: none). */
+static int add_creator_record(json_t *txn, const char *key, int64_t lease)
+{
+    size_t klen = strlen(key);
+    char *ckey = malloc(sizeof AR_CREATOR_PREFIX + klen), *crec = ar_writer_record(NULL, NULL);
+    json_t *put = NULL;
+
+    if (ckey && crec) {
+        memcpy(ckey, AR_CREATOR_PREFIX, sizeof AR_CREATOR_PREFIX - 1);
+        memcpy(ckey + sizeof AR_CREATOR_PREFIX - 1, key, klen + 1);
+        put = put_request(ckey, crec, strlen(crec), lease);
+    }
+    if (put) {
+        json_array_append_new(json_object_get(txn, "success"),
+                              json_pack("{s:o}", "request_put", put));
+        json_array_append_new(json_object_get(txn, "failure"),
+                              json_pack("{s:{s:o}}", "request_range", "key",
+                                        ar_json_b64(ckey, strlen(ckey))));
+    }
+    free(ckey);
+    free(crec);
+    return put ? 0 : -ENOMEM;
 }
 
 /* Who created the existing key, from its creator record's kv (or NULL). */
@@ -149,7 +158,6 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
     const char *lkey = NULL;
     char num[32], why[ATOMRUN_ETCD_ERRLEN];
     ar_session *s = NULL;
-    char *ckey = NULL, *crec = NULL;
     int r;
 
     o->revision = 0;
@@ -194,33 +202,21 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
             ar_json_b64(lkey, strlen(lkey)), "target", "CREATE", "result", "EQUAL",
             "create_revision", num));
     }
-    put = json_pack("{s:o, s:o}", "key", ar_json_b64(key, strlen(key)),
-                    "value", ar_json_b64(data, len));
-    if (put && s) {
-        snprintf(num, sizeof num, "%lld", (long long)ar_session_lease(s));
-        json_object_set_new(put, "lease", json_string(num));
-    }
+    put = put_request(key, data, len, s ? ar_session_lease(s) : 0);
     failure = json_pack("[{s:{s:o}}]", "request_range", "key", ar_json_b64(key, strlen(key)));
     if (failure && lkey)
         json_array_append_new(failure, json_pack("{s:{s:o}}", "request_range", "key",
                                                  ar_json_b64(lkey, strlen(lkey))));
     txn = json_pack("{s:o, s:[{s:o}], s:o}", "compare", cmp, "success", "request_put",
                     put, "failure", failure);
-    if (txn && o->create_only) {
-        r = add_creator_record(txn, key, s, &ckey, &crec);
-        if (r < 0) {
-            json_decref(txn);
-            free(ckey);
-            free(crec);
-            return r;
-        }
-    }
-    free(crec);
-    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
-    if (r < 0) {
-        free(ckey);
+    if (txn && o->create_only &&
+        (r = add_creator_record(txn, key, s ? ar_session_lease(s) : 0)) < 0) {
+        json_decref(txn);
         return r;
     }
+    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    if (r < 0)
+        return r;
     if (json_is_true(json_object_get(ans, "succeeded"))) {
         o->revision = ar_json_int64(json_object_get(ans, "header"), "revision");
         json_decref(ans);
@@ -249,6 +245,5 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
         }
     }
     json_decref(ans);
-    free(ckey);
     return r;
 }
