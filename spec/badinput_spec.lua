@@ -450,8 +450,10 @@ local function build(A, D)
     end)
 
   -- values that legitimately mean "wait forever" (run apart, then killed)
-  extra("lock: timeout 1e300 while another process holds it", { blocks = true, armed = true }, function()
-    local p = fresh("held-1e300")    -- each blocking case runs in its own child: own names
+  -- A fresh file held by flock(1) for longer than the case may run, once the
+  -- hold has really begun; "ARMED" said, so the wait that follows is timed.
+  local function held_by_flock(tag)
+    local p = fresh(tag)    -- each blocking case runs in its own child: own names
     os.execute("flock -x " .. p .. " sleep 4 >/dev/null 2>&1 &")      -- outlives our 3 s
     for _ = 1, 500 do
       local lk = A.lock(p, { wait = false })
@@ -460,20 +462,14 @@ local function build(A, D)
       A.sleep(0.01)
     end
     io.write("ARMED\n"); io.stdout:flush()       -- the wait really begins here
-    return pk(A.lock(p, { timeout = 1e300 }))
+    return p
+  end
+  extra("lock: timeout 1e300 while another process holds it", { blocks = true, armed = true }, function()
+    return pk(A.lock(held_by_flock("held-1e300"), { timeout = 1e300 }))
   end, "block")
   extra("lock: timeout math.huge while another process holds it", { blocks = true, armed = true },
     function()
-    local p = fresh("held-huge")
-    os.execute("flock -x " .. p .. " sleep 4 >/dev/null 2>&1 &")      -- outlives our 3 s
-    for _ = 1, 500 do
-      local lk = A.lock(p, { wait = false })
-      if not lk then break end
-      lk:unlock()
-      A.sleep(0.01)
-    end
-    io.write("ARMED\n"); io.stdout:flush()
-    return pk(A.lock(p, { timeout = math.huge }))
+    return pk(A.lock(held_by_flock("held-huge"), { timeout = math.huge }))
   end, "block")
   extra("retry: attempts math.huge, never succeeding", { blocks = true }, function()
     return pk(A.retry(function() return nil end, { attempts = math.huge, base = 0.01, max = 0.05 }))
