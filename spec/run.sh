@@ -274,6 +274,14 @@ main() {
         fi
     done
     echo "== all steps: $(($(date +%s) - start)) s"
+    # Every failure once more, last: CI keeps only a log's tail.
+    if [ "$failed" -ne 0 ]; then
+        echo "== what failed:"
+        for step in $lane_a $lane_b; do
+            grep -P '\tfail\t' "$LOG/$step.timing" 2>/dev/null | cut -f3- | sed "s/^/   $step: /"
+            grep -h '   FAILED' "$LOG/$step.log" 2>/dev/null | sed "s/^ */   $step: /"
+        done
+    fi
     rm -rf "$LOG"
     echo
     echo "$passed passed, $failed failed, $skipped skipped"

@@ -2,8 +2,11 @@
 -- reads its closing line), plus how long each spec file and each slow test
 -- took, appended to the file $AR_TIMING as "SECONDS<TAB>file<TAB>NAME" and
 -- "SECONDS<TAB>test<TAB>FILE: NAME" lines (tests over one second only).
--- spec/run.sh prints the slowest files of each pass from it, so where CI's
--- time goes is visible in every log.
+-- Each failure and error also goes there, as "0<TAB>fail<TAB>WHERE NAME: MSG"
+-- (the message's first lines).  spec/run.sh prints the slowest files of each
+-- pass from it, so where CI's time goes is visible in every log, and it
+-- repeats every failure just above the closing summary, where a log cut to
+-- its tail still shows it.
 --   busted -o spec/timing.lua ...
 return function(options)
   local busted = require "busted"
@@ -30,5 +33,20 @@ return function(options)
     end
     return nil, true
   end)
+  local function failed(element, _, message, debug)
+    local where = debug and debug.short_src and
+        (debug.short_src .. ":" .. (debug.currentline or "?")) or "?"
+    local msg = tostring(message or ""):gsub("\n+$", "")
+    local head = {}
+    for line in (msg .. "\n"):gmatch("(.-)\n") do
+      head[#head + 1] = line
+      if #head == 6 then break end
+    end
+    put(0, "fail", where .. " " .. handler.getFullName(element) .. ": " ..
+      table.concat(head, " | "))
+    return nil, true
+  end
+  busted.subscribe({ "failure" }, failed)
+  busted.subscribe({ "error" }, failed)
   return handler
 end
