@@ -19,17 +19,29 @@
 #include "ar_internal.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define AR_ETCD_MAX_EPS   16
 #define AR_ETCD_IDLE      4        /* curl handles kept for connection reuse */
 #define AR_ATTEMPT_CAP    2.0      /* one endpoint gets this long per try */
 #define AR_CONNECT_CAP    1.0
+
+/* One transfer handle: an easy handle driven by a multi handle of its own
+ * (conn_new says why not curl_easy_perform).  The multi keeps the
+ * connection between requests. */
+typedef struct ar_conn {
+    CURL  *easy;
+    CURLM *multi;
+} ar_conn;
 
 struct atomrun_etcd {
     atomrun_etcd   *next;          /* the process-wide list */
@@ -45,7 +57,7 @@ struct atomrun_etcd {
     pthread_mutex_t mu;            /* cur, token, idle */
     int             cur;           /* the endpoint that answered last */
     char           *token;         /* auth token, NULL until authenticated */
-    CURL           *idle[AR_ETCD_IDLE];
+    ar_conn         idle[AR_ETCD_IDLE];
     int             nidle;
 
     pthread_mutex_t smu;           /* the sessions (session.c) */
@@ -63,7 +75,7 @@ static char            curl_why[256];
  * Debian's libcurl pulls in some 30 libraries (TLS, Kerberos, LDAP, SSH,
  * HTTP/2...), and the dynamic loader would map and relocate every one of
  * them at each start of `atomrun lock -n F true` — more than doubling the
- * start-up of a command that never talks to etcd.  The ten functions used
+ * start-up of a command that never talks to etcd.  The functions used
  * are reached through this table; the types and constants still come from
  * <curl/curl.h>, so the compiler checks every call.
  */
@@ -71,13 +83,20 @@ static struct {
     CURLcode (*global_init)(long flags);
     CURL *(*easy_init)(void);
     CURLcode (*easy_setopt)(CURL *h, CURLoption opt, ...);
-    CURLcode (*easy_perform)(CURL *h);
     CURLcode (*easy_getinfo)(CURL *h, CURLINFO info, ...);
     void (*easy_reset)(CURL *h);
     void (*easy_cleanup)(CURL *h);
     const char *(*easy_strerror)(CURLcode code);
     struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
     void (*slist_free_all)(struct curl_slist *l);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_cleanup)(CURLM *m);
+    CURLMcode (*multi_add_handle)(CURLM *m, CURL *h);
+    CURLMcode (*multi_remove_handle)(CURLM *m, CURL *h);
+    CURLMcode (*multi_perform)(CURLM *m, int *running);
+    CURLMcode (*multi_poll)(CURLM *m, struct curl_waitfd *extra, unsigned n,
+                            int timeout_ms, int *numfds);
+    CURLMsg *(*multi_info_read)(CURLM *m, int *left);
 } ar_curl;
 
 /* dlsym returns void *; ISO C has no conversion to a function pointer, so
@@ -109,13 +128,19 @@ static void curl_init_once(void)
     if (!AR_CURL_SYM(lib, global_init, "curl_global_init") ||
         !AR_CURL_SYM(lib, easy_init, "curl_easy_init") ||
         !AR_CURL_SYM(lib, easy_setopt, "curl_easy_setopt") ||
-        !AR_CURL_SYM(lib, easy_perform, "curl_easy_perform") ||
         !AR_CURL_SYM(lib, easy_getinfo, "curl_easy_getinfo") ||
         !AR_CURL_SYM(lib, easy_reset, "curl_easy_reset") ||
         !AR_CURL_SYM(lib, easy_cleanup, "curl_easy_cleanup") ||
         !AR_CURL_SYM(lib, easy_strerror, "curl_easy_strerror") ||
         !AR_CURL_SYM(lib, slist_append, "curl_slist_append") ||
-        !AR_CURL_SYM(lib, slist_free_all, "curl_slist_free_all"))
+        !AR_CURL_SYM(lib, slist_free_all, "curl_slist_free_all") ||
+        !AR_CURL_SYM(lib, multi_init, "curl_multi_init") ||
+        !AR_CURL_SYM(lib, multi_cleanup, "curl_multi_cleanup") ||
+        !AR_CURL_SYM(lib, multi_add_handle, "curl_multi_add_handle") ||
+        !AR_CURL_SYM(lib, multi_remove_handle, "curl_multi_remove_handle") ||
+        !AR_CURL_SYM(lib, multi_perform, "curl_multi_perform") ||
+        !AR_CURL_SYM(lib, multi_poll, "curl_multi_poll") ||
+        !AR_CURL_SYM(lib, multi_info_read, "curl_multi_info_read"))
         return;             /* the library stays loaded: harmless */
     curl_ok = ar_curl.global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
     if (!curl_ok)
@@ -335,13 +360,15 @@ static int endpoint_ok(const char *ep, size_t n)
     return port >= 1 && port <= 65535;
 }
 
+static void conn_free(ar_conn *k);
+
 static void client_free(atomrun_etcd *c)
 {
     int i;
     for (i = 0; i < c->neps; i++)
         free(c->eps[i]);
     for (i = 0; i < c->nidle; i++)
-        ar_curl.easy_cleanup(c->idle[i]);
+        conn_free(&c->idle[i]);
     free(c->ident);
     free(c->eplist);
     free(c->ca_file);
@@ -519,26 +546,180 @@ static size_t membuf_write(char *data, size_t size, size_t nmemb, void *ud)
     return add;
 }
 
-static CURL *handle_get(atomrun_etcd *c)
+/* ------------------------------------------------- transfer handles */
+
+/* The descriptors open now that would survive an exec, sorted (n in *n);
+ * NULL when /proc/self/fd cannot be read or memory ran out. */
+static int *inheritable_fds(size_t *n)
 {
-    CURL *h = NULL;
-    pthread_mutex_lock(&c->mu);
-    if (c->nidle > 0)
-        h = c->idle[--c->nidle];
-    pthread_mutex_unlock(&c->mu);
-    return h ? h : ar_curl.easy_init();
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int *fds = NULL, *nf;
+    size_t cap = 0;
+
+    *n = 0;
+    if (!d)
+        return NULL;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        int fl;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d))
+            continue;
+        fl = fcntl(fd, F_GETFD);
+        if (fl < 0 || (fl & FD_CLOEXEC))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            if (!(nf = realloc(fds, cap * sizeof *fds))) {
+                free(fds);
+                closedir(d);
+                return NULL;
+            }
+            fds = nf;
+        }
+        fds[(*n)++] = fd;
+    }
+    closedir(d);
+    if (!fds)
+        fds = malloc(sizeof *fds);      /* none: an empty, non-NULL set */
+    return fds;
 }
 
-static void handle_put(atomrun_etcd *c, CURL *h)
+static int has_fd(const int *fds, size_t n, int fd)
 {
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] == fd)
+            return 1;
+    return 0;
+}
+
+/*
+ * Mark close-on-exec the sockets that appeared since `before` (taken by
+ * inheritable_fds) and would be inherited.
+ *
+ * Why this exists: libcurl before 8.8 creates each multi handle's wakeup
+ * socketpair without SOCK_CLOEXEC, and offers no option to change it.
+ * Left alone, every command a script runs (atomrun lock's command,
+ * os.execute, io.popen) would inherit two sockets per handle -- flock(1)
+ * passes nothing of its own.  The sockets to connect are opened by
+ * open_cloexec below; only this pair needs the search.
+ *
+ * The trap: another thread of a C host may open a socket without
+ * close-on-exec during curl_multi_init, and it would look the same.  So
+ * nothing is marked unless at most the two a wakeup pair has appeared; a
+ * busier moment leaves the pair inheritable rather than touch a descriptor
+ * the host meant to pass on.
+ */
+static void cloexec_new_sockets(const int *before, size_t nbefore)
+{
+    size_t nafter, i, k = 0;
+    int *after = inheritable_fds(&nafter), fresh[2];
+    struct stat st;
+
+    if (!after)
+        return;
+    for (i = 0; i < nafter; i++) {
+        if (has_fd(before, nbefore, after[i]) || fstat(after[i], &st) != 0 ||
+            !S_ISSOCK(st.st_mode))
+            continue;
+        if (k == 2) {
+            free(after);
+            return;
+        }
+        fresh[k++] = after[i];
+    }
+    for (i = 0; i < k; i++)
+        fcntl(fresh[i], F_SETFD, FD_CLOEXEC);
+    free(after);
+}
+
+/* A new transfer handle; 0, or -ENOMEM. */
+static int conn_new(ar_conn *k)
+{
+    size_t nbefore;
+    int *before = inheritable_fds(&nbefore);
+
+    k->easy = ar_curl.easy_init();
+    k->multi = k->easy ? ar_curl.multi_init() : NULL;
+    if (before) {
+        cloexec_new_sockets(before, nbefore);
+        free(before);
+    }
+    if (!k->multi) {
+        if (k->easy)
+            ar_curl.easy_cleanup(k->easy);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void conn_free(ar_conn *k)
+{
+    ar_curl.multi_cleanup(k->multi);    /* closes its connections */
+    ar_curl.easy_cleanup(k->easy);
+}
+
+static int conn_get(atomrun_etcd *c, ar_conn *k)
+{
+    int found = 0;
     pthread_mutex_lock(&c->mu);
-    if (c->nidle < AR_ETCD_IDLE) {
-        c->idle[c->nidle++] = h;
-        h = NULL;
+    if (c->nidle > 0) {
+        *k = c->idle[--c->nidle];
+        found = 1;
     }
     pthread_mutex_unlock(&c->mu);
-    if (h)
-        ar_curl.easy_cleanup(h);
+    return found ? 0 : conn_new(k);
+}
+
+static void conn_put(atomrun_etcd *c, ar_conn *k)
+{
+    int kept = 0;
+    pthread_mutex_lock(&c->mu);
+    if (c->nidle < AR_ETCD_IDLE) {
+        c->idle[c->nidle++] = *k;
+        kept = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!kept)
+        conn_free(k);
+}
+
+/* What curl_easy_perform does, on the handle's own multi: run the one
+ * transfer to its end (its own timeouts bound it) and give its result. */
+static CURLcode conn_perform(ar_conn *k)
+{
+    CURLcode result = CURLE_FAILED_INIT;
+    CURLMcode mc;
+    CURLMsg *msg;
+    int running = 1, left;
+
+    if ((mc = ar_curl.multi_add_handle(k->multi, k->easy)) != CURLM_OK)
+        return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+    while (running) {
+        mc = ar_curl.multi_perform(k->multi, &running);
+        if (mc == CURLM_OK && running)
+            mc = ar_curl.multi_poll(k->multi, NULL, 0, 1000, NULL);
+        if (mc != CURLM_OK) {
+            result = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+            break;
+        }
+    }
+    while ((msg = ar_curl.multi_info_read(k->multi, &left)) != NULL)
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == k->easy)
+            result = msg->data.result;
+    ar_curl.multi_remove_handle(k->multi, k->easy);
+    return result;
+}
+
+/* Every socket libcurl connects with is opened close-on-exec at once (a
+ * command started by another thread between socket() and an fcntl would
+ * inherit it). */
+static curl_socket_t open_cloexec(void *ud, curlsocktype purpose,
+                                  struct curl_sockaddr *a)
+{
+    (void)ud;
+    (void)purpose;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
 
 static int xfer_abort(void *ud, curl_off_t a, curl_off_t b, curl_off_t c_,
@@ -574,6 +755,7 @@ static struct curl_slist *setup_handle(atomrun_etcd *c, CURL *h, int ep,
      * otherwise carry lock traffic (and loopback clusters would break). */
     ar_curl.easy_setopt(h, CURLOPT_PROXY, "");
     ar_curl.easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    ar_curl.easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_cloexec);
     ar_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->tls ? "https" : "http");
     if (c->tls) {
         if (c->ca_file)
@@ -684,17 +866,19 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
                         const ar_post_opts *po, json_t **answer, int *rc,
                         char *err, size_t errlen)
 {
-    CURL *h = handle_get(c);
+    ar_conn k;
+    CURL *h;
     struct curl_slist *hdr;
     membuf b = { 0 };
     CURLcode cr;
     long http = 0;
     int how;
 
-    if (!h) {
+    if (conn_get(c, &k) != 0) {
         *rc = -ENOMEM;
         return AT_FATAL;
     }
+    h = k.easy;
     hdr = setup_handle(c, h, ep, path, attempt, token);
     ar_curl.easy_setopt(h, CURLOPT_POSTFIELDS, body);
     ar_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, membuf_write);
@@ -704,23 +888,23 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
         ar_curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_abort);
         ar_curl.easy_setopt(h, CURLOPT_XFERINFODATA, (void *)po->abort_flag);
     }
-    cr = ar_curl.easy_perform(h);
+    cr = conn_perform(&k);
     ar_curl.slist_free_all(hdr);
     if (cr == CURLE_ABORTED_BY_CALLBACK) {
-        ar_curl.easy_cleanup(h);
+        conn_free(&k);
         free(b.p);
         seterr(err, errlen, "cancelled");
         *rc = -ECANCELED;
         return AT_ABORTED;
     }
     if (cr != CURLE_OK) {
-        ar_curl.easy_cleanup(h);       /* the connection is in an unknown state */
+        conn_free(&k);                 /* the connection is in an unknown state */
         free(b.p);
         seterr(err, errlen, "%s: %s", c->eps[ep], ar_curl.easy_strerror(cr));
         return AT_TRANSPORT;
     }
     ar_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
-    handle_put(c, h);
+    conn_put(c, &k);
     how = classify(c, ep, http, &b, answer, rc, err, errlen);
     free(b.p);
     return how;
@@ -991,6 +1175,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
 {
     json_t *body = json_pack("{s:O}", "create_request", create_request);
     watchctx w;
+    ar_conn k;
     CURL *h;
     struct curl_slist *hdr;
     char *text, *token = NULL;
@@ -1007,11 +1192,11 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
     memset(&w, 0, sizeof w);
     w.fn = fn;
     w.ud = ctx;
-    h = ar_curl.easy_init();       /* a stream: its connection is not reused */
-    if (!h) {
+    if (conn_new(&k) != 0) {       /* a stream: its connection is not reused */
         free(text);
         return -ENOMEM;
     }
+    h = k.easy;
     pthread_mutex_lock(&c->mu);
     ep = c->cur;
     if (c->token)
@@ -1022,9 +1207,9 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
     ar_curl.easy_setopt(h, CURLOPT_POSTFIELDS, text);
     ar_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, watch_write);
     ar_curl.easy_setopt(h, CURLOPT_WRITEDATA, &w);
-    cr = ar_curl.easy_perform(h);
+    cr = conn_perform(&k);
     ar_curl.slist_free_all(hdr);
-    ar_curl.easy_cleanup(h);
+    conn_free(&k);
     free(text);
     free(w.line.p);
     if (w.done)
