@@ -633,18 +633,24 @@ static void cloexec_new_sockets(const int *before, size_t nbefore)
     free(after);
 }
 
-/* A new transfer handle; 0, or -ENOMEM. */
+/* A new transfer handle; 0, or -ENOMEM.  One at a time in the process:
+ * two of our threads making handles at once would each see the other's
+ * pair as well, and mark neither. */
 static int conn_new(ar_conn *k)
 {
+    static pthread_mutex_t making = PTHREAD_MUTEX_INITIALIZER;
     size_t nbefore;
-    int *before = inheritable_fds(&nbefore);
+    int *before;
 
+    pthread_mutex_lock(&making);
+    before = inheritable_fds(&nbefore);
     k->easy = ar_curl.easy_init();
     k->multi = k->easy ? ar_curl.multi_init() : NULL;
     if (before) {
         cloexec_new_sockets(before, nbefore);
         free(before);
     }
+    pthread_mutex_unlock(&making);
     if (!k->multi) {
         if (k->easy)
             ar_curl.easy_cleanup(k->easy);
