@@ -194,24 +194,14 @@ describe("atomrun lock/once with etcd names", function()
   -- libcurl 7.88 opens its sockets, and each multi handle's wakeup pair,
   -- without close-on-exec: a command would inherit them (flock(1) passes
   -- nothing of its own).
-  local LIST = "ls -l /proc/self/fd"
-  local function above2(ls)     -- "4 -> /x, 5 -> socket:[..]": fds 3 and up, not ls's own
-    local t = {}
-    for fd, target in ls:gmatch("%s(%d+) %-> ([^\n]*)") do
-      if tonumber(fd) > 2 and not target:match("^/proc/%d+/fd$") then
-        t[#t + 1] = fd .. " -> " .. target
-      end
-    end
-    table.sort(t)
-    return table.concat(t, ", ")
-  end
   it("the command and a script's children inherit no descriptor of the etcd client", function()
-    local st, base = H.sh(LIST)
+    local fds = function(out) return H.extra_fds(H.parse_fds(out)) end
+    local st, base = H.sh(H.FD_LIST)
     assert.equal(0, st)
     local out
-    st, out = H.run("lock", C:url("cli/fds"), "sh", "-c", LIST)
+    st, out = H.run("lock", C:url("cli/fds"), "sh", "-c", "ls -l /proc/$$/fd; true")
     assert.equal(0, st)
-    assert.equal(above2(base), above2(out))
+    assert.same(fds(base), fds(out), out)
     st, out = H.run("-e", [[
       local url, list = ...
       local function kids() local p = io.popen(list) local s = p:read("a") p:close() return s end
@@ -221,9 +211,9 @@ describe("atomrun lock/once with etcd names", function()
       atomrun.watch(url .. "/v", function() end, { timeout = 0.2 })
       io.write(before, "\0", kids())
       lk:unlock()
-    ]], C:url("cli/fds2"), LIST)
+    ]], C:url("cli/fds2"), H.FD_LIST)
     assert.equal(0, st)
     local before, during = out:match("^(.*)%z(.*)$")
-    assert.equal(above2(before), above2(during))
+    assert.same(fds(before), fds(during), during)
   end)
 end)

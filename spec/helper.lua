@@ -80,6 +80,36 @@ function H.sh(cmd, stdin)
   return status, out, err
 end
 
+--- A shell command whose output lists the descriptors of the shell that
+--- runs it ("N -> target" lines; its own, not ls's).
+H.FD_LIST = "sh -c 'ls -l /proc/$$/fd; true'"
+
+--- H.FD_LIST's output as { [fd] = target }.
+function H.parse_fds(out)
+  local fds = {}
+  for fd, target in out:gmatch("%s(%d+) %-> ([^\n]*)") do fds[tonumber(fd)] = target end
+  return fds
+end
+
+--- { [fd] = target } as "0->/dev/null, 1->...", for messages.
+function H.show_fds(fds)
+  local n = {}
+  for fd in pairs(fds) do n[#n + 1] = fd end
+  table.sort(n)
+  for i, fd in ipairs(n) do n[i] = fd .. "->" .. fds[fd] end
+  return table.concat(n, ", ")
+end
+
+--- The descriptors >= 3 of { [fd] = target }, as a sorted list of targets.
+function H.extra_fds(fds)
+  local t = {}
+  for fd, target in pairs(fds) do
+    if fd > 2 then t[#t + 1] = target end
+  end
+  table.sort(t)
+  return t
+end
+
 --- Run the atomrun binary with shell-quoted arguments.
 function H.run(...)
   local parts = { H.q(H.atomrun) }

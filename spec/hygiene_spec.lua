@@ -14,37 +14,7 @@
 local H = require "spec.helper"
 local ar = H.ar
 
--- "fd target" lines of the shell that runs this (its own fds, not ls's).
-local LIST = "sh -c 'ls -l /proc/$$/fd; true'"
-
-local function parse_fds(out)
-  local fds = {}
-  for fd, target in out:gmatch("%s(%d+) %-> ([^\n]*)") do fds[tonumber(fd)] = target end
-  return fds
-end
-
-local function keys(t)
-  local k = {}
-  for n in pairs(t) do k[#k + 1] = n end
-  table.sort(k)
-  return k
-end
-
-local function show(fds)
-  local parts = {}
-  for _, n in ipairs(keys(fds)) do parts[#parts + 1] = n .. "->" .. fds[n] end
-  return table.concat(parts, ", ")
-end
-
--- The descriptors >= 3 in fds, as a sorted list of targets.
-local function extra(fds)
-  local t = {}
-  for _, n in ipairs(keys(fds)) do
-    if n > 2 then t[#t + 1] = fds[n] end
-  end
-  table.sort(t)
-  return t
-end
+local LIST, parse_fds, show, extra = H.FD_LIST, H.parse_fds, H.show_fds, H.extra_fds
 
 -- Run a Lua script in this pass's interpreter (stock lua5.4 with the
 -- module, or the atomrun binary); its stdout.
