@@ -548,6 +548,12 @@ static size_t membuf_write(char *data, size_t size, size_t nmemb, void *ud)
 
 /* ------------------------------------------------- transfer handles */
 
+static int int_cmp(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
 /* The descriptors open now that would survive an exec, sorted (n in *n);
  * NULL when /proc/self/fd cannot be read or memory ran out. */
 static int *inheritable_fds(size_t *n)
@@ -582,15 +588,14 @@ static int *inheritable_fds(size_t *n)
     closedir(d);
     if (!fds)
         fds = malloc(sizeof *fds);      /* none: an empty, non-NULL set */
+    else
+        qsort(fds, *n, sizeof *fds, int_cmp);
     return fds;
 }
 
 static int has_fd(const int *fds, size_t n, int fd)
 {
-    for (size_t i = 0; i < n; i++)
-        if (fds[i] == fd)
-            return 1;
-    return 0;
+    return bsearch(&fd, fds, n, sizeof *fds, int_cmp) != NULL;
 }
 
 /*
