@@ -205,6 +205,8 @@ describe("atomrun lock/once with etcd names", function()
     st, out = H.run("-e", [[
       local url, list = ...
       local function kids() local p = io.popen(list) local s = p:read("a") p:close() return s end
+      -- the script's own inheritable descriptors (io.open's are) stay so
+      local mine = { io.open("/dev/null"), io.open("/dev/null"), io.open("/dev/null") }
       local before = kids()
       assert(atomrun.replace(url .. "/v", "1"))
       local lk = assert(atomrun.lock(url .. "/l"))
@@ -215,5 +217,8 @@ describe("atomrun lock/once with etcd names", function()
     assert.equal(0, st)
     local before, during = out:match("^(.*)%z(.*)$")
     assert.same(fds(before), fds(during), during)
+    local nulls = 0
+    for _, t in ipairs(fds(during)) do if t == "/dev/null" then nulls = nulls + 1 end end
+    assert.is_true(nulls >= 3, during)
   end)
 end)
