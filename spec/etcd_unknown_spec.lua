@@ -43,6 +43,7 @@ describe("update's unknown outcome through a fault-injecting proxy", function()
     assert(H.wait_file(pf, 15), "the proxy did not start")
     p.port = math.tointeger(tonumber(H.slurp(pf):match("%d+")))
     p.endpoint = "127.0.0.1:" .. p.port
+    function p.url(key) return "etcd://" .. p.endpoint .. "/" .. key end
     function p.events(pat)
       local n = 0
       for line in H.slurp(log):gmatch("[^\n]+") do
@@ -69,7 +70,7 @@ describe("update's unknown outcome through a fault-injecting proxy", function()
     assert.is_true(ar.replace(C:url(key), "41"))
     local p = proxy("--drop 1")
     local calls = 0
-    local v, msg, code = ar.update("etcd://" .. p.endpoint .. "/" .. key, function(old)
+    local v, msg, code = ar.update(p.url(key), function(old)
       calls = calls + 1
       return inc(old)
     end, { timeout = 10 })
@@ -89,7 +90,7 @@ describe("update's unknown outcome through a fault-injecting proxy", function()
   it("40 increments, every 3rd answer dropped (cut with a RST): exactly 40", function()
     local key = "unk/loop"
     local p = proxy("--drop-every 3 --reset")
-    local url = "etcd://" .. p.endpoint .. "/" .. key
+    local url = p.url(key)
     for i = 1, 40 do
       local v, msg, code = ar.update(url, inc, { timeout = 10 })
       assert.equal(tostring(i), v, tostring(msg) .. " " .. tostring(code))
@@ -104,7 +105,7 @@ describe("update's unknown outcome through a fault-injecting proxy", function()
     -- "mine, applied" from "theirs"
     local key = "unk/many"
     local p = proxy("--drop-every 5")
-    local url = "etcd://" .. p.endpoint .. "/" .. key
+    local url = p.url(key)
     for i = 1, 4 do
       H.bg(dir, "u" .. i, H.cmd("-e", [[
         local url, n = ...
@@ -126,7 +127,7 @@ describe("update's unknown outcome through a fault-injecting proxy", function()
     assert.is_true(ar.replace(C:url(key), "7"))
     local p = proxy("--drop 1 --then-blackhole")
     local t0 = ar.now()
-    local v, msg, code = ar.update("etcd://" .. p.endpoint .. "/" .. key, inc, { timeout = 3 })
+    local v, msg, code = ar.update(p.url(key), inc, { timeout = 3 })
     local took = ar.now() - t0
     assert.is_nil(v)
     assert.equal("unknown", code)
@@ -165,7 +166,7 @@ describe("update's unknown outcome through a fault-injecting proxy", function()
       local v, msg, code = atomrun.update(..., function(old)
         return tostring(tonumber(old) + 1) end, { timeout = 2 })
       io.write(tostring(v), "\t", tostring(code), "\t", tostring(msg), "\n")
-      os.exit(v and 0 or 3)]], "etcd://" .. p.endpoint .. "/" .. key))
+      os.exit(v and 0 or 3)]], p.url(key)))
     assert.equal(3, st, err)
     local v, code, msg = out:match("^([^\t]*)\t([^\t]*)\t([^\n]*)")
     assert.equal("nil", v)
@@ -184,7 +185,7 @@ describe("update's unknown outcome through a fault-injecting proxy", function()
     local key = "unk/late"
     assert.is_true(ar.replace(C:url(key), "10"))
     local p = proxy("--late 1")
-    local v, msg, code = ar.update("etcd://" .. p.endpoint .. "/" .. key, inc, { timeout = 10 })
+    local v, msg, code = ar.update(p.url(key), inc, { timeout = 10 })
     assert.equal(1, p.events("^txn 1 delivered late"))
     assert.equal("11", value(key), "returned " .. tostring(v) .. " " .. tostring(msg)
       .. " " .. tostring(code) .. "; proxy log:\n" .. H.slurp(p.log))
