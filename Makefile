@@ -237,6 +237,7 @@ help:
 	@echo "                    the ASan pass, AR_NO_HARDEN=1 skips check-tsan and check-valgrind,"
 	@echo "                    AR_SERIAL=1 runs the lanes one after the other"
 	@echo "make check          the same as make test"
+	@echo "make check-all      the same as make test: what CI and the README run"
 	@echo "make check-asan     the specs and C tests against an ASan+UBSan build (build/asan/)"
 	@echo "make check-tsan     the core and the binding from 8 threads under ThreadSanitizer (build/tsan/)"
 	@echo "make check-valgrind memcheck over the CLI: no leaks, no invalid reads or writes"
