@@ -79,90 +79,65 @@ static int ar_fail(atomrun_write_opts *o, int stage, int err)
 /* ------------------------------------------------------ path handling */
 
 typedef struct ar_target {
-    char  dir[PATH_MAX];
     char  base[NAME_MAX + 1];
     int   dirfd;
 } ar_target;
 
-static int ar_split_path(const char *path, ar_target *t)
+/*
+ * The directory the file goes in, by the walk of fs.c (follow: through the
+ * links at the last component, to the file they lead to), created with
+ * its missing parents (mode 0777 & ~umask) if it does not exist: the one
+ * rule for lock, create, replace, update and status.  A path whose
+ * directory cannot be made fails with stage ATOMRUN_STAGE_DIR, so the
+ * message can name the directory instead of blaming the file; a symlink
+ * the walk will not follow (a loop, another user's link in /tmp) with
+ * ATOMRUN_STAGE_RESOLVE.  Opened O_RDONLY, for its fsync.
+ */
+static int ar_open_dir(const char *path, int follow, ar_target *t,
+                       atomrun_write_opts *o)
 {
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    size_t dlen = slash ? (size_t)(slash - path) : 0;
+    ar_walk w;
+    int r;
 
     t->dirfd = -1;
-    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-        return -EISDIR;
-    if (strlen(base) > NAME_MAX)
-        return -ENAMETOOLONG;
-    if (dlen >= sizeof t->dir)
-        return -ENAMETOOLONG;
-    if (!slash)
-        strcpy(t->dir, ".");
-    else if (dlen == 0)
-        strcpy(t->dir, "/");
-    else {
-        memcpy(t->dir, path, dlen);
-        t->dir[dlen] = '\0';
-    }
-    strcpy(t->base, base);
-    return 0;
-}
-
-/*
- * The directory the file goes in, created (with its missing parents, mode
- * 0777 & ~umask) if it does not exist: the one rule for lock, create,
- * replace, update and status.  A path whose directory cannot be made
- * fails with stage ATOMRUN_STAGE_DIR, so the message can name the
- * directory instead of blaming the file.
- */
-static int ar_open_dir(const char *path, ar_target *t, atomrun_write_opts *o)
-{
-    int r = ar_split_path(path, t);
+    w.refused = NULL;
+    r = ar_walk_path(path, AR_WALK_MKDIR | (follow ? AR_WALK_FOLLOW | AR_WALK_NAMED
+                                              : 0), &w);
     if (r < 0)
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
-    t->dirfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (t->dirfd < 0 && errno == ENOENT) {
-        r = ar_mkdir_parents(path);
-        if (r < 0)
-            return ar_fail(o, ATOMRUN_STAGE_DIR, r);
-        t->dirfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return ar_fail(o, w.rule || (follow && r == -ELOOP)
+                              ? ATOMRUN_STAGE_RESOLVE : ATOMRUN_STAGE_DIR, r);
+    if (strcmp(w.name, ".") == 0 || strcmp(w.name, "..") == 0) {
+        close(w.dirfd);
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
     }
-    return t->dirfd < 0 ? ar_fail(o, ATOMRUN_STAGE_DIR, -errno) : 0;
+    strcpy(t->base, w.name);
+    t->dirfd = openat(w.dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    r = t->dirfd < 0 ? -errno : 0;
+    close(w.dirfd);
+    return r < 0 ? ar_fail(o, ATOMRUN_STAGE_DIR, r) : 0;
 }
 
 /* opts.follow: the path of the file a chain of symlinks ends at (which
- * need not exist yet). */
+ * need not exist yet), by the same walk: a link the rule refuses on the
+ * way is -EACCES.  A missing directory (or a file where one should be)
+ * ends the chain: nothing there can be a link. */
 int atomrun_resolve(const char *path, char *out, size_t size)
 {
-    char cur[PATH_MAX], link[PATH_MAX];
-    struct stat st;
+    ar_walk w;
+    int r;
 
-    if (strlen(path) >= sizeof cur)
+    w.refused = NULL;
+    r = ar_walk_path(path, AR_WALK_FOLLOW | AR_WALK_NAMED, &w);
+    if (r == 0)
+        close(w.dirfd);
+    else if (*path && (r == -ENOENT || r == -ENOTDIR))
+        r = 0;
+    if (r < 0)
+        return r;
+    if (strlen(w.path) >= size)
         return -ENAMETOOLONG;
-    strcpy(cur, path);
-    for (int hops = 0; hops < 40; hops++) {
-        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) {
-            if (strlen(cur) >= size)
-                return -ENAMETOOLONG;
-            strcpy(out, cur);
-            return 0;
-        }
-        ssize_t n = readlink(cur, link, sizeof link - 1);
-        if (n < 0)
-            return -errno;
-        link[n] = '\0';
-        if (link[0] == '/') {
-            strcpy(cur, link);
-        } else {
-            char *slash = strrchr(cur, '/');
-            size_t keep = slash ? (size_t)(slash - cur) + 1 : 0;
-            if (keep + (size_t)n >= sizeof cur)
-                return -ENAMETOOLONG;
-            memcpy(cur + keep, link, (size_t)n + 1);
-        }
-    }
-    return -ELOOP;
+    strcpy(out, w.path);
+    return 0;
 }
 
 /* ---------------------------------------------------------- temp files */
@@ -398,7 +373,6 @@ struct atomrun_writer {
     int                 has_old;
     int                 how;    /* ATOMRUN_WRITE_CREATE / _REPLACE */
     int                 failed; /* a write failed: commit must not link */
-    char                resolved[PATH_MAX];
 };
 
 static void ar_writer_free(atomrun_writer *w)
@@ -431,15 +405,7 @@ int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
     w->tmp.fd = -1;
     o->stage = ATOMRUN_STAGE_NONE;
     o->found = 0;
-    if (o->follow && how == ATOMRUN_WRITE_REPLACE) {
-        r = atomrun_resolve(path, w->resolved, sizeof w->resolved);
-        if (r < 0) {
-            ar_writer_free(w);
-            return ar_fail(o, ATOMRUN_STAGE_RESOLVE, r);
-        }
-        path = w->resolved;
-    }
-    r = ar_open_dir(path, &w->t, o);
+    r = ar_open_dir(path, o->follow && how == ATOMRUN_WRITE_REPLACE, &w->t, o);
     if (r == 0 && how == ATOMRUN_WRITE_REPLACE) {
         r = ar_check_target(&w->t, &w->old, &w->has_old, o);
     } else if (r == 0) {
@@ -543,45 +509,35 @@ void atomrun_writer_abort(atomrun_writer *w)
 static int ar_create_empty(const char *path, atomrun_write_opts *o)
 {
     int mode = o->mode >= 0 ? o->mode : 0666;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, mode);
-    if (fd < 0 && errno == ENOENT) {
-        int r = ar_mkdir_parents(path);
-        if (r < 0)
-            return ar_fail(o, ATOMRUN_STAGE_DIR, r);
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, mode);
-    }
+    ar_target t;
+    int fd, r = ar_open_dir(path, 0, &t, o);
+
+    if (r < 0)
+        return r;
+    fd = openat(t.dirfd, t.base, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS,
+                mode);
     if (fd < 0) {   /* EEXIST here is the O_EXCL "link" losing: "exists" */
-        int err = -errno;
         struct stat st;
-        if (err == -EEXIST && lstat(path, &st) == 0)
+        r = -errno;
+        if (r == -EEXIST &&
+            fstatat(t.dirfd, t.base, &st, AT_SYMLINK_NOFOLLOW) == 0)
             o->found = (unsigned)(st.st_mode & S_IFMT);
-        return ar_fail(o, err == -EEXIST ? ATOMRUN_STAGE_LINK
-                          : err == -ENOENT || err == -ENOTDIR ? ATOMRUN_STAGE_DIR
-                          : ATOMRUN_STAGE_TEMP, err);
+        close(t.dirfd);
+        return ar_fail(o, r == -EEXIST ? ATOMRUN_STAGE_LINK
+                          : r == -ENOENT || r == -ENOTDIR ? ATOMRUN_STAGE_DIR
+                          : ATOMRUN_STAGE_TEMP, r);
     }
     if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
-        int err = -errno;
-        close(fd);
-        unlink(path);
-        return ar_fail(o, ATOMRUN_STAGE_WRITE, err);
+        r = ar_fail(o, ATOMRUN_STAGE_WRITE, -errno);
+        unlinkat(t.dirfd, t.base, 0);
     }
     close(fd);
-    if (o->durable) {
-        ar_target t;
-        /* The file exists now: failing to open its directory is failing
-         * its fsync, and must be reported as such, not skipped. */
-        int r = ar_split_path(path, &t);
-        if (r == 0) {
-            t.dirfd = open(t.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            r = t.dirfd < 0 ? -errno : 0;
-        }
-        if (r < 0)
-            return ar_fail(o, ATOMRUN_STAGE_DIRSYNC, r);
+    /* The file exists now: a failed fsync of its directory is reported
+     * as such (stage DIRSYNC), not skipped. */
+    if (r == 0)
         r = ar_dir_sync(&t, o);
-        close(t.dirfd);
-        return r;
-    }
-    return 0;
+    close(t.dirfd);
+    return r;
 }
 
 /* The string forms: one write of the whole buffer through the writer. */
@@ -684,10 +640,13 @@ int atomrun_read(const char *path, char **data, size_t *len)
     struct stat st;
     int fd, r;
 
-    /* O_NONBLOCK so that a FIFO at path cannot hang the open. */
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    /* O_NONBLOCK so that a FIFO at path cannot hang the open.  Links are
+     * followed by the rule: root reading through another user's link in
+     * /tmp would hand its contents to whoever planted it. */
+    fd = ar_open_walked(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+                        0, AR_WALK_FOLLOW);
     if (fd < 0)
-        return -errno;
+        return fd;
     if (fstat(fd, &st) != 0) {
         r = -errno;
         close(fd);
