@@ -271,8 +271,8 @@ describe("atomrun lock", function()
       assert.equal(66, st2)
       assert.equal("", out2)
       assert.matches("^atomrun: cannot open lock file " .. pat(sticky .. "/evil") .. ": Permission denied\n"
-        .. "atomrun: " .. pat(sticky .. "/evil") .. " is a symlink of uid 65534 in a sticky world%-writable "
-        .. "directory: not followed\n$", err2)
+        .. "atomrun: refusing to follow the symlink " .. pat(sticky .. "/evil") .. " %(owned by uid 65534%) "
+        .. "in the sticky world%-writable directory " .. pat(sticky) .. "\n$", err2)
       -- flock(1) itself follows it (fs.protected_symlinks may be 0)
       assert.equal(0, (H.sh("flock " .. H.q(sticky .. "/evil") .. " true")))
     end)

@@ -136,16 +136,13 @@ M.option = {
 -- ------------------------------------------------------------ failures
 
 --- Opening the lock file failed: flock(1)'s statuses for each reason.
-function M.open_failed(prog, o, code)
+-- msg: lock()'s message, when there was one.
+function M.open_failed(prog, o, code, msg)
   prog:say("cannot open lock file %s: %s", o.file, cli.strerror(code))
-  if code == "EACCES" then
-    -- Beyond flock, which would follow it: why this symlink was not.
-    local st = atomrun.stat(o.file, false)
-    if st and st.type == "link" and st.uid ~= atomrun.uid() then
-      prog:say("%s is a symlink of uid %d in a sticky world-writable directory: not followed",
-        o.file, st.uid)
-    end
-  end
+  -- Beyond flock, which would follow it (when fs.protected_symlinks is 0):
+  -- which symlink on the way was not followed, and why (lock()'s words).
+  local refusal = code == "EACCES" and msg and msg:match("refusing to follow the symlink .*$")
+  if refusal then prog:say("%s", refusal) end
   if code == "ENOMEM" or code == "EMFILE" or code == "ENFILE" then os.exit(cli.EX_OSERR) end
   if code == "EROFS" or code == "ENOSPC" then os.exit(cli.EX_CANTCREAT) end
   os.exit(cli.EX_NOINPUT)
@@ -171,10 +168,10 @@ local function conflict(prog, o, code, holder)
 end
 
 --- Taking the lock failed with code (and the holder when it was asked
--- for): say so as flock(1) does, and exit.
-function M.failed(prog, o, code, holder)
+-- for; msg: lock()'s message): say so as flock(1) does, and exit.
+function M.failed(prog, o, code, holder, msg)
   if code == "busy" or code == "timeout" then conflict(prog, o, code, holder) end
-  if o.file and not LOCK_STAGE[code] then M.open_failed(prog, o, code) end
+  if o.file and not LOCK_STAGE[code] then M.open_failed(prog, o, code, msg) end
   M.lock_failed(prog, o, code)
 end
 
