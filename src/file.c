@@ -220,17 +220,41 @@ static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
 }
 
 /*
- * Replacing needs a name for the finished temp file (Linux cannot link an
- * unnamed file over an existing one), and a writer SIGKILLed between that
- * link and the rename leaves it behind.  That window is wider than it looks:
- * a kill during linkat() lets the link finish first, and linkat() waits for
- * the directory lock while other writers rename (measured: half of all
- * kills with three writers in one directory).  So the names are a few fixed
- * slots, ".NAME.~0" to ".NAME.~15", and a writer holds an flock on its temp
- * file from before the link until after the rename.  A slot whose file
- * nobody has locked belongs to a dead writer: the next writer removes it
- * and takes the slot.  Leftovers are then bounded by the number of writers
- * killed at once, and gone after the next replace.
+ * Replacing needs a name for the finished temp file: Linux can link an
+ * unnamed O_TMPFILE only to a free name, and rename(2) needs a source
+ * name, so even where O_TMPFILE exists (tmpfs, ext4, xfs, btrfs) the
+ * complete copy gets a name just before the rename.  A writer SIGKILLed
+ * between that link and the rename leaves it behind, a full copy.  That
+ * window is wider than it looks: a kill during linkat() lets the link
+ * finish first, and linkat() waits for the directory lock while other
+ * writers rename (measured: half of all kills with three writers in one
+ * directory).  So the names are a few fixed slots, ".NAME.~0" to
+ * ".NAME.~15", cleaned by the next writer.
+ *
+ * Which slot files are provably a dead writer's (ar_reclaim_slot): a
+ * regular file at a slot name of the target, on which we get LOCK_EX
+ * without waiting, and which the name still refers to once we hold the
+ * lock.  Every writer takes an flock on its O_TMPFILE descriptor before
+ * the file has any name, and holds that descriptor until the name is gone
+ * again (renamed over the target, or unlinked by the discard); the lock
+ * belongs to the open file description, which dies only with the
+ * writer's last descriptor.  So a lock we can take is a lock no live
+ * writer holds: the file's writer is dead, and nobody will ever rename
+ * it.  The second look at the name closes the one race: between our open
+ * and our lock the stale file may have been removed by another cleaner
+ * and a live writer's new file linked at the name.  What the scheme
+ * assumes, said plainly: that a file named ".NAME.~N" beside NAME is ours
+ * (a user's own file of that exact name would be taken for a leftover).
+ *
+ * Every replace removes the stale slots before it writes a byte
+ * (ar_reclaim_slots): on a nearly full filesystem the leftover's space is
+ * the space the new copy needs, and a stale slot above the first free one
+ * would otherwise stay forever.  Leftovers are then bounded by the number
+ * of writers killed at once, and gone at the next replace.
+ *
+ * Without O_TMPFILE (some network and FUSE filesystems) the temp file has
+ * a random name from the start and no lock: a writer killed there leaves
+ * it, and no one can prove it dead.
  */
 #define AR_TEMP_SLOTS 16
 
@@ -243,8 +267,6 @@ static int ar_reclaim_slot(const ar_target *t, const char *name)
     fd = openat(t->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT;
-    /* The lock proves its writer is dead; the inode check that the name
-     * still points at the file we locked (not a new writer's). */
     if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 &&
         fstatat(t->dirfd, name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
         held.st_dev == named.st_dev && held.st_ino == named.st_ino &&
@@ -254,11 +276,26 @@ static int ar_reclaim_slot(const ar_target *t, const char *name)
     return freed;
 }
 
+static void ar_slot_name(const ar_target *t, int i, char *out)
+{
+    snprintf(out, NAME_MAX + 1, ".%.200s.~%d", t->base, i);
+}
+
+/* Before a replace writes: every slot a dead writer left, removed. */
+static void ar_reclaim_slots(const ar_target *t)
+{
+    char name[NAME_MAX + 1];
+    for (int i = 0; i < AR_TEMP_SLOTS; i++) {
+        ar_slot_name(t, i, name);
+        ar_reclaim_slot(t, name);
+    }
+}
+
 static int ar_link_slot(const ar_target *t, ar_temp *tmp)
 {
     int r = -EEXIST;
     for (int i = 0; i < AR_TEMP_SLOTS && r == -EEXIST; i++) {
-        snprintf(tmp->name, sizeof tmp->name, ".%.200s.~%d", t->base, i);
+        ar_slot_name(t, i, tmp->name);
         r = ar_temp_link(t, tmp, tmp->name);
         if (r == -EEXIST && ar_reclaim_slot(t, tmp->name))
             r = ar_temp_link(t, tmp, tmp->name);
@@ -408,6 +445,8 @@ int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
     r = ar_open_dir(path, o->follow && how == ATOMRUN_WRITE_REPLACE, &w->t, o);
     if (r == 0 && how == ATOMRUN_WRITE_REPLACE) {
         r = ar_check_target(&w->t, &w->old, &w->has_old, o);
+        if (r == 0)
+            ar_reclaim_slots(&w->t);
     } else if (r == 0) {
         /* Fail early (and cheaply) when the name is plainly taken; the
          * link at commit is what decides a race. */
