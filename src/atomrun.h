@@ -47,7 +47,11 @@ extern "C" {
 #define ATOMRUN_ETIMEOUT  (-20002)
 
 /* "busy", "timeout", "exists" (EEXIST), "deadlock" (EDEADLK), or the errno
- * name ("ENOENT", "EACCES", ...); "EUNKNOWN" for anything else. */
+ * name ("ENOENT", "EACCES", ...); "OK" for a result >= 0 (success: 0 or a
+ * count); "EUNKNOWN" for a negative result that is none of these (libuv's
+ * uv_err_name says "Unknown system error N" in a string it allocates; a
+ * fixed code keeps this function allocation-free and the codes a closed
+ * set).  The Lua errname() says "EUNKNOWN" for such a number too. */
 ATOMRUN_API const char *atomrun_err_name(int result);
 /* The result named by one of those codes ("ENOENT", "busy"), or 0 for a
  * name that is none of them. */
