@@ -78,6 +78,16 @@ local function size_value(prog, s, what)
   return v
 end
 
+-- --start and --length each fit a file offset, but the range they make
+-- must end in one too: checked when the second of them is read (whichever
+-- it is), so that the error names the option just given, and the other.
+local function range_end_fits(prog, o, s, what, other, other_value)
+  if o.length > 0 and o.start > math.maxinteger - o.length then
+    prog:fail(cli.EX_USAGE, "%s: '%s' (with %s %d the range ends past the largest file "
+      .. "offset, %d)", what, s, other, other_value, math.maxinteger)
+  end
+end
+
 --- A descriptor number as flock(1) reads it (strtol, an int), or exit 64
 -- with "WHAT: 'S'".
 function M.fd_value(prog, s, what)
@@ -97,8 +107,8 @@ M.option = {
   E = function(prog, o, _, v) o.conflict = prog:exit_code(v) end,
   ttl = function(prog, o, _, v)
     o.ttl = math.tointeger(tonumber(v))
-    if not o.ttl or o.ttl < 1 then
-      prog:fail(cli.EX_USAGE, "invalid --ttl: '%s' (a whole number of seconds >= 1)", v)
+    if not (o.ttl and require("atomrun.check").fits("ttl", o.ttl)) then
+      prog:fail(cli.EX_USAGE, "invalid --ttl: '%s' (a whole number of seconds, 1 to 1000000)", v)
     end
   end,
   ["kill-after"] = function(prog, o, _, v)
@@ -109,10 +119,12 @@ M.option = {
   end,
   start = function(prog, o, _, v)
     o.start = size_value(prog, v, "invalid as start offset")
+    range_end_fits(prog, o, v, "invalid as start offset", "--length", o.length)
     o.fcntl = true
   end,
   length = function(prog, o, _, v)
     o.length = size_value(prog, v, "invalid as length of lock range")
+    range_end_fits(prog, o, v, "invalid as length of lock range", "--start", o.start)
     o.fcntl = true
   end,
   fd = function(prog, o, _, v)
