@@ -296,10 +296,7 @@ int ar_walk_path(const char *path, int flags, ar_walk *w)
                 break;
             }
             replace_fd(&dirfd, lfd);
-            if (strcmp(name, "..") == 0)
-                at_add(at, "..", 2);
-            else
-                at_add(at, name, len);
+            at_add(at, name, len);
             continue;
         }
         /* a symlink: the rule first, then through it */
@@ -326,8 +323,8 @@ int ar_walk_path(const char *path, int flags, ar_walk *w)
         if (r == 0) {
             /* read through the very link whose owner was checked */
             n = readlinkat(lfd, "", target, sizeof target - 1);
-            if (n < 0) {
-                r = -errno;
+            if (n <= 0) {
+                r = n < 0 ? -errno : -ENOENT;   /* "": the kernel's ENOENT */
             } else {
                 target[n] = '\0';
                 if (last)
