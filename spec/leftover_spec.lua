@@ -60,6 +60,64 @@ describe("leftovers of a killed replace", function()
     return pid
   end
 
+  -- A filesystem without O_TMPFILE (some network and FUSE ones): none can
+  -- be mounted here, so an LD_PRELOAD shim makes openat(O_TMPFILE) fail
+  -- with EOPNOTSUPP, as such a filesystem does; everything else is real.
+  local function no_tmpfile_shim()
+    if H.asan then return nil, "ASan must come first: no LD_PRELOAD shim" end
+    local src, so = out .. "/notmpfile.c", out .. "/notmpfile.so"
+    H.write(src, [[
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+int openat(int dirfd, const char *path, int flags, ...)
+{
+    static int (*real)(int, const char *, int, ...);
+    va_list ap;
+    int mode;
+    va_start(ap, flags);
+    mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, int) : 0;
+    va_end(ap);
+    if ((flags & O_TMPFILE) == O_TMPFILE) {
+        errno = EOPNOTSUPP;
+        return -1;
+    }
+    if (!real)
+        real = (int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, "openat");
+    return real(dirfd, path, flags, mode);
+}
+]])
+    if H.sh("cc -shared -fPIC -o " .. H.q(so) .. " " .. H.q(src) .. " -ldl") ~= 0 then
+      return nil, "no C compiler for the O_TMPFILE shim"
+    end
+    return "LD_PRELOAD=" .. H.q(so) .. " "
+  end
+
+  it("without O_TMPFILE: a writer killed mid-write leaves a slot, which the next replace removes", function()
+    if not need_fs() then return end
+    local shim, why = no_tmpfile_shim()
+    if not shim then pending(why) return end
+    local ready = out .. "/writing"
+    local code = "local ar = require('atomrun'); local n = 0; "
+      .. "ar.replace(..., function() n = n + 1; if n > 3 then "
+      .. "io.open(" .. string.format("%q", ready) .. ", 'w'):close(); ar.sleep(60) end; "
+      .. "return string.rep('w', 65536) end)"
+    local pid = H.track(H.spawn(shim .. H.cmd("-e", code, f)))
+    assert(H.wait_file(ready, 20), "the writer never got going")
+    H.kill(pid, "KILL")
+    assert(H.wait_until(function() return H.gone(pid) end, 10))
+    local names = H.listdir(mnt)
+    assert.same({ ".f.~0", "f" }, names)                 -- a slot, not a random name
+    assert.equal("old\n", H.slurp(f))
+    -- the next replace (also without O_TMPFILE) removes it first
+    local st, _, err = H.sh(shim .. H.cmd("-e", "assert(require('atomrun').replace(..., 'new'))", f))
+    assert.equal(0, st, err)
+    assert.same({ "f" }, H.listdir(mnt))
+    assert.equal("new", H.slurp(f))
+  end)
+
   it("killed mid-write: nothing is left, and the next replace has the room", function()
     if not need_fs() then return end
     local ready = out .. "/writing"

@@ -166,45 +166,6 @@ static void ar_temp_name(const ar_target *t, char *out)
     snprintf(out, NAME_MAX + 1, ".%.200s.%s", t->base, suffix);
 }
 
-/*
- * An unnamed O_TMPFILE where the filesystem has it: a writer killed at any
- * moment before the link leaves nothing behind, not even a name.  Mode 0600
- * until the final mode is set, so a file replacing a secret never shows
- * its contents to others while it is being written.
- */
-static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
-{
-    tmp->named = 0;
-    tmp->fd = openat(t->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-    if (tmp->fd >= 0) {
-        /* Held until the file is renamed into place: see ar_link_slot. */
-        if (flock(tmp->fd, LOCK_EX | LOCK_NB) != 0) {
-            int err = -errno;
-            close(tmp->fd);
-            tmp->fd = -1;
-            return err;
-        }
-        *used_tmpfile = 1;
-        return 0;
-    }
-    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL &&
-        errno != ENOENT)
-        return -errno;
-    *used_tmpfile = 0;
-    for (int tries = 0; tries < 100; tries++) {
-        ar_temp_name(t, tmp->name);
-        tmp->fd = openat(t->dirfd, tmp->name,
-                         O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, 0600);
-        if (tmp->fd >= 0) {
-            tmp->named = 1;
-            return 0;
-        }
-        if (errno != EEXIST)
-            return -errno;
-    }
-    return -EEXIST;
-}
-
 /* Give an unnamed temp file a hidden name (needed before a rename). */
 static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
 {
@@ -252,9 +213,12 @@ static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
  * would otherwise stay forever.  Leftovers are then bounded by the number
  * of writers killed at once, and gone at the next replace.
  *
- * Without O_TMPFILE (some network and FUSE filesystems) the temp file has
- * a random name from the start and no lock: a writer killed there leaves
- * it, and no one can prove it dead.
+ * Without O_TMPFILE (some network and FUSE filesystems) the temp file is
+ * made under a random name (which no cleaner touches), locked, and moved
+ * into a slot before a byte is written (ar_move_to_slot): a writer killed
+ * while writing leaves a slot file like any other.  What remains possible
+ * there: an EMPTY file at the random name, from a kill in the microseconds
+ * between its creation and that move.
  */
 #define AR_TEMP_SLOTS 16
 
@@ -306,6 +270,87 @@ static int ar_link_slot(const ar_target *t, ar_temp *tmp)
         r = ar_temp_link(t, tmp, tmp->name);
     }
     return r;
+}
+
+/*
+ * Without O_TMPFILE: move a named temp file (random name, locked) into a
+ * free slot, so that a writer killed while writing leaves a slot file the
+ * next replace can prove dead, not a random name no one can.  The move is
+ * one renameat2(RENAME_NOREPLACE), or link + unlink where the filesystem
+ * has no RENAME_NOREPLACE (NFS).  0, or -errno with the file still at its
+ * random name (then it stays there: a failure to move is no failure to
+ * write).
+ */
+static int ar_move_to_slot(const ar_target *t, ar_temp *tmp)
+{
+    char slot[NAME_MAX + 1];
+    int r = -EEXIST;
+
+    for (int i = 0; i < AR_TEMP_SLOTS && r == -EEXIST; i++) {
+        ar_slot_name(t, i, slot);
+        for (int again = 0; again < 2 && r == -EEXIST; again++) {
+            if (again && !ar_reclaim_slot(t, slot))
+                break;
+            if (renameat2(t->dirfd, tmp->name, t->dirfd, slot,
+                          RENAME_NOREPLACE) == 0)
+                r = 0;
+            else if (errno != EINVAL && errno != ENOSYS)
+                r = -errno;
+            else if (linkat(t->dirfd, tmp->name, t->dirfd, slot, 0) != 0)
+                r = -errno;
+            else {
+                unlinkat(t->dirfd, tmp->name, 0);
+                r = 0;
+            }
+        }
+    }
+    if (r == 0)
+        strcpy(tmp->name, slot);
+    return r;
+}
+
+/*
+ * An unnamed O_TMPFILE where the filesystem has it: a writer killed at any
+ * moment before the link leaves nothing behind, not even a name.  Mode 0600
+ * until the final mode is set, so a file replacing a secret never shows
+ * its contents to others while it is being written.  Either way the file
+ * is locked before it has a slot name, and stays locked while it has one
+ * (see AR_TEMP_SLOTS).
+ */
+static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
+{
+    tmp->named = 0;
+    tmp->fd = openat(t->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (tmp->fd >= 0) {
+        if (flock(tmp->fd, LOCK_EX | LOCK_NB) != 0) {
+            int err = -errno;
+            close(tmp->fd);
+            tmp->fd = -1;
+            return err;
+        }
+        *used_tmpfile = 1;
+        return 0;
+    }
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL &&
+        errno != ENOENT)
+        return -errno;
+    *used_tmpfile = 0;
+    for (int tries = 0; tries < 100; tries++) {
+        ar_temp_name(t, tmp->name);
+        tmp->fd = openat(t->dirfd, tmp->name,
+                         O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, 0600);
+        if (tmp->fd >= 0) {
+            tmp->named = 1;
+            /* Nobody touches a random name: locked at leisure.  A
+             * filesystem without flock keeps the random name. */
+            if (flock(tmp->fd, LOCK_EX | LOCK_NB) == 0)
+                ar_move_to_slot(t, tmp);
+            return 0;
+        }
+        if (errno != EEXIST)
+            return -errno;
+    }
+    return -EEXIST;
 }
 
 static void ar_temp_discard(const ar_target *t, ar_temp *tmp)
