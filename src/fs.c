@@ -53,6 +53,16 @@ static int open_nolinks(int dirfd, const char *path, int flags, int mode)
 
 /* ------------------------------------------------------ the symlink rule */
 
+/* a then b into dst (size bytes), cut to fit: text for messages only. */
+static void join_text(char *dst, size_t size, const char *a, const char *b)
+{
+    size_t la = strnlen(a, size - 1);
+    size_t lb = strnlen(b, size - 1 - la);
+    memcpy(dst, a, la);
+    memcpy(dst + la, b, lb);
+    dst[la + lb] = '\0';
+}
+
 /*
  * fs.protected_symlinks, decided here because the sysctl is 0 on many
  * hosts (and because we resolve links ourselves, where the kernel's check
@@ -76,16 +86,12 @@ static int link_allowed(int dirfd, const struct stat *link, const char *at,
     if (link->st_uid == geteuid() || link->st_uid == dir.st_uid)
         return 0;
     if (refused) {
-        snprintf(refused->link, sizeof refused->link, "%s%s", at, name);
-        /* at is "", "/" or ends in "/": the directory without it */
-        n = strlen(at);
-        if (n == 0)
-            snprintf(refused->dir, sizeof refused->dir, ".");
-        else if (n == 1)
-            snprintf(refused->dir, sizeof refused->dir, "/");
-        else
-            snprintf(refused->dir, sizeof refused->dir, "%.*s", (int)(n - 1),
-                     at);
+        join_text(refused->link, sizeof refused->link, at, name);
+        /* at is "", "/" or ends in "/": the directory is at without it */
+        join_text(refused->dir, sizeof refused->dir, *at ? at : ".", "");
+        n = strlen(refused->dir);
+        if (n > 1 && refused->dir[n - 1] == '/')
+            refused->dir[n - 1] = '\0';
         refused->uid = (unsigned)link->st_uid;
     }
     return -EACCES;
@@ -103,13 +109,12 @@ static int is_magic(int lfd)
 
 /* ------------------------------------------------------------- the walk */
 
-/* Append s (n bytes) to the text at (a directory prefix, "" or ending in
- * "/"), then a "/".  Only messages read it: too long is cut, never an
- * error. */
-static void at_add(char *at, const char *s, size_t n)
+/* Append s and a "/" to the text at (a directory prefix, "" or ending in
+ * "/").  Only messages read it: too long is cut, never an error. */
+static void at_add(char *at, const char *s)
 {
     size_t len = strlen(at);
-    snprintf(at + len, PATH_MAX - len, "%.*s/", (int)n, s);
+    join_text(at + len, PATH_MAX - len, s, "/");
 }
 
 /* Put link text target in front of what is left of rest (from p on): the
@@ -119,18 +124,14 @@ static void at_add(char *at, const char *s, size_t n)
  * directories are made as the path's own), a middle link's target is not
  * (mkdir -p never creates what a link points to). */
 static int splice_link(char *rest, char **p, const char *target, int last,
-                  size_t *mk)
+                       size_t *mk)
 {
     char tmp[PATH_MAX];
     size_t off = (size_t)(*p - rest);
-    size_t tlen = strlen(target), keep = 0;
+    size_t tlen = strlen(target);
+    size_t keep = !last && *mk > off ? *mk - off : 0;
     int n;
 
-    if (last) {
-        keep = 0;
-    } else if (*mk > off) {
-        keep = *mk - off;
-    }
     n = snprintf(tmp, sizeof tmp, "%s%s%s", target, **p ? "/" : "", *p);
     if (n < 0 || (size_t)n >= sizeof tmp)
         return -ENAMETOOLONG;
@@ -191,7 +192,7 @@ static int fast_dirs(int *dirfd, char **p, char *at)
     if (fd < 0)
         return fd;
     replace_fd(dirfd, fd);
-    at_add(at, dirs, strlen(dirs));
+    at_add(at, dirs);
     *p += slash - *p + 1;
     return 0;
 }
@@ -296,7 +297,7 @@ int ar_walk_path(const char *path, int flags, ar_walk *w)
                 break;
             }
             replace_fd(&dirfd, lfd);
-            at_add(at, name, len);
+            at_add(at, name);
             continue;
         }
         /* a symlink: the rule first, then through it */
@@ -317,7 +318,7 @@ int ar_walk_path(const char *path, int flags, ar_walk *w)
                                                       O_CLOEXEC));
             if (r < 0)
                 break;
-            at_add(at, name, len);
+            at_add(at, name);
             continue;
         }
         if (r == 0) {
