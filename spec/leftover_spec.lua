@@ -52,8 +52,10 @@ describe("leftovers of a killed replace", function()
   end
 
   -- A process holding an flock on path, as a live writer holds its slot.
+  local holders = 0
   local function held(path)
-    local ready = out .. "/held." .. path:match("[^/]*$")
+    holders = holders + 1                 -- a ready file of its own each
+    local ready = out .. "/held" .. holders
     local pid = H.bg_lua("local ar = require('atomrun'); local p, ready = ...; local lk = assert(ar.lock(p)); "
       .. "io.open(ready, 'w'):close(); ar.sleep(60)", path, ready)
     assert(H.wait_file(ready, 10), "holder did not start")
