@@ -562,9 +562,27 @@ local function build(A, D)
   env("read: /proc/self/status", { ok = true }, function() return pk(A.read("/proc/self/status")) end)
   env("read: /proc/self/mem", { fail = true }, function() return pk(A.read("/proc/self/mem")) end)
   env("read: /dev/null (not a regular file)", { fail = "EINVAL" }, function() return pk(A.read("/dev/null")) end)
-  env("update: a directory", { fail = "EISDIR" }, function() return pk(A.update(E .. "/dir", up)) end)
+  -- update of what is not a regular file: refused before its sidecar
+  -- (path .. ".lock") is made -- never /dev/null.lock (issue 23, point 13)
+  local function no_sidecar(path)
+    return function()
+      if content(path .. ".lock") then
+        os.remove(path .. ".lock")             -- never leave it, even failing
+        return "the sidecar " .. path .. ".lock was created"
+      end
+    end
+  end
+  env("update: a directory", { fail = "EISDIR" }, function() return pk(A.update(E .. "/dir", up)) end,
+    no_sidecar(E .. "/dir"))
   env("update: a FIFO (must not block)", { fail = "EINVAL" },
-    function() return pk(A.update(E .. "/fifo", up)) end)
+    function() return pk(A.update(E .. "/fifo", up)) end, no_sidecar(E .. "/fifo"))
+  env("update: /dev/null, a device", { fail = "EINVAL" },
+    function() return pk(A.update("/dev/null", up)) end, no_sidecar("/dev/null"))
+  env("update: through a symlink to a FIFO", { fail = "EINVAL" },
+    function()
+      os.execute("ln -s fifo " .. E .. "/upfifo")
+      return pk(A.update(E .. "/upfifo", up))
+    end, no_sidecar(E .. "/fifo"))
   env("update: under /proc", { fail = true }, function() return pk(A.update("/proc/self/status", up)) end)
   env("status: read a FIFO (must not block)", { fail = "EINVAL" },
     function() return pk(A.status(E .. "/fifo"):read()) end)

@@ -100,6 +100,19 @@ describe("atomrun lock", function()
         { { f, "-c", "true", "extra" }, "atomrun: %-c requires exactly one command argument\n" },
         { { f, "--" }, "atomrun: missing command\n" },
         { { "-F", "-o", f, "touch", marker }, "atomrun: the %-%-no%-fork and %-%-close options are incompatible\n" },
+        -- values that fit their own type but not what they feed (issue 23,
+        -- point 13: these ended in a Lua traceback, exit 1); the etcd name
+        -- is never contacted
+        { { "--ttl", "1e9", "etcd://127.0.0.1:1/x", "touch", marker },
+          "atomrun: invalid %-%-ttl: '1e9' %(a whole number of seconds, 1 to 1000000%)\n$" },
+        { { "--ttl", "1000001", "etcd://127.0.0.1:1/x", "touch", marker },
+          "atomrun: invalid %-%-ttl: '1000001' %(a whole number of seconds, 1 to 1000000%)\n$" },
+        { { "--start", "9223372036854775807", "--length", "10", f, "touch", marker },
+          "atomrun: invalid as length of lock range: '10' %(with %-%-start 9223372036854775807 the "
+          .. "range ends past the largest file offset, 9223372036854775807%)\n$" },
+        { { "--length", "2", "--start", "9223372036854775806", f, "touch", marker },
+          "atomrun: invalid as start offset: '9223372036854775806' %(with %-%-length 2 the range "
+          .. "ends past the largest file offset, 9223372036854775807%)\n$" },
       }
       for _, case in ipairs(usage) do
         local args = case[1]
@@ -271,8 +284,8 @@ describe("atomrun lock", function()
       assert.equal(66, st2)
       assert.equal("", out2)
       assert.matches("^atomrun: cannot open lock file " .. pat(sticky .. "/evil") .. ": Permission denied\n"
-        .. "atomrun: " .. pat(sticky .. "/evil") .. " is a symlink of uid 65534 in a sticky world%-writable "
-        .. "directory: not followed\n$", err2)
+        .. "atomrun: refusing to follow the symlink " .. pat(sticky .. "/evil") .. " %(owned by uid 65534%) "
+        .. "in the sticky world%-writable directory " .. pat(sticky) .. "\n$", err2)
       -- flock(1) itself follows it (fs.protected_symlinks may be 0)
       assert.equal(0, (H.sh("flock " .. H.q(sticky .. "/evil") .. " true")))
     end)

@@ -128,12 +128,21 @@ maybe("fault injection (strace)", function()
   end
 
   -- Failures the code tolerates on purpose: reading the umask from /proc
-  -- (falls back to 022) and create's early "is the name taken?" check (the
-  -- link decides).  Injecting there must not make the call fail.
+  -- (falls back to 022), create's early "is the name taken?" check (the
+  -- link decides), and the two best-effort steps of the temp slots
+  -- (src/file.c): looking at a slot for a dead writer's file before a
+  -- replace writes (a slot not cleaned now is cleaned next time), and,
+  -- without O_TMPFILE, moving the random-named temp file into a slot (it
+  -- is then written and renamed from its random name).  Injecting there
+  -- must not make the call fail.
+  local SLOT = '"%.f%.~%d+"'
   local function benign(c)
     return c.line:find("/proc/self/status", 1, true)
       or (c.name == "newfstatat" and c.line:find("AT_EMPTY_PATH", 1, true))
       or c.name == "faccessat2"
+      or (c.name == "openat" and c.line:find("^%d+%s+openat%(%d+, " .. SLOT .. ", O_RDONLY"))
+      or ((c.name == "renameat2" or c.name == "linkat")
+          and c.line:find('%(%d+, "%.f%.[%w]+", %d+, ' .. SLOT))
   end
 
   local function errnos_for(c)
@@ -238,9 +247,10 @@ maybe("fault injection (strace)", function()
     local sc = { op = "create", force = { notmp } }
     local tried, names = sweep(sc)
     must_cover(tried, names, { "write", "fchmod", "fsync", "renameat2", "fsync(dir)" })
-    -- renameat2 refused (an old kernel or filesystem): link(2), then the
-    -- temp name is unlinked; the link failing must clean up too
-    local tried2, names2 = sweep({ op = "create", force = { notmp, "renameat2:error=EINVAL:when=1" },
+    -- renameat2 refused (an old kernel or filesystem), every time: link(2),
+    -- then the temp name is unlinked (for the move into a slot too); the
+    -- final link failing must clean up too
+    local tried2, names2 = sweep({ op = "create", force = { notmp, "renameat2:error=EINVAL" },
       only = { linkat = true, fsync = true } })
     must_cover(tried2, names2, { "linkat", "fsync(dir)" })
   end)

@@ -277,6 +277,9 @@ describe("flock(1) compatibility", function()
       for _, case in ipairs({
         { "--start x f true", "flock: invalid as start offset: 'x'\n" },
         { "--length -1 f true", "flock: invalid as length of lock range: '-1'\n" },
+        { "--start 9223372036854775807 --length 1 f true", "flock: invalid as length of lock "
+          .. "range: '1' (with --start 9223372036854775807 the range ends past the largest file "
+          .. "offset, 9223372036854775807)\n" },
         { "--fd x true", "flock: invalid file descriptor: 'x'\n" },
         { "--fd -1 true", "flock: requires file descriptor, file or directory\n" },
         { "--fd 9", "flock: missing command\n" },

@@ -11,6 +11,18 @@ describe("atomrun.errname", function()
     assert.equal("timeout", ar.errname(20002))    -- ATOMRUN_ETIMEOUT
   end)
 
+  it("says EUNKNOWN for a number beyond an int, never what its cast would name", function()
+    assert.equal("EUNKNOWN", ar.errname(1 << 32))          -- (int) would make it 0, "OK"
+    assert.equal("EUNKNOWN", ar.errname(-(1 << 32) - 2))   -- ... or -2, "ENOENT"
+    assert.equal("EUNKNOWN", ar.errname(math.maxinteger))
+    assert.equal("EUNKNOWN", ar.errname(math.mininteger))
+    assert.equal("EUNKNOWN", ar.errname(0x80000000))
+    assert.equal("EUNKNOWN", ar.errname(-0x7fffffff))      -- an int, but no errno
+    assert.equal("EUNKNOWN", ar.errname(4096))
+    assert.equal("EPERM", ar.errname(-1))
+    assert.matches("integer representation", H.err_of(function() ar.errname(1.5) end))
+  end)
+
   it("takes an errno as a positive or a negative number (the C API's -errno)", function()
     assert.equal("ENOENT", ar.errname(2))
     assert.equal("ENOENT", ar.errname(-2))

@@ -26,8 +26,60 @@ typedef int (*ar_attempt_fn)(void *ctx, int block);
  */
 int ar_wait_for(ar_attempt_fn attempt, void *ctx, double timeout);
 
-/* Create the missing directories above path (mode 0777 & ~umask); fs.c. */
-int ar_mkdir_parents(const char *path);
+/*
+ * The one walk of a path (fs.c), for every call that takes one: lock and
+ * open, create, replace, update and status, read, resolve, mkdir.  It
+ * goes component by component from a directory descriptor, each name
+ * opened O_PATH|O_NOFOLLOW relative to the one before, and follows a
+ * symlink only by the protected_symlinks rule (a link in a sticky
+ * world-writable directory must belong to the caller or to the
+ * directory's owner), whatever the sysctl says, at every component: the
+ * kernel never checks a link we read and follow ourselves.  It ends with
+ * the directory the last name is in, open, so that the caller's last step
+ * is an openat relative to it and nothing swapped in by path meanwhile can
+ * be used.
+ *
+ * flags:
+ *   AR_WALK_FOLLOW  follow the links at the last component too (else the
+ *                   last name is left as it is, link or not)
+ *   AR_WALK_MKDIR   make missing directories (0777 & ~umask) on the way:
+ *                   those of the path and of its last link's target, never
+ *                   those a middle link points to (as mkdir -p)
+ *   AR_WALK_NAMED   the caller needs a name in a directory (to rename
+ *                   over, to report): a /proc magic link at the end is
+ *                   followed by its text rather than left to the kernel
+ *
+ * 0 with w->dirfd (O_PATH, the caller closes it) and w->name ("." for the
+ * directory itself: "/", "x/", "x/.."), or -errno: -EACCES with w->rule
+ * set when it is the rule's refusal (and *w->refused filled, when not
+ * NULL), -ELOOP past AR_MAXHOPS links.  With AR_WALK_FOLLOW, w->path is
+ * the path the last component's links lead to (atomrun_resolve), kept
+ * up to date even when the walk fails further on.
+ */
+#define AR_WALK_FOLLOW 1
+#define AR_WALK_MKDIR  2
+#define AR_WALK_NAMED  4
+#define AR_MAXHOPS     40
+
+typedef struct ar_walk {
+    atomrun_refused *refused;   /* IN: where to say which link, or NULL */
+    int   dirfd;
+    int   magic;                /* name is a /proc magic link: open it
+                                   without O_NOFOLLOW */
+    int   rule;                 /* the -EACCES is the symlink rule's */
+    char  name[256];            /* NAME_MAX + 1 */
+    char  path[4096];           /* PATH_MAX */
+} ar_walk;
+
+int ar_walk_path(const char *path, int flags, ar_walk *w);
+
+/*
+ * open(2) of path by that walk: flags as for openat (O_NOFOLLOW is added
+ * at the last step unless the walk followed a magic link), walk the
+ * AR_WALK_ flags.  One openat2 when no component is a link at all.
+ * The descriptor or -errno.
+ */
+int ar_open_walked(const char *path, int flags, int mode, int walk);
 
 /*
  * The live holder of a lock of `kind` ("FLOCK", "OFDLCK", "POSIX") on the

@@ -47,7 +47,11 @@ extern "C" {
 #define ATOMRUN_ETIMEOUT  (-20002)
 
 /* "busy", "timeout", "exists" (EEXIST), "deadlock" (EDEADLK), or the errno
- * name ("ENOENT", "EACCES", ...); "EUNKNOWN" for anything else. */
+ * name ("ENOENT", "EACCES", ...); "OK" for a result >= 0 (success: 0 or a
+ * count); "EUNKNOWN" for a negative result that is none of these (libuv's
+ * uv_err_name says "Unknown system error N" in a string it allocates; a
+ * fixed code keeps this function allocation-free and the codes a closed
+ * set).  The Lua errname() says "EUNKNOWN" for such a number too. */
 ATOMRUN_API const char *atomrun_err_name(int result);
 /* The result named by one of those codes ("ENOENT", "busy"), or 0 for a
  * name that is none of them. */
@@ -112,19 +116,38 @@ ATOMRUN_API int atomrun_lockfile_open(const char *path, int create, int perm,
 /*
  * The same with a symlink policy for the last component of path:
  *   ATOMRUN_NOFOLLOW          a symlink there is refused (-ELOOP)
- *   ATOMRUN_FOLLOW            followed, as open(2) and flock(1) do
- *   ATOMRUN_FOLLOW_PROTECTED  followed, except (-EACCES) a symlink in a
- *       sticky world-writable directory (/tmp) owned by neither the
- *       caller (euid) nor the directory's owner: fs.protected_symlinks,
- *       checked here for each link of the chain whatever the sysctl says;
- *       links in the directory part of the path are followed unchecked.
- * -EINVAL for another value of follow.
+ *   ATOMRUN_FOLLOW            followed, as open(2) and flock(1) do, by the
+ *                             protected-symlink rule (below): -EACCES for
+ *                             another user's link in /tmp
+ *   ATOMRUN_FOLLOW_PROTECTED  the same as ATOMRUN_FOLLOW (the name of the
+ *                             days when only it applied the rule)
+ * Links in the directory part of path are followed by the same rule,
+ * whatever follow says.  -EINVAL for another value of follow.
  */
 enum atomrun_follow {
     ATOMRUN_NOFOLLOW = 0, ATOMRUN_FOLLOW = 1, ATOMRUN_FOLLOW_PROTECTED = 2
 };
 ATOMRUN_API int atomrun_lockfile_open_follow(const char *path, int create, int perm,
                                  int follow, int *writable);
+
+/*
+ * The protected-symlink rule, applied by every call that takes a path
+ * (lock, open, create, replace, read, resolve, mkdir), at every component
+ * and whatever fs.protected_symlinks says: a symlink in a sticky
+ * world-writable directory (/tmp) is followed only if it belongs to the
+ * caller (euid) or to the directory's owner; otherwise the call fails
+ * with -EACCES.  Which link that was: atomrun_refused_link walks path as
+ * those calls do (follow: the links at its last component too) and
+ * returns 1 with *out filled, 0 if no link on it is refused, or -errno if
+ * the walk fails for another reason.
+ */
+typedef struct atomrun_refused {
+    char     link[4096];       /* the refused link, as a path */
+    char     dir[4096];        /* the sticky directory it is in */
+    unsigned uid;              /* the link's owner */
+} atomrun_refused;
+ATOMRUN_API int atomrun_refused_link(const char *path, int follow,
+                                     atomrun_refused *out);
 
 /*
  * Can a caller's descriptor take a lock?  (flock `N`: the descriptor was

@@ -8,6 +8,9 @@
 #include <errno.h>
 #include <string.h>
 
+/* The errno table ends well below 4096 (glibc's is about 134 long). */
+#define AR_ERRNO_MAX 4096
+
 const char *atomrun_err_name(int result)
 {
     const char *name;
@@ -21,13 +24,12 @@ const char *atomrun_err_name(int result)
     default:               break;
     }
     if (result >= 0)
-        return "OK";
+        return "OK";                      /* success: 0, or a count */
+    if (result <= -AR_ERRNO_MAX)          /* and -INT_MIN would overflow */
+        return "EUNKNOWN";
     name = strerrorname_np(-result);      /* "ENOENT" (glibc >= 2.32) */
     return name ? name : "EUNKNOWN";
 }
-
-/* The errno table ends well below 4096 (glibc's is about 134 long). */
-#define AR_ERRNO_MAX 4096
 
 int atomrun_err_from_name(const char *name)
 {

@@ -79,90 +79,65 @@ static int ar_fail(atomrun_write_opts *o, int stage, int err)
 /* ------------------------------------------------------ path handling */
 
 typedef struct ar_target {
-    char  dir[PATH_MAX];
     char  base[NAME_MAX + 1];
     int   dirfd;
 } ar_target;
 
-static int ar_split_path(const char *path, ar_target *t)
+/*
+ * The directory the file goes in, by the walk of fs.c (follow: through the
+ * links at the last component, to the file they lead to), created with
+ * its missing parents (mode 0777 & ~umask) if it does not exist: the one
+ * rule for lock, create, replace, update and status.  A path whose
+ * directory cannot be made fails with stage ATOMRUN_STAGE_DIR, so the
+ * message can name the directory instead of blaming the file; a symlink
+ * the walk will not follow (a loop, another user's link in /tmp) with
+ * ATOMRUN_STAGE_RESOLVE.  Opened O_RDONLY, for its fsync.
+ */
+static int ar_open_dir(const char *path, int follow, ar_target *t,
+                       atomrun_write_opts *o)
 {
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    size_t dlen = slash ? (size_t)(slash - path) : 0;
+    ar_walk w;
+    int r;
 
     t->dirfd = -1;
-    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-        return -EISDIR;
-    if (strlen(base) > NAME_MAX)
-        return -ENAMETOOLONG;
-    if (dlen >= sizeof t->dir)
-        return -ENAMETOOLONG;
-    if (!slash)
-        strcpy(t->dir, ".");
-    else if (dlen == 0)
-        strcpy(t->dir, "/");
-    else {
-        memcpy(t->dir, path, dlen);
-        t->dir[dlen] = '\0';
-    }
-    strcpy(t->base, base);
-    return 0;
-}
-
-/*
- * The directory the file goes in, created (with its missing parents, mode
- * 0777 & ~umask) if it does not exist: the one rule for lock, create,
- * replace, update and status.  A path whose directory cannot be made
- * fails with stage ATOMRUN_STAGE_DIR, so the message can name the
- * directory instead of blaming the file.
- */
-static int ar_open_dir(const char *path, ar_target *t, atomrun_write_opts *o)
-{
-    int r = ar_split_path(path, t);
+    w.refused = NULL;
+    r = ar_walk_path(path, AR_WALK_MKDIR | (follow ? AR_WALK_FOLLOW | AR_WALK_NAMED
+                                              : 0), &w);
     if (r < 0)
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, r);
-    t->dirfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (t->dirfd < 0 && errno == ENOENT) {
-        r = ar_mkdir_parents(path);
-        if (r < 0)
-            return ar_fail(o, ATOMRUN_STAGE_DIR, r);
-        t->dirfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return ar_fail(o, w.rule || (follow && r == -ELOOP)
+                              ? ATOMRUN_STAGE_RESOLVE : ATOMRUN_STAGE_DIR, r);
+    if (strcmp(w.name, ".") == 0 || strcmp(w.name, "..") == 0) {
+        close(w.dirfd);
+        return ar_fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
     }
-    return t->dirfd < 0 ? ar_fail(o, ATOMRUN_STAGE_DIR, -errno) : 0;
+    strcpy(t->base, w.name);
+    t->dirfd = openat(w.dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    r = t->dirfd < 0 ? -errno : 0;
+    close(w.dirfd);
+    return r < 0 ? ar_fail(o, ATOMRUN_STAGE_DIR, r) : 0;
 }
 
 /* opts.follow: the path of the file a chain of symlinks ends at (which
- * need not exist yet). */
+ * need not exist yet), by the same walk: a link the rule refuses on the
+ * way is -EACCES.  A missing directory (or a file where one should be)
+ * ends the chain: nothing there can be a link. */
 int atomrun_resolve(const char *path, char *out, size_t size)
 {
-    char cur[PATH_MAX], link[PATH_MAX];
-    struct stat st;
+    ar_walk w;
+    int r;
 
-    if (strlen(path) >= sizeof cur)
+    w.refused = NULL;
+    r = ar_walk_path(path, AR_WALK_FOLLOW | AR_WALK_NAMED, &w);
+    if (r == 0)
+        close(w.dirfd);
+    else if (*path && (r == -ENOENT || r == -ENOTDIR))
+        r = 0;
+    if (r < 0)
+        return r;
+    if (strlen(w.path) >= size)
         return -ENAMETOOLONG;
-    strcpy(cur, path);
-    for (int hops = 0; hops < 40; hops++) {
-        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) {
-            if (strlen(cur) >= size)
-                return -ENAMETOOLONG;
-            strcpy(out, cur);
-            return 0;
-        }
-        ssize_t n = readlink(cur, link, sizeof link - 1);
-        if (n < 0)
-            return -errno;
-        link[n] = '\0';
-        if (link[0] == '/') {
-            strcpy(cur, link);
-        } else {
-            char *slash = strrchr(cur, '/');
-            size_t keep = slash ? (size_t)(slash - cur) + 1 : 0;
-            if (keep + (size_t)n >= sizeof cur)
-                return -ENAMETOOLONG;
-            memcpy(cur + keep, link, (size_t)n + 1);
-        }
-    }
-    return -ELOOP;
+    strcpy(out, w.path);
+    return 0;
 }
 
 /* ---------------------------------------------------------- temp files */
@@ -191,18 +166,162 @@ static void ar_temp_name(const ar_target *t, char *out)
     snprintf(out, NAME_MAX + 1, ".%.200s.%s", t->base, suffix);
 }
 
+/* Give an unnamed temp file a hidden name (needed before a rename). */
+static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
+{
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", tmp->fd);
+    if (linkat(AT_FDCWD, proc, t->dirfd, name, AT_SYMLINK_FOLLOW) == 0)
+        return 0;
+    if (errno != ENOENT)
+        return -errno;
+    /* No /proc mounted: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH). */
+    return linkat(tmp->fd, "", t->dirfd, name, AT_EMPTY_PATH) == 0 ? 0
+                                                                   : -errno;
+}
+
+/*
+ * Replacing needs a name for the finished temp file: Linux can link an
+ * unnamed O_TMPFILE only to a free name, and rename(2) needs a source
+ * name, so even where O_TMPFILE exists (tmpfs, ext4, xfs, btrfs) the
+ * complete copy gets a name just before the rename.  A writer SIGKILLed
+ * between that link and the rename leaves it behind, a full copy.  That
+ * window is wider than it looks: a kill during linkat() lets the link
+ * finish first, and linkat() waits for the directory lock while other
+ * writers rename (measured: half of all kills with three writers in one
+ * directory).  So the names are a few fixed slots, ".NAME.~0" to
+ * ".NAME.~15", cleaned by the next writer.
+ *
+ * Which slot files are provably a dead writer's (ar_reclaim_slot): a
+ * regular file at a slot name of the target, on which we get LOCK_EX
+ * without waiting, and which the name still refers to once we hold the
+ * lock.  Every writer takes an flock on its O_TMPFILE descriptor before
+ * the file has any name, and holds that descriptor until the name is gone
+ * again (renamed over the target, or unlinked by the discard); the lock
+ * belongs to the open file description, which dies only with the
+ * writer's last descriptor.  So a lock we can take is a lock no live
+ * writer holds: the file's writer is dead, and nobody will ever rename
+ * it.  The second look at the name closes the one race: between our open
+ * and our lock the stale file may have been removed by another cleaner
+ * and a live writer's new file linked at the name.  What the scheme
+ * assumes, said plainly: that a file named ".NAME.~N" beside NAME is ours
+ * (a user's own file of that exact name would be taken for a leftover).
+ *
+ * Every replace removes the stale slots before it writes a byte
+ * (ar_reclaim_slots): on a nearly full filesystem the leftover's space is
+ * the space the new copy needs, and a stale slot above the first free one
+ * would otherwise stay forever.  Leftovers are then bounded by the number
+ * of writers killed at once, and gone at the next replace.
+ *
+ * Without O_TMPFILE (some network and FUSE filesystems) the temp file is
+ * made under a random name (which no cleaner touches), locked, and moved
+ * into a slot before a byte is written (ar_move_to_slot): a writer killed
+ * while writing leaves a slot file like any other.  What remains possible
+ * there: an EMPTY file at the random name, from a kill in the microseconds
+ * between its creation and that move.
+ */
+#define AR_TEMP_SLOTS 16
+
+/* 1 if the slot's file was a dead writer's and is now removed (or gone). */
+static int ar_reclaim_slot(const ar_target *t, const char *name)
+{
+    struct stat held, named;
+    int fd, freed = 0;
+
+    fd = openat(t->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return errno == ENOENT;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 &&
+        fstatat(t->dirfd, name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+        held.st_dev == named.st_dev && held.st_ino == named.st_ino &&
+        S_ISREG(named.st_mode))
+        freed = unlinkat(t->dirfd, name, 0) == 0;
+    close(fd);
+    return freed;
+}
+
+static void ar_slot_name(const ar_target *t, int i, char *out)
+{
+    snprintf(out, NAME_MAX + 1, ".%.200s.~%d", t->base, i);
+}
+
+/* Before a replace writes: every slot a dead writer left, removed. */
+static void ar_reclaim_slots(const ar_target *t)
+{
+    char name[NAME_MAX + 1];
+    for (int i = 0; i < AR_TEMP_SLOTS; i++) {
+        ar_slot_name(t, i, name);
+        ar_reclaim_slot(t, name);
+    }
+}
+
+static int ar_link_slot(const ar_target *t, ar_temp *tmp)
+{
+    int r = -EEXIST;
+    for (int i = 0; i < AR_TEMP_SLOTS && r == -EEXIST; i++) {
+        ar_slot_name(t, i, tmp->name);
+        r = ar_temp_link(t, tmp, tmp->name);
+        if (r == -EEXIST && ar_reclaim_slot(t, tmp->name))
+            r = ar_temp_link(t, tmp, tmp->name);
+    }
+    /* More live writers than slots: random names, as a last resort. */
+    for (int tries = 0; r == -EEXIST && tries < 100; tries++) {
+        ar_temp_name(t, tmp->name);
+        r = ar_temp_link(t, tmp, tmp->name);
+    }
+    return r;
+}
+
+/*
+ * Without O_TMPFILE: move a named temp file (random name, locked) into a
+ * free slot, so that a writer killed while writing leaves a slot file the
+ * next replace can prove dead, not a random name no one can.  The move is
+ * one renameat2(RENAME_NOREPLACE), or link + unlink where the filesystem
+ * has no RENAME_NOREPLACE (NFS).  0, or -errno with the file still at its
+ * random name (then it stays there: a failure to move is no failure to
+ * write).
+ */
+static int ar_move_to_slot(const ar_target *t, ar_temp *tmp)
+{
+    char slot[NAME_MAX + 1];
+    int r = -EEXIST;
+
+    for (int i = 0; i < AR_TEMP_SLOTS && r == -EEXIST; i++) {
+        ar_slot_name(t, i, slot);
+        for (int again = 0; again < 2 && r == -EEXIST; again++) {
+            if (again && !ar_reclaim_slot(t, slot))
+                break;
+            if (renameat2(t->dirfd, tmp->name, t->dirfd, slot,
+                          RENAME_NOREPLACE) == 0)
+                r = 0;
+            else if (errno != EINVAL && errno != ENOSYS)
+                r = -errno;
+            else if (linkat(t->dirfd, tmp->name, t->dirfd, slot, 0) != 0)
+                r = -errno;
+            else {
+                unlinkat(t->dirfd, tmp->name, 0);
+                r = 0;
+            }
+        }
+    }
+    if (r == 0)
+        strcpy(tmp->name, slot);
+    return r;
+}
+
 /*
  * An unnamed O_TMPFILE where the filesystem has it: a writer killed at any
  * moment before the link leaves nothing behind, not even a name.  Mode 0600
  * until the final mode is set, so a file replacing a secret never shows
- * its contents to others while it is being written.
+ * its contents to others while it is being written.  Either way the file
+ * is locked before it has a slot name, and stays locked while it has one
+ * (see AR_TEMP_SLOTS).
  */
 static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
 {
     tmp->named = 0;
     tmp->fd = openat(t->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
     if (tmp->fd >= 0) {
-        /* Held until the file is renamed into place: see ar_link_slot. */
         if (flock(tmp->fd, LOCK_EX | LOCK_NB) != 0) {
             int err = -errno;
             close(tmp->fd);
@@ -222,78 +341,16 @@ static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
                          O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, 0600);
         if (tmp->fd >= 0) {
             tmp->named = 1;
+            /* Nobody touches a random name: locked at leisure.  A
+             * filesystem without flock keeps the random name. */
+            if (flock(tmp->fd, LOCK_EX | LOCK_NB) == 0)
+                ar_move_to_slot(t, tmp);
             return 0;
         }
         if (errno != EEXIST)
             return -errno;
     }
     return -EEXIST;
-}
-
-/* Give an unnamed temp file a hidden name (needed before a rename). */
-static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
-{
-    char proc[64];
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", tmp->fd);
-    if (linkat(AT_FDCWD, proc, t->dirfd, name, AT_SYMLINK_FOLLOW) == 0)
-        return 0;
-    if (errno != ENOENT)
-        return -errno;
-    /* No /proc mounted: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH). */
-    return linkat(tmp->fd, "", t->dirfd, name, AT_EMPTY_PATH) == 0 ? 0
-                                                                   : -errno;
-}
-
-/*
- * Replacing needs a name for the finished temp file (Linux cannot link an
- * unnamed file over an existing one), and a writer SIGKILLed between that
- * link and the rename leaves it behind.  That window is wider than it looks:
- * a kill during linkat() lets the link finish first, and linkat() waits for
- * the directory lock while other writers rename (measured: half of all
- * kills with three writers in one directory).  So the names are a few fixed
- * slots, ".NAME.~0" to ".NAME.~15", and a writer holds an flock on its temp
- * file from before the link until after the rename.  A slot whose file
- * nobody has locked belongs to a dead writer: the next writer removes it
- * and takes the slot.  Leftovers are then bounded by the number of writers
- * killed at once, and gone after the next replace.
- */
-#define AR_TEMP_SLOTS 16
-
-/* 1 if the slot's file was a dead writer's and is now removed (or gone). */
-static int ar_reclaim_slot(const ar_target *t, const char *name)
-{
-    struct stat held, named;
-    int fd, freed = 0;
-
-    fd = openat(t->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0)
-        return errno == ENOENT;
-    /* The lock proves its writer is dead; the inode check that the name
-     * still points at the file we locked (not a new writer's). */
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 &&
-        fstatat(t->dirfd, name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
-        held.st_dev == named.st_dev && held.st_ino == named.st_ino &&
-        S_ISREG(named.st_mode))
-        freed = unlinkat(t->dirfd, name, 0) == 0;
-    close(fd);
-    return freed;
-}
-
-static int ar_link_slot(const ar_target *t, ar_temp *tmp)
-{
-    int r = -EEXIST;
-    for (int i = 0; i < AR_TEMP_SLOTS && r == -EEXIST; i++) {
-        snprintf(tmp->name, sizeof tmp->name, ".%.200s.~%d", t->base, i);
-        r = ar_temp_link(t, tmp, tmp->name);
-        if (r == -EEXIST && ar_reclaim_slot(t, tmp->name))
-            r = ar_temp_link(t, tmp, tmp->name);
-    }
-    /* More live writers than slots: random names, as a last resort. */
-    for (int tries = 0; r == -EEXIST && tries < 100; tries++) {
-        ar_temp_name(t, tmp->name);
-        r = ar_temp_link(t, tmp, tmp->name);
-    }
-    return r;
 }
 
 static void ar_temp_discard(const ar_target *t, ar_temp *tmp)
@@ -398,7 +455,6 @@ struct atomrun_writer {
     int                 has_old;
     int                 how;    /* ATOMRUN_WRITE_CREATE / _REPLACE */
     int                 failed; /* a write failed: commit must not link */
-    char                resolved[PATH_MAX];
 };
 
 static void ar_writer_free(atomrun_writer *w)
@@ -431,17 +487,11 @@ int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
     w->tmp.fd = -1;
     o->stage = ATOMRUN_STAGE_NONE;
     o->found = 0;
-    if (o->follow && how == ATOMRUN_WRITE_REPLACE) {
-        r = atomrun_resolve(path, w->resolved, sizeof w->resolved);
-        if (r < 0) {
-            ar_writer_free(w);
-            return ar_fail(o, ATOMRUN_STAGE_RESOLVE, r);
-        }
-        path = w->resolved;
-    }
-    r = ar_open_dir(path, &w->t, o);
+    r = ar_open_dir(path, o->follow && how == ATOMRUN_WRITE_REPLACE, &w->t, o);
     if (r == 0 && how == ATOMRUN_WRITE_REPLACE) {
         r = ar_check_target(&w->t, &w->old, &w->has_old, o);
+        if (r == 0)
+            ar_reclaim_slots(&w->t);
     } else if (r == 0) {
         /* Fail early (and cheaply) when the name is plainly taken; the
          * link at commit is what decides a race. */
@@ -543,45 +593,35 @@ void atomrun_writer_abort(atomrun_writer *w)
 static int ar_create_empty(const char *path, atomrun_write_opts *o)
 {
     int mode = o->mode >= 0 ? o->mode : 0666;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, mode);
-    if (fd < 0 && errno == ENOENT) {
-        int r = ar_mkdir_parents(path);
-        if (r < 0)
-            return ar_fail(o, ATOMRUN_STAGE_DIR, r);
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, mode);
-    }
+    ar_target t;
+    int fd, r = ar_open_dir(path, 0, &t, o);
+
+    if (r < 0)
+        return r;
+    fd = openat(t.dirfd, t.base, O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS,
+                mode);
     if (fd < 0) {   /* EEXIST here is the O_EXCL "link" losing: "exists" */
-        int err = -errno;
         struct stat st;
-        if (err == -EEXIST && lstat(path, &st) == 0)
+        r = -errno;
+        if (r == -EEXIST &&
+            fstatat(t.dirfd, t.base, &st, AT_SYMLINK_NOFOLLOW) == 0)
             o->found = (unsigned)(st.st_mode & S_IFMT);
-        return ar_fail(o, err == -EEXIST ? ATOMRUN_STAGE_LINK
-                          : err == -ENOENT || err == -ENOTDIR ? ATOMRUN_STAGE_DIR
-                          : ATOMRUN_STAGE_TEMP, err);
+        close(t.dirfd);
+        return ar_fail(o, r == -EEXIST ? ATOMRUN_STAGE_LINK
+                          : r == -ENOENT || r == -ENOTDIR ? ATOMRUN_STAGE_DIR
+                          : ATOMRUN_STAGE_TEMP, r);
     }
     if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
-        int err = -errno;
-        close(fd);
-        unlink(path);
-        return ar_fail(o, ATOMRUN_STAGE_WRITE, err);
+        r = ar_fail(o, ATOMRUN_STAGE_WRITE, -errno);
+        unlinkat(t.dirfd, t.base, 0);
     }
     close(fd);
-    if (o->durable) {
-        ar_target t;
-        /* The file exists now: failing to open its directory is failing
-         * its fsync, and must be reported as such, not skipped. */
-        int r = ar_split_path(path, &t);
-        if (r == 0) {
-            t.dirfd = open(t.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            r = t.dirfd < 0 ? -errno : 0;
-        }
-        if (r < 0)
-            return ar_fail(o, ATOMRUN_STAGE_DIRSYNC, r);
+    /* The file exists now: a failed fsync of its directory is reported
+     * as such (stage DIRSYNC), not skipped. */
+    if (r == 0)
         r = ar_dir_sync(&t, o);
-        close(t.dirfd);
-        return r;
-    }
-    return 0;
+    close(t.dirfd);
+    return r;
 }
 
 /* The string forms: one write of the whole buffer through the writer. */
@@ -684,10 +724,13 @@ int atomrun_read(const char *path, char **data, size_t *len)
     struct stat st;
     int fd, r;
 
-    /* O_NONBLOCK so that a FIFO at path cannot hang the open. */
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    /* O_NONBLOCK so that a FIFO at path cannot hang the open.  Links are
+     * followed by the rule: root reading through another user's link in
+     * /tmp would hand its contents to whoever planted it. */
+    fd = ar_open_walked(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+                        0, AR_WALK_FOLLOW);
     if (fd < 0)
-        return -errno;
+        return fd;
     if (fstat(fd, &st) != 0) {
         r = -errno;
         close(fd);

@@ -31,10 +31,17 @@ static int ar_l_held(lua_State *L)
     return 1;
 }
 
+/* errname(n) -> the code string of errno n (either sign), "OK" for 0, and
+ * "EUNKNOWN" (atomrun_err_name's word) for a number no result has: an
+ * errno the C library cannot name, or a number beyond an int, whose cast
+ * would wrap (2^32 is not 0, "OK"). */
 static int ar_l_errname(lua_State *L)
 {
     lua_Integer e = luaL_checkinteger(L, 1);
-    lua_pushstring(L, atomrun_err_name(e > 0 ? (int)-e : (int)e));
+    if (e < -0x7fffffff || e > 0x7fffffff)
+        lua_pushliteral(L, "EUNKNOWN");
+    else
+        lua_pushstring(L, atomrun_err_name(e > 0 ? (int)-e : (int)e));
     return 1;
 }
 

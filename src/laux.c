@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "lbind.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -54,6 +55,17 @@ int arL_failerrno(lua_State *L, int result, const char *what,
 {
     return arL_fail(L, result, "%s%s%s: %s", what, *what ? " " : "", path,
                     atomrun_strerror(result));
+}
+
+int arL_failpath(lua_State *L, int result, const char *what,
+                 const char *path, int follow)
+{
+    atomrun_refused ref;
+    if (result == -EACCES && atomrun_refused_link(path, follow, &ref) == 1)
+        return arL_fail(L, result, "%s%s%s: refusing to follow the symlink "
+            "%s (owned by uid %d) in the sticky world-writable directory %s",
+            what, *what ? " " : "", path, ref.link, (int)ref.uid, ref.dir);
+    return arL_failerrno(L, result, what, path);
 }
 
 void arL_pushholder(lua_State *L, const atomrun_holder *h, int range)

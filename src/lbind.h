@@ -35,6 +35,11 @@ int arL_fail(lua_State *L, int result, const char *fmt, ...);
 /* nil, "WHAT PATH: sentence", code */
 int arL_failerrno(lua_State *L, int result, const char *what,
                   const char *path);
+/* The same for a path the call walked (follow: through the links at its
+ * last component too): an -EACCES that is the protected-symlink rule's
+ * names the link, its owner and the directory instead. */
+int arL_failpath(lua_State *L, int result, const char *what,
+                 const char *path, int follow);
 /* The failure of a lock request (busy or timeout), naming the holder when
  * it is known: nil, msg, code [, holder]; range: the holder table has
  * start and length. */

@@ -114,6 +114,9 @@ static int ar_pushwritemsg(lua_State *L, int r, int replace,
         where = target;
     if (r == -EEXIST && (!o->stage || o->stage == ATOMRUN_STAGE_LINK))
         return arL_fail(L, r, "cannot create %s: it already exists", path);
+    if (r == -EACCES && o->stage == ATOMRUN_STAGE_RESOLVE)
+        return arL_failpath(L, r, replace ? "cannot replace" : "cannot create",
+                            path, replace && o->follow);
     switch (o->stage) {
     case ATOMRUN_STAGE_DIRSYNC:
         return arL_fail(L, r, "%s: %s, but the directory entry may not be "
@@ -381,7 +384,7 @@ int arL_read(lua_State *L)
         return arL_fail(L, r, "cannot read %s: not a regular file", path);
     }
     if (r < 0)
-        return arL_failerrno(L, r, "cannot read", path);
+        return arL_failpath(L, r, "cannot read", path, 1);
     lua_pushlstring(L, data, len);
     free(data);
     return 1;
@@ -395,7 +398,7 @@ int arL_resolve(lua_State *L)
     char out[4096];
     int r = atomrun_resolve(path, out, sizeof out);
     if (r < 0)
-        return arL_failerrno(L, r, "cannot follow the symlinks of", path);
+        return arL_failpath(L, r, "cannot follow the symlinks of", path, 1);
     lua_pushstring(L, out);
     return 1;
 }
@@ -456,7 +459,7 @@ int arL_mkdir(lua_State *L)
                       "4095, i.e. 07777)");
     r = atomrun_mkdir(path, (int)mode);
     if (r < 0)
-        return arL_failerrno(L, r, "cannot create directory", path);
+        return arL_failpath(L, r, "cannot create directory", path, 0);
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -243,13 +243,8 @@ static int ar_failopen(lua_State *L, int r, const char *path,
     if (r == -ELOOP && x->follow == ATOMRUN_NOFOLLOW && link)
         return arL_fail(L, r, "cannot open lock file %s: it is a symlink, "
                         "which lock() follows only with follow = true", path);
-    if (r == -EACCES && x->follow == ATOMRUN_FOLLOW_PROTECTED && link)
-        return arL_fail(L, r, "cannot open lock file %s: refusing to follow "
-            "a symlink in a sticky world-writable directory that belongs "
-            "to neither you nor the directory's owner (or to follow the "
-            "link it points to), as fs.protected_symlinks would; or: %s",
-            path, atomrun_strerror(r));
-    return arL_failerrno(L, r, "cannot open lock file", path);
+    return arL_failpath(L, r, "cannot open lock file", path,
+                        x->follow != ATOMRUN_NOFOLLOW);
 }
 
 /* Take the lock (flock, or with x->fcntl an OFD range) on lk's descriptor;
@@ -620,7 +615,7 @@ int arL_open(lua_State *L)
     lua_setiuservalue(L, -2, 1);
     fd = atomrun_lockfile_open(path, create, perm, &f->writable);
     if (fd < 0)
-        return arL_failerrno(L, fd, "cannot open", path);
+        return arL_failpath(L, fd, "cannot open", path, 0);
     f->fd = fd;
     r = atomrun_file_id(fd, &f->dev, &f->ino);
     if (r < 0) {

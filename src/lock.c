@@ -27,140 +27,34 @@
  */
 #define AR_LOCKFILE_FLAGS (O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
 
-static int ar_open_rw_or_ro(int dirfd, const char *name, int create,
-                            int perm, int nofollow, int *writable)
+/*
+ * Opened by the walk of fs.c: a symlink at the last component is followed
+ * only with follow, and any link on the way only by the protected-symlink
+ * rule.  Missing parent directories are made when creating.
+ */
+static int ar_open_rw_or_ro(const char *path, int create, int perm, int walk,
+                            int *writable)
 {
-    int extra = AR_LOCKFILE_FLAGS | (nofollow ? O_NOFOLLOW : 0);
-    int fd = openat(dirfd, name, O_RDWR | (create ? O_CREAT : 0) | extra,
-                    perm);
+    int fd = ar_open_walked(path, O_RDWR | (create ? O_CREAT : 0) |
+                            AR_LOCKFILE_FLAGS, create ? perm : 0,
+                            walk | (create ? AR_WALK_MKDIR : 0));
     if (fd >= 0) {
         *writable = 1;
         return fd;
     }
     /* flock needs only read access: a read-only lock file (or a
      * directory, as flock(1) allows) still takes a lock. */
-    if (errno == EACCES || errno == EISDIR || errno == EROFS ||
-        errno == ETXTBSY) {
-        int err = errno;
-        fd = openat(dirfd, name, O_RDONLY | extra);
+    if (fd == -EACCES || fd == -EISDIR || fd == -EROFS || fd == -ETXTBSY) {
+        int err = fd;
+        fd = ar_open_walked(path, O_RDONLY | AR_LOCKFILE_FLAGS, 0, walk);
         if (fd >= 0) {
             *writable = 0;
             return fd;
         }
-        if (errno == ENOENT)
-            errno = err;
+        if (fd == -ENOENT)
+            fd = err;
     }
-    return -errno;
-}
-
-/*
- * fs.protected_symlinks, decided here because the sysctl is 0 on many
- * hosts: in a sticky world-writable directory (/tmp) a symlink is followed
- * only if it belongs to us or to the directory's owner.  Otherwise another
- * user could plant /tmp/job.lock -> /etc/shadow and have a root job create
- * or lock the file it points to.
- */
-static int ar_link_allowed(int dirfd, const struct stat *link)
-{
-    struct stat dir;
-    if (fstat(dirfd, &dir) != 0)
-        return -errno;
-    if ((dir.st_mode & (S_ISVTX | S_IWOTH)) != (S_ISVTX | S_IWOTH))
-        return 0;
-    if (link->st_uid == geteuid() || link->st_uid == dir.st_uid)
-        return 0;
-    return -EACCES;
-}
-
-/* Split path into its directory (into dir, "." when none) and last name. */
-static int ar_split(const char *path, char *dir, size_t size,
-                    const char **base)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        snprintf(dir, size, ".");
-        *base = path;
-        return 0;
-    }
-    if ((size_t)(slash - path) + 2 > size)
-        return -ENAMETOOLONG;
-    if (slash == path)
-        snprintf(dir, size, "/");
-    else
-        snprintf(dir, size, "%.*s", (int)(slash - path), path);
-    *base = slash + 1;
-    return 0;
-}
-
-/*
- * Follow the symlinks at the end of path one by one, each checked by
- * ar_link_allowed before we go through it.  No race with a link swapped
- * under us: every step opens the name with O_NOFOLLOW (a file there is
- * simply opened), and a link is read through an O_PATH descriptor of that
- * very link, the one whose owner we checked.  The trap left open, said
- * honestly: symlinks in the DIRECTORY part of a path (and of a link's
- * target) are followed by the kernel as usual, unchecked.
- */
-static int ar_open_protected(const char *path, int create, int perm,
-                             int *writable)
-{
-    char cur[PATH_MAX], dir[PATH_MAX], target[PATH_MAX];
-    const char *base;
-    int r;
-
-    if (snprintf(cur, sizeof cur, "%s", path) >= (int)sizeof cur)
-        return -ENAMETOOLONG;
-    for (int hops = 0;; hops++) {
-        struct stat st;
-        int dirfd, lfd, fd;
-        ssize_t n;
-
-        if ((r = ar_split(cur, dir, sizeof dir, &base)) < 0)
-            return r;
-        if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-            return ar_open_rw_or_ro(AT_FDCWD, cur, create, perm, 0, writable);
-        dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (dirfd < 0)
-            return -errno;
-        fd = ar_open_rw_or_ro(dirfd, base, create, perm, 1, writable);
-        if (fd != -ELOOP) {
-            close(dirfd);
-            return fd;
-        }
-        lfd = openat(dirfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        r = lfd < 0 ? -errno : fstat(lfd, &st) != 0 ? -errno : 0;
-        if (r == 0 && S_ISLNK(st.st_mode)) {
-            r = hops >= 40 ? -ELOOP : ar_link_allowed(dirfd, &st);
-            if (r == 0) {
-                n = readlinkat(lfd, "", target, sizeof target - 1);
-                r = n < 0 ? -errno : 0;
-                if (r == 0) {
-                    target[n] = '\0';
-                    if (target[0] == '/' || strcmp(dir, ".") == 0)
-                        n = snprintf(cur, sizeof cur, "%s", target);
-                    else
-                        n = snprintf(cur, sizeof cur, "%s/%s", dir, target);
-                    if (n >= (ssize_t)sizeof cur)
-                        r = -ENAMETOOLONG;
-                }
-            }
-        }
-        /* not a link any more (replaced since): simply look again */
-        if (lfd >= 0)
-            close(lfd);
-        close(dirfd);
-        if (r < 0)
-            return r;
-    }
-}
-
-static int ar_lockfile_try(const char *path, int create, int perm,
-                           int follow, int *writable)
-{
-    if (follow == ATOMRUN_FOLLOW_PROTECTED)
-        return ar_open_protected(path, create, perm, writable);
-    return ar_open_rw_or_ro(AT_FDCWD, path, create, perm,
-                            follow != ATOMRUN_FOLLOW, writable);
+    return fd;
 }
 
 int atomrun_lockfile_open_follow(const char *path, int create, int perm,
@@ -173,13 +67,8 @@ int atomrun_lockfile_open_follow(const char *path, int create, int perm,
     if (follow != ATOMRUN_NOFOLLOW && follow != ATOMRUN_FOLLOW &&
         follow != ATOMRUN_FOLLOW_PROTECTED)
         return -EINVAL;
-    fd = ar_lockfile_try(path, create, perm, follow, &w);
-    if (fd == -ENOENT && create && strchr(path + 1, '/')) {
-        int r = ar_mkdir_parents(path);
-        if (r < 0)
-            return r;
-        fd = ar_lockfile_try(path, create, perm, follow, &w);
-    }
+    fd = ar_open_rw_or_ro(path, create, perm,
+                          follow == ATOMRUN_NOFOLLOW ? 0 : AR_WALK_FOLLOW, &w);
     if (writable)
         *writable = w;
     return fd;

@@ -60,7 +60,7 @@ local texts = {
   perm = "permission bits (an integer 0 to 4095, i.e. 0 to 07777; "
     .. "e.g. tonumber('640', 8))",
   mode = "'exclusive' or 'shared'",
-  ttl = "a whole number of seconds >= 1",
+  ttl = "a whole number of seconds, 1 to 1000000",
   request_bytes = "an integer >= 1024",
   etcd_lock = "a lock on an etcd name",
 }

@@ -78,6 +78,16 @@ local function size_value(prog, s, what)
   return v
 end
 
+-- --start and --length each fit a file offset, but the range they make
+-- must end in one too: checked when the second of them is read (whichever
+-- it is), so that the error names the option just given, and the other.
+local function range_end_fits(prog, o, s, what, other, other_value)
+  if o.length > 0 and o.start > math.maxinteger - o.length then
+    prog:fail(cli.EX_USAGE, "%s: '%s' (with %s %d the range ends past the largest file "
+      .. "offset, %d)", what, s, other, other_value, math.maxinteger)
+  end
+end
+
 --- A descriptor number as flock(1) reads it (strtol, an int), or exit 64
 -- with "WHAT: 'S'".
 function M.fd_value(prog, s, what)
@@ -97,8 +107,8 @@ M.option = {
   E = function(prog, o, _, v) o.conflict = prog:exit_code(v) end,
   ttl = function(prog, o, _, v)
     o.ttl = math.tointeger(tonumber(v))
-    if not o.ttl or o.ttl < 1 then
-      prog:fail(cli.EX_USAGE, "invalid --ttl: '%s' (a whole number of seconds >= 1)", v)
+    if not (o.ttl and require("atomrun.check").fits("ttl", o.ttl)) then
+      prog:fail(cli.EX_USAGE, "invalid --ttl: '%s' (a whole number of seconds, 1 to 1000000)", v)
     end
   end,
   ["kill-after"] = function(prog, o, _, v)
@@ -109,10 +119,12 @@ M.option = {
   end,
   start = function(prog, o, _, v)
     o.start = size_value(prog, v, "invalid as start offset")
+    range_end_fits(prog, o, v, "invalid as start offset", "--length", o.length)
     o.fcntl = true
   end,
   length = function(prog, o, _, v)
     o.length = size_value(prog, v, "invalid as length of lock range")
+    range_end_fits(prog, o, v, "invalid as length of lock range", "--start", o.start)
     o.fcntl = true
   end,
   fd = function(prog, o, _, v)
@@ -136,16 +148,13 @@ M.option = {
 -- ------------------------------------------------------------ failures
 
 --- Opening the lock file failed: flock(1)'s statuses for each reason.
-function M.open_failed(prog, o, code)
+-- msg: lock()'s message, when there was one.
+function M.open_failed(prog, o, code, msg)
   prog:say("cannot open lock file %s: %s", o.file, cli.strerror(code))
-  if code == "EACCES" then
-    -- Beyond flock, which would follow it: why this symlink was not.
-    local st = atomrun.stat(o.file, false)
-    if st and st.type == "link" and st.uid ~= atomrun.uid() then
-      prog:say("%s is a symlink of uid %d in a sticky world-writable directory: not followed",
-        o.file, st.uid)
-    end
-  end
+  -- Beyond flock, which would follow it (when fs.protected_symlinks is 0):
+  -- which symlink on the way was not followed, and why (lock()'s words).
+  local refusal = code == "EACCES" and msg and msg:match("refusing to follow the symlink .*$")
+  if refusal then prog:say("%s", refusal) end
   if code == "ENOMEM" or code == "EMFILE" or code == "ENFILE" then os.exit(cli.EX_OSERR) end
   if code == "EROFS" or code == "ENOSPC" then os.exit(cli.EX_CANTCREAT) end
   os.exit(cli.EX_NOINPUT)
@@ -171,10 +180,10 @@ local function conflict(prog, o, code, holder)
 end
 
 --- Taking the lock failed with code (and the holder when it was asked
--- for): say so as flock(1) does, and exit.
-function M.failed(prog, o, code, holder)
+-- for; msg: lock()'s message): say so as flock(1) does, and exit.
+function M.failed(prog, o, code, holder, msg)
   if code == "busy" or code == "timeout" then conflict(prog, o, code, holder) end
-  if o.file and not LOCK_STAGE[code] then M.open_failed(prog, o, code) end
+  if o.file and not LOCK_STAGE[code] then M.open_failed(prog, o, code, msg) end
   M.lock_failed(prog, o, code)
 end
 

@@ -48,6 +48,20 @@ local function target_of(path, follow)
   return atomrun.resolve(path)
 end
 
+-- What is at target must be a regular file or nothing (a symlink too,
+-- with follow = false: it is replaced, as replace() does), and is checked
+-- before the sidecar is made: update("/dev/null") would otherwise create
+-- /dev/null.lock and only then find that a device cannot be replaced.
+local TYPE_TEXT = { directory = "a directory", fifo = "a FIFO", socket = "a socket",
+  char = "a character device", block = "a block device", link = "a symlink" }
+local function not_a_file(path, target, follow)
+  local st = atomrun.stat(target, false)
+  if not st or st.type == "file" or (st.type == "link" and follow == false) then return nil end
+  return string.format("cannot update %s: %s is %s, not a regular file (nothing was created)",
+    path, target == path and "it" or "the symlink's target " .. target,
+    TYPE_TEXT[st.type] or "not a regular file"), st.type == "directory" and "EISDIR" or "EINVAL"
+end
+
 function M.update(path, fn, opts)
   if require("atomrun.remote").is_url(path) then     -- etcd keys: remote.lua
     return require("atomrun.remote").update(path, fn, opts)
@@ -59,6 +73,8 @@ function M.update(path, fn, opts)
   if path == "" then return nil, "cannot update '': No such file or directory", "ENOENT" end
   local target, terr, tcode = target_of(path, opts.follow)
   if not target then return nil, terr, tcode end
+  local nerr, ncode = not_a_file(path, target, opts.follow)
+  if nerr then return nil, nerr, ncode end
   local lk, err, code, holder = atomrun.lock(target .. ".lock", pick(opts, { "timeout", "wait" }))
   if not lk then return nil, err, code, holder end
   local guard <close> = lk

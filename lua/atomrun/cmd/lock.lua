@@ -125,7 +125,7 @@ local started = atomrun.now()
 
 local function open_failed(code) slow().open_failed(prog, o, code) end
 local function lock_failed(code) slow().lock_failed(prog, o, code) end
-local function failed(code, holder) slow().failed(prog, o, code, holder) end
+local function failed(code, holder, msg) slow().failed(prog, o, code, holder, msg) end
 
 -- ------------------------------------------------------------ locking
 
@@ -157,7 +157,7 @@ end
 -- A negative descriptor is EBADF to flock(2); say so as flock does.
 if o.fd and o.fd < 0 then lock_failed("EBADF") end
 
-local lk, code, holder
+local lk, msg, code, holder
 if o.unlock then
   -- -u: drop the lock on the descriptor (the file form only opens the file,
   -- as flock's LOCK_UN on a fresh descriptor drops nothing).
@@ -175,25 +175,25 @@ if o.unlock then
   end
 elseif o.timeout == 0 then
   -- The holder is looked up only when it will be named (cheap -n).
-  lk, _, code, holder = take(false, nil, o.verbose or false)
-  if not lk then failed(code, holder) end
+  lk, msg, code, holder = take(false, nil, o.verbose or false)
+  if not lk then failed(code, holder, msg) end
 elseif atomrun.isatty(2) then
   -- A person is watching: after a second of waiting, say once for whom.
-  lk, _, code, holder = take(false, nil, true)
+  lk, msg, code, holder = take(false, nil, true)
   if not lk and code == "busy" then
     local first = o.timeout and math.min(o.timeout, 1) or 1
-    lk, _, code, holder = take(true, first, true)
+    lk, msg, code, holder = take(true, first, true)
     if not lk and code == "timeout" and (o.timeout == nil or o.timeout > first) then
       prog:say("waiting for %s, held by %s", o.file or ("descriptor " .. o.fd), cli.holder_text(holder))
       -- never 0 here: that would be a non-blocking try, "busy" not "timeout"
       local rest = o.timeout and math.max(1e-6, o.timeout - (atomrun.now() - started)) or nil
-      lk, _, code, holder = take(true, rest, o.verbose or false)
+      lk, msg, code, holder = take(true, rest, o.verbose or false)
     end
   end
-  if not lk then failed(code, holder) end
+  if not lk then failed(code, holder, msg) end
 else
-  lk, _, code, holder = take(true, o.timeout, o.verbose or false)
-  if not lk then failed(code, holder) end
+  lk, msg, code, holder = take(true, o.timeout, o.verbose or false)
+  if not lk then failed(code, holder, msg) end
 end
 
 if o.verbose then
