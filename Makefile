@@ -127,7 +127,9 @@ $(B)/atomrun.pc: src/atomrun.pc.in src/atomrun.h | $(B)
 demo: all
 	$(B)/atomrun scripts/demo.lua
 
-test: all $(B)/spec_host $(B)/clockshim.so
+SHIMS      = $(B)/clockshim.so $(B)/notmpfile.so
+
+test: all $(B)/spec_host $(SHIMS)
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh
 
 check: test
@@ -135,9 +137,10 @@ check: test
 # What CI and the README run: every pass, lane and stress spec.
 check-all: test
 
-# etcd_guard_spec's clock faults (LD_PRELOAD): a stepped wall clock, a
-# suspend.  A test tool, never installed.
-$(B)/clockshim.so: spec/shim/clockshim.c | $(B)
+# LD_PRELOAD shims that make faults for real in the specs (a stepped wall
+# clock, a suspend; a filesystem without O_TMPFILE).  Test tools, never
+# installed.
+$(B)/%.so: spec/shim/%.c | $(B)
 	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared -o $@ $< -ldl
 
 # The sanitizer flags, the one copy: spec/run.sh (make check-asan, and the
@@ -154,7 +157,7 @@ print-san:
 
 # The specs and C tests again, against an ASan+UBSan build in build/asan/
 # (make test runs this too, in its second lane: see spec/run.sh).
-check-asan: all $(B)/spec_host $(B)/clockshim.so
+check-asan: all $(B)/spec_host $(SHIMS)
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --asan-only
 
 # ---------------------------------------- hardening: TSan and valgrind
