@@ -311,18 +311,27 @@ char *ar_writer_record(const char *cmd_given, const char *mode)
     return text;
 }
 
+/* A record's text field into dst, escaped: whoever could write the key
+ * chose these bytes (another user's command line, a host name, or any
+ * client of the cluster), and a raw ESC in a busy message or in `atomrun
+ * who` would let them rewrite our terminal.  The same rule as a file
+ * holder's /proc command line (holder.c). */
+static void record_text(const json_t *record, const char *field, char *dst, size_t size)
+{
+    const json_t *v = json_object_get(record, field);
+    if (json_is_string(v))
+        ar_escape(dst, size, (const unsigned char *)json_string_value(v),
+                  json_string_length(v));
+}
+
 void ar_writer_of(const json_t *record, atomrun_remote_holder *h)
 {
-    const char *s;
     if (!json_is_object(record))
         return;
     h->pid = (pid_t)ar_json_int64(record, "pid");
-    if ((s = json_string_value(json_object_get(record, "host"))))
-        ar_strlcpy(h->host, s, sizeof h->host);
-    if ((s = json_string_value(json_object_get(record, "cmd"))))
-        ar_strlcpy(h->cmd, s, sizeof h->cmd);
-    if ((s = json_string_value(json_object_get(record, "since"))))
-        ar_strlcpy(h->since, s, sizeof h->since);
+    record_text(record, "host", h->host, sizeof h->host);
+    record_text(record, "cmd", h->cmd, sizeof h->cmd);
+    record_text(record, "since", h->since, sizeof h->since);
 }
 
 /* One key of the queue. */

