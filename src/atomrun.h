@@ -584,6 +584,12 @@ ATOMRUN_API int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l);
 ATOMRUN_API int atomrun_remote_lock_index(const atomrun_remote_lock *l);
 ATOMRUN_API const char *atomrun_remote_lock_key(const atomrun_remote_lock *l);
 ATOMRUN_API int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l);
+/* The id of the cluster that granted the lock (from its answer; 0 if it
+ * gave none).  atomrun_remote_cluster_id asks c's cluster for its own (one
+ * read): two endpoint lists name one cluster when the ids are equal. */
+ATOMRUN_API uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l);
+ATOMRUN_API int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
+                                          char *err, size_t errlen);
 /*
  * 0 while the lock is certainly held; ATOMRUN_ELOST, with why (if non-NULL)
  * filled, as soon as the lease could have expired: a keepalive answered
