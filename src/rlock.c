@@ -62,6 +62,7 @@ struct atomrun_remote_lock {
     char         *key;
     int64_t       token;
     int           index;
+    uint64_t      cluster;      /* the granting cluster's id */
     ar_guard     *guard;
 };
 
@@ -78,6 +79,7 @@ void atomrun_remote_opts_init(atomrun_remote_opts *o)
 }
 
 int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l) { return l->token; }
+uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l) { return l->cluster; }
 int atomrun_remote_lock_index(const atomrun_remote_lock *l) { return l->index; }
 const char *atomrun_remote_lock_key(const atomrun_remote_lock *l) { return l->key; }
 int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l)
@@ -343,10 +345,23 @@ typedef struct entry {
 } entry;
 
 typedef struct queue {
-    entry  *e;
-    int     n;
-    int64_t revision;           /* of the read */
+    entry   *e;
+    int      n;
+    int64_t  revision;          /* of the read */
+    uint64_t cluster;           /* the answering cluster's id */
 } queue;
+
+/* The cluster id of an answer's header.  A uint64 the gateway prints as a
+ * string, most often above INT64_MAX (so not ar_json_int64); 0 if none. */
+static uint64_t header_cluster(const json_t *answer)
+{
+    const json_t *v = json_object_get(json_object_get(answer, "header"), "cluster_id");
+    if (json_is_string(v))
+        return strtoull(json_string_value(v), NULL, 10);
+    if (json_is_integer(v))
+        return (uint64_t)json_integer_value(v);
+    return 0;
+}
 
 static void queue_free(queue *q)
 {
@@ -375,6 +390,8 @@ static int parse_queue(json_t *range, const char *prefix, queue *q)
     json_t *kvs = json_object_get(range, "kvs"), *kv;
     size_t i, plen = strlen(prefix);
     q->revision = ar_json_int64(json_object_get(range, "header"), "revision");
+    if (header_cluster(range))
+        q->cluster = header_cluster(range);
     if (!kvs)
         return 0;
     q->e = calloc(json_array_size(kvs) + 1, sizeof *q->e);
@@ -479,6 +496,7 @@ static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
             r = parse_queue(rr, prefix, q);
             /* the txn's header revision is the one to watch from */
             q->revision = ar_json_int64(json_object_get(ans, "header"), "revision");
+            q->cluster = header_cluster(ans);
         }
     }
     if (r == -EPROTO)
@@ -713,6 +731,7 @@ again:
             }
             l->c = c;
             l->s = s;
+            l->cluster = q.cluster;
             l->token = q.e[me].rev;
             l->index = me + 1;
             queue_free(&q);
@@ -800,6 +819,29 @@ int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
     free(l->key);
     free(l);
     return r;
+}
+
+int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
+                              char *err, size_t errlen)
+{
+    /* A count of the lock keys: any answer's header names the cluster, and
+     * this read needs only the permission a lock needs anyway. */
+    const char *k = ATOMRUN_ETCD_LOCK_PREFIX;
+    json_t *ans = NULL;
+    int r;
+    *id = 0;
+    r = ar_etcd_send(c, "/v3/kv/range",
+                     json_pack("{s:o, s:b}", "key", ar_json_b64(k, strlen(k)), "count_only", 1),
+                     deadline, NULL, &ans, err, errlen);
+    if (r < 0)
+        return r;
+    *id = header_cluster(ans);
+    json_decref(ans);
+    if (*id == 0) {
+        snprintf(err, errlen, "%s answered without a cluster id", atomrun_etcd_endpoints(c));
+        return -EPROTO;
+    }
+    return 0;
 }
 
 int atomrun_remote_queue(atomrun_etcd *c, const char *name,
