@@ -103,6 +103,101 @@ describe("etcd lock liveness, identity, kinds and holder text (issue 23)", funct
     end)
   end)
 
+  -- ------------------------------------------------------------ point 9
+
+  describe("one name, one kind (point 9)", function()
+    it("an exclusive lock held elsewhere: a semaphore slot on the name is busy and says what holds it", function()
+      local url = C:url("kind/x-then-sem")
+      local pid = hold(url, "exclusive")
+      local sem = ar.semaphore(url, 3)
+      local slot, msg, code, h = sem:acquire({ wait = false })
+      assert.is_nil(slot, "a semaphore slot was granted beside an exclusive holder")
+      assert.equal("busy", code)
+      assert.matches("is locked by pid " .. pid .. " on .*, as an exclusive lock$", msg)
+      assert.equal("exclusive", h.mode)
+      slot, msg, code = sem:acquire({ timeout = 0.5 })
+      assert.is_nil(slot)
+      assert.equal("timeout", code)
+      assert.matches("locked by pid " .. pid .. " .*as an exclusive lock", msg)
+      assert.equal(1, #queue_keys("kind/x-then-sem"))        -- the waiters left no key
+    end)
+
+    it("semaphore slots held elsewhere: an exclusive and a shared lock are busy; a slot of the same semaphore is granted", function()
+      local url = C:url("kind/sem-then-x")
+      local pid = hold(url, "sem:3")
+      local lk, msg, code, h = ar.lock(url, { wait = false })
+      assert.is_nil(lk)
+      assert.equal("busy", code)
+      assert.matches("is locked by pid " .. pid .. " on .*, as a slot of a semaphore of 3$", msg)
+      assert.equal("semaphore", h.mode)
+      assert.equal(3, h.slots)
+      lk, msg, code = ar.lock(url, { mode = "shared", wait = false })
+      assert.is_nil(lk, "a shared lock was granted beside a semaphore slot")
+      assert.equal("busy", code)
+      assert.matches("as a slot of a semaphore of 3", msg)
+      local slot = assert(ar.semaphore(url, 3):acquire({ wait = false }))
+      assert.equal(2, slot.index)
+      assert.is_true(slot:release())
+    end)
+
+    it("a semaphore asked with another count than its holders': refused at once, naming the holder and its count", function()
+      local url = C:url("kind/count")
+      local pid = hold(url, "sem:3")
+      local slot, msg, code = ar.semaphore(url, 5):acquire({ timeout = 10 })
+      assert.is_nil(slot)
+      assert.equal("EINVAL", code, msg)
+      assert.matches("is a semaphore of 3 slots %(pid " .. pid .. " on [^)]*%), not of 5", msg)
+      assert.equal(1, #queue_keys("kind/count"))             -- ours went
+      -- a mutex is a semaphore of 1: its slot is an exclusive lock, and waits
+      slot, _, code = ar.semaphore(url, 1):acquire({ wait = false })
+      assert.is_nil(slot)
+      assert.equal("busy", code)
+    end)
+
+    it("atomrun who tells holders from waiters by the kind rule, and says semaphore and its count", function()
+      local url = C:url("kind/who")
+      hold(url, "sem:2")
+      hold(url, "sem:2")
+      H.bg_lua(HOLD, url, dir .. "/ready.w", dir .. "/stop.w", "sem:2", "")   -- waits: both taken
+      H.bg_lua(HOLD, url, dir .. "/ready.x", dir .. "/stop.x", "exclusive", "")
+      assert.is_true(H.wait_until(function() return #queue_keys("kind/who") == 4 end, 15))
+      local r = who_json(url)
+      assert.is_true(r.held)
+      assert.equal(2, #r.holders)
+      assert.equal(2, #r.waiters)
+      for _, e in ipairs(r.holders) do
+        assert.equal("semaphore", e.mode)
+        assert.equal(2, e.slots)
+      end
+      assert.equal("semaphore", r.waiters[1].mode)
+      assert.equal("exclusive", r.waiters[2].mode)
+      local st, out = H.run("who", url)
+      assert.equal(1, st)
+      local holds, waits = 0, 0
+      for line in out:gmatch("[^\n]+") do
+        if line:match("^  holds .* semaphore of 2") then holds = holds + 1 end
+        if line:match("^  waits ") then waits = waits + 1 end
+      end
+      assert.equal(2, holds, out)
+      assert.equal(2, waits, out)
+      -- sem:holders() lists the two slot holders, not the waiters
+      local hs = assert(ar.semaphore(url, 2):holders())
+      assert.equal(2, #hs)
+    end)
+
+    it("an exclusive holder with semaphore waiters: who shows one holder", function()
+      local url = C:url("kind/who-x")
+      local pid = hold(url, "exclusive")
+      H.bg_lua(HOLD, url, dir .. "/ready.w", dir .. "/stop.w", "sem:3", "")
+      assert.is_true(H.wait_until(function() return #queue_keys("kind/who-x") == 2 end, 15))
+      local r = who_json(url)
+      assert.equal(1, #r.holders)
+      assert.equal(pid, r.holders[1].pid)
+      assert.equal(1, #r.waiters)
+      assert.equal("semaphore", r.waiters[1].mode)
+    end)
+  end)
+
   -- ------------------------------------------------------------ point 11
 
   describe("holder text from etcd is escaped (point 11)", function()

@@ -546,6 +546,8 @@ typedef struct atomrun_remote_holder {
     char    cmd[128];       /* credentials already stripped */
     char    since[32];      /* UTC, ISO 8601 */
     char    key[320];       /* the etcd key */
+    int     slots;          /* a semaphore's slot: its count n; 0 a lock */
+    int     waiting;        /* atomrun_remote_queue: 1 waits, 0 holds */
 } atomrun_remote_holder;
 
 typedef struct atomrun_remote_opts {
