@@ -90,8 +90,9 @@ void ar_strlcpy(char *dst, const char *src, size_t size);
 /* --- writer records (rlock.c) --- */
 
 /* JSON text (malloc'd) naming this process as a key's writer: host, pid,
- * cmd (NULL: this process's command line), since; mode when not NULL. */
-char *ar_writer_record(const char *cmd, const char *mode);
+ * cmd (NULL: this process's command line), since; mode when not NULL, and
+ * slots when mode is "semaphore". */
+char *ar_writer_record(const char *cmd, const char *mode, int slots);
 /* host, pid, cmd, since of such a record into h (the rest untouched). */
 void ar_writer_of(const json_t *record, atomrun_remote_holder *h);
 

@@ -548,8 +548,16 @@ static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
     ar_setwriter(L, h);
     lua_pushinteger(L, (lua_Integer)h->token);
     lua_setfield(L, -2, "token");
-    lua_pushstring(L, arL_modename(h->mode));
+    lua_pushstring(L, h->slots > 0 ? "semaphore" : arL_modename(h->mode));
     lua_setfield(L, -2, "mode");
+    if (h->slots > 0) {
+        lua_pushinteger(L, h->slots);
+        lua_setfield(L, -2, "slots");
+    }
+    if (h->waiting) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "waiting");
+    }
     lua_pushstring(L, h->key);
     lua_setfield(L, -2, "key");
     snprintf(lease, sizeof lease, "%llx", (unsigned long long)h->lease);
@@ -557,8 +565,9 @@ static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
     lua_setfield(L, -2, "lease");
 }
 
-/* "pid 4121 on web-3 (backup.sh) since 2026-...". */
-static void ar_pushholdertext(lua_State *L, const atomrun_remote_holder *h)
+/* "pid 4121 on web-3 (backup.sh) since 2026-...", and with say_kind what
+ * kind of lock it has (", as a shared lock"). */
+static void ar_pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say_kind)
 {
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -575,6 +584,12 @@ static void ar_pushholdertext(lua_State *L, const atomrun_remote_holder *h)
         lua_pushfstring(L, " since %s", h->since);
         luaL_addvalue(&b);
     }
+    if (say_kind && h->slots > 0)
+        lua_pushfstring(L, ", as a slot of a semaphore of %d", h->slots);
+    else if (say_kind)
+        lua_pushfstring(L, ", as %s lock", h->mode == ATOMRUN_SHARED ? "a shared" : "an exclusive");
+    if (say_kind)
+        luaL_addvalue(&b);
     luaL_pushresult(&b);
 }
 
@@ -652,7 +667,9 @@ int arL_etcd_lock(lua_State *L)
     r = atomrun_remote_lock_acquire(c, u->name, &o, &l);
     if (r < 0) {
         if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o.holder.token) {
-            ar_pushholdertext(L, &o.holder);
+            /* The kind is news unless an exclusive lock meets one. */
+            ar_pushholdertext(L, &o.holder, o.holder.slots > 0 || o.holder.mode == ATOMRUN_SHARED
+                              || ar_kind(o.mode, o.slots) != 'x');
             if (r == ATOMRUN_EBUSY)
                 arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
             else

@@ -6,13 +6,18 @@
  *          the session's lease, so a dead holder's key goes with its lease;
  *          <n> is unique in the process (two slots of one semaphore, two
  *          threads on one name).
- *   value  {"host", "pid", "cmd", "since", "mode"} as JSON, for busy/timeout
- *          messages and `etcdctl get --prefix atomrun/lock/`.
- *   queue  the keys directly under NAME/ in create-revision order.  A
- *          mutex's holder is the first; a semaphore of n's holders are the
- *          first n; a shared (reader) key holds while no exclusive key is
- *          ahead of it.  The create revision is the fencing token: etcd's
- *          revisions only grow, so each new holder's token is higher.
+ *   value  {"host", "pid", "cmd", "since", "mode"} as JSON ("slots" too
+ *          for a semaphore's), for busy/timeout messages, `atomrun who`
+ *          and `etcdctl get --prefix atomrun/lock/`.  mode is the key's
+ *          kind: "exclusive", "shared" or "semaphore".
+ *   queue  the keys directly under NAME/ in create-revision order.  The
+ *          kinds exclude each other (decide): an exclusive key holds when
+ *          it is first; a shared (reader) key while every key ahead of it
+ *          is shared; a semaphore's slot while every key ahead is a slot
+ *          of the same semaphore and fewer than n are ahead.  So one name
+ *          is never held by two kinds at once.  The create revision is the
+ *          fencing token: etcd's revisions only grow, so each new holder's
+ *          token is higher.
  *
  * Acquire is one txn: "if my key does not exist, put it; in either case
  * read the queue".  Re-sent after a lost answer (the member died after the
@@ -282,10 +287,11 @@ static void self_cmd(char *buf, size_t size)
 /*
  * Who wrote a key, as JSON text (malloc'd): host, pid, cmd (cmd NULL: this
  * process's command line; credentials stripped either way), since (UTC),
- * and mode when mode is not NULL.  The lock queue's keys carry it, and so
- * does the creator record of atomrun.create on a key (etcd_kv.c).
+ * mode when mode is not NULL, and slots when it is "semaphore".  The lock
+ * queue's keys carry it, and so does the creator record of atomrun.create
+ * on a key (etcd_kv.c).
  */
-char *ar_writer_record(const char *cmd_given, const char *mode)
+char *ar_writer_record(const char *cmd_given, const char *mode, int slots)
 {
     char host[256] = "", cmd[512], since[32];
     time_t t = time(NULL);
@@ -306,6 +312,8 @@ char *ar_writer_record(const char *cmd_given, const char *mode)
                   "pid", (json_int_t)getpid(), "cmd", cmd, "since", since);
     if (v && mode)
         json_object_set_new(v, "mode", json_string(mode));
+    if (v && mode && strcmp(mode, "semaphore") == 0)
+        json_object_set_new(v, "slots", json_integer(slots));
     if (!v)
         return NULL;
     text = json_dumps(v, JSON_COMPACT);
@@ -336,11 +344,16 @@ void ar_writer_of(const json_t *record, atomrun_remote_holder *h)
     record_text(record, "since", h->since, sizeof h->since);
 }
 
+/* The kinds of key; one with no record we can read (written by another
+ * client) counts as exclusive. */
+enum { K_EXCLUSIVE, K_SHARED, K_SLOT };
+
 /* One key of the queue. */
 typedef struct entry {
     char   *key;                /* decoded */
     int64_t rev, lease;
-    int     shared;
+    int     kind;               /* K_* */
+    int     slots;              /* K_SLOT: the semaphore's count */
     json_t *value;              /* decoded record, or NULL */
 } entry;
 
@@ -379,7 +392,8 @@ static void fill_holder(const entry *e, atomrun_remote_holder *h)
     memset(h, 0, sizeof *h);
     h->token = e->rev;
     h->lease = e->lease;
-    h->mode = e->shared ? ATOMRUN_SHARED : ATOMRUN_EXCLUSIVE;
+    h->mode = e->kind == K_SHARED ? ATOMRUN_SHARED : ATOMRUN_EXCLUSIVE;
+    h->slots = e->kind == K_SLOT ? e->slots : 0;
     ar_strlcpy(h->key, e->key, sizeof h->key);
     ar_writer_of(e->value, h);
 }
@@ -425,7 +439,13 @@ static int parse_queue(json_t *range, const char *prefix, queue *q)
         }
         if (e->value) {
             const char *m = json_string_value(json_object_get(e->value, "mode"));
-            e->shared = m && strcmp(m, "shared") == 0;
+            int64_t n = ar_json_int64(e->value, "slots");
+            if (m && strcmp(m, "shared") == 0)
+                e->kind = K_SHARED;
+            else if (m && strcmp(m, "semaphore") == 0 && n > 1 && n <= 1000000) {
+                e->kind = K_SLOT;
+                e->slots = (int)n;
+            }
         }
     }
     return 0;
@@ -583,34 +603,69 @@ static int wait_delete(atomrun_etcd *c, const char *prefix, const char *target,
     return r;
 }
 
-/* Am I (at position me) a holder?  Otherwise which key to wait for (NULL:
- * any) and who is in the way. */
-static int decide(const queue *q, int me, const atomrun_remote_opts *o,
-                  const entry **wait_for, const entry **blocker)
+/* Is a of the same kind as e (a slot: of the same semaphore)? */
+static int same_kind(const entry *a, const entry *e)
 {
-    int i, last_writer = -1;
+    return a->kind == e->kind && (e->kind != K_SLOT || a->slots == e->slots);
+}
+
+/*
+ * Does the key at position me hold?  The kinds exclude each other: an
+ * exclusive key holds when it is first; a shared key while every key ahead
+ * is shared; a semaphore's slot while every key ahead is a slot of the same
+ * semaphore and fewer than n are ahead.  When it does not, *wait_for is
+ * the key whose delete may change that (NULL: any key of the name) and
+ * *blocker the one in the way, for messages.
+ */
+static int decide(const queue *q, int me, const entry **wait_for, const entry **blocker)
+{
+    const entry *e = &q->e[me];
+    int i, first_other = -1, last_other = -1;
     *wait_for = NULL;
     *blocker = NULL;
-    if (o->mode == ATOMRUN_SHARED) {
-        for (i = 0; i < me; i++)
-            if (!q->e[i].shared)
-                last_writer = i;
-        if (last_writer < 0)
+    for (i = 0; i < me; i++)
+        if (!same_kind(&q->e[i], e)) {
+            if (first_other < 0)
+                first_other = i;
+            last_other = i;
+        }
+    if (e->kind == K_EXCLUSIVE) {
+        if (me == 0)
             return 1;
-        *wait_for = &q->e[last_writer];
-        for (i = 0; i < me; i++)
-            if (!q->e[i].shared) {
-                *blocker = &q->e[i];
-                break;
-            }
+        *wait_for = &q->e[me - 1];
+        *blocker = &q->e[0];
         return 0;
     }
-    if (me < o->slots)
+    if (last_other < 0 && (e->kind == K_SHARED || me < e->slots))
         return 1;
-    *blocker = &q->e[0];
-    if (o->slots == 1)
-        *wait_for = &q->e[me - 1];
+    if (last_other >= 0) {
+        *wait_for = &q->e[last_other];
+        *blocker = &q->e[first_other];
+    } else {
+        *blocker = &q->e[0];        /* all n slots taken: any release may do */
+    }
     return 0;
+}
+
+/* A slot of another count ahead of a slot at me: the first, or NULL.  One
+ * name is one semaphore; two counts on it would each let in a different
+ * number of holders. */
+static const entry *other_count(const queue *q, int me)
+{
+    for (int i = 0; i < me; i++)
+        if (q->e[i].kind == K_SLOT && q->e[i].slots != q->e[me].slots)
+            return &q->e[i];
+    return NULL;
+}
+
+/* ", as a shared lock": the kind of a holder, for busy messages. */
+static void kind_phrase(const atomrun_remote_holder *h, char *buf, size_t size)
+{
+    if (h->slots > 0)
+        snprintf(buf, size, ", as a slot of a semaphore of %d", h->slots);
+    else
+        snprintf(buf, size, ", as %s lock",
+                 h->mode == ATOMRUN_SHARED ? "a shared" : "an exclusive");
 }
 
 static int find_me(const queue *q, const char *key)
@@ -667,7 +722,8 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
         return -ERANGE;
     }
     snprintf(prefix, sizeof prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
-    value = ar_writer_record(o->cmd, o->mode == ATOMRUN_SHARED ? "shared" : "exclusive");
+    value = ar_writer_record(o->cmd, o->slots > 1 ? "semaphore"
+                             : o->mode == ATOMRUN_SHARED ? "shared" : "exclusive", o->slots);
     if (!value)
         return -ENOMEM;
 
@@ -721,7 +777,20 @@ again:
             }
             goto again;
         }
-        mine = decide(&q, me, o, &wait_for, &blocker);
+        if (q.e[me].kind == K_SLOT && (blocker = other_count(&q, me)) != NULL) {
+            const entry *ignore;
+            atomrun_remote_holder h;
+            fill_holder(blocker, &h);
+            snprintf(o->err, sizeof o->err, "%s is a semaphore of %d slots (pid %d on %s "
+                     "%s a slot), not of %d: every user of one semaphore asks for the "
+                     "same count", name, blocker->slots, (int)h.pid, h.host[0] ? h.host : "?",
+                     decide(&q, (int)(blocker - q.e), &ignore, &ignore) ? "holds" : "waits for",
+                     o->slots);
+            o->holder = h;
+            r = -EINVAL;
+            goto cleanup;
+        }
+        mine = decide(&q, me, &wait_for, &blocker);
         if (mine) {
             atomrun_remote_lock *l = calloc(1, sizeof *l);
             if (!l || !(l->key = strdup(key))) {
@@ -739,8 +808,11 @@ again:
             *out = l;
             return 0;
         }
-        if (blocker)
+        if (blocker) {
+            const entry *ignore;
             fill_holder(blocker, &o->holder);
+            o->holder.waiting = !decide(&q, (int)(blocker - q.e), &ignore, &ignore);
+        }
         left = wait_until - atomrun_now();
         if (o->timeout == 0 || left <= 0) {
             r = o->timeout == 0 ? ATOMRUN_EBUSY : ATOMRUN_ETIMEOUT;
@@ -781,12 +853,17 @@ cleanup:
     }
 fail:
     if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
-        char who[200] = "";
-        if (o->holder.token)
+        char who[200] = "", kind[64] = "";
+        if (o->holder.token) {
             snprintf(who, sizeof who, " by pid %d on %s", (int)o->holder.pid,
                      o->holder.host[0] ? o->holder.host : "?");
-        snprintf(o->err, sizeof o->err, "%s is %s%s", name,
-                 r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout", who);
+            /* the kind, unless an exclusive lock meets one */
+            if (o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED ||
+                o->slots > 1 || o->mode == ATOMRUN_SHARED)
+                kind_phrase(&o->holder, kind, sizeof kind);
+        }
+        snprintf(o->err, sizeof o->err, "%s is %s%s%s", name,
+                 r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout", who, kind);
     }
     queue_free(&q);
     ar_session_put(s);
@@ -858,8 +935,11 @@ int atomrun_remote_queue(atomrun_etcd *c, const char *name,
     r = read_queue(c, prefix, 0, &q, err, errlen);
     if (r < 0)
         return r;
-    for (i = 0; i < q.n && i < max; i++)
+    for (i = 0; i < q.n && i < max; i++) {
+        const entry *ignore;
         fill_holder(&q.e[i], &h[i]);
+        h[i].waiting = !decide(&q, i, &ignore, &ignore);
+    }
     *count = q.n;
     queue_free(&q);
     return 0;
