@@ -67,6 +67,71 @@ describe("etcd lock liveness, identity, kinds and holder text (issue 23)", funct
     return rep[1]
   end
 
+  -- ------------------------------------------------------------ point 7
+
+  describe("a late enqueue lands on nothing (point 7)", function()
+    -- The enqueue txn is held back by the proxy in front of member 1 (its
+    -- client is cut, so the client moves on); the spec delivers it to etcd
+    -- when it wants, after the lock was dealt with.
+    local function late_proxy()
+      local ctl = dir .. "/ctl"
+      return C:faultproxy(dir, "--late 1 --late-hold --control " .. H.q(ctl)), ctl
+    end
+    local function deliver(p, ctl)
+      H.write(ctl, "deliver")
+      assert.is_true(H.wait_until(function() return p.events("^txn 1 delivered late") == 1 end, 10),
+        "the held enqueue was not delivered:\n" .. H.slurp(p.log))
+    end
+
+    it("delivered after the lock was taken through another member and released: no key comes back", function()
+      local name = "late/after-release"
+      local p, ctl = late_proxy()
+      local url = "etcd://" .. p.endpoint .. "," .. C:endpoint(2) .. "/" .. name
+      local lk = assert(ar.lock(url, { timeout = 10 }))
+      assert.equal(1, p.events("^txn 1 held"))               -- the fault happened
+      assert.is_true(lk:unlock())
+      assert.same({}, queue_keys(name))
+      deliver(p, ctl)
+      assert.equal(1, p.events("^txn 1 delivered late.*not succeeded"))
+      assert.same({}, queue_keys(name))                       -- nothing re-created
+      -- another process gets the name at once, and so does this one
+      local st, _, err = H.sh(H.cmd("-e", "assert(atomrun.lock(..., { wait = false }))", C:url(name)))
+      assert.equal(0, st, err)
+      assert(ar.lock(C:url(name), { timeout = 5 })):unlock()
+    end)
+
+    it("delivered after a waiter gave up without an answer: the late copy lands on nothing", function()
+      local name = "late/give-up"
+      local p, ctl = late_proxy()
+      local lk, msg, code = ar.lock(p.url(name), { timeout = 3 })
+      assert.is_nil(lk)
+      assert.equal("unavailable", code, msg)
+      assert.equal(1, p.events("^txn 1 held"))
+      deliver(p, ctl)
+      assert.equal(1, p.events("^txn 1 delivered late.*not succeeded"))
+      assert.same({}, queue_keys(name))
+      local st, _, err = H.sh(H.cmd("-e", "assert(atomrun.lock(..., { wait = false }))", C:url(name)))
+      assert.equal(0, st, err)
+    end)
+
+    it("lock and unlock stay two consensus writes (revisions), with a ticket per acquisition", function()
+      local url = C:url("late/writes")
+      assert(ar.lock(url)):unlock()                           -- the session's lease first
+      local function revision()
+        local _, out = C:etcdctl("get --write-out=json nothing")
+        return json.decode(out).header.revision
+      end
+      local function tickets()
+        local _, out = C:etcdctl("get --prefix --keys-only atomrun/ticket/")
+        return select(2, out:gsub("[^\n]+", ""))
+      end
+      local r0, t0 = revision(), tickets()
+      for _ = 1, 5 do assert(ar.lock(url)):unlock() end
+      assert.equal(10, revision() - r0)
+      assert.equal(t0, tickets())          -- an answered enqueue leaves no ticket behind
+    end)
+  end)
+
   -- ------------------------------------------------------------ point 8
 
   describe("one cluster however its endpoints are written (point 8)", function()

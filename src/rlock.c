@@ -21,7 +21,25 @@
  *
  * Acquire is one txn: "if my key does not exist, put it; in either case
  * read the queue".  Re-sent after a lost answer (the member died after the
- * put) it finds the key already there and does not queue twice.  A waiter
+ * put) it finds the key already there and does not queue twice.
+ *
+ * The trap is the copy that arrives LATE: a request that got no answer may
+ * still be in the network or in a member's queue, and land after the lock
+ * was taken through another member and released -- re-creating the key on
+ * our live lease, where it would stand at the head of the queue for the
+ * life of the process (everyone waits for it; we wait for ourselves).  So
+ * each acquisition also has a ticket, AR_TICKET_PREFIX <lease hex> "-" <n>,
+ * on the same lease, and the txn is "if neither the key nor the ticket
+ * exists, put both".  A late copy finds the ticket and puts nothing.  The
+ * release deletes the ticket with the key, in the same txn, only when
+ * every copy of the enqueue was answered (ar_etcd_send_tracked: none can
+ * be in flight); otherwise the ticket stays until the lease ends.  A waiter
+ * that gives up without knowing whether its enqueue landed burns the
+ * ticket ("if the ticket does not exist, put it; else delete the key"):
+ * after that no copy can land.  Still two consensus writes a lock and
+ * unlock: the ticket rides in the txns that were there anyway.
+ *
+ * A waiter
  * watches only the key it waits for -- the one just before it for a mutex,
  * the last writer before it for a reader -- from the revision of the read,
  * so no delete between the read and the watch is missed, and a release
@@ -48,6 +66,7 @@
 
 #define AR_NAME_MAX     200
 #define AR_WATCH_SLICE  2.0     /* re-read the queue at least this often */
+#define AR_TICKET_PREFIX "atomrun/ticket/"
 
 /* The guard: a thread that ends a command's process group when the lock
  * is lost (atomrun_remote_lock_guard). */
@@ -65,6 +84,8 @@ struct atomrun_remote_lock {
     atomrun_etcd *c;
     ar_session   *s;
     char         *key;
+    char         *ticket;       /* its enqueue's ticket (see the top) */
+    int           clean;        /* every copy of the enqueue was answered */
     int64_t       token;
     int           index;
     uint64_t      cluster;      /* the granting cluster's id */
@@ -479,33 +500,62 @@ static int read_queue(atomrun_etcd *c, const char *prefix, double deadline,
     return r;
 }
 
-/*
- * Put key (if it is not there) and read the queue, in one txn.  The txn
- * answers with the put's response (or none) and the range's.
- */
-static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
-                   const char *value, int64_t lease, double deadline,
-                   queue *q, char *err, size_t errlen)
+/* txn pieces: a compare "key's create revision is rev" (0: it does not
+ * exist), a put (bound to lease), a delete. */
+static json_t *cmp_created(const char *key, int64_t rev)
+{
+    char n[32];
+    snprintf(n, sizeof n, "%lld", (long long)rev);
+    return json_pack("{s:o, s:s, s:s, s:s}", "key", ar_json_b64(key, strlen(key)),
+                     "target", "CREATE", "result", "EQUAL", "create_revision", n);
+}
+
+static json_t *op_put(const char *key, const char *value, int64_t lease)
 {
     char id[32];
+    snprintf(id, sizeof id, "%lld", (long long)lease);
+    return json_pack("{s:{s:o, s:o, s:s}}", "request_put", "key", ar_json_b64(key, strlen(key)),
+                     "value", ar_json_b64(value, strlen(value)), "lease", id);
+}
+
+static json_t *op_delete(const char *key)
+{
+    return json_pack("{s:{s:o}}", "request_delete_range", "key", ar_json_b64(key, strlen(key)));
+}
+
+/* [op_delete(key)], and the ticket's too when ticket is not NULL. */
+static json_t *deletes(const char *key, const char *ticket)
+{
+    json_t *a = json_pack("[o]", op_delete(key));
+    if (a && ticket && json_array_append_new(a, op_delete(ticket)) < 0) {
+        json_decref(a);
+        return NULL;
+    }
+    return a;
+}
+
+/*
+ * Put key and its ticket (if neither is there) and read the queue, in one
+ * txn.  The txn answers with the puts' responses (or none) and the
+ * range's.  *unsure: a copy of it may still land (ar_etcd_send_tracked).
+ */
+static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
+                   const char *ticket, const char *value, int64_t lease,
+                   double deadline, int *unsure, queue *q, char *err, size_t errlen)
+{
     json_t *rng = range_request(prefix), *txn, *ans = NULL, *resp, *item;
     size_t i;
     int r;
 
     if (!rng)
         return -ENOMEM;
-    snprintf(id, sizeof id, "%lld", (long long)lease);
-    txn = json_pack("{s:[{s:o, s:s, s:s, s:s}],"
-                    " s:[{s:{s:o, s:o, s:s}}, {s:O}],"
-                    " s:[{s:O}]}",
-                    "compare", "key", ar_json_b64(key, strlen(key)),
-                    "target", "CREATE", "result", "EQUAL", "create_revision", "0",
-                    "success", "request_put", "key", ar_json_b64(key, strlen(key)),
-                    "value", ar_json_b64(value, strlen(value)), "lease", id,
+    txn = json_pack("{s:[o, o], s:[o, o, {s:O}], s:[{s:O}]}",
+                    "compare", cmp_created(key, 0), cmp_created(ticket, 0),
+                    "success", op_put(key, value, lease), op_put(ticket, key, lease),
                     "request_range", rng,
                     "failure", "request_range", rng);
     json_decref(rng);
-    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    r = ar_etcd_send_tracked(c, "/v3/kv/txn", txn, deadline, NULL, unsure, &ans, err, errlen);
     if (r < 0)
         return r;
     r = -EPROTO;
@@ -526,30 +576,35 @@ static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
     return r;
 }
 
-/* Delete key if it still has token (0: whatever its revision).  1 deleted,
- * 0 it was not there (or not ours), < 0 error. */
-static int dequeue(atomrun_etcd *c, const char *key, int64_t token,
-                   double deadline, char *err, size_t errlen)
+/* The release: delete key if it still has token, with its ticket when
+ * ticket is not NULL (no copy of the enqueue can still land). */
+static json_t *release_txn(const char *key, int64_t token, const char *ticket)
 {
-    char rev[32];
-    json_t *txn, *ans = NULL;
-    int r;
-    snprintf(rev, sizeof rev, "%lld", (long long)token);
-    if (token > 0)
-        txn = json_pack("{s:[{s:o, s:s, s:s, s:s}], s:[{s:{s:o}}]}",
-                        "compare", "key", ar_json_b64(key, strlen(key)),
-                        "target", "CREATE", "result", "EQUAL", "create_revision", rev,
-                        "success", "request_delete_range", "key",
-                        ar_json_b64(key, strlen(key)));
-    else
-        txn = json_pack("{s:[{s:{s:o}}]}", "success", "request_delete_range",
-                        "key", ar_json_b64(key, strlen(key)));
-    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    return json_pack("{s:[o], s:o, s:o*}", "compare", cmp_created(key, token),
+                     "success", deletes(key, ticket),
+                     "failure", ticket ? json_pack("[o]", op_delete(ticket)) : NULL);
+}
+
+/* The txn of a waiter that leaves the queue (gives up, or queues again):
+ * its key goes; and if its enqueue may not have landed, its ticket is put
+ * so that no copy of the enqueue can land later ("burnt").  With clean
+ * (every copy was answered) the ticket goes too. */
+static json_t *leave_txn(const char *key, const char *ticket, int clean, int64_t lease)
+{
+    return json_pack("{s:[o], s:[o], s:o}", "compare", cmp_created(ticket, 0),
+                     "success", op_put(ticket, key, lease),
+                     "failure", deletes(key, clean ? ticket : NULL));
+}
+
+/* Send a txn (taken over); 1 its compares held, 0 they did not, < 0 the
+ * cluster did not answer or refused. */
+static int txn_send(atomrun_etcd *c, json_t *txn, double deadline, char *err, size_t errlen)
+{
+    json_t *ans = NULL;
+    int r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
     if (r < 0)
         return r;
     r = json_is_true(json_object_get(ans, "succeeded")) ? 1 : 0;
-    if (r == 1 && token <= 0)
-        r = 1;
     json_decref(ans);
     return r;
 }
@@ -701,10 +756,11 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
     double start = atomrun_now();
     double wait_until = o->timeout < 0 ? 1e300 : start + o->timeout;
     char prefix[AR_NAME_MAX + 64], key[AR_NAME_MAX + 96];
+    char ticket[sizeof AR_TICKET_PREFIX + 32];
     char *value = NULL;
     ar_session *s = NULL;
     queue q = { 0 };
-    int r, requeues = 0;
+    int r, requeues = 0, unsure = 0;
     unsigned n;
 
     *out = NULL;
@@ -740,8 +796,11 @@ again:
     pthread_mutex_unlock(&seq_mu);
     snprintf(key, sizeof key, "%s%llx-%u", prefix,
              (unsigned long long)ar_session_lease(s), n);
-    r = enqueue(c, prefix, key, value, ar_session_lease(s), OP_DEADLINE(), &q,
-                o->err, sizeof o->err);
+    snprintf(ticket, sizeof ticket, "%s%llx-%u", AR_TICKET_PREFIX,
+             (unsigned long long)ar_session_lease(s), n);
+    unsure = 0;
+    r = enqueue(c, prefix, key, ticket, value, ar_session_lease(s), OP_DEADLINE(), &unsure,
+                &q, o->err, sizeof o->err);
     if (r == -ENOENT && strstr(o->err, "lease not found") && requeues++ < 3) {
         /* The cluster no longer has our lease (revoked by someone, or a
          * cluster rebuilt on the same endpoints): a new session. */
@@ -765,8 +824,9 @@ again:
              * queue again at the back, with a new lease if need be. */
             char derr[ATOMRUN_ETCD_ERRLEN];
             queue_free(&q);
-            if (me >= 0)            /* best effort: the lease takes it anyway */
-                dequeue(c, key, 0, atomrun_now() + 1.0, derr, sizeof derr);
+            /* best effort: the lease takes them anyway */
+            txn_send(c, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
+                     atomrun_now() + 1.0, derr, sizeof derr);
             ar_session_put(s);
             s = NULL;
             if (++requeues > 3 || atomrun_now() >= wait_until) {
@@ -793,13 +853,16 @@ again:
         mine = decide(&q, me, &wait_for, &blocker);
         if (mine) {
             atomrun_remote_lock *l = calloc(1, sizeof *l);
-            if (!l || !(l->key = strdup(key))) {
+            if (!l || !(l->key = strdup(key)) || !(l->ticket = strdup(ticket))) {
+                if (l)
+                    free(l->key);
                 free(l);
                 r = -ENOMEM;
                 goto cleanup;
             }
             l->c = c;
             l->s = s;
+            l->clean = !unsure;
             l->cluster = q.cluster;
             l->token = q.e[me].rev;
             l->index = me + 1;
@@ -835,19 +898,19 @@ again:
     }
 
 cleanup:
-    /* A waiter that gives up leaves no key: a moment more for that, past the
+    /* A waiter that gives up leaves no key, and no way for a late copy of
+     * its enqueue to make one (leave_txn): a moment more for that, past the
      * deadline if need be -- a key left behind would stand in the queue,
      * ahead of everyone after it, for as long as the lease lives.  When the
-     * cluster did not answer (the put may or may not have happened) and no
-     * other lock of ours uses the lease, the lease is let go: the key, if
-     * any, then goes within the TTL. */
+     * cluster did not answer and no other lock of ours uses the lease, the
+     * lease is let go: the key, if any, then goes within the TTL. */
     if (s) {
         char derr[ATOMRUN_ETCD_ERRLEN];
-        int unsure = r == ATOMRUN_EUNAVAILABLE;
-        double grace = unsure ? 1.0 : 2.0;
+        double grace = r == ATOMRUN_EUNAVAILABLE ? 1.0 : 2.0;
         if (grace > ar_etcd_op_timeout(c))
             grace = ar_etcd_op_timeout(c);
-        if (dequeue(c, key, 0, atomrun_now() + grace, derr, sizeof derr) < 0 &&
+        if (txn_send(c, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
+                     atomrun_now() + grace, derr, sizeof derr) < 0 &&
             ar_session_users(s) == 1)
             ar_session_abandon(s, "given up: the cluster did not answer");
     }
@@ -878,7 +941,8 @@ int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
     int lost, r;
     atomrun_remote_lock_unguard(l);
     lost = ar_session_lost(l->s, why, sizeof why) < 0;
-    r = dequeue(l->c, l->key, l->token, 0, err, errlen);
+    r = txn_send(l->c, release_txn(l->key, l->token, l->clean ? l->ticket : NULL), 0,
+                 err, errlen);
     if (r == 0 || (r >= 0 && lost)) {
         if (lost)
             snprintf(err, errlen, "%s", why);
@@ -894,6 +958,7 @@ int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
     }
     ar_session_put(l->s);
     free(l->key);
+    free(l->ticket);
     free(l);
     return r;
 }
