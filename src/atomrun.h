@@ -613,11 +613,22 @@ ATOMRUN_API int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid,
                                           double kill_after);
 ATOMRUN_API int atomrun_remote_lock_unguard(atomrun_remote_lock *l);
 /*
- * Release: delete the key only if it still has this lock's token.  Frees l
- * whatever the result.  0, ATOMRUN_ELOST (someone else's now, or the lease
- * was lost), ATOMRUN_EUNAVAILABLE (the key stays until the lease ends).
+ * Release: delete the key only if it still has this lock's token.  0 or
+ * ATOMRUN_ELOST (someone else's now, or the lease was lost): l is freed.
+ * ATOMRUN_EUNAVAILABLE: no answer came (or the delete was refused), so the
+ * key may still be there; it is not left so -- the lease is let go if no
+ * other lock uses it (the key goes within twice the TTL at the latest),
+ * and the release (or the lease's revoke) is retried in the background
+ * until a member answers; err says which and what happens next.  l then
+ * stays, released as far as the caller goes (never a fence, never
+ * guarded): atomrun_remote_unlock(l) again says how it went -- 0 once a
+ * member answered (l freed), ATOMRUN_EUNAVAILABLE while pending -- and
+ * atomrun_remote_lock_free(l) drops it without asking (the retry goes on).
  */
 ATOMRUN_API int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen);
+/* Free l: a held lock is released first (its result dropped), a pending
+ * release is left to its retry. */
+ATOMRUN_API void atomrun_remote_lock_free(atomrun_remote_lock *l);
 /*
  * The holders and waiters of NAME in queue order (holders first): up to max
  * entries into h, the total count in *count.
