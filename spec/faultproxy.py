@@ -37,10 +37,11 @@ returning it.
                     says "deliver" -- as late as the spec wants (after the
                     lock it asked for was taken elsewhere and released)
   --control FILE    read before each request: "blackhole" in it black-holes
-                    from then on, "blackhole txn" black-holes the txn POSTs
-                    only (the lease keepalives still pass), "pass" forwards
-                    again, "deliver" delivers a --late-hold txn now (a
-                    spec's switch; watched every 50 ms)
+                    from then on; "blackhole PATH..." only requests to those
+                    paths ("blackhole /v3/kv/txn": the lease keepalives still
+                    pass); "pass" forwards again; "deliver" delivers a
+                    --late-hold txn now (a spec's switch; watched every
+                    50 ms)
   --reset           cut with a TCP RST (SO_LINGER 0) instead of a FIN
   --port-file F     the listening port is written there (atomically) once
                     the proxy accepts connections; also printed on stdout
@@ -81,7 +82,7 @@ class State:
         self.mu = threading.Lock()
         self.txns = 0
         self.blackhole = False
-        self.blackhole_txn = False
+        self.blackhole_paths = frozenset()
         self.held = None           # --late: (n, head, body), False once delivered
         self.drop = set(int(x) for x in args.drop.split(",") if x) if args.drop else set()
         self.log_fh = open(args.log, "a", buffering=1) if args.log else None
@@ -104,14 +105,15 @@ class State:
 
     def control(self):
         """Apply the control file, if any; True when black-holing."""
-        word = self.control_word()
-        if word in ("blackhole", "blackhole txn", "pass"):
-            on, txn_only = word == "blackhole", word == "blackhole txn"
+        words = self.control_word().split()
+        if words and words[0] in ("blackhole", "pass"):
+            on = words == ["blackhole"]
+            paths = frozenset(words[1:]) if words[0] == "blackhole" else frozenset()
             with self.mu:
-                changed = (on, txn_only) != (self.blackhole, self.blackhole_txn)
-                self.blackhole, self.blackhole_txn = on, txn_only
+                changed = (on, paths) != (self.blackhole, self.blackhole_paths)
+                self.blackhole, self.blackhole_paths = on, paths
             if changed:
-                self.log("blackhole " + ("on" if on else "txn" if txn_only else "off"))
+                self.log("blackhole " + ("on" if on else " ".join(sorted(paths)) or "off"))
         return self.blackhole
 
     def watch_control(self):
@@ -286,7 +288,7 @@ def serve(client, st):
                 return
             drop, n = False, 0
             is_txn = method == "POST" and path == "/v3/kv/txn"
-            if is_txn and st.blackhole_txn:
+            if path in st.blackhole_paths:
                 black_hole(crf, st, what)
                 return
             if up is None:
