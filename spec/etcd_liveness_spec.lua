@@ -67,6 +67,113 @@ describe("etcd lock liveness, identity, kinds and holder text (issue 23)", funct
     return rep[1]
   end
 
+  -- ------------------------------------------------------------ point 6
+
+  describe("a release without an answer leaves no name held by nobody (point 6)", function()
+    -- The proxy in front of member 1 black-holes the unlock's txn (and a
+    -- revoke) while the lease keepalives still pass: the cluster is fine,
+    -- only our release never gets an answer.  Without a fix the key stays
+    -- on a lease this process keeps alive.
+    local TXN, REVOKE = "/v3/kv/txn", "/v3/lease/revoke"
+    local function dark_proxy()
+      local ctl = dir .. "/ctl"
+      local p = C:faultproxy(dir, "--control " .. H.q(ctl))
+      return p, function(word) H.write(ctl, word) end
+    end
+    -- Another process locks url: true once it got it within `within` s.
+    local function other_gets(url, within)
+      local st, out, err = H.sh(H.cmd("-e", [[
+        local lk, msg, code = atomrun.lock(..., { timeout = tonumber(select(2, ...)) })
+        io.write(tostring(code), " ", tostring(msg))
+        os.exit(lk and 0 or 1)]], url, tostring(within)))
+      return st == 0, out .. err
+    end
+
+    it("the only lock on its lease: unlock says so, the lease is let go, the name is free within the TTL", function()
+      local name, ttl = "rel/alone", 4
+      local p, say = dark_proxy()
+      local lk = assert(ar.lock(p.url(name), { ttl = ttl }))
+      say("blackhole " .. TXN .. " " .. REVOKE)
+      local ok, msg, code = lk:unlock()
+      assert.is_nil(ok)
+      assert.equal("unavailable", code)
+      assert.matches("the release of " .. name .. " was not confirmed %(.*%): the lease %x+ was let go, so "
+        .. name .. " is free within " .. (2 * ttl + 2) .. " s at the latest", msg)
+      assert.is_true(p.events("^blackholed POST " .. TXN) >= 1)
+      assert.is_false(lk.locked)
+      -- asked again while nothing answers: the same failure, not a blind true
+      ok, msg, code = lk:unlock()
+      assert.is_nil(ok)
+      assert.equal("unavailable", code)
+      assert.matches("the release of " .. name .. " is still not confirmed", msg)
+      -- the keepalives stopped: through the other members, the name is
+      -- free within the bound while the proxy still black-holes our txns
+      local got, why = other_gets(C:url(name), 2 * ttl + 2 + 10)
+      assert.is_true(got, why)
+      assert.equal(0, #queue_keys(name))
+      -- the cluster answers again: the revoke is answered, unlock says true
+      say("pass")
+      assert.is_true(H.wait_until(function() return lk:unlock() == true end, 20))
+      assert.is_true(lk:unlock())
+    end)
+
+    it("a lease other locks share: the release is retried until a member answers; the others are not lost", function()
+      local name, ttl = "rel/shared", 10
+      local p, say = dark_proxy()
+      local other = assert(ar.lock(p.url("rel/shared-other"), { ttl = ttl }))
+      local lk = assert(ar.lock(p.url(name), { ttl = ttl }))
+      say("blackhole " .. TXN)
+      local ok, msg, code = lk:unlock()
+      assert.is_nil(ok)
+      assert.equal("unavailable", code)
+      assert.matches("the release of " .. name .. " was not confirmed %(.*%): the release is retried "
+        .. "in the background, so " .. name .. " is free once a member answers", msg)
+      ok, msg, code = lk:unlock()
+      assert.is_nil(ok)
+      assert.equal("unavailable", code)
+      assert.matches("still not confirmed", msg)
+      assert.equal(1, #queue_keys(name))                     -- not released yet, truly
+      assert.is_false(other:lost())
+      say("pass")
+      local got, why = other_gets(C:url(name), 20)            -- the retry landed
+      assert.is_true(got, why)
+      assert.is_true(H.wait_until(function() return lk:unlock() == true end, 10))
+      assert.is_false(other:lost())
+      assert.is_true(other:unlock())
+    end)
+
+    it("with_lock returns the failed release instead of fn's results", function()
+      local name = "rel/with"
+      local p, say = dark_proxy()
+      local v, msg, code = ar.with_lock(p.url(name), { ttl = 4 }, function()
+        say("blackhole " .. TXN .. " " .. REVOKE)
+        return "fn's result"
+      end)
+      assert.is_nil(v, "with_lock swallowed the failed release")
+      assert.equal("unavailable", code)
+      assert.matches("the release of " .. name .. " was not confirmed", msg)
+      say("pass")
+      local got, why = other_gets(C:url(name), 20)
+      assert.is_true(got, why)
+    end)
+
+    it("with_lock returns 'lost' when the lock was lost while fn ran", function()
+      local url = C:url("rel/with-lost")
+      local v, msg, code = ar.with_lock(url, { ttl = 5 }, function()
+        local q = assert(ar._etcd_queue(url))
+        local st, _, err = C:etcdctl("lease revoke " .. q[1].lease)  -- broken from outside
+        assert.equal(0, st, err)
+        return "fn's result"
+      end)
+      assert.is_nil(v)
+      assert.equal("lost", code, msg)
+      -- an error in fn still propagates, and the lock is released
+      local e = H.err_of(function() ar.with_lock(url, nil, function() error("boom") end) end)
+      assert.matches("boom", e)
+      assert(ar.lock(url, { wait = false })):unlock()
+    end)
+  end)
+
   -- ------------------------------------------------------------ point 7
 
   describe("a late enqueue lands on nothing (point 7)", function()

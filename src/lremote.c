@@ -31,6 +31,9 @@
 
 typedef struct ar_rlock {
     atomrun_remote_lock *l;        /* NULL once released */
+    /* Released, but no member answered yet (atomrun_remote_unlock's
+     * ATOMRUN_EUNAVAILABLE): a later unlock() asks it how it went. */
+    atomrun_remote_lock *pending;
     int                  mode;
     int                  slots;
 } ar_rlock;
@@ -385,19 +388,31 @@ static void ar_rlock_forget(lua_State *L, int i, ar_rlock *lk)
     ar_held_note(L, i, lk, -1);
 }
 
+/* Release lk (held or pending); the core's result, err filled. */
+static int ar_rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
+{
+    atomrun_remote_lock *l = lk->l ? lk->l : lk->pending;
+    int r;
+    if (!l)
+        return 0;
+    if (lk->l) {
+        lk->l = NULL;
+        ar_rlock_forget(L, 1, lk);
+    }
+    r = atomrun_remote_unlock(l, err, errlen);
+    lk->pending = r == ATOMRUN_EUNAVAILABLE ? l : NULL;
+    return r;
+}
+
+/* lk:unlock() -> true | nil, msg, code.  Idempotent as for files, but never
+ * a blind true: after a release whose answer did not come, each call says
+ * how it stands then ("unavailable" while it is retried, true once a
+ * member answered). */
 static int ar_rlock_unlock(lua_State *L)
 {
     ar_rlock *lk = ar_checkrlock(L, 1);
     char err[ATOMRUN_ETCD_ERRLEN] = "";
-    atomrun_remote_lock *l = lk->l;
-    int r;
-    if (!l) {                       /* idempotent, as for files */
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    lk->l = NULL;
-    ar_rlock_forget(L, 1, lk);
-    r = atomrun_remote_unlock(l, err, sizeof err);
+    int r = ar_rlock_release(L, lk, err, sizeof err);
     if (r < 0) {
         lua_getiuservalue(L, 1, 1);
         return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), err);
@@ -406,16 +421,23 @@ static int ar_rlock_unlock(lua_State *L)
     return 1;
 }
 
+/* <close>: released; a pending release is kept for a later unlock(). */
+static int ar_rlock_close(lua_State *L)
+{
+    char err[ATOMRUN_ETCD_ERRLEN];
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    if (lk->l)
+        ar_rlock_release(L, lk, err, sizeof err);
+    return 0;
+}
+
 static int ar_rlock_gc(lua_State *L)
 {
     ar_rlock *lk = ar_checkrlock(L, 1);
-    if (lk->l) {
-        char err[ATOMRUN_ETCD_ERRLEN];
-        atomrun_remote_lock *l = lk->l;
-        lk->l = NULL;
-        ar_rlock_forget(L, 1, lk);
-        atomrun_remote_unlock(l, err, sizeof err);
-    }
+    ar_rlock_close(L);
+    if (lk->pending)                /* its retry goes on without us */
+        atomrun_remote_lock_free(lk->pending);
+    lk->pending = NULL;
     return 0;
 }
 
@@ -1247,4 +1269,8 @@ void arL_openremote(lua_State *L)
         { "locked", ar_rlock_locked },
         { NULL, NULL } };
     arL_newclass(L, AR_RLOCK_MT, methods, getters, ar_rlock_gc, ar_rlock_tostring);
+    luaL_getmetatable(L, AR_RLOCK_MT);
+    lua_pushcfunction(L, ar_rlock_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
 }

@@ -80,9 +80,24 @@ typedef struct ar_guard {
     int             fired;      /* 1 TERM sent, 2 KILL sent */
 } ar_guard;
 
+/* A release (or a give-up's leave) whose answer never came: retry_main
+ * sends it again until a member answers (retry_start says why). */
+typedef struct ar_retry {
+    pthread_mutex_t mu;
+    int             refs;       /* the thread's, and the lock's if it asks */
+    int             done;       /* a member answered: the key is gone */
+    char            why[ATOMRUN_ETCD_ERRLEN];   /* the last failure */
+    atomrun_etcd   *c;
+    const char     *path;       /* "/v3/kv/txn" or "/v3/lease/revoke" */
+    json_t         *body;
+} ar_retry;
+
 struct atomrun_remote_lock {
     atomrun_etcd *c;
-    ar_session   *s;
+    ar_session   *s;            /* NULL once the release is pending */
+    char         *name;
+    int           ttl;
+    int64_t       lease;
     char         *key;
     char         *ticket;       /* its enqueue's ticket (see the top) */
     int           clean;        /* every copy of the enqueue was answered */
@@ -90,6 +105,10 @@ struct atomrun_remote_lock {
     int           index;
     uint64_t      cluster;      /* the granting cluster's id */
     ar_guard     *guard;
+    /* A release whose answer never came (atomrun_remote_unlock): who
+     * retries it, and what happens next, for the messages. */
+    ar_retry     *retry;
+    char         *next;
 };
 
 static pthread_mutex_t seq_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -108,13 +127,15 @@ int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l) { return l->toke
 uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l) { return l->cluster; }
 int atomrun_remote_lock_index(const atomrun_remote_lock *l) { return l->index; }
 const char *atomrun_remote_lock_key(const atomrun_remote_lock *l) { return l->key; }
-int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l)
-{
-    return ar_session_lease(l->s);
-}
+int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l) { return l->lease; }
 
 int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len)
 {
+    if (!l->s) {                /* released (the answer pending): never a fence */
+        if (why)
+            snprintf(why, len, "the lock of %s was released", l->name);
+        return ATOMRUN_ELOST;
+    }
     return ar_session_lost(l->s, why, len);
 }
 
@@ -749,6 +770,108 @@ static int valid_name(const char *name, char *err, size_t errlen)
     return 0;
 }
 
+/* ------------------------------------------------------------ no answer */
+
+static void retry_unref(ar_retry *t)
+{
+    int left;
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    left = --t->refs;
+    pthread_mutex_unlock(&t->mu);
+    if (left == 0) {
+        pthread_mutex_destroy(&t->mu);
+        json_decref(t->body);
+        free(t);
+    }
+}
+
+/* Send t's request until a member answers, pausing more each time (a
+ * cluster without quorum should not be hammered).  An answer of any kind
+ * settles it: the txn compares the key's token, so "not succeeded" means
+ * the key is gone already, as does a revoke's "lease not found". */
+static void *retry_main(void *ud)
+{
+    ar_retry *t = ud;
+    double nap = 0.25;
+    for (;;) {
+        char err[ATOMRUN_ETCD_ERRLEN] = "";
+        json_t *ans = NULL;
+        int r = ar_etcd_post(t->c, t->path, t->body, 0, NULL, &ans, err, sizeof err);
+        json_decref(ans);
+        pthread_mutex_lock(&t->mu);
+        t->done = r == 0 || (r == -ENOENT && strcmp(t->path, "/v3/lease/revoke") == 0);
+        if (!t->done)
+            ar_strlcpy(t->why, err, sizeof t->why);
+        pthread_mutex_unlock(&t->mu);
+        if (t->done)
+            break;
+        atomrun_sleep(nap);
+        if ((nap *= 2) > 5.0)
+            nap = 5.0;
+    }
+    retry_unref(t);
+    return NULL;
+}
+
+/* Retry body (taken over) on path from a detached thread; why: the first
+ * failure.  The retry with a reference for the caller, or NULL (no memory,
+ * no thread: nothing retries it). */
+static ar_retry *retry_start(atomrun_etcd *c, const char *path, json_t *body,
+                             const char *why)
+{
+    ar_retry *t = body ? calloc(1, sizeof *t) : NULL;
+    pthread_attr_t attr;
+    pthread_t th;
+    int started;
+    if (!t) {
+        json_decref(body);
+        return NULL;
+    }
+    pthread_mutex_init(&t->mu, NULL);
+    t->refs = 2;
+    t->c = c;
+    t->path = path;
+    t->body = body;
+    ar_strlcpy(t->why, why, sizeof t->why);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    started = pthread_create(&th, &attr, retry_main, t) == 0;
+    pthread_attr_destroy(&attr);
+    if (!started) {
+        t->refs = 1;
+        retry_unref(t);
+        return NULL;
+    }
+    return t;
+}
+
+/*
+ * A txn that had to reach the cluster -- a release, a give-up's leave --
+ * got no answer (or was refused): the key it is about may still be there,
+ * on a lease this process keeps alive, and would hold the name for nobody
+ * for as long as the process lives.  Not left so.  If no other lock uses
+ * s, the lease is let go (*let_go 1): its keepalives stop, so its keys go
+ * within the TTL even if we never reach the cluster again, and it is
+ * revoked as soon as a member answers.  Otherwise the txn itself is sent
+ * again until a member answers.  txn taken over; the retry, referenced.
+ */
+static ar_retry *not_answered(atomrun_etcd *c, ar_session *s, json_t *txn, const char *err,
+                              const char *why, int *let_go)
+{
+    char id[32];
+    int alone = ar_session_users(s) == 1;
+    if (let_go)
+        *let_go = alone;
+    if (!alone)
+        return retry_start(c, "/v3/kv/txn", txn, err);
+    json_decref(txn);
+    ar_session_abandon(s, why);
+    snprintf(id, sizeof id, "%lld", (long long)ar_session_lease(s));
+    return retry_start(c, "/v3/lease/revoke", json_pack("{s:s}", "ID", id), err);
+}
+
 int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
                                 atomrun_remote_opts *o,
                                 atomrun_remote_lock **out)
@@ -860,8 +983,17 @@ again:
                 r = -ENOMEM;
                 goto cleanup;
             }
+            if (!(l->name = strdup(name))) {
+                free(l->key);
+                free(l->ticket);
+                free(l);
+                r = -ENOMEM;
+                goto cleanup;
+            }
             l->c = c;
             l->s = s;
+            l->ttl = o->ttl;
+            l->lease = ar_session_lease(s);
             l->clean = !unsure;
             l->cluster = q.cluster;
             l->token = q.e[me].rev;
@@ -910,9 +1042,9 @@ cleanup:
         if (grace > ar_etcd_op_timeout(c))
             grace = ar_etcd_op_timeout(c);
         if (txn_send(c, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
-                     atomrun_now() + grace, derr, sizeof derr) < 0 &&
-            ar_session_users(s) == 1)
-            ar_session_abandon(s, "given up: the cluster did not answer");
+                     atomrun_now() + grace, derr, sizeof derr) < 0)
+            retry_unref(not_answered(c, s, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
+                                     derr, "given up: the cluster did not answer", NULL));
     }
 fail:
     if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
@@ -935,32 +1067,103 @@ fail:
 #undef OP_DEADLINE
 }
 
+static void lock_free(atomrun_remote_lock *l)
+{
+    retry_unref(l->retry);
+    ar_session_put(l->s);
+    free(l->name);
+    free(l->key);
+    free(l->ticket);
+    free(l->next);
+    free(l);
+}
+
+/* The release's answer never came: not_answered takes it on, and l stays
+ * so that its caller can ask again.  The bounds: with the lease let go,
+ * its last keepalive may still be on its way (sent up to a TTL after the
+ * last confirmed one, arriving up to an attempt later) and the cluster
+ * counts a TTL from there; otherwise, the process's exit revokes the lease
+ * or stops its keepalives. */
+static int unlock_unanswered(atomrun_remote_lock *l, char *err, size_t errlen)
+{
+    char first[ATOMRUN_ETCD_ERRLEN], next[512];
+    int let_go = 0;
+    ar_strlcpy(first, err, sizeof first);
+    l->retry = not_answered(l->c, l->s, release_txn(l->key, l->token, l->clean ? l->ticket : NULL),
+                            first, "released without an answer: the lease was let go", &let_go);
+    if (let_go)
+        snprintf(next, sizeof next, "the lease %llx was let go, so %s is free within %d s at "
+                 "the latest%s", (unsigned long long)l->lease, l->name, 2 * l->ttl + 2,
+                 l->retry ? " (sooner once a member answers: its revoke is retried)" : "");
+    else if (l->retry)
+        snprintf(next, sizeof next, "the release is retried in the background, so %s is free "
+                 "once a member answers, or within %d s after this process ends at the latest",
+                 l->name, l->ttl + 2);
+    else
+        snprintf(next, sizeof next, "nothing can retry it (no thread), so %s stays locked "
+                 "until this process ends, and %d s more at the latest", l->name, l->ttl + 2);
+    l->next = strdup(next);
+    ar_session_put(l->s);
+    l->s = NULL;
+    snprintf(err, errlen, "the release of %s was not confirmed (%s): %s", l->name, first, next);
+    return ATOMRUN_EUNAVAILABLE;
+}
+
+/* Asked again after unlock_unanswered: how it went since. */
+static int unlock_again(atomrun_remote_lock *l, char *err, size_t errlen)
+{
+    char why[ATOMRUN_ETCD_ERRLEN] = "";
+    int done = 0;
+    if (l->retry) {
+        pthread_mutex_lock(&l->retry->mu);
+        done = l->retry->done;
+        ar_strlcpy(why, l->retry->why, sizeof why);
+        pthread_mutex_unlock(&l->retry->mu);
+    }
+    if (done) {
+        lock_free(l);
+        return 0;
+    }
+    snprintf(err, errlen, "the release of %s is still not confirmed (%s): %s", l->name, why,
+             l->next ? l->next : "");
+    return ATOMRUN_EUNAVAILABLE;
+}
+
 int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
 {
     char why[ATOMRUN_ETCD_ERRLEN];
     int lost, r;
+    if (!l->s)
+        return unlock_again(l, err, errlen);
     atomrun_remote_lock_unguard(l);
     lost = ar_session_lost(l->s, why, sizeof why) < 0;
     r = txn_send(l->c, release_txn(l->key, l->token, l->clean ? l->ticket : NULL), 0,
                  err, errlen);
-    if (r == 0 || (r >= 0 && lost)) {
-        if (lost)
-            snprintf(err, errlen, "%s", why);
-        else
-            snprintf(err, errlen, "%s was no longer held (token %lld): the lease "
-                     "expired or the key was removed", l->key, (long long)l->token);
-        r = ATOMRUN_ELOST;
-    } else if (r == 1) {
-        r = 0;
-    } else if (lost) {
+    if (r < 0 && !lost)
+        return unlock_unanswered(l, err, errlen);
+    if (lost) {
+        /* the keepalives stopped when it was lost: the key goes with the
+         * lease, whatever became of the delete */
         snprintf(err, errlen, "%s", why);
         r = ATOMRUN_ELOST;
+    } else if (r == 0) {
+        snprintf(err, errlen, "%s was no longer held (token %lld): the lease "
+                 "expired or the key was removed", l->key, (long long)l->token);
+        r = ATOMRUN_ELOST;
+    } else {
+        r = 0;
     }
-    ar_session_put(l->s);
-    free(l->key);
-    free(l->ticket);
-    free(l);
+    lock_free(l);
     return r;
+}
+
+void atomrun_remote_lock_free(atomrun_remote_lock *l)
+{
+    char err[ATOMRUN_ETCD_ERRLEN];
+    if (l && l->s && atomrun_remote_unlock(l, err, sizeof err) != ATOMRUN_EUNAVAILABLE)
+        return;
+    if (l)
+        lock_free(l);
 }
 
 int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,

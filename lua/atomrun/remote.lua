@@ -137,11 +137,14 @@ end
 
 local Slot = {}
 Slot.__index = Slot
+-- The lock stays in the slot after a release whose answer did not come,
+-- so that releasing again says how it stands then (lk:unlock's rule).
 function Slot:release()
   local lk = self.lock
   if not lk then return true end
-  self.lock = nil
-  return lk:unlock()
+  local ok, err, code = lk:unlock()
+  if code ~= "unavailable" then self.lock = nil end
+  return ok, err, code
 end
 Slot.unlock = Slot.release
 Slot.__close = Slot.release
@@ -149,7 +152,7 @@ Slot.__gc = Slot.release
 function Slot:lost() return self.lock ~= nil and self.lock:lost() end
 function Slot:__tostring()
   return string.format("atomrun.slot (%s #%d%s)", self.path, self.index,
-    self.lock and "" or ", released")
+    self.lock and self.lock.locked and "" or ", released")
 end
 
 local Sem = {}
