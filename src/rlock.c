@@ -788,9 +788,12 @@ static void retry_unref(ar_retry *t)
 }
 
 /* Send t's request until a member answers, pausing more each time (a
- * cluster without quorum should not be hammered).  An answer of any kind
- * settles it: the txn compares the key's token, so "not succeeded" means
- * the key is gone already, as does a revoke's "lease not found". */
+ * cluster without quorum should not be hammered).  An answer settles it:
+ * the release compares the key's token, so "not succeeded" means the key
+ * is gone already; and "lease not found" (a revoke's, or a leave's put of
+ * its ticket) means the lease is gone, and its keys with it.  A refusal
+ * (permissions changed under us) is tried again too: while none is
+ * answered, the key stays. */
 static void *retry_main(void *ud)
 {
     ar_retry *t = ud;
@@ -801,7 +804,7 @@ static void *retry_main(void *ud)
         int r = ar_etcd_post(t->c, t->path, t->body, 0, NULL, &ans, err, sizeof err);
         json_decref(ans);
         pthread_mutex_lock(&t->mu);
-        t->done = r == 0 || (r == -ENOENT && strcmp(t->path, "/v3/lease/revoke") == 0);
+        t->done = r == 0 || r == -ENOENT;
         if (!t->done)
             ar_strlcpy(t->why, err, sizeof t->why);
         pthread_mutex_unlock(&t->mu);
