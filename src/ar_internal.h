@@ -8,6 +8,7 @@
 
 #include "atomrun.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 
 /*
@@ -53,5 +54,16 @@ void ar_holder_cmd(pid_t pid, char *buf, size_t size);
 size_t ar_escape(char *out, size_t size, const unsigned char *s, size_t n);
 /* When pid started, in seconds since the epoch; 0 when unknown. */
 int64_t ar_start_time(pid_t pid);
+
+/*
+ * Clocks (clock.c).  ar_boot_now: CLOCK_BOOTTIME seconds, which go on
+ * counting while the machine is suspended (the etcd lost rule's clock).
+ * ar_cond_init: a condition variable whose timed waits run on
+ * CLOCK_MONOTONIC, never on the wall clock; ar_cond_wait_for waits on one
+ * for at most `seconds` (under mu, as pthread_cond_timedwait).
+ */
+double ar_boot_now(void);
+int    ar_cond_init(pthread_cond_t *cv);
+void   ar_cond_wait_for(pthread_cond_t *cv, pthread_mutex_t *mu, double seconds);
 
 #endif

@@ -497,6 +497,18 @@ ATOMRUN_API int atomrun_has_command(const char *name);
 
 #define ATOMRUN_ETCD_LOCK_PREFIX "atomrun/lock/"
 #define ATOMRUN_ETCD_ERRLEN      256
+/* A guarded command is dead this many seconds before its lock's lease can
+ * expire (atomrun_remote_lock_guard). */
+#define ATOMRUN_ETCD_GUARD_MARGIN 0.25
+
+/*
+ * The SIGTERM-to-SIGKILL time of a guarded command for a lock of ttl
+ * seconds: asked (< 0: the default, ttl/4 and at most 5 s), or -ERANGE
+ * when it does not fit: TERM plus kill_after must end the command
+ * ATOMRUN_ETCD_GUARD_MARGIN before the lease can expire while leaving the
+ * keepalive half the TTL to be confirmed, so kill_after <= ttl/2 - margin.
+ */
+ATOMRUN_API int atomrun_etcd_kill_after(int ttl, double asked, double *out);
 
 typedef struct atomrun_etcd atomrun_etcd;
 
@@ -586,6 +598,8 @@ ATOMRUN_API int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l);
 ATOMRUN_API int atomrun_remote_lock_index(const atomrun_remote_lock *l);
 ATOMRUN_API const char *atomrun_remote_lock_key(const atomrun_remote_lock *l);
 ATOMRUN_API int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l);
+/* The lease's TTL, seconds. */
+ATOMRUN_API int atomrun_remote_lock_ttl(const atomrun_remote_lock *l);
 /* The id of the cluster that granted the lock (from its answer; 0 if it
  * gave none).  atomrun_remote_cluster_id asks c's cluster for its own (one
  * read): two endpoint lists name one cluster when the ids are equal. */
@@ -595,19 +609,31 @@ ATOMRUN_API int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint
 /*
  * 0 while the lock is certainly held; ATOMRUN_ELOST, with why (if non-NULL)
  * filled, as soon as the lease could have expired: a keepalive answered
- * without a TTL, or the monotonic deadline counted from the last confirmed
- * keepalive's SEND time passed.  Cheap (no network); sticky.
+ * without a TTL, or the deadline counted from the last confirmed
+ * keepalive's SEND time passed (on CLOCK_BOOTTIME: time suspended counts).
+ * Cheap (no network); sticky.
  */
 ATOMRUN_API int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why,
                              size_t len);
 /*
- * Guard a command: a thread that, as soon as the lock is lost, sends SIGTERM
- * to process group pgid (the command's, its leader's pid), then SIGKILL
- * kill_after seconds later; pgid 0: every child process of this process
- * (with its group when it leads one), for a caller that starts the command
- * only after the guard.  unguard stops it (unlock does too) and returns
- * 0, or 1/2 if it sent TERM/KILL.  Stop it right after waiting for the
- * command: its pid may be reused once it has been waited for.
+ * Guard a command: a watchdog PROCESS (forked now; it runs in a process
+ * group of its own, so a SIGSTOP or SIGKILL of this process does not stop
+ * it) that ends process group pgid -- the command's, its leader's pid --
+ * and the command's descendants before the lease can expire: SIGTERM at
+ * the lease's deadline minus ATOMRUN_ETCD_GUARD_MARGIN minus kill_after,
+ * SIGKILL at the deadline minus the margin, SIGKILL at once when the
+ * cluster says the lease is gone or this process dies.  The deadline is the
+ * one lk:lost() counts on (CLOCK_BOOTTIME): while this process is stopped
+ * it stands still and the watchdog acts on it; while it runs, keepalives
+ * move it on.  kill_after < 0: the default (atomrun_etcd_kill_after).
+ * While a guard runs this process is a child subreaper (PR_SET_CHILD_
+ * SUBREAPER), so the command's orphans are swept with it.  pgid 0: every
+ * child of this process, for a caller that starts the command only after
+ * the guard (those children are not ended if this process is killed:
+ * start them with PR_SET_PDEATHSIG).  -ERANGE: kill_after does not fit.
+ * unguard stops it (unlock does too) and returns what it sent: 0
+ * nothing, or the bits 1 (SIGTERM) and 2 (SIGKILL).  Stop it right after waiting for the command: its pid may be
+ * reused once it has been waited for.
  */
 ATOMRUN_API int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid,
                                           double kill_after);

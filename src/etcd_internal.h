@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 typedef struct ar_session ar_session;
 
@@ -119,6 +120,28 @@ int  ar_session_users(ar_session *s);
  * longer has).  Every lock on it reports lost. */
 void ar_session_abandon(ar_session *s, const char *why);
 int64_t ar_session_lease(const ar_session *s);
+int     ar_session_ttl(const ar_session *s);
+/*
+ * What a session shares with the watchdog processes of its guards
+ * (guard.c): one page mapped MAP_SHARED, so a process forked from this one
+ * sees every later store.  Written under the session's lock by the
+ * keepalive thread, read without locks.
+ */
+typedef struct ar_lease_view {
+    _Atomic int64_t until_ns;   /* confirmed until then: CLOCK_BOOTTIME ns */
+    _Atomic int     lost;       /* the lost rule has fired (sticky) */
+} ar_lease_view;
+const ar_lease_view *ar_session_view(const ar_session *s);
+
+/* --- the guard's watchdog (guard.c) --- */
+
+typedef struct ar_guard ar_guard;
+/* Fork the watchdog that ends process group pgid (0: every child of this
+ * process) before s's lease can expire; kill_after < 0: the default.
+ * -ERANGE when kill_after does not fit in s's TTL (atomrun_etcd_kill_after). */
+int ar_guard_start(ar_session *s, pid_t pgid, double kill_after, ar_guard **out);
+/* Stop and reap it: what it sent, bits 1 (TERM) and 2 (KILL); 0: nothing. */
+int ar_guard_stop(ar_guard *g);
 /* 0 or ATOMRUN_ELOST (why filled).  Sticky. */
 int  ar_session_lost(ar_session *s, char *why, size_t len);
 

@@ -116,6 +116,7 @@ int luaopen_atomrun_core(lua_State *L)
         { "_etcd_lease", arL_etcd_lease },
         { "_etcd_endpoints", arL_etcd_endpoints },
         { "_etcd_key", arL_etcd_key }, { "_etcd_watch", arL_etcd_watch },
+        { "_etcd_kill_after", arL_etcd_kill_after },
         { NULL, NULL } };
 
     arL_openremote(L);               /* the etcd lock handle's metatable */

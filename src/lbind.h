@@ -104,6 +104,7 @@ int arL_resolve(lua_State *L);
 
 int arL_run(lua_State *L);           /* lproc.c */
 int arL_exec(lua_State *L);
+int arL_etcd_kill_after(lua_State *L);   /* lproc.c: the guard's kill_after for a TTL */
 int arL_pid(lua_State *L);
 int arL_uid(lua_State *L);
 int arL_hostname(lua_State *L);

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "lbind.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -227,9 +228,12 @@ static int ar_call_onstart(void *ctx, pid_t pid)
 /*
  * opts.guard = lk (an etcd lock): the command runs as under `atomrun lock
  * etcd://...`: ATOMRUN_LOCK_TOKEN in its environment, its own process
- * group, and that group ended (TERM, then KILL kill_after s later, default
- * 5) if the lock is lost while it runs.  opts is replaced by a copy whose
- * env also holds the token, so the one environment builder serves.
+ * group, PR_SET_PDEATHSIG SIGKILL (it dies with us, however we die), and a
+ * watchdog process (guard.c) that ends it and its tree before the lease
+ * can expire -- also while we are stopped -- with SIGTERM, then SIGKILL
+ * kill_after s later (default: TTL/4, at most 5; at most TTL/2 - 0.25).
+ * opts is replaced by a copy whose env also holds the token, so the one
+ * environment builder serves.
  */
 static atomrun_remote_lock *ar_guardopts(lua_State *L, int arg)
 {
@@ -272,12 +276,61 @@ static atomrun_remote_lock *ar_guardopts(lua_State *L, int arg)
     return l;
 }
 
+/* "5 s does not fit in a TTL of 2 s: at most 0.75 s (why)", said the same
+ * by run() and by the CLI's check. */
+static const char *ar_pushfit(lua_State *L, const char *what, double asked, int ttl)
+{
+    char a[32], most[32], margin[32];
+    snprintf(a, sizeof a, "%g", asked);
+    snprintf(most, sizeof most, "%g", ttl / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN);
+    snprintf(margin, sizeof margin, "%g", ATOMRUN_ETCD_GUARD_MARGIN);
+    return lua_pushfstring(L, "%s%s s does not fit in a TTL of %d s: at most %s s (the "
+        "command must be dead %s s before the lease can expire, and the keepalive needs "
+        "half the TTL)", what, a, ttl, most, margin);
+}
+
+/* The guarded command's SIGTERM-to-SIGKILL time, checked against the
+ * lock's TTL before anything runs (a bad value is the caller's mistake). */
+static double ar_guard_kill_after(lua_State *L, int arg, atomrun_remote_lock *l)
+{
+    double asked = arL_optseconds(L, arg, "kill_after", -1), ka;
+    int ttl = atomrun_remote_lock_ttl(l);
+    if (atomrun_etcd_kill_after(ttl, asked, &ka) < 0)
+        luaL_argerror(L, arg, ar_pushfit(L, "option 'kill_after': ", asked, ttl));
+    return ka;
+}
+
+/* What the guard did, for the message: fired is atomrun_remote_lock_unguard's. */
+static const char *ar_fired_text(int fired)
+{
+    switch (fired) {
+    case 1:  return "sent SIGTERM";
+    case 2:  return "sent SIGKILL";
+    case 3:  return "sent SIGTERM, then SIGKILL";
+    default: return "it had just finished";
+    }
+}
+
+/* nil, "lost the lock URL while CMD ran (why); what was done", "lost". */
+static int ar_lostresult(lua_State *L, const char *cmd, int fired, const char *why)
+{
+    const char *url;
+    lua_getfield(L, 2, "guard");          /* in opts' copy: the handle */
+    lua_getfield(L, -1, "path");
+    url = lua_tostring(L, -1);
+    lua_pushnil(L);
+    lua_pushfstring(L, "lost the lock %s while %s ran (%s); %s", url ? url : "?", cmd,
+                    why, ar_fired_text(fired));
+    lua_pushliteral(L, "lost");
+    return 3;
+}
+
 int arL_run(lua_State *L)
 {
     atomrun_spawn_opts o;
     char **argv;
     int is_signal = 0, code = 0, r;
-    ar_onstart start = { L, 0, 0, NULL, 5 };
+    ar_onstart start = { L, 0, 0, NULL, 0 };
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);    /* ar_checkargv pushes: keep opts at index 2 */
@@ -288,7 +341,8 @@ int arL_run(lua_State *L)
         start.fn = lua_gettop(L);          /* stays on the stack */
     if (start.guard) {
         o.new_group = 1;
-        start.kill_after = arL_optseconds(L, 2, "kill_after", 5);
+        o.die_with_parent = SIGKILL;
+        start.kill_after = ar_guard_kill_after(L, 2, start.guard);
     }
     if (start.fn || start.guard) {
         o.on_start = ar_call_onstart;
@@ -301,13 +355,10 @@ int arL_run(lua_State *L)
         int lost = atomrun_remote_lock_lost(start.guard, why, sizeof why) < 0;
         if (start.failed)
             return lua_error(L);
-        if (r == 0 && (fired || lost)) {
-            /* nil, "lost", why: the command was ended because the lock was */
-            lua_pushnil(L);
-            lua_pushstring(L, "lost");
-            lua_pushstring(L, lost ? why : "the lock was lost");
-            return 3;
-        }
+        if (r == 0 && (fired || lost))
+            return ar_lostresult(L, argv[0], fired, lost ? why :
+                "its lease was not confirmed in time, so the command was ended "
+                "before the lease could expire");
     }
     if (start.failed)
         return lua_error(L);
@@ -348,6 +399,25 @@ int arL_exec(lua_State *L)
     fflush(NULL);
     r = atomrun_exec(argv, &o);
     return arL_fail(L, r, "cannot run %s: %s", argv[0], atomrun_strerror(r));
+}
+
+/* _etcd_kill_after(ttl [, seconds]) -> the guarded command's SIGTERM-to-
+ * SIGKILL time for a lock of ttl s (seconds, or the default) | nil, msg,
+ * "ERANGE": the CLI checks --kill-after before it takes any lock. */
+int arL_etcd_kill_after(lua_State *L)
+{
+    lua_Integer ttl = luaL_checkinteger(L, 1);
+    double asked = luaL_optnumber(L, 2, -1), ka;
+    luaL_argcheck(L, ttl >= 1 && ttl <= 1000000, 1, "a whole number of seconds >= 1");
+    luaL_argcheck(L, lua_isnoneornil(L, 2) || asked >= 0, 2, "seconds >= 0 expected");
+    if (atomrun_etcd_kill_after((int)ttl, asked, &ka) < 0) {
+        lua_pushnil(L);
+        ar_pushfit(L, "", asked, (int)ttl);
+        lua_pushliteral(L, "ERANGE");
+        return 3;
+    }
+    lua_pushnumber(L, ka);
+    return 1;
 }
 
 int arL_pid(lua_State *L)

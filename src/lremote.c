@@ -457,23 +457,34 @@ static int ar_rlock_lost(lua_State *L)
     return 1;
 }
 
-/* lk:guard(pid [, kill_after]) -> true: end process group pid (a command
- * run in its own group; 0: every child of this process) when the lock is lost: SIGTERM, then SIGKILL
- * kill_after (default 5) seconds later.  lk:unguard() -> false | "term" |
- * "kill": what the guard did; unlock stops it too. */
+/* lk:guard(pid [, kill_after]) -> true: a watchdog process ends process
+ * group pid (a command run in its own group; 0: every child of this
+ * process) before the lease can expire: SIGTERM, then SIGKILL kill_after
+ * seconds later (default TTL/4, at most 5; it must fit: at most TTL/2 -
+ * 0.25), SIGKILL at once when the lease is gone or this process dies.
+ * lk:unguard() -> false | "term" | "kill": what the guard did; unlock
+ * stops it too. */
 static int ar_rlock_guard(lua_State *L)
 {
     ar_rlock *lk = ar_checkrlock(L, 1);
     lua_Integer pid = luaL_checkinteger(L, 2);
-    lua_Number ka = luaL_optnumber(L, 3, 5);
+    lua_Number ka = luaL_optnumber(L, 3, -1);
     int r;
     if (pid < 0 || pid == 1 || pid > 0x7fffffff)
         luaL_argerror(L, 2, "a process id > 1 (or 0: every child) expected");
-    if (!(ka >= 0))
+    if (!(ka >= 0) && !lua_isnoneornil(L, 3))
         luaL_argerror(L, 3, "seconds >= 0 expected");
     if (!lk->l)
         return arL_fail(L, -EINVAL, "the lock is released");
     r = atomrun_remote_lock_guard(lk->l, (pid_t)pid, ka);
+    if (r == -ERANGE) {
+        double most = atomrun_remote_lock_ttl(lk->l) / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN;
+        char a[32], m[32];
+        snprintf(a, sizeof a, "%g", ka);
+        snprintf(m, sizeof m, "%g", most);
+        luaL_argerror(L, 3, lua_pushfstring(L, "%s s does not fit in a TTL of %d s: at "
+                      "most %s s", a, atomrun_remote_lock_ttl(lk->l), m));
+    }
     if (r < 0)
         return arL_fail(L, r, "cannot guard pid %d: %s", (int)pid, atomrun_strerror(r));
     lua_pushboolean(L, 1);
@@ -487,7 +498,7 @@ static int ar_rlock_unguard(lua_State *L)
     if (r == 0)
         lua_pushboolean(L, 0);
     else
-        lua_pushstring(L, r == 1 ? "term" : "kill");
+        lua_pushstring(L, r == 1 ? "term" : "kill");   /* 2, 3: KILL was sent */
     return 1;
 }
 

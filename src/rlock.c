@@ -55,9 +55,7 @@
 #include "etcd_internal.h"
 #include "ar_internal.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,18 +65,6 @@
 #define AR_NAME_MAX     200
 #define AR_WATCH_SLICE  2.0     /* re-read the queue at least this often */
 #define AR_TICKET_PREFIX "atomrun/ticket/"
-
-/* The guard: a thread that ends a command's process group when the lock
- * is lost (atomrun_remote_lock_guard). */
-typedef struct ar_guard {
-    pthread_t       thread;
-    pthread_mutex_t mu;
-    pthread_cond_t  cv;
-    pid_t           pgid;
-    double          kill_after;
-    int             stop;
-    int             fired;      /* 1 TERM sent, 2 KILL sent */
-} ar_guard;
 
 /* A release (or a give-up's leave) whose answer never came: retry_main
  * sends it again until a member answers (retry_start says why). */
@@ -128,6 +114,7 @@ uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l) { return l->c
 int atomrun_remote_lock_index(const atomrun_remote_lock *l) { return l->index; }
 const char *atomrun_remote_lock_key(const atomrun_remote_lock *l) { return l->key; }
 int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l) { return l->lease; }
+int atomrun_remote_lock_ttl(const atomrun_remote_lock *l) { return l->ttl; }
 
 int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len)
 {
@@ -141,126 +128,13 @@ int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len
 
 /* ------------------------------------------------------------ guard */
 
-/* Sleep on g->cv until stop or `until` (monotonic); 1 if stopped.  Under
- * g->mu. */
-static int guard_nap(ar_guard *g, double until)
-{
-    while (!g->stop) {
-        double left = until - atomrun_now();
-        struct timespec ts;
-        if (left <= 0)
-            return 0;
-        if (left > 0.05)
-            left = 0.05;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(left * 1e9);
-        while (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
-    }
-    return 1;
-}
-
-/* pgid 0: every child of this process, each with its group if it leads
- * one -- for a caller (the CLI) that starts the command after the guard
- * and so never learns its pid first.  Children of any of our threads, from
- * /proc/self/task/TID/children. */
-static void guard_kill(pid_t pgid, int sig)
-{
-    DIR *d;
-    struct dirent *e;
-    if (pgid > 0) {
-        if (kill(-pgid, sig) < 0)       /* the group, or the leader alone */
-            kill(pgid, sig);
-        return;
-    }
-    if (!(d = opendir("/proc/self/task")))
-        return;
-    while ((e = readdir(d)) != NULL) {
-        char path[64];
-        FILE *f;
-        long pid;
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "/proc/self/task/%.20s/children", e->d_name);
-        if (!(f = fopen(path, "re")))
-            continue;
-        while (fscanf(f, "%ld", &pid) == 1) {
-            if (pid <= 1)
-                continue;
-            if (getpgid((pid_t)pid) == (pid_t)pid)
-                kill((pid_t)-pid, sig);
-            else
-                kill((pid_t)pid, sig);
-        }
-        fclose(f);
-    }
-    closedir(d);
-}
-
-typedef struct guard_arg {
-    ar_guard   *g;
-    ar_session *s;
-} guard_arg;
-
-static void *guard_main(void *ud)
-{
-    guard_arg *a = ud;
-    ar_guard *g = a->g;
-    ar_session *s = a->s;
-    free(a);
-    pthread_mutex_lock(&g->mu);
-    /* lost() is a clock comparison and a flag: looking 20 times a second
-     * costs nothing and bounds how long a lost lock's command runs on. */
-    while (!g->stop) {
-        pthread_mutex_unlock(&g->mu);
-        int lost = ar_session_lost(s, NULL, 0) < 0;
-        pthread_mutex_lock(&g->mu);
-        if (lost && !g->stop) {
-            guard_kill(g->pgid, SIGTERM);
-            g->fired = 1;
-            if (!guard_nap(g, atomrun_now() + g->kill_after)) {
-                guard_kill(g->pgid, SIGKILL);
-                g->fired = 2;
-            }
-            break;
-        }
-        guard_nap(g, atomrun_now() + 0.05);
-    }
-    pthread_mutex_unlock(&g->mu);
-    return NULL;
-}
-
+/* The watchdog process that ends a command before the lease can expire
+ * lives in guard.c; a lock has at most one. */
 int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_after)
 {
-    ar_guard *g;
-    guard_arg *a;
-    if (pgid < 0 || pgid == 1 || l->guard || !(kill_after >= 0))
+    if (l->guard)
         return -EINVAL;
-    g = calloc(1, sizeof *g);
-    a = malloc(sizeof *a);
-    if (!g || !a) {
-        free(g);
-        free(a);
-        return -ENOMEM;
-    }
-    pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cv, NULL);
-    g->pgid = pgid;
-    g->kill_after = kill_after;
-    a->g = g;
-    a->s = l->s;
-    if (pthread_create(&g->thread, NULL, guard_main, a) != 0) {
-        pthread_mutex_destroy(&g->mu);
-        pthread_cond_destroy(&g->cv);
-        free(g);
-        free(a);
-        return -EAGAIN;
-    }
-    l->guard = g;
-    return 0;
+    return ar_guard_start(l->s, pgid, kill_after, &l->guard);
 }
 
 /*
@@ -270,19 +144,7 @@ int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_af
  */
 int atomrun_remote_lock_unguard(atomrun_remote_lock *l)
 {
-    ar_guard *g = l->guard;
-    int fired;
-    if (!g)
-        return 0;
-    pthread_mutex_lock(&g->mu);
-    g->stop = 1;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-    pthread_join(g->thread, NULL);
-    fired = g->fired;
-    pthread_mutex_destroy(&g->mu);
-    pthread_cond_destroy(&g->cv);
-    free(g);
+    int fired = ar_guard_stop(l->guard);
     l->guard = NULL;
     return fired;
 }

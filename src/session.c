@@ -12,11 +12,23 @@
  *   - a keepalive answer without a TTL: the server no longer has the lease;
  *   - the local deadline passes without a confirmation.  The deadline is
  *     the SEND time of the last confirmed keepalive plus the TTL it
- *     returned, on the monotonic clock.  The server starts its TTL when the
+ *     returned, on CLOCK_BOOTTIME.  The server starts its TTL when the
  *     request arrives, after we sent it, so ours runs out first: a holder
  *     reports "lost" no later than the cluster could hand the lock to
- *     someone else.  A process stopped (SIGSTOP, a VM pause) past that
- *     deadline sees "lost" the moment it looks, before any keepalive.
+ *     someone else.  A process stopped (SIGSTOP) or a host suspended past
+ *     that deadline sees "lost" the moment it looks, before any keepalive:
+ *     CLOCK_BOOTTIME counts the time asleep, which CLOCK_MONOTONIC does not.
+ *     The trap no local clock closes: a virtual machine paused by its
+ *     hypervisor with its clocks stopped (QEMU/KVM restore the guest's
+ *     clock on resume) sees no time pass at all; it learns of the pause
+ *     from the next keepalive's answer (no TTL: lost) up to TTL/3 later.
+ *     Only the fencing token protects writes made in that window.
+ *
+ * The deadline and the lost flag also live in a page mapped MAP_SHARED
+ * (ar_lease_view), so that a guard's watchdog -- a forked process that a
+ * SIGSTOP of this one does not freeze (guard.c) -- reads them as they are.
+ * Every timed wait here is on a CLOCK_MONOTONIC condition variable
+ * (ar_cond_init): a wall clock stepped back must not stall the keepalive.
  */
 #define _GNU_SOURCE
 #include "etcd_internal.h"
@@ -27,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 struct ar_session {
@@ -42,8 +55,9 @@ struct ar_session {
 
     pthread_mutex_t mu;
     pthread_cond_t  cv;
-    double          confirmed_until;
+    double          confirmed_until;   /* ar_boot_now() clock */
     int             lost;
+    ar_lease_view  *view;          /* both of them again, for watchdogs */
     char            why[ATOMRUN_ETCD_ERRLEN];
     volatile int    stop;
     int             running;       /* the keepalive thread (detached) */
@@ -52,11 +66,21 @@ struct ar_session {
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 
 int64_t ar_session_lease(const ar_session *s) { return s->lease; }
+int ar_session_ttl(const ar_session *s) { return s->ttl; }
+const ar_lease_view *ar_session_view(const ar_session *s) { return s->view; }
+
+/* Under s->mu (or before the session is shared). */
+static void set_confirmed(ar_session *s, double until)
+{
+    s->confirmed_until = until;
+    atomic_store(&s->view->until_ns, (int64_t)(until * 1e9));
+}
 
 static void mark_lost(ar_session *s, const char *why)
 {
     if (!s->lost) {
         s->lost = 1;
+        atomic_store(&s->view->lost, 1);
         ar_strlcpy(s->why, why, sizeof s->why);
     }
 }
@@ -64,7 +88,7 @@ static void mark_lost(ar_session *s, const char *why)
 /* Under s->mu. */
 static int check_lost(ar_session *s)
 {
-    if (!s->lost && atomrun_now() > s->confirmed_until) {
+    if (!s->lost && ar_boot_now() > s->confirmed_until) {
         char why[ATOMRUN_ETCD_ERRLEN];
         snprintf(why, sizeof why, "lease %llx: no keepalive was confirmed within "
                  "its %d s TTL", (unsigned long long)s->lease, s->ttl);
@@ -88,6 +112,8 @@ static void session_free(ar_session *s)
 {
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    if (s->view)
+        munmap(s->view, sizeof *s->view);
     free(s);
 }
 
@@ -206,7 +232,10 @@ static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
     pthread_mutex_lock(&s->mu);
     deadline = s->confirmed_until;
     pthread_mutex_unlock(&s->mu);
-    *sent = atomrun_now();
+    *sent = ar_boot_now();
+    /* Worth trying until the lease could have run out; the request's own
+     * deadline is on atomrun_now()'s clock. */
+    deadline = atomrun_now() + (deadline - *sent);
     /* One try per endpoint may take up to a third of the TTL, so that a
      * stopped member is left in time for the others. */
     po.attempt_cap = s->ttl / 3.0 < 2.0 ? s->ttl / 3.0 : 2.0;
@@ -222,27 +251,19 @@ static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
 static void *keepalive_main(void *ud)
 {
     ar_session *s = ud;
-    double next = atomrun_now() + s->ttl / 3.0;
+    /* On the lost rule's clock: after a suspend the next keepalive is due
+     * at once (and finds the lease lost if it was asleep too long). */
+    double next = ar_boot_now() + s->ttl / 3.0;
 
     for (;;) {
         char err[ATOMRUN_ETCD_ERRLEN] = "", why[ATOMRUN_ETCD_ERRLEN];
         double sent = 0;
         int64_t ttl = 0;
         int r;
-        struct timespec ts;
 
         pthread_mutex_lock(&s->mu);
-        while (!s->stop && atomrun_now() < next) {
-            double wake = next - atomrun_now();
-            clock_gettime(CLOCK_REALTIME, &ts);  /* pthread_cond_timedwait's clock */
-            ts.tv_sec += (time_t)wake;
-            ts.tv_nsec += (long)((wake - (double)(time_t)wake) * 1e9);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-        }
+        while (!s->stop && ar_boot_now() < next)
+            ar_cond_wait_for(&s->cv, &s->mu, next - ar_boot_now());
         if (s->stop || check_lost(s)) {
             pthread_mutex_unlock(&s->mu);
             break;
@@ -261,14 +282,14 @@ static void *keepalive_main(void *ud)
             /* Too late is too late, even if the server was lenient: someone
              * may already have been told the lock is free. */
             if (!check_lost(s))
-                s->confirmed_until = sent + (double)ttl;
+                set_confirmed(s, sent + (double)ttl);
             next = sent + s->ttl / 3.0;
-        } else if (r == ATOMRUN_EUNAVAILABLE || atomrun_now() >= s->confirmed_until) {
+        } else if (r == ATOMRUN_EUNAVAILABLE || ar_boot_now() >= s->confirmed_until) {
             snprintf(why, sizeof why, "lease %llx: no keepalive was confirmed within "
                      "its %d s TTL (%.150s)", (unsigned long long)s->lease, s->ttl, err);
             mark_lost(s, why);
         } else {
-            next = atomrun_now() + 0.2;   /* an odd answer: try again soon */
+            next = ar_boot_now() + 0.2;   /* an odd answer: try again soon */
         }
         r = s->lost;
         pthread_mutex_unlock(&s->mu);
@@ -331,16 +352,8 @@ static void at_exit(void)
         double until = atomrun_now() + 1.5;
         int lost;
         pthread_mutex_lock(&s->mu);
-        while (s->running && atomrun_now() < until) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-        }
+        while (s->running && atomrun_now() < until)
+            ar_cond_wait_for(&s->cv, &s->mu, until - atomrun_now());
         lost = s->lost;
         pthread_mutex_unlock(&s->mu);
         if (!lost)
@@ -370,7 +383,7 @@ static int grant(atomrun_etcd *c, int ttl, double deadline, int64_t *lease,
                  double *confirmed_until, int *min_ttl, char *err, size_t errlen)
 {
     json_t *body = json_pack("{s:I}", "TTL", (json_int_t)ttl), *ans = NULL;
-    double sent = atomrun_now();
+    double sent = ar_boot_now();
     int64_t got;
     int r;
     r = ar_etcd_send(c, "/v3/lease/grant", body, deadline, NULL, &ans, err, errlen);
@@ -426,12 +439,24 @@ int ar_session_get(atomrun_etcd *c, int ttl, double deadline,
     s->ttl = ttl;
     s->owner = getpid();
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    if ((r = ar_cond_init(&s->cv)) < 0) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return r;
+    }
+    s->view = mmap(NULL, sizeof *s->view, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (s->view == MAP_FAILED) {
+        s->view = NULL;
+        session_free(s);
+        return -ENOMEM;
+    }
     r = grant(c, ttl, deadline, &s->lease, &s->confirmed_until, min_ttl, err, errlen);
     if (r < 0) {
         session_free(s);
         return r;
     }
+    set_confirmed(s, s->confirmed_until);
     pthread_once(&exit_once, register_exit);
     s->refs = 3;                /* the list's, the caller's, the thread's */
     s->users = 1;

@@ -14,24 +14,19 @@ local REMOTE_EXIT = { EINVAL = 64, ERANGE = 64, EACCES = 77, unavailable = 69, E
 M.EX_LOST = 75
 
 --- run_held_remote(prog, lk, argv, opts) -> exit status.  Once an etcd lock
--- is held: run argv with ATOMRUN_LOCK_TOKEN in its environment and in its
--- own process group; if the lock is lost meanwhile, TERM the group, KILL it
--- opts.kill_after (5) s later, say why and return 75.  Otherwise the
--- command's status (128+N for signal N), 69 when it cannot start.
--- The guard is started before the command (it ends every child of ours,
--- and this process has no other): no window in which a lost lock goes
--- unnoticed because the pid is not known yet.
+-- is held: run argv guarded by it (atomrun.run's guard option): with
+-- ATOMRUN_LOCK_TOKEN in its environment, in its own process group, dying
+-- with us (PDEATHSIG), and ended by a watchdog process before the lease can
+-- expire -- SIGTERM, then SIGKILL opts.kill_after s later (the default for
+-- the TTL when nil) -- even while this process is stopped; then say why and
+-- return 75.  Otherwise the command's status (128+N for signal N), 69 when
+-- it cannot start.
 function M.run_held_remote(prog, lk, argv, opts)
   opts = opts or {}
-  assert(lk:guard(0, opts.kill_after or 5))
-  local ok, how, status = atomrun.run(argv, { timeout = 1e300, forward_signals = true,
-    env = { ATOMRUN_LOCK_TOKEN = tostring(lk.token) } })
-  local fired = lk:unguard()
-  local why = lk:lost()
-  if fired or why then
-    prog:say("lost the lock %s while %s ran (%s); %s", lk.path, argv[1], why or "lease expired",
-      fired == "kill" and "sent SIGTERM, then SIGKILL" or fired and "sent SIGTERM"
-      or "it had just finished")
+  local ok, how, status = atomrun.run(argv, { guard = lk, kill_after = opts.kill_after,
+    forward_signals = true })
+  if ok == nil and status == "lost" then
+    prog:say("%s", how)
     lk:unlock()
     return M.EX_LOST
   end
@@ -44,6 +39,15 @@ function M.run_held_remote(prog, lk, argv, opts)
   return how == "signal" and 128 + status or status
 end
 
+--- check_kill_after(prog, ttl, kill_after): a --kill-after that cannot end
+-- the command before a lease of ttl s can expire is a usage error (64),
+-- said before any lock is taken.
+function M.check_kill_after(prog, ttl, kill_after)
+  if kill_after == nil then return end
+  local _, err = atomrun._etcd_kill_after(ttl or 10, kill_after)
+  if err then prog:fail(cli.EX_USAGE, "--kill-after %s", err) end
+end
+
 --- lock_remote(prog, o) -> exit status, for `atomrun lock [opts]
 -- etcd://.../NAME -- CMD`.  o is cmd/lock.lua's parse: file, argv, mode,
 -- timeout, conflict, verbose, nofork, and the etcd options ttl and kill_after.
@@ -52,6 +56,7 @@ function M.lock_remote(prog, o)
     prog:say("-F cannot be used with an etcd name: nothing would keep its lease alive")
     return cli.EX_USAGE
   end
+  M.check_kill_after(prog, o.ttl, o.kill_after)
   local started = atomrun.now()
   local lk, err, code = atomrun.lock(o.file, { mode = o.mode, timeout = o.timeout,
     ttl = o.ttl })
