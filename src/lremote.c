@@ -350,13 +350,14 @@ static void ar_held_note(lua_State *L, int i, const ar_rlock *lk, lua_Integer de
     const char *name;
     i = lua_absindex(L, i);
     lua_getiuservalue(L, i, 2);
-    name = lua_tostring(L, -1);
-    if (name && lua_getiuservalue(L, i, 3) == LUA_TTABLE) {
+    lua_getiuservalue(L, i, 3);
+    name = lua_tostring(L, -2);
+    if (name && lua_istable(L, -1)) {
         for (lua_Integer k = 1; lua_rawgeti(L, -1, k) == LUA_TSTRING; k++) {
             ar_held_add(L, lua_tostring(L, -1), name, ar_kind(lk->mode, lk->slots), delta);
             lua_pop(L, 1);
         }
-        lua_pop(L, 1);
+        lua_pop(L, 1);              /* the nil that ended the list */
     }
     lua_pop(L, 2);
 }
