@@ -291,6 +291,34 @@ function E.make_certs(dir)
            cert = dir .. "/client.pem", key = dir .. "/client.key" }
 end
 
+--- A fault-injecting proxy (spec/faultproxy.py) in front of member
+--- `member` (1), its port file and log in dir: {pid=, port=, endpoint=,
+--- log=, url(key), events(pattern) -> how many log lines match}.  flags
+--- are the proxy's own ("--drop 1 --then-blackhole").  The pid is tracked:
+--- H.cleanup_procs (E.teardown) kills it; it also exits with this process.
+local proxies = 0
+function Cluster:faultproxy(dir, flags, member)
+  proxies = proxies + 1
+  local pf = ("%s/proxy%d.port"):format(dir, proxies)
+  local log = ("%s/proxy%d.log"):format(dir, proxies)
+  local pid = H.track(H.spawn("exec " .. H.q(H.python) .. " " .. H.q(H.root .. "/spec/faultproxy.py")
+    .. " --upstream " .. self:endpoint(member or 1) .. " --port-file " .. H.q(pf)
+    .. " --log " .. H.q(log) .. " --parent " .. ar.pid() .. " " .. (flags or "")))
+  local p = { pid = pid, log = log }
+  assert(H.wait_file(pf, 15), "the proxy did not start")
+  p.port = math.tointeger(tonumber(H.slurp(pf):match("%d+")))
+  p.endpoint = "127.0.0.1:" .. p.port
+  function p.url(key) return "etcd://" .. p.endpoint .. "/" .. key end
+  function p.events(pat)
+    local n = 0
+    for line in H.slurp(log):gmatch("[^\n]+") do
+      if line:find(pat) then n = n + 1 end
+    end
+    return n
+  end
+  return p
+end
+
 --- after_each(E.teardown(C)): after each test, every process it started is
 --- killed and every member it stopped or paused is brought back.  (A
 --- function to hand to after_each: busted's hooks live in the spec file's

@@ -13,46 +13,17 @@ local H = require "spec.helper"
 local E = require "spec.etcd"
 local ar = H.ar
 
-local PROXY = H.root .. "/spec/faultproxy.py"
-
 local function inc(old) return tostring((tonumber(old) or 0) + 1) end
 
 describe("update's unknown outcome through a fault-injecting proxy", function()
   local C = E.cluster()
   if not C then return end
-  local dir, proxies, seq = nil, {}, 0
+  local dir
   before_each(function() dir = H.tmpdir() end)
-  after_each(function()
-    for _, p in ipairs(proxies) do
-      H.kill(p.pid, "KILL")
-      H.wait_exit(p.pid, 5)
-    end
-    proxies = {}
-    H.cleanup_procs()
-  end)
+  after_each(function() H.cleanup_procs() end)
 
-  -- A proxy in front of member `member` (1): {pid=, port=, endpoint=, log=}.
-  local function proxy(flags, member)
-    seq = seq + 1
-    local pf, log = dir .. "/proxy" .. seq .. ".port", dir .. "/proxy" .. seq .. ".log"
-    local pid = H.track(H.spawn("exec " .. H.q(H.python) .. " " .. H.q(PROXY)
-      .. " --upstream " .. C:endpoint(member or 1) .. " --port-file " .. H.q(pf)
-      .. " --log " .. H.q(log) .. " --parent " .. ar.pid() .. " " .. (flags or "")))
-    local p = { pid = pid, log = log }
-    proxies[#proxies + 1] = p
-    assert(H.wait_file(pf, 15), "the proxy did not start")
-    p.port = math.tointeger(tonumber(H.slurp(pf):match("%d+")))
-    p.endpoint = "127.0.0.1:" .. p.port
-    function p.url(key) return "etcd://" .. p.endpoint .. "/" .. key end
-    function p.events(pat)
-      local n = 0
-      for line in H.slurp(log):gmatch("[^\n]+") do
-        if line:find(pat) then n = n + 1 end
-      end
-      return n
-    end
-    return p
-  end
+  -- A proxy in front of member `member` (1): spec/etcd.lua's.
+  local function proxy(flags, member) return C:faultproxy(dir, flags, member) end
 
   -- The value of key as etcd holds it (etcdctl, all three members).
   local function value(key)

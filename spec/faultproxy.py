@@ -12,7 +12,8 @@ returning it.
 
     faultproxy.py --upstream 127.0.0.1:24791 --port-file F [--log L]
                   [--drop N[,N...]] [--drop-every K] [--then-blackhole]
-                  [--control FILE] [--parent PID] [--reset]
+                  [--late N [--late-hold]] [--control FILE] [--parent PID]
+                  [--reset]
 
   --drop N,...      the answers of these txn POSTs (the Nth conditional
                     txn -- a POST to /v3/kv/txn with compares, i.e. a write;
@@ -31,8 +32,16 @@ returning it.
                     delivered to etcd first -- a request stuck in the network
                     or in a member's queue that arrives after the caller
                     concluded it never did
+  --late-hold       with --late: other requests pass and do not release the
+                    held txn; it is delivered only when the control file
+                    says "deliver" -- as late as the spec wants (after the
+                    lock it asked for was taken elsewhere and released)
   --control FILE    read before each request: "blackhole" in it black-holes
-                    from then on, "pass" forwards again (a spec's switch)
+                    from then on; "blackhole PATH..." only requests to those
+                    paths ("blackhole /v3/kv/txn": the lease keepalives still
+                    pass); "pass" forwards again; "deliver" delivers a
+                    --late-hold txn now (a spec's switch; watched every
+                    50 ms)
   --reset           cut with a TCP RST (SO_LINGER 0) instead of a FIN
   --port-file F     the listening port is written there (atomically) once
                     the proxy accepts connections; also printed on stdout
@@ -73,6 +82,7 @@ class State:
         self.mu = threading.Lock()
         self.txns = 0
         self.blackhole = False
+        self.blackhole_paths = frozenset()
         self.held = None           # --late: (n, head, body), False once delivered
         self.drop = set(int(x) for x in args.drop.split(",") if x) if args.drop else set()
         self.log_fh = open(args.log, "a", buffering=1) if args.log else None
@@ -83,25 +93,55 @@ class State:
                 self.log_fh.write(line + "\n")
                 self.log_fh.flush()
 
+    def control_word(self):
+        path = self.args.control
+        if not path:
+            return ""
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
     def control(self):
         """Apply the control file, if any; True when black-holing."""
-        path = self.args.control
-        if path:
-            try:
-                with open(path) as f:
-                    word = f.read().strip()
-            except OSError:
-                word = ""
+        words = self.control_word().split()
+        if words and words[0] in ("blackhole", "pass"):
+            on = words == ["blackhole"]
+            paths = frozenset(words[1:]) if words[0] == "blackhole" else frozenset()
             with self.mu:
-                on = word == "blackhole"
-                if word in ("blackhole", "pass") and on != self.blackhole:
-                    self.blackhole = on
-                    changed = True
-                else:
-                    changed = False
+                changed = (on, paths) != (self.blackhole, self.blackhole_paths)
+                self.blackhole, self.blackhole_paths = on, paths
             if changed:
-                self.log("blackhole " + ("on" if on else "off"))
+                self.log("blackhole " + ("on" if on else " ".join(sorted(paths)) or "off"))
         return self.blackhole
+
+    def watch_control(self):
+        """--late-hold: deliver the held txn when the control says so."""
+        while True:
+            if self.control_word() == "deliver" and self.held:
+                self.deliver("on the control's word")
+            time.sleep(0.05)
+
+    def deliver(self, when):
+        """Send the held txn to etcd now, once, and log etcd's verdict."""
+        with self.mu:
+            held = self.held
+            if not held:
+                return
+            self.held = False
+        host, port = self.args.upstream.rsplit(":", 1)
+        s = socket.create_connection((host, int(port)))
+        rf = s.makefile("rb")
+        s.sendall(held[1] + held[2])
+        rstart, rlines = read_head(rf)
+        ans = []
+        copy_body(rf, ans.append, rlines, True)
+        s.close()
+        ans = b"".join(ans)
+        self.log("txn %d delivered late, %s (etcd answered %s: %s)"
+                 % (held[0], when, rstart.split()[1].decode(),
+                    "succeeded" if b'"succeeded":true' in ans else "not succeeded"))
 
     def late_step(self, n, head, body, client):
         """--late: True when this txn was cut here instead of forwarded."""
@@ -118,23 +158,10 @@ class State:
             self.log("txn %d cut unforwarded (the client's resend of txn %d)" % (n, held[0]))
             cut(client, self.args.reset)
             return True
-        # another request: the held one arrives at etcd first, late
-        with self.mu:
-            if self.held is not held:
-                return False
-            self.held = False
-        host, port = self.args.upstream.rsplit(":", 1)
-        s = socket.create_connection((host, int(port)))
-        rf = s.makefile("rb")
-        s.sendall(held[1] + held[2])
-        rstart, rlines = read_head(rf)
-        ans = []
-        copy_body(rf, ans.append, rlines, True)
-        s.close()
-        ans = b"".join(ans)
-        self.log("txn %d delivered late, before txn %d (etcd answered %s: %s)"
-                 % (held[0], n, rstart.split()[1].decode(),
-                    "succeeded" if b'"succeeded":true' in ans else "not succeeded"))
+        # another request: the held one arrives at etcd first, late --
+        # unless the spec delivers it itself (--late-hold)
+        if not self.args.late_hold:
+            self.deliver("before txn %d" % n)
         return False
 
     def next_txn(self):
@@ -261,6 +288,9 @@ def serve(client, st):
                 return
             drop, n = False, 0
             is_txn = method == "POST" and path == "/v3/kv/txn"
+            if path in st.blackhole_paths:
+                black_hole(crf, st, what)
+                return
             if up is None:
                 host, port = args.upstream.rsplit(":", 1)
                 up = socket.create_connection((host, int(port)))
@@ -362,6 +392,7 @@ def main():
     p.add_argument("--drop-every", type=int, default=0)
     p.add_argument("--then-blackhole", action="store_true")
     p.add_argument("--late", type=int, default=0)
+    p.add_argument("--late-hold", action="store_true")
     p.add_argument("--control")
     p.add_argument("--reset", action="store_true")
     p.add_argument("--parent", type=int)
@@ -369,6 +400,8 @@ def main():
     st = State(args)
     if args.parent:
         threading.Thread(target=watch_parent, args=(args.parent,), daemon=True).start()
+    if args.late_hold and args.control:
+        threading.Thread(target=st.watch_control, daemon=True).start()
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((args.listen, args.port))

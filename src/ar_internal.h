@@ -100,6 +100,10 @@ int ar_find_ofd_holder(int self_fd, dev_t dev, ino_t ino, int mode,
 /* Fill h->cmd from /proc/PID/cmdline (argv[0] shortened to its basename),
  * one line, escaped for a terminal. */
 void ar_holder_cmd(pid_t pid, char *buf, size_t size);
+/* s[0..n) into out (size), escaped for a terminal as holder text is: the
+ * controls as \n \t \r \e \xHH, bytes that are not UTF-8 as \xHH.  The
+ * length written. */
+size_t ar_escape(char *out, size_t size, const unsigned char *s, size_t n);
 /* When pid started, in seconds since the epoch; 0 when unknown. */
 int64_t ar_start_time(pid_t pid);
 

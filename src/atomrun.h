@@ -581,6 +581,8 @@ typedef struct atomrun_remote_holder {
     char    cmd[128];       /* credentials already stripped */
     char    since[32];      /* UTC, ISO 8601 */
     char    key[320];       /* the etcd key */
+    int     slots;          /* a semaphore's slot: its count n; 0 a lock */
+    int     waiting;        /* atomrun_remote_queue: 1 waits, 0 holds */
 } atomrun_remote_holder;
 
 typedef struct atomrun_remote_opts {
@@ -621,6 +623,12 @@ ATOMRUN_API const char *atomrun_remote_lock_key(const atomrun_remote_lock *l);
 ATOMRUN_API int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l);
 /* The lease's TTL, seconds. */
 ATOMRUN_API int atomrun_remote_lock_ttl(const atomrun_remote_lock *l);
+/* The id of the cluster that granted the lock (from its answer; 0 if it
+ * gave none).  atomrun_remote_cluster_id asks c's cluster for its own (one
+ * read): two endpoint lists name one cluster when the ids are equal. */
+ATOMRUN_API uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l);
+ATOMRUN_API int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
+                                          char *err, size_t errlen);
 /*
  * 0 while the lock is certainly held; ATOMRUN_ELOST, with why (if non-NULL)
  * filled, as soon as the lease could have expired: a keepalive answered
@@ -654,11 +662,22 @@ ATOMRUN_API int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid,
                                           double kill_after);
 ATOMRUN_API int atomrun_remote_lock_unguard(atomrun_remote_lock *l);
 /*
- * Release: delete the key only if it still has this lock's token.  Frees l
- * whatever the result.  0, ATOMRUN_ELOST (someone else's now, or the lease
- * was lost), ATOMRUN_EUNAVAILABLE (the key stays until the lease ends).
+ * Release: delete the key only if it still has this lock's token.  0 or
+ * ATOMRUN_ELOST (someone else's now, or the lease was lost): l is freed.
+ * ATOMRUN_EUNAVAILABLE: no answer came (or the delete was refused), so the
+ * key may still be there; it is not left so -- the lease is let go if no
+ * other lock uses it (the key goes within twice the TTL at the latest),
+ * and the release (or the lease's revoke) is retried in the background
+ * until a member answers; err says which and what happens next.  l then
+ * stays, released as far as the caller goes (never a fence, never
+ * guarded): atomrun_remote_unlock(l) again says how it went -- 0 once a
+ * member answered (l freed), ATOMRUN_EUNAVAILABLE while pending -- and
+ * atomrun_remote_lock_free(l) drops it without asking (the retry goes on).
  */
 ATOMRUN_API int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen);
+/* Free l: a held lock is released first (its result dropped), a pending
+ * release is left to its retry. */
+ATOMRUN_API void atomrun_remote_lock_free(atomrun_remote_lock *l);
 /*
  * The holders and waiters of NAME in queue order (holders first): up to max
  * entries into h, the total count in *count.

@@ -872,10 +872,23 @@ static int classify(atomrun_etcd *c, int ep, long http, membuf *b,
     return *rc == AT_RETRY ? AT_RETRY : *rc == AT_AUTH_TOKEN ? AT_AUTH_TOKEN : AT_FATAL;
 }
 
+/* Did the failed transfer on h send its request?  curl counts the bytes of
+ * the requests it issued: 0 when it never got that far (no connection, a
+ * refused one, a TLS handshake that failed), so no member can act on it. */
+static int request_sent(CURL *h)
+{
+    long size = 0;
+    if (ar_curl.easy_getinfo(h, CURLINFO_REQUEST_SIZE, &size) != CURLE_OK)
+        return 1;                      /* cannot tell: assume it went */
+    return size > 0;
+}
+
+/* One attempt; *unsure (when not NULL) is set if it failed after its
+ * request may have reached the member (ar_etcd_send_tracked). */
 static int attempt_once(atomrun_etcd *c, int ep, const char *path,
                         const char *body, double attempt, const char *token,
-                        const ar_post_opts *po, json_t **answer, int *rc,
-                        char *err, size_t errlen)
+                        const ar_post_opts *po, int *unsure, json_t **answer,
+                        int *rc, char *err, size_t errlen)
 {
     ar_conn k;
     CURL *h;
@@ -901,6 +914,8 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
     }
     cr = conn_perform(&k);
     ar_curl.slist_free_all(hdr);
+    if (cr != CURLE_OK && unsure && request_sent(h))
+        *unsure = 1;
     if (cr == CURLE_ABORTED_BY_CALLBACK) {
         conn_free(&k);
         free(b.p);
@@ -918,6 +933,10 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
     conn_put(c, &k);
     how = classify(c, ep, http, &b, answer, rc, err, errlen);
     free(b.p);
+    /* "request timed out", "leader changed": the member took the request
+     * and may yet apply it. */
+    if (how == AT_RETRY && unsure)
+        *unsure = 1;
     return how;
 }
 
@@ -943,7 +962,7 @@ static int authenticate(atomrun_etcd *c, int ep, double attempt,
     int rc = 0, how;
     if (!(text = dumps_taken(body)))
         return -ENOMEM;
-    how = attempt_once(c, ep, "/v3/auth/authenticate", text, attempt, NULL, po,
+    how = attempt_once(c, ep, "/v3/auth/authenticate", text, attempt, NULL, po, NULL,
                        &ans, &rc, err, errlen);
     explicit_bzero(text, strlen(text));
     free(text);
@@ -979,9 +998,9 @@ static int authenticate(atomrun_etcd *c, int ep, double attempt,
     return how == AT_NOT_ETCD ? -EPROTO : -EAGAIN;   /* try the next one */
 }
 
-int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
-                 double deadline, const ar_post_opts *po, json_t **answer,
-                 char *err, size_t errlen)
+static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline,
+                const ar_post_opts *po, int *unsure, json_t **answer,
+                char *err, size_t errlen)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     char last[ATOMRUN_ETCD_ERRLEN] = "";
@@ -1034,7 +1053,7 @@ int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
             else
                 continue;
         } else {
-            how = attempt_once(c, ep, path, text, attempt, token, po, answer,
+            how = attempt_once(c, ep, path, text, attempt, token, po, unsure, answer,
                                &rc, last, sizeof last);
         }
         free(token);
@@ -1089,17 +1108,31 @@ int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
     return result;
 }
 
-int ar_etcd_send(atomrun_etcd *c, const char *path, json_t *body,
+int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
                  double deadline, const ar_post_opts *po, json_t **answer,
                  char *err, size_t errlen)
+{
+    return post(c, path, body, deadline, po, NULL, answer, err, errlen);
+}
+
+int ar_etcd_send_tracked(atomrun_etcd *c, const char *path, json_t *body,
+                         double deadline, const ar_post_opts *po, int *unsure,
+                         json_t **answer, char *err, size_t errlen)
 {
     int r;
     *answer = NULL;
     if (!body)
         return -ENOMEM;
-    r = ar_etcd_post(c, path, body, deadline, po, answer, err, errlen);
+    r = post(c, path, body, deadline, po, unsure, answer, err, errlen);
     json_decref(body);
     return r;
+}
+
+int ar_etcd_send(atomrun_etcd *c, const char *path, json_t *body,
+                 double deadline, const ar_post_opts *po, json_t **answer,
+                 char *err, size_t errlen)
+{
+    return ar_etcd_send_tracked(c, path, body, deadline, po, NULL, answer, err, errlen);
 }
 
 int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,

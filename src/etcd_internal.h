@@ -44,6 +44,20 @@ int ar_etcd_send(atomrun_etcd *c, const char *path, json_t *body,
                  char *err, size_t errlen);
 
 /*
+ * ar_etcd_send that also says whether the request may have been delivered
+ * more than once: *unsure (zeroed by the caller) is set to 1 when an
+ * attempt that got no answer may have reached a member -- its request was
+ * sent (a cut connection, a timeout after sending, "etcdserver: request
+ * timed out").  That copy may be applied, now or later, besides the one
+ * answered, or instead of the answer that never came.  A write that must
+ * not land after the caller has moved on (the lock queue's enqueue) needs
+ * to know whether a copy can still be in flight.
+ */
+int ar_etcd_send_tracked(atomrun_etcd *c, const char *path, json_t *body,
+                         double deadline, const ar_post_opts *po, int *unsure,
+                         json_t **answer, char *err, size_t errlen);
+
+/*
  * Watch: open /v3/watch with create_request and call fn with each "result"
  * object until fn returns 1 (-> 1), `until` passes, the stream breaks or
  * the server cancels the watch (-> 0: the caller looks again and decides),
@@ -77,8 +91,9 @@ void ar_strlcpy(char *dst, const char *src, size_t size);
 /* --- writer records (rlock.c) --- */
 
 /* JSON text (malloc'd) naming this process as a key's writer: host, pid,
- * cmd (NULL: this process's command line), since; mode when not NULL. */
-char *ar_writer_record(const char *cmd, const char *mode);
+ * cmd (NULL: this process's command line), since; mode when not NULL, and
+ * slots when mode is "semaphore". */
+char *ar_writer_record(const char *cmd, const char *mode, int slots);
 /* host, pid, cmd, since of such a record into h (the rest untouched). */
 void ar_writer_of(const json_t *record, atomrun_remote_holder *h);
 

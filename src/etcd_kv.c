@@ -107,7 +107,7 @@ static json_t *put_request(const char *key, const void *val, size_t vlen, int64_
 static int add_creator_record(json_t *txn, const char *key, int64_t lease)
 {
     size_t klen = strlen(key);
-    char *ckey = malloc(sizeof AR_CREATOR_PREFIX + klen), *crec = ar_writer_record(NULL, NULL);
+    char *ckey = malloc(sizeof AR_CREATOR_PREFIX + klen), *crec = ar_writer_record(NULL, NULL, 0);
     json_t *put = NULL;
 
     if (ckey && crec) {

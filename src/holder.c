@@ -878,8 +878,7 @@ int64_t ar_start_time(pid_t pid)
  * rewrite our output.  Controls become \n \t \r \e \xHH; bytes that are not
  * valid UTF-8 become \xHH; a backslash stays as it is.
  */
-static size_t ar_escape(char *out, size_t size, const unsigned char *s,
-                        size_t n)
+size_t ar_escape(char *out, size_t size, const unsigned char *s, size_t n)
 {
     size_t o = 0;
     for (size_t i = 0; i < n && o + 5 < size;) {

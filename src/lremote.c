@@ -31,6 +31,9 @@
 
 typedef struct ar_rlock {
     atomrun_remote_lock *l;        /* NULL once released */
+    /* Released, but no member answered yet (atomrun_remote_unlock's
+     * ATOMRUN_EUNAVAILABLE): a later unlock() asks it how it went. */
+    atomrun_remote_lock *pending;
     int                  mode;
     int                  slots;
 } ar_rlock;
@@ -202,9 +205,25 @@ static int ar_open_client(lua_State *L, const ar_url *u, const char *ca,
 
 /* ------------------------------------------------------ held counting */
 
-/* registry[AR_RHELD][endpoints "\n" name "\n" x|s] += delta; the count. */
-static lua_Integer ar_held_add(lua_State *L, const char *eps, const char *name,
-                               int mode, lua_Integer delta)
+/*
+ * The locks this Lua state holds, so that asking for one of them is
+ * "deadlock" at once (as for files) instead of a wait for ourselves.  One
+ * cluster is written many ways -- its endpoints in another order, one
+ * twice, a host in capitals, another subset of its members -- so each lock
+ * is counted under each of its identities: its endpoint list made
+ * canonical (free to compare), "cluster <id>" (the id from the answer that
+ * granted it), and "*" (any cluster).  A request is compared by its
+ * canonical list; only when the state holds the name on some cluster
+ * under another spelling is the cluster asked for its id (one read).
+ *
+ *   registry[AR_RHELD][ident "\n" name "\n" kind] = count
+ *
+ * kind: 'x' exclusive, 's' shared, 'n' a slot of a semaphore.
+ */
+
+/* registry[AR_RHELD][ident "\n" name "\n" kind] += delta; the count. */
+static lua_Integer ar_held_add(lua_State *L, const char *ident, const char *name,
+                               char kind, lua_Integer delta)
 {
     lua_Integer n;
     if (lua_getfield(L, LUA_REGISTRYINDEX, AR_RHELD) != LUA_TTABLE) {
@@ -213,18 +232,134 @@ static lua_Integer ar_held_add(lua_State *L, const char *eps, const char *name,
         lua_pushvalue(L, -1);
         lua_setfield(L, LUA_REGISTRYINDEX, AR_RHELD);
     }
-    lua_pushfstring(L, "%s\n%s\n%s", eps, name, mode == ATOMRUN_SHARED ? "s" : "x");
+    lua_pushfstring(L, "%s\n%s\n%c", ident, name, kind);
     lua_pushvalue(L, -1);
     lua_gettable(L, -3);
     n = lua_tointeger(L, -1) + delta;
     lua_pop(L, 1);
-    if (n > 0)
-        lua_pushinteger(L, n);
-    else
-        lua_pushnil(L);
-    lua_settable(L, -3);
+    if (delta == 0)
+        lua_pop(L, 1);
+    else {
+        if (n > 0)
+            lua_pushinteger(L, n);
+        else
+            lua_pushnil(L);
+        lua_settable(L, -3);
+    }
     lua_pop(L, 1);
     return n;
+}
+
+static char ar_kind(int mode, int slots)
+{
+    return slots > 1 ? 'n' : mode == ATOMRUN_SHARED ? 's' : 'x';
+}
+
+/* Would a lock of o's kind on name, under ident, wait for one this state
+ * holds?  The kinds exclude each other (rlock.c); a semaphore's own slots
+ * block it only when the state holds all of them. */
+static int ar_would_wait(lua_State *L, const char *ident, const char *name,
+                         const atomrun_remote_opts *o)
+{
+    lua_Integer x = ar_held_add(L, ident, name, 'x', 0);
+    lua_Integer s = ar_held_add(L, ident, name, 's', 0);
+    lua_Integer n = ar_held_add(L, ident, name, 'n', 0);
+    switch (ar_kind(o->mode, o->slots)) {
+    case 'n': return x > 0 || s > 0 || n >= o->slots;
+    case 's': return x > 0 || n > 0;
+    default:  return x + s + n > 0;
+    }
+}
+
+static int ar_strpcmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Push eps ("h1:p1,h2:p2", checked by the client already) as one spelling
+ * per set: each host lower-cased (host names and IPv6 hex digits are
+ * case-blind), each port a plain number, sorted, repeats dropped. */
+static const char *ar_pushcanon(lua_State *L, const char *eps)
+{
+    char one[32][280];
+    char *sorted[32];
+    int n = 0;
+    luaL_Buffer b;
+    for (const char *p = eps; *p && n < 32;) {
+        size_t len = strcspn(p, ","), host = len, i;
+        for (i = len; i > 0; i--)
+            if (p[i - 1] == ':') {          /* the last ':' ends an IPv6 host */
+                host = i - 1;
+                break;
+            }
+        if (host > 256)
+            host = 256;
+        for (i = 0; i < host; i++)
+            one[n][i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] - 'A' + 'a' : p[i]);
+        snprintf(one[n] + host, sizeof one[n] - host, ":%ld",
+                 host < len ? strtol(p + host + 1, NULL, 10) : 0L);
+        sorted[n] = one[n];
+        n++;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    qsort(sorted, (size_t)n, sizeof *sorted, ar_strpcmp);
+    luaL_buffinit(L, &b);
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
+            continue;
+        if (luaL_bufflen(&b) > 0)
+            luaL_addchar(&b, ',');
+        luaL_addstring(&b, sorted[i]);
+    }
+    luaL_pushresult(&b);
+    return lua_tostring(L, -1);
+}
+
+/* "cluster <id in hex>": the identity a cluster's id gives (ident: 40). */
+static const char *ar_cluster_ident(char *ident, size_t size, uint64_t id)
+{
+    snprintf(ident, size, "cluster %llx", (unsigned long long)id);
+    return ident;
+}
+
+/* Does this state already hold what o asks for on u's cluster?  canon:
+ * u's canonical endpoints. */
+static int ar_waits_on_self(lua_State *L, atomrun_etcd *c, const ar_url *u,
+                            const char *canon, const atomrun_remote_opts *o)
+{
+    char err[ATOMRUN_ETCD_ERRLEN], ident[40];
+    uint64_t id;
+    if (ar_would_wait(L, canon, u->name, o))
+        return 1;
+    if (!ar_would_wait(L, "*", u->name, o))
+        return 0;
+    /* Held under another spelling: of this cluster?  When it cannot say,
+     * the lock request that follows meets the same silence and says so. */
+    if (atomrun_remote_cluster_id(c, o->timeout > 0 ? atomrun_now() + o->timeout : 0, &id,
+                                  err, sizeof err) < 0)
+        return 0;
+    return ar_would_wait(L, ar_cluster_ident(ident, sizeof ident, id), u->name, o);
+}
+
+/* Count the handle at index i in (delta 1) or out (-1) under each of its
+ * identities: uservalue 2 the name, 3 the list of identities. */
+static void ar_held_note(lua_State *L, int i, const ar_rlock *lk, lua_Integer delta)
+{
+    const char *name;
+    i = lua_absindex(L, i);
+    lua_getiuservalue(L, i, 2);
+    lua_getiuservalue(L, i, 3);
+    name = lua_tostring(L, -2);
+    if (name && lua_istable(L, -1)) {
+        for (lua_Integer k = 1; lua_rawgeti(L, -1, k) == LUA_TSTRING; k++) {
+            ar_held_add(L, lua_tostring(L, -1), name, ar_kind(lk->mode, lk->slots), delta);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);              /* the nil that ended the list */
+    }
+    lua_pop(L, 2);
 }
 
 /* ------------------------------------------------------------- handle */
@@ -248,32 +383,37 @@ atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg)
     return lk->l;
 }
 
-/* Uservalues: 1 url, 2 name, 3 endpoints (the held-count key). */
+/* Uservalues: 1 url, 2 name, 3 its identities (held counting), 4 facts. */
 static void ar_rlock_forget(lua_State *L, int i, ar_rlock *lk)
 {
-    const char *eps, *name;
-    lua_getiuservalue(L, i, 3);
-    lua_getiuservalue(L, i, 2);
-    eps = lua_tostring(L, -2);
-    name = lua_tostring(L, -1);
-    if (eps && name)
-        ar_held_add(L, eps, name, lk->mode, -1);
-    lua_pop(L, 2);
+    ar_held_note(L, i, lk, -1);
 }
 
+/* Release lk (held or pending); the core's result, err filled. */
+static int ar_rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
+{
+    atomrun_remote_lock *l = lk->l ? lk->l : lk->pending;
+    int r;
+    if (!l)
+        return 0;
+    if (lk->l) {
+        lk->l = NULL;
+        ar_rlock_forget(L, 1, lk);
+    }
+    r = atomrun_remote_unlock(l, err, errlen);
+    lk->pending = r == ATOMRUN_EUNAVAILABLE ? l : NULL;
+    return r;
+}
+
+/* lk:unlock() -> true | nil, msg, code.  Idempotent as for files, but never
+ * a blind true: after a release whose answer did not come, each call says
+ * how it stands then ("unavailable" while it is retried, true once a
+ * member answered). */
 static int ar_rlock_unlock(lua_State *L)
 {
     ar_rlock *lk = ar_checkrlock(L, 1);
     char err[ATOMRUN_ETCD_ERRLEN] = "";
-    atomrun_remote_lock *l = lk->l;
-    int r;
-    if (!l) {                       /* idempotent, as for files */
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    lk->l = NULL;
-    ar_rlock_forget(L, 1, lk);
-    r = atomrun_remote_unlock(l, err, sizeof err);
+    int r = ar_rlock_release(L, lk, err, sizeof err);
     if (r < 0) {
         lua_getiuservalue(L, 1, 1);
         return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), err);
@@ -282,16 +422,23 @@ static int ar_rlock_unlock(lua_State *L)
     return 1;
 }
 
+/* <close>: released; a pending release is kept for a later unlock(). */
+static int ar_rlock_close(lua_State *L)
+{
+    char err[ATOMRUN_ETCD_ERRLEN];
+    ar_rlock *lk = ar_checkrlock(L, 1);
+    if (lk->l)
+        ar_rlock_release(L, lk, err, sizeof err);
+    return 0;
+}
+
 static int ar_rlock_gc(lua_State *L)
 {
     ar_rlock *lk = ar_checkrlock(L, 1);
-    if (lk->l) {
-        char err[ATOMRUN_ETCD_ERRLEN];
-        atomrun_remote_lock *l = lk->l;
-        lk->l = NULL;
-        ar_rlock_forget(L, 1, lk);
-        atomrun_remote_unlock(l, err, sizeof err);
-    }
+    ar_rlock_close(L);
+    if (lk->pending)                /* its retry goes on without us */
+        atomrun_remote_lock_free(lk->pending);
+    lk->pending = NULL;
     return 0;
 }
 
@@ -435,8 +582,16 @@ static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
     ar_setwriter(L, h);
     lua_pushinteger(L, (lua_Integer)h->token);
     lua_setfield(L, -2, "token");
-    lua_pushstring(L, arL_modename(h->mode));
+    lua_pushstring(L, h->slots > 0 ? "semaphore" : arL_modename(h->mode));
     lua_setfield(L, -2, "mode");
+    if (h->slots > 0) {
+        lua_pushinteger(L, h->slots);
+        lua_setfield(L, -2, "slots");
+    }
+    if (h->waiting) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "waiting");
+    }
     lua_pushstring(L, h->key);
     lua_setfield(L, -2, "key");
     snprintf(lease, sizeof lease, "%llx", (unsigned long long)h->lease);
@@ -444,8 +599,9 @@ static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
     lua_setfield(L, -2, "lease");
 }
 
-/* "pid 4121 on web-3 (backup.sh) since 2026-...". */
-static void ar_pushholdertext(lua_State *L, const atomrun_remote_holder *h)
+/* "pid 4121 on web-3 (backup.sh) since 2026-...", and with say_kind what
+ * kind of lock it has (", as a shared lock"). */
+static void ar_pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say_kind)
 {
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -462,6 +618,12 @@ static void ar_pushholdertext(lua_State *L, const atomrun_remote_holder *h)
         lua_pushfstring(L, " since %s", h->since);
         luaL_addvalue(&b);
     }
+    if (say_kind && h->slots > 0)
+        lua_pushfstring(L, ", as a slot of a semaphore of %d", h->slots);
+    else if (say_kind)
+        lua_pushfstring(L, ", as %s lock", h->mode == ATOMRUN_SHARED ? "a shared" : "an exclusive");
+    if (say_kind)
+        luaL_addvalue(&b);
     luaL_pushresult(&b);
 }
 
@@ -489,7 +651,7 @@ int arL_etcd_lock(lua_State *L)
 {
     static const char *const names[] = { "mode", "wait", "timeout", "ttl", "holder",
                                          "cmd", "ca", "cert", "key", "slots", NULL };
-    const char *url = arL_checkpath(L, 1), *why, *ca, *cert, *key;
+    const char *url = arL_checkpath(L, 1), *why, *ca, *cert, *key, *canon;
     atomrun_etcd *c;
     atomrun_remote_opts o;
     atomrun_remote_lock *l;
@@ -524,15 +686,10 @@ int arL_etcd_lock(lua_State *L)
         return r;
 
     /* Waiting for a name this state holds would wait for ourselves. */
-    if (o.timeout != 0) {
-        lua_Integer x = ar_held_add(L, u->endpoints, u->name, ATOMRUN_EXCLUSIVE, 0);
-        lua_Integer s = ar_held_add(L, u->endpoints, u->name, ATOMRUN_SHARED, 0);
-        int dead = o.slots > 1 ? x >= o.slots
-                 : o.mode == ATOMRUN_SHARED ? x > 0 : (x > 0 || s > 0);
-        if (dead)
-            return arL_fail(L, -EDEADLK, "%s is already locked by this script; waiting "
-                            "for it to be released would wait forever", u->shown);
-    }
+    canon = ar_pushcanon(L, u->endpoints);                /* 4 */
+    if (o.timeout != 0 && ar_waits_on_self(L, c, u, canon, &o))
+        return arL_fail(L, -EDEADLK, "%s is already locked by this script; waiting "
+                        "for it to be released would wait forever", u->shown);
 
     /* The handle first: out of memory here must not leak a held lock. */
     lk = lua_newuserdatauv(L, sizeof *lk, 4);
@@ -544,7 +701,9 @@ int arL_etcd_lock(lua_State *L)
     r = atomrun_remote_lock_acquire(c, u->name, &o, &l);
     if (r < 0) {
         if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o.holder.token) {
-            ar_pushholdertext(L, &o.holder);
+            /* The kind is news unless an exclusive lock meets one. */
+            ar_pushholdertext(L, &o.holder, o.holder.slots > 0 || o.holder.mode == ATOMRUN_SHARED
+                              || ar_kind(o.mode, o.slots) != 'x');
             if (r == ATOMRUN_EBUSY)
                 arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
             else
@@ -571,7 +730,16 @@ int arL_etcd_lock(lua_State *L)
     lua_setiuservalue(L, -2, 1);
     lua_pushstring(L, u->name);
     lua_setiuservalue(L, -2, 2);
-    lua_pushstring(L, u->endpoints);
+    lua_createtable(L, 3, 0);                  /* the identities it is held under */
+    lua_pushstring(L, canon);
+    lua_rawseti(L, -2, 1);
+    lua_pushliteral(L, "*");
+    lua_rawseti(L, -2, 2);
+    if (atomrun_remote_lock_cluster(l)) {
+        char ident[40];
+        lua_pushstring(L, ar_cluster_ident(ident, sizeof ident, atomrun_remote_lock_cluster(l)));
+        lua_rawseti(L, -2, 3);
+    }
     lua_setiuservalue(L, -2, 3);
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, (lua_Integer)atomrun_remote_lock_token(l));
@@ -588,7 +756,7 @@ int arL_etcd_lock(lua_State *L)
         lua_setfield(L, -2, "lease");
     }
     lua_setiuservalue(L, -2, 4);
-    ar_held_add(L, u->endpoints, u->name, o.mode, 1);
+    ar_held_note(L, -1, lk, 1);
     return 1;
 }
 
@@ -1113,4 +1281,8 @@ void arL_openremote(lua_State *L)
         { "locked", ar_rlock_locked },
         { NULL, NULL } };
     arL_newclass(L, AR_RLOCK_MT, methods, getters, ar_rlock_gc, ar_rlock_tostring);
+    luaL_getmetatable(L, AR_RLOCK_MT);
+    lua_pushcfunction(L, ar_rlock_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
 }

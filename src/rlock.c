@@ -6,17 +6,40 @@
  *          the session's lease, so a dead holder's key goes with its lease;
  *          <n> is unique in the process (two slots of one semaphore, two
  *          threads on one name).
- *   value  {"host", "pid", "cmd", "since", "mode"} as JSON, for busy/timeout
- *          messages and `etcdctl get --prefix atomrun/lock/`.
- *   queue  the keys directly under NAME/ in create-revision order.  A
- *          mutex's holder is the first; a semaphore of n's holders are the
- *          first n; a shared (reader) key holds while no exclusive key is
- *          ahead of it.  The create revision is the fencing token: etcd's
- *          revisions only grow, so each new holder's token is higher.
+ *   value  {"host", "pid", "cmd", "since", "mode"} as JSON ("slots" too
+ *          for a semaphore's), for busy/timeout messages, `atomrun who`
+ *          and `etcdctl get --prefix atomrun/lock/`.  mode is the key's
+ *          kind: "exclusive", "shared" or "semaphore".
+ *   queue  the keys directly under NAME/ in create-revision order.  The
+ *          kinds exclude each other (decide): an exclusive key holds when
+ *          it is first; a shared (reader) key while every key ahead of it
+ *          is shared; a semaphore's slot while every key ahead is a slot
+ *          of the same semaphore and fewer than n are ahead.  So one name
+ *          is never held by two kinds at once.  The create revision is the
+ *          fencing token: etcd's revisions only grow, so each new holder's
+ *          token is higher.
  *
  * Acquire is one txn: "if my key does not exist, put it; in either case
  * read the queue".  Re-sent after a lost answer (the member died after the
- * put) it finds the key already there and does not queue twice.  A waiter
+ * put) it finds the key already there and does not queue twice.
+ *
+ * The trap is the copy that arrives LATE: a request that got no answer may
+ * still be in the network or in a member's queue, and land after the lock
+ * was taken through another member and released -- re-creating the key on
+ * our live lease, where it would stand at the head of the queue for the
+ * life of the process (everyone waits for it; we wait for ourselves).  So
+ * each acquisition also has a ticket, AR_TICKET_PREFIX <lease hex> "-" <n>,
+ * on the same lease, and the txn is "if neither the key nor the ticket
+ * exists, put both".  A late copy finds the ticket and puts nothing.  The
+ * release deletes the ticket with the key, in the same txn, only when
+ * every copy of the enqueue was answered (ar_etcd_send_tracked: none can
+ * be in flight); otherwise the ticket stays until the lease ends.  A waiter
+ * that gives up without knowing whether its enqueue landed burns the
+ * ticket ("if the ticket does not exist, put it; else delete the key"):
+ * after that no copy can land.  Still two consensus writes a lock and
+ * unlock: the ticket rides in the txns that were there anyway.
+ *
+ * A waiter
  * watches only the key it waits for -- the one just before it for a mutex,
  * the last writer before it for a reader -- from the revision of the read,
  * so no delete between the read and the watch is missed, and a release
@@ -41,14 +64,37 @@
 
 #define AR_NAME_MAX     200
 #define AR_WATCH_SLICE  2.0     /* re-read the queue at least this often */
+#define AR_TICKET_PREFIX "atomrun/ticket/"
+
+/* A release (or a give-up's leave) whose answer never came: retry_main
+ * sends it again until a member answers (retry_start says why). */
+typedef struct ar_retry {
+    pthread_mutex_t mu;
+    int             refs;       /* the thread's, and the lock's if it asks */
+    int             done;       /* a member answered: the key is gone */
+    char            why[ATOMRUN_ETCD_ERRLEN];   /* the last failure */
+    atomrun_etcd   *c;
+    const char     *path;       /* "/v3/kv/txn" or "/v3/lease/revoke" */
+    json_t         *body;
+} ar_retry;
 
 struct atomrun_remote_lock {
     atomrun_etcd *c;
-    ar_session   *s;
+    ar_session   *s;            /* NULL once the release is pending */
+    char         *name;
+    int           ttl;
+    int64_t       lease;
     char         *key;
+    char         *ticket;       /* its enqueue's ticket (see the top) */
+    int           clean;        /* every copy of the enqueue was answered */
     int64_t       token;
     int           index;
+    uint64_t      cluster;      /* the granting cluster's id */
     ar_guard     *guard;
+    /* A release whose answer never came (atomrun_remote_unlock): who
+     * retries it, and what happens next, for the messages. */
+    ar_retry     *retry;
+    char         *next;
 };
 
 static pthread_mutex_t seq_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -64,16 +110,19 @@ void atomrun_remote_opts_init(atomrun_remote_opts *o)
 }
 
 int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l) { return l->token; }
+uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l) { return l->cluster; }
 int atomrun_remote_lock_index(const atomrun_remote_lock *l) { return l->index; }
 const char *atomrun_remote_lock_key(const atomrun_remote_lock *l) { return l->key; }
-int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l)
-{
-    return ar_session_lease(l->s);
-}
-int atomrun_remote_lock_ttl(const atomrun_remote_lock *l) { return ar_session_ttl(l->s); }
+int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l) { return l->lease; }
+int atomrun_remote_lock_ttl(const atomrun_remote_lock *l) { return l->ttl; }
 
 int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len)
 {
+    if (!l->s) {                /* released (the answer pending): never a fence */
+        if (why)
+            snprintf(why, len, "the lock of %s was released", l->name);
+        return ATOMRUN_ELOST;
+    }
     return ar_session_lost(l->s, why, len);
 }
 
@@ -142,10 +191,11 @@ static void self_cmd(char *buf, size_t size)
 /*
  * Who wrote a key, as JSON text (malloc'd): host, pid, cmd (cmd NULL: this
  * process's command line; credentials stripped either way), since (UTC),
- * and mode when mode is not NULL.  The lock queue's keys carry it, and so
- * does the creator record of atomrun.create on a key (etcd_kv.c).
+ * mode when mode is not NULL, and slots when it is "semaphore".  The lock
+ * queue's keys carry it, and so does the creator record of atomrun.create
+ * on a key (etcd_kv.c).
  */
-char *ar_writer_record(const char *cmd_given, const char *mode)
+char *ar_writer_record(const char *cmd_given, const char *mode, int slots)
 {
     char host[256] = "", cmd[512], since[32];
     time_t t = time(NULL);
@@ -166,6 +216,8 @@ char *ar_writer_record(const char *cmd_given, const char *mode)
                   "pid", (json_int_t)getpid(), "cmd", cmd, "since", since);
     if (v && mode)
         json_object_set_new(v, "mode", json_string(mode));
+    if (v && mode && strcmp(mode, "semaphore") == 0)
+        json_object_set_new(v, "slots", json_integer(slots));
     if (!v)
         return NULL;
     text = json_dumps(v, JSON_COMPACT);
@@ -173,33 +225,60 @@ char *ar_writer_record(const char *cmd_given, const char *mode)
     return text;
 }
 
+/* A record's text field into dst, escaped: whoever could write the key
+ * chose these bytes (another user's command line, a host name, or any
+ * client of the cluster), and a raw ESC in a busy message or in `atomrun
+ * who` would let them rewrite our terminal.  The same rule as a file
+ * holder's /proc command line (holder.c). */
+static void record_text(const json_t *record, const char *field, char *dst, size_t size)
+{
+    const json_t *v = json_object_get(record, field);
+    if (json_is_string(v))
+        ar_escape(dst, size, (const unsigned char *)json_string_value(v),
+                  json_string_length(v));
+}
+
 void ar_writer_of(const json_t *record, atomrun_remote_holder *h)
 {
-    const char *s;
     if (!json_is_object(record))
         return;
     h->pid = (pid_t)ar_json_int64(record, "pid");
-    if ((s = json_string_value(json_object_get(record, "host"))))
-        ar_strlcpy(h->host, s, sizeof h->host);
-    if ((s = json_string_value(json_object_get(record, "cmd"))))
-        ar_strlcpy(h->cmd, s, sizeof h->cmd);
-    if ((s = json_string_value(json_object_get(record, "since"))))
-        ar_strlcpy(h->since, s, sizeof h->since);
+    record_text(record, "host", h->host, sizeof h->host);
+    record_text(record, "cmd", h->cmd, sizeof h->cmd);
+    record_text(record, "since", h->since, sizeof h->since);
 }
+
+/* The kinds of key; one with no record we can read (written by another
+ * client) counts as exclusive. */
+enum { K_EXCLUSIVE, K_SHARED, K_SLOT };
 
 /* One key of the queue. */
 typedef struct entry {
     char   *key;                /* decoded */
     int64_t rev, lease;
-    int     shared;
+    int     kind;               /* K_* */
+    int     slots;              /* K_SLOT: the semaphore's count */
     json_t *value;              /* decoded record, or NULL */
 } entry;
 
 typedef struct queue {
-    entry  *e;
-    int     n;
-    int64_t revision;           /* of the read */
+    entry   *e;
+    int      n;
+    int64_t  revision;          /* of the read */
+    uint64_t cluster;           /* the answering cluster's id */
 } queue;
+
+/* The cluster id of an answer's header.  A uint64 the gateway prints as a
+ * string, most often above INT64_MAX (so not ar_json_int64); 0 if none. */
+static uint64_t header_cluster(const json_t *answer)
+{
+    const json_t *v = json_object_get(json_object_get(answer, "header"), "cluster_id");
+    if (json_is_string(v))
+        return strtoull(json_string_value(v), NULL, 10);
+    if (json_is_integer(v))
+        return (uint64_t)json_integer_value(v);
+    return 0;
+}
 
 static void queue_free(queue *q)
 {
@@ -217,7 +296,8 @@ static void fill_holder(const entry *e, atomrun_remote_holder *h)
     memset(h, 0, sizeof *h);
     h->token = e->rev;
     h->lease = e->lease;
-    h->mode = e->shared ? ATOMRUN_SHARED : ATOMRUN_EXCLUSIVE;
+    h->mode = e->kind == K_SHARED ? ATOMRUN_SHARED : ATOMRUN_EXCLUSIVE;
+    h->slots = e->kind == K_SLOT ? e->slots : 0;
     ar_strlcpy(h->key, e->key, sizeof h->key);
     ar_writer_of(e->value, h);
 }
@@ -228,6 +308,8 @@ static int parse_queue(json_t *range, const char *prefix, queue *q)
     json_t *kvs = json_object_get(range, "kvs"), *kv;
     size_t i, plen = strlen(prefix);
     q->revision = ar_json_int64(json_object_get(range, "header"), "revision");
+    if (header_cluster(range))
+        q->cluster = header_cluster(range);
     if (!kvs)
         return 0;
     q->e = calloc(json_array_size(kvs) + 1, sizeof *q->e);
@@ -261,7 +343,13 @@ static int parse_queue(json_t *range, const char *prefix, queue *q)
         }
         if (e->value) {
             const char *m = json_string_value(json_object_get(e->value, "mode"));
-            e->shared = m && strcmp(m, "shared") == 0;
+            int64_t n = ar_json_int64(e->value, "slots");
+            if (m && strcmp(m, "shared") == 0)
+                e->kind = K_SHARED;
+            else if (m && strcmp(m, "semaphore") == 0 && n > 1 && n <= 1000000) {
+                e->kind = K_SLOT;
+                e->slots = (int)n;
+            }
         }
     }
     return 0;
@@ -295,33 +383,62 @@ static int read_queue(atomrun_etcd *c, const char *prefix, double deadline,
     return r;
 }
 
-/*
- * Put key (if it is not there) and read the queue, in one txn.  The txn
- * answers with the put's response (or none) and the range's.
- */
-static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
-                   const char *value, int64_t lease, double deadline,
-                   queue *q, char *err, size_t errlen)
+/* txn pieces: a compare "key's create revision is rev" (0: it does not
+ * exist), a put (bound to lease), a delete. */
+static json_t *cmp_created(const char *key, int64_t rev)
+{
+    char n[32];
+    snprintf(n, sizeof n, "%lld", (long long)rev);
+    return json_pack("{s:o, s:s, s:s, s:s}", "key", ar_json_b64(key, strlen(key)),
+                     "target", "CREATE", "result", "EQUAL", "create_revision", n);
+}
+
+static json_t *op_put(const char *key, const char *value, int64_t lease)
 {
     char id[32];
+    snprintf(id, sizeof id, "%lld", (long long)lease);
+    return json_pack("{s:{s:o, s:o, s:s}}", "request_put", "key", ar_json_b64(key, strlen(key)),
+                     "value", ar_json_b64(value, strlen(value)), "lease", id);
+}
+
+static json_t *op_delete(const char *key)
+{
+    return json_pack("{s:{s:o}}", "request_delete_range", "key", ar_json_b64(key, strlen(key)));
+}
+
+/* [op_delete(key)], and the ticket's too when ticket is not NULL. */
+static json_t *deletes(const char *key, const char *ticket)
+{
+    json_t *a = json_pack("[o]", op_delete(key));
+    if (a && ticket && json_array_append_new(a, op_delete(ticket)) < 0) {
+        json_decref(a);
+        return NULL;
+    }
+    return a;
+}
+
+/*
+ * Put key and its ticket (if neither is there) and read the queue, in one
+ * txn.  The txn answers with the puts' responses (or none) and the
+ * range's.  *unsure: a copy of it may still land (ar_etcd_send_tracked).
+ */
+static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
+                   const char *ticket, const char *value, int64_t lease,
+                   double deadline, int *unsure, queue *q, char *err, size_t errlen)
+{
     json_t *rng = range_request(prefix), *txn, *ans = NULL, *resp, *item;
     size_t i;
     int r;
 
     if (!rng)
         return -ENOMEM;
-    snprintf(id, sizeof id, "%lld", (long long)lease);
-    txn = json_pack("{s:[{s:o, s:s, s:s, s:s}],"
-                    " s:[{s:{s:o, s:o, s:s}}, {s:O}],"
-                    " s:[{s:O}]}",
-                    "compare", "key", ar_json_b64(key, strlen(key)),
-                    "target", "CREATE", "result", "EQUAL", "create_revision", "0",
-                    "success", "request_put", "key", ar_json_b64(key, strlen(key)),
-                    "value", ar_json_b64(value, strlen(value)), "lease", id,
+    txn = json_pack("{s:[o, o], s:[o, o, {s:O}], s:[{s:O}]}",
+                    "compare", cmp_created(key, 0), cmp_created(ticket, 0),
+                    "success", op_put(key, value, lease), op_put(ticket, key, lease),
                     "request_range", rng,
                     "failure", "request_range", rng);
     json_decref(rng);
-    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    r = ar_etcd_send_tracked(c, "/v3/kv/txn", txn, deadline, NULL, unsure, &ans, err, errlen);
     if (r < 0)
         return r;
     r = -EPROTO;
@@ -332,6 +449,7 @@ static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
             r = parse_queue(rr, prefix, q);
             /* the txn's header revision is the one to watch from */
             q->revision = ar_json_int64(json_object_get(ans, "header"), "revision");
+            q->cluster = header_cluster(ans);
         }
     }
     if (r == -EPROTO)
@@ -341,30 +459,35 @@ static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
     return r;
 }
 
-/* Delete key if it still has token (0: whatever its revision).  1 deleted,
- * 0 it was not there (or not ours), < 0 error. */
-static int dequeue(atomrun_etcd *c, const char *key, int64_t token,
-                   double deadline, char *err, size_t errlen)
+/* The release: delete key if it still has token, with its ticket when
+ * ticket is not NULL (no copy of the enqueue can still land). */
+static json_t *release_txn(const char *key, int64_t token, const char *ticket)
 {
-    char rev[32];
-    json_t *txn, *ans = NULL;
-    int r;
-    snprintf(rev, sizeof rev, "%lld", (long long)token);
-    if (token > 0)
-        txn = json_pack("{s:[{s:o, s:s, s:s, s:s}], s:[{s:{s:o}}]}",
-                        "compare", "key", ar_json_b64(key, strlen(key)),
-                        "target", "CREATE", "result", "EQUAL", "create_revision", rev,
-                        "success", "request_delete_range", "key",
-                        ar_json_b64(key, strlen(key)));
-    else
-        txn = json_pack("{s:[{s:{s:o}}]}", "success", "request_delete_range",
-                        "key", ar_json_b64(key, strlen(key)));
-    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    return json_pack("{s:[o], s:o, s:o*}", "compare", cmp_created(key, token),
+                     "success", deletes(key, ticket),
+                     "failure", ticket ? json_pack("[o]", op_delete(ticket)) : NULL);
+}
+
+/* The txn of a waiter that leaves the queue (gives up, or queues again):
+ * its key goes; and if its enqueue may not have landed, its ticket is put
+ * so that no copy of the enqueue can land later ("burnt").  With clean
+ * (every copy was answered) the ticket goes too. */
+static json_t *leave_txn(const char *key, const char *ticket, int clean, int64_t lease)
+{
+    return json_pack("{s:[o], s:[o], s:o}", "compare", cmp_created(ticket, 0),
+                     "success", op_put(ticket, key, lease),
+                     "failure", deletes(key, clean ? ticket : NULL));
+}
+
+/* Send a txn (taken over); 1 its compares held, 0 they did not, < 0 the
+ * cluster did not answer or refused. */
+static int txn_send(atomrun_etcd *c, json_t *txn, double deadline, char *err, size_t errlen)
+{
+    json_t *ans = NULL;
+    int r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
     if (r < 0)
         return r;
     r = json_is_true(json_object_get(ans, "succeeded")) ? 1 : 0;
-    if (r == 1 && token <= 0)
-        r = 1;
     json_decref(ans);
     return r;
 }
@@ -418,34 +541,69 @@ static int wait_delete(atomrun_etcd *c, const char *prefix, const char *target,
     return r;
 }
 
-/* Am I (at position me) a holder?  Otherwise which key to wait for (NULL:
- * any) and who is in the way. */
-static int decide(const queue *q, int me, const atomrun_remote_opts *o,
-                  const entry **wait_for, const entry **blocker)
+/* Is a of the same kind as e (a slot: of the same semaphore)? */
+static int same_kind(const entry *a, const entry *e)
 {
-    int i, last_writer = -1;
+    return a->kind == e->kind && (e->kind != K_SLOT || a->slots == e->slots);
+}
+
+/*
+ * Does the key at position me hold?  The kinds exclude each other: an
+ * exclusive key holds when it is first; a shared key while every key ahead
+ * is shared; a semaphore's slot while every key ahead is a slot of the same
+ * semaphore and fewer than n are ahead.  When it does not, *wait_for is
+ * the key whose delete may change that (NULL: any key of the name) and
+ * *blocker the one in the way, for messages.
+ */
+static int decide(const queue *q, int me, const entry **wait_for, const entry **blocker)
+{
+    const entry *e = &q->e[me];
+    int i, first_other = -1, last_other = -1;
     *wait_for = NULL;
     *blocker = NULL;
-    if (o->mode == ATOMRUN_SHARED) {
-        for (i = 0; i < me; i++)
-            if (!q->e[i].shared)
-                last_writer = i;
-        if (last_writer < 0)
+    for (i = 0; i < me; i++)
+        if (!same_kind(&q->e[i], e)) {
+            if (first_other < 0)
+                first_other = i;
+            last_other = i;
+        }
+    if (e->kind == K_EXCLUSIVE) {
+        if (me == 0)
             return 1;
-        *wait_for = &q->e[last_writer];
-        for (i = 0; i < me; i++)
-            if (!q->e[i].shared) {
-                *blocker = &q->e[i];
-                break;
-            }
+        *wait_for = &q->e[me - 1];
+        *blocker = &q->e[0];
         return 0;
     }
-    if (me < o->slots)
+    if (last_other < 0 && (e->kind == K_SHARED || me < e->slots))
         return 1;
-    *blocker = &q->e[0];
-    if (o->slots == 1)
-        *wait_for = &q->e[me - 1];
+    if (last_other >= 0) {
+        *wait_for = &q->e[last_other];
+        *blocker = &q->e[first_other];
+    } else {
+        *blocker = &q->e[0];        /* all n slots taken: any release may do */
+    }
     return 0;
+}
+
+/* A slot of another count ahead of a slot at me: the first, or NULL.  One
+ * name is one semaphore; two counts on it would each let in a different
+ * number of holders. */
+static const entry *other_count(const queue *q, int me)
+{
+    for (int i = 0; i < me; i++)
+        if (q->e[i].kind == K_SLOT && q->e[i].slots != q->e[me].slots)
+            return &q->e[i];
+    return NULL;
+}
+
+/* ", as a shared lock": the kind of a holder, for busy messages. */
+static void kind_phrase(const atomrun_remote_holder *h, char *buf, size_t size)
+{
+    if (h->slots > 0)
+        snprintf(buf, size, ", as a slot of a semaphore of %d", h->slots);
+    else
+        snprintf(buf, size, ", as %s lock",
+                 h->mode == ATOMRUN_SHARED ? "a shared" : "an exclusive");
 }
 
 static int find_me(const queue *q, const char *key)
@@ -474,6 +632,111 @@ static int valid_name(const char *name, char *err, size_t errlen)
     return 0;
 }
 
+/* ------------------------------------------------------------ no answer */
+
+static void retry_unref(ar_retry *t)
+{
+    int left;
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    left = --t->refs;
+    pthread_mutex_unlock(&t->mu);
+    if (left == 0) {
+        pthread_mutex_destroy(&t->mu);
+        json_decref(t->body);
+        free(t);
+    }
+}
+
+/* Send t's request until a member answers, pausing more each time (a
+ * cluster without quorum should not be hammered).  An answer settles it:
+ * the release compares the key's token, so "not succeeded" means the key
+ * is gone already; and "lease not found" (a revoke's, or a leave's put of
+ * its ticket) means the lease is gone, and its keys with it.  A refusal
+ * (permissions changed under us) is tried again too: while none is
+ * answered, the key stays. */
+static void *retry_main(void *ud)
+{
+    ar_retry *t = ud;
+    double nap = 0.25;
+    for (;;) {
+        char err[ATOMRUN_ETCD_ERRLEN] = "";
+        json_t *ans = NULL;
+        int r = ar_etcd_post(t->c, t->path, t->body, 0, NULL, &ans, err, sizeof err);
+        json_decref(ans);
+        pthread_mutex_lock(&t->mu);
+        t->done = r == 0 || r == -ENOENT;
+        if (!t->done)
+            ar_strlcpy(t->why, err, sizeof t->why);
+        pthread_mutex_unlock(&t->mu);
+        if (t->done)
+            break;
+        atomrun_sleep(nap);
+        if ((nap *= 2) > 5.0)
+            nap = 5.0;
+    }
+    retry_unref(t);
+    return NULL;
+}
+
+/* Retry body (taken over) on path from a detached thread; why: the first
+ * failure.  The retry with a reference for the caller, or NULL (no memory,
+ * no thread: nothing retries it). */
+static ar_retry *retry_start(atomrun_etcd *c, const char *path, json_t *body,
+                             const char *why)
+{
+    ar_retry *t = body ? calloc(1, sizeof *t) : NULL;
+    pthread_attr_t attr;
+    pthread_t th;
+    int started;
+    if (!t) {
+        json_decref(body);
+        return NULL;
+    }
+    pthread_mutex_init(&t->mu, NULL);
+    t->refs = 2;
+    t->c = c;
+    t->path = path;
+    t->body = body;
+    ar_strlcpy(t->why, why, sizeof t->why);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    started = pthread_create(&th, &attr, retry_main, t) == 0;
+    pthread_attr_destroy(&attr);
+    if (!started) {
+        t->refs = 1;
+        retry_unref(t);
+        return NULL;
+    }
+    return t;
+}
+
+/*
+ * A txn that had to reach the cluster -- a release, a give-up's leave --
+ * got no answer (or was refused): the key it is about may still be there,
+ * on a lease this process keeps alive, and would hold the name for nobody
+ * for as long as the process lives.  Not left so.  If no other lock uses
+ * s, the lease is let go (*let_go 1): its keepalives stop, so its keys go
+ * within the TTL even if we never reach the cluster again, and it is
+ * revoked as soon as a member answers.  Otherwise the txn itself is sent
+ * again until a member answers.  txn taken over; the retry, referenced.
+ */
+static ar_retry *not_answered(atomrun_etcd *c, ar_session *s, json_t *txn, const char *err,
+                              const char *why, int *let_go)
+{
+    char id[32];
+    int alone = ar_session_users(s) == 1;
+    if (let_go)
+        *let_go = alone;
+    if (!alone)
+        return retry_start(c, "/v3/kv/txn", txn, err);
+    json_decref(txn);
+    ar_session_abandon(s, why);
+    snprintf(id, sizeof id, "%lld", (long long)ar_session_lease(s));
+    return retry_start(c, "/v3/lease/revoke", json_pack("{s:s}", "ID", id), err);
+}
+
 int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
                                 atomrun_remote_opts *o,
                                 atomrun_remote_lock **out)
@@ -481,10 +744,11 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
     double start = atomrun_now();
     double wait_until = o->timeout < 0 ? 1e300 : start + o->timeout;
     char prefix[AR_NAME_MAX + 64], key[AR_NAME_MAX + 96];
+    char ticket[sizeof AR_TICKET_PREFIX + 32];
     char *value = NULL;
     ar_session *s = NULL;
     queue q = { 0 };
-    int r, requeues = 0;
+    int r, requeues = 0, unsure = 0;
     unsigned n;
 
     *out = NULL;
@@ -502,7 +766,8 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
         return -ERANGE;
     }
     snprintf(prefix, sizeof prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
-    value = ar_writer_record(o->cmd, o->mode == ATOMRUN_SHARED ? "shared" : "exclusive");
+    value = ar_writer_record(o->cmd, o->slots > 1 ? "semaphore"
+                             : o->mode == ATOMRUN_SHARED ? "shared" : "exclusive", o->slots);
     if (!value)
         return -ENOMEM;
 
@@ -519,8 +784,11 @@ again:
     pthread_mutex_unlock(&seq_mu);
     snprintf(key, sizeof key, "%s%llx-%u", prefix,
              (unsigned long long)ar_session_lease(s), n);
-    r = enqueue(c, prefix, key, value, ar_session_lease(s), OP_DEADLINE(), &q,
-                o->err, sizeof o->err);
+    snprintf(ticket, sizeof ticket, "%s%llx-%u", AR_TICKET_PREFIX,
+             (unsigned long long)ar_session_lease(s), n);
+    unsure = 0;
+    r = enqueue(c, prefix, key, ticket, value, ar_session_lease(s), OP_DEADLINE(), &unsure,
+                &q, o->err, sizeof o->err);
     if (r == -ENOENT && strstr(o->err, "lease not found") && requeues++ < 3) {
         /* The cluster no longer has our lease (revoked by someone, or a
          * cluster rebuilt on the same endpoints): a new session. */
@@ -544,8 +812,9 @@ again:
              * queue again at the back, with a new lease if need be. */
             char derr[ATOMRUN_ETCD_ERRLEN];
             queue_free(&q);
-            if (me >= 0)            /* best effort: the lease takes it anyway */
-                dequeue(c, key, 0, atomrun_now() + 1.0, derr, sizeof derr);
+            /* best effort: the lease takes them anyway */
+            txn_send(c, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
+                     atomrun_now() + 1.0, derr, sizeof derr);
             ar_session_put(s);
             s = NULL;
             if (++requeues > 3 || atomrun_now() >= wait_until) {
@@ -556,16 +825,42 @@ again:
             }
             goto again;
         }
-        mine = decide(&q, me, o, &wait_for, &blocker);
+        if (q.e[me].kind == K_SLOT && (blocker = other_count(&q, me)) != NULL) {
+            const entry *ignore;
+            atomrun_remote_holder h;
+            fill_holder(blocker, &h);
+            snprintf(o->err, sizeof o->err, "%s is a semaphore of %d slots (pid %d on %s "
+                     "%s a slot), not of %d: every user of one semaphore asks for the "
+                     "same count", name, blocker->slots, (int)h.pid, h.host[0] ? h.host : "?",
+                     decide(&q, (int)(blocker - q.e), &ignore, &ignore) ? "holds" : "waits for",
+                     o->slots);
+            o->holder = h;
+            r = -EINVAL;
+            goto cleanup;
+        }
+        mine = decide(&q, me, &wait_for, &blocker);
         if (mine) {
             atomrun_remote_lock *l = calloc(1, sizeof *l);
-            if (!l || !(l->key = strdup(key))) {
+            if (!l || !(l->key = strdup(key)) || !(l->ticket = strdup(ticket))) {
+                if (l)
+                    free(l->key);
+                free(l);
+                r = -ENOMEM;
+                goto cleanup;
+            }
+            if (!(l->name = strdup(name))) {
+                free(l->key);
+                free(l->ticket);
                 free(l);
                 r = -ENOMEM;
                 goto cleanup;
             }
             l->c = c;
             l->s = s;
+            l->ttl = o->ttl;
+            l->lease = ar_session_lease(s);
+            l->clean = !unsure;
+            l->cluster = q.cluster;
             l->token = q.e[me].rev;
             l->index = me + 1;
             queue_free(&q);
@@ -573,8 +868,11 @@ again:
             *out = l;
             return 0;
         }
-        if (blocker)
+        if (blocker) {
+            const entry *ignore;
             fill_holder(blocker, &o->holder);
+            o->holder.waiting = !decide(&q, (int)(blocker - q.e), &ignore, &ignore);
+        }
         left = wait_until - atomrun_now();
         if (o->timeout == 0 || left <= 0) {
             r = o->timeout == 0 ? ATOMRUN_EBUSY : ATOMRUN_ETIMEOUT;
@@ -597,30 +895,35 @@ again:
     }
 
 cleanup:
-    /* A waiter that gives up leaves no key: a moment more for that, past the
+    /* A waiter that gives up leaves no key, and no way for a late copy of
+     * its enqueue to make one (leave_txn): a moment more for that, past the
      * deadline if need be -- a key left behind would stand in the queue,
      * ahead of everyone after it, for as long as the lease lives.  When the
-     * cluster did not answer (the put may or may not have happened) and no
-     * other lock of ours uses the lease, the lease is let go: the key, if
-     * any, then goes within the TTL. */
+     * cluster did not answer and no other lock of ours uses the lease, the
+     * lease is let go: the key, if any, then goes within the TTL. */
     if (s) {
         char derr[ATOMRUN_ETCD_ERRLEN];
-        int unsure = r == ATOMRUN_EUNAVAILABLE;
-        double grace = unsure ? 1.0 : 2.0;
+        double grace = r == ATOMRUN_EUNAVAILABLE ? 1.0 : 2.0;
         if (grace > ar_etcd_op_timeout(c))
             grace = ar_etcd_op_timeout(c);
-        if (dequeue(c, key, 0, atomrun_now() + grace, derr, sizeof derr) < 0 &&
-            ar_session_users(s) == 1)
-            ar_session_abandon(s, "given up: the cluster did not answer");
+        if (txn_send(c, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
+                     atomrun_now() + grace, derr, sizeof derr) < 0)
+            retry_unref(not_answered(c, s, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
+                                     derr, "given up: the cluster did not answer", NULL));
     }
 fail:
     if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
-        char who[200] = "";
-        if (o->holder.token)
+        char who[200] = "", kind[64] = "";
+        if (o->holder.token) {
             snprintf(who, sizeof who, " by pid %d on %s", (int)o->holder.pid,
                      o->holder.host[0] ? o->holder.host : "?");
-        snprintf(o->err, sizeof o->err, "%s is %s%s", name,
-                 r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout", who);
+            /* the kind, unless an exclusive lock meets one */
+            if (o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED ||
+                o->slots > 1 || o->mode == ATOMRUN_SHARED)
+                kind_phrase(&o->holder, kind, sizeof kind);
+        }
+        snprintf(o->err, sizeof o->err, "%s is %s%s%s", name,
+                 r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout", who, kind);
     }
     queue_free(&q);
     ar_session_put(s);
@@ -629,30 +932,126 @@ fail:
 #undef OP_DEADLINE
 }
 
+static void lock_free(atomrun_remote_lock *l)
+{
+    retry_unref(l->retry);
+    ar_session_put(l->s);
+    free(l->name);
+    free(l->key);
+    free(l->ticket);
+    free(l->next);
+    free(l);
+}
+
+/* The release's answer never came: not_answered takes it on, and l stays
+ * so that its caller can ask again.  The bounds: with the lease let go,
+ * its last keepalive may still be on its way (sent up to a TTL after the
+ * last confirmed one, arriving up to an attempt later) and the cluster
+ * counts a TTL from there; otherwise, the process's exit revokes the lease
+ * or stops its keepalives. */
+static int unlock_unanswered(atomrun_remote_lock *l, char *err, size_t errlen)
+{
+    char first[ATOMRUN_ETCD_ERRLEN], next[512];
+    int let_go = 0;
+    ar_strlcpy(first, err, sizeof first);
+    l->retry = not_answered(l->c, l->s, release_txn(l->key, l->token, l->clean ? l->ticket : NULL),
+                            first, "released without an answer: the lease was let go", &let_go);
+    if (let_go)
+        snprintf(next, sizeof next, "the lease %llx was let go, so %s is free within %d s at "
+                 "the latest%s", (unsigned long long)l->lease, l->name, 2 * l->ttl + 2,
+                 l->retry ? " (sooner once a member answers: its revoke is retried)" : "");
+    else if (l->retry)
+        snprintf(next, sizeof next, "the release is retried in the background, so %s is free "
+                 "once a member answers, or within %d s after this process ends at the latest",
+                 l->name, l->ttl + 2);
+    else
+        snprintf(next, sizeof next, "nothing can retry it (no thread), so %s stays locked "
+                 "until this process ends, and %d s more at the latest", l->name, l->ttl + 2);
+    l->next = strdup(next);
+    ar_session_put(l->s);
+    l->s = NULL;
+    snprintf(err, errlen, "the release of %s was not confirmed (%s): %s", l->name, first, next);
+    return ATOMRUN_EUNAVAILABLE;
+}
+
+/* Asked again after unlock_unanswered: how it went since. */
+static int unlock_again(atomrun_remote_lock *l, char *err, size_t errlen)
+{
+    char why[ATOMRUN_ETCD_ERRLEN] = "";
+    int done = 0;
+    if (l->retry) {
+        pthread_mutex_lock(&l->retry->mu);
+        done = l->retry->done;
+        ar_strlcpy(why, l->retry->why, sizeof why);
+        pthread_mutex_unlock(&l->retry->mu);
+    }
+    if (done) {
+        lock_free(l);
+        return 0;
+    }
+    snprintf(err, errlen, "the release of %s is still not confirmed (%s): %s", l->name, why,
+             l->next ? l->next : "");
+    return ATOMRUN_EUNAVAILABLE;
+}
+
 int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
 {
     char why[ATOMRUN_ETCD_ERRLEN];
     int lost, r;
+    if (!l->s)
+        return unlock_again(l, err, errlen);
     atomrun_remote_lock_unguard(l);
     lost = ar_session_lost(l->s, why, sizeof why) < 0;
-    r = dequeue(l->c, l->key, l->token, 0, err, errlen);
-    if (r == 0 || (r >= 0 && lost)) {
-        if (lost)
-            snprintf(err, errlen, "%s", why);
-        else
-            snprintf(err, errlen, "%s was no longer held (token %lld): the lease "
-                     "expired or the key was removed", l->key, (long long)l->token);
-        r = ATOMRUN_ELOST;
-    } else if (r == 1) {
-        r = 0;
-    } else if (lost) {
+    r = txn_send(l->c, release_txn(l->key, l->token, l->clean ? l->ticket : NULL), 0,
+                 err, errlen);
+    if (r < 0 && !lost)
+        return unlock_unanswered(l, err, errlen);
+    if (lost) {
+        /* the keepalives stopped when it was lost: the key goes with the
+         * lease, whatever became of the delete */
         snprintf(err, errlen, "%s", why);
         r = ATOMRUN_ELOST;
+    } else if (r == 0) {
+        snprintf(err, errlen, "%s was no longer held (token %lld): the lease "
+                 "expired or the key was removed", l->key, (long long)l->token);
+        r = ATOMRUN_ELOST;
+    } else {
+        r = 0;
     }
-    ar_session_put(l->s);
-    free(l->key);
-    free(l);
+    lock_free(l);
     return r;
+}
+
+void atomrun_remote_lock_free(atomrun_remote_lock *l)
+{
+    char err[ATOMRUN_ETCD_ERRLEN];
+    if (l && l->s && atomrun_remote_unlock(l, err, sizeof err) != ATOMRUN_EUNAVAILABLE)
+        return;
+    if (l)
+        lock_free(l);
+}
+
+int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
+                              char *err, size_t errlen)
+{
+    /* A count of the lock keys: any answer's header names the cluster, and
+     * this read needs only the permission a lock needs anyway. */
+    const char *k = ATOMRUN_ETCD_LOCK_PREFIX;
+    json_t *ans = NULL;
+    int r;
+    *id = 0;
+    r = ar_etcd_send(c, "/v3/kv/range",
+                     json_pack("{s:o, s:b}", "key", ar_json_b64(k, strlen(k)), "count_only", 1),
+                     deadline, NULL, &ans, err, errlen);
+    if (r < 0)
+        return r;
+    *id = header_cluster(ans);
+    json_decref(ans);
+    if (*id == 0) {
+        snprintf(err, errlen, "%s answered without a cluster id", atomrun_etcd_endpoints(c));
+        return -EPROTO;
+    }
+    return 0;
 }
 
 int atomrun_remote_queue(atomrun_etcd *c, const char *name,
@@ -669,8 +1068,11 @@ int atomrun_remote_queue(atomrun_etcd *c, const char *name,
     r = read_queue(c, prefix, 0, &q, err, errlen);
     if (r < 0)
         return r;
-    for (i = 0; i < q.n && i < max; i++)
+    for (i = 0; i < q.n && i < max; i++) {
+        const entry *ignore;
         fill_holder(&q.e[i], &h[i]);
+        h[i].waiting = !decide(&q, i, &ignore, &ignore);
+    }
     *count = q.n;
     queue_free(&q);
     return 0;

@@ -9,21 +9,30 @@ local check = require "atomrun.check"
 local json = require "atomrun.json"
 local check_opts, check_path, pick = check.opts, check.path, check.pick
 
---- with_lock(path, opts, fn, ...) -> fn's results
+--- with_lock(path, opts, fn, ...) -> fn's results | nil, msg, code [, holder]
 -- The lock is released however fn ends: a normal return, an error (which
 -- then propagates with its original message and traceback), or a `return`
--- from deep inside.  A coroutine left suspended inside fn keeps the lock
--- until it is resumed to the end or collected: that is the caller's to avoid.
+-- from deep inside.  After a normal return the release is checked: when it
+-- failed -- an etcd lock found lost (its lease expired while fn ran: fn's
+-- work was not protected all along), or released without an answer -- the
+-- result is nil, msg, code instead of fn's, so the caller learns it.  A
+-- coroutine left suspended inside fn keeps the lock until it is resumed to
+-- the end or collected: that is the caller's to avoid.
 local lock_names = { mode = "mode", wait = "boolean", timeout = "seconds", perm = "perm",
   create = "boolean", ttl = "count" }   -- ttl: etcd names
+local function released(lk, ...)
+  local ok, err, code = lk:unlock()
+  if not ok then return nil, err, code end
+  return ...
+end
 function M.with_lock(path, opts, fn, ...)
   check_path("with_lock", 1, path)
   check_opts("with_lock", 2, opts, lock_names)
   check.arg("with_lock", 3, fn, "function")
   local lk, err, code, holder = atomrun.lock(path, opts)
   if not lk then return nil, err, code, holder end
-  local guard <close> = lk
-  return fn(...)
+  local guard <close> = lk              -- fn raised: released, the error goes on
+  return released(lk, fn(...))
 end
 
 --- update(path, fn [, opts]) -> new | nil, msg, code [, holder]

@@ -20,7 +20,8 @@ end
 
 --- queue(url [, opts]) -> {holder...}: holders first, then waiters, in
 --- create-revision order; each {pid=, host=, cmd=, since=, token=, mode=,
---- key=, lease=}.  opts: ca, cert, key.
+--- key=, lease=}, slots= for a semaphore's slot (mode "semaphore"), and
+--- waiting = true for a key that waits.  opts: ca, cert, key.
 function M.queue(url, opts)
   return atomrun._etcd_queue(url, opts)
 end
@@ -136,11 +137,14 @@ end
 
 local Slot = {}
 Slot.__index = Slot
+-- The lock stays in the slot after a release whose answer did not come,
+-- so that releasing again says how it stands then (lk:unlock's rule).
 function Slot:release()
   local lk = self.lock
   if not lk then return true end
-  self.lock = nil
-  return lk:unlock()
+  local ok, err, code = lk:unlock()
+  if code ~= "unavailable" then self.lock = nil end
+  return ok, err, code
 end
 Slot.unlock = Slot.release
 Slot.__close = Slot.release
@@ -148,7 +152,7 @@ Slot.__gc = Slot.release
 function Slot:lost() return self.lock ~= nil and self.lock:lost() end
 function Slot:__tostring()
   return string.format("atomrun.slot (%s #%d%s)", self.path, self.index,
-    self.lock and "" or ", released")
+    self.lock and self.lock.locked and "" or ", released")
 end
 
 local Sem = {}
@@ -174,7 +178,9 @@ function Sem:acquire(opts)
   end
   local lk, err, code, holder = atomrun.lock(self._url, lopts)
   if not lk then
-    if code == "busy" then
+    -- "all slots taken" only when slots of this semaphore are what is in
+    -- the way; another kind of lock holding the name says so itself
+    if code == "busy" and holder and holder.slots == self.n then
       err = string.format("all %d slots of %s are taken%s", self.n, self.path,
         holder and holder.pid and string.format(" (the oldest by pid %d on %s)", holder.pid,
           holder.host) or "")
@@ -184,14 +190,17 @@ function Sem:acquire(opts)
   return setmetatable({ index = lk.index, token = lk.token, lock = lk, path = lk.path }, Slot)
 end
 
---- sem:holders() -> the slots' holders now, oldest first
+--- sem:holders() -> the name's holders now, oldest first (a lock of
+--- another kind too, if one holds it: the kinds exclude each other)
 function Sem:holders()
   local q, err, code = atomrun._etcd_queue(self._url)
   if not q then return nil, err, code end
   local t = {}
-  for i = 1, math.min(self.n, #q) do
-    t[i] = q[i]
-    t[i].slot = i                     -- as the file semaphore's holders()
+  for _, e in ipairs(q) do
+    if not e.waiting then
+      t[#t + 1] = e
+      if e.slots then e.slot = #t end  -- as the file semaphore's holders()
+    end
   end
   return t
 end

@@ -73,33 +73,31 @@ for _, path in ipairs(paths) do
   end
 end
 
--- An etcd queue in create-revision order: the holders are its head — the
--- first key if it is exclusive, else every shared key before the first
--- exclusive one (etcd's readers-writer rule); the rest wait.
+-- An etcd queue in create-revision order, each key marked by the core as
+-- holding or waiting by the lock's own rule (src/rlock.c: the kinds
+-- exclude each other; a semaphore of n lets in n of its slots).
 local function split_queue(queue)
   local holders, waiters = json.array(), json.array()
-  local blocked = false
-  for i, e in ipairs(queue) do
-    if not blocked and (e.mode == "shared" or i == 1) then
-      holders[#holders + 1] = e
-      blocked = e.mode ~= "shared"
-    else
-      blocked = true
-      waiters[#waiters + 1] = e
-    end
+  for _, e in ipairs(queue) do
+    table.insert(e.waiting and waiters or holders, e)
   end
   return holders, waiters
 end
 
+local function remote_kind(e)
+  if e.slots then return "semaphore of " .. e.slots end
+  return e.mode or "?"
+end
+
 local function remote_line(role, e)
   return string.format("  %-7s pid %-7s on %-16s %-9s token %-8s since %s  %s", role,
-    tostring(e.pid or "?"), cli.safe(e.host or "?"), e.mode or "?", tostring(e.token),
-    e.since or "?", cli.safe(e.cmd or ""))
+    tostring(e.pid or "?"), cli.safe(e.host or "?"), remote_kind(e), tostring(e.token),
+    cli.safe(e.since or "?"), cli.safe(e.cmd or ""))
 end
 
 local function remote_entry(e)
-  return { pid = e.pid, host = e.host, cmd = e.cmd, mode = e.mode, since = e.since,
-           token = e.token, key = e.key, lease = e.lease }
+  return { pid = e.pid, host = e.host, cmd = e.cmd, mode = e.mode, slots = e.slots,
+           since = e.since, token = e.token, key = e.key, lease = e.lease }
 end
 
 -- Revoke each holder's lease (decimal ID on the gateway; shown in hex as
