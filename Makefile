@@ -21,16 +21,21 @@ LUA_LIBS   := $(shell pkg-config --libs $(LUA_PC))
 LUA_STATIC ?= $(shell pkg-config --variable=libdir $(LUA_PC) 2>/dev/null)/liblua5.4.a
 
 CFLAGS    ?= -O2 -g
-WARN       = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+# WERROR= builds with warnings as warnings (packagers); ours stay errors.
+WERROR    ?= -Werror
+WARN       = -std=c11 -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes
 # Hidden by default: only what atomrun.h marks ATOMRUN_API (atomrun_*,
 # luaopen_atomrun*) is exported from libatomrun.so and atomrun/core.so.
-ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -pthread $(LUA_CFLAGS) $(ETCD_CFLAGS) $(EXTRA_CFLAGS)
-LDFLAGS_EXTRA ?=
-# The etcd backend (src/etcd.c, session.c, rlock.c): libcurl and jansson.
+# CPPFLAGS and LDFLAGS are the caller's (dpkg-buildflags' hardening) and
+# come on every compile and link line.
+BASE_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -pthread $(EXTRA_CFLAGS)
+ALL_CPPFLAGS = -Isrc $(CPPFLAGS)
+ALL_CFLAGS = $(ALL_CPPFLAGS) $(BASE_CFLAGS) $(LUA_CFLAGS) $(ETCD_CFLAGS)
+# The etcd backend (src/etcd/): libcurl and jansson.
 ETCD_CFLAGS := $(shell pkg-config --cflags libcurl jansson)
-# libcurl is dlopen'ed by src/etcd.c on the first etcd name (see there why);
-# only its headers are needed at build time.
+# libcurl is dlopen'ed by src/etcd/client.c on the first etcd name (see
+# there why); only its headers are needed at build time.
 ETCD_LIBS   := $(shell pkg-config --libs jansson) -ldl
 LDLIBS_ALL = $(ETCD_LIBS) -lm -pthread
 
@@ -38,24 +43,23 @@ VERSION   := $(shell sed -n 's/^\#define ATOMRUN_VERSION "\(.*\)"/\1/p' src/atom
 SOVERSION  = 0
 
 B          = build
-# The core (no Lua), the binding (src/l[a-z]*.c: the only C that knows
-# Lua), and the embedding helpers; main.c is the command line.  The core's
-# lock.c also starts with l, so it is named as the one exception: a new
-# binding file src/lNAME.c is picked up by itself, and a new core file
-# (etcd.c, session.c, ...) lands in CORE_SRC unless it starts with l --
-# then it must be added to BIND_NOT beside lock.c.
-BIND_NOT   = src/lock.c
-BIND_SRC   = $(filter-out $(BIND_NOT),$(wildcard src/l[a-z]*.c))
-EMBED_SRC  = src/embed.c
-CORE_SRC   = $(filter-out $(BIND_SRC) $(EMBED_SRC) src/main.c,$(wildcard src/*.c))
-HEADERS    = $(wildcard src/*.h)
+# Three layers, a directory each, and what each may know:
+#   src/core/  libc only (locks, files, processes, /proc): no Lua headers
+#              on its include path, so a slip does not compile;
+#   src/etcd/  the etcd client: the only code that knows libcurl and jansson;
+#   src/bind/  the Lua binding and the embedding helpers (bind/embed.c): the only
+#              code that knows Lua.
+# src/main.c is the command line, on the public atomrun.h alone.
+CORE_SRC   = $(wildcard src/core/*.c)
+ETCD_SRC   = $(wildcard src/etcd/*.c)
+EMBED_SRC  = src/bind/embed.c
+BIND_SRC   = $(filter-out $(EMBED_SRC),$(wildcard src/bind/*.c))
 LUA_SRC   := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 
-CORE_OBJ   = $(CORE_SRC:src/%.c=$(B)/%.o)
+CORE_OBJ   = $(CORE_SRC:src/%.c=$(B)/%.o) $(ETCD_SRC:src/%.c=$(B)/%.o)
 BIND_OBJ   = $(BIND_SRC:src/%.c=$(B)/%.o) $(B)/bundle.o
 EMBED_OBJ  = $(EMBED_SRC:src/%.c=$(B)/%.o)
 LIB_OBJ    = $(CORE_OBJ) $(BIND_OBJ) $(EMBED_OBJ)
-
 # The Lua C module for stock lua5.4 is atomrun/core.so under $(B)/lua/ (not
 # $(B)/atomrun/: that is the binary), so LUA_CPATH=$(B)/lua/?.so finds it.
 CMOD       = $(B)/lua/atomrun/core.so
@@ -70,14 +74,32 @@ all: $(TARGETS)
 $(B):
 	@mkdir -p $(B)
 
-$(B)/%.o: src/%.c $(HEADERS) | $(B)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+# Header dependencies from the compiler (-MMD -MP): a header change
+# rebuilds what includes it, and nothing else.
+DEPFLAGS   = -MMD -MP
+
+$(B)/core/%.o: src/core/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CPPFLAGS) $(BASE_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(B)/etcd/%.o: src/etcd/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CPPFLAGS) $(BASE_CFLAGS) $(ETCD_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(B)/bind/%.o: src/bind/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CPPFLAGS) $(BASE_CFLAGS) $(LUA_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(B)/main.o: src/main.c | $(B)
+	$(CC) $(ALL_CPPFLAGS) $(BASE_CFLAGS) $(LUA_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(B)/bundle.c: scripts/bundle.lua $(LUA_SRC) | $(B)
 	$(LUA) scripts/bundle.lua $@ $(LUA_SRC)
 
-$(B)/bundle.o: $(B)/bundle.c src/bundle.h
-	$(CC) $(ALL_CFLAGS) -Isrc -c -o $@ $<
+$(B)/bundle.o: $(B)/bundle.c
+	$(CC) $(ALL_CPPFLAGS) $(BASE_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+-include $(LIB_OBJ:.o=.d) $(B)/main.d
 
 # The program links jansson statically too: one shared library fewer to
 # find, map and relocate at every start (flock(1) loads libc alone), which
@@ -95,25 +117,25 @@ PROG_EXPORTS = -Wl,--export-dynamic-symbol=lua_*,--export-dynamic-symbol=luaL_* 
 PROG_LIBS  = $(LUA_STATIC) $(JANSSON_STATIC) -ldl -lm -pthread
 
 $(B)/atomrun: $(B)/main.o $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) $(PROG_EXPORTS) $(LDFLAGS_EXTRA) -o $@ $^ $(PROG_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $(PROG_EXPORTS) -o $@ $^ $(PROG_LIBS)
 
 $(B)/libatomrun.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-# -z nodelete: wait.c leaves a pthread key destructor (it deletes a
+# -z nodelete: core/wait.c leaves a pthread key destructor (it deletes a
 # thread's timer at thread exit); after a dlclose it must still be there.
 SO_FLAGS   = -Wl,-z,nodelete
 
 $(B)/libatomrun.so: $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) $(SO_FLAGS) -shared -Wl,-soname,libatomrun.so.$(SOVERSION) \
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $(SO_FLAGS) -shared -Wl,-soname,libatomrun.so.$(SOVERSION) \
 	    -o $@ $^ $(LUA_LIBS) $(LDLIBS_ALL)
 
 # The Lua C module for stock lua5.4: no liblua linked in, the interpreter
 # provides it (linking a second copy of Lua into one process breaks it).
 $(CMOD): $(CORE_OBJ) $(BIND_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SO_FLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $(SO_FLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
 
 PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	     -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|'
@@ -185,7 +207,7 @@ check-embed: $(B)/spec_host
 	@$(B)/spec_host spec/embed_job.lua hello world
 
 $(B)/spec_host: spec/host.c $(B)/libatomrun.a
-	$(CC) $(ALL_CFLAGS) -Isrc -o $@ spec/host.c $(B)/libatomrun.a $(LUA_LIBS) $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ spec/host.c $(B)/libatomrun.a $(LUA_LIBS) $(LDLIBS_ALL)
 
 bench: all
 	@CC="$(CC)" sh scripts/bench/run.sh --build $(B) $(if $(QUICK),--quick,) \
@@ -210,7 +232,7 @@ install: all
 	ln -sf libatomrun.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libatomrun.so
 	$(PC_SED) src/atomrun.pc.in > $(DESTDIR)$(PKGDIR)/atomrun.pc
 	install -m 755 $(CMOD) $(DESTDIR)$(LUA_CMOD)/atomrun/core.so
-	for f in $(LUA_SRC); do install -m 644 $$f $(DESTDIR)$(LUA_LMOD)/$${f#lua/}; done
+	for f in $(LUA_SRC); do install -D -m 644 $$f $(DESTDIR)$(LUA_LMOD)/$${f#lua/}; done
 	for f in src/*.1; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man1/ || true; done
 	for f in src/*.3; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man3/ || true; done
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi

@@ -79,7 +79,7 @@ describe("atomrun.check", function()
     local dir = H.tmpdir()
     local values = { 420, 420.0, 0, 4095, 4096, -1, 1.5, "644", "0644", 0 / 0, true, {} }
     for i, v in ipairs(values) do
-      -- perm: C (lock's perm, checked in src/laux.c) and Lua (with_lock's
+      -- perm: C (lock's perm, checked in src/bind/aux.c) and Lua (with_lock's
       -- perm, checked by atomrun.check before lock is called)
       local c_ok = pcall(H.ar.lock, dir .. "/c" .. i, { perm = v })
       local lua_ok = pcall(H.ar.with_lock, dir .. "/l" .. i, { perm = v }, function() end)

@@ -84,14 +84,14 @@ describe("scripts/bundle.lua", function()
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)
 
-  it("turns Lua files into src/bundle.h entries, init.lua named after its directory", function()
+  it("turns Lua files into src/bind/bundle.h entries, init.lua named after its directory", function()
     H.write(dir .. "/a.lua", "return 'a\0\"?'\n")
     H.write(dir .. "/init.lua", "")
     local c = dir .. "/b.c"
     H.write(dir .. "/main.c", [[
 #include <stdio.h>
 #include <string.h>
-#include "bundle.h"
+#include "bind/bundle.h"
 int main(void)
 {
     for (const ar_bundled *m = ar_bundle; m->name; m++)

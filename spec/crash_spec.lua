@@ -6,7 +6,7 @@
 -- What may remain afterwards: O_TMPFILE leaves nothing for a writer killed
 -- while writing or syncing.  The one window is in replace, between linkat()
 -- of the finished temp file to a hidden ".data.XXXXXXXX" name and the
--- renameat() over the target (src/file.c, ar_replace_in): a writer killed
+-- renameat() over the target (src/core/file.c, ar_replace_in): a writer killed
 -- there -- including during the linkat() itself, which completes before
 -- the kill takes effect and waits for the directory lock while other
 -- writers rename -- leaves a complete, synced hidden file.  With several
@@ -151,7 +151,7 @@ maybe("SIGKILL storm on replace", function()
           or name:match("^writer"), "unexpected file " .. name)
       end
     end
-    -- Temp names are flock-guarded slots (src/file.c, ar_link_slot): at most
+    -- Temp names are flock-guarded slots (src/core/file.c, ar_link_slot): at most
     -- one per writer killed at once, and the next replace removes them.
     assert.truthy(leftovers <= #kinds, leftovers .. " leftovers for " .. #kinds .. " writers")
     assert.is_true(ar.replace(path, payload("final", 3)))

@@ -1,4 +1,4 @@
--- The C core's etcd locks (src/etcd.c, session.c, rlock.c), driven by
+-- The C core's etcd locks (src/etcd/client.c, etcd/session.c, etcd/lock.c), driven by
 -- spec/etcd_core.c as real processes against a real 3-member cluster, with
 -- real faults: killed and stopped holders, a killed leader, a killed member,
 -- every member down.

@@ -1,4 +1,4 @@
--- create, replace, read and update on etcd keys (issue 16): src/lremote.c
+-- create, replace, read and update on etcd keys (issue 16): src/bind/etcd.c
 -- (create/replace/read), lua/atomrun/remote.lua (update), against the
 -- spec's 3-member cluster (spec/etcd.lua).
 local H = require "spec.helper"
@@ -122,7 +122,7 @@ describe("files on etcd keys", function()
     local _, out = C:etcdctl("get --prefix " .. H.q(p) .. " -w json")
     local ok, a = pcall(require("atomrun.json").decode, out or "")
     local keys = {}
-    for _, kv in ipairs(ok and a.kvs or {}) do keys[require("atomrun.remote")._unb64(kv.key)] = kv.lease or 0 end
+    for _, kv in ipairs(ok and a.kvs or {}) do keys[require("atomrun.etcd")._unb64(kv.key)] = kv.lease or 0 end
     return keys
   end
 
@@ -131,7 +131,7 @@ describe("files on etcd keys", function()
     local ready = dir .. "/ready"
     H.bg_lua([[
       local url, ready = ...
-      require("atomrun.remote").NONCE_TTL = 3
+      require("atomrun.etcd").NONCE_TTL = 3
       for i = 1, 5 do
         assert(atomrun.update(url, function(old) return tostring((tonumber(old) or 0) + 1) end,
                               { ttl = 2 }))

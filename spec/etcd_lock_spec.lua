@@ -1,5 +1,5 @@
 -- atomrun.lock and the recipes on etcd names (lua/atomrun/remote.lua,
--- src/lremote.c), against the spec's 3-member cluster: the same calls and
+-- src/bind/etcd.c), against the spec's 3-member cluster: the same calls and
 -- results as for files, plus token, lost() and "unavailable".
 local H = require "spec.helper"
 local E = require "spec.etcd"
@@ -231,7 +231,7 @@ describe("atomrun.lock on etcd", function()
   end)
 
   it("run{guard = lk}: ATOMRUN_LOCK_TOKEN for the command, lost -> killed and nil, 'lost'", function()
-    local remote = require "atomrun.remote"
+    local remote = require "atomrun.etcd"
     local url = C:url("lua/run")
     local lk = assert(ar.lock(url))
     local ok, how, code = ar.run({ "sh", "-c", "test \"$ATOMRUN_LOCK_TOKEN\" = " .. lk.token

@@ -130,7 +130,7 @@ maybe("fault injection (strace)", function()
   -- Failures the code tolerates on purpose: reading the umask from /proc
   -- (falls back to 022), create's early "is the name taken?" check (the
   -- link decides), and the two best-effort steps of the temp slots
-  -- (src/file.c): looking at a slot for a dead writer's file before a
+  -- (src/core/file.c): looking at a slot for a dead writer's file before a
   -- replace writes (a slot not cleaned now is cleaned next time), and,
   -- without O_TMPFILE, moving the random-named temp file into a slot (it
   -- is then written and renamed from its random name).  Injecting there

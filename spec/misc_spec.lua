@@ -122,8 +122,8 @@ describe("the bundle", function()
     -- lua5.4 pass loads lua/ from the tree instead: a longer path)
     local cli = require "atomrun.cli"
     local info = debug.getinfo(cli.program, "S")
-    assert.truthy(info.source:find("lua/atomrun/cli.lua", 1, true), info.source)
-    if H.pass ~= "lua5.4" then assert.equal("@lua/atomrun/cli.lua", info.source) end
+    assert.truthy(info.source:find("lua/atomrun/cli/init.lua", 1, true), info.source)
+    if H.pass ~= "lua5.4" then assert.equal("@lua/atomrun/cli/init.lua", info.source) end
     assert.truthy(info.linedefined > 0)
   end)
 end)

@@ -1,4 +1,4 @@
--- Timed waits (src/wait.c) in a process where no real-time signal can be
+-- Timed waits (src/core/wait.c) in a process where no real-time signal can be
 -- had: every one of SIGRTMIN..SIGRTMAX is ignored, as a host may leave them.
 -- atomrun never replaces a disposition it did not set, so it has no signal
 -- to end a blocking flock(2) at the deadline; the wait must still end at

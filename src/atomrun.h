@@ -491,6 +491,14 @@ ATOMRUN_API int atomrun_runscript(lua_State *L, const char *progname, int source
                       const char *script, int argc, char **argv);
 /* 1 if `name` is a bundled subcommand (lua/atomrun/cmd/NAME.lua). */
 ATOMRUN_API int atomrun_has_command(const char *name);
+/* The i-th bundled subcommand (from 0), with its one-line summary in
+ * *summary when summary is not NULL; NULL past the last one. */
+ATOMRUN_API const char *atomrun_command(int i, const char **summary);
+/* The state atomrun_runscript runs `source` in, as the command line makes
+ * it: for ATOMRUN_RUN_COMMAND a lighter one (the standard libraries a
+ * subcommand rarely needs are opened on first use); atomrun_newstate()
+ * otherwise.  NULL when out of memory. */
+ATOMRUN_API lua_State *atomrun_newstate_for(int source);
 
 /* ------------------------------------------------ across machines: etcd */
 

@@ -4,7 +4,6 @@
  * change) all run through atomrun_runscript(), as an embedding host would.
  */
 #include "atomrun.h"
-#include "bundle.h"
 
 #include <lua.h>
 #include <stdio.h>
@@ -14,26 +13,16 @@
 #define EX_USAGE 64   /* sysexits.h, as flock(1) uses */
 
 /* The subcommands are the bundled modules atomrun.cmd.NAME, each with the
- * one-line summary scripts/bundle.lua took from its first line: the help
- * lists whatever is bundled, so a new subcommand is one new file. */
-#define CMD_PREFIX "atomrun.cmd."
-
-static const char *command_name(const ar_bundled *m)
-{
-    size_t n = sizeof CMD_PREFIX - 1;
-    return strncmp(m->name, CMD_PREFIX, n) == 0 ? m->name + n : NULL;
-}
-
+ * one-line summary scripts/bundle.lua took from its first line
+ * (atomrun_command): the help lists whatever is bundled, so a new
+ * subcommand is one new file. */
 static void print_usage(FILE *out)
 {
-    const char *sep = "";
+    const char *name;
     fputs("usage: atomrun SCRIPT [ARGS...] | -e CODE [ARGS...] | - [ARGS...]\n"
           "       atomrun ", out);
-    for (const ar_bundled *m = ar_bundle; m->name; m++)
-        if (command_name(m)) {
-            fprintf(out, "%s%s", sep, command_name(m));
-            sep = "|";
-        }
+    for (int i = 0; (name = atomrun_command(i, NULL)) != NULL; i++)
+        fprintf(out, "%s%s", i ? "|" : "", name);
     fputs(" ... | --help | --version\n", out);
 }
 
@@ -60,11 +49,10 @@ static const char help_tail[] =
 
 static void print_help(void)
 {
+    const char *name, *summary;
     fputs(help_head, stdout);
-    for (const ar_bundled *m = ar_bundle; m->name; m++)
-        if (command_name(m))
-            printf("  atomrun %-18s %s\n", command_name(m),
-                   m->summary ? m->summary : "");
+    for (int i = 0; (name = atomrun_command(i, &summary)) != NULL; i++)
+        printf("  atomrun %-18s %s\n", name, summary);
     fputs(help_tail, stdout);
 }
 
@@ -81,8 +69,7 @@ static const char *progname = "atomrun";
 
 static int run(int source, const char *script, int argc, char **argv)
 {
-    lua_State *L = source == ATOMRUN_RUN_COMMAND ? ar_newstate_command()
-                                                 : atomrun_newstate();
+    lua_State *L = atomrun_newstate_for(source);
     int status;
     if (!L)
         return 1;

@@ -5,7 +5,7 @@
 -- argument number and the option, not a confusing failure from deep inside
 -- or, worse, a silent default (a timeout = "5" that waits forever, a
 -- mode = "755" read as decimal 755 = 01363).  The C binding has its own
--- checker (src/laux.c) with the same rules; the two must agree, and
+-- checker (src/bind/aux.c) with the same rules; the two must agree, and
 -- spec/badinput_spec.lua holds both to the same matrix.
 --
 -- Kinds (the value an option table maps each allowed name to):

@@ -1,5 +1,5 @@
 -- atomrun -- the module `require "atomrun"` returns: the C primitives of
--- atomrun.core (src/l*.c) plus the recipes in lua/atomrun/.
+-- atomrun.core (src/bind/*.c) plus the recipes in lua/atomrun/.
 --
 -- Data flows one way: the recipes require atomrun.core and each other,
 -- never this module, and this module requires them only on first use, so
@@ -14,7 +14,7 @@ local lazy = {
   retry     = "atomrun.retry",
   once      = "atomrun.once",
   semaphore = "atomrun.semaphore",
-  watch     = "atomrun.remote",     -- etcd keys and prefixes only
+  watch     = "atomrun.etcd",     -- etcd keys and prefixes only
 }
 
 -- Lua names a C function in messages and tracebacks after the first module

@@ -140,7 +140,7 @@ end
 
 --- once(name [, opts]) -> guard | nil, msg, "running", record
 function M.once(name, opts)
-  if require("atomrun.remote").is_url(name) then return once_remote(name, opts) end
+  if require("atomrun.etcd").is_url(name) then return once_remote(name, opts) end
   if type(name) ~= "string" or not name:match("^[%w][%w._-]*$") then
     error("bad argument #1 to 'once' (a job name of letters, digits, '.', '_' and '-' expected, got "
       .. (type(name) == "string" and string.format("%q", name) or type(name)) .. ")", 2)

@@ -72,8 +72,8 @@ local function not_a_file(path, target, follow)
 end
 
 function M.update(path, fn, opts)
-  if require("atomrun.remote").is_url(path) then     -- etcd keys: remote.lua
-    return require("atomrun.remote").update(path, fn, opts)
+  if require("atomrun.etcd").is_url(path) then     -- etcd keys: remote.lua
+    return require("atomrun.etcd").update(path, fn, opts)
   end
   check_path("update", 1, path)
   check.arg("update", 2, fn, "function")
@@ -138,8 +138,8 @@ function Status:__tostring() return "atomrun.status (" .. self.path .. ")" end
 
 local status_names = { follow = "boolean" }
 function M.status(path, opts)
-  if require("atomrun.remote").is_url(path) then     -- etcd keys: remote.lua
-    return require("atomrun.remote").status(path, opts)
+  if require("atomrun.etcd").is_url(path) then     -- etcd keys: remote.lua
+    return require("atomrun.etcd").status(path, opts)
   end
   check_path("status", 1, path)
   opts = check_opts("status", 2, opts, status_names)
@@ -171,7 +171,7 @@ function M.lock_all(paths, opts)
     if not check.fits("path", p) then
       error("bad argument #1 to 'lock_all' (paths[" .. i .. "] must be a string without NUL)", 2)
     end
-    if require("atomrun.remote").is_url(p) then
+    if require("atomrun.etcd").is_url(p) then
       -- etcd names: after the files, in name order (every host sorts alike)
       entries[#entries + 1] = { path = p, remote = true }
     else

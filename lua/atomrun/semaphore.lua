@@ -160,7 +160,7 @@ end
 function M.semaphore(path, n)
   check.path("semaphore", 1, path)
   check.arg("semaphore", 2, n, "count")
-  local remote = require "atomrun.remote"
+  local remote = require "atomrun.etcd"
   if remote.is_url(path) then return remote.semaphore(path, math.tointeger(n)) end   -- etcd://...
   return setmetatable({ path = path, n = math.tointeger(n) }, Sem)
 end

@@ -23,7 +23,7 @@ dir = operands[1]
 dir = dir or "."
 
 -- etcd://...: the cluster instead of a filesystem (lua/atomrun/remote.lua)
-local remote = require "atomrun.remote"
+local remote = require "atomrun.etcd"
 if remote.is_url(dir) then
   local rep, rerr = remote.doctor(dir)
   if not rep then io.stderr:write("atomrun: ", rerr, "\n") os.exit(64) end

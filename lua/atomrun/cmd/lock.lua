@@ -18,9 +18,9 @@ local cli = require "atomrun.cli"
 
 local prog, as_flock = cli.invoked_as("lock", "flock")
 
--- --help, the option values, the failures: atomrun.cli_lock, loaded only
+-- --help, the option values, the failures: atomrun.cli.lock, loaded only
 -- when one of them is needed (the common run never does).
-local function slow() return require "atomrun.cli_lock" end
+local function slow() return require "atomrun.cli.lock" end
 
 -- util-linux's optstring "+sexnoFuw:E:hV" and its long options, in its
 -- order (getopt_long lists ambiguous candidates in this order).  -c is not
@@ -50,7 +50,7 @@ local USEC = 1000000
 
 local o = { mode = "exclusive", conflict = 1, start = 0, length = 0 }
 
--- An option whose handler is atomrun.cli_lock's.
+-- An option whose handler is atomrun.cli.lock's.
 local function later(key)
   return function(v) slow().option[key](prog, o, as_flock, v) end
 end
@@ -117,7 +117,7 @@ end
 if o.nonblock or o.timeout == 0 then o.timeout = 0 end
 -- etcd://.../NAME: the lock lives on a cluster (lua/atomrun/remote.lua)
 if not as_flock and cli.is_url(o.file) then
-  os.exit(require("atomrun.cli_etcd").lock_remote(prog, o))
+  os.exit(require("atomrun.cli.etcd").lock_remote(prog, o))
 end
 local started = atomrun.now()
 

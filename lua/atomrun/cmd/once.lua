@@ -71,7 +71,7 @@ end
 -- The record names the command itself, not this atomrun: that is the
 -- process a person looks for (and kills).
 if cli.is_url(name) then     -- etcd://.../NAME: once across hosts
-  os.exit(require("atomrun.cli_etcd").run_held_remote(prog, guard.lock, argv))
+  os.exit(require("atomrun.cli.etcd").run_held_remote(prog, guard.lock, argv))
 end
 cli.run_and_exit(prog, argv, { forward_signals = true, on_start = function(pid) guard:update({ pid = pid }) end },
   function() guard:release() end)

@@ -65,7 +65,7 @@ local function entry(e)
            start = e.start or 0, length = e.length or 0, since = e.since }
 end
 
-local remote = require "atomrun.remote"
+local remote = require "atomrun.etcd"
 local json = atomrun.json
 for _, path in ipairs(paths) do
   if revoke and not remote.is_url(path) then
@@ -74,7 +74,7 @@ for _, path in ipairs(paths) do
 end
 
 -- An etcd queue in create-revision order, each key marked by the core as
--- holding or waiting by the lock's own rule (src/rlock.c: the kinds
+-- holding or waiting by the lock's own rule (src/etcd/lock.c: the kinds
 -- exclude each other; a semaphore of n lets in n of its slots).
 local function split_queue(queue)
   local holders, waiters = json.array(), json.array()

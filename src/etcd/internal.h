@@ -1,0 +1,148 @@
+/*
+ * etcd/internal.h -- private interface between the etcd client (etcd/client.c), the
+ * session/keepalive thread (etcd/session.c) and the lock queue (etcd/lock.c).  The
+ * only core header that knows jansson; nothing here is installed.
+ */
+#ifndef AR_ETCD_INTERNAL_H
+#define AR_ETCD_INTERNAL_H
+
+#include "atomrun.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct ar_session ar_session;
+
+/* What one POST may do beyond the defaults. */
+typedef struct ar_post_opts {
+    /* Set (from another thread) to make a call in progress give up with
+     * -ECANCELED: the keepalive thread at exit. */
+    const volatile int *abort_flag;
+    /* The longest one attempt on one endpoint may take before the next is
+     * tried (0: the default, 2 s). */
+    double attempt_cap;
+} ar_post_opts;
+
+/*
+ * POST body to path on the cluster and parse the answer.  Rotates to the
+ * next endpoint on a transport error, a timeout or an answer that says the
+ * cluster has no leader, until deadline (absolute, atomrun_now() clock;
+ * <= 0: now + op_timeout).  0 and *answer (a new reference; for the
+ * streaming keepalive, the "result" object), or a negative result and err.
+ * Server errors: -ENOENT (gRPC NotFound: a lease that is gone), -EACCES
+ * (authentication), -EINVAL (rejected, err has etcd's message).
+ */
+int ar_etcd_post(atomrun_etcd *c, const char *path, json_t *body,
+                 double deadline, const ar_post_opts *po, json_t **answer,
+                 char *err, size_t errlen);
+
+/* ar_etcd_post that takes the body over (and frees it): a NULL body -- a
+ * json_pack that ran out of memory -- is -ENOMEM. */
+int ar_etcd_send(atomrun_etcd *c, const char *path, json_t *body,
+                 double deadline, const ar_post_opts *po, json_t **answer,
+                 char *err, size_t errlen);
+
+/*
+ * ar_etcd_send that also says whether the request may have been delivered
+ * more than once: *unsure (zeroed by the caller) is set to 1 when an
+ * attempt that got no answer may have reached a member -- its request was
+ * sent (a cut connection, a timeout after sending, "etcdserver: request
+ * timed out").  That copy may be applied, now or later, besides the one
+ * answered, or instead of the answer that never came.  A write that must
+ * not land after the caller has moved on (the lock queue's enqueue) needs
+ * to know whether a copy can still be in flight.
+ */
+int ar_etcd_send_tracked(atomrun_etcd *c, const char *path, json_t *body,
+                         double deadline, const ar_post_opts *po, int *unsure,
+                         json_t **answer, char *err, size_t errlen);
+
+/*
+ * Watch: open /v3/watch with create_request and call fn with each "result"
+ * object until fn returns 1 (-> 1), `until` passes, the stream breaks or
+ * the server cancels the watch (-> 0: the caller looks again and decides),
+ * or an error that looking again cannot fix (< 0).
+ */
+typedef int (*ar_watch_fn)(void *ctx, json_t *result);
+int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
+                  ar_watch_fn fn, void *ctx, char *err, size_t errlen);
+
+double ar_etcd_op_timeout(const atomrun_etcd *c);
+/* The session list and its lock live in the client. */
+pthread_mutex_t *ar_etcd_session_mutex(atomrun_etcd *c);
+ar_session **ar_etcd_sessions(atomrun_etcd *c);
+/* Every client made so far, for the exit handler (a NULL-terminated walk). */
+atomrun_etcd *ar_etcd_first(void);
+atomrun_etcd *ar_etcd_next(atomrun_etcd *c);
+
+/* base64 (etcd's keys and values in JSON).  malloc'd, NUL-terminated. */
+char *ar_b64_encode(const void *data, size_t len);
+int   ar_b64_decode(const char *s, char **out, size_t *len);
+/* json_t holding base64 of a C string / of bytes. */
+json_t *ar_json_b64(const void *data, size_t len);
+/* The gateway prints int64 as strings; either form is accepted.  0 when
+ * missing. */
+int64_t ar_json_int64(const json_t *obj, const char *key);
+/* The key just past every key that starts with prefix (etcd's range_end). */
+char *ar_prefix_end(const char *prefix, size_t len, size_t *outlen);
+/* Copy at most size-1 bytes, always terminated. */
+void ar_strlcpy(char *dst, const char *src, size_t size);
+
+/* --- writer records (etcd/lock.c) --- */
+
+/* JSON text (malloc'd) naming this process as a key's writer: host, pid,
+ * cmd (NULL: this process's command line), since; mode when not NULL, and
+ * slots when mode is "semaphore". */
+char *ar_writer_record(const char *cmd, const char *mode, int slots);
+/* host, pid, cmd, since of such a record into h (the rest untouched). */
+void ar_writer_of(const json_t *record, atomrun_remote_holder *h);
+
+/* --- sessions (etcd/session.c) --- */
+
+/*
+ * The process's session for (client, ttl): granted now if there is none
+ * (or the last one was lost).  A reference the caller drops with
+ * ar_session_unref.  -ERANGE with *min_ttl when the cluster's minimum TTL
+ * is above ttl.
+ */
+int  ar_session_get(atomrun_etcd *c, int ttl, double deadline,
+                    ar_session **out, int *min_ttl, char *err, size_t errlen);
+void ar_session_unref(ar_session *s);
+/* Keep s (the caller's reference from ar_session_get) for the life of the
+ * process: keys bound to it must live as long.  The first pin keeps the
+ * reference; later ones give theirs back, so counts do not grow per call. */
+void ar_session_pin(ar_session *s);
+/* The caller's reference from ar_session_get back; the users left. */
+int  ar_session_put(ar_session *s);
+int  ar_session_users(ar_session *s);
+/* Stop keeping the lease alive and never hand it out again: its keys go
+ * when the TTL runs out (a key we could not delete, a lease the cluster no
+ * longer has).  Every lock on it reports lost. */
+void ar_session_abandon(ar_session *s, const char *why);
+int64_t ar_session_lease(const ar_session *s);
+int     ar_session_ttl(const ar_session *s);
+/*
+ * What a session shares with the watchdog processes of its guards
+ * (etcd/guard.c): one page mapped MAP_SHARED, so a process forked from this one
+ * sees every later store.  Written under the session's lock by the
+ * keepalive thread, read without locks.
+ */
+typedef struct ar_lease_view {
+    _Atomic int64_t until_ns;   /* confirmed until then: CLOCK_BOOTTIME ns */
+    _Atomic int     lost;       /* the lost rule has fired (sticky) */
+} ar_lease_view;
+const ar_lease_view *ar_session_view(const ar_session *s);
+
+/* --- the guard's watchdog (etcd/guard.c) --- */
+
+typedef struct ar_guard ar_guard;
+/* Fork the watchdog that ends process group pgid (0: every child of this
+ * process) before s's lease can expire; kill_after < 0: the default.
+ * -ERANGE when kill_after does not fit in s's TTL (atomrun_etcd_kill_after). */
+int ar_guard_start(ar_session *s, pid_t pgid, double kill_after, ar_guard **out);
+/* Stop and reap it: what it sent, bits 1 (TERM) and 2 (KILL); 0: nothing. */
+int ar_guard_stop(ar_guard *g);
+/* 0 or ATOMRUN_ELOST (why filled).  Sticky. */
+int  ar_session_lost(ar_session *s, char *why, size_t len);
+
+#endif

@@ -1,0 +1,1079 @@
+/*
+ * etcd/lock.c -- locks, readers-writer locks and semaphores on etcd: the queue
+ * of clientv3/concurrency's mutex, with the holder recorded in the key.
+ *
+ *   key    ATOMRUN_ETCD_LOCK_PREFIX NAME "/" <lease hex> "-" <n>, bound to
+ *          the session's lease, so a dead holder's key goes with its lease;
+ *          <n> is unique in the process (two slots of one semaphore, two
+ *          threads on one name).
+ *   value  {"host", "pid", "cmd", "since", "mode"} as JSON ("slots" too
+ *          for a semaphore's), for busy/timeout messages, `atomrun who`
+ *          and `etcdctl get --prefix atomrun/lock/`.  mode is the key's
+ *          kind: "exclusive", "shared" or "semaphore".
+ *   queue  the keys directly under NAME/ in create-revision order.  The
+ *          kinds exclude each other (decide): an exclusive key holds when
+ *          it is first; a shared (reader) key while every key ahead of it
+ *          is shared; a semaphore's slot while every key ahead is a slot
+ *          of the same semaphore and fewer than n are ahead.  So one name
+ *          is never held by two kinds at once.  The create revision is the
+ *          fencing token: etcd's revisions only grow, so each new holder's
+ *          token is higher.
+ *
+ * Acquire is one txn: "if my key does not exist, put it; in either case
+ * read the queue".  Re-sent after a lost answer (the member died after the
+ * put) it finds the key already there and does not queue twice.
+ *
+ * The trap is the copy that arrives LATE: a request that got no answer may
+ * still be in the network or in a member's queue, and land after the lock
+ * was taken through another member and released -- re-creating the key on
+ * our live lease, where it would stand at the head of the queue for the
+ * life of the process (everyone waits for it; we wait for ourselves).  So
+ * each acquisition also has a ticket, AR_TICKET_PREFIX <lease hex> "-" <n>,
+ * on the same lease, and the txn is "if neither the key nor the ticket
+ * exists, put both".  A late copy finds the ticket and puts nothing.  The
+ * release deletes the ticket with the key, in the same txn, only when
+ * every copy of the enqueue was answered (ar_etcd_send_tracked: none can
+ * be in flight); otherwise the ticket stays until the lease ends.  A waiter
+ * that gives up without knowing whether its enqueue landed burns the
+ * ticket ("if the ticket does not exist, put it; else delete the key"):
+ * after that no copy can land.  Still two consensus writes a lock and
+ * unlock: the ticket rides in the txns that were there anyway.
+ *
+ * A waiter
+ * watches only the key it waits for -- the one just before it for a mutex,
+ * the last writer before it for a reader -- from the revision of the read,
+ * so no delete between the read and the watch is missed, and a release
+ * wakes one waiter, not the herd.  A semaphore waiter watches the name's
+ * keys (any release may be its turn).  After every wake the queue is read
+ * again: that read is also the check that the key still exists with its
+ * revision (the lease may have expired while waiting).
+ *
+ * Keys under NAME/ that are not directly under it ("NAME/sub/..." is the
+ * lock "NAME/sub") are skipped, so nested names are separate locks.
+ */
+#define _GNU_SOURCE
+#include "etcd/internal.h"
+#include "core/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AR_NAME_MAX     200
+#define AR_WATCH_SLICE  2.0     /* re-read the queue at least this often */
+#define AR_TICKET_PREFIX "atomrun/ticket/"
+
+/* A release (or a give-up's leave) whose answer never came: retry_main
+ * sends it again until a member answers (retry_start says why). */
+typedef struct ar_retry {
+    pthread_mutex_t mu;
+    int             refs;       /* the thread's, and the lock's if it asks */
+    int             done;       /* a member answered: the key is gone */
+    char            why[ATOMRUN_ETCD_ERRLEN];   /* the last failure */
+    atomrun_etcd   *c;
+    const char     *path;       /* "/v3/kv/txn" or "/v3/lease/revoke" */
+    json_t         *body;
+} ar_retry;
+
+struct atomrun_remote_lock {
+    atomrun_etcd *c;
+    ar_session   *s;            /* NULL once the release is pending */
+    char         *name;
+    int           ttl;
+    int64_t       lease;
+    char         *key;
+    char         *ticket;       /* its enqueue's ticket (see the top) */
+    int           clean;        /* every copy of the enqueue was answered */
+    int64_t       token;
+    int           index;
+    uint64_t      cluster;      /* the granting cluster's id */
+    ar_guard     *guard;
+    /* A release whose answer never came (atomrun_remote_unlock): who
+     * retries it, and what happens next, for the messages. */
+    ar_retry     *retry;
+    char         *next;
+};
+
+static pthread_mutex_t seq_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned        seq;
+
+void atomrun_remote_opts_init(atomrun_remote_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->mode = ATOMRUN_EXCLUSIVE;
+    o->slots = 1;
+    o->timeout = ATOMRUN_FOREVER;
+    o->ttl = 10;
+}
+
+int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l) { return l->token; }
+uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l) { return l->cluster; }
+int atomrun_remote_lock_index(const atomrun_remote_lock *l) { return l->index; }
+const char *atomrun_remote_lock_key(const atomrun_remote_lock *l) { return l->key; }
+int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l) { return l->lease; }
+int atomrun_remote_lock_ttl(const atomrun_remote_lock *l) { return l->ttl; }
+
+int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len)
+{
+    if (!l->s) {                /* released (the answer pending): never a fence */
+        if (why)
+            snprintf(why, len, "the lock of %s was released", l->name);
+        return ATOMRUN_ELOST;
+    }
+    return ar_session_lost(l->s, why, len);
+}
+
+/* ------------------------------------------------------------ guard */
+
+/* The watchdog process that ends a command before the lease can expire
+ * lives in etcd/guard.c; a lock has at most one. */
+int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_after)
+{
+    if (l->guard)
+        return -EINVAL;
+    return ar_guard_start(l->s, pgid, kill_after, &l->guard);
+}
+
+/*
+ * Stop the guard.  Call it as soon as the command has been waited for: the
+ * kernel may give its pid to a new process after that (the window is the
+ * time between the wait and this call).
+ */
+int atomrun_remote_lock_unguard(atomrun_remote_lock *l)
+{
+    int fired = ar_guard_stop(l->guard);
+    l->guard = NULL;
+    return fired;
+}
+
+/* ------------------------------------------------------------ records */
+
+void atomrun_remote_scrub(char *s)
+{
+    char *p = s;
+    while ((p = strstr(p, "://")) != NULL) {
+        char *auth = p + 3, *end = auth, *at = NULL;
+        while (*end && *end != '/' && *end != ' ' && *end != '\t' && *end != '\n') {
+            if (*end == '@')
+                at = end;
+            end++;
+        }
+        if (at)
+            memmove(auth, at + 1, strlen(at + 1) + 1);
+        p = auth;
+    }
+}
+
+/* This process's command line, arguments joined by spaces, credentials
+ * stripped (a URL given on the command line may carry a password). */
+static void self_cmd(char *buf, size_t size)
+{
+    FILE *f = fopen("/proc/self/cmdline", "re");
+    size_t n = 0, i;
+    buf[0] = '\0';
+    if (!f)
+        return;
+    n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && buf[n - 1] == '\0')
+        n--;
+    for (i = 0; i < n; i++)
+        if (buf[i] == '\0')
+            buf[i] = ' ';
+    buf[n] = '\0';
+    atomrun_remote_scrub(buf);
+}
+
+/*
+ * Who wrote a key, as JSON text (malloc'd): host, pid, cmd (cmd NULL: this
+ * process's command line; credentials stripped either way), since (UTC),
+ * mode when mode is not NULL, and slots when it is "semaphore".  The lock
+ * queue's keys carry it, and so does the creator record of atomrun.create
+ * on a key (etcd/kv.c).
+ */
+char *ar_writer_record(const char *cmd_given, const char *mode, int slots)
+{
+    char host[256] = "", cmd[512], since[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    json_t *v;
+    char *text;
+
+    gethostname(host, sizeof host - 1);
+    if (cmd_given) {
+        ar_strlcpy(cmd, cmd_given, sizeof cmd);
+        atomrun_remote_scrub(cmd);
+    } else {
+        self_cmd(cmd, sizeof cmd);
+    }
+    gmtime_r(&t, &tm);
+    strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    v = json_pack("{s:s, s:I, s:s, s:s}", "host", host,
+                  "pid", (json_int_t)getpid(), "cmd", cmd, "since", since);
+    if (v && mode)
+        json_object_set_new(v, "mode", json_string(mode));
+    if (v && mode && strcmp(mode, "semaphore") == 0)
+        json_object_set_new(v, "slots", json_integer(slots));
+    if (!v)
+        return NULL;
+    text = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    return text;
+}
+
+/* A record's text field into dst, escaped: whoever could write the key
+ * chose these bytes (another user's command line, a host name, or any
+ * client of the cluster), and a raw ESC in a busy message or in `atomrun
+ * who` would let them rewrite our terminal.  The same rule as a file
+ * holder's /proc command line (core/holder.c). */
+static void record_text(const json_t *record, const char *field, char *dst, size_t size)
+{
+    const json_t *v = json_object_get(record, field);
+    if (json_is_string(v))
+        ar_escape(dst, size, (const unsigned char *)json_string_value(v),
+                  json_string_length(v));
+}
+
+void ar_writer_of(const json_t *record, atomrun_remote_holder *h)
+{
+    if (!json_is_object(record))
+        return;
+    h->pid = (pid_t)ar_json_int64(record, "pid");
+    record_text(record, "host", h->host, sizeof h->host);
+    record_text(record, "cmd", h->cmd, sizeof h->cmd);
+    record_text(record, "since", h->since, sizeof h->since);
+}
+
+/* The kinds of key; one with no record we can read (written by another
+ * client) counts as exclusive. */
+enum { K_EXCLUSIVE, K_SHARED, K_SLOT };
+
+/* One key of the queue. */
+typedef struct entry {
+    char   *key;                /* decoded */
+    int64_t rev, lease;
+    int     kind;               /* K_* */
+    int     slots;              /* K_SLOT: the semaphore's count */
+    json_t *value;              /* decoded record, or NULL */
+} entry;
+
+typedef struct queue {
+    entry   *e;
+    int      n;
+    int64_t  revision;          /* of the read */
+    uint64_t cluster;           /* the answering cluster's id */
+} queue;
+
+/* The cluster id of an answer's header.  A uint64 the gateway prints as a
+ * string, most often above INT64_MAX (so not ar_json_int64); 0 if none. */
+static uint64_t header_cluster(const json_t *answer)
+{
+    const json_t *v = json_object_get(json_object_get(answer, "header"), "cluster_id");
+    if (json_is_string(v))
+        return strtoull(json_string_value(v), NULL, 10);
+    if (json_is_integer(v))
+        return (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static void queue_free(queue *q)
+{
+    for (int i = 0; i < q->n; i++) {
+        free(q->e[i].key);
+        json_decref(q->e[i].value);
+    }
+    free(q->e);
+    q->e = NULL;
+    q->n = 0;
+}
+
+static void fill_holder(const entry *e, atomrun_remote_holder *h)
+{
+    memset(h, 0, sizeof *h);
+    h->token = e->rev;
+    h->lease = e->lease;
+    h->mode = e->kind == K_SHARED ? ATOMRUN_SHARED : ATOMRUN_EXCLUSIVE;
+    h->slots = e->kind == K_SLOT ? e->slots : 0;
+    ar_strlcpy(h->key, e->key, sizeof h->key);
+    ar_writer_of(e->value, h);
+}
+
+/* The kvs of a range answer into q: only keys directly under prefix. */
+static int parse_queue(json_t *range, const char *prefix, queue *q)
+{
+    json_t *kvs = json_object_get(range, "kvs"), *kv;
+    size_t i, plen = strlen(prefix);
+    q->revision = ar_json_int64(json_object_get(range, "header"), "revision");
+    if (header_cluster(range))
+        q->cluster = header_cluster(range);
+    if (!kvs)
+        return 0;
+    q->e = calloc(json_array_size(kvs) + 1, sizeof *q->e);
+    if (!q->e)
+        return -ENOMEM;
+    json_array_foreach(kvs, i, kv) {
+        const char *k64 = json_string_value(json_object_get(kv, "key"));
+        const char *v64 = json_string_value(json_object_get(kv, "value"));
+        char *key = NULL, *val = NULL;
+        size_t klen, vlen;
+        entry *e;
+        if (!k64 || ar_b64_decode(k64, &key, &klen) < 0)
+            continue;
+        if (klen <= plen || memchr(key + plen, '/', klen - plen) ||
+            memchr(key, '\0', klen)) {
+            free(key);
+            continue;
+        }
+        e = &q->e[q->n++];
+        e->key = key;
+        e->rev = ar_json_int64(kv, "create_revision");
+        e->lease = ar_json_int64(kv, "lease");
+        if (v64 && ar_b64_decode(v64, &val, &vlen) == 0) {
+            json_error_t je;
+            e->value = json_loadb(val, vlen, 0, &je);
+            if (e->value && !json_is_object(e->value)) {
+                json_decref(e->value);
+                e->value = NULL;
+            }
+            free(val);
+        }
+        if (e->value) {
+            const char *m = json_string_value(json_object_get(e->value, "mode"));
+            int64_t n = ar_json_int64(e->value, "slots");
+            if (m && strcmp(m, "shared") == 0)
+                e->kind = K_SHARED;
+            else if (m && strcmp(m, "semaphore") == 0 && n > 1 && n <= 1000000) {
+                e->kind = K_SLOT;
+                e->slots = (int)n;
+            }
+        }
+    }
+    return 0;
+}
+
+/* A range request for every key under prefix, oldest first. */
+static json_t *range_request(const char *prefix)
+{
+    size_t plen = strlen(prefix), elen;
+    char *end = ar_prefix_end(prefix, plen, &elen);
+    json_t *r;
+    if (!end)
+        return NULL;
+    r = json_pack("{s:o, s:o, s:s, s:s}", "key", ar_json_b64(prefix, plen),
+                  "range_end", ar_json_b64(end, elen),
+                  "sort_target", "CREATE", "sort_order", "ASCEND");
+    free(end);
+    return r;
+}
+
+static int read_queue(atomrun_etcd *c, const char *prefix, double deadline,
+                      queue *q, char *err, size_t errlen)
+{
+    json_t *req = range_request(prefix), *ans = NULL;
+    int r;
+    r = ar_etcd_send(c, "/v3/kv/range", req, deadline, NULL, &ans, err, errlen);
+    if (r < 0)
+        return r;
+    r = parse_queue(ans, prefix, q);
+    json_decref(ans);
+    return r;
+}
+
+/* txn pieces: a compare "key's create revision is rev" (0: it does not
+ * exist), a put (bound to lease), a delete. */
+static json_t *cmp_created(const char *key, int64_t rev)
+{
+    char n[32];
+    snprintf(n, sizeof n, "%lld", (long long)rev);
+    return json_pack("{s:o, s:s, s:s, s:s}", "key", ar_json_b64(key, strlen(key)),
+                     "target", "CREATE", "result", "EQUAL", "create_revision", n);
+}
+
+static json_t *op_put(const char *key, const char *value, int64_t lease)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%lld", (long long)lease);
+    return json_pack("{s:{s:o, s:o, s:s}}", "request_put", "key", ar_json_b64(key, strlen(key)),
+                     "value", ar_json_b64(value, strlen(value)), "lease", id);
+}
+
+static json_t *op_delete(const char *key)
+{
+    return json_pack("{s:{s:o}}", "request_delete_range", "key", ar_json_b64(key, strlen(key)));
+}
+
+/* [op_delete(key)], and the ticket's too when ticket is not NULL. */
+static json_t *deletes(const char *key, const char *ticket)
+{
+    json_t *a = json_pack("[o]", op_delete(key));
+    if (a && ticket && json_array_append_new(a, op_delete(ticket)) < 0) {
+        json_decref(a);
+        return NULL;
+    }
+    return a;
+}
+
+/*
+ * Put key and its ticket (if neither is there) and read the queue, in one
+ * txn.  The txn answers with the puts' responses (or none) and the
+ * range's.  *unsure: a copy of it may still land (ar_etcd_send_tracked).
+ */
+static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
+                   const char *ticket, const char *value, int64_t lease,
+                   double deadline, int *unsure, queue *q, char *err, size_t errlen)
+{
+    json_t *rng = range_request(prefix), *txn, *ans = NULL, *resp, *item;
+    size_t i;
+    int r;
+
+    if (!rng)
+        return -ENOMEM;
+    txn = json_pack("{s:[o, o], s:[o, o, {s:O}], s:[{s:O}]}",
+                    "compare", cmp_created(key, 0), cmp_created(ticket, 0),
+                    "success", op_put(key, value, lease), op_put(ticket, key, lease),
+                    "request_range", rng,
+                    "failure", "request_range", rng);
+    json_decref(rng);
+    r = ar_etcd_send_tracked(c, "/v3/kv/txn", txn, deadline, NULL, unsure, &ans, err, errlen);
+    if (r < 0)
+        return r;
+    r = -EPROTO;
+    resp = json_object_get(ans, "responses");
+    json_array_foreach(resp, i, item) {
+        json_t *rr = json_object_get(item, "response_range");
+        if (rr) {
+            r = parse_queue(rr, prefix, q);
+            /* the txn's header revision is the one to watch from */
+            q->revision = ar_json_int64(json_object_get(ans, "header"), "revision");
+            q->cluster = header_cluster(ans);
+        }
+    }
+    if (r == -EPROTO)
+        snprintf(err, errlen, "%s: the lock txn answered without the queue",
+                 atomrun_etcd_endpoints(c));
+    json_decref(ans);
+    return r;
+}
+
+/* The release: delete key if it still has token, with its ticket when
+ * ticket is not NULL (no copy of the enqueue can still land). */
+static json_t *release_txn(const char *key, int64_t token, const char *ticket)
+{
+    return json_pack("{s:[o], s:o, s:o*}", "compare", cmp_created(key, token),
+                     "success", deletes(key, ticket),
+                     "failure", ticket ? json_pack("[o]", op_delete(ticket)) : NULL);
+}
+
+/* The txn of a waiter that leaves the queue (gives up, or queues again):
+ * its key goes; and if its enqueue may not have landed, its ticket is put
+ * so that no copy of the enqueue can land later ("burnt").  With clean
+ * (every copy was answered) the ticket goes too. */
+static json_t *leave_txn(const char *key, const char *ticket, int clean, int64_t lease)
+{
+    return json_pack("{s:[o], s:[o], s:o}", "compare", cmp_created(ticket, 0),
+                     "success", op_put(ticket, key, lease),
+                     "failure", deletes(key, clean ? ticket : NULL));
+}
+
+/* Send a txn (taken over); 1 its compares held, 0 they did not, < 0 the
+ * cluster did not answer or refused. */
+static int txn_send(atomrun_etcd *c, json_t *txn, double deadline, char *err, size_t errlen)
+{
+    json_t *ans = NULL;
+    int r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    if (r < 0)
+        return r;
+    r = json_is_true(json_object_get(ans, "succeeded")) ? 1 : 0;
+    json_decref(ans);
+    return r;
+}
+
+/* ------------------------------------------------------------ waiting */
+
+typedef struct deletewait {
+    const char *key;            /* NULL: any delete under the prefix */
+} deletewait;
+
+static int on_watch(void *ud, json_t *result)
+{
+    deletewait *w = ud;
+    json_t *events = json_object_get(result, "events"), *ev;
+    size_t i;
+    (void)w;
+    json_array_foreach(events, i, ev) {
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        if (type && strcmp(type, "DELETE") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Wait until `target` (or, NULL, any key under prefix) is deleted after
+ * revision rev, or until `until`. */
+static int wait_delete(atomrun_etcd *c, const char *prefix, const char *target,
+                       int64_t rev, double until, char *err, size_t errlen)
+{
+    char start[32];
+    deletewait w = { target };
+    json_t *req;
+    int r;
+    snprintf(start, sizeof start, "%lld", (long long)(rev + 1));
+    if (target) {
+        req = json_pack("{s:o, s:s}", "key", ar_json_b64(target, strlen(target)),
+                        "start_revision", start);
+    } else {
+        size_t plen = strlen(prefix), elen;
+        char *end = ar_prefix_end(prefix, plen, &elen);
+        if (!end)
+            return -ENOMEM;
+        req = json_pack("{s:o, s:o, s:s}", "key", ar_json_b64(prefix, plen),
+                        "range_end", ar_json_b64(end, elen), "start_revision", start);
+        free(end);
+    }
+    if (!req)
+        return -ENOMEM;
+    r = ar_etcd_watch(c, req, until, on_watch, &w, err, errlen);
+    json_decref(req);
+    return r;
+}
+
+/* Is a of the same kind as e (a slot: of the same semaphore)? */
+static int same_kind(const entry *a, const entry *e)
+{
+    return a->kind == e->kind && (e->kind != K_SLOT || a->slots == e->slots);
+}
+
+/*
+ * Does the key at position me hold?  The kinds exclude each other: an
+ * exclusive key holds when it is first; a shared key while every key ahead
+ * is shared; a semaphore's slot while every key ahead is a slot of the same
+ * semaphore and fewer than n are ahead.  When it does not, *wait_for is
+ * the key whose delete may change that (NULL: any key of the name) and
+ * *blocker the one in the way, for messages.
+ */
+static int decide(const queue *q, int me, const entry **wait_for, const entry **blocker)
+{
+    const entry *e = &q->e[me];
+    int i, first_other = -1, last_other = -1;
+    *wait_for = NULL;
+    *blocker = NULL;
+    for (i = 0; i < me; i++)
+        if (!same_kind(&q->e[i], e)) {
+            if (first_other < 0)
+                first_other = i;
+            last_other = i;
+        }
+    if (e->kind == K_EXCLUSIVE) {
+        if (me == 0)
+            return 1;
+        *wait_for = &q->e[me - 1];
+        *blocker = &q->e[0];
+        return 0;
+    }
+    if (last_other < 0 && (e->kind == K_SHARED || me < e->slots))
+        return 1;
+    if (last_other >= 0) {
+        *wait_for = &q->e[last_other];
+        *blocker = &q->e[first_other];
+    } else {
+        *blocker = &q->e[0];        /* all n slots taken: any release may do */
+    }
+    return 0;
+}
+
+/* A slot of another count ahead of a slot at me: the first, or NULL.  One
+ * name is one semaphore; two counts on it would each let in a different
+ * number of holders. */
+static const entry *other_count(const queue *q, int me)
+{
+    for (int i = 0; i < me; i++)
+        if (q->e[i].kind == K_SLOT && q->e[i].slots != q->e[me].slots)
+            return &q->e[i];
+    return NULL;
+}
+
+/* ", as a shared lock": the kind of a holder, for busy messages. */
+static void kind_phrase(const atomrun_remote_holder *h, char *buf, size_t size)
+{
+    if (h->slots > 0)
+        snprintf(buf, size, ", as a slot of a semaphore of %d", h->slots);
+    else
+        snprintf(buf, size, ", as %s lock",
+                 h->mode == ATOMRUN_SHARED ? "a shared" : "an exclusive");
+}
+
+static int find_me(const queue *q, const char *key)
+{
+    for (int i = 0; i < q->n; i++)
+        if (strcmp(q->e[i].key, key) == 0)
+            return i;
+    return -1;
+}
+
+static int valid_name(const char *name, char *err, size_t errlen)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0) {
+        snprintf(err, errlen, "empty etcd lock name");
+        return -EINVAL;
+    }
+    if (n > AR_NAME_MAX) {
+        snprintf(err, errlen, "etcd lock name longer than %d bytes", AR_NAME_MAX);
+        return -EINVAL;
+    }
+    if (name[n - 1] == '/' || name[0] == '/' || strstr(name, "//")) {
+        snprintf(err, errlen, "etcd lock name \"%s\" has an empty path segment", name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ no answer */
+
+static void retry_unref(ar_retry *t)
+{
+    int left;
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    left = --t->refs;
+    pthread_mutex_unlock(&t->mu);
+    if (left == 0) {
+        pthread_mutex_destroy(&t->mu);
+        json_decref(t->body);
+        free(t);
+    }
+}
+
+/* Send t's request until a member answers, pausing more each time (a
+ * cluster without quorum should not be hammered).  An answer settles it:
+ * the release compares the key's token, so "not succeeded" means the key
+ * is gone already; and "lease not found" (a revoke's, or a leave's put of
+ * its ticket) means the lease is gone, and its keys with it.  A refusal
+ * (permissions changed under us) is tried again too: while none is
+ * answered, the key stays. */
+static void *retry_main(void *ud)
+{
+    ar_retry *t = ud;
+    double nap = 0.25;
+    for (;;) {
+        char err[ATOMRUN_ETCD_ERRLEN] = "";
+        json_t *ans = NULL;
+        int r = ar_etcd_post(t->c, t->path, t->body, 0, NULL, &ans, err, sizeof err);
+        json_decref(ans);
+        pthread_mutex_lock(&t->mu);
+        t->done = r == 0 || r == -ENOENT;
+        if (!t->done)
+            ar_strlcpy(t->why, err, sizeof t->why);
+        pthread_mutex_unlock(&t->mu);
+        if (t->done)
+            break;
+        atomrun_sleep(nap);
+        if ((nap *= 2) > 5.0)
+            nap = 5.0;
+    }
+    retry_unref(t);
+    return NULL;
+}
+
+/* Retry body (taken over) on path from a detached thread; why: the first
+ * failure.  The retry with a reference for the caller, or NULL (no memory,
+ * no thread: nothing retries it). */
+static ar_retry *retry_start(atomrun_etcd *c, const char *path, json_t *body,
+                             const char *why)
+{
+    ar_retry *t = body ? calloc(1, sizeof *t) : NULL;
+    pthread_attr_t attr;
+    pthread_t th;
+    int started;
+    if (!t) {
+        json_decref(body);
+        return NULL;
+    }
+    pthread_mutex_init(&t->mu, NULL);
+    t->refs = 2;
+    t->c = c;
+    t->path = path;
+    t->body = body;
+    ar_strlcpy(t->why, why, sizeof t->why);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    started = pthread_create(&th, &attr, retry_main, t) == 0;
+    pthread_attr_destroy(&attr);
+    if (!started) {
+        t->refs = 1;
+        retry_unref(t);
+        return NULL;
+    }
+    return t;
+}
+
+/*
+ * A txn that had to reach the cluster -- a release, a give-up's leave --
+ * got no answer (or was refused): the key it is about may still be there,
+ * on a lease this process keeps alive, and would hold the name for nobody
+ * for as long as the process lives.  Not left so.  If no other lock uses
+ * s, the lease is let go (*let_go 1): its keepalives stop, so its keys go
+ * within the TTL even if we never reach the cluster again, and it is
+ * revoked as soon as a member answers.  Otherwise the txn itself is sent
+ * again until a member answers.  txn taken over; the retry, referenced.
+ */
+static ar_retry *not_answered(atomrun_etcd *c, ar_session *s, json_t *txn, const char *err,
+                              const char *why, int *let_go)
+{
+    char id[32];
+    int alone = ar_session_users(s) == 1;
+    if (let_go)
+        *let_go = alone;
+    if (!alone)
+        return retry_start(c, "/v3/kv/txn", txn, err);
+    json_decref(txn);
+    ar_session_abandon(s, why);
+    snprintf(id, sizeof id, "%lld", (long long)ar_session_lease(s));
+    return retry_start(c, "/v3/lease/revoke", json_pack("{s:s}", "ID", id), err);
+}
+
+int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
+                                atomrun_remote_opts *o,
+                                atomrun_remote_lock **out)
+{
+    double start = atomrun_now();
+    double wait_until = o->timeout < 0 ? 1e300 : start + o->timeout;
+    char prefix[AR_NAME_MAX + 64], key[AR_NAME_MAX + 96];
+    char ticket[sizeof AR_TICKET_PREFIX + 32];
+    char *value = NULL;
+    ar_session *s = NULL;
+    queue q = { 0 };
+    int r, requeues = 0, unsure = 0;
+    unsigned n;
+
+    *out = NULL;
+    o->err[0] = '\0';
+    memset(&o->holder, 0, sizeof o->holder);
+    if ((r = valid_name(name, o->err, sizeof o->err)) < 0)
+        return r;
+    if (o->slots < 1 || (o->mode == ATOMRUN_SHARED && o->slots != 1) ||
+        (o->mode != ATOMRUN_SHARED && o->mode != ATOMRUN_EXCLUSIVE)) {
+        snprintf(o->err, sizeof o->err, "etcd lock: bad mode or slot count");
+        return -EINVAL;
+    }
+    if (o->ttl < 1) {
+        snprintf(o->err, sizeof o->err, "etcd lock: ttl must be at least 1 second");
+        return -ERANGE;
+    }
+    snprintf(prefix, sizeof prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
+    value = ar_writer_record(o->cmd, o->slots > 1 ? "semaphore"
+                             : o->mode == ATOMRUN_SHARED ? "shared" : "exclusive", o->slots);
+    if (!value)
+        return -ENOMEM;
+
+/* How long a network step may take: the caller's deadline when it has one;
+ * otherwise (wait forever, or not at all) the client's op_timeout. */
+#define OP_DEADLINE() (o->timeout > 0 ? wait_until : atomrun_now() + ar_etcd_op_timeout(c))
+
+again:
+    r = ar_session_get(c, o->ttl, OP_DEADLINE(), &s, &o->min_ttl, o->err, sizeof o->err);
+    if (r < 0)
+        goto fail;
+    pthread_mutex_lock(&seq_mu);
+    n = ++seq;
+    pthread_mutex_unlock(&seq_mu);
+    snprintf(key, sizeof key, "%s%llx-%u", prefix,
+             (unsigned long long)ar_session_lease(s), n);
+    snprintf(ticket, sizeof ticket, "%s%llx-%u", AR_TICKET_PREFIX,
+             (unsigned long long)ar_session_lease(s), n);
+    unsure = 0;
+    r = enqueue(c, prefix, key, ticket, value, ar_session_lease(s), OP_DEADLINE(), &unsure,
+                &q, o->err, sizeof o->err);
+    if (r == -ENOENT && strstr(o->err, "lease not found") && requeues++ < 3) {
+        /* The cluster no longer has our lease (revoked by someone, or a
+         * cluster rebuilt on the same endpoints): a new session. */
+        ar_session_abandon(s, o->err);
+        ar_session_put(s);
+        s = NULL;
+        goto again;
+    }
+    if (r < 0)
+        goto cleanup;
+
+    for (;;) {
+        const entry *wait_for, *blocker;
+        int me = find_me(&q, key), mine;
+        char why[ATOMRUN_ETCD_ERRLEN];
+        double left;
+
+        if (me < 0 || ar_session_lost(s, why, sizeof why) < 0) {
+            /* Our key is gone (the lease expired while we waited -- a
+             * stopped process, a partition -- or someone deleted it):
+             * queue again at the back, with a new lease if need be. */
+            char derr[ATOMRUN_ETCD_ERRLEN];
+            queue_free(&q);
+            /* best effort: the lease takes them anyway */
+            txn_send(c, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
+                     atomrun_now() + 1.0, derr, sizeof derr);
+            ar_session_put(s);
+            s = NULL;
+            if (++requeues > 3 || atomrun_now() >= wait_until) {
+                snprintf(o->err, sizeof o->err, "lost the place in the queue of %s "
+                         "while waiting (the lease expired)", name);
+                r = ATOMRUN_ELOST;
+                goto fail;
+            }
+            goto again;
+        }
+        if (q.e[me].kind == K_SLOT && (blocker = other_count(&q, me)) != NULL) {
+            const entry *ignore;
+            atomrun_remote_holder h;
+            fill_holder(blocker, &h);
+            snprintf(o->err, sizeof o->err, "%s is a semaphore of %d slots (pid %d on %s "
+                     "%s a slot), not of %d: every user of one semaphore asks for the "
+                     "same count", name, blocker->slots, (int)h.pid, h.host[0] ? h.host : "?",
+                     decide(&q, (int)(blocker - q.e), &ignore, &ignore) ? "holds" : "waits for",
+                     o->slots);
+            o->holder = h;
+            r = -EINVAL;
+            goto cleanup;
+        }
+        mine = decide(&q, me, &wait_for, &blocker);
+        if (mine) {
+            atomrun_remote_lock *l = calloc(1, sizeof *l);
+            if (!l || !(l->key = strdup(key)) || !(l->ticket = strdup(ticket))) {
+                if (l)
+                    free(l->key);
+                free(l);
+                r = -ENOMEM;
+                goto cleanup;
+            }
+            if (!(l->name = strdup(name))) {
+                free(l->key);
+                free(l->ticket);
+                free(l);
+                r = -ENOMEM;
+                goto cleanup;
+            }
+            l->c = c;
+            l->s = s;
+            l->ttl = o->ttl;
+            l->lease = ar_session_lease(s);
+            l->clean = !unsure;
+            l->cluster = q.cluster;
+            l->token = q.e[me].rev;
+            l->index = me + 1;
+            queue_free(&q);
+            free(value);
+            *out = l;
+            return 0;
+        }
+        if (blocker) {
+            const entry *ignore;
+            fill_holder(blocker, &o->holder);
+            o->holder.waiting = !decide(&q, (int)(blocker - q.e), &ignore, &ignore);
+        }
+        left = wait_until - atomrun_now();
+        if (o->timeout == 0 || left <= 0) {
+            r = o->timeout == 0 ? ATOMRUN_EBUSY : ATOMRUN_ETIMEOUT;
+            goto cleanup;
+        }
+        r = wait_delete(c, prefix, wait_for ? wait_for->key : NULL, q.revision,
+                        atomrun_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
+                        o->err, sizeof o->err);
+        if (r < 0)
+            goto cleanup;
+        queue_free(&q);
+        /* Re-reading also catches a delete the watch did not see (a
+         * compaction, a broken stream). */
+        r = read_queue(c, prefix, o->timeout > 0 ? wait_until + 0.0 : OP_DEADLINE(),
+                       &q, o->err, sizeof o->err);
+        if (r < 0 && r == ATOMRUN_EUNAVAILABLE && o->timeout > 0 && atomrun_now() >= wait_until)
+            r = ATOMRUN_ETIMEOUT;
+        if (r < 0)
+            goto cleanup;
+    }
+
+cleanup:
+    /* A waiter that gives up leaves no key, and no way for a late copy of
+     * its enqueue to make one (leave_txn): a moment more for that, past the
+     * deadline if need be -- a key left behind would stand in the queue,
+     * ahead of everyone after it, for as long as the lease lives.  When the
+     * cluster did not answer and no other lock of ours uses the lease, the
+     * lease is let go: the key, if any, then goes within the TTL. */
+    if (s) {
+        char derr[ATOMRUN_ETCD_ERRLEN];
+        double grace = r == ATOMRUN_EUNAVAILABLE ? 1.0 : 2.0;
+        if (grace > ar_etcd_op_timeout(c))
+            grace = ar_etcd_op_timeout(c);
+        if (txn_send(c, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
+                     atomrun_now() + grace, derr, sizeof derr) < 0)
+            retry_unref(not_answered(c, s, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
+                                     derr, "given up: the cluster did not answer", NULL));
+    }
+fail:
+    if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
+        char who[200] = "", kind[64] = "";
+        if (o->holder.token) {
+            snprintf(who, sizeof who, " by pid %d on %s", (int)o->holder.pid,
+                     o->holder.host[0] ? o->holder.host : "?");
+            /* the kind, unless an exclusive lock meets one */
+            if (o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED ||
+                o->slots > 1 || o->mode == ATOMRUN_SHARED)
+                kind_phrase(&o->holder, kind, sizeof kind);
+        }
+        snprintf(o->err, sizeof o->err, "%s is %s%s%s", name,
+                 r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout", who, kind);
+    }
+    queue_free(&q);
+    ar_session_put(s);
+    free(value);
+    return r;
+#undef OP_DEADLINE
+}
+
+static void lock_free(atomrun_remote_lock *l)
+{
+    retry_unref(l->retry);
+    ar_session_put(l->s);
+    free(l->name);
+    free(l->key);
+    free(l->ticket);
+    free(l->next);
+    free(l);
+}
+
+/* The release's answer never came: not_answered takes it on, and l stays
+ * so that its caller can ask again.  The bounds: with the lease let go,
+ * its last keepalive may still be on its way (sent up to a TTL after the
+ * last confirmed one, arriving up to an attempt later) and the cluster
+ * counts a TTL from there; otherwise, the process's exit revokes the lease
+ * or stops its keepalives. */
+static int unlock_unanswered(atomrun_remote_lock *l, char *err, size_t errlen)
+{
+    char first[ATOMRUN_ETCD_ERRLEN], next[512];
+    int let_go = 0;
+    ar_strlcpy(first, err, sizeof first);
+    l->retry = not_answered(l->c, l->s, release_txn(l->key, l->token, l->clean ? l->ticket : NULL),
+                            first, "released without an answer: the lease was let go", &let_go);
+    if (let_go)
+        snprintf(next, sizeof next, "the lease %llx was let go, so %s is free within %d s at "
+                 "the latest%s", (unsigned long long)l->lease, l->name, 2 * l->ttl + 2,
+                 l->retry ? " (sooner once a member answers: its revoke is retried)" : "");
+    else if (l->retry)
+        snprintf(next, sizeof next, "the release is retried in the background, so %s is free "
+                 "once a member answers, or within %d s after this process ends at the latest",
+                 l->name, l->ttl + 2);
+    else
+        snprintf(next, sizeof next, "nothing can retry it (no thread), so %s stays locked "
+                 "until this process ends, and %d s more at the latest", l->name, l->ttl + 2);
+    l->next = strdup(next);
+    ar_session_put(l->s);
+    l->s = NULL;
+    snprintf(err, errlen, "the release of %s was not confirmed (%s): %s", l->name, first, next);
+    return ATOMRUN_EUNAVAILABLE;
+}
+
+/* Asked again after unlock_unanswered: how it went since. */
+static int unlock_again(atomrun_remote_lock *l, char *err, size_t errlen)
+{
+    char why[ATOMRUN_ETCD_ERRLEN] = "";
+    int done = 0;
+    if (l->retry) {
+        pthread_mutex_lock(&l->retry->mu);
+        done = l->retry->done;
+        ar_strlcpy(why, l->retry->why, sizeof why);
+        pthread_mutex_unlock(&l->retry->mu);
+    }
+    if (done) {
+        lock_free(l);
+        return 0;
+    }
+    snprintf(err, errlen, "the release of %s is still not confirmed (%s): %s", l->name, why,
+             l->next ? l->next : "");
+    return ATOMRUN_EUNAVAILABLE;
+}
+
+int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
+{
+    char why[ATOMRUN_ETCD_ERRLEN];
+    int lost, r;
+    if (!l->s)
+        return unlock_again(l, err, errlen);
+    atomrun_remote_lock_unguard(l);
+    lost = ar_session_lost(l->s, why, sizeof why) < 0;
+    r = txn_send(l->c, release_txn(l->key, l->token, l->clean ? l->ticket : NULL), 0,
+                 err, errlen);
+    if (r < 0 && !lost)
+        return unlock_unanswered(l, err, errlen);
+    if (lost) {
+        /* the keepalives stopped when it was lost: the key goes with the
+         * lease, whatever became of the delete */
+        snprintf(err, errlen, "%s", why);
+        r = ATOMRUN_ELOST;
+    } else if (r == 0) {
+        snprintf(err, errlen, "%s was no longer held (token %lld): the lease "
+                 "expired or the key was removed", l->key, (long long)l->token);
+        r = ATOMRUN_ELOST;
+    } else {
+        r = 0;
+    }
+    lock_free(l);
+    return r;
+}
+
+void atomrun_remote_lock_free(atomrun_remote_lock *l)
+{
+    char err[ATOMRUN_ETCD_ERRLEN];
+    if (l && l->s && atomrun_remote_unlock(l, err, sizeof err) != ATOMRUN_EUNAVAILABLE)
+        return;
+    if (l)
+        lock_free(l);
+}
+
+int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
+                              char *err, size_t errlen)
+{
+    /* A count of the lock keys: any answer's header names the cluster, and
+     * this read needs only the permission a lock needs anyway. */
+    const char *k = ATOMRUN_ETCD_LOCK_PREFIX;
+    json_t *ans = NULL;
+    int r;
+    *id = 0;
+    r = ar_etcd_send(c, "/v3/kv/range",
+                     json_pack("{s:o, s:b}", "key", ar_json_b64(k, strlen(k)), "count_only", 1),
+                     deadline, NULL, &ans, err, errlen);
+    if (r < 0)
+        return r;
+    *id = header_cluster(ans);
+    json_decref(ans);
+    if (*id == 0) {
+        snprintf(err, errlen, "%s answered without a cluster id", atomrun_etcd_endpoints(c));
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int atomrun_remote_queue(atomrun_etcd *c, const char *name,
+                         atomrun_remote_holder *h, int max, int *count,
+                         char *err, size_t errlen)
+{
+    char prefix[AR_NAME_MAX + 64];
+    queue q = { 0 };
+    int r, i;
+    *count = 0;
+    if ((r = valid_name(name, err, errlen)) < 0)
+        return r;
+    snprintf(prefix, sizeof prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
+    r = read_queue(c, prefix, 0, &q, err, errlen);
+    if (r < 0)
+        return r;
+    for (i = 0; i < q.n && i < max; i++) {
+        const entry *ignore;
+        fill_holder(&q.e[i], &h[i]);
+        h[i].waiting = !decide(&q, i, &ignore, &ignore);
+    }
+    *count = q.n;
+    queue_free(&q);
+    return 0;
+}
