@@ -331,6 +331,8 @@ describe("etcd lock liveness, identity, kinds and holder text (issue 23)", funct
       hold(url, "sem:2")
       hold(url, "sem:2")
       H.bg_lua(HOLD, url, dir .. "/ready.w", dir .. "/stop.w", "sem:2", "")   -- waits: both taken
+      -- queued before the exclusive one: the order the assertions below read
+      assert.is_true(H.wait_until(function() return #queue_keys("kind/who") == 3 end, 15))
       H.bg_lua(HOLD, url, dir .. "/ready.x", dir .. "/stop.x", "exclusive", "")
       assert.is_true(H.wait_until(function() return #queue_keys("kind/who") == 4 end, 15))
       local r = who_json(url)

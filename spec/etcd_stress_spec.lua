@@ -7,9 +7,9 @@
 --     appending its token to one log, while a chaos loop SIGSTOPs guards
 --     (atomrun itself) and commands for random times, some past the TTL:
 --     never two holders (no older token in the log after a newer one), exit
---     statuses 0 or 75 only; and the same with commands stopped only.
--- Both are slow (about 20 s and two times 1.5 to 2 minutes on 2 cores): the
--- atomrun pass runs them, the others show them pending.
+--     statuses 0 or 75 only; and 8 x 25 holds with commands stopped only.
+-- They are slow (about 20 s, 70 s and 30 s alone on 2 cores): the atomrun
+-- pass runs them, the others show them pending.
 -- Random only in timing: the seed is printed, ATOMRUN_STRESS_SEED replays
 -- it; what they assert is fixed.
 local H = require "spec.helper"
@@ -289,27 +289,29 @@ maybe("etcd under stress", function()
     return found
   end
 
-  local function storm(name, deck)
+  local function storm(name, deck, holds)
     math.randomseed(SEED)
     local t0 = ar.now()
     local url = C:url("stress/" .. name)
     local contender = H.script(dir, "contender.sh", CONTENDER)
     for n = 1, CONTENDERS do
       H.bg_session(dir, "c" .. n, "sh " .. H.q(contender) .. " " .. H.q(H.atomrun) .. " " .. H.q(url)
-        .. " " .. HOLD_TTL .. " " .. KILL_AFTER .. " " .. H.q(dir) .. " " .. n .. " " .. HOLDS)
+        .. " " .. HOLD_TTL .. " " .. KILL_AFTER .. " " .. H.q(dir) .. " " .. n .. " " .. holds)
     end
     local did = chaos(deck, t0 + 150)
-    assert.is_true(H.wait_until(all_done, 60), "the contenders did not finish")
+    -- a generous window: on a loaded machine (the other lane's ASan pass)
+    -- 560 command lines take minutes, and finishing is not the question
+    assert.is_true(H.wait_until(all_done, 300), "the contenders did not finish")
 
     -- every contender finished all its holds, each ending 0 or 75
     local statuses, hold_tokens, by_token, hold_of = {}, {}, {}, {}
     for n = 1, CONTENDERS do
       assert.equal(0, (H.result(dir, "c" .. n, 5)), "contender " .. n)
       local st = lines_of(dir .. "/status." .. n)
-      assert.equal(HOLDS, #st, "holds of contender " .. n)
+      assert.equal(holds, #st, "holds of contender " .. n)
       local toks = {}
       for tok in H.slurp(dir .. "/c" .. n .. ".out"):gmatch("%(token (%d+)%)") do toks[#toks + 1] = tonumber(tok) end
-      assert.equal(HOLDS, #toks, "tokens of contender " .. n .. ":\n" .. H.slurp(dir .. "/c" .. n .. ".err"))
+      assert.equal(holds, #toks, "tokens of contender " .. n .. ":\n" .. H.slurp(dir .. "/c" .. n .. ".err"))
       for i, s in ipairs(st) do
         statuses[s] = (statuses[s] or 0) + 1
         assert.is_true(s == "0" or s == "75", ("contender %d, hold %d (token %d) exited %s:\n%s")
@@ -322,7 +324,7 @@ maybe("etcd under stress", function()
         hold_tokens[#hold_tokens + 1] = toks[i]
       end
     end
-    assert.equal(CONTENDERS * HOLDS, #hold_tokens)
+    assert.equal(CONTENDERS * holds, #hold_tokens)
 
     -- the log: only the holds' tokens, never an older one after a newer one
     local tokens, lines_per = {}, {}
@@ -354,10 +356,11 @@ maybe("etcd under stress", function()
 
   it("560 holds of atomrun lock, guards and commands SIGSTOPped at random: never two holders", function()
     storm("stops", { holder = { long = 5, short = 5 }, waiter = { long = 3, short = 3 },
-                     command = { long = 2, short = 6 } })
+                     command = { long = 2, short = 6 } }, HOLDS)
   end)
 
-  it("560 holds of atomrun lock, commands only SIGSTOPped at random: never two holders", function()
-    storm("cmdstops", { command = { long = 4, short = 16 } })
+  -- the variant that held before the guard was a process: a shorter run
+  it("200 holds of atomrun lock, commands only SIGSTOPped at random: never two holders", function()
+    storm("cmdstops", { command = { long = 2, short = 8 } }, 25)
   end)
 end)

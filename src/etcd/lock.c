@@ -922,8 +922,11 @@ fail:
                 o->slots > 1 || o->mode == ATOMRUN_SHARED)
                 kind_phrase(&o->holder, kind, sizeof kind);
         }
-        snprintf(o->err, sizeof o->err, "%s is %s%s%s", name,
-                 r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout", who, kind);
+        /* a 200-byte name and a long host may not all fit: cut, not lost */
+        if (snprintf(o->err, sizeof o->err, "%s is %s%s%s", name,
+                     r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout",
+                     who, kind) >= (int)sizeof o->err)
+            o->err[sizeof o->err - 2] = '.';
     }
     queue_free(&q);
     ar_session_put(s);
