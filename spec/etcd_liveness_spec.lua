@@ -172,6 +172,27 @@ describe("etcd lock liveness, identity, kinds and holder text (issue 23)", funct
       assert.matches("boom", e)
       assert(ar.lock(url, { wait = false })):unlock()
     end)
+
+    it("a release whose answer was lost and that was sent again is a release, not 'lost'", function()
+      -- the proxy forwards the lock's second txn (the release) and drops its
+      -- answer: the client sends it again to member 2, where the compare
+      -- fails because the first copy already deleted the key
+      local name = "rel/resent"
+      local p = C:faultproxy(dir, "--drop 2")
+      local url = "etcd://" .. p.endpoint .. "," .. C:endpoint(2) .. "/" .. name
+      local lk = assert(ar.lock(url, { ttl = 5, timeout = 20 }))
+      local ok, msg, code = lk:unlock()
+      assert.equal(1, p.events("dropped"), H.slurp(p.log))
+      assert.is_true(ok, tostring(msg) .. " " .. tostring(code))
+      assert.equal(0, #queue_keys(name))
+      -- and a key removed by somebody else is still "lost"
+      lk = assert(ar.lock(C:url(name), { ttl = 5 }))
+      local st, out = C:etcdctl("del " .. lk.key)
+      assert.equal(0, st, out)
+      ok, msg, code = lk:unlock()
+      assert.is_nil(ok)
+      assert.equal("lost", code, msg)
+    end)
   end)
 
   -- ------------------------------------------------------------ point 7

@@ -459,13 +459,66 @@ static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
     return r;
 }
 
-/* The release: delete key if it still has token, with its ticket when
- * ticket is not NULL (no copy of the enqueue can still land). */
-static json_t *release_txn(const char *key, int64_t token, const char *ticket)
+/*
+ * The release: delete key if it still has token.  Its ticket goes in the
+ * same txn when clean (no copy of the enqueue can still land); otherwise
+ * it stays, to stop such a copy, but is marked RELEASED.
+ *
+ * The failure side tells a release apart from a lock lost.  A release
+ * whose answer was lost and which was sent again fails its compare (the
+ * first copy deleted the key), and so does one whose key was deleted by
+ * somebody else or went with the lease.  It reads the ticket and puts it
+ * (RELEASED, on our lease): the put fails the whole txn with "lease not
+ * found" when the lease is gone, and the read says whether the key went by
+ * our own earlier copy (the ticket gone, clean, or RELEASED) or by somebody
+ * else's hand (the ticket as the enqueue wrote it).  (etcd refuses a put
+ * and a delete of one key in one txn, so that ticket stays until the lease
+ * ends: one key, and only after such a failure.)
+ */
+#define RELEASED "released"
+
+static json_t *release_txn(const char *key, int64_t token, const char *ticket, int clean,
+                           int64_t lease)
 {
-    return json_pack("{s:[o], s:o, s:o*}", "compare", cmp_created(key, token),
-                     "success", deletes(key, ticket),
-                     "failure", ticket ? json_pack("[o]", op_delete(ticket)) : NULL);
+    json_t *ok = json_pack("[o]", op_delete(key)), *no;
+    json_array_append_new(ok, clean ? op_delete(ticket) : op_put(ticket, RELEASED, lease));
+    no = json_pack("[{s:{s:o}}, o]", "request_range", "key", ar_json_b64(ticket, strlen(ticket)),
+                   op_put(ticket, RELEASED, lease));
+    return json_pack("{s:[o], s:o, s:o}", "compare", cmp_created(key, token),
+                     "success", ok, "failure", no);
+}
+
+/* The release's verdict: 1 released (now or by an earlier copy of it), 0
+ * the key was gone by someone else's hand or with the lease, < 0 no
+ * answer. */
+static int release_send(atomrun_etcd *c, const char *key, int64_t token, const char *ticket,
+                        int clean, int64_t lease, char *err, size_t errlen)
+{
+    json_t *ans = NULL, *kvs;
+    const char *v64;
+    char *v = NULL;
+    size_t vlen;
+    int r = ar_etcd_send(c, "/v3/kv/txn", release_txn(key, token, ticket, clean, lease), 0,
+                         NULL, &ans, err, errlen);
+    if (r == -ENOENT && strstr(err, "lease not found"))
+        return 0;
+    if (r < 0)
+        return r;
+    if (json_is_true(json_object_get(ans, "succeeded"))) {
+        json_decref(ans);
+        return 1;
+    }
+    kvs = json_object_get(json_object_get(json_array_get(json_object_get(ans, "responses"), 0),
+                                          "response_range"), "kvs");
+    v64 = json_string_value(json_object_get(json_array_get(kvs, 0), "value"));
+    if (json_array_size(kvs) == 0)
+        r = clean;                  /* the ticket went with the key, in our txn */
+    else
+        r = v64 && ar_b64_decode(v64, &v, &vlen) == 0 && vlen == strlen(RELEASED) &&
+            memcmp(v, RELEASED, vlen) == 0;
+    free(v);
+    json_decref(ans);
+    return r;
 }
 
 /* The txn of a waiter that leaves the queue (gives up, or queues again):
@@ -957,7 +1010,8 @@ static int unlock_unanswered(atomrun_remote_lock *l, char *err, size_t errlen)
     char first[ATOMRUN_ETCD_ERRLEN], next[512];
     int let_go = 0;
     ar_strlcpy(first, err, sizeof first);
-    l->retry = not_answered(l->c, l->s, release_txn(l->key, l->token, l->clean ? l->ticket : NULL),
+    l->retry = not_answered(l->c, l->s, release_txn(l->key, l->token, l->ticket, l->clean,
+                                                    ar_session_lease(l->s)),
                             first, "released without an answer: the lease was let go", &let_go);
     if (let_go)
         snprintf(next, sizeof next, "the lease %llx was let go, so %s is free within %d s at "
@@ -1005,8 +1059,8 @@ int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
         return unlock_again(l, err, errlen);
     atomrun_remote_lock_unguard(l);
     lost = ar_session_lost(l->s, why, sizeof why) < 0;
-    r = txn_send(l->c, release_txn(l->key, l->token, l->clean ? l->ticket : NULL), 0,
-                 err, errlen);
+    r = release_send(l->c, l->key, l->token, l->ticket, l->clean, ar_session_lease(l->s),
+                     err, errlen);
     if (r < 0 && !lost)
         return unlock_unanswered(l, err, errlen);
     if (lost) {
