@@ -81,7 +81,7 @@ end
 local Guard = {}
 Guard.__index = Guard
 function Guard:release()
-  if self.lock then self.lock:unlock() end
+  if self.lock then return self.lock:unlock() end    -- an etcd release may fail: say so
   return true
 end
 --- guard:update(fields) -> true | nil, msg, code

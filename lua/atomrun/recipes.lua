@@ -153,9 +153,15 @@ end
 -- covers the whole set.
 local Guard = {}
 Guard.__index = Guard
+-- Every lock is released; the first failure (an etcd release without an
+-- answer, a lock lost meanwhile) is what it returns, never a blind true.
 function Guard:unlock()
-  for i = #self.locks, 1, -1 do self.locks[i]:unlock() end
-  return true
+  local ok, err, code = true, nil, nil
+  for i = #self.locks, 1, -1 do
+    local r, e, c = self.locks[i]:unlock()
+    if not r and ok then ok, err, code = nil, e, c end
+  end
+  return ok, err, code
 end
 Guard.release = Guard.unlock
 Guard.__close = Guard.unlock

@@ -132,7 +132,7 @@ int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len
  * lives in etcd/guard.c; a lock has at most one. */
 int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_after)
 {
-    if (l->guard)
+    if (l->guard || !l->s)          /* !s: released, its answer pending */
         return -EINVAL;
     return ar_guard_start(l->s, pgid, kill_after, &l->guard);
 }
