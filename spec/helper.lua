@@ -298,6 +298,72 @@ function H.cleanup_procs()
   H.cleanup()
 end
 
+-- ------------------------------------------------------------ sessions
+-- A process tree that must not outlive its test even when a parent in it
+-- dies first: an orphan is reparented (so it is no longer anybody's child
+-- we know), but it keeps its session.  H.bg_session starts a command as a
+-- session leader; H.end_sessions ends every process still in those
+-- sessions, by pid.
+
+local sessions = {}
+
+-- The state letter and session id of pid ("/proc/PID/stat": the fields
+-- after the last ')' of the command name, which may hold ')' itself).
+local function state_and_session(pid)
+  local rest = slurp("/proc/" .. pid .. "/stat"):match("^.*%) (.*)$")
+  if not rest then return nil end
+  local state, sid = rest:match("^(%a) %-?%d+ %-?%d+ (%-?%d+)")
+  return state, math.tointeger(tonumber(sid))
+end
+
+--- The pids of the live processes (zombies left out) of session sid.
+function H.session_pids(sid)
+  local pids = {}
+  local p = io.popen("ls /proc")
+  for name in p:lines() do
+    if name:match("^%d+$") then
+      local state, s = state_and_session(name)
+      if s == sid and state ~= "Z" and state ~= "X" then pids[#pids + 1] = tonumber(name) end
+    end
+  end
+  p:close()
+  return pids
+end
+
+--- H.bg's twin in a session of its own (setsid): cmd's stdout, stderr and
+--- exit status land in dir/name.out, .err and .st (H.result waits for
+--- them).  Returns the session id (the pid of the shell that runs cmd),
+--- which H.end_sessions ends with everything in it.
+function H.bg_session(dir, name, cmd)
+  local base = dir .. "/" .. name
+  local sidfile = base .. ".sid"
+  local body = cmd .. " >" .. H.q(base .. ".out") .. " 2>" .. H.q(base .. ".err") ..
+    "; echo $? >" .. H.q(base .. ".st")
+  -- the shell that setsid starts is the session leader: its $$ is the id
+  H.spawn("setsid sh -c " .. H.q('echo $$ >"$0"; exec sh -c "$1"') .. " " .. H.q(sidfile) ..
+    " " .. H.q(body))
+  local sid = H.ready_pid(sidfile)
+  sessions[#sessions + 1] = sid
+  return sid
+end
+
+--- SIGCONT and SIGKILL every process left in the sessions H.bg_session
+--- started (a stopped one too), until none is left; true when none is.
+function H.end_sessions()
+  local ok = H.wait_until(function()
+    local left = {}
+    for _, sid in ipairs(sessions) do
+      for _, pid in ipairs(H.session_pids(sid)) do left[#left + 1] = pid end
+    end
+    if #left == 0 then return true end
+    local list = table.concat(left, " ")
+    os.execute("kill -CONT " .. list .. " 2>/dev/null; kill -KILL " .. list .. " 2>/dev/null")
+    return false
+  end, 10)
+  sessions = {}
+  return ok
+end
+
 -- The files that are not regular files, made in dir: a FIFO, a directory,
 -- as root a character device node of our own (never the system's
 -- /dev/null), and tofifo, a symlink to the FIFO.  Returns name -> the
