@@ -307,13 +307,16 @@ end
 
 local sessions = {}
 
--- The state letter and session id of pid ("/proc/PID/stat": the fields
--- after the last ')' of the command name, which may hold ')' itself).
-local function state_and_session(pid)
-  local rest = slurp("/proc/" .. pid .. "/stat"):match("^.*%) (.*)$")
-  if not rest then return nil end
-  local state, sid = rest:match("^(%a) %-?%d+ %-?%d+ (%-?%d+)")
-  return state, math.tointeger(tonumber(sid))
+--- What /proc/PID/stat says of pid: {state = "R", ppid =, pgrp =, session =},
+--- or nil when it is gone.  (The fields after the last ')': the command
+--- name may hold one; a process that exits between open and read leaves
+--- nil, not "".)
+function H.proc_stat(pid)
+  local rest = (slurp("/proc/" .. pid .. "/stat") or ""):match("^.*%) (.*)$")
+  local state, ppid, pgrp, sid = (rest or ""):match("^(%a) (%-?%d+) (%-?%d+) (%-?%d+)")
+  if not state then return nil end
+  return { state = state, ppid = math.tointeger(tonumber(ppid)), pgrp = math.tointeger(tonumber(pgrp)),
+           session = math.tointeger(tonumber(sid)) }
 end
 
 --- The pids of the live processes (zombies left out) of session sid.
@@ -322,8 +325,10 @@ function H.session_pids(sid)
   local p = io.popen("ls /proc")
   for name in p:lines() do
     if name:match("^%d+$") then
-      local state, s = state_and_session(name)
-      if s == sid and state ~= "Z" and state ~= "X" then pids[#pids + 1] = tonumber(name) end
+      local st = H.proc_stat(name)
+      if st and st.session == sid and st.state ~= "Z" and st.state ~= "X" then
+        pids[#pids + 1] = tonumber(name)
+      end
     end
   end
   p:close()
