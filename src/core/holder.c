@@ -27,8 +27,9 @@
  * /proc/PID/fd link each; the fdinfo is read only for descriptors of the
  * very file), the processes /proc/locks names first, then the others
  * starting just above the taker's pid (a forked child usually has a higher
- * pid).  A hard budget (AR_SCAN_FDS descriptors, AR_SCAN_SECONDS) ends a
- * search on a host with very many descriptors: the holder is then unknown.
+ * pid).  A hard budget (AR_SCAN_FDS descriptors, AR_SCAN_CPU_SECONDS of
+ * this thread's CPU) ends a search on a host with very many descriptors:
+ * the holder is then unknown.
  */
 #define _GNU_SOURCE
 #include "core/internal.h"
@@ -45,10 +46,12 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
-#define AR_SCAN_FDS     100000
-#define AR_SCAN_SECONDS 0.25
+#define AR_SCAN_FDS          100000
+#define AR_SCAN_CPU_SECONDS  0.25
+#define AR_SCAN_WALL_SECONDS 5.0
 
 typedef struct ar_lockline {
     char    kind[8];         /* FLOCK, OFDLCK, POSIX, ... */
@@ -245,11 +248,35 @@ struct ar_scan {
     pid_t       self;
     int         self_fd;       /* the asking descriptor, or -1 */
     long        looked;        /* descriptors looked at */
-    double      deadline;
+    double      cpu_deadline, wall_deadline;
     int         over;          /* the budget ran out */
     ar_visit_fn visit;
     void       *ctx;
 };
+
+/* This thread's CPU seconds. */
+static double ar_thread_cpu(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return atomrun_now();
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * The budget is the search's own work (CPU time), not the wall clock: on a
+ * loaded machine (a busy build, a sanitizer run beside a kill storm) a
+ * search of a few milliseconds' work can wait a quarter of a second for
+ * the CPU, and a wall-clock budget then answered "holder unknown" for a
+ * holder that was there all along -- a wrong answer because the machine
+ * was busy.  The wall-clock cap is only the backstop for a search that
+ * makes no progress at all.
+ */
+static int ar_scan_overdue(const ar_scan *s)
+{
+    return ar_thread_cpu() > s->cpu_deadline ||
+           atomrun_now() > s->wall_deadline;
+}
 
 static void ar_scan_init(ar_scan *s, dev_t dev, ino_t ino, int self_fd,
                          ar_visit_fn visit, void *ctx)
@@ -259,7 +286,8 @@ static void ar_scan_init(ar_scan *s, dev_t dev, ino_t ino, int self_fd,
     s->ino = ino;
     s->self = getpid();
     s->self_fd = self_fd;
-    s->deadline = atomrun_now() + AR_SCAN_SECONDS;
+    s->cpu_deadline = ar_thread_cpu() + AR_SCAN_CPU_SECONDS;
+    s->wall_deadline = atomrun_now() + AR_SCAN_WALL_SECONDS;
     s->visit = visit;
     s->ctx = ctx;
 }
@@ -343,7 +371,7 @@ static int ar_scan_pid(ar_scan *s, pid_t pid)
             !ar_is_number(e->d_name))
             continue;
         if (++s->looked > AR_SCAN_FDS ||
-            ((s->looked & 63) == 0 && atomrun_now() > s->deadline)) {
+            ((s->looked & 63) == 0 && ar_scan_overdue(s))) {
             s->over = 1;
             stop = -1;
             break;
