@@ -459,4 +459,61 @@ describe("etcd lock liveness, identity, kinds and holder text (issue 23)", funct
       C:etcdctl("lease revoke " .. lease)
     end)
   end)
+
+  -- ------------------------------------------------- no silent caps (issue 24)
+
+  describe("no silent caps", function()
+    it("a semaphore of 200 slots, all held: who, holders() and the queue list all 200 and the waiter", function()
+      local url = C:url("caps/sem200")
+      local ready, stop = dir .. "/ready200", dir .. "/stop200"
+      H.bg_lua([[
+        local url, ready, stop = ...
+        local sem, slots = atomrun.semaphore(url, 200), {}
+        for i = 1, 200 do slots[i] = assert(sem:acquire({ wait = false })) end
+        atomrun.replace(ready, tostring(atomrun.pid()))
+        while not atomrun.stat(stop) do atomrun.sleep(0.02) end
+        for i = 1, 200 do assert(slots[i]:unlock()) end
+      ]], url, ready, stop)
+      local pid = H.ready_pid(ready)
+      H.bg_lua(HOLD, url, dir .. "/ready.w", dir .. "/stop.w", "sem:200", "")
+      assert.is_true(H.wait_until(function() return #queue_keys("caps/sem200") == 201 end, 30))
+      local r = who_json(url)
+      assert.equal(200, #r.holders)
+      assert.equal(1, #r.waiters)
+      for _, e in ipairs(r.holders) do assert.equal(pid, e.pid) end
+      local hs = assert(ar.semaphore(url, 200):holders())
+      assert.equal(200, #hs)
+      local q = assert(require("atomrun.etcd").queue(url))
+      assert.equal(201, #q)
+      H.write(stop, "")
+      H.ready_pid(dir .. "/ready.w")
+      H.write(dir .. "/stop.w", "")
+    end)
+
+    it("a process with 70 leases (70 TTLs) revokes every one at exit: no key waits for its TTL", function()
+      local ready, stop = dir .. "/ready70", dir .. "/stop70"
+      H.bg_lua([[
+        local base, ready, stop = ...
+        local held = {}
+        for i = 1, 70 do
+          held[i] = assert(atomrun.lock(base .. i, { ttl = 30 + i, wait = false }))
+        end
+        atomrun.replace(ready, tostring(atomrun.pid()))
+        while not atomrun.stat(stop) do atomrun.sleep(0.02) end
+        os.exit(0)      -- the locks still held: the exit revokes their leases
+      ]], C:url("caps/ttl"), ready, stop)
+      local pid = H.ready_pid(ready)
+      local function keys()
+        local st, out, err = C:etcdctl("get --prefix --keys-only atomrun/lock/caps/ttl")
+        assert.equal(0, st, err)
+        return select(2, out:gsub("[^\n]+", ""))
+      end
+      assert.equal(70, keys())
+      local leases = select(2, C:etcdctl("lease list"))
+      assert.is_true(select(2, leases:gsub("\n%x+", "")) >= 70, leases)
+      H.write(stop, "")
+      assert.is_true(H.wait_exit(pid, 20))
+      assert.equal(0, keys())
+    end)
+  end)
 end)

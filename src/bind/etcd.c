@@ -760,16 +760,21 @@ int arL_etcd_lock(lua_State *L)
     return 1;
 }
 
-/* core._etcd_queue(url [, opts]) -> {holder...}, holders first. */
+/*
+ * core._etcd_queue(url [, opts]) -> {holder...}, holders first: all of
+ * them.  The first read has room for 64; a longer queue (a 200-slot
+ * semaphore) is read again into a buffer of its size, as many times as it
+ * grows meanwhile.  The buffers are userdata, so a Lua error frees them.
+ */
 int arL_etcd_queue(lua_State *L)
 {
     static const char *const names[] = { "ca", "cert", "key", NULL };
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
     atomrun_etcd *c;
-    atomrun_remote_holder h[64];
+    atomrun_remote_holder *h;
     char err[ATOMRUN_ETCD_ERRLEN];
     ar_url *u;
-    int r, n, i;
+    int r, n = 0, room = 64, i;
     arL_checkoptnames(L, 2, names);
     lua_settop(L, 2);
     u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -778,11 +783,18 @@ int arL_etcd_queue(lua_State *L)
     if ((r = ar_open_client(L, u, ar_optstr(L, 2, "ca"), ar_optstr(L, 2, "cert"),
                             ar_optstr(L, 2, "key"), &c)) != 0)
         return r;
-    r = atomrun_remote_queue(c, u->name, h, 64, &n, err, sizeof err);
-    if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
-    lua_createtable(L, n < 64 ? n : 64, 1);
-    for (i = 0; i < n && i < 64; i++) {
+    for (;;) {
+        h = lua_newuserdatauv(L, sizeof *h * (size_t)room, 0);
+        r = atomrun_remote_queue(c, u->name, h, room, &n, err, sizeof err);
+        if (r < 0)
+            return arL_fail(L, r, "%s: %s", u->shown, err);
+        if (n <= room)
+            break;
+        lua_pop(L, 1);
+        room = n + 16;
+    }
+    lua_createtable(L, n, 1);
+    for (i = 0; i < n; i++) {
         ar_pushrholder(L, &h[i]);
         lua_rawseti(L, -2, i + 1);
     }

@@ -322,20 +322,30 @@ static void lease_revoke(ar_session *s, double deadline)
  */
 static void at_exit(void)
 {
-    ar_session *mine[64];
-    int n = 0, i;
+    ar_session **mine = NULL, **more;
+    size_t n = 0, room = 0, i;
     atomrun_etcd *c;
     pid_t me = getpid();
 
     /* Collect first (with a reference each), then wait without the list
-     * lock: a thread that is just now losing its lease takes it to unlist. */
+     * lock: a thread that is just now losing its lease takes it to unlist.
+     * Every session, however many (a process holding 200 semaphore slots
+     * on as many leases): one the list had no room for would keep its keys
+     * a TTL after we are gone.  Out of memory, those collected are revoked
+     * and the rest expire with their TTL. */
     for (c = ar_etcd_first(); c; c = ar_etcd_next(c)) {
         pthread_mutex_t *smu = ar_etcd_session_mutex(c);
         ar_session *s;
         pthread_mutex_lock(smu);
-        for (s = *ar_etcd_sessions(c); s && n < 64; s = s->next) {
+        for (s = *ar_etcd_sessions(c); s; s = s->next) {
             if (s->owner != me)
                 continue;
+            if (n == room) {
+                more = realloc(mine, sizeof *mine * (room = room * 2 + 16));
+                if (!more)
+                    break;
+                mine = more;
+            }
             s->refs++;
             mine[n++] = s;
         }
@@ -347,20 +357,24 @@ static void at_exit(void)
         pthread_cond_broadcast(&mine[i]->cv);
         pthread_mutex_unlock(&mine[i]->mu);
     }
+    /* One deadline for all of them: a cluster that does not answer must
+     * not hold the exit up a second per session. */
+    double until = atomrun_now() + 1.5, end = until + 5.0;
     for (i = 0; i < n; i++) {
         ar_session *s = mine[i];
-        double until = atomrun_now() + 1.5;
         int lost;
         pthread_mutex_lock(&s->mu);
         while (s->running && atomrun_now() < until)
             ar_cond_wait_for(&s->cv, &s->mu, until - atomrun_now());
         lost = s->lost;
         pthread_mutex_unlock(&s->mu);
-        if (!lost)
-            lease_revoke(s, atomrun_now() + 1.0);
+        if (!lost && atomrun_now() < end)
+            lease_revoke(s, atomrun_now() + 1.0 < end ? atomrun_now() + 1.0
+                                                      : end);
         /* The reference is not dropped: a thread still running (a stuck
          * call) may use s until the process is gone. */
     }
+    free(mine);
 }
 
 static void register_exit(void)
