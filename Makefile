@@ -149,7 +149,7 @@ $(B)/atomrun.pc: src/atomrun.pc.in src/atomrun.h | $(B)
 demo: all
 	$(B)/atomrun scripts/demo.lua
 
-SHIMS      = $(B)/clockshim.so $(B)/notmpfile.so
+SHIMS      = $(B)/clockshim.so $(B)/notmpfile.so $(B)/nocurl.so
 
 test: all $(B)/spec_host $(SHIMS)
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh

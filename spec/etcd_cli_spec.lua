@@ -222,3 +222,38 @@ describe("atomrun lock/once with etcd names", function()
     assert.is_true(nulls >= 3, during)
   end)
 end)
+
+-- No cluster needed: a machine without libcurl (spec/shim/nocurl.c makes
+-- every dlopen of it fail as the loader does when it is not installed).
+describe("etcd names on a machine without libcurl", function()
+  local shim = H.build .. "/nocurl.so"
+  local function env()
+    return "LD_PRELOAD=" .. H.q(shim)
+      .. (H.asan and " ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0" or "") .. " "
+  end
+  local function run(...)
+    local parts = { env() .. H.q(H.atomrun) }
+    for _, a in ipairs({ ... }) do parts[#parts + 1] = H.q(a) end
+    return H.sh(table.concat(parts, " "))
+  end
+
+  it("atomrun lock: 69 and the package to install; file locks still work", function()
+    if not H.exists(shim) then return pending("no " .. shim .. " (make test builds it)") end
+    local st, out, err = run("lock", "-n", "etcd://127.0.0.1:1/nocurl", "true")
+    assert.equal(69, st, err)
+    assert.equal("", out)
+    assert.matches("etcd names need libcurl %(Debian package libcurl4%)", err)
+    local dir = H.tmpdir()
+    st, out, err = run("lock", "-n", dir .. "/f", "true")
+    assert.equal(0, st, err)
+  end)
+
+  it("from Lua: nil, the message, ELIBACC -- not ENOMEM", function()
+    if not H.exists(shim) then return pending("no " .. shim .. " (make test builds it)") end
+    local st, out, err = run("-e", [[
+      local lk, msg, code = atomrun.lock("etcd://127.0.0.1:1/nocurl", { wait = false })
+      io.write(tostring(lk), "|", code, "|", msg)]])
+    assert.equal(0, st, err)
+    assert.matches("^nil|ELIBACC|.*need libcurl", out)
+  end)
+end)

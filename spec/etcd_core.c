@@ -346,6 +346,5 @@ int main(int argc, char **argv)
         r = cmd_queue(c, argv);
     else if (strcmp(argv[2], "call") == 0 && argc >= 5)
         r = cmd_call(c, argv);
-    atomrun_etcd_close(c);
     return r;
 }

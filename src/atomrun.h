@@ -557,14 +557,16 @@ typedef struct atomrun_etcd_config {
 
 ATOMRUN_API void atomrun_etcd_config_init(atomrun_etcd_config *cfg);
 /*
- * A client for the cluster.  Clients with the same configuration share one
- * underlying connection state and sessions (one lease per process); the
- * handle is refcounted and thread-safe.  No network traffic happens here:
- * -EINVAL for a malformed endpoint list (err says which).
+ * A client for the cluster.  Opens with the same configuration return the
+ * same handle, which shares one connection state and one lease per TTL;
+ * it is thread-safe and lives as long as the process (its leases'
+ * keepalive threads and the revoke at exit use it), so there is nothing
+ * to close.  No network traffic happens here: -EINVAL for a malformed
+ * endpoint list or configuration (err says which), -ELIBACC when libcurl
+ * cannot be loaded (err names the package), -ENOMEM.
  */
 ATOMRUN_API int  atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
                        char *err, size_t errlen);
-ATOMRUN_API void atomrun_etcd_close(atomrun_etcd *c);
 /* The endpoints, "h1:p1,h2:p2" (for messages). */
 ATOMRUN_API const char *atomrun_etcd_endpoints(const atomrun_etcd *c);
 /*

@@ -121,8 +121,9 @@ static void curl_init_once(void)
     if (!lib)
         lib = dlopen("libcurl-gnutls.so.4", RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
+        const char *why = dlerror();
         snprintf(curl_why, sizeof curl_why, "etcd names need libcurl "
-                 "(Debian package libcurl4): %s", dlerror());
+                 "(Debian package libcurl4): %s", why ? why : "not found");
         return;
     }
     if (!AR_CURL_SYM(lib, global_init, "curl_global_init") ||
@@ -442,8 +443,10 @@ int atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
     *out = NULL;
     pthread_once(&curl_once, curl_init_once);
     if (!curl_ok) {
+        /* Not a shortage of memory: a library this machine lacks, which
+         * the caller can name (ELIBACC) and the user can install. */
         seterr(err, errlen, "%s", curl_why);
-        return -ENOMEM;
+        return -ELIBACC;
     }
     if (!(cfg->op_timeout > 0)) {
         seterr(err, errlen, "etcd op_timeout must be > 0");
@@ -507,12 +510,6 @@ int atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
     pthread_mutex_unlock(&registry_mu);
     *out = c;
     return 0;
-}
-
-/* Clients stay for the process's life (see the top of this file). */
-void atomrun_etcd_close(atomrun_etcd *c)
-{
-    (void)c;
 }
 
 /* ---------------------------------------------------------- one request */
