@@ -64,7 +64,7 @@ describe("atomrun who", function()
       -- now, flock or its sleep, never a dead pid
       local holder = tonumber(out:match("\n  holds%s+pid (%d+)"))
       assert.truthy(holder == pid or H.slurp("/proc/" .. holder .. "/cmdline"):find("sleep"), out)
-      assert.matches("holds%s+pid %d+%s+exclusive%s+flock%s+whole file%s+since %d+%-%d+%-%d+ %d+:%d+:%d+", out)
+      assert.matches("holds%s+pid %d+%s+exclusive%s+flock%s+whole file%s+since %d+%-%d+%-%d+T%d+:%d+:%d+Z ", out)
       assert.matches("waits%s+pid " .. waiter .. "%s+shared%s+flock", out)
       H.kill(waiter, "KILL")
     end)
@@ -98,6 +98,11 @@ time.sleep(30)
       assert.is_true(doc[1].held)
       assert.equal(2, #doc[1].holders)
       assert.same({}, doc[1].waiters)
+      -- since: ISO 8601 UTC (the one format etcd names use too), and the epoch
+      for _, e in ipairs(doc[1].holders) do
+        assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", e.since)
+        assert.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", e.since_epoch), e.since)
+      end
       H.kill(posix, "KILL")
     end)
 

@@ -88,7 +88,9 @@ describe("atomrun.lock on etcd", function()
                    .. HOST:gsub("%p", "%%%0") .. " %(.*%) since " .. SINCE .. "$", msg)
     assert.equal(pid, h.pid)
     assert.equal(HOST, h.host)
-    assert.matches(SINCE, h.since)
+    -- since: epoch seconds, the one type file holders have too
+    assert.equal("integer", math.type(h.since))
+    assert.is_true(math.abs(os.time() - h.since) < 120, tostring(h.since))
     assert.equal("exclusive", h.mode)
     assert.equal("integer", math.type(h.token))
     local t0 = ar.now()
@@ -262,6 +264,18 @@ describe("atomrun.lock on etcd", function()
     assert.is_true(H.wait_file(ready .. ".done", 15))
     assert.matches("^nil|lost the lock etcd://[^|]*lua/run while sh ran %(lease %x+ expired[^|]*%); "
       .. "sent SIGKILL|lost$", H.slurp(ready .. ".done"))
+  end)
+
+  it("run{kill_after} and lk:guard refuse a kill_after that cannot fit in the TTL", function()
+    local lk = assert(ar.lock(C:url("lua/fit"), { ttl = 2 }))
+    local e = H.err_of(function() ar.run({ "true" }, { guard = lk, kill_after = 1 }) end)
+    assert.matches("option 'kill_after': 1 s does not fit in a TTL of 2 s: at most 0%.75 s", e)
+    e = H.err_of(function() lk:guard(ar.pid(), 5) end)
+    assert.matches("5 s does not fit in a TTL of 2 s", e)
+    assert.is_nil(ar._etcd_kill_after(2, 1))
+    assert.equal(0.5, ar._etcd_kill_after(2))           -- the default: TTL/4
+    assert.equal(5, ar._etcd_kill_after(100))           -- at most 5
+    assert.is_true(lk:unlock())
   end)
 
   it("refuses other schemes and malformed etcd URLs with a clear error, creating nothing", function()

@@ -129,7 +129,8 @@ local function once_remote(url, opts)
     if code ~= "busy" and code ~= "timeout" then return nil, err, code end
     local msg = holder and holder.pid and string.format("%s is already running: pid %d on %s "
       .. "since %s (%s)", url:gsub("^(%a[%w+.-]*://)[^/]*@", "%1"), holder.pid, holder.host,
-      holder.since, holder.cmd) or err
+      holder.since and os.date("!%Y-%m-%dT%H:%M:%SZ", holder.since) or "an unknown time",
+      holder.cmd) or err
     if code == "timeout" then msg = msg .. " (gave up waiting)" end
     return nil, msg, "running", holder or {}
   end

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define AR_RLOCK_MT "atomrun.etcd_lock"
 #define AR_RHELD    "atomrun.etcd_held"     /* registry: key -> count */
@@ -559,10 +560,33 @@ static int ar_rlock_locked(lua_State *L)
 
 /* ------------------------------------------------------------- holders */
 
+/*
+ * "2026-12-07T20:08:00Z" (what atomrun writes in its records) as seconds
+ * since the epoch, so that `since` is one type for file and etcd holders
+ * (an integer, as os.time() gives).  0 when the text is anything else (a
+ * record another program wrote): the field is then left out, never
+ * guessed.
+ */
+static lua_Integer ar_utc_seconds(const char *text)
+{
+    struct tm tm;
+    int n = 0;
+    memset(&tm, 0, sizeof tm);
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon,
+               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+        text[n] != '\0' || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    return t > 0 ? (lua_Integer)t : 0;
+}
+
 /* The writer's fields (a lock holder's, a key's creator's) into the table
- * on top: pid (when known), host, cmd, since. */
+ * on top: pid (when known), host, cmd, since (epoch seconds, when known). */
 static void ar_setwriter(lua_State *L, const atomrun_remote_holder *h)
 {
+    lua_Integer since = ar_utc_seconds(h->since);
     if (h->pid > 0) {
         lua_pushinteger(L, h->pid);
         lua_setfield(L, -2, "pid");
@@ -571,8 +595,10 @@ static void ar_setwriter(lua_State *L, const atomrun_remote_holder *h)
     lua_setfield(L, -2, "host");
     lua_pushstring(L, h->cmd);
     lua_setfield(L, -2, "cmd");
-    lua_pushstring(L, h->since);
-    lua_setfield(L, -2, "since");
+    if (since > 0) {
+        lua_pushinteger(L, since);
+        lua_setfield(L, -2, "since");
+    }
 }
 
 static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)

@@ -49,9 +49,13 @@ local function range(e)
   return string.format("bytes %d-%d", start, start + length - 1)
 end
 
-local function since(e)
-  return e.since and os.date("%Y-%m-%d %H:%M:%S", math.floor(e.since)) or "?"
+-- One format for both kinds, in text and JSON: ISO 8601 UTC.  For a file
+-- it is when the holding process started (the kernel does not record when
+-- a lock was taken); for an etcd name, when its key was written.
+local function iso(t)
+  return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or nil
 end
+local function since(e) return iso(e.since) or "?" end
 
 -- One line per process; cmd comes from the core already made safe for a
 -- terminal (one line, control characters escaped).
@@ -62,7 +66,8 @@ end
 
 local function entry(e)
   return { pid = e.pid, cmd = e.cmd, mode = e.mode, kind = e.kind,
-           start = e.start or 0, length = e.length or 0, since = e.since }
+           start = e.start or 0, length = e.length or 0, since = iso(e.since),
+           since_epoch = e.since }
 end
 
 local remote = require "atomrun.etcd"
@@ -92,12 +97,13 @@ end
 local function remote_line(role, e)
   return string.format("  %-7s pid %-7s on %-16s %-9s token %-8s since %s  %s", role,
     tostring(e.pid or "?"), cli.safe(e.host or "?"), remote_kind(e), tostring(e.token),
-    cli.safe(e.since or "?"), cli.safe(e.cmd or ""))
+    since(e), cli.safe(e.cmd or ""))
 end
 
 local function remote_entry(e)
   return { pid = e.pid, host = e.host, cmd = e.cmd, mode = e.mode, slots = e.slots,
-           since = e.since, token = e.token, key = e.key, lease = e.lease }
+           since = iso(e.since), since_epoch = e.since, token = e.token, key = e.key,
+           lease = e.lease }
 end
 
 -- Revoke each holder's lease (decimal ID on the gateway; shown in hex as
