@@ -151,7 +151,7 @@ maybe("SIGKILL storm on replace", function()
           or name:match("^writer"), "unexpected file " .. name)
       end
     end
-    -- Temp names are flock-guarded slots (src/core/file.c, ar_link_slot): at most
+    -- Temp names are flock-guarded slots (src/core/file.c, link_slot): at most
     -- one per writer killed at once, and the next replace removes them.
     assert.truthy(leftovers <= #kinds, leftovers .. " leftovers for " .. #kinds .. " writers")
     assert.is_true(ar.replace(path, payload("final", 3)))

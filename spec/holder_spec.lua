@@ -282,7 +282,7 @@ time.sleep(120)
 ]], f, ready)
     local pid = read_pid(ready)
     pids[#pids + 1] = pid
-    -- A known limit (see ar_read_locks in src/core/holder.c): /proc/locks is
+    -- A known limit (see read_locks in src/core/holder.c): /proc/locks is
     -- filled a page per read, so lock churn elsewhere on the system can
     -- make a pass skip or repeat a line at a page boundary, the same way
     -- pass after pass.  Until who() takes held locks from fdinfo instead,

@@ -15,12 +15,12 @@
 
 /* The set lives in a userdata in the registry, one per Lua state:
  * userdata never move, so the intrusive links stay valid. */
-static const char ar_heldset_key = 'h';
+static const char heldset_key = 'h';
 
 atomrun_heldset *arL_heldset(lua_State *L)
 {
     atomrun_heldset *s;
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &ar_heldset_key) == LUA_TUSERDATA) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &heldset_key) == LUA_TUSERDATA) {
         s = lua_touserdata(L, -1);
         lua_pop(L, 1);
         return s;
@@ -28,7 +28,7 @@ atomrun_heldset *arL_heldset(lua_State *L)
     lua_pop(L, 1);
     s = lua_newuserdatauv(L, sizeof *s, 0);
     atomrun_heldset_init(s);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &ar_heldset_key);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &heldset_key);
     return s;
 }
 
@@ -96,7 +96,7 @@ void arL_pushholder(lua_State *L, const atomrun_holder *h, int range)
 }
 
 /* "pid 4121 (backup.sh)" or "a process atomrun cannot see" */
-static void ar_pushholdertext(lua_State *L, const atomrun_holder *h)
+static void pushholdertext(lua_State *L, const atomrun_holder *h)
 {
     if (h->pid > 0 && h->cmd[0])
         lua_pushfstring(L, "pid %d (%s)", (int)h->pid, h->cmd);
@@ -111,7 +111,7 @@ int arL_faillock(lua_State *L, int r, const char *what, double timeout,
 {
     int known = h && (h->pid > 0 || h->kind[0]);
     if (known)
-        ar_pushholdertext(L, h);
+        pushholdertext(L, h);
     else
         lua_pushstring(L, "a holder atomrun cannot see");
     if (r == ATOMRUN_EBUSY)
@@ -152,7 +152,7 @@ int arL_checkmode(lua_State *L, int arg, const char *s)
 
 /* -------------------------------------------------------------- options */
 
-static void ar_unknownopt(lua_State *L, int arg, const char *const *names)
+static void unknownopt(lua_State *L, int arg, const char *const *names)
 {
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -180,7 +180,7 @@ void arL_checkoptnames(lua_State *L, int arg, const char *const *names)
             for (const char *const *n = names; *n && !known; n++)
                 known = strcmp(lua_tostring(L, -1), *n) == 0;
         if (!known)
-            ar_unknownopt(L, arg, names);
+            unknownopt(L, arg, names);
     }
 }
 
@@ -280,7 +280,7 @@ void arL_readlockopts(lua_State *L, int arg, arL_lockopts *o)
 /* __index(obj, key): upvalue 1 the methods, upvalue 2 the getters (as
  * light C functions).  A method needs no check of the object here (the
  * method checks it). */
-static int ar_index(lua_State *L)
+static int object_index(lua_State *L)
 {
     lua_CFunction get;
     lua_pushvalue(L, 2);
@@ -306,7 +306,7 @@ void arL_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
     luaL_setfuncs(L, methods, 0);
     lua_newtable(L);
     luaL_setfuncs(L, getters, 0);
-    lua_pushcclosure(L, ar_index, 2);
+    lua_pushcclosure(L, object_index, 2);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, gc);
     lua_setfield(L, -2, "__gc");

@@ -36,7 +36,7 @@ int arL_loadbundled(lua_State *L, const ar_bundled *m)
 
 /* The preload loader of one entry (upvalue): run its chunk with the
  * module name, as the file searcher would. */
-static int ar_preload(lua_State *L)
+static int preload_bundled(lua_State *L)
 {
     const ar_bundled *m = lua_touserdata(L, lua_upvalueindex(1));
     if (arL_loadbundled(L, m) != LUA_OK)
@@ -53,7 +53,7 @@ void arL_preload_bundle(lua_State *L)
     lua_setfield(L, -2, "atomrun.core");
     for (const ar_bundled *m = ar_bundle; m->name; m++) {
         lua_pushlightuserdata(L, (void *)m);
-        lua_pushcclosure(L, ar_preload, 1);
+        lua_pushcclosure(L, preload_bundled, 1);
         lua_setfield(L, -2, m->name);
     }
     lua_pop(L, 1);

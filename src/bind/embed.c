@@ -14,7 +14,7 @@
 
 #define AR_CMD_PREFIX "atomrun.cmd."
 
-static int ar_open_all(lua_State *L)
+static int open_all(lua_State *L)
 {
     luaL_openlibs(L);
     luaL_requiref(L, "atomrun", luaopen_atomrun, 1);   /* also the global */
@@ -32,7 +32,7 @@ static int ar_open_all(lua_State *L)
  * (require), string (the methods of every string) and table are opened
  * at once.
  */
-static const luaL_Reg ar_lazy_libs[] = {
+static const luaL_Reg lazy_libs[] = {
     { LUA_COLIBNAME, luaopen_coroutine }, { LUA_IOLIBNAME, luaopen_io },
     { LUA_OSLIBNAME, luaopen_os }, { LUA_MATHLIBNAME, luaopen_math },
     { LUA_UTF8LIBNAME, luaopen_utf8 }, { LUA_DBLIBNAME, luaopen_debug },
@@ -41,10 +41,10 @@ static const luaL_Reg ar_lazy_libs[] = {
 /* __index of the globals: a lazy library by its name, required (so that
  * package.loaded has it, as luaL_openlibs leaves it) and then a plain
  * global, which no later access pays for. */
-static int ar_lazy_global(lua_State *L)
+static int lazy_global(lua_State *L)
 {
     const char *name = lua_tostring(L, 2);
-    for (const luaL_Reg *lib = ar_lazy_libs; name && lib->name; lib++)
+    for (const luaL_Reg *lib = lazy_libs; name && lib->name; lib++)
         if (strcmp(name, lib->name) == 0) {
             luaL_requiref(L, lib->name, lib->func, 1);
             return 1;
@@ -52,7 +52,7 @@ static int ar_lazy_global(lua_State *L)
     return 0;
 }
 
-static int ar_open_command(lua_State *L)
+static int open_command(lua_State *L)
 {
     static const luaL_Reg now[] = {
         { LUA_GNAME, luaopen_base }, { LUA_LOADLIBNAME, luaopen_package },
@@ -63,11 +63,11 @@ static int ar_open_command(lua_State *L)
         lua_pop(L, 1);
     }
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    luaL_setfuncs(L, ar_lazy_libs, 0);
+    luaL_setfuncs(L, lazy_libs, 0);
     lua_pop(L, 1);
     lua_pushglobaltable(L);
     lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, ar_lazy_global);
+    lua_pushcfunction(L, lazy_global);
     lua_setfield(L, -2, "__index");
     lua_setmetatable(L, -2);
     lua_pop(L, 1);
@@ -128,17 +128,17 @@ static int ar_open_command(lua_State *L)
 #define AR_ARENA_ALIGN 16u            /* malloc's, max_align_t */
 
 static alignas(AR_ARENA_ALIGN) unsigned char ar_arena[AR_ARENA_SIZE];
-static size_t ar_arena_used;            /* bytes handed out, aligned */
-static unsigned char *ar_arena_last;    /* the newest block, or NULL */
-static int ar_arena_claimed;
+static size_t arena_used;            /* bytes handed out, aligned */
+static unsigned char *arena_last;    /* the newest block, or NULL */
+static int arena_claimed;
 
-static int ar_in_arena(const void *p)
+static int in_arena(const void *p)
 {
     uintptr_t a = (uintptr_t)p, lo = (uintptr_t)ar_arena;
     return a >= lo && a - lo < AR_ARENA_SIZE;
 }
 
-static size_t ar_arena_round(size_t n)
+static size_t arena_round(size_t n)
 {
     return (n + AR_ARENA_ALIGN - 1) & ~(size_t)(AR_ARENA_ALIGN - 1);
 }
@@ -146,32 +146,32 @@ static size_t ar_arena_round(size_t n)
 /* A new block of n bytes at the top, or NULL when it does not fit.  The
  * arena's size and every offset in it are multiples of AR_ARENA_ALIGN, so
  * n fits exactly when its rounded size does. */
-static inline void *ar_arena_bump(size_t n)
+static inline void *arena_bump(size_t n)
 {
     unsigned char *p;
-    if (n > AR_ARENA_SIZE - ar_arena_used)
+    if (n > AR_ARENA_SIZE - arena_used)
         return NULL;
-    p = ar_arena + ar_arena_used;
-    ar_arena_used += ar_arena_round(n);
-    ar_arena_last = p;
+    p = ar_arena + arena_used;
+    arena_used += arena_round(n);
+    arena_last = p;
     VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, 0);
     return p;
 }
 
-static void ar_arena_release(unsigned char *p)
+static void arena_release(unsigned char *p)
 {
     VALGRIND_FREELIKE_BLOCK(p, 0);
-    if (p == ar_arena_last) {           /* the newest: give it back */
-        ar_arena_used = (size_t)(p - ar_arena);
-        ar_arena_last = NULL;
+    if (p == arena_last) {           /* the newest: give it back */
+        arena_used = (size_t)(p - ar_arena);
+        arena_last = NULL;
     }
 }
 
 /* Every call but a new block: free, resize, and malloc's blocks. */
-static void *ar_arena_realloc(unsigned char *p, size_t osize, size_t nsize)
+static void *arena_realloc(unsigned char *p, size_t osize, size_t nsize)
 {
     unsigned char *q;
-    if (p && !ar_in_arena(p)) {          /* malloc's block: as l_alloc */
+    if (p && !in_arena(p)) {          /* malloc's block: as l_alloc */
         if (nsize == 0) {
             free(p);
             return NULL;
@@ -180,85 +180,85 @@ static void *ar_arena_realloc(unsigned char *p, size_t osize, size_t nsize)
     }
     if (nsize == 0) {
         if (p)
-            ar_arena_release(p);
+            arena_release(p);
         return NULL;
     }
     if (!p)                             /* did not fit in the arena */
         return malloc(nsize);
     if (nsize <= osize ||
-        (p == ar_arena_last &&
+        (p == arena_last &&
          nsize <= AR_ARENA_SIZE - (size_t)(p - ar_arena))) {
         /* shrink in place, or grow the newest block in place */
-        if (p == ar_arena_last)
-            ar_arena_used = (size_t)(p - ar_arena) + ar_arena_round(nsize);
+        if (p == arena_last)
+            arena_used = (size_t)(p - ar_arena) + arena_round(nsize);
         VALGRIND_RESIZEINPLACE_BLOCK(p, osize, nsize, 0);
         return p;
     }
-    q = ar_arena_bump(nsize);
+    q = arena_bump(nsize);
     if (!q && !(q = malloc(nsize)))
         return NULL;                    /* Lua keeps the old block */
     memcpy(q, p, osize);
-    ar_arena_release(p);
+    arena_release(p);
     return q;
 }
 
 /* lua_Alloc: osize is the block's size when ptr is not NULL.  A new block
  * (nine calls in ten) is the bump alone. */
-static void *ar_arena_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+static void *arena_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     void *q;
     (void)ud;
-    if (!ptr && nsize != 0 && (q = ar_arena_bump(nsize)) != NULL)
+    if (!ptr && nsize != 0 && (q = arena_bump(nsize)) != NULL)
         return q;
-    return ar_arena_realloc(ptr, osize, nsize);
+    return arena_realloc(ptr, osize, nsize);
 }
 
-static void ar_use_arena(lua_State *L)
+static void use_arena(lua_State *L)
 {
-    if (ar_arena_claimed)
+    if (arena_claimed)
         return;
-    ar_arena_claimed = 1;
+    arena_claimed = 1;
     VALGRIND_MAKE_MEM_NOACCESS(ar_arena, AR_ARENA_SIZE);
-    lua_setallocf(L, ar_arena_alloc, NULL);
+    lua_setallocf(L, arena_alloc, NULL);
 }
 #endif
 
 /*
  * The subcommand's state is built and its chunk loaded with the collector
  * stopped (as lua.c opens its libraries): all of it is live, so the steps
- * the collector would take meanwhile only mark what stays.  ar_load starts
+ * the collector would take meanwhile only mark what stays.  load starts
  * it again once the command's chunk is loaded (atomrun_runscript), before
  * any of the command runs, so a long-running command collects as any
  * state does.
  */
-static lua_State *ar_gc_held;
+static lua_State *gc_held;
 
-static void ar_gc_release(lua_State *L)
+static void gc_release(lua_State *L)
 {
-    if (L == ar_gc_held) {
-        ar_gc_held = NULL;
+    if (L == gc_held) {
+        gc_held = NULL;
         lua_gc(L, LUA_GCRESTART);
     }
 }
 
 /* command: the subcommand's state (the arena, the collector held). */
-static lua_State *ar_newstate_with(lua_CFunction open, int command)
+static lua_State *newstate_with(lua_CFunction open, int command)
 {
     lua_State *L = luaL_newstate();
     if (!L)
         return NULL;
     if (command) {
 #if AR_ARENA
-        ar_use_arena(L);
+        use_arena(L);
 #endif
         lua_gc(L, LUA_GCSTOP);
-        ar_gc_held = L;
+        gc_held = L;
     }
     lua_pushcfunction(L, open);
     if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
         fprintf(stderr, "atomrun: cannot initialise Lua: %s\n",
                 lua_tostring(L, -1));
-        ar_gc_release(L);
+        gc_release(L);
         lua_close(L);
         return NULL;
     }
@@ -267,17 +267,17 @@ static lua_State *ar_newstate_with(lua_CFunction open, int command)
 
 lua_State *atomrun_newstate(void)
 {
-    return ar_newstate_with(ar_open_all, 0);
+    return newstate_with(open_all, 0);
 }
 
 lua_State *atomrun_newstate_for(int source)
 {
     if (source == ATOMRUN_RUN_COMMAND)
-        return ar_newstate_with(ar_open_command, 1);
+        return newstate_with(open_command, 1);
     return atomrun_newstate();
 }
 
-static const ar_bundled *ar_find_command(const char *name)
+static const ar_bundled *find_command(const char *name)
 {
     char modname[256];
     int n = snprintf(modname, sizeof modname, AR_CMD_PREFIX "%s", name);
@@ -288,7 +288,7 @@ static const ar_bundled *ar_find_command(const char *name)
 
 int atomrun_has_command(const char *name)
 {
-    return ar_find_command(name) != NULL;
+    return find_command(name) != NULL;
 }
 
 const char *atomrun_command(int i, const char **summary)
@@ -305,7 +305,7 @@ const char *atomrun_command(int i, const char **summary)
 }
 
 /* Message handler: the error text plus a traceback (as lua.c does). */
-static int ar_msghandler(lua_State *L)
+static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
@@ -319,14 +319,14 @@ static int ar_msghandler(lua_State *L)
     return 1;
 }
 
-static int ar_load(lua_State *L, int source, const char *script)
+static int load(lua_State *L, int source, const char *script)
 {
     const ar_bundled *m;
     switch (source) {
     case ATOMRUN_RUN_CODE:
         return luaL_loadbuffer(L, script, strlen(script), "=(command line)");
     case ATOMRUN_RUN_COMMAND:
-        m = ar_find_command(script);
+        m = find_command(script);
         if (!m) {
             lua_pushfstring(L, "no such command: %s", script);
             return LUA_ERRFILE;
@@ -340,7 +340,7 @@ static int ar_load(lua_State *L, int source, const char *script)
 }
 
 /* arg[0] is the script, arg[1..n] its arguments, arg[-1] the program. */
-static void ar_set_arg(lua_State *L, const char *progname, int source,
+static void set_arg(lua_State *L, const char *progname, int source,
                        const char *script, int argc, char **argv)
 {
     lua_createtable(L, argc, 2);
@@ -360,7 +360,7 @@ static void ar_set_arg(lua_State *L, const char *progname, int source,
     lua_setglobal(L, "arg");
 }
 
-static int ar_report(lua_State *L, const char *progname)
+static int report(lua_State *L, const char *progname)
 {
     const char *msg = lua_tostring(L, -1);
     const char *slash = strrchr(progname, '/');
@@ -377,13 +377,13 @@ int atomrun_runscript(lua_State *L, const char *progname, int source,
     int base, status;
     if (!progname)
         progname = "atomrun";
-    ar_set_arg(L, progname, source, script, argc, argv);
-    lua_pushcfunction(L, ar_msghandler);
+    set_arg(L, progname, source, script, argc, argv);
+    lua_pushcfunction(L, msghandler);
     base = lua_gettop(L);
-    status = ar_load(L, source, script);
-    ar_gc_release(L);
+    status = load(L, source, script);
+    gc_release(L);
     if (status != LUA_OK) {
-        int r = ar_report(L, progname);
+        int r = report(L, progname);
         lua_pop(L, 1);
         return r;
     }
@@ -395,7 +395,7 @@ int atomrun_runscript(lua_State *L, const char *progname, int source,
     for (int i = 0; i < argc; i++)
         lua_pushstring(L, argv[i]);
     if (lua_pcall(L, argc, 0, base) != LUA_OK) {
-        int r = ar_report(L, progname);
+        int r = report(L, progname);
         lua_settop(L, base - 1);
         return r;
     }

@@ -60,7 +60,7 @@ int arL_isurl(const char *s)
     return strncmp(p, "://", 3) == 0;
 }
 
-static int ar_hex(int ch)
+static int hex_digit(int ch)
 {
     if (ch >= '0' && ch <= '9') return ch - '0';
     if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
@@ -69,14 +69,14 @@ static int ar_hex(int ch)
 }
 
 /* Copy n bytes of s into dst (size), decoding %XX; 0, or -1 if too long. */
-static int ar_unescape(char *dst, size_t size, const char *s, size_t n)
+static int unescape(char *dst, size_t size, const char *s, size_t n)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         int ch = (unsigned char)s[i];
-        if (ch == '%' && i + 2 < n && ar_hex((unsigned char)s[i + 1]) >= 0 &&
-            ar_hex((unsigned char)s[i + 2]) >= 0) {
-            ch = ar_hex((unsigned char)s[i + 1]) * 16 + ar_hex((unsigned char)s[i + 2]);
+        if (ch == '%' && i + 2 < n && hex_digit((unsigned char)s[i + 1]) >= 0 &&
+            hex_digit((unsigned char)s[i + 2]) >= 0) {
+            ch = hex_digit((unsigned char)s[i + 1]) * 16 + hex_digit((unsigned char)s[i + 2]);
             i += 2;
         }
         if (o + 1 >= size)
@@ -87,7 +87,7 @@ static int ar_unescape(char *dst, size_t size, const char *s, size_t n)
     return 0;
 }
 
-static const char *ar_env(const char *name)
+static const char *getenv_nonempty(const char *name)
 {
     const char *v = getenv(name);
     return v && *v ? v : NULL;
@@ -95,7 +95,7 @@ static const char *ar_env(const char *name)
 
 /* Parse url into u; NULL, or the reason it is refused (pushed on the
  * stack, naming the URL without its credentials). */
-static const char *ar_parse_url(lua_State *L, const char *url, ar_url *u)
+static const char *parse_url(lua_State *L, const char *url, ar_url *u)
 {
     const char *sep = strstr(url, "://"), *auth = sep + 3, *slash, *at = NULL;
     size_t slen = (size_t)(sep - url), alen;
@@ -134,13 +134,13 @@ static const char *ar_parse_url(lua_State *L, const char *url, ar_url *u)
         size_t ulen = colon ? (size_t)(colon - auth) : (size_t)(at - auth);
         if (ulen == 0)
             return lua_pushfstring(L, "%s: empty user name before '@'", u->shown);
-        if (ar_unescape(u->user, sizeof u->user, auth, ulen) < 0 ||
-            (colon && ar_unescape(u->password, sizeof u->password, colon + 1,
+        if (unescape(u->user, sizeof u->user, auth, ulen) < 0 ||
+            (colon && unescape(u->password, sizeof u->password, colon + 1,
                                   (size_t)(at - colon - 1)) < 0))
             return lua_pushfstring(L, "%s: user name or password too long", u->shown);
         auth = at + 1;
     } else {
-        const char *eu = ar_env("ATOMRUN_ETCD_USER"), *ep = ar_env("ATOMRUN_ETCD_PASSWORD");
+        const char *eu = getenv_nonempty("ATOMRUN_ETCD_USER"), *ep = getenv_nonempty("ATOMRUN_ETCD_PASSWORD");
         if (eu)
             snprintf(u->user, sizeof u->user, "%s", eu);
         if (ep)
@@ -148,7 +148,7 @@ static const char *ar_parse_url(lua_State *L, const char *url, ar_url *u)
     }
     alen = (size_t)(slash - auth);
     if (alen == 0) {
-        const char *env = ar_env("ATOMRUN_ETCD"), *e;
+        const char *env = getenv_nonempty("ATOMRUN_ETCD"), *e;
         size_t n;
         if (!env)
             return lua_pushfstring(L, "%s: no endpoints in the URL and ATOMRUN_ETCD is "
@@ -178,26 +178,26 @@ static const char *ar_parse_url(lua_State *L, const char *url, ar_url *u)
     return NULL;
 }
 
-static void ar_fillcfg(const ar_url *u, atomrun_etcd_config *cfg, const char *ca,
+static void fillcfg(const ar_url *u, atomrun_etcd_config *cfg, const char *ca,
                        const char *cert, const char *key)
 {
     atomrun_etcd_config_init(cfg);
     cfg->endpoints = u->endpoints;
     cfg->tls = u->tls;
-    cfg->ca_file = ca ? ca : ar_env("ATOMRUN_ETCD_CA");
-    cfg->cert_file = cert ? cert : ar_env("ATOMRUN_ETCD_CERT");
-    cfg->key_file = key ? key : ar_env("ATOMRUN_ETCD_KEY");
+    cfg->ca_file = ca ? ca : getenv_nonempty("ATOMRUN_ETCD_CA");
+    cfg->cert_file = cert ? cert : getenv_nonempty("ATOMRUN_ETCD_CERT");
+    cfg->key_file = key ? key : getenv_nonempty("ATOMRUN_ETCD_KEY");
     cfg->user = u->user[0] ? u->user : NULL;
     cfg->password = u->password[0] ? u->password : NULL;
 }
 
-static int ar_open_client(lua_State *L, const ar_url *u, const char *ca,
+static int open_client(lua_State *L, const ar_url *u, const char *ca,
                           const char *cert, const char *key, atomrun_etcd **c)
 {
     atomrun_etcd_config cfg;
     char err[ATOMRUN_ETCD_ERRLEN];
     int r;
-    ar_fillcfg(u, &cfg, ca, cert, key);
+    fillcfg(u, &cfg, ca, cert, key);
     r = atomrun_etcd_open(&cfg, c, err, sizeof err);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, err);
@@ -223,7 +223,7 @@ static int ar_open_client(lua_State *L, const ar_url *u, const char *ca,
  */
 
 /* registry[AR_RHELD][ident "\n" name "\n" kind] += delta; the count. */
-static lua_Integer ar_held_add(lua_State *L, const char *ident, const char *name,
+static lua_Integer held_add(lua_State *L, const char *ident, const char *name,
                                char kind, lua_Integer delta)
 {
     lua_Integer n;
@@ -251,7 +251,7 @@ static lua_Integer ar_held_add(lua_State *L, const char *ident, const char *name
     return n;
 }
 
-static char ar_kind(int mode, int slots)
+static char kind_letter(int mode, int slots)
 {
     return slots > 1 ? 'n' : mode == ATOMRUN_SHARED ? 's' : 'x';
 }
@@ -259,20 +259,20 @@ static char ar_kind(int mode, int slots)
 /* Would a lock of o's kind on name, under ident, wait for one this state
  * holds?  The kinds exclude each other (etcd/lock.c); a semaphore's own slots
  * block it only when the state holds all of them. */
-static int ar_would_wait(lua_State *L, const char *ident, const char *name,
+static int would_wait(lua_State *L, const char *ident, const char *name,
                          const atomrun_remote_opts *o)
 {
-    lua_Integer x = ar_held_add(L, ident, name, 'x', 0);
-    lua_Integer s = ar_held_add(L, ident, name, 's', 0);
-    lua_Integer n = ar_held_add(L, ident, name, 'n', 0);
-    switch (ar_kind(o->mode, o->slots)) {
+    lua_Integer x = held_add(L, ident, name, 'x', 0);
+    lua_Integer s = held_add(L, ident, name, 's', 0);
+    lua_Integer n = held_add(L, ident, name, 'n', 0);
+    switch (kind_letter(o->mode, o->slots)) {
     case 'n': return x > 0 || s > 0 || n >= o->slots;
     case 's': return x > 0 || n > 0;
     default:  return x + s + n > 0;
     }
 }
 
-static int ar_strpcmp(const void *a, const void *b)
+static int strpcmp(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -280,7 +280,7 @@ static int ar_strpcmp(const void *a, const void *b)
 /* Push eps ("h1:p1,h2:p2", checked by the client already) as one spelling
  * per set: each host lower-cased (host names and IPv6 hex digits are
  * case-blind), each port a plain number, sorted, repeats dropped. */
-static const char *ar_pushcanon(lua_State *L, const char *eps)
+static const char *pushcanon(lua_State *L, const char *eps)
 {
     char one[32][280];
     char *sorted[32];
@@ -305,7 +305,7 @@ static const char *ar_pushcanon(lua_State *L, const char *eps)
         if (*p == ',')
             p++;
     }
-    qsort(sorted, (size_t)n, sizeof *sorted, ar_strpcmp);
+    qsort(sorted, (size_t)n, sizeof *sorted, strpcmp);
     luaL_buffinit(L, &b);
     for (int i = 0; i < n; i++) {
         if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
@@ -319,7 +319,7 @@ static const char *ar_pushcanon(lua_State *L, const char *eps)
 }
 
 /* "cluster <id in hex>": the identity a cluster's id gives (ident: 40). */
-static const char *ar_cluster_ident(char *ident, size_t size, uint64_t id)
+static const char *cluster_ident(char *ident, size_t size, uint64_t id)
 {
     snprintf(ident, size, "cluster %llx", (unsigned long long)id);
     return ident;
@@ -327,26 +327,26 @@ static const char *ar_cluster_ident(char *ident, size_t size, uint64_t id)
 
 /* Does this state already hold what o asks for on u's cluster?  canon:
  * u's canonical endpoints. */
-static int ar_waits_on_self(lua_State *L, atomrun_etcd *c, const ar_url *u,
+static int waits_on_self(lua_State *L, atomrun_etcd *c, const ar_url *u,
                             const char *canon, const atomrun_remote_opts *o)
 {
     char err[ATOMRUN_ETCD_ERRLEN], ident[40];
     uint64_t id;
-    if (ar_would_wait(L, canon, u->name, o))
+    if (would_wait(L, canon, u->name, o))
         return 1;
-    if (!ar_would_wait(L, "*", u->name, o))
+    if (!would_wait(L, "*", u->name, o))
         return 0;
     /* Held under another spelling: of this cluster?  When it cannot say,
      * the lock request that follows meets the same silence and says so. */
     if (atomrun_remote_cluster_id(c, o->timeout > 0 ? atomrun_now() + o->timeout : 0, &id,
                                   err, sizeof err) < 0)
         return 0;
-    return ar_would_wait(L, ar_cluster_ident(ident, sizeof ident, id), u->name, o);
+    return would_wait(L, cluster_ident(ident, sizeof ident, id), u->name, o);
 }
 
 /* Count the handle at index i in (delta 1) or out (-1) under each of its
  * identities: uservalue 2 the name, 3 the list of identities. */
-static void ar_held_note(lua_State *L, int i, const ar_rlock *lk, lua_Integer delta)
+static void held_note(lua_State *L, int i, const ar_rlock *lk, lua_Integer delta)
 {
     const char *name;
     i = lua_absindex(L, i);
@@ -355,7 +355,7 @@ static void ar_held_note(lua_State *L, int i, const ar_rlock *lk, lua_Integer de
     name = lua_tostring(L, -2);
     if (name && lua_istable(L, -1)) {
         for (lua_Integer k = 1; lua_rawgeti(L, -1, k) == LUA_TSTRING; k++) {
-            ar_held_add(L, lua_tostring(L, -1), name, ar_kind(lk->mode, lk->slots), delta);
+            held_add(L, lua_tostring(L, -1), name, kind_letter(lk->mode, lk->slots), delta);
             lua_pop(L, 1);
         }
         lua_pop(L, 1);              /* the nil that ended the list */
@@ -365,7 +365,7 @@ static void ar_held_note(lua_State *L, int i, const ar_rlock *lk, lua_Integer de
 
 /* ------------------------------------------------------------- handle */
 
-static ar_rlock *ar_checkrlock(lua_State *L, int i)
+static ar_rlock *checkrlock(lua_State *L, int i)
 {
     return luaL_checkudata(L, i, AR_RLOCK_MT);
 }
@@ -385,13 +385,13 @@ atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg)
 }
 
 /* Uservalues: 1 url, 2 name, 3 its identities (held counting), 4 facts. */
-static void ar_rlock_forget(lua_State *L, int i, ar_rlock *lk)
+static void rlock_forget(lua_State *L, int i, ar_rlock *lk)
 {
-    ar_held_note(L, i, lk, -1);
+    held_note(L, i, lk, -1);
 }
 
 /* Release lk (held or pending); the core's result, err filled. */
-static int ar_rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
+static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
 {
     atomrun_remote_lock *l = lk->l ? lk->l : lk->pending;
     int r;
@@ -399,7 +399,7 @@ static int ar_rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen
         return 0;
     if (lk->l) {
         lk->l = NULL;
-        ar_rlock_forget(L, 1, lk);
+        rlock_forget(L, 1, lk);
     }
     r = atomrun_remote_unlock(l, err, errlen);
     lk->pending = r == ATOMRUN_EUNAVAILABLE ? l : NULL;
@@ -410,11 +410,11 @@ static int ar_rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen
  * a blind true: after a release whose answer did not come, each call says
  * how it stands then ("unavailable" while it is retried, true once a
  * member answered). */
-static int ar_rlock_unlock(lua_State *L)
+static int rlock_unlock(lua_State *L)
 {
-    ar_rlock *lk = ar_checkrlock(L, 1);
+    ar_rlock *lk = checkrlock(L, 1);
     char err[ATOMRUN_ETCD_ERRLEN] = "";
-    int r = ar_rlock_release(L, lk, err, sizeof err);
+    int r = rlock_release(L, lk, err, sizeof err);
     if (r < 0) {
         lua_getiuservalue(L, 1, 1);
         return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), err);
@@ -424,19 +424,19 @@ static int ar_rlock_unlock(lua_State *L)
 }
 
 /* <close>: released; a pending release is kept for a later unlock(). */
-static int ar_rlock_close(lua_State *L)
+static int rlock_close(lua_State *L)
 {
     char err[ATOMRUN_ETCD_ERRLEN];
-    ar_rlock *lk = ar_checkrlock(L, 1);
+    ar_rlock *lk = checkrlock(L, 1);
     if (lk->l)
-        ar_rlock_release(L, lk, err, sizeof err);
+        rlock_release(L, lk, err, sizeof err);
     return 0;
 }
 
-static int ar_rlock_gc(lua_State *L)
+static int rlock_gc(lua_State *L)
 {
-    ar_rlock *lk = ar_checkrlock(L, 1);
-    ar_rlock_close(L);
+    ar_rlock *lk = checkrlock(L, 1);
+    rlock_close(L);
     if (lk->pending)                /* its retry goes on without us */
         atomrun_remote_lock_free(lk->pending);
     lk->pending = NULL;
@@ -444,9 +444,9 @@ static int ar_rlock_gc(lua_State *L)
 }
 
 /* lk:lost() -> false | the reason (a string): cheap, no network. */
-static int ar_rlock_lost(lua_State *L)
+static int rlock_lost(lua_State *L)
 {
-    ar_rlock *lk = ar_checkrlock(L, 1);
+    ar_rlock *lk = checkrlock(L, 1);
     char why[ATOMRUN_ETCD_ERRLEN];
     if (!lk->l) {
         lua_pushboolean(L, 0);
@@ -466,9 +466,9 @@ static int ar_rlock_lost(lua_State *L)
  * 0.25), SIGKILL at once when the lease is gone or this process dies.
  * lk:unguard() -> false | "term" | "kill": what the guard did; unlock
  * stops it too. */
-static int ar_rlock_guard(lua_State *L)
+static int rlock_guard(lua_State *L)
 {
-    ar_rlock *lk = ar_checkrlock(L, 1);
+    ar_rlock *lk = checkrlock(L, 1);
     lua_Integer pid = luaL_checkinteger(L, 2);
     lua_Number ka = luaL_optnumber(L, 3, -1);
     int r;
@@ -493,9 +493,9 @@ static int ar_rlock_guard(lua_State *L)
     return 1;
 }
 
-static int ar_rlock_unguard(lua_State *L)
+static int rlock_unguard(lua_State *L)
 {
-    ar_rlock *lk = ar_checkrlock(L, 1);
+    ar_rlock *lk = checkrlock(L, 1);
     int r = lk->l ? atomrun_remote_lock_unguard(lk->l) : 0;
     if (r == 0)
         lua_pushboolean(L, 0);
@@ -504,9 +504,9 @@ static int ar_rlock_unguard(lua_State *L)
     return 1;
 }
 
-static int ar_rlock_tostring(lua_State *L)
+static int rlock_tostring(lua_State *L)
 {
-    ar_rlock *lk = ar_checkrlock(L, 1);
+    ar_rlock *lk = checkrlock(L, 1);
     lua_getiuservalue(L, 1, 1);
     if (lk->l)
         lua_pushfstring(L, "atomrun.etcd_lock (%s, %s, token %I)", lua_tostring(L, -1),
@@ -517,44 +517,44 @@ static int ar_rlock_tostring(lua_State *L)
     return 1;
 }
 
-static int ar_rlock_path(lua_State *L)
+static int rlock_path(lua_State *L)
 {
-    ar_checkrlock(L, 1);
+    checkrlock(L, 1);
     lua_getiuservalue(L, 1, 1);
     return 1;
 }
 
-static int ar_rlock_name(lua_State *L)
+static int rlock_name(lua_State *L)
 {
-    ar_checkrlock(L, 1);
+    checkrlock(L, 1);
     lua_getiuservalue(L, 1, 2);
     return 1;
 }
 
-static int ar_rlock_mode(lua_State *L)
+static int rlock_mode(lua_State *L)
 {
-    lua_pushstring(L, arL_modename(ar_checkrlock(L, 1)->mode));
+    lua_pushstring(L, arL_modename(checkrlock(L, 1)->mode));
     return 1;
 }
 
 /* token, index, key, lease: kept after release (a fenced write that
  * failed may want to say which token it had), in user value 4. */
-static int ar_rlock_fact(lua_State *L, const char *name)
+static int rlock_fact(lua_State *L, const char *name)
 {
-    ar_checkrlock(L, 1);
+    checkrlock(L, 1);
     lua_getiuservalue(L, 1, 4);
     lua_getfield(L, -1, name);
     return 1;
 }
 
-static int ar_rlock_token(lua_State *L) { return ar_rlock_fact(L, "token"); }
-static int ar_rlock_index(lua_State *L) { return ar_rlock_fact(L, "index"); }
-static int ar_rlock_key(lua_State *L)   { return ar_rlock_fact(L, "key"); }
-static int ar_rlock_lease(lua_State *L) { return ar_rlock_fact(L, "lease"); }
+static int rlock_token(lua_State *L) { return rlock_fact(L, "token"); }
+static int rlock_index(lua_State *L) { return rlock_fact(L, "index"); }
+static int rlock_key(lua_State *L)   { return rlock_fact(L, "key"); }
+static int rlock_lease(lua_State *L) { return rlock_fact(L, "lease"); }
 
-static int ar_rlock_locked(lua_State *L)
+static int rlock_locked(lua_State *L)
 {
-    lua_pushboolean(L, ar_checkrlock(L, 1)->l != NULL);
+    lua_pushboolean(L, checkrlock(L, 1)->l != NULL);
     return 1;
 }
 
@@ -567,7 +567,7 @@ static int ar_rlock_locked(lua_State *L)
  * record another program wrote): the field is then left out, never
  * guessed.
  */
-static lua_Integer ar_utc_seconds(const char *text)
+static lua_Integer utc_seconds(const char *text)
 {
     struct tm tm;
     int n = 0;
@@ -584,9 +584,9 @@ static lua_Integer ar_utc_seconds(const char *text)
 
 /* The writer's fields (a lock holder's, a key's creator's) into the table
  * on top: pid (when known), host, cmd, since (epoch seconds, when known). */
-static void ar_setwriter(lua_State *L, const atomrun_remote_holder *h)
+static void setwriter(lua_State *L, const atomrun_remote_holder *h)
 {
-    lua_Integer since = ar_utc_seconds(h->since);
+    lua_Integer since = utc_seconds(h->since);
     if (h->pid > 0) {
         lua_pushinteger(L, h->pid);
         lua_setfield(L, -2, "pid");
@@ -601,11 +601,11 @@ static void ar_setwriter(lua_State *L, const atomrun_remote_holder *h)
     }
 }
 
-static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
+static void pushrholder(lua_State *L, const atomrun_remote_holder *h)
 {
     char lease[24];
     lua_createtable(L, 0, 8);
-    ar_setwriter(L, h);
+    setwriter(L, h);
     lua_pushinteger(L, (lua_Integer)h->token);
     lua_setfield(L, -2, "token");
     lua_pushstring(L, h->slots > 0 ? "semaphore" : arL_modename(h->mode));
@@ -627,7 +627,7 @@ static void ar_pushrholder(lua_State *L, const atomrun_remote_holder *h)
 
 /* "pid 4121 on web-3 (backup.sh) since 2026-...", and with say_kind what
  * kind of lock it has (", as a shared lock"). */
-static void ar_pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say_kind)
+static void pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say_kind)
 {
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -655,7 +655,7 @@ static void ar_pushholdertext(lua_State *L, const atomrun_remote_holder *h, int 
 
 /* ------------------------------------------------------------- lock */
 
-static const char *ar_optstr(lua_State *L, int arg, const char *name)
+static const char *optstr(lua_State *L, int arg, const char *name)
 {
     const char *v = NULL;
     if (arL_opt(L, arg, name, LUA_TSTRING) != LUA_TNIL) {
@@ -666,7 +666,7 @@ static const char *ar_optstr(lua_State *L, int arg, const char *name)
 }
 
 /* A positive whole option (ttl, slots): 1 .. 1000000. */
-static int ar_optposint(lua_State *L, int arg, const char *name, int dflt,
+static int optposint(lua_State *L, int arg, const char *name, int dflt,
                         const char *what)
 {
     return arL_optrange(L, arg, name, dflt, 1, 1000000, what);
@@ -695,25 +695,25 @@ int arL_etcd_lock(lua_State *L)
     o.timeout = arL_optseconds(L, 2, "timeout", ATOMRUN_FOREVER);
     if (!arL_optbool(L, 2, "wait", 1))
         o.timeout = 0;
-    o.ttl = ar_optposint(L, 2, "ttl", 10, "a whole number of seconds >= 1");
-    o.slots = ar_optposint(L, 2, "slots", 1, "an integer >= 1");
+    o.ttl = optposint(L, 2, "ttl", 10, "a whole number of seconds >= 1");
+    o.slots = optposint(L, 2, "slots", 1, "an integer >= 1");
     arL_optbool(L, 2, "holder", 1);  /* accepted: the holder is always known */
-    o.cmd = ar_optstr(L, 2, "cmd");
-    ca = ar_optstr(L, 2, "ca");
-    cert = ar_optstr(L, 2, "cert");
-    key = ar_optstr(L, 2, "key");
+    o.cmd = optstr(L, 2, "cmd");
+    ca = optstr(L, 2, "ca");
+    cert = optstr(L, 2, "cert");
+    key = optstr(L, 2, "key");
     if (o.mode == ATOMRUN_SHARED && o.slots != 1)
         luaL_argerror(L, 2, "a shared etcd lock has one slot");
 
     u = lua_newuserdatauv(L, sizeof *u, 0);   /* 3: freed by the GC */
-    if ((why = ar_parse_url(L, url, u)) != NULL)
+    if ((why = parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
-    if ((r = ar_open_client(L, u, ca, cert, key, &c)) != 0)
+    if ((r = open_client(L, u, ca, cert, key, &c)) != 0)
         return r;
 
     /* Waiting for a name this state holds would wait for ourselves. */
-    canon = ar_pushcanon(L, u->endpoints);                /* 4 */
-    if (o.timeout != 0 && ar_waits_on_self(L, c, u, canon, &o))
+    canon = pushcanon(L, u->endpoints);                /* 4 */
+    if (o.timeout != 0 && waits_on_self(L, c, u, canon, &o))
         return arL_fail(L, -EDEADLK, "%s is already locked by this script; waiting "
                         "for it to be released would wait forever", u->shown);
 
@@ -728,15 +728,15 @@ int arL_etcd_lock(lua_State *L)
     if (r < 0) {
         if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o.holder.token) {
             /* The kind is news unless an exclusive lock meets one. */
-            ar_pushholdertext(L, &o.holder, o.holder.slots > 0 || o.holder.mode == ATOMRUN_SHARED
-                              || ar_kind(o.mode, o.slots) != 'x');
+            pushholdertext(L, &o.holder, o.holder.slots > 0 || o.holder.mode == ATOMRUN_SHARED
+                              || kind_letter(o.mode, o.slots) != 'x');
             if (r == ATOMRUN_EBUSY)
                 arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
             else
                 arL_fail(L, r, "timed out after %f s waiting for %s, locked by %s",
                          o.timeout, u->shown, lua_tostring(L, -1));
             lua_remove(L, -4);
-            ar_pushrholder(L, &o.holder);
+            pushrholder(L, &o.holder);
             return 4;
         }
         if (r == ATOMRUN_EBUSY)
@@ -763,7 +763,7 @@ int arL_etcd_lock(lua_State *L)
     lua_rawseti(L, -2, 2);
     if (atomrun_remote_lock_cluster(l)) {
         char ident[40];
-        lua_pushstring(L, ar_cluster_ident(ident, sizeof ident, atomrun_remote_lock_cluster(l)));
+        lua_pushstring(L, cluster_ident(ident, sizeof ident, atomrun_remote_lock_cluster(l)));
         lua_rawseti(L, -2, 3);
     }
     lua_setiuservalue(L, -2, 3);
@@ -782,7 +782,7 @@ int arL_etcd_lock(lua_State *L)
         lua_setfield(L, -2, "lease");
     }
     lua_setiuservalue(L, -2, 4);
-    ar_held_note(L, -1, lk, 1);
+    held_note(L, -1, lk, 1);
     return 1;
 }
 
@@ -804,10 +804,10 @@ int arL_etcd_queue(lua_State *L)
     arL_checkoptnames(L, 2, names);
     lua_settop(L, 2);
     u = lua_newuserdatauv(L, sizeof *u, 0);
-    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+    if (!arL_isurl(url) || (why = parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
-    if ((r = ar_open_client(L, u, ar_optstr(L, 2, "ca"), ar_optstr(L, 2, "cert"),
-                            ar_optstr(L, 2, "key"), &c)) != 0)
+    if ((r = open_client(L, u, optstr(L, 2, "ca"), optstr(L, 2, "cert"),
+                            optstr(L, 2, "key"), &c)) != 0)
         return r;
     for (;;) {
         h = lua_newuserdatauv(L, sizeof *h * (size_t)room, 0);
@@ -821,7 +821,7 @@ int arL_etcd_queue(lua_State *L)
     }
     lua_createtable(L, n, 1);
     for (i = 0; i < n; i++) {
-        ar_pushrholder(L, &h[i]);
+        pushrholder(L, &h[i]);
         lua_rawseti(L, -2, i + 1);
     }
     lua_pushinteger(L, n);
@@ -858,7 +858,7 @@ int arL_etcd_call(lua_State *L)
     }
     timeout = arL_optseconds(L, 4, "timeout", 0);
     u = lua_newuserdatauv(L, sizeof *u, 0);
-    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+    if (!arL_isurl(url) || (why = parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
     if (ep > 0) {                   /* keep only the ep-th endpoint */
         char *p = u->endpoints, *next;
@@ -876,7 +876,7 @@ int arL_etcd_call(lua_State *L)
     }
     if (arL_optbool(L, 4, "anonymous", 0))
         u->user[0] = u->password[0] = '\0';
-    ar_fillcfg(u, &cfg, ar_optstr(L, 4, "ca"), ar_optstr(L, 4, "cert"), ar_optstr(L, 4, "key"));
+    fillcfg(u, &cfg, optstr(L, 4, "ca"), optstr(L, 4, "cert"), optstr(L, 4, "key"));
     r = atomrun_etcd_open(&cfg, &c, err, sizeof err);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, err);
@@ -914,10 +914,10 @@ int arL_etcd_lease(lua_State *L)
     lua_settop(L, 3);
     timeout = arL_optseconds(L, 3, "timeout", 0);
     u = lua_newuserdatauv(L, sizeof *u, 0);
-    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+    if (!arL_isurl(url) || (why = parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
-    if ((r = ar_open_client(L, u, ar_optstr(L, 3, "ca"), ar_optstr(L, 3, "cert"),
-                            ar_optstr(L, 3, "key"), &c)) != 0)
+    if ((r = open_client(L, u, optstr(L, 3, "ca"), optstr(L, 3, "cert"),
+                            optstr(L, 3, "key"), &c)) != 0)
         return r;
     r = atomrun_remote_session_lease(c, (int)ttl, timeout > 0 ? atomrun_now() + timeout : 0,
                                      &lease, &min_ttl, err, sizeof err);
@@ -936,7 +936,7 @@ int arL_etcd_endpoints(lua_State *L)
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL", *p;
     ar_url *u = lua_newuserdatauv(L, sizeof *u, 0);
     int n = 0;
-    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+    if (!arL_isurl(url) || (why = parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
     lua_newtable(L);
     for (p = u->endpoints; *p;) {
@@ -969,20 +969,20 @@ int arL_etcd_endpoints(lua_State *L)
 #define AR_MAX_REQUEST_BYTES (1536 * 1024)
 #define AR_TXN_FRAMING 512
 
-static size_t ar_b64len(size_t n) { return (n + 2) / 3 * 4; }
+static size_t b64len(size_t n) { return (n + 2) / 3 * 4; }
 
-static int ar_toobig(lua_State *L, const char *shown, size_t len, lua_Integer limit)
+static int toobig(lua_State *L, const char *shown, size_t len, lua_Integer limit)
 {
     return arL_fail(L, -E2BIG, "%s: a value of %d bytes is over the etcd request "
                     "limit of %d bytes (base64 in JSON: %d bytes; option "
                     "max_request_bytes follows a cluster's --max-request-bytes)",
                     shown, (int)len, (int)limit,
-                    (int)(ar_b64len(len) + AR_TXN_FRAMING));
+                    (int)(b64len(len) + AR_TXN_FRAMING));
 }
 
 /* The server's own size error ("etcdserver: request is too large") is the
  * same condition: the same clear message, however the limit was set. */
-static int ar_is_toobig_answer(const char *err)
+static int is_toobig_answer(const char *err)
 {
     return strstr(err, "too large") != NULL;
 }
@@ -996,7 +996,7 @@ static int ar_is_toobig_answer(const char *err)
  * {create_revision, mod_revision, version, pid, host, cmd, since}; pid and
  * the rest absent when no creator record matches the key (made by etcdctl
  * or a replace, or made again after a delete). */
-static int ar_exists(lua_State *L, const char *shown, const atomrun_remote_put_opts *po)
+static int fail_exists(lua_State *L, const char *shown, const atomrun_remote_put_opts *po)
 {
     const atomrun_remote_holder *h = &po->creator;
     if (h->pid > 0)
@@ -1018,7 +1018,7 @@ static int ar_exists(lua_State *L, const char *shown, const atomrun_remote_put_o
     lua_pushinteger(L, (lua_Integer)po->existing.version);
     lua_setfield(L, -2, "version");
     if (h->pid > 0)
-        ar_setwriter(L, h);
+        setwriter(L, h);
     return 4;
 }
 
@@ -1032,7 +1032,7 @@ typedef struct ar_kvreq {
 /* opts.fence at arg: NULL, or the etcd lock it holds; a released one is
  * "lost" (the count of nil, msg, code pushed).  Any other type is the same
  * mistake as a file lock: one message. */
-static int ar_optfence(lua_State *L, int arg, const char *url,
+static int optfence(lua_State *L, int arg, const char *url,
                        const atomrun_remote_lock **fence)
 {
     ar_rlock *lk;
@@ -1056,7 +1056,7 @@ static int ar_optfence(lua_State *L, int arg, const char *url,
 
 /* Parse url and the write options at arg; 0 or the count of a failure
  * already pushed (nil, msg, code). */
-static int ar_kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
+static int kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
 {
     static const char *const wnames[] = { "ttl", "fence", "max_request_bytes", "ca",
                                           "cert", "key", "durable", "mode", "follow",
@@ -1069,8 +1069,8 @@ static int ar_kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
     atomrun_remote_put_opts_init(&q->po);
     q->limit = AR_MAX_REQUEST_BYTES;
     if (write) {
-        q->po.ttl = ar_optposint(L, arg, "ttl", 0, "a whole number of seconds >= 1");
-        if ((r = ar_optfence(L, arg, url, &q->po.fence)) != 0)
+        q->po.ttl = optposint(L, arg, "ttl", 0, "a whole number of seconds >= 1");
+        if ((r = optfence(L, arg, url, &q->po.fence)) != 0)
             return r;
         if (arL_opt(L, arg, "max_request_bytes", LUA_TNUMBER) != LUA_TNIL) {
             int isint;
@@ -1083,12 +1083,12 @@ static int ar_kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
          * itself); accepted so a recipe written for a file runs unchanged. */
     }
     q->u = lua_newuserdatauv(L, sizeof *q->u, 0);   /* freed by the GC */
-    if ((why = ar_parse_url(L, url, q->u)) != NULL)
+    if ((why = parse_url(L, url, q->u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
     if (!*q->u->name)
         return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", q->u->shown);
-    if ((r = ar_open_client(L, q->u, ar_optstr(L, arg, "ca"), ar_optstr(L, arg, "cert"),
-                            ar_optstr(L, arg, "key"), &q->c)) != 0)
+    if ((r = open_client(L, q->u, optstr(L, arg, "ca"), optstr(L, arg, "cert"),
+                            optstr(L, arg, "key"), &q->c)) != 0)
         return r;
     return 0;
 }
@@ -1102,7 +1102,7 @@ static int ar_kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
  * so a reader's error simply goes on.  0, or the count of nil, msg, code
  * pushed (the file could not be read).
  */
-static int ar_slurpvalue(lua_State *L, int arg, size_t limit, const char *shown, int create)
+static int slurpvalue(lua_State *L, int arg, size_t limit, const char *shown, int create)
 {
     luaL_Stream *p = luaL_testudata(L, arg, LUA_FILEHANDLE);
     luaL_Buffer b;
@@ -1145,7 +1145,7 @@ static int ar_slurpvalue(lua_State *L, int arg, size_t limit, const char *shown,
     return 0;
 }
 
-static int ar_kvput(lua_State *L, int create)
+static int kvput(lua_State *L, int create)
 {
     char err[ATOMRUN_ETCD_ERRLEN] = "";
     const char *data = "";
@@ -1158,27 +1158,27 @@ static int ar_kvput(lua_State *L, int create)
         return luaL_typeerror(L, 2, create ? "string, file, reader function or nil (an etcd value)"
                                            : "string, file or reader function (an etcd value)");
     lua_settop(L, 3);
-    if ((r = ar_kvsetup(L, 3, 1, &q)) != 0)
+    if ((r = kvsetup(L, 3, 1, &q)) != 0)
         return r;
     if (t == LUA_TFUNCTION || t == LUA_TUSERDATA) {
-        if ((r = ar_slurpvalue(L, 2, (size_t)q.limit, q.u->shown, create)) != 0)
+        if ((r = slurpvalue(L, 2, (size_t)q.limit, q.u->shown, create)) != 0)
             return r;
         /* The reader ran the caller's code: it may have released the fence
          * (and the collector freed it).  Look again. */
-        if (q.po.fence && (r = ar_optfence(L, 3, q.u->shown, &q.po.fence)) != 0)
+        if (q.po.fence && (r = optfence(L, 3, q.u->shown, &q.po.fence)) != 0)
             return r;
     }
     if (!lua_isnil(L, 2))
         data = lua_tolstring(L, 2, &len);
-    if (ar_b64len(len) + strlen(q.u->name) * (create ? 6 : 2) + AR_TXN_FRAMING +
+    if (b64len(len) + strlen(q.u->name) * (create ? 6 : 2) + AR_TXN_FRAMING +
         (create ? AR_CREATOR_FRAMING : 0) > (size_t)q.limit)
-        return ar_toobig(L, q.u->shown, len, q.limit);
+        return toobig(L, q.u->shown, len, q.limit);
     q.po.create_only = create;
     r = atomrun_remote_put(q.c, q.u->name, data, len, &q.po, 0, err, sizeof err);
     if (r == -EEXIST)
-        return ar_exists(L, q.u->shown, &q.po);
-    if (r < 0 && ar_is_toobig_answer(err))
-        return ar_toobig(L, q.u->shown, len, q.limit);
+        return fail_exists(L, q.u->shown, &q.po);
+    if (r < 0 && is_toobig_answer(err))
+        return toobig(L, q.u->shown, len, q.limit);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", q.u->shown, err[0] ? err : atomrun_strerror(r));
     lua_pushboolean(L, 1);
@@ -1186,12 +1186,12 @@ static int ar_kvput(lua_State *L, int create)
 }
 
 /* atomrun.create(url, data [, opts]) for an etcd name (from bind/file.c). */
-int arL_etcd_create(lua_State *L) { return ar_kvput(L, 1); }
+int arL_etcd_create(lua_State *L) { return kvput(L, 1); }
 
 /* atomrun.replace(url, data [, opts]) for an etcd name (from bind/file.c). */
-int arL_etcd_replace(lua_State *L) { return ar_kvput(L, 0); }
+int arL_etcd_replace(lua_State *L) { return kvput(L, 0); }
 
-static void ar_pushkv(lua_State *L, const atomrun_remote_kv *kv)
+static void pushkv(lua_State *L, const atomrun_remote_kv *kv)
 {
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, (lua_Integer)kv->create_rev);
@@ -1215,7 +1215,7 @@ int arL_etcd_read(lua_State *L)
     int r;
 
     lua_settop(L, 2);
-    if ((r = ar_kvsetup(L, 2, 0, &q)) != 0)
+    if ((r = kvsetup(L, 2, 0, &q)) != 0)
         return r;
     r = atomrun_remote_get(q.c, q.u->name, &data, &len, &kv, 0, err, sizeof err);
     if (r == -ENOENT)
@@ -1225,7 +1225,7 @@ int arL_etcd_read(lua_State *L)
                         err[0] ? err : atomrun_strerror(r));
     lua_pushlstring(L, data, len);
     free(data);
-    ar_pushkv(L, &kv);
+    pushkv(L, &kv);
     return 2;
 }
 
@@ -1235,7 +1235,7 @@ int arL_etcd_key(lua_State *L)
 {
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
     ar_url *u = lua_newuserdatauv(L, sizeof *u, 0);
-    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+    if (!arL_isurl(url) || (why = parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
     if (!*u->name)
         return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", u->shown);
@@ -1257,7 +1257,7 @@ typedef struct ar_watchud {
     int        failed;      /* fn raised: its error is on the stack top */
 } ar_watchud;
 
-static int ar_onwatch(void *ud, const char *result)
+static int onwatch(void *ud, const char *result)
 {
     ar_watchud *w = ud;
     int stop;
@@ -1286,16 +1286,16 @@ int arL_etcd_watch(lua_State *L)
     luaL_checktype(L, 4, LUA_TFUNCTION);
     lua_settop(L, 4);
     u = lua_newuserdatauv(L, sizeof *u, 0);
-    if (!arL_isurl(url) || (why = ar_parse_url(L, url, u)) != NULL)
+    if (!arL_isurl(url) || (why = parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
     if (!*u->name)
         return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", u->shown);
-    if ((r = ar_open_client(L, u, NULL, NULL, NULL, &c)) != 0)
+    if ((r = open_client(L, u, NULL, NULL, NULL, &c)) != 0)
         return r;
     w.L = L;
     w.fn = 4;
     w.failed = 0;
-    r = atomrun_remote_watch(c, u->name, (int64_t)start, atomrun_now() + secs, ar_onwatch,
+    r = atomrun_remote_watch(c, u->name, (int64_t)start, atomrun_now() + secs, onwatch,
                              &w, err, sizeof err);
     if (w.failed)
         return lua_error(L);
@@ -1308,19 +1308,19 @@ int arL_etcd_watch(lua_State *L)
 void arL_openremote(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        { "unlock", ar_rlock_unlock }, { "lost", ar_rlock_lost },
-        { "guard", ar_rlock_guard },   { "unguard", ar_rlock_unguard },
+        { "unlock", rlock_unlock }, { "lost", rlock_lost },
+        { "guard", rlock_guard },   { "unguard", rlock_unguard },
         { NULL, NULL } };
     static const luaL_Reg getters[] = {
-        { "path", ar_rlock_path },   { "url", ar_rlock_path },
-        { "name", ar_rlock_name },   { "mode", ar_rlock_mode },
-        { "token", ar_rlock_token }, { "index", ar_rlock_index },
-        { "key", ar_rlock_key },     { "lease", ar_rlock_lease },
-        { "locked", ar_rlock_locked },
+        { "path", rlock_path },   { "url", rlock_path },
+        { "name", rlock_name },   { "mode", rlock_mode },
+        { "token", rlock_token }, { "index", rlock_index },
+        { "key", rlock_key },     { "lease", rlock_lease },
+        { "locked", rlock_locked },
         { NULL, NULL } };
-    arL_newclass(L, AR_RLOCK_MT, methods, getters, ar_rlock_gc, ar_rlock_tostring);
+    arL_newclass(L, AR_RLOCK_MT, methods, getters, rlock_gc, rlock_tostring);
     luaL_getmetatable(L, AR_RLOCK_MT);
-    lua_pushcfunction(L, ar_rlock_close);
+    lua_pushcfunction(L, rlock_close);
     lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
 }

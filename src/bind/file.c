@@ -22,7 +22,7 @@
 
 /* ============================================================ messages */
 
-static const char *ar_stage_text(int stage)
+static const char *stage_text(int stage)
 {
     switch (stage) {
     case ATOMRUN_STAGE_RESOLVE: return "following the symlink failed";
@@ -39,7 +39,7 @@ static const char *ar_stage_text(int stage)
  * any step, e.g. "exists").  "read": reading the caller's file or reader
  * function (a step of the binding, not of the core). */
 #define AR_STAGE_READ 100
-static const char *ar_stage_name(int stage)
+static const char *stage_name(int stage)
 {
     switch (stage) {
     case ATOMRUN_STAGE_RESOLVE: return "resolve";
@@ -55,7 +55,7 @@ static const char *ar_stage_name(int stage)
     }
 }
 
-static const char *ar_type_text(unsigned fmt)
+static const char *type_text(unsigned fmt)
 {
     switch (fmt) {
     case S_IFCHR:  return "a character device";
@@ -69,7 +69,7 @@ static const char *ar_type_text(unsigned fmt)
 }
 
 /* atomrun_stat's type names, as a sentence needs them. */
-static const char *ar_statname(const char *type)
+static const char *statname(const char *type)
 {
     static const char *const names[][2] = {
         { "directory", "a directory" }, { "fifo", "a FIFO" },
@@ -83,7 +83,7 @@ static const char *ar_statname(const char *type)
 }
 
 /* The directory a path's file goes in, for messages ("." for "f"). */
-static const char *ar_pushdirname(lua_State *L, const char *path)
+static const char *pushdirname(lua_State *L, const char *path)
 {
     const char *slash = strrchr(path, '/');
     if (!slash)
@@ -94,14 +94,14 @@ static const char *ar_pushdirname(lua_State *L, const char *path)
 }
 
 /* What the failure leaves: said only when it is true. */
-static const char *ar_left(int replace, const atomrun_write_opts *o)
+static const char *what_is_left(int replace, const atomrun_write_opts *o)
 {
     if (replace && o->found == S_IFREG)
         return " (the old contents are intact)";
     return replace ? " (nothing was written)" : " (nothing was created)";
 }
 
-static int ar_pushwritemsg(lua_State *L, int r, int replace,
+static int pushwritemsg(lua_State *L, int r, int replace,
                            const char *path, const atomrun_write_opts *o)
 {
     const char *verb = replace ? "replace" : "create";
@@ -129,41 +129,41 @@ static int ar_pushwritemsg(lua_State *L, int r, int replace,
             return arL_fail(L, r, "cannot %s %s: %s%s is %s, not a regular "
                 "file (left as it was)", verb, path,
                 where != path ? "the symlink's target " : "",
-                where != path ? where : "it", ar_type_text(o->found));
+                where != path ? where : "it", type_text(o->found));
         break;
     case ATOMRUN_STAGE_DIR: {
-        const char *dir = ar_pushdirname(L, where);
+        const char *dir = pushdirname(L, where);
         return arL_fail(L, r, "cannot %s %s: %s %s: %s", verb, path,
             r == -ENOENT || r == -ENOTDIR ? "cannot create its directory"
                                           : "cannot create or open its directory",
             dir, atomrun_strerror(r));
     }
     case ATOMRUN_STAGE_TEMP: {
-        const char *dir = ar_pushdirname(L, where);
+        const char *dir = pushdirname(L, where);
         return arL_fail(L, r, "cannot %s %s: cannot create a file in directory "
             "%s: %s%s", verb, path, dir, atomrun_strerror(r),
-            ar_left(replace, o));
+            what_is_left(replace, o));
     }
     default:
         break;
     }
     return arL_fail(L, r, "cannot %s %s: %s: %s%s", verb, path,
-        ar_stage_text(o->stage), atomrun_strerror(r), ar_left(replace, o));
+        stage_text(o->stage), atomrun_strerror(r), what_is_left(replace, o));
 }
 
 /* nil, message, code [, stage] */
-static int ar_failwrite(lua_State *L, int r, int replace, const char *path,
+static int failwrite(lua_State *L, int r, int replace, const char *path,
                         const atomrun_write_opts *o)
 {
-    const char *stage = ar_stage_name(o->stage);
-    int n = ar_pushwritemsg(L, r, replace, path, o);
+    const char *stage = stage_name(o->stage);
+    int n = pushwritemsg(L, r, replace, path, o);
     if (!stage)
         return n;
     lua_pushstring(L, stage);
     return n + 1;
 }
 
-static void ar_checkwriteopts(lua_State *L, int arg, atomrun_write_opts *o,
+static void checkwriteopts(lua_State *L, int arg, atomrun_write_opts *o,
                               int replace)
 {
     static const char *const create_names[] = { "durable", "mode", NULL };
@@ -182,7 +182,7 @@ static void ar_checkwriteopts(lua_State *L, int arg, atomrun_write_opts *o,
 enum { AR_SRC_STRING, AR_SRC_FILE, AR_SRC_READER };
 
 /* What argument `arg` holds: a string, an open io file, or a function. */
-static int ar_checksource(lua_State *L, int arg, const char *expected)
+static int checksource(lua_State *L, int arg, const char *expected)
 {
     luaL_Stream *p;
     switch (lua_type(L, arg)) {
@@ -211,7 +211,7 @@ static int ar_checksource(lua_State *L, int arg, const char *expected)
  * first), and those are the next contents.  0, -errno of the write (stage
  * set by the core), or -errno of the read with *read_failed set.
  */
-static int ar_copyfile(atomrun_writer *w, FILE *f, int *read_failed)
+static int copyfile(atomrun_writer *w, FILE *f, int *read_failed)
 {
     char buf[AR_CHUNK];
     for (;;) {
@@ -242,7 +242,7 @@ static int ar_copyfile(atomrun_writer *w, FILE *f, int *read_failed)
  * LUA_OK with 0 or -errno in *res, or the pcall status with the error on
  * the stack.
  */
-static int ar_copyreader(lua_State *L, int fn, atomrun_writer *w, int *res,
+static int copyreader(lua_State *L, int fn, atomrun_writer *w, int *res,
                          int *bad_type)
 {
     *res = 0;
@@ -273,7 +273,7 @@ static int ar_copyreader(lua_State *L, int fn, atomrun_writer *w, int *res,
 
 /* create/replace from a file or reader (the string forms go straight to
  * atomrun_create/atomrun_replace). */
-static int ar_stream(lua_State *L, const char *path, int arg, int src,
+static int stream(lua_State *L, const char *path, int arg, int src,
                      int how, atomrun_write_opts *o)
 {
     atomrun_writer *w;
@@ -282,12 +282,12 @@ static int ar_stream(lua_State *L, const char *path, int arg, int src,
 
     r = atomrun_writer_open(&w, path, how, o);
     if (r < 0)
-        return ar_failwrite(L, r, replace, path, o);
+        return failwrite(L, r, replace, path, o);
     if (src == AR_SRC_FILE) {
         luaL_Stream *p = luaL_checkudata(L, arg, LUA_FILEHANDLE);
-        r = ar_copyfile(w, p->f, &read_failed);
+        r = copyfile(w, p->f, &read_failed);
     } else {
-        int st = ar_copyreader(L, arg, w, &r, &bad_type);
+        int st = copyreader(L, arg, w, &r, &bad_type);
         if (st != LUA_OK) {
             atomrun_writer_abort(w);
             return lua_error(L);        /* the reader's own error */
@@ -306,16 +306,16 @@ static int ar_stream(lua_State *L, const char *path, int arg, int src,
             lua_pushnil(L);
             lua_pushfstring(L, "cannot %s %s: reading the new contents from "
                 "the file failed: %s%s", replace ? "replace" : "create", path,
-                atomrun_strerror(r), ar_left(replace, o));
+                atomrun_strerror(r), what_is_left(replace, o));
             lua_pushstring(L, atomrun_err_name(r));
             lua_pushstring(L, "read");
             return 4;
         }
-        return ar_failwrite(L, r, replace, path, o);
+        return failwrite(L, r, replace, path, o);
     }
     r = atomrun_writer_commit(w);
     if (r < 0)
-        return ar_failwrite(L, r, replace, path, o);
+        return failwrite(L, r, replace, path, o);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -333,15 +333,15 @@ int arL_create(lua_State *L)
     int src = AR_SRC_STRING, r;
 
     if (!lua_isnoneornil(L, 2))
-        src = ar_checksource(L, 2, "string, file, function or nil");
-    ar_checkwriteopts(L, 3, &o, 0);
+        src = checksource(L, 2, "string, file, function or nil");
+    checkwriteopts(L, 3, &o, 0);
     if (src != AR_SRC_STRING)
-        return ar_stream(L, path, 2, src, ATOMRUN_WRITE_CREATE, &o);
+        return stream(L, path, 2, src, ATOMRUN_WRITE_CREATE, &o);
     if (!lua_isnoneornil(L, 2))
         data = lua_tolstring(L, 2, &len);
     r = atomrun_create(path, data, len, &o);
     if (r < 0)
-        return ar_failwrite(L, r, 0, path, &o);
+        return failwrite(L, r, 0, path, &o);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -356,14 +356,14 @@ int arL_replace(lua_State *L)
     atomrun_write_opts o;
     int src, r;
 
-    src = ar_checksource(L, 2, "string, file or function");
-    ar_checkwriteopts(L, 3, &o, 1);
+    src = checksource(L, 2, "string, file or function");
+    checkwriteopts(L, 3, &o, 1);
     if (src != AR_SRC_STRING)
-        return ar_stream(L, path, 2, src, ATOMRUN_WRITE_REPLACE, &o);
+        return stream(L, path, 2, src, ATOMRUN_WRITE_REPLACE, &o);
     data = lua_tolstring(L, 2, &len);
     r = atomrun_replace(path, data, len, &o);
     if (r < 0)
-        return ar_failwrite(L, r, 1, path, &o);
+        return failwrite(L, r, 1, path, &o);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -380,7 +380,7 @@ int arL_read(lua_State *L)
         atomrun_stat st;
         if (atomrun_stat_path(path, 1, &st) == 0)
             return arL_fail(L, r, "cannot read %s: it is %s, not a regular "
-                            "file", path, ar_statname(st.type));
+                            "file", path, statname(st.type));
         return arL_fail(L, r, "cannot read %s: not a regular file", path);
     }
     if (r < 0)
@@ -405,7 +405,7 @@ int arL_resolve(lua_State *L)
 
 /* ======================================================== stat / mkdir */
 
-static void ar_setint(lua_State *L, const char *key, lua_Integer v)
+static void setint(lua_State *L, const char *key, lua_Integer v)
 {
     lua_pushinteger(L, v);
     lua_setfield(L, -2, key);
@@ -425,12 +425,12 @@ int arL_stat(lua_State *L)
     if (r < 0)
         return arL_failerrno(L, r, "cannot stat", path);
     lua_createtable(L, 0, 8);
-    ar_setint(L, "dev", (lua_Integer)st.dev);
-    ar_setint(L, "ino", (lua_Integer)st.ino);
-    ar_setint(L, "size", (lua_Integer)st.size);
-    ar_setint(L, "uid", st.uid);
-    ar_setint(L, "gid", st.gid);
-    ar_setint(L, "mode", st.mode);
+    setint(L, "dev", (lua_Integer)st.dev);
+    setint(L, "ino", (lua_Integer)st.ino);
+    setint(L, "size", (lua_Integer)st.size);
+    setint(L, "uid", st.uid);
+    setint(L, "gid", st.gid);
+    setint(L, "mode", st.mode);
     lua_pushnumber(L, st.mtime);
     lua_setfield(L, -2, "mtime");
     lua_pushstring(L, st.type);

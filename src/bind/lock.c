@@ -21,14 +21,14 @@ typedef struct ar_lock {
     atomrun_held held;        /* in the held set while locked; held.dev and
                                  held.ino stay (0, 0) until a deadlock
                                  check needs them: whoever else reads them
-                                 calls ar_ensure_ids first */
+                                 calls ensure_ids first */
     int     locked;
     int     closed;           /* no descriptor (yet, or any more) */
     int     fcntl;            /* an OFD lock of held.start/length */
     int     borrowed;         /* lockfd(): the caller's descriptor */
 } ar_lock;
 
-static ar_lock *ar_checklock(lua_State *L, int arg)
+static ar_lock *checklock(lua_State *L, int arg)
 {
     return luaL_checkudata(L, arg, AR_LOCK_MT);
 }
@@ -40,13 +40,13 @@ static ar_lock *ar_checklock(lua_State *L, int arg)
  *     registry on every call; lock() now has both as upvalues;
  *   - the fstat for the lock's (dev, ino), which only the deadlock check
  *     reads, and that only when this state already holds another lock.
- *     The id is looked up when a check needs it (ar_ensure_ids); until
+ *     The id is looked up when a check needs it (ensure_ids); until
  *     then it is (0, 0), which no file has (inode 0 is never used).
  */
 #define AR_UP_HELDSET lua_upvalueindex(1)
 #define AR_UP_LOCK_MT lua_upvalueindex(2)
 
-static int ar_id_unknown(const atomrun_held *h)
+static int id_unknown(const atomrun_held *h)
 {
     return h->dev == 0 && h->ino == 0;
 }
@@ -54,21 +54,21 @@ static int ar_id_unknown(const atomrun_held *h)
 /* Look up the (dev, ino) of req and of every lock in set that has none
  * yet (a lock() handle's, flock or fcntl): before an
  * atomrun_heldset_conflict on them. */
-static int ar_ensure_ids(atomrun_heldset *set, atomrun_held *req)
+static int ensure_ids(atomrun_heldset *set, atomrun_held *req)
 {
-    if (ar_id_unknown(req)) {
+    if (id_unknown(req)) {
         int r = atomrun_file_id(req->fd, &req->dev, &req->ino);
         if (r < 0)
             return r;
     }
     for (atomrun_held *h = set->head.next; h != &set->head; h = h->next)
-        if (ar_id_unknown(h))
+        if (id_unknown(h))
             atomrun_file_id(h->fd, &h->dev, &h->ino);
     return 0;
 }
 
 /* unlock: 1 for unlock(), 0 for __gc/__close. */
-static void ar_lock_release(ar_lock *lk, int unlock)
+static void lock_release(ar_lock *lk, int unlock)
 {
     if (lk->closed)
         return;
@@ -95,22 +95,22 @@ static void ar_lock_release(ar_lock *lk, int unlock)
     lk->closed = 1;
 }
 
-static int ar_lock_unlock(lua_State *L)
+static int lock_unlock(lua_State *L)
 {
-    ar_lock_release(ar_checklock(L, 1), 1);
+    lock_release(checklock(L, 1), 1);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-static int ar_lock_gc(lua_State *L)
+static int lock_gc(lua_State *L)
 {
-    ar_lock_release(ar_checklock(L, 1), 0);
+    lock_release(checklock(L, 1), 0);
     return 0;
 }
 
-static int ar_lock_tostring(lua_State *L)
+static int lock_tostring(lua_State *L)
 {
-    ar_lock *lk = ar_checklock(L, 1);
+    ar_lock *lk = checklock(L, 1);
     lua_getiuservalue(L, 1, 1);
     lua_pushfstring(L, "atomrun.lock (%s, %s, %s)", lua_tostring(L, -1),
                     arL_modename(lk->held.mode),
@@ -118,34 +118,34 @@ static int ar_lock_tostring(lua_State *L)
     return 1;
 }
 
-static int ar_lock_path(lua_State *L)
+static int lock_path(lua_State *L)
 {
-    ar_checklock(L, 1);
+    checklock(L, 1);
     lua_getiuservalue(L, 1, 1);
     return 1;
 }
 
-static int ar_lock_mode(lua_State *L)
+static int lock_mode(lua_State *L)
 {
-    lua_pushstring(L, arL_modename(ar_checklock(L, 1)->held.mode));
+    lua_pushstring(L, arL_modename(checklock(L, 1)->held.mode));
     return 1;
 }
 
-static int ar_lock_locked(lua_State *L)
+static int lock_locked(lua_State *L)
 {
-    lua_pushboolean(L, ar_checklock(L, 1)->locked);
+    lua_pushboolean(L, checklock(L, 1)->locked);
     return 1;
 }
 
 /* dev, ino: the identity of the locked file, from the handle's own
  * descriptor (never a stat by path, which may name another file by now).
- * A lock() handle's id is lazy (see ar_ensure_ids): filled here on first
+ * A lock() handle's id is lazy (see ensure_ids): filled here on first
  * read.  nil once released, if it was never needed while the descriptor
  * was open. */
-static int ar_lock_id(lua_State *L, int ino)
+static int lock_id(lua_State *L, int ino)
 {
-    ar_lock *lk = ar_checklock(L, 1);
-    if (ar_id_unknown(&lk->held) &&
+    ar_lock *lk = checklock(L, 1);
+    if (id_unknown(&lk->held) &&
         (lk->closed ||
          atomrun_file_id(lk->held.fd, &lk->held.dev, &lk->held.ino) < 0))
         return 0;
@@ -153,22 +153,22 @@ static int ar_lock_id(lua_State *L, int ino)
     return 1;
 }
 
-static int ar_lock_dev(lua_State *L) { return ar_lock_id(L, 0); }
-static int ar_lock_ino(lua_State *L) { return ar_lock_id(L, 1); }
+static int lock_dev(lua_State *L) { return lock_id(L, 0); }
+static int lock_ino(lua_State *L) { return lock_id(L, 1); }
 
 /* start, length: the range of an fcntl lock; nil for a flock lock */
-static int ar_lock_start(lua_State *L)
+static int lock_start(lua_State *L)
 {
-    ar_lock *lk = ar_checklock(L, 1);
+    ar_lock *lk = checklock(L, 1);
     if (!lk->fcntl)
         return 0;
     lua_pushinteger(L, lk->held.start);
     return 1;
 }
 
-static int ar_lock_length(lua_State *L)
+static int lock_length(lua_State *L)
 {
-    ar_lock *lk = ar_checklock(L, 1);
+    ar_lock *lk = checklock(L, 1);
     if (!lk->fcntl)
         return 0;
     lua_pushinteger(L, lk->held.length);
@@ -183,7 +183,7 @@ typedef struct ar_lockx {
     int64_t start, length;
 } ar_lockx;
 
-static int64_t ar_optoffset(lua_State *L, int arg, const char *name)
+static int64_t optoffset(lua_State *L, int arg, const char *name)
 {
     lua_Integer v;
     int isint;
@@ -198,7 +198,7 @@ static int64_t ar_optoffset(lua_State *L, int arg, const char *name)
     return v;
 }
 
-static void ar_checklockx(lua_State *L, int arg, arL_lockopts *o,
+static void checklockx(lua_State *L, int arg, arL_lockopts *o,
                           ar_lockx *x, int fdform)
 {
     static const char *const path_names[] = { "mode", "wait", "timeout",
@@ -223,8 +223,8 @@ static void ar_checklockx(lua_State *L, int arg, arL_lockopts *o,
                       "'protected'");
     lua_pop(L, 1);
     x->fcntl = arL_optbool(L, arg, "fcntl", 0);
-    x->start = ar_optoffset(L, arg, "start");
-    x->length = ar_optoffset(L, arg, "length");
+    x->start = optoffset(L, arg, "start");
+    x->length = optoffset(L, arg, "length");
     if (!x->fcntl && (arL_opt(L, arg, "start", LUA_TNUMBER) != LUA_TNIL ||
                       arL_opt(L, arg, "length", LUA_TNUMBER) != LUA_TNIL))
         luaL_argerror(L, arg, "options 'start' and 'length' lock a byte "
@@ -234,7 +234,7 @@ static void ar_checklockx(lua_State *L, int arg, arL_lockopts *o,
 }
 
 /* Why the lock file would not open, in words for the symlink cases. */
-static int ar_failopen(lua_State *L, int r, const char *path,
+static int failopen(lua_State *L, int r, const char *path,
                        const ar_lockx *x)
 {
     atomrun_stat st;
@@ -249,7 +249,7 @@ static int ar_failopen(lua_State *L, int r, const char *path,
 
 /* Take the lock (flock, or with x->fcntl an OFD range) on lk's descriptor;
  * on busy/timeout push the failure naming the holder. */
-static int ar_take(lua_State *L, ar_lock *lk, const arL_lockopts *o,
+static int take_lock(lua_State *L, ar_lock *lk, const arL_lockopts *o,
                    const ar_lockx *x, const char *what, int *nret)
 {
     atomrun_holder h;
@@ -274,7 +274,7 @@ static int ar_take(lua_State *L, ar_lock *lk, const arL_lockopts *o,
     return r;
 }
 
-static void ar_lock_fill(ar_lock *lk, const arL_lockopts *o,
+static void lock_fill(ar_lock *lk, const arL_lockopts *o,
                          const ar_lockx *x)
 {
     lk->held.kind = x->fcntl ? ATOMRUN_HELD_RANGE : ATOMRUN_HELD_FLOCK;
@@ -300,7 +300,7 @@ int arL_lock(lua_State *L)
 
     if (arL_isurl(path))             /* "etcd://...": bind/etcd.c */
         return arL_etcd_lock(L);
-    ar_checklockx(L, 2, &o, &x, 0);
+    checklockx(L, 2, &o, &x, 0);
     lua_settop(L, 2);
     set = lua_touserdata(L, AR_UP_HELDSET);
     /* The handle first, closed: from the moment the descriptor exists its
@@ -317,12 +317,12 @@ int arL_lock(lua_State *L)
     fd = atomrun_lockfile_open_follow(path, o.create, o.perm, x.follow,
                                       &writable);
     if (fd < 0)
-        return ar_failopen(L, fd, path, &x);
+        return failopen(L, fd, path, &x);
     lk->held.fd = fd;
     lk->closed = 0;
-    ar_lock_fill(lk, &o, &x);
+    lock_fill(lk, &o, &x);
     if (x.fcntl && o.mode == ATOMRUN_EXCLUSIVE && !writable) {
-        ar_lock_release(lk, 0);
+        lock_release(lk, 0);
         return arL_fail(L, -EBADF, "cannot lock %s exclusive with fcntl: "
             "the file is open read-only (no write permission), and fcntl "
             "locks allow only shared locks then", path);
@@ -331,21 +331,21 @@ int arL_lock(lua_State *L)
      * to look up. */
     held_any = set->head.next != &set->head;
     if (o.timeout != 0 && held_any) {
-        r = ar_ensure_ids(set, &lk->held);
+        r = ensure_ids(set, &lk->held);
         if (r < 0) {
-            ar_lock_release(lk, 0);
+            lock_release(lk, 0);
             return arL_failerrno(L, r, "cannot stat lock file", path);
         }
     }
     if (o.timeout != 0 && held_any && atomrun_heldset_conflict(set, &lk->held)) {
-        ar_lock_release(lk, 0);
+        lock_release(lk, 0);
         return arL_fail(L, -EDEADLK,
             "%s is already locked by this script; waiting for it to be "
             "released would wait forever", path);
     }
-    r = ar_take(L, lk, &o, &x, path, &n);
+    r = take_lock(L, lk, &o, &x, path, &n);
     if (r < 0) {
-        ar_lock_release(lk, 0);
+        lock_release(lk, 0);
         return n;
     }
     lk->locked = 1;
@@ -369,7 +369,7 @@ typedef struct ar_range {
     int     locked;
 } ar_range;
 
-static ar_file *ar_checkfile(lua_State *L, int arg)
+static ar_file *checkfile(lua_State *L, int arg)
 {
     ar_file *f = luaL_checkudata(L, arg, AR_FILE_MT);
     if (f->fd < 0)
@@ -378,7 +378,7 @@ static ar_file *ar_checkfile(lua_State *L, int arg)
 }
 
 /* Closing the description drops every range it holds: forget them. */
-static int ar_forget_range(atomrun_held *h, void *f)
+static int forget_range(atomrun_held *h, void *f)
 {
     if (h->kind == ATOMRUN_HELD_RANGE && h->owner == f) {
         atomrun_heldset_remove(h);
@@ -387,29 +387,29 @@ static int ar_forget_range(atomrun_held *h, void *f)
     return 0;
 }
 
-static void ar_file_release(ar_file *f)
+static void file_release(ar_file *f)
 {
     if (f->fd < 0)
         return;
-    atomrun_heldset_foreach(f->set, ar_forget_range, f);
+    atomrun_heldset_foreach(f->set, forget_range, f);
     atomrun_close(f->fd);
     f->fd = -1;
 }
 
-static int ar_file_close(lua_State *L)
+static int file_close(lua_State *L)
 {
-    ar_file_release(luaL_checkudata(L, 1, AR_FILE_MT));
+    file_release(luaL_checkudata(L, 1, AR_FILE_MT));
     lua_pushboolean(L, 1);
     return 1;
 }
 
-static int ar_file_gc(lua_State *L)
+static int file_gc(lua_State *L)
 {
-    ar_file_release(luaL_checkudata(L, 1, AR_FILE_MT));
+    file_release(luaL_checkudata(L, 1, AR_FILE_MT));
     return 0;
 }
 
-static int ar_file_tostring(lua_State *L)
+static int file_tostring(lua_State *L)
 {
     ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
     lua_getiuservalue(L, 1, 1);
@@ -418,7 +418,7 @@ static int ar_file_tostring(lua_State *L)
     return 1;
 }
 
-static int ar_file_path(lua_State *L)
+static int file_path(lua_State *L)
 {
     luaL_checkudata(L, 1, AR_FILE_MT);
     lua_getiuservalue(L, 1, 1);
@@ -426,21 +426,21 @@ static int ar_file_path(lua_State *L)
 }
 
 /* dev, ino: taken by open() from the descriptor; they stay after close */
-static int ar_file_dev(lua_State *L)
+static int file_dev(lua_State *L)
 {
     ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
     lua_pushinteger(L, (lua_Integer)f->dev);
     return 1;
 }
 
-static int ar_file_ino(lua_State *L)
+static int file_ino(lua_State *L)
 {
     ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
     lua_pushinteger(L, (lua_Integer)f->ino);
     return 1;
 }
 
-static int ar_file_writable(lua_State *L)
+static int file_writable(lua_State *L)
 {
     ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
     lua_pushboolean(L, f->writable);
@@ -450,7 +450,7 @@ static int ar_file_writable(lua_State *L)
 /* A byte offset or length: an integer, named in the error otherwise
  * (luaL_checkinteger would take "10" and say only "no integer
  * representation" for 1.5). */
-static int64_t ar_checkoffset(lua_State *L, int arg, const char *name)
+static int64_t checkoffset(lua_State *L, int arg, const char *name)
 {
     int isint;
     lua_Integer v;
@@ -463,10 +463,10 @@ static int64_t ar_checkoffset(lua_State *L, int arg, const char *name)
     return v;
 }
 
-static void ar_checkrangeargs(lua_State *L, int64_t *start, int64_t *length)
+static void checkrangeargs(lua_State *L, int64_t *start, int64_t *length)
 {
-    *start = ar_checkoffset(L, 2, "start");
-    *length = ar_checkoffset(L, 3, "length");
+    *start = checkoffset(L, 2, "start");
+    *length = checkoffset(L, 3, "length");
     if (*start < 0)
         luaL_argerror(L, 2, "start must be >= 0");
     if (*length < 0)
@@ -476,7 +476,7 @@ static void ar_checkrangeargs(lua_State *L, int64_t *start, int64_t *length)
 }
 
 /* "bytes 10+5" / "bytes 10 to end of file", for messages */
-static const char *ar_rangetext(lua_State *L, int64_t start, int64_t length)
+static const char *rangetext(lua_State *L, int64_t start, int64_t length)
 {
     if (length == 0)
         return lua_pushfstring(L, "bytes %I to end of file", (lua_Integer)start);
@@ -486,16 +486,16 @@ static const char *ar_rangetext(lua_State *L, int64_t start, int64_t length)
 
 /* "PATH (bytes 10+5)" for messages.  Built only when a message needs it:
  * formatting it on every call cost a third of a lock+unlock pair. */
-static const char *ar_rangewhat(lua_State *L, int64_t start, int64_t length)
+static const char *rangewhat(lua_State *L, int64_t start, int64_t length)
 {
     const char *path;
     lua_getiuservalue(L, 1, 1);
     path = lua_tostring(L, -1);
-    return lua_pushfstring(L, "%s (%s)", path, ar_rangetext(L, start, length));
+    return lua_pushfstring(L, "%s (%s)", path, rangetext(L, start, length));
 }
 
 /* A range of the request's handle that overlaps it. */
-static int ar_same_owner_overlap(const atomrun_held *h,
+static int same_owner_overlap(const atomrun_held *h,
                                  const atomrun_held *req)
 {
     return h->kind == ATOMRUN_HELD_RANGE && h->owner == req->owner &&
@@ -503,9 +503,9 @@ static int ar_same_owner_overlap(const atomrun_held *h,
                                   req->length);
 }
 
-static int ar_file_lock(lua_State *L)
+static int file_lock(lua_State *L)
 {
-    ar_file *f = ar_checkfile(L, 1);
+    ar_file *f = checkfile(L, 1);
     int64_t start, length;
     arL_lockopts o;
     atomrun_holder h;
@@ -514,7 +514,7 @@ static int ar_file_lock(lua_State *L)
     ar_range *rg;
     int r;
 
-    ar_checkrangeargs(L, &start, &length);
+    checkrangeargs(L, &start, &length);
     arL_checklockopts(L, 4, &o);
     lua_settop(L, 4);
     set = f->set;
@@ -537,48 +537,48 @@ static int ar_file_lock(lua_State *L)
      * lock, so a later unlock of either would silently free both.  We
      * refuse the overlap instead: it is always a bug in the script. */
     for (atomrun_held *hd = set->head.next; hd != &set->head; hd = hd->next)
-        if (ar_same_owner_overlap(hd, &rg->held))
+        if (same_owner_overlap(hd, &rg->held))
             return luaL_error(L, "%s overlaps %s already locked through "
                 "this handle (unlock it first, or use another handle)",
-                ar_rangewhat(L, start, length),
-                ar_rangetext(L, hd->start, hd->length));
+                rangewhat(L, start, length),
+                rangetext(L, hd->start, hd->length));
     if (o.mode == ATOMRUN_EXCLUSIVE && !f->writable)
         return arL_fail(L, -EBADF, "cannot lock %s exclusive: the file is "
             "open read-only (no write permission), which allows only "
-            "shared locks", ar_rangewhat(L, start, length));
+            "shared locks", rangewhat(L, start, length));
     /* lock(p, {fcntl = true}) handles hold ranges too, their ids looked
      * up lazily: give them theirs before comparing */
-    ar_ensure_ids(set, &rg->held);
+    ensure_ids(set, &rg->held);
     c = atomrun_heldset_conflict(set, &rg->held);
     if (c && o.timeout != 0)
         return arL_fail(L, -EDEADLK, "%s conflicts with %s held through "
             "another handle of this script; waiting would wait forever",
-            ar_rangewhat(L, start, length),
-            ar_rangetext(L, c->start, c->length));
+            rangewhat(L, start, length),
+            rangetext(L, c->start, c->length));
     r = atomrun_range_lock(f->fd, o.mode, start, length, o.timeout);
     if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
         int known = o.holder &&
                     atomrun_range_test(f->fd, o.mode, start, length, &h) == 1;
-        return arL_faillock(L, r, ar_rangewhat(L, start, length), o.timeout,
+        return arL_faillock(L, r, rangewhat(L, start, length), o.timeout,
                             known ? &h : NULL, 1);
     }
     if (r < 0)
         return arL_failerrno(L, r, "cannot lock",
-                             ar_rangewhat(L, start, length));
+                             rangewhat(L, start, length));
     rg->locked = 1;
     atomrun_heldset_add(set, &rg->held);
     lua_settop(L, 5);
     return 1;
 }
 
-static int ar_file_test(lua_State *L)
+static int file_test(lua_State *L)
 {
-    ar_file *f = ar_checkfile(L, 1);
+    ar_file *f = checkfile(L, 1);
     int64_t start, length;
     atomrun_holder h;
     int mode = ATOMRUN_EXCLUSIVE, r;
 
-    ar_checkrangeargs(L, &start, &length);
+    checkrangeargs(L, &start, &length);
     if (!lua_isnoneornil(L, 4))
         mode = arL_checkmode(L, 4, luaL_checkstring(L, 4));
     r = atomrun_range_test(f->fd, mode, start, length, &h);
@@ -619,7 +619,7 @@ int arL_open(lua_State *L)
     f->fd = fd;
     r = atomrun_file_id(fd, &f->dev, &f->ino);
     if (r < 0) {
-        ar_file_release(f);
+        file_release(f);
         return arL_failerrno(L, r, "cannot stat", path);
     }
     return 1;
@@ -627,12 +627,12 @@ int arL_open(lua_State *L)
 
 /* ===================================================== range handles */
 
-static ar_range *ar_checkrange(lua_State *L, int arg)
+static ar_range *checkrange(lua_State *L, int arg)
 {
     return luaL_checkudata(L, arg, AR_RANGE_MT);
 }
 
-static void ar_range_release(lua_State *L, int arg, ar_range *rg)
+static void range_release(lua_State *L, int arg, ar_range *rg)
 {
     ar_file *f;
     if (!rg->locked)
@@ -646,63 +646,63 @@ static void ar_range_release(lua_State *L, int arg, ar_range *rg)
     rg->locked = 0;
 }
 
-static int ar_range_unlock(lua_State *L)
+static int range_unlock(lua_State *L)
 {
-    ar_range_release(L, 1, ar_checkrange(L, 1));
+    range_release(L, 1, checkrange(L, 1));
     lua_pushboolean(L, 1);
     return 1;
 }
 
-static int ar_range_gc(lua_State *L)
+static int range_gc(lua_State *L)
 {
-    ar_range_release(L, 1, ar_checkrange(L, 1));
+    range_release(L, 1, checkrange(L, 1));
     return 0;
 }
 
-static int ar_range_tostring(lua_State *L)
+static int range_tostring(lua_State *L)
 {
-    ar_range *rg = ar_checkrange(L, 1);
+    ar_range *rg = checkrange(L, 1);
     lua_pushfstring(L, "atomrun.range (%s, %s, %s)",
-                    ar_rangetext(L, rg->held.start, rg->held.length),
+                    rangetext(L, rg->held.start, rg->held.length),
                     arL_modename(rg->held.mode),
                     rg->locked ? "held" : "released");
     return 1;
 }
 
-static int ar_range_start(lua_State *L)
+static int range_start(lua_State *L)
 {
-    lua_pushinteger(L, ar_checkrange(L, 1)->held.start);
+    lua_pushinteger(L, checkrange(L, 1)->held.start);
     return 1;
 }
 
-static int ar_range_length(lua_State *L)
+static int range_length(lua_State *L)
 {
-    lua_pushinteger(L, ar_checkrange(L, 1)->held.length);
+    lua_pushinteger(L, checkrange(L, 1)->held.length);
     return 1;
 }
 
-static int ar_range_mode(lua_State *L)
+static int range_mode(lua_State *L)
 {
-    lua_pushstring(L, arL_modename(ar_checkrange(L, 1)->held.mode));
+    lua_pushstring(L, arL_modename(checkrange(L, 1)->held.mode));
     return 1;
 }
 
-static int ar_range_locked(lua_State *L)
+static int range_locked(lua_State *L)
 {
-    lua_pushboolean(L, ar_checkrange(L, 1)->locked);
+    lua_pushboolean(L, checkrange(L, 1)->locked);
     return 1;
 }
 
-static int ar_range_file(lua_State *L)
+static int range_file(lua_State *L)
 {
-    ar_checkrange(L, 1);
+    checkrange(L, 1);
     lua_getiuservalue(L, 1, 1);
     return 1;
 }
 
 /* ================================================ lockfd() / unlockfd() */
 
-static int ar_checkfdarg(lua_State *L, int arg)
+static int checkfdarg(lua_State *L, int arg)
 {
     lua_Integer fd;
     int isint;
@@ -715,7 +715,7 @@ static int ar_checkfdarg(lua_State *L, int arg)
 }
 
 /* nil, "descriptor 9 is not open", "EBADF" and the like */
-static int ar_failfd(lua_State *L, int fd, int why)
+static int failfd(lua_State *L, int fd, int why)
 {
     const char *text =
         why == ATOMRUN_FD_CLOSED ? "is not open"
@@ -733,18 +733,18 @@ static int ar_failfd(lua_State *L, int fd, int why)
  * and outlives us, as with flock(1). */
 int arL_lockfd(lua_State *L)
 {
-    int fd = ar_checkfdarg(L, 1), why, r, n = 0;
+    int fd = checkfdarg(L, 1), why, r, n = 0;
     arL_lockopts o;
     ar_lockx x;
     atomrun_heldset *set;
     ar_lock *lk;
     const char *what;
 
-    ar_checklockx(L, 2, &o, &x, 1);
+    checklockx(L, 2, &o, &x, 1);
     lua_settop(L, 2);
     set = arL_heldset(L);
     if (atomrun_fd_lockable(fd, o.mode, x.fcntl, &why) < 0)
-        return ar_failfd(L, fd, why);
+        return failfd(L, fd, why);
     lk = lua_newuserdatauv(L, sizeof *lk, 1);
     memset(lk, 0, sizeof *lk);
     lk->held.fd = fd;
@@ -757,14 +757,14 @@ int arL_lockfd(lua_State *L)
     r = atomrun_file_id(fd, &lk->held.dev, &lk->held.ino);
     if (r < 0)
         return arL_failerrno(L, r, "cannot stat", what);
-    ar_lock_fill(lk, &o, &x);
+    lock_fill(lk, &o, &x);
     if (o.timeout != 0)
-        ar_ensure_ids(set, &lk->held);       /* the lock() handles' ids */
+        ensure_ids(set, &lk->held);       /* the lock() handles' ids */
     if (o.timeout != 0 && atomrun_heldset_conflict(set, &lk->held))
         return arL_fail(L, -EDEADLK, "%s: its file is already locked by "
             "this script; waiting for it to be released would wait forever",
             what);
-    if (ar_take(L, lk, &o, &x, what, &n) < 0)
+    if (take_lock(L, lk, &o, &x, what, &n) < 0)
         return n;
     lk->closed = 0;
     lk->locked = 1;
@@ -776,7 +776,7 @@ int arL_lockfd(lua_State *L)
 /* lockfd handles of fd (kind): released behind their back by unlockfd */
 typedef struct ar_fdkind { int fd, kind; } ar_fdkind;
 
-static int ar_forget_fd(atomrun_held *h, void *ctx)
+static int forget_fd(atomrun_held *h, void *ctx)
 {
     const ar_fdkind *k = ctx;
     ar_lock *lk = (ar_lock *)h;      /* held is the first member */
@@ -792,18 +792,18 @@ static int ar_forget_fd(atomrun_held *h, void *ctx)
 int arL_unlockfd(lua_State *L)
 {
     static const char *const names[] = { "fcntl", "start", "length", NULL };
-    int fd = ar_checkfdarg(L, 1), why, r, fcntl_;
+    int fd = checkfdarg(L, 1), why, r, fcntl_;
     int64_t start, length;
     ar_fdkind k;
 
     arL_checkoptnames(L, 2, names);
     fcntl_ = arL_optbool(L, 2, "fcntl", 0);
-    start = ar_optoffset(L, 2, "start");
-    length = ar_optoffset(L, 2, "length");
+    start = optoffset(L, 2, "start");
+    length = optoffset(L, 2, "length");
     if (!fcntl_ && (start || length))
         luaL_argerror(L, 2, "options 'start' and 'length' need fcntl = true");
     if (atomrun_fd_lockable(fd, 0, 0, &why) < 0)
-        return ar_failfd(L, fd, why);
+        return failfd(L, fd, why);
     r = fcntl_ ? atomrun_range_unlock(fd, start, length)
                : atomrun_funlock(fd);
     if (r < 0)
@@ -811,14 +811,14 @@ int arL_unlockfd(lua_State *L)
                         atomrun_strerror(r));
     k.fd = fd;
     k.kind = fcntl_ ? ATOMRUN_HELD_RANGE : ATOMRUN_HELD_FLOCK;
-    atomrun_heldset_foreach(arL_heldset(L), ar_forget_fd, &k);
+    atomrun_heldset_foreach(arL_heldset(L), forget_fd, &k);
     lua_pushboolean(L, 1);
     return 1;
 }
 
 /* ================================================== who() and holds() */
 
-static void ar_pushlockinfo(lua_State *L, const atomrun_lockinfo *e)
+static void pushlockinfo(lua_State *L, const atomrun_lockinfo *e)
 {
     arL_pushholder(L, &e->h, 1);
     lua_pushboolean(L, e->waiting);
@@ -836,7 +836,7 @@ int arL_who(lua_State *L)
         return arL_failerrno(L, n, "cannot look at", path);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
-        ar_pushlockinfo(L, &list[i]);
+        pushlockinfo(L, &list[i]);
         lua_rawseti(L, -2, i + 1);
     }
     free(list);
@@ -865,31 +865,31 @@ int arL_holds(lua_State *L)
 void arL_openlock(lua_State *L)
 {
     static const luaL_Reg lock_methods[] = {
-        { "unlock", ar_lock_unlock }, { NULL, NULL } };
+        { "unlock", lock_unlock }, { NULL, NULL } };
     static const luaL_Reg lock_getters[] = {
-        { "path", ar_lock_path }, { "mode", ar_lock_mode },
-        { "locked", ar_lock_locked }, { "start", ar_lock_start },
-        { "length", ar_lock_length }, { "dev", ar_lock_dev },
-        { "ino", ar_lock_ino }, { NULL, NULL } };
+        { "path", lock_path }, { "mode", lock_mode },
+        { "locked", lock_locked }, { "start", lock_start },
+        { "length", lock_length }, { "dev", lock_dev },
+        { "ino", lock_ino }, { NULL, NULL } };
     static const luaL_Reg file_methods[] = {
-        { "lock", ar_file_lock }, { "test", ar_file_test },
-        { "close", ar_file_close }, { NULL, NULL } };
+        { "lock", file_lock }, { "test", file_test },
+        { "close", file_close }, { NULL, NULL } };
     static const luaL_Reg file_getters[] = {
-        { "path", ar_file_path }, { "writable", ar_file_writable },
-        { "dev", ar_file_dev }, { "ino", ar_file_ino }, { NULL, NULL } };
+        { "path", file_path }, { "writable", file_writable },
+        { "dev", file_dev }, { "ino", file_ino }, { NULL, NULL } };
     static const luaL_Reg range_methods[] = {
-        { "unlock", ar_range_unlock }, { NULL, NULL } };
+        { "unlock", range_unlock }, { NULL, NULL } };
     static const luaL_Reg range_getters[] = {
-        { "start", ar_range_start }, { "length", ar_range_length },
-        { "mode", ar_range_mode }, { "locked", ar_range_locked },
-        { "file", ar_range_file }, { NULL, NULL } };
+        { "start", range_start }, { "length", range_length },
+        { "mode", range_mode }, { "locked", range_locked },
+        { "file", range_file }, { NULL, NULL } };
 
-    arL_newclass(L, AR_LOCK_MT, lock_methods, lock_getters, ar_lock_gc,
-                 ar_lock_tostring);
-    arL_newclass(L, AR_FILE_MT, file_methods, file_getters, ar_file_gc,
-                 ar_file_tostring);
-    arL_newclass(L, AR_RANGE_MT, range_methods, range_getters, ar_range_gc,
-                 ar_range_tostring);
+    arL_newclass(L, AR_LOCK_MT, lock_methods, lock_getters, lock_gc,
+                 lock_tostring);
+    arL_newclass(L, AR_FILE_MT, file_methods, file_getters, file_gc,
+                 file_tostring);
+    arL_newclass(L, AR_RANGE_MT, range_methods, range_getters, range_gc,
+                 range_tostring);
     /* lock() into the module table on top, with its upvalues (see
      * arL_lock); the set is anchored in the registry for the state's life */
     lua_pushlightuserdata(L, arL_heldset(L));

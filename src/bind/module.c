@@ -8,13 +8,13 @@
 
 #include <math.h>
 
-static int ar_l_now(lua_State *L)
+static int l_now(lua_State *L)
 {
     lua_pushnumber(L, atomrun_now());
     return 1;
 }
 
-static int ar_l_sleep(lua_State *L)
+static int l_sleep(lua_State *L)
 {
     lua_Number s = luaL_checknumber(L, 1);
     if (isnan(s) || s < 0)
@@ -24,7 +24,7 @@ static int ar_l_sleep(lua_State *L)
 }
 
 /* The number of locks this state holds (for tests and diagnostics). */
-static int ar_l_held(lua_State *L)
+static int l_held(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)atomrun_heldset_fds(arL_heldset(L),
                                                         NULL, 0));
@@ -35,7 +35,7 @@ static int ar_l_held(lua_State *L)
  * "EUNKNOWN" (atomrun_err_name's word) for a number no result has: an
  * errno the C library cannot name, or a number beyond an int, whose cast
  * would wrap (2^32 is not 0, "OK"). */
-static int ar_l_errname(lua_State *L)
+static int l_errname(lua_State *L)
 {
     lua_Integer e = luaL_checkinteger(L, 1);
     if (e < -0x7fffffff || e > 0x7fffffff)
@@ -47,7 +47,7 @@ static int ar_l_errname(lua_State *L)
 
 /* strerror(code) -> the sentence for a code string ("ENOENT", "busy") or
  * an errno number (positive, or negative as the core returns it). */
-static int ar_l_strerror(lua_State *L)
+static int l_strerror(lua_State *L)
 {
     int r;
     if (lua_type(L, 1) == LUA_TSTRING) {
@@ -65,7 +65,7 @@ static int ar_l_strerror(lua_State *L)
     return 1;
 }
 
-static void ar_setfield_probe(lua_State *L, const char *key, int v)
+static void setfield_probe(lua_State *L, const char *key, int v)
 {
     if (v < 0)
         lua_pushstring(L, atomrun_err_name(v));
@@ -76,7 +76,7 @@ static void ar_setfield_probe(lua_State *L, const char *key, int v)
 
 /* probe(dir) -> { fstype=, remote=, volatile=, flock=, ofd=, tmpfile=,
  * noreplace=, dirsync= }: true, false (no effect) or the errno name. */
-static int ar_l_probe(lua_State *L)
+static int l_probe(lua_State *L)
 {
     const char *dir = arL_checkpath(L, 1);
     atomrun_fsinfo fi;
@@ -90,11 +90,11 @@ static int ar_l_probe(lua_State *L)
     lua_setfield(L, -2, "remote");
     lua_pushboolean(L, fi.volatile_);
     lua_setfield(L, -2, "volatile");
-    ar_setfield_probe(L, "flock", fi.flock);
-    ar_setfield_probe(L, "ofd", fi.ofd);
-    ar_setfield_probe(L, "tmpfile", fi.tmpfile);
-    ar_setfield_probe(L, "noreplace", fi.noreplace);
-    ar_setfield_probe(L, "dirsync", fi.dirsync);
+    setfield_probe(L, "flock", fi.flock);
+    setfield_probe(L, "ofd", fi.ofd);
+    setfield_probe(L, "tmpfile", fi.tmpfile);
+    setfield_probe(L, "noreplace", fi.noreplace);
+    setfield_probe(L, "dirsync", fi.dirsync);
     if (fi.scratch < 0) {       /* these probes did not run: say why */
         lua_pushstring(L, atomrun_err_name(fi.scratch));
         lua_setfield(L, -2, "scratch");
@@ -109,14 +109,14 @@ int luaopen_atomrun_core(lua_State *L)
         { "open", arL_open },
         { "create", arL_create },     { "replace", arL_replace },
         { "read", arL_read },         { "run", arL_run },
-        { "exec", arL_exec },         { "now", ar_l_now },
-        { "sleep", ar_l_sleep },      { "pid", arL_pid },
+        { "exec", arL_exec },         { "now", l_now },
+        { "sleep", l_sleep },      { "pid", arL_pid },
         { "uid", arL_uid },           { "hostname", arL_hostname },
         { "stat", arL_stat },
-        { "mkdir", arL_mkdir },       { "held", ar_l_held },
+        { "mkdir", arL_mkdir },       { "held", l_held },
         { "resolve", arL_resolve },
-        { "errname", ar_l_errname },  { "strerror", ar_l_strerror },
-        { "probe", ar_l_probe },      { "isatty", arL_isatty },
+        { "errname", l_errname },  { "strerror", l_strerror },
+        { "probe", l_probe },      { "isatty", arL_isatty },
         { "lockfd", arL_lockfd },     { "unlockfd", arL_unlockfd },
         { "who", arL_who },           { "holds", arL_holds },
         { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },

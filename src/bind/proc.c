@@ -16,7 +16,7 @@ extern char **environ;
 
 /* argv table -> NULL-terminated array.  The strings (numbers converted)
  * are anchored in a table left on the stack for the duration of the call. */
-static char **ar_checkargv(lua_State *L, int arg)
+static char **checkargv(lua_State *L, int arg)
 {
     lua_Integer n;
     char **argv;
@@ -49,7 +49,7 @@ static char **ar_checkargv(lua_State *L, int arg)
 
 /* Check one opts.env entry (name, value on the stack) and push the name
  * and its "name=value" (nil for false: remove it). */
-static void ar_envpair(lua_State *L, int arg)
+static void envpair(lua_State *L, int arg)
 {
     int vt = lua_type(L, -1);
     if (lua_type(L, -2) != LUA_TSTRING || !*lua_tostring(L, -2) ||
@@ -69,7 +69,7 @@ static void ar_envpair(lua_State *L, int arg)
 }
 
 /* opts.env: a table merged over the current environment (false removes). */
-static char **ar_buildenv(lua_State *L, int arg)
+static char **buildenv(lua_State *L, int arg)
 {
     size_t count = 0;
     char **envp;
@@ -90,7 +90,7 @@ static char **ar_buildenv(lua_State *L, int arg)
     }
     lua_pushnil(L);
     while (lua_next(L, tbl)) {                /* name, value */
-        ar_envpair(L, arg);
+        envpair(L, arg);
         lua_rawset(L, merged);
         lua_pop(L, 1);
     }
@@ -114,7 +114,7 @@ static char **ar_buildenv(lua_State *L, int arg)
 
 /* Descriptors of every lock this state holds (for inheritance), in a
  * userdata left on the stack. */
-static int *ar_heldfds(lua_State *L, int *n)
+static int *heldfds(lua_State *L, int *n)
 {
     atomrun_heldset *set = arL_heldset(L);
     size_t count = atomrun_heldset_fds(set, NULL, 0);
@@ -127,7 +127,7 @@ static int *ar_heldfds(lua_State *L, int *n)
 /* opts.close_fds = {fd, ...}: the caller's descriptors the command must
  * not get (closed in the command only; the caller's stay open).  The
  * array is a userdata left on the stack. */
-static const int *ar_checkclosefds(lua_State *L, int arg, int *n)
+static const int *checkclosefds(lua_State *L, int arg, int *n)
 {
     lua_Integer len;
     int *fds, count;
@@ -155,7 +155,7 @@ static const int *ar_checkclosefds(lua_State *L, int arg, int *n)
     return fds;
 }
 
-static void ar_checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
+static void checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
                               int exec)
 {
     static const char *const run_names[] = { "timeout", "kill_after",
@@ -181,11 +181,11 @@ static void ar_checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
          * parent that would follow up with KILL is dead. */
         if (arL_optbool(L, arg, "die_with_parent", 0))
             o->die_with_parent = SIGKILL;
-        o->hide_fds = ar_checkclosefds(L, arg, &o->nhide);
+        o->hide_fds = checkclosefds(L, arg, &o->nhide);
     }
-    o->envp = ar_buildenv(L, arg);
+    o->envp = buildenv(L, arg);
     if (!arL_optbool(L, arg, "close_locks", 0))
-        o->keep_fds = ar_heldfds(L, &o->nkeep);
+        o->keep_fds = heldfds(L, &o->nkeep);
 }
 
 /* opts.on_start, called by atomrun_run once the command runs.  An error
@@ -200,7 +200,7 @@ typedef struct ar_onstart {
     double     kill_after;
 } ar_onstart;
 
-static int ar_call_onstart(void *ctx, pid_t pid)
+static int call_onstart(void *ctx, pid_t pid)
 {
     ar_onstart *s = ctx;
     if (s->guard) {
@@ -235,7 +235,7 @@ static int ar_call_onstart(void *ctx, pid_t pid)
  * opts is replaced by a copy whose env also holds the token, so the one
  * environment builder serves.
  */
-static atomrun_remote_lock *ar_guardopts(lua_State *L, int arg)
+static atomrun_remote_lock *guardopts(lua_State *L, int arg)
 {
     atomrun_remote_lock *l;
     int copy, env;
@@ -278,7 +278,7 @@ static atomrun_remote_lock *ar_guardopts(lua_State *L, int arg)
 
 /* "5 s does not fit in a TTL of 2 s: at most 0.75 s (why)", said the same
  * by run() and by the CLI's check. */
-static const char *ar_pushfit(lua_State *L, const char *what, double asked, int ttl)
+static const char *pushfit(lua_State *L, const char *what, double asked, int ttl)
 {
     char a[32], most[32], margin[32];
     snprintf(a, sizeof a, "%g", asked);
@@ -291,17 +291,17 @@ static const char *ar_pushfit(lua_State *L, const char *what, double asked, int 
 
 /* The guarded command's SIGTERM-to-SIGKILL time, checked against the
  * lock's TTL before anything runs (a bad value is the caller's mistake). */
-static double ar_guard_kill_after(lua_State *L, int arg, atomrun_remote_lock *l)
+static double guard_kill_after(lua_State *L, int arg, atomrun_remote_lock *l)
 {
     double asked = arL_optseconds(L, arg, "kill_after", -1), ka;
     int ttl = atomrun_remote_lock_ttl(l);
     if (atomrun_etcd_kill_after(ttl, asked, &ka) < 0)
-        luaL_argerror(L, arg, ar_pushfit(L, "option 'kill_after': ", asked, ttl));
+        luaL_argerror(L, arg, pushfit(L, "option 'kill_after': ", asked, ttl));
     return ka;
 }
 
 /* What the guard did, for the message: fired is atomrun_remote_lock_unguard's. */
-static const char *ar_fired_text(int fired)
+static const char *fired_text(int fired)
 {
     switch (fired) {
     case 1:  return "sent SIGTERM";
@@ -312,7 +312,7 @@ static const char *ar_fired_text(int fired)
 }
 
 /* nil, "lost the lock URL while CMD ran (why); what was done", "lost". */
-static int ar_lostresult(lua_State *L, const char *cmd, int fired, const char *why)
+static int lostresult(lua_State *L, const char *cmd, int fired, const char *why)
 {
     const char *url;
     lua_getfield(L, 2, "guard");          /* in opts' copy: the handle */
@@ -320,7 +320,7 @@ static int ar_lostresult(lua_State *L, const char *cmd, int fired, const char *w
     url = lua_tostring(L, -1);
     lua_pushnil(L);
     lua_pushfstring(L, "lost the lock %s while %s ran (%s); %s", url ? url : "?", cmd,
-                    why, ar_fired_text(fired));
+                    why, fired_text(fired));
     lua_pushliteral(L, "lost");
     return 3;
 }
@@ -333,19 +333,19 @@ int arL_run(lua_State *L)
     ar_onstart start = { L, 0, 0, NULL, 0 };
 
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 2);    /* ar_checkargv pushes: keep opts at index 2 */
-    start.guard = ar_guardopts(L, 2);
-    argv = ar_checkargv(L, 1);
-    ar_checkspawnopts(L, 2, &o, 0);
+    lua_settop(L, 2);    /* checkargv pushes: keep opts at index 2 */
+    start.guard = guardopts(L, 2);
+    argv = checkargv(L, 1);
+    checkspawnopts(L, 2, &o, 0);
     if (arL_opt(L, 2, "on_start", LUA_TFUNCTION) != LUA_TNIL)
         start.fn = lua_gettop(L);          /* stays on the stack */
     if (start.guard) {
         o.new_group = 1;
         o.die_with_parent = SIGKILL;
-        start.kill_after = ar_guard_kill_after(L, 2, start.guard);
+        start.kill_after = guard_kill_after(L, 2, start.guard);
     }
     if (start.fn || start.guard) {
-        o.on_start = ar_call_onstart;
+        o.on_start = call_onstart;
         o.on_start_ctx = &start;
     }
     r = atomrun_run(argv, &o, &is_signal, &code);
@@ -356,7 +356,7 @@ int arL_run(lua_State *L)
         if (start.failed)
             return lua_error(L);
         if (r == 0 && (fired || lost))
-            return ar_lostresult(L, argv[0], fired, lost ? why :
+            return lostresult(L, argv[0], fired, lost ? why :
                 "its lease was not confirmed in time, so the command was ended "
                 "before the lease could expire");
     }
@@ -393,9 +393,9 @@ int arL_exec(lua_State *L)
     char **argv;
     int r;
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 2);    /* ar_checkargv pushes: keep opts at index 2 */
-    argv = ar_checkargv(L, 1);
-    ar_checkspawnopts(L, 2, &o, 1);
+    lua_settop(L, 2);    /* checkargv pushes: keep opts at index 2 */
+    argv = checkargv(L, 1);
+    checkspawnopts(L, 2, &o, 1);
     fflush(NULL);
     r = atomrun_exec(argv, &o);
     return arL_fail(L, r, "cannot run %s: %s", argv[0], atomrun_strerror(r));
@@ -412,7 +412,7 @@ int arL_etcd_kill_after(lua_State *L)
     luaL_argcheck(L, lua_isnoneornil(L, 2) || asked >= 0, 2, "seconds >= 0 expected");
     if (atomrun_etcd_kill_after((int)ttl, asked, &ka) < 0) {
         lua_pushnil(L);
-        ar_pushfit(L, "", asked, (int)ttl);
+        pushfit(L, "", asked, (int)ttl);
         lua_pushliteral(L, "ERANGE");
         return 3;
     }

@@ -36,7 +36,7 @@ void atomrun_write_opts_init(atomrun_write_opts *o)
 
 /* The umask without changing it: umask(2) can only be read by setting it,
  * which races with other threads, so ask /proc (Linux >= 4.7). */
-static mode_t ar_current_umask(void)
+static mode_t current_umask(void)
 {
     char line[128];
     mode_t mask = 022;
@@ -52,7 +52,7 @@ static mode_t ar_current_umask(void)
     return mask;
 }
 
-static int ar_write_all(int fd, const void *data, size_t len)
+static int write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len > 0) {
@@ -70,7 +70,7 @@ static int ar_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-static int ar_fail(atomrun_write_opts *o, int stage, int err)
+static int fail(atomrun_write_opts *o, int stage, int err)
 {
     o->stage = stage;
     return err;
@@ -93,7 +93,7 @@ typedef struct ar_target {
  * the walk will not follow (a loop, another user's link in /tmp) with
  * ATOMRUN_STAGE_RESOLVE.  Opened O_RDONLY, for its fsync.
  */
-static int ar_open_dir(const char *path, int follow, ar_target *t,
+static int open_dir(const char *path, int follow, ar_target *t,
                        atomrun_write_opts *o)
 {
     ar_walk w;
@@ -104,17 +104,17 @@ static int ar_open_dir(const char *path, int follow, ar_target *t,
     r = ar_walk_path(path, AR_WALK_MKDIR | (follow ? AR_WALK_FOLLOW | AR_WALK_NAMED
                                               : 0), &w);
     if (r < 0)
-        return ar_fail(o, w.rule || (follow && r == -ELOOP)
+        return fail(o, w.rule || (follow && r == -ELOOP)
                               ? ATOMRUN_STAGE_RESOLVE : ATOMRUN_STAGE_DIR, r);
     if (strcmp(w.name, ".") == 0 || strcmp(w.name, "..") == 0) {
         close(w.dirfd);
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
+        return fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
     }
     strcpy(t->base, w.name);
     t->dirfd = openat(w.dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     r = t->dirfd < 0 ? -errno : 0;
     close(w.dirfd);
-    return r < 0 ? ar_fail(o, ATOMRUN_STAGE_DIR, r) : 0;
+    return r < 0 ? fail(o, ATOMRUN_STAGE_DIR, r) : 0;
 }
 
 /* opts.follow: the path of the file a chain of symlinks ends at (which
@@ -148,7 +148,7 @@ typedef struct ar_temp {
     char name[NAME_MAX + 1];    /* ".base.XXXXXXXX" while named */
 } ar_temp;
 
-static void ar_temp_name(const ar_target *t, char *out)
+static void temp_name(const ar_target *t, char *out)
 {
     static const char digits[] = "abcdefghijklmnopqrstuvwxyz0123456789";
     unsigned char rnd[8];
@@ -167,7 +167,7 @@ static void ar_temp_name(const ar_target *t, char *out)
 }
 
 /* Give an unnamed temp file a hidden name (needed before a rename). */
-static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
+static int temp_link(const ar_target *t, ar_temp *tmp, const char *name)
 {
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", tmp->fd);
@@ -192,7 +192,7 @@ static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
  * directory).  So the names are a few fixed slots, ".NAME.~0" to
  * ".NAME.~15", cleaned by the next writer.
  *
- * Which slot files are provably a dead writer's (ar_reclaim_slot): a
+ * Which slot files are provably a dead writer's (reclaim_slot): a
  * regular file at a slot name of the target, on which we get LOCK_EX
  * without waiting, and which the name still refers to once we hold the
  * lock.  Every writer takes an flock on its O_TMPFILE descriptor before
@@ -208,14 +208,14 @@ static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
  * (a user's own file of that exact name would be taken for a leftover).
  *
  * Every replace removes the stale slots before it writes a byte
- * (ar_reclaim_slots): on a nearly full filesystem the leftover's space is
+ * (reclaim_slots): on a nearly full filesystem the leftover's space is
  * the space the new copy needs, and a stale slot above the first free one
  * would otherwise stay forever.  Leftovers are then bounded by the number
  * of writers killed at once, and gone at the next replace.
  *
  * Without O_TMPFILE (some network and FUSE filesystems) the temp file is
  * made under a random name (which no cleaner touches), locked, and moved
- * into a slot before a byte is written (ar_move_to_slot): a writer killed
+ * into a slot before a byte is written (move_to_slot): a writer killed
  * while writing leaves a slot file like any other.  What remains possible
  * there: an EMPTY file at the random name, from a kill in the microseconds
  * between its creation and that move.
@@ -223,7 +223,7 @@ static int ar_temp_link(const ar_target *t, ar_temp *tmp, const char *name)
 #define AR_TEMP_SLOTS 16
 
 /* 1 if the slot's file was a dead writer's and is now removed (or gone). */
-static int ar_reclaim_slot(const ar_target *t, const char *name)
+static int reclaim_slot(const ar_target *t, const char *name)
 {
     struct stat held, named;
     int fd, freed = 0;
@@ -240,34 +240,34 @@ static int ar_reclaim_slot(const ar_target *t, const char *name)
     return freed;
 }
 
-static void ar_slot_name(const ar_target *t, int i, char *out)
+static void slot_name(const ar_target *t, int i, char *out)
 {
     snprintf(out, NAME_MAX + 1, ".%.200s.~%d", t->base, i);
 }
 
 /* Before a replace writes: every slot a dead writer left, removed. */
-static void ar_reclaim_slots(const ar_target *t)
+static void reclaim_slots(const ar_target *t)
 {
     char name[NAME_MAX + 1];
     for (int i = 0; i < AR_TEMP_SLOTS; i++) {
-        ar_slot_name(t, i, name);
-        ar_reclaim_slot(t, name);
+        slot_name(t, i, name);
+        reclaim_slot(t, name);
     }
 }
 
-static int ar_link_slot(const ar_target *t, ar_temp *tmp)
+static int link_slot(const ar_target *t, ar_temp *tmp)
 {
     int r = -EEXIST;
     for (int i = 0; i < AR_TEMP_SLOTS && r == -EEXIST; i++) {
-        ar_slot_name(t, i, tmp->name);
-        r = ar_temp_link(t, tmp, tmp->name);
-        if (r == -EEXIST && ar_reclaim_slot(t, tmp->name))
-            r = ar_temp_link(t, tmp, tmp->name);
+        slot_name(t, i, tmp->name);
+        r = temp_link(t, tmp, tmp->name);
+        if (r == -EEXIST && reclaim_slot(t, tmp->name))
+            r = temp_link(t, tmp, tmp->name);
     }
     /* More live writers than slots: random names, as a last resort. */
     for (int tries = 0; r == -EEXIST && tries < 100; tries++) {
-        ar_temp_name(t, tmp->name);
-        r = ar_temp_link(t, tmp, tmp->name);
+        temp_name(t, tmp->name);
+        r = temp_link(t, tmp, tmp->name);
     }
     return r;
 }
@@ -281,15 +281,15 @@ static int ar_link_slot(const ar_target *t, ar_temp *tmp)
  * random name (then it stays there: a failure to move is no failure to
  * write).
  */
-static int ar_move_to_slot(const ar_target *t, ar_temp *tmp)
+static int move_to_slot(const ar_target *t, ar_temp *tmp)
 {
     char slot[NAME_MAX + 1];
     int r = -EEXIST;
 
     for (int i = 0; i < AR_TEMP_SLOTS && r == -EEXIST; i++) {
-        ar_slot_name(t, i, slot);
+        slot_name(t, i, slot);
         for (int again = 0; again < 2 && r == -EEXIST; again++) {
-            if (again && !ar_reclaim_slot(t, slot))
+            if (again && !reclaim_slot(t, slot))
                 break;
             if (renameat2(t->dirfd, tmp->name, t->dirfd, slot,
                           RENAME_NOREPLACE) == 0)
@@ -317,7 +317,7 @@ static int ar_move_to_slot(const ar_target *t, ar_temp *tmp)
  * is locked before it has a slot name, and stays locked while it has one
  * (see AR_TEMP_SLOTS).
  */
-static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
+static int temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
 {
     tmp->named = 0;
     tmp->fd = openat(t->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
@@ -336,7 +336,7 @@ static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
         return -errno;
     *used_tmpfile = 0;
     for (int tries = 0; tries < 100; tries++) {
-        ar_temp_name(t, tmp->name);
+        temp_name(t, tmp->name);
         tmp->fd = openat(t->dirfd, tmp->name,
                          O_WRONLY | O_CREAT | O_EXCL | AR_FILE_FLAGS, 0600);
         if (tmp->fd >= 0) {
@@ -344,7 +344,7 @@ static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
             /* Nobody touches a random name: locked at leisure.  A
              * filesystem without flock keeps the random name. */
             if (flock(tmp->fd, LOCK_EX | LOCK_NB) == 0)
-                ar_move_to_slot(t, tmp);
+                move_to_slot(t, tmp);
             return 0;
         }
         if (errno != EEXIST)
@@ -353,7 +353,7 @@ static int ar_temp_open(const ar_target *t, ar_temp *tmp, int *used_tmpfile)
     return -EEXIST;
 }
 
-static void ar_temp_discard(const ar_target *t, ar_temp *tmp)
+static void temp_discard(const ar_target *t, ar_temp *tmp)
 {
     if (tmp->named)
         unlinkat(t->dirfd, tmp->name, 0);
@@ -364,34 +364,34 @@ static void ar_temp_discard(const ar_target *t, ar_temp *tmp)
 }
 
 /* The temp file is written: its owner, mode and (durable) its data. */
-static int ar_temp_finish(ar_temp *tmp, const struct stat *old, int mode,
+static int temp_finish(ar_temp *tmp, const struct stat *old, int mode,
                           atomrun_write_opts *o)
 {
     /* Owner first: chown clears set-id bits that fchmod then restores. */
     if (old && geteuid() == 0 &&
         fchown(tmp->fd, old->st_uid, old->st_gid) != 0)
-        return ar_fail(o, ATOMRUN_STAGE_WRITE, -errno);
+        return fail(o, ATOMRUN_STAGE_WRITE, -errno);
     if (fchmod(tmp->fd, (mode_t)mode) != 0)
-        return ar_fail(o, ATOMRUN_STAGE_WRITE, -errno);
+        return fail(o, ATOMRUN_STAGE_WRITE, -errno);
     if (o->durable && fsync(tmp->fd) != 0)
-        return ar_fail(o, ATOMRUN_STAGE_SYNC, -errno);
+        return fail(o, ATOMRUN_STAGE_SYNC, -errno);
     return 0;
 }
 
-static int ar_dir_sync(const ar_target *t, atomrun_write_opts *o)
+static int dir_sync(const ar_target *t, atomrun_write_opts *o)
 {
     if (o->durable && fsync(t->dirfd) != 0)
-        return ar_fail(o, ATOMRUN_STAGE_DIRSYNC, -errno);
+        return fail(o, ATOMRUN_STAGE_DIRSYNC, -errno);
     return 0;
 }
 
-static int ar_final_mode(const atomrun_write_opts *o, const struct stat *old)
+static int final_mode(const atomrun_write_opts *o, const struct stat *old)
 {
     if (o->mode >= 0)
         return o->mode & 07777;
     if (old)
         return (int)(old->st_mode & 07777);
-    return (int)(0666 & ~ar_current_umask());
+    return (int)(0666 & ~current_umask());
 }
 
 /* ------------------------------------------------------ regular files */
@@ -407,7 +407,7 @@ static int ar_final_mode(const atomrun_write_opts *o, const struct stat *old)
  * made meanwhile; a node made in the microseconds between that second
  * check and the rename cannot be excluded by any path-based call.
  */
-static int ar_check_target(const ar_target *t, struct stat *st, int *exists,
+static int check_target(const ar_target *t, struct stat *st, int *exists,
                            atomrun_write_opts *o)
 {
     *exists = 0;
@@ -415,22 +415,22 @@ static int ar_check_target(const ar_target *t, struct stat *st, int *exists,
     if (fstatat(t->dirfd, t->base, st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT)
             return 0;
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, -errno);
+        return fail(o, ATOMRUN_STAGE_OPEN, -errno);
     }
     o->found = (unsigned)(st->st_mode & S_IFMT);
     if (S_ISDIR(st->st_mode))
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
+        return fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
     if (!S_ISREG(st->st_mode) && !S_ISLNK(st->st_mode))
-        return ar_fail(o, ATOMRUN_STAGE_OPEN, -EINVAL);
+        return fail(o, ATOMRUN_STAGE_OPEN, -EINVAL);
     *exists = S_ISREG(st->st_mode);
     return 0;
 }
 
 /* Put a complete temp file at t->base, failing with -EEXIST if taken. */
-static int ar_link_noreplace(const ar_target *t, ar_temp *tmp)
+static int link_noreplace(const ar_target *t, ar_temp *tmp)
 {
     if (!tmp->named)
-        return ar_temp_link(t, tmp, t->base);     /* linkat never replaces */
+        return temp_link(t, tmp, t->base);     /* linkat never replaces */
     if (renameat2(t->dirfd, tmp->name, t->dirfd, t->base,
                   RENAME_NOREPLACE) == 0) {
         tmp->named = 0;
@@ -457,9 +457,9 @@ struct atomrun_writer {
     int                 failed; /* a write failed: commit must not link */
 };
 
-static void ar_writer_free(atomrun_writer *w)
+static void writer_free(atomrun_writer *w)
 {
-    ar_temp_discard(&w->t, &w->tmp);
+    temp_discard(&w->t, &w->tmp);
     if (w->t.dirfd >= 0)
         close(w->t.dirfd);
     free(w);
@@ -487,29 +487,29 @@ int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
     w->tmp.fd = -1;
     o->stage = ATOMRUN_STAGE_NONE;
     o->found = 0;
-    r = ar_open_dir(path, o->follow && how == ATOMRUN_WRITE_REPLACE, &w->t, o);
+    r = open_dir(path, o->follow && how == ATOMRUN_WRITE_REPLACE, &w->t, o);
     if (r == 0 && how == ATOMRUN_WRITE_REPLACE) {
-        r = ar_check_target(&w->t, &w->old, &w->has_old, o);
+        r = check_target(&w->t, &w->old, &w->has_old, o);
         if (r == 0)
-            ar_reclaim_slots(&w->t);
+            reclaim_slots(&w->t);
     } else if (r == 0) {
         /* Fail early (and cheaply) when the name is plainly taken; the
          * link at commit is what decides a race. */
         struct stat st;
         if (fstatat(w->t.dirfd, w->t.base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
             o->found = (unsigned)(st.st_mode & S_IFMT);
-            r = ar_fail(o, ATOMRUN_STAGE_LINK, -EEXIST);
+            r = fail(o, ATOMRUN_STAGE_LINK, -EEXIST);
         } else if (errno != ENOENT) {
-            r = ar_fail(o, ATOMRUN_STAGE_OPEN, -errno);
+            r = fail(o, ATOMRUN_STAGE_OPEN, -errno);
         }
     }
     if (r == 0) {
-        r = ar_temp_open(&w->t, &w->tmp, &o->used_tmpfile);
+        r = temp_open(&w->t, &w->tmp, &o->used_tmpfile);
         if (r < 0)
-            ar_fail(o, ATOMRUN_STAGE_TEMP, r);
+            fail(o, ATOMRUN_STAGE_TEMP, r);
     }
     if (r < 0) {
-        ar_writer_free(w);
+        writer_free(w);
         return r;
     }
     *wp = w;
@@ -521,47 +521,47 @@ int atomrun_writer_write(atomrun_writer *w, const void *data, size_t len)
     int r;
     if (w->failed)
         return -EIO;
-    r = ar_write_all(w->tmp.fd, data, len);
+    r = write_all(w->tmp.fd, data, len);
     if (r < 0) {
         w->failed = 1;
-        return ar_fail(w->o, ATOMRUN_STAGE_WRITE, r);
+        return fail(w->o, ATOMRUN_STAGE_WRITE, r);
     }
     return 0;
 }
 
-static int ar_commit_create(atomrun_writer *w)
+static int commit_create(atomrun_writer *w)
 {
-    int r = ar_temp_finish(&w->tmp, NULL, ar_final_mode(w->o, NULL), w->o);
+    int r = temp_finish(&w->tmp, NULL, final_mode(w->o, NULL), w->o);
     if (r == 0) {
-        r = ar_link_noreplace(&w->t, &w->tmp);
+        r = link_noreplace(&w->t, &w->tmp);
         if (r < 0)
-            ar_fail(w->o, ATOMRUN_STAGE_LINK, r);
+            fail(w->o, ATOMRUN_STAGE_LINK, r);
     }
     return r;
 }
 
-static int ar_commit_replace(atomrun_writer *w)
+static int commit_replace(atomrun_writer *w)
 {
     struct stat now;
     int exists, r;
     const struct stat *old = w->has_old ? &w->old : NULL;
 
-    r = ar_temp_finish(&w->tmp, old, ar_final_mode(w->o, old), w->o);
+    r = temp_finish(&w->tmp, old, final_mode(w->o, old), w->o);
     if (r == 0)
-        r = ar_check_target(&w->t, &now, &exists, w->o);
+        r = check_target(&w->t, &now, &exists, w->o);
     if (r == 0 && !w->tmp.named) {
         /* A name, so that it can be renamed over the target. */
-        r = ar_link_slot(&w->t, &w->tmp);
+        r = link_slot(&w->t, &w->tmp);
         if (r == 0)
             w->tmp.named = 1;
         else
-            ar_fail(w->o, ATOMRUN_STAGE_LINK, r);
+            fail(w->o, ATOMRUN_STAGE_LINK, r);
     }
     if (r == 0) {
         if (renameat(w->t.dirfd, w->tmp.name, w->t.dirfd, w->t.base) == 0)
             w->tmp.named = 0;
         else
-            r = ar_fail(w->o, ATOMRUN_STAGE_LINK, -errno);
+            r = fail(w->o, ATOMRUN_STAGE_LINK, -errno);
     }
     return r;
 }
@@ -572,29 +572,29 @@ int atomrun_writer_commit(atomrun_writer *w)
     if (w->failed) {
         r = -EIO;               /* the write's own error was returned then */
     } else {
-        r = w->how == ATOMRUN_WRITE_CREATE ? ar_commit_create(w)
-                                           : ar_commit_replace(w);
-        ar_temp_discard(&w->t, &w->tmp);
+        r = w->how == ATOMRUN_WRITE_CREATE ? commit_create(w)
+                                           : commit_replace(w);
+        temp_discard(&w->t, &w->tmp);
         if (r == 0)
-            r = ar_dir_sync(&w->t, w->o);
+            r = dir_sync(&w->t, w->o);
     }
-    ar_writer_free(w);
+    writer_free(w);
     return r;
 }
 
 void atomrun_writer_abort(atomrun_writer *w)
 {
     if (w)
-        ar_writer_free(w);
+        writer_free(w);
 }
 
 /* ---------------------------------------------------------------- create */
 
-static int ar_create_empty(const char *path, atomrun_write_opts *o)
+static int create_empty(const char *path, atomrun_write_opts *o)
 {
     int mode = o->mode >= 0 ? o->mode : 0666;
     ar_target t;
-    int fd, r = ar_open_dir(path, 0, &t, o);
+    int fd, r = open_dir(path, 0, &t, o);
 
     if (r < 0)
         return r;
@@ -607,25 +607,25 @@ static int ar_create_empty(const char *path, atomrun_write_opts *o)
             fstatat(t.dirfd, t.base, &st, AT_SYMLINK_NOFOLLOW) == 0)
             o->found = (unsigned)(st.st_mode & S_IFMT);
         close(t.dirfd);
-        return ar_fail(o, r == -EEXIST ? ATOMRUN_STAGE_LINK
+        return fail(o, r == -EEXIST ? ATOMRUN_STAGE_LINK
                           : r == -ENOENT || r == -ENOTDIR ? ATOMRUN_STAGE_DIR
                           : ATOMRUN_STAGE_TEMP, r);
     }
     if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
-        r = ar_fail(o, ATOMRUN_STAGE_WRITE, -errno);
+        r = fail(o, ATOMRUN_STAGE_WRITE, -errno);
         unlinkat(t.dirfd, t.base, 0);
     }
     close(fd);
     /* The file exists now: a failed fsync of its directory is reported
      * as such (stage DIRSYNC), not skipped. */
     if (r == 0)
-        r = ar_dir_sync(&t, o);
+        r = dir_sync(&t, o);
     close(t.dirfd);
     return r;
 }
 
 /* The string forms: one write of the whole buffer through the writer. */
-static int ar_write_whole(const char *path, int how, const void *data,
+static int write_whole(const char *path, int how, const void *data,
                           size_t len, atomrun_write_opts *o)
 {
     atomrun_writer *w;
@@ -652,8 +652,8 @@ int atomrun_create(const char *path, const void *data, size_t len,
     o->stage = ATOMRUN_STAGE_NONE;
     o->found = 0;
     if (!data)
-        return ar_create_empty(path, o);
-    return ar_write_whole(path, ATOMRUN_WRITE_CREATE, data, len, o);
+        return create_empty(path, o);
+    return write_whole(path, ATOMRUN_WRITE_CREATE, data, len, o);
 }
 
 /* --------------------------------------------------------------- replace */
@@ -667,13 +667,13 @@ int atomrun_replace(const char *path, const void *data, size_t len,
         atomrun_write_opts_init(&defaults);
         o = &defaults;
     }
-    return ar_write_whole(path, ATOMRUN_WRITE_REPLACE, data ? data : "",
+    return write_whole(path, ATOMRUN_WRITE_REPLACE, data ? data : "",
                           data ? len : 0, o);
 }
 
 /* ------------------------------------------------------------------ read */
 
-static int ar_read_fd(int fd, char **data, size_t *len)
+static int read_fd(int fd, char **data, size_t *len)
 {
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap + 1);
@@ -744,7 +744,7 @@ int atomrun_read(const char *path, char **data, size_t *len)
         close(fd);
         return -EINVAL;                /* FIFO, socket, device */
     }
-    r = ar_read_fd(fd, data, len);
+    r = read_fd(fd, data, len);
     close(fd);
     return r;
 }

@@ -397,7 +397,7 @@ int atomrun_refused_link(const char *path, int follow, atomrun_refused *out)
 
 /* -------------------------------------------------------------- by path */
 
-static const char *ar_type_name(mode_t m)
+static const char *type_name(mode_t m)
 {
     if (S_ISREG(m))  return "file";
     if (S_ISDIR(m))  return "directory";
@@ -422,7 +422,7 @@ int atomrun_stat_path(const char *path, int follow, atomrun_stat *out)
     out->gid = st.st_gid;
     out->mode = st.st_mode & 07777;
     out->mtime = (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec / 1e9;
-    strcpy(out->type, ar_type_name(st.st_mode));
+    strcpy(out->type, type_name(st.st_mode));
     return 0;
 }
 

@@ -28,7 +28,7 @@ void atomrun_heldset_remove(atomrun_held *h)
     h->next = h->prev = NULL;
 }
 
-static int ar_modes_conflict(int a, int b)
+static int modes_conflict(int a, int b)
 {
     return a == ATOMRUN_EXCLUSIVE || b == ATOMRUN_EXCLUSIVE;
 }
@@ -51,7 +51,7 @@ const atomrun_held *atomrun_heldset_conflict(const atomrun_heldset *s,
          * merges or converts them (the caller deals with that). */
         if (req->owner && h->owner == req->owner)
             continue;
-        if (!ar_modes_conflict(h->mode, req->mode))
+        if (!modes_conflict(h->mode, req->mode))
             continue;
         if (req->kind == ATOMRUN_HELD_RANGE &&
             !atomrun_ranges_overlap(h->start, h->length, req->start,

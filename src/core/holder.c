@@ -65,7 +65,7 @@ typedef struct ar_lockline {
 
 /* Parse "N: [-> ]KIND ADVISORY RW PID MAJ:MIN:INO START END" (the text
  * after an fdinfo "lock:" prefix too). */
-static int ar_parse_lockline(const char *line, ar_lockline *l)
+static int parse_lockline(const char *line, ar_lockline *l)
 {
     char adv[16], rw[16], end[32];
     long long start;
@@ -87,13 +87,13 @@ static int ar_parse_lockline(const char *line, ar_lockline *l)
     return 1;
 }
 
-static int ar_line_is_file(const ar_lockline *l, dev_t dev, ino_t ino)
+static int line_is_file(const ar_lockline *l, dev_t dev, ino_t ino)
 {
     return l->maj == major(dev) && l->min == minor(dev) && l->ino == ino;
 }
 
 /* Does lock line l conflict with a request (kind, mode, range)? */
-static int ar_line_conflicts(const ar_lockline *l, const char *kind, int mode,
+static int line_conflicts(const ar_lockline *l, const char *kind, int mode,
                              int64_t start, int64_t length)
 {
     int64_t end = length == 0 ? -1 : start + length - 1;
@@ -110,14 +110,14 @@ static int ar_line_conflicts(const ar_lockline *l, const char *kind, int mode,
 }
 
 /* The same lock (as fdinfo prints a line of /proc/locks)? */
-static int ar_line_same(const ar_lockline *a, const ar_lockline *b)
+static int line_same(const ar_lockline *a, const ar_lockline *b)
 {
     return strcmp(a->kind, b->kind) == 0 && a->write == b->write &&
            a->pid == b->pid && a->start == b->start && a->end == b->end;
 }
 
 /* One pass over /proc/locks: its lines about (dev, ino); see below. */
-static int ar_read_locks_once(dev_t dev, ino_t ino, ar_lockline **out)
+static int read_locks_once(dev_t dev, ino_t ino, ar_lockline **out)
 {
     char line[512];
     ar_lockline l, *v = NULL;
@@ -128,7 +128,7 @@ static int ar_read_locks_once(dev_t dev, ino_t ino, ar_lockline **out)
     if (!f)
         return -errno;
     while (fgets(line, sizeof line, f)) {
-        if (!ar_parse_lockline(line, &l) || !ar_line_is_file(&l, dev, ino))
+        if (!parse_lockline(line, &l) || !line_is_file(&l, dev, ino))
             continue;
         if (n == cap) {
             ar_lockline *more = realloc(v, sizeof *v * (size_t)(cap = cap * 2 + 8));
@@ -146,24 +146,24 @@ static int ar_read_locks_once(dev_t dev, ino_t ino, ar_lockline **out)
     return n;
 }
 
-static int ar_same_lines(const ar_lockline *a, const ar_lockline *b, int n)
+static int same_lines(const ar_lockline *a, const ar_lockline *b, int n)
 {
     for (int i = 0; i < n; i++)
-        if (!ar_line_same(&a[i], &b[i]) || a[i].waiter != b[i].waiter)
+        if (!line_same(&a[i], &b[i]) || a[i].waiter != b[i].waiter)
             return 0;
     return 1;
 }
 
 /* How many lines of v[0..n) read the same as l. */
-static int ar_count_same(const ar_lockline *v, int n, const ar_lockline *l)
+static int count_same(const ar_lockline *v, int n, const ar_lockline *l)
 {
     int k = 0;
     for (int i = 0; i < n; i++)
-        k += ar_line_same(&v[i], l) && v[i].waiter == l->waiter;
+        k += line_same(&v[i], l) && v[i].waiter == l->waiter;
     return k;
 }
 
-static int ar_median3(int a, int b, int c)
+static int median3(int a, int b, int c)
 {
     if (a > b) { int t = a; a = b; b = t; }
     if (b > c) b = c;
@@ -187,7 +187,7 @@ static int ar_median3(int a, int b, int c)
  * the same place.
  */
 #define AR_LOCKS_PASSES 12
-static int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out)
+static int read_locks(dev_t dev, ino_t ino, ar_lockline **out)
 {
     ar_lockline *v[3] = { NULL, NULL, NULL }, *res;
     int n[3] = { 0, 0, 0 }, total = 0, got = 0, r = 0;
@@ -199,12 +199,12 @@ static int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out)
         v[0] = v[1], n[0] = n[1];
         v[1] = v[2], n[1] = n[2];
         v[2] = NULL;
-        n[2] = ar_read_locks_once(dev, ino, &v[2]);
+        n[2] = read_locks_once(dev, ino, &v[2]);
         if (n[2] < 0) {
             r = n[2];
             goto done;
         }
-        if (pass > 0 && n[1] == n[2] && ar_same_lines(v[1], v[2], n[2])) {
+        if (pass > 0 && n[1] == n[2] && same_lines(v[1], v[2], n[2])) {
             *out = v[2];
             v[2] = NULL;
             r = n[1];
@@ -221,10 +221,10 @@ static int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out)
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < n[i]; j++) {
             const ar_lockline *l = &v[i][j];
-            int want = ar_median3(ar_count_same(v[0], n[0], l),
-                                  ar_count_same(v[1], n[1], l),
-                                  ar_count_same(v[2], n[2], l));
-            if (ar_count_same(res, got, l) < want)
+            int want = median3(count_same(v[0], n[0], l),
+                                  count_same(v[1], n[1], l),
+                                  count_same(v[2], n[2], l));
+            if (count_same(res, got, l) < want)
                 res[got++] = *l;
         }
     *out = res;
@@ -255,7 +255,7 @@ struct ar_scan {
 };
 
 /* This thread's CPU seconds. */
-static double ar_thread_cpu(void)
+static double thread_cpu(void)
 {
     struct timespec ts;
     if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
@@ -272,13 +272,13 @@ static double ar_thread_cpu(void)
  * was busy.  The wall-clock cap is only the backstop for a search that
  * makes no progress at all.
  */
-static int ar_scan_overdue(const ar_scan *s)
+static int scan_overdue(const ar_scan *s)
 {
-    return ar_thread_cpu() > s->cpu_deadline ||
+    return thread_cpu() > s->cpu_deadline ||
            atomrun_now() > s->wall_deadline;
 }
 
-static void ar_scan_init(ar_scan *s, dev_t dev, ino_t ino, int self_fd,
+static void scan_init(ar_scan *s, dev_t dev, ino_t ino, int self_fd,
                          ar_visit_fn visit, void *ctx)
 {
     memset(s, 0, sizeof *s);
@@ -286,13 +286,13 @@ static void ar_scan_init(ar_scan *s, dev_t dev, ino_t ino, int self_fd,
     s->ino = ino;
     s->self = getpid();
     s->self_fd = self_fd;
-    s->cpu_deadline = ar_thread_cpu() + AR_SCAN_CPU_SECONDS;
+    s->cpu_deadline = thread_cpu() + AR_SCAN_CPU_SECONDS;
     s->wall_deadline = atomrun_now() + AR_SCAN_WALL_SECONDS;
     s->visit = visit;
     s->ctx = ctx;
 }
 
-static int ar_is_number(const char *s)
+static int is_number(const char *s)
 {
     if (!*s)
         return 0;
@@ -305,7 +305,7 @@ static int ar_is_number(const char *s)
 /* The same open file description as our asking descriptor (a child that
  * inherited it, or a dup)?  It holds no lock that conflicts with our own
  * request, whatever its fdinfo shows. */
-static int ar_is_asker(const ar_scan *s, pid_t pid, int fd)
+static int is_asker(const ar_scan *s, pid_t pid, int fd)
 {
     if (s->self_fd < 0)
         return 0;
@@ -314,7 +314,7 @@ static int ar_is_asker(const ar_scan *s, pid_t pid, int fd)
     return syscall(SYS_kcmp, s->self, pid, KCMP_FILE, s->self_fd, fd) == 0;
 }
 
-static ssize_t ar_read_at(int dirfd, const char *name, char *buf, size_t size)
+static ssize_t read_at(int dirfd, const char *name, char *buf, size_t size)
 {
     ssize_t n, got = 0;
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
@@ -335,7 +335,7 @@ static ssize_t ar_read_at(int dirfd, const char *name, char *buf, size_t size)
  * and a stat that asks the server would hang the holder lookup (and the
  * busy message) with it; the identity needs no fresh attributes.
  */
-static int ar_same_file(int dirfd, const char *name, dev_t dev, ino_t ino)
+static int same_file(int dirfd, const char *name, dev_t dev, ino_t ino)
 {
     struct statx sx;
     if (statx(dirfd, name, AT_STATX_DONT_SYNC, STATX_INO, &sx) != 0)
@@ -346,7 +346,7 @@ static int ar_same_file(int dirfd, const char *name, dev_t dev, ino_t ino)
 
 /* Look at every descriptor of pid; 1 when visit ended the search, -1 when
  * the budget did. */
-static int ar_scan_pid(ar_scan *s, pid_t pid)
+static int scan_pid(ar_scan *s, pid_t pid)
 {
     char name[32], info[8192];
     int pdir, fdir, stop = 0;
@@ -368,21 +368,21 @@ static int ar_scan_pid(ar_scan *s, pid_t pid)
     }
     while (!stop && (e = readdir(d)) != NULL) {
         if ((e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) ||
-            !ar_is_number(e->d_name))
+            !is_number(e->d_name))
             continue;
         if (++s->looked > AR_SCAN_FDS ||
-            ((s->looked & 63) == 0 && ar_scan_overdue(s))) {
+            ((s->looked & 63) == 0 && scan_overdue(s))) {
             s->over = 1;
             stop = -1;
             break;
         }
-        if (!ar_same_file(dirfd(d), e->d_name, s->dev, s->ino))
+        if (!same_file(dirfd(d), e->d_name, s->dev, s->ino))
             continue;
         int fd = atoi(e->d_name);
-        if (ar_is_asker(s, pid, fd))
+        if (is_asker(s, pid, fd))
             continue;
         snprintf(name, sizeof name, "fdinfo/%d", fd);
-        if (ar_read_at(pdir, name, info, sizeof info) < 0)
+        if (read_at(pdir, name, info, sizeof info) < 0)
             continue;
         if (s->visit(s, pid, fd, info))
             stop = 1;
@@ -392,13 +392,13 @@ static int ar_scan_pid(ar_scan *s, pid_t pid)
     return stop;
 }
 
-static int ar_pid_cmp(const void *a, const void *b)
+static int pid_cmp(const void *a, const void *b)
 {
     pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
     return (x > y) - (x < y);
 }
 
-static int ar_listed(pid_t pid, const pid_t *v, size_t n)
+static int listed(pid_t pid, const pid_t *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (v[i] == pid)
@@ -413,7 +413,7 @@ static int ar_listed(pid_t pid, const pid_t *v, size_t n)
  * when nobody else's does).  1 when visit ended it, 0 when nothing did, -1
  * when the budget ran out.
  */
-static int ar_scan_run(ar_scan *s, const pid_t *first, size_t nfirst,
+static int scan_run(ar_scan *s, const pid_t *first, size_t nfirst,
                        pid_t after)
 {
     pid_t *pids = NULL;
@@ -424,9 +424,9 @@ static int ar_scan_run(ar_scan *s, const pid_t *first, size_t nfirst,
 
     for (size_t i = 0; i < nfirst && r == 0; i++) {
         if (first[i] <= 0 || first[i] == s->self ||
-            ar_listed(first[i], first, i))
+            listed(first[i], first, i))
             continue;
-        r = ar_scan_pid(s, first[i]);
+        r = scan_pid(s, first[i]);
     }
     if (r != 0)
         return r;
@@ -434,14 +434,14 @@ static int ar_scan_run(ar_scan *s, const pid_t *first, size_t nfirst,
     if (!proc)
         return 0;
     while ((e = readdir(proc)) != NULL) {
-        if (e->d_type != DT_DIR || !ar_is_number(e->d_name))
+        if (e->d_type != DT_DIR || !is_number(e->d_name))
             continue;
         pid_t pid = (pid_t)atoi(e->d_name);
         if (pid == s->self) {
             self_seen = 1;
             continue;
         }
-        if (ar_listed(pid, first, nfirst))
+        if (listed(pid, first, nfirst))
             continue;
         if (n == cap) {
             pid_t *more = realloc(pids, sizeof *pids * (cap = cap * 2 + 256));
@@ -453,14 +453,14 @@ static int ar_scan_run(ar_scan *s, const pid_t *first, size_t nfirst,
     }
     closedir(proc);
     if (n)
-        qsort(pids, n, sizeof *pids, ar_pid_cmp);
+        qsort(pids, n, sizeof *pids, pid_cmp);
     while (begin < n && pids[begin] <= after)
         begin++;
     for (size_t k = 0; k < n && r == 0; k++)
-        r = ar_scan_pid(s, pids[(begin + k) % n]);
+        r = scan_pid(s, pids[(begin + k) % n]);
     free(pids);
     if (r == 0 && self_seen)
-        r = ar_scan_pid(s, s->self);
+        r = scan_pid(s, s->self);
     return r;
 }
 
@@ -476,16 +476,16 @@ typedef struct ar_want {
     ar_lockline found;         /* OUT */
 } ar_want;
 
-static int ar_visit_want(ar_scan *s, pid_t pid, int fd, const char *info)
+static int visit_want(ar_scan *s, pid_t pid, int fd, const char *info)
 {
     ar_want *w = s->ctx;
     ar_lockline l;
     (void)fd;
     for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5) {
-        if (!ar_parse_lockline(p + 5, &l) || !ar_line_is_file(&l, s->dev, s->ino))
+        if (!parse_lockline(p + 5, &l) || !line_is_file(&l, s->dev, s->ino))
             continue;
-        if (w->exact ? ar_line_same(&l, w->exact)
-                     : ar_line_conflicts(&l, w->kind, w->mode, w->start,
+        if (w->exact ? line_same(&l, w->exact)
+                     : line_conflicts(&l, w->kind, w->mode, w->start,
                                          w->length)) {
             w->pid = pid;
             w->found = l;
@@ -495,19 +495,19 @@ static int ar_visit_want(ar_scan *s, pid_t pid, int fd, const char *info)
     return 0;
 }
 
-static int ar_alive(pid_t pid)
+static int pid_alive(pid_t pid)
 {
     char path[64], buf[512], *p;
     ssize_t n;
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    n = ar_read_at(AT_FDCWD, path, buf, sizeof buf);
+    n = read_at(AT_FDCWD, path, buf, sizeof buf);
     if (n <= 0 || !(p = strrchr(buf, ')')))
         return 0;
     /* a zombie holds nothing, and counts as dead */
     return p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
 
-static void ar_fill_holder(atomrun_holder *h, const ar_lockline *l, pid_t pid)
+static void fill_holder(atomrun_holder *h, const ar_lockline *l, pid_t pid)
 {
     memset(h, 0, sizeof *h);
     h->pid = pid > 0 ? pid : 0;
@@ -529,19 +529,19 @@ static void ar_fill_holder(atomrun_holder *h, const ar_lockline *l, pid_t pid)
  * at that one process first turns a search of the whole host into one of
  * a few descriptors.  Only an order: the search proves the holder anew.
  */
-static _Thread_local struct { dev_t dev; ino_t ino; pid_t pid; } ar_last;
+static _Thread_local struct { dev_t dev; ino_t ino; pid_t pid; } last_holder;
 
-static pid_t ar_hint(dev_t dev, ino_t ino)
+static pid_t hinted_pid(dev_t dev, ino_t ino)
 {
-    return ar_last.pid && ar_last.dev == dev && ar_last.ino == ino
-           ? ar_last.pid : 0;
+    return last_holder.pid && last_holder.dev == dev && last_holder.ino == ino
+           ? last_holder.pid : 0;
 }
 
-static void ar_remember(dev_t dev, ino_t ino, pid_t pid)
+static void remember(dev_t dev, ino_t ino, pid_t pid)
 {
-    ar_last.dev = dev;
-    ar_last.ino = ino;
-    ar_last.pid = pid;
+    last_holder.dev = dev;
+    last_holder.ino = ino;
+    last_holder.pid = pid;
 }
 
 int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
@@ -551,24 +551,24 @@ int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
     pid_t *takers;
     size_t nt = 0;
     pid_t after = 0;
-    int n = ar_read_locks(dev, ino, &lines), r;
+    int n = read_locks(dev, ino, &lines), r;
     ar_want w;
     ar_scan s;
 
     if (n <= 0)
         return 0;
     takers = malloc(sizeof *takers * (size_t)(n + 1));
-    if (takers && ar_hint(dev, ino))
-        takers[nt++] = ar_hint(dev, ino);
+    if (takers && hinted_pid(dev, ino))
+        takers[nt++] = hinted_pid(dev, ino);
     for (int i = 0; i < n; i++) {
-        if (!ar_line_conflicts(&lines[i], kind, mode, start, length))
+        if (!line_conflicts(&lines[i], kind, mode, start, length))
             continue;
         if (!first_line)
             first_line = &lines[i];
         /* A POSIX lock dies with its process: its pid is the holder. */
         if (strcmp(kind, "POSIX") == 0 && lines[i].pid > 0 &&
-            lines[i].pid != getpid() && ar_alive((pid_t)lines[i].pid)) {
-            ar_fill_holder(h, &lines[i], (pid_t)lines[i].pid);
+            lines[i].pid != getpid() && pid_alive((pid_t)lines[i].pid)) {
+            fill_holder(h, &lines[i], (pid_t)lines[i].pid);
             free(takers);
             free(lines);
             return 1;
@@ -589,16 +589,16 @@ int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
     w.mode = mode;
     w.start = start;
     w.length = length;
-    ar_scan_init(&s, dev, ino, self_fd, ar_visit_want, &w);
-    r = ar_scan_run(&s, takers, nt, after);
+    scan_init(&s, dev, ino, self_fd, visit_want, &w);
+    r = scan_run(&s, takers, nt, after);
     /* Found: the live holder.  Not found (another user's, or the budget
      * ran out): the lock is there, its holder unknown -- never the
      * possibly dead pid of /proc/locks. */
     if (r == 1) {
-        ar_fill_holder(h, &w.found, w.pid);
-        ar_remember(dev, ino, w.pid);
+        fill_holder(h, &w.found, w.pid);
+        remember(dev, ino, w.pid);
     } else {
-        ar_fill_holder(h, first_line, 0);
+        fill_holder(h, first_line, 0);
     }
     free(takers);
     free(lines);
@@ -627,24 +627,24 @@ int ar_find_ofd_holder(int self_fd, dev_t dev, ino_t ino, int mode,
     want.end = length == 0 ? -1 : start + length - 1;
     memset(&w, 0, sizeof w);
     w.exact = &want;
-    ar_scan_init(&s, dev, ino, self_fd, ar_visit_want, &w);
-    hint = ar_hint(dev, ino);
-    if (ar_scan_run(&s, &hint, hint ? 1 : 0, 0) != 1)
+    scan_init(&s, dev, ino, self_fd, visit_want, &w);
+    hint = hinted_pid(dev, ino);
+    if (scan_run(&s, &hint, hint ? 1 : 0, 0) != 1)
         return 0;
-    ar_fill_holder(h, &w.found, w.pid);
-    ar_remember(dev, ino, w.pid);
+    fill_holder(h, &w.found, w.pid);
+    remember(dev, ino, w.pid);
     return 1;
 }
 
 /* Does pid hold some lock on the file?  (any held line in a fdinfo) */
-static int ar_visit_any(ar_scan *s, pid_t pid, int fd, const char *info)
+static int visit_any(ar_scan *s, pid_t pid, int fd, const char *info)
 {
     ar_lockline l;
     (void)pid;
     (void)fd;
     for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5)
-        if (ar_parse_lockline(p + 5, &l) && !l.waiter &&
-            ar_line_is_file(&l, s->dev, s->ino)) {
+        if (parse_lockline(p + 5, &l) && !l.waiter &&
+            line_is_file(&l, s->dev, s->ino)) {
             *(int *)s->ctx = 1;
             return 1;
         }
@@ -657,14 +657,14 @@ int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino)
     int hit = 0;
     if (pid <= 0)
         return -EINVAL;
-    ar_scan_init(&s, (dev_t)dev, (ino_t)ino, -1, ar_visit_any, &hit);
-    ar_scan_pid(&s, pid);
+    scan_init(&s, (dev_t)dev, (ino_t)ino, -1, visit_any, &hit);
+    scan_pid(&s, pid);
     if (hit)
         return 1;
     /* a POSIX lock shows in the fdinfo of the descriptor that set it only:
      * /proc/locks names its owner directly */
     ar_lockline *lines;
-    int n = ar_read_locks((dev_t)dev, (ino_t)ino, &lines);
+    int n = read_locks((dev_t)dev, (ino_t)ino, &lines);
     for (int i = 0; i < n && !hit; i++)
         hit = !lines[i].waiter && strcmp(lines[i].kind, "POSIX") == 0 &&
               lines[i].pid == (long)pid;
@@ -699,32 +699,32 @@ typedef struct ar_who {
     size_t   n, cap;
 } ar_who;
 
-static int ar_who_needs_owner(const ar_lockline *l)
+static int who_needs_owner(const ar_lockline *l)
 {
     return !l->waiter && (strcmp(l->kind, "FLOCK") == 0 ||
                           strcmp(l->kind, "OFDLCK") == 0);
 }
 
-static void ar_who_claim(ar_who *w, const ar_lockline *l, pid_t pid)
+static void who_claim(ar_who *w, const ar_lockline *l, pid_t pid)
 {
     for (int i = 0; i < w->nlines; i++)
-        if (!w->owner[i] && ar_who_needs_owner(&w->lines[i]) &&
-            ar_line_same(&w->lines[i], l)) {
+        if (!w->owner[i] && who_needs_owner(&w->lines[i]) &&
+            line_same(&w->lines[i], l)) {
             w->owner[i] = pid;
             w->unmatched--;
             return;
         }
 }
 
-static int ar_visit_who(ar_scan *s, pid_t pid, int fd, const char *info)
+static int visit_who(ar_scan *s, pid_t pid, int fd, const char *info)
 {
     ar_who *w = s->ctx;
     ar_lockline l;
 
     for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5)
-        if (ar_parse_lockline(p + 5, &l) && !l.waiter &&
-            ar_line_is_file(&l, s->dev, s->ino))
-            ar_who_claim(w, &l, pid);
+        if (parse_lockline(p + 5, &l) && !l.waiter &&
+            line_is_file(&l, s->dev, s->ino))
+            who_claim(w, &l, pid);
     if (w->need_all) {
         if (w->n == w->cap) {
             ar_seen *more = realloc(w->seen,
@@ -745,7 +745,7 @@ static int ar_visit_who(ar_scan *s, pid_t pid, int fd, const char *info)
 /* Is a thread of pid blocked in fcntl(fd, F_OFD_SETLKW)?  The only trace
  * an OFD waiter leaves: /proc/locks says pid -1 for it, and its fdinfo
  * lists held locks only.  Needs ptrace access to pid (ours, or root). */
-static int ar_ofd_waiting(pid_t pid, int fd)
+static int ofd_waiting(pid_t pid, int fd)
 {
     char path[64], buf[256];
     struct dirent *e;
@@ -758,11 +758,11 @@ static int ar_ofd_waiting(pid_t pid, int fd)
     while (!hit && (e = readdir(d)) != NULL) {
         long nr;
         unsigned long a0, a1;
-        if (!ar_is_number(e->d_name))
+        if (!is_number(e->d_name))
             continue;
         snprintf(path, sizeof path, "/proc/%d/task/%.20s/syscall", (int)pid,
                  e->d_name);
-        if (ar_read_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
+        if (read_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
             continue;
         hit = sscanf(buf, "%ld %lx %lx", &nr, &a0, &a1) == 3 &&
               nr == SYS_fcntl && a0 == (unsigned long)fd &&
@@ -772,10 +772,10 @@ static int ar_ofd_waiting(pid_t pid, int fd)
     return hit;
 }
 
-static void ar_who_fill(atomrun_lockinfo *out, const ar_lockline *l,
+static void who_fill(atomrun_lockinfo *out, const ar_lockline *l,
                         pid_t pid)
 {
-    ar_fill_holder(&out->h, l, pid);
+    fill_holder(&out->h, l, pid);
     out->waiting = l->waiter;
 }
 
@@ -786,7 +786,7 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
     pid_t *first, *owner;
     size_t nf = 0;
     pid_t after = 0;
-    int n = ar_read_locks((dev_t)dev, (ino_t)ino, &lines);
+    int n = read_locks((dev_t)dev, (ino_t)ino, &lines);
     ar_who w;
     ar_scan s;
 
@@ -808,7 +808,7 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
     w.nlines = n;
     w.owner = owner;
     for (int i = 0; i < n; i++) {
-        if (ar_who_needs_owner(&lines[i]))
+        if (who_needs_owner(&lines[i]))
             w.unmatched++;
         if (lines[i].waiter && strcmp(lines[i].kind, "OFDLCK") == 0)
             w.need_all = 1;
@@ -819,28 +819,28 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
                 after = (pid_t)lines[i].pid;
         }
     }
-    ar_scan_init(&s, (dev_t)dev, (ino_t)ino, -1, ar_visit_who, &w);
+    scan_init(&s, (dev_t)dev, (ino_t)ino, -1, visit_who, &w);
     if (w.unmatched > 0 || w.need_all)
-        ar_scan_run(&s, first, nf, after);
+        scan_run(&s, first, nf, after);
     for (int i = 0; i < n; i++) {
         const ar_lockline *l = &lines[i];
         pid_t pid = owner[i];
         if (strcmp(l->kind, "POSIX") == 0 || (l->waiter &&
                                               strcmp(l->kind, "FLOCK") == 0)) {
             /* a POSIX lock's pid is its owner; a waiter's is the waiter */
-            if (l->pid > 0 && ar_alive((pid_t)l->pid))
+            if (l->pid > 0 && pid_alive((pid_t)l->pid))
                 pid = (pid_t)l->pid;
         } else if (l->waiter) {
             /* an OFD waiter: a process with the file open that waits in
              * F_OFD_SETLKW on that descriptor; each names one waiter */
             for (size_t k = 0; k < w.n && !pid; k++)
                 if (!w.seen[k].used &&
-                    ar_ofd_waiting(w.seen[k].pid, w.seen[k].fd)) {
+                    ofd_waiting(w.seen[k].pid, w.seen[k].fd)) {
                     w.seen[k].used = 1;
                     pid = w.seen[k].pid;
                 }
         }
-        ar_who_fill(&out[i], l, pid);
+        who_fill(&out[i], l, pid);
     }
     free(w.seen);
     free(owner);
@@ -878,14 +878,14 @@ int64_t ar_start_time(pid_t pid)
     if (!btime) {
         char st[8192];
         const char *b;
-        if (ar_read_at(AT_FDCWD, "/proc/stat", st, sizeof st) > 0 &&
+        if (read_at(AT_FDCWD, "/proc/stat", st, sizeof st) > 0 &&
             (b = strstr(st, "\nbtime ")) != NULL) {
             btime = atoll(b + 7);
             atomic_store_explicit(&boot_time, btime, memory_order_relaxed);
         }
     }
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    if (!btime || hz <= 0 || ar_read_at(AT_FDCWD, path, buf, sizeof buf) <= 0 ||
+    if (!btime || hz <= 0 || read_at(AT_FDCWD, path, buf, sizeof buf) <= 0 ||
         !(p = strrchr(buf, ')')))
         return 0;
     /* after "pid (comm)": state is field 3, starttime field 22 */

@@ -32,7 +32,7 @@
  * only with follow, and any link on the way only by the protected-symlink
  * rule.  Missing parent directories are made when creating.
  */
-static int ar_open_rw_or_ro(const char *path, int create, int perm, int walk,
+static int open_rw_or_ro(const char *path, int create, int perm, int walk,
                             int *writable)
 {
     int fd = ar_open_walked(path, O_RDWR | (create ? O_CREAT : 0) |
@@ -67,7 +67,7 @@ int atomrun_lockfile_open_follow(const char *path, int create, int perm,
     if (follow != ATOMRUN_NOFOLLOW && follow != ATOMRUN_FOLLOW &&
         follow != ATOMRUN_FOLLOW_PROTECTED)
         return -EINVAL;
-    fd = ar_open_rw_or_ro(path, create, perm,
+    fd = open_rw_or_ro(path, create, perm,
                           follow == ATOMRUN_NOFOLLOW ? 0 : AR_WALK_FOLLOW, &w);
     if (writable)
         *writable = w;
@@ -128,7 +128,7 @@ typedef struct ar_flock_req {
     int op;
 } ar_flock_req;
 
-static int ar_flock_attempt(void *ctx, int block)
+static int flock_attempt(void *ctx, int block)
 {
     ar_flock_req *req = ctx;
     if (flock(req->fd, req->op | (block ? 0 : LOCK_NB)) == 0)
@@ -139,7 +139,7 @@ static int ar_flock_attempt(void *ctx, int block)
 int atomrun_flock(int fd, int mode, double timeout)
 {
     ar_flock_req req = { fd, mode == ATOMRUN_SHARED ? LOCK_SH : LOCK_EX };
-    return ar_wait_for(ar_flock_attempt, &req, timeout);
+    return ar_wait_for(flock_attempt, &req, timeout);
 }
 
 int atomrun_funlock(int fd)
@@ -163,9 +163,9 @@ int atomrun_flock_holder(int fd, int mode, atomrun_holder *h)
  * belong to the process, are dropped when it closes ANY descriptor of the
  * file, and do not exclude other threads or handles of the same process.
  */
-static atomic_int ar_ofd_missing;
+static atomic_int ofd_missing;
 
-static void ar_fill_flock(struct flock *fl, short type, int64_t start,
+static void fill_flock(struct flock *fl, short type, int64_t start,
                           int64_t length)
 {
     memset(fl, 0, sizeof *fl);
@@ -175,10 +175,10 @@ static void ar_fill_flock(struct flock *fl, short type, int64_t start,
     fl->l_len = (off_t)length;
 }
 
-static int ar_fcntl_lock(int fd, int block, struct flock *fl)
+static int fcntl_lock(int fd, int block, struct flock *fl)
 {
     int cmd;
-    if (!atomic_load(&ar_ofd_missing)) {
+    if (!atomic_load(&ofd_missing)) {
         cmd = block ? F_OFD_SETLKW : F_OFD_SETLK;
         if (fcntl(fd, cmd, fl) == 0)
             return 0;
@@ -188,7 +188,7 @@ static int ar_fcntl_lock(int fd, int block, struct flock *fl)
         if (fcntl(fd, F_OFD_GETLK, &(struct flock){ .l_type = F_RDLCK,
                   .l_whence = SEEK_SET }) == 0 || errno != EINVAL)
             return -EINVAL;
-        atomic_store(&ar_ofd_missing, 1);
+        atomic_store(&ofd_missing, 1);
     }
     cmd = block ? F_SETLKW : F_SETLK;
     return fcntl(fd, cmd, fl) == 0 ? 0 : -errno;
@@ -196,7 +196,7 @@ static int ar_fcntl_lock(int fd, int block, struct flock *fl)
 
 const char *atomrun_range_mechanism(void)
 {
-    return atomic_load(&ar_ofd_missing) ? "posix" : "ofd";
+    return atomic_load(&ofd_missing) ? "posix" : "ofd";
 }
 
 typedef struct ar_range_req {
@@ -204,14 +204,14 @@ typedef struct ar_range_req {
     struct flock fl;
 } ar_range_req;
 
-static int ar_range_attempt(void *ctx, int block)
+static int range_attempt(void *ctx, int block)
 {
     ar_range_req *req = ctx;
     struct flock fl = req->fl;          /* the kernel may write into it */
-    return ar_fcntl_lock(req->fd, block, &fl);
+    return fcntl_lock(req->fd, block, &fl);
 }
 
-static int ar_range_valid(int64_t start, int64_t length)
+static int range_valid(int64_t start, int64_t length)
 {
     return start >= 0 && length >= 0 &&
            (length == 0 || start <= INT64_MAX - length);
@@ -221,21 +221,21 @@ int atomrun_range_lock(int fd, int mode, int64_t start, int64_t length,
                        double timeout)
 {
     ar_range_req req;
-    if (!ar_range_valid(start, length))
+    if (!range_valid(start, length))
         return -EINVAL;
     req.fd = fd;
-    ar_fill_flock(&req.fl, mode == ATOMRUN_SHARED ? F_RDLCK : F_WRLCK,
+    fill_flock(&req.fl, mode == ATOMRUN_SHARED ? F_RDLCK : F_WRLCK,
                   start, length);
-    return ar_wait_for(ar_range_attempt, &req, timeout);
+    return ar_wait_for(range_attempt, &req, timeout);
 }
 
 int atomrun_range_unlock(int fd, int64_t start, int64_t length)
 {
     struct flock fl;
-    if (!ar_range_valid(start, length))
+    if (!range_valid(start, length))
         return -EINVAL;
-    ar_fill_flock(&fl, F_UNLCK, start, length);
-    return ar_fcntl_lock(fd, 0, &fl);
+    fill_flock(&fl, F_UNLCK, start, length);
+    return fcntl_lock(fd, 0, &fl);
 }
 
 int atomrun_range_test(int fd, int mode, int64_t start, int64_t length,
@@ -243,11 +243,11 @@ int atomrun_range_test(int fd, int mode, int64_t start, int64_t length,
 {
     struct flock fl;
     struct stat st;
-    int cmd = atomic_load(&ar_ofd_missing) ? F_GETLK : F_OFD_GETLK;
+    int cmd = atomic_load(&ofd_missing) ? F_GETLK : F_OFD_GETLK;
 
-    if (!ar_range_valid(start, length))
+    if (!range_valid(start, length))
         return -EINVAL;
-    ar_fill_flock(&fl, mode == ATOMRUN_SHARED ? F_RDLCK : F_WRLCK, start,
+    fill_flock(&fl, mode == ATOMRUN_SHARED ? F_RDLCK : F_WRLCK, start,
                   length);
     if (fcntl(fd, cmd, &fl) != 0)
         return -errno;

@@ -27,7 +27,7 @@ ar_fstypes[] = {
     { 0x00C36400, "ceph", 1, 0 },     { 0x9FA0, "proc", 0, 1 },
 };
 
-static void ar_fstype(unsigned long magic, atomrun_fsinfo *fi)
+static void fill_fstype(unsigned long magic, atomrun_fsinfo *fi)
 {
     for (size_t i = 0; i < sizeof ar_fstypes / sizeof ar_fstypes[0]; i++)
         if (ar_fstypes[i].magic == magic) {
@@ -40,7 +40,7 @@ static void ar_fstype(unsigned long magic, atomrun_fsinfo *fi)
 }
 
 /* Two descriptions of one file: does a lock on the first stop the second? */
-static int ar_probe_flock(int fd1, int fd2)
+static int probe_flock(int fd1, int fd2)
 {
     int r;
     if (flock(fd1, LOCK_EX | LOCK_NB) != 0)
@@ -51,7 +51,7 @@ static int ar_probe_flock(int fd1, int fd2)
     return r;
 }
 
-static int ar_probe_ofd(int fd1, int fd2)
+static int probe_ofd(int fd1, int fd2)
 {
     struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
     int r;
@@ -65,7 +65,7 @@ static int ar_probe_ofd(int fd1, int fd2)
     return r;
 }
 
-static int ar_probe_tmpfile(int dirfd)
+static int probe_tmpfile(int dirfd)
 {
     int fd = openat(dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -74,7 +74,7 @@ static int ar_probe_tmpfile(int dirfd)
     return 1;
 }
 
-static int ar_probe_noreplace(int dirfd, const char *a, const char *b)
+static int probe_noreplace(int dirfd, const char *a, const char *b)
 {
     int fd = openat(dirfd, b, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
                     0600);
@@ -107,10 +107,10 @@ int atomrun_probe(const char *dir, atomrun_fsinfo *fi)
     if (dirfd < 0)
         return -errno;
     if (fstatfs(dirfd, &sfs) == 0)
-        ar_fstype((unsigned long)sfs.f_type, fi);
+        fill_fstype((unsigned long)sfs.f_type, fi);
     else
         snprintf(fi->fstype, sizeof fi->fstype, "unknown");
-    fi->tmpfile = ar_probe_tmpfile(dirfd);
+    fi->tmpfile = probe_tmpfile(dirfd);
     fi->dirsync = fsync(dirfd) == 0 ? 1 : -errno;
     snprintf(name, sizeof name, ".atomrun-doctor.%d", (int)getpid());
     snprintf(other, sizeof other, ".atomrun-doctor.%d.b", (int)getpid());
@@ -127,12 +127,12 @@ int atomrun_probe(const char *dir, atomrun_fsinfo *fi)
         return 0;
     }
     fd2 = openat(dirfd, name, O_RDWR | O_CLOEXEC);
-    fi->flock = fd2 < 0 ? -errno : ar_probe_flock(fd1, fd2);
-    fi->ofd = fd2 < 0 ? -errno : ar_probe_ofd(fd1, fd2);
+    fi->flock = fd2 < 0 ? -errno : probe_flock(fd1, fd2);
+    fi->ofd = fd2 < 0 ? -errno : probe_ofd(fd1, fd2);
     if (fd2 >= 0)
         close(fd2);
     close(fd1);
-    fi->noreplace = ar_probe_noreplace(dirfd, name, other);
+    fi->noreplace = probe_noreplace(dirfd, name, other);
     unlinkat(dirfd, name, 0);
     close(dirfd);
     return 0;

@@ -41,7 +41,7 @@ void atomrun_spawn_opts_init(atomrun_spawn_opts *o)
 
 /* The held locks the command inherits on purpose: inheritable in the
  * child only (our own copies stay close-on-exec for every other child). */
-static void ar_child_fds(const atomrun_spawn_opts *o)
+static void child_fds(const atomrun_spawn_opts *o)
 {
     for (int i = 0; o && i < o->nkeep; i++)
         fcntl(o->keep_fds[i], F_SETFD, 0);
@@ -50,7 +50,7 @@ static void ar_child_fds(const atomrun_spawn_opts *o)
 /* The caller's descriptors the command must not get (atomrun_run only:
  * in the child's own descriptor table, so the caller keeps them -- and
  * the lock on them -- while the command runs without). */
-static void ar_child_hide(const atomrun_spawn_opts *o)
+static void child_hide(const atomrun_spawn_opts *o)
 {
     for (int i = 0; i < o->nhide; i++)
         fcntl(o->hide_fds[i], F_SETFD, FD_CLOEXEC);
@@ -67,7 +67,7 @@ static void ar_child_hide(const atomrun_spawn_opts *o)
  * Plain system calls and a loop over a stack buffer, safe in the child.
  * Returns 0, or -1 when /proc cannot tell (not mounted): ask each signal.
  */
-static int ar_caught_bits(unsigned long long *bits)
+static int caught_bits(unsigned long long *bits)
 {
     static const char key[] = "\nSigCgt:";
     char buf[4096];
@@ -107,7 +107,7 @@ static int ar_caught_bits(unsigned long long *bits)
 
 /* Back to the default action, unless it already is or is ignored (an
  * ignored signal stays ignored across exec, as the command expects). */
-static void ar_child_default(int sig)
+static void child_default(int sig)
 {
     struct sigaction sa;
     if (sigaction(sig, NULL, &sa) != 0)
@@ -124,7 +124,7 @@ static void ar_child_default(int sig)
  * In the vfork child, every signal still blocked.  ttyfd >= 0: the
  * terminal whose foreground this command's new group takes.
  */
-static void ar_child_exec(char *const argv[], const atomrun_spawn_opts *o,
+static void child_exec(char *const argv[], const atomrun_spawn_opts *o,
                           const sigset_t *mask, int errpipe, pid_t parent,
                           int ttyfd)
 {
@@ -135,13 +135,13 @@ static void ar_child_exec(char *const argv[], const atomrun_spawn_opts *o,
      * before the mask below lets a signal in.  exec would reset them
      * too, but a signal arriving between that unblocking and the exec
      * would run the parent's handler on the parent's memory. */
-    if (NSIG - 1 == 64 && ar_caught_bits(&caught) == 0) {
+    if (NSIG - 1 == 64 && caught_bits(&caught) == 0) {
         for (int sig = 1; sig < NSIG; sig++)
             if (caught >> (sig - 1) & 1)
-                ar_child_default(sig);
+                child_default(sig);
     } else {
         for (int sig = 1; sig < NSIG; sig++)
-            ar_child_default(sig);
+            child_default(sig);
     }
     if (o->new_group) {
         setpgid(0, 0);
@@ -165,8 +165,8 @@ static void ar_child_exec(char *const argv[], const atomrun_spawn_opts *o,
     sigprocmask(SIG_SETMASK, mask, NULL);
     if (o->cwd && chdir(o->cwd) != 0)
         goto fail;
-    ar_child_fds(o);
-    ar_child_hide(o);
+    child_fds(o);
+    child_hide(o);
     if (o->envp)
         execvpe(argv[0], argv, o->envp);
     else
@@ -198,7 +198,7 @@ int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o)
             return err;
         }
     }
-    ar_child_fds(o);
+    child_fds(o);
     if (o && o->envp)
         execvpe(argv[0], argv, o->envp);
     else
@@ -224,7 +224,7 @@ int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o)
  * steal the terminal from the job in front.  -1 when there is none.
  * *opened: we opened /dev/tty and must close it.
  */
-static int ar_foreground_tty(int *opened)
+static int foreground_tty(int *opened)
 {
     int fd;
     *opened = 0;
@@ -245,7 +245,7 @@ static int ar_foreground_tty(int *opened)
  * now (the command's group is in front): tcsetpgrp from a background
  * group raises SIGTTOU unless it is blocked, so block it in this thread
  * for the call (never change its disposition: a host may handle it). */
-static void ar_tty_give(int ttyfd, pid_t pgrp)
+static void tty_give(int ttyfd, pid_t pgrp)
 {
     sigset_t ttou, old;
     sigemptyset(&ttou);
@@ -271,24 +271,24 @@ typedef struct ar_child {
  * shell then takes it), and when continued hand it to the command again
  * and wake it.
  */
-static void ar_child_stopped(const ar_child *c)
+static void child_stopped(const ar_child *c)
 {
-    ar_tty_give(c->ttyfd, getpgrp());
+    tty_give(c->ttyfd, getpgrp());
     kill(getpid(), SIGSTOP);
     /* Continued.  By `fg` our group has the terminal again: pass it on.
      * By `bg` it has not, and taking it would steal it from the shell:
      * the command goes on in the background, as a job would. */
     if (tcgetpgrp(c->ttyfd) == getpgrp())
-        ar_tty_give(c->ttyfd, c->pid);
+        tty_give(c->ttyfd, c->pid);
     kill(c->target, SIGCONT);
 }
 
 /* One batch of caught signals.  SIGINT/SIGQUIT: a command in our own group
  * got the terminal's (SI_KERNEL) signal itself; a kill(1) aimed at us,
  * and every one when the command has a group of its own, we pass on.
- * Either way we note it (see ar_reraise).  SIGTERM/SIGHUP (caught only
+ * Either way we note it (see reraise).  SIGTERM/SIGHUP (caught only
  * when forwarding) go to the command. */
-static void ar_child_signals(ar_child *c, const atomrun_spawn_opts *o)
+static void child_signals(ar_child *c, const atomrun_spawn_opts *o)
 {
     struct signalfd_siginfo si;
     while (read(c->sigfd, &si, sizeof si) == sizeof si) {
@@ -306,7 +306,7 @@ static void ar_child_signals(ar_child *c, const atomrun_spawn_opts *o)
 
 /* Wait for the child, forwarding signals and enforcing the timeout; -1 as
  * timeout means none. */
-static int ar_wait_child(ar_child *c, atomrun_spawn_opts *o,
+static int wait_child(ar_child *c, atomrun_spawn_opts *o,
                          int *status)
 {
     int pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
@@ -317,7 +317,7 @@ static int ar_wait_child(ar_child *c, atomrun_spawn_opts *o,
     for (;;) {
         pid_t w = waitpid(c->pid, status, flags);
         if (w == c->pid && WIFSTOPPED(*status)) {
-            ar_child_stopped(c);
+            child_stopped(c);
             continue;
         }
         if (w == c->pid)
@@ -356,7 +356,7 @@ static int ar_wait_child(ar_child *c, atomrun_spawn_opts *o,
             wait_ms = 10;     /* old kernel: look again soon */
         poll(pf, 2, wait_ms);
         if (c->sigfd >= 0 && (pf[1].revents & POLLIN))
-            ar_child_signals(c, o);
+            child_signals(c, o);
     }
     if (pidfd >= 0)
         close(pidfd);
@@ -369,12 +369,12 @@ static int ar_wait_child(ar_child *c, atomrun_spawn_opts *o,
  * stack) costs a page fault, dozens per run -- a third of the start-up of
  * `atomrun lock F true`.  A vfork child borrows our memory (and this
  * thread's stack, below this frame) until it execs or exits: it runs with
- * every signal blocked until it has reset the caught ones (ar_child_exec),
+ * every signal blocked until it has reset the caught ones (child_exec),
  * so no handler of ours can run in it; it makes only system calls, and it
- * never returns from ar_child_exec.  Its fd table, cwd and signal actions
+ * never returns from child_exec.  Its fd table, cwd and signal actions
  * are its own copies.  On return the caller's mask is *saved plus *extra.
  */
-static pid_t ar_vfork_exec(char *const argv[], const atomrun_spawn_opts *o,
+static pid_t vfork_exec(char *const argv[], const atomrun_spawn_opts *o,
                            const sigset_t *extra, sigset_t *saved,
                            int errpipe, int ttyfd)
 {
@@ -386,7 +386,7 @@ static pid_t ar_vfork_exec(char *const argv[], const atomrun_spawn_opts *o,
     pthread_sigmask(SIG_SETMASK, &all, saved);
     pid = vfork();
     if (pid == 0)                                  /* does not return */
-        ar_child_exec(argv, o, saved, errpipe, parent, ttyfd);
+        child_exec(argv, o, saved, errpipe, parent, ttyfd);
     err = errno;
     want = *saved;
     for (int sig = 1; sig < NSIG; sig++)
@@ -399,13 +399,13 @@ static pid_t ar_vfork_exec(char *const argv[], const atomrun_spawn_opts *o,
 
 /* The signals we catch (blocked, read from a signalfd) while the command
  * runs.  Blocked before the vfork, so none is lost before the signalfd. */
-static void ar_caught_signals(const atomrun_spawn_opts *o, int tty,
+static void caught_signals(const atomrun_spawn_opts *o, int tty,
                               sigset_t *set)
 {
     sigemptyset(set);
     /* Ctrl-C and Ctrl-\ reach the command first, with or without a
      * timeout, and the caller only after the command ended of them
-     * (ar_reraise): never a script gone and its command left running. */
+     * (reraise): never a script gone and its command left running. */
     sigaddset(set, SIGINT);
     sigaddset(set, SIGQUIT);
     /* A command in its own process group (needed to kill all of it at the
@@ -434,7 +434,7 @@ static void ar_caught_signals(const atomrun_spawn_opts *o, int tty,
  * Called with the caller's mask back: a host that handles or blocks the
  * signal gets it as it would have without us.
  */
-static void ar_reraise(const ar_child *c, int status)
+static void reraise(const ar_child *c, int status)
 {
     int sig;
     if (!WIFSIGNALED(status))
@@ -458,9 +458,9 @@ int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
     if (pipe2(pipefd, O_CLOEXEC) != 0)
         return -errno;
     if (o->new_group)
-        c.ttyfd = ar_foreground_tty(&tty_opened);
-    ar_caught_signals(o, c.ttyfd >= 0, &caught);
-    c.pid = ar_vfork_exec(argv, o, &caught, &saved, pipefd[1], c.ttyfd);
+        c.ttyfd = foreground_tty(&tty_opened);
+    caught_signals(o, c.ttyfd >= 0, &caught);
+    c.pid = vfork_exec(argv, o, &caught, &saved, pipefd[1], c.ttyfd);
     if (c.pid < 0) {
         r = -errno;
         pthread_sigmask(SIG_SETMASK, &saved, NULL);
@@ -490,17 +490,17 @@ int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
             ;
         r = r < 0 ? r : -ECANCELED;
     } else {
-        r = ar_wait_child(&c, o, &status);
+        r = wait_child(&c, o, &status);
     }
     if (c.ttyfd >= 0) {
-        ar_tty_give(c.ttyfd, getpgrp());
+        tty_give(c.ttyfd, getpgrp());
         if (tty_opened)
             close(c.ttyfd);
     }
     if (c.sigfd >= 0)
         close(c.sigfd);
     /* Drain what came after the last read: unblocking must not deliver
-     * it now, before the command is accounted for; ar_reraise decides. */
+     * it now, before the command is accounted for; reraise decides. */
     {
         struct timespec zero = { 0, 0 };
         sigset_t drain;
@@ -517,7 +517,7 @@ int atomrun_run(char *const argv[], atomrun_spawn_opts *o, int *is_signal,
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     if (r < 0)
         return r;
-    ar_reraise(&c, status);
+    reraise(&c, status);
     if (WIFSIGNALED(status)) {
         *is_signal = 1;
         *code = WTERMSIG(status);

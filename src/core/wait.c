@@ -12,7 +12,7 @@
  * hand-off is on the critical path of whoever waits, and creating and
  * deleting a kernel timer around every wait cost more than the wait's own
  * system call.  Only when no signal can be had at all (a host that ignores
- * or handles every real-time signal) do we poll; see ar_wait_poll().
+ * or handles every real-time signal) do we poll; see wait_poll().
  */
 #define _GNU_SOURCE
 #include "core/internal.h"
@@ -32,21 +32,21 @@
  * nothing; without a repeat the wait would then never end. */
 #define AR_REFIRE_NS (2 * 1000 * 1000)
 
-static atomic_int ar_timer_signo;            /* 0 = not chosen yet */
-static pthread_mutex_t ar_signal_mutex = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int timer_signo;            /* 0 = not chosen yet */
+static pthread_mutex_t signal_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-static void ar_timer_handler(int signo)
+static void timer_handler(int signo)
 {
     (void)signo;    /* its only job is to make the blocking call return EINTR */
 }
 
-static int ar_is_our_handler(const struct sigaction *sa)
+static int is_our_handler(const struct sigaction *sa)
 {
-    return !(sa->sa_flags & SA_SIGINFO) && sa->sa_handler == ar_timer_handler;
+    return !(sa->sa_flags & SA_SIGINFO) && sa->sa_handler == timer_handler;
 }
 
 /* Install our handler on signo unless someone else handles it. */
-static int ar_claim_signal(int signo)
+static int claim_signal(int signo)
 {
     struct sigaction old, sa;
 
@@ -54,12 +54,12 @@ static int ar_claim_signal(int signo)
         return -EINVAL;
     if (sigaction(signo, NULL, &old) != 0)
         return -errno;
-    if (ar_is_our_handler(&old))
+    if (is_our_handler(&old))
         return 0;
     if ((old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL)
         return -EBUSY;                 /* the host's: never replace it */
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = ar_timer_handler;  /* no SA_RESTART: that is the point */
+    sa.sa_handler = timer_handler;  /* no SA_RESTART: that is the point */
     sigemptyset(&sa.sa_mask);
     if (sigaction(signo, &sa, NULL) != 0)
         return -errno;
@@ -69,43 +69,43 @@ static int ar_claim_signal(int signo)
 int atomrun_set_timer_signal(int signo)
 {
     int r;
-    pthread_mutex_lock(&ar_signal_mutex);
-    r = ar_claim_signal(signo);
+    pthread_mutex_lock(&signal_mutex);
+    r = claim_signal(signo);
     if (r == 0)
-        atomic_store(&ar_timer_signo, signo);
-    pthread_mutex_unlock(&ar_signal_mutex);
+        atomic_store(&timer_signo, signo);
+    pthread_mutex_unlock(&signal_mutex);
     return r;
 }
 
 int atomrun_timer_signal(void)
 {
-    return atomic_load(&ar_timer_signo);
+    return atomic_load(&timer_signo);
 }
 
 /* The signal to use, choosing one the first time. */
-static int ar_timer_signal_get(void)
+static int timer_signal_get(void)
 {
-    int signo = atomic_load(&ar_timer_signo);
+    int signo = atomic_load(&timer_signo);
     if (signo)
         return signo;
-    pthread_mutex_lock(&ar_signal_mutex);
-    signo = atomic_load(&ar_timer_signo);
+    pthread_mutex_lock(&signal_mutex);
+    signo = atomic_load(&timer_signo);
     /* SIGRTMIN and SIGRTMIN+1 are the ones hosts and libraries grab first. */
     for (int s = SIGRTMIN + 2; !signo && s <= SIGRTMAX; s++)
-        if (ar_claim_signal(s) == 0)
+        if (claim_signal(s) == 0)
             signo = s;
     if (signo)
-        atomic_store(&ar_timer_signo, signo);
-    pthread_mutex_unlock(&ar_signal_mutex);
+        atomic_store(&timer_signo, signo);
+    pthread_mutex_unlock(&signal_mutex);
     return signo ? signo : -EAGAIN;
 }
 
-static int ar_is_busy(int r)
+static int is_busy(int r)
 {
     return r == -EWOULDBLOCK || r == -EAGAIN || r == -EACCES;
 }
 
-static int ar_wait_forever(ar_attempt_fn attempt, void *ctx)
+static int wait_forever(ar_attempt_fn attempt, void *ctx)
 {
     int r;
     do
@@ -129,11 +129,11 @@ typedef struct ar_thread_timer {
     int     signo;        /* the signal it was created with */
 } ar_thread_timer;
 
-static _Thread_local ar_thread_timer ar_tt;
+static _Thread_local ar_thread_timer thread_timer;
 
-static pthread_key_t  ar_tt_key;
-static pthread_once_t ar_tt_once = PTHREAD_ONCE_INIT;
-static int            ar_tt_key_ok;
+static pthread_key_t  tt_key;
+static pthread_once_t tt_once = PTHREAD_ONCE_INIT;
+static int            tt_key_ok;
 
 /*
  * At thread exit, delete the thread's timer: kernel timers belong to the
@@ -141,7 +141,7 @@ static int            ar_tt_key_ok;
  * leak one per thread.  (The library is linked -z nodelete so that this
  * destructor can never outlive its code after a dlclose.)
  */
-static void ar_tt_destroy(void *p)
+static void tt_destroy(void *p)
 {
     ar_thread_timer *tt = p;
     if (tt->tid == gettid())
@@ -149,31 +149,31 @@ static void ar_tt_destroy(void *p)
     tt->tid = 0;
 }
 
-static void ar_tt_forget(void)   /* in a fork() child */
+static void tt_forget(void)   /* in a fork() child */
 {
-    ar_tt.tid = 0;
+    thread_timer.tid = 0;
 }
 
-static void ar_tt_init(void)
+static void tt_init(void)
 {
-    ar_tt_key_ok = pthread_key_create(&ar_tt_key, ar_tt_destroy) == 0;
-    pthread_atfork(NULL, NULL, ar_tt_forget);
+    tt_key_ok = pthread_key_create(&tt_key, tt_destroy) == 0;
+    pthread_atfork(NULL, NULL, tt_forget);
 }
 
 /* Arm this thread's timer: first at `timeout` seconds, then every
  * AR_REFIRE_NS until disarmed. */
-static int ar_timer_arm(int signo, double timeout)
+static int timer_arm(int signo, double timeout)
 {
     struct itimerspec its;
     pid_t tid = gettid();
 
-    if (ar_tt.tid != tid || ar_tt.signo != signo) {
+    if (thread_timer.tid != tid || thread_timer.signo != signo) {
         struct sigevent sev;
 
-        pthread_once(&ar_tt_once, ar_tt_init);
-        if (ar_tt.tid == tid)                 /* the host chose another signal */
-            timer_delete(ar_tt.id);
-        ar_tt.tid = 0;
+        pthread_once(&tt_once, tt_init);
+        if (thread_timer.tid == tid)                 /* the host chose another signal */
+            timer_delete(thread_timer.id);
+        thread_timer.tid = 0;
         memset(&sev, 0, sizeof sev);
         sev.sigev_notify = SIGEV_THREAD_ID;
         sev.sigev_signo = signo;
@@ -182,12 +182,12 @@ static int ar_timer_arm(int signo, double timeout)
 #else
         sev._sigev_un._tid = tid;             /* glibc < 2.35 names no macro */
 #endif
-        if (timer_create(CLOCK_MONOTONIC, &sev, &ar_tt.id) != 0)
+        if (timer_create(CLOCK_MONOTONIC, &sev, &thread_timer.id) != 0)
             return -errno;
-        ar_tt.tid = tid;
-        ar_tt.signo = signo;
-        if (ar_tt_key_ok)
-            pthread_setspecific(ar_tt_key, &ar_tt);
+        thread_timer.tid = tid;
+        thread_timer.signo = signo;
+        if (tt_key_ok)
+            pthread_setspecific(tt_key, &thread_timer);
     }
     memset(&its, 0, sizeof its);
     its.it_value.tv_sec = (time_t)timeout;
@@ -195,22 +195,22 @@ static int ar_timer_arm(int signo, double timeout)
     if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
         its.it_value.tv_nsec = 1;    /* zero would disarm it */
     its.it_interval.tv_nsec = AR_REFIRE_NS;
-    if (timer_settime(ar_tt.id, 0, &its, NULL) != 0)
+    if (timer_settime(thread_timer.id, 0, &its, NULL) != 0)
         return -errno;
     return 0;
 }
 
 /* Disarm it before we return: a signal after the wait would cut short
  * some unrelated blocking call of the host's (no SA_RESTART). */
-static void ar_timer_disarm(void)
+static void timer_disarm(void)
 {
     static const struct itimerspec zero;
-    timer_settime(ar_tt.id, 0, &zero, NULL);
+    timer_settime(thread_timer.id, 0, &zero, NULL);
 }
 
 /* ------------------------------------------------------------ waiting */
 
-static void ar_sleep_ns(long ns)
+static void sleep_ns(long ns)
 {
     struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
@@ -229,7 +229,7 @@ static void ar_sleep_ns(long ns)
  * ends at its deadline and a lock that is free is taken: never a wrong
  * "busy" (as returning EAGAIN here once did).
  */
-static int ar_wait_poll(ar_attempt_fn attempt, void *ctx, double deadline)
+static int wait_poll(ar_attempt_fn attempt, void *ctx, double deadline)
 {
     long step = 1000000L;                       /* 1 ms */
     for (;;) {
@@ -237,9 +237,9 @@ static int ar_wait_poll(ar_attempt_fn attempt, void *ctx, double deadline)
         int r;
         if (left <= 0)
             return ATOMRUN_ETIMEOUT;
-        ar_sleep_ns(left * 1e9 < (double)step ? (long)(left * 1e9) + 1 : step);
+        sleep_ns(left * 1e9 < (double)step ? (long)(left * 1e9) + 1 : step);
         r = attempt(ctx, 0);
-        if (!ar_is_busy(r))
+        if (!is_busy(r))
             return r;
         if (step < 10000000L)
             step += step / 2 + 1;
@@ -248,15 +248,15 @@ static int ar_wait_poll(ar_attempt_fn attempt, void *ctx, double deadline)
     }
 }
 
-static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
+static int wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
 {
     double deadline = atomrun_now() + timeout;
     sigset_t ours, saved;
     int signo, r;
 
-    signo = ar_timer_signal_get();
+    signo = timer_signal_get();
     if (signo < 0)
-        return ar_wait_poll(attempt, ctx, deadline);
+        return wait_poll(attempt, ctx, deadline);
     /* A host may block signals in its worker threads; ours must get
      * through while we wait, or the deadline would never interrupt.  One
      * call both unblocks it and tells us whether it was blocked; only then
@@ -264,9 +264,9 @@ static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
     sigemptyset(&ours);
     sigaddset(&ours, signo);
     pthread_sigmask(SIG_UNBLOCK, &ours, &saved);
-    r = ar_timer_arm(signo, timeout);
+    r = timer_arm(signo, timeout);
     if (r == -EAGAIN) {
-        r = ar_wait_poll(attempt, ctx, deadline);   /* out of kernel timers */
+        r = wait_poll(attempt, ctx, deadline);   /* out of kernel timers */
     } else if (r == 0) {
         for (;;) {
             r = attempt(ctx, 1);
@@ -278,7 +278,7 @@ static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
             }
             /* another signal, or ours a hair early: wait on */
         }
-        ar_timer_disarm();
+        timer_disarm();
     }
     if (sigismember(&saved, signo))
         pthread_sigmask(SIG_SETMASK, &saved, NULL);
@@ -288,14 +288,14 @@ static int ar_wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
 int ar_wait_for(ar_attempt_fn attempt, void *ctx, double timeout)
 {
     int r = attempt(ctx, 0);
-    if (!ar_is_busy(r))
+    if (!is_busy(r))
         return r;
     if (timeout == 0)
         return ATOMRUN_EBUSY;
     if (timeout < 0 || timeout > 1e9)       /* over 30 years: forever */
-        r = ar_wait_forever(attempt, ctx);
+        r = wait_forever(attempt, ctx);
     else
-        r = ar_wait_until(attempt, ctx, timeout);
+        r = wait_until(attempt, ctx, timeout);
     /* A blocking request is never "busy"; EAGAIN here would be a kernel
      * resource limit, which we pass on as it is. */
     return r;
