@@ -790,23 +790,38 @@ static ar_retry *not_answered(atomrun_etcd *c, ar_session *s, json_t *txn, const
     return retry_start(c, "/v3/lease/revoke", json_pack("{s:s}", "ID", id), err);
 }
 
-int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
-                                atomrun_remote_opts *o,
-                                atomrun_remote_lock **out)
-{
-    double start = atomrun_now();
-    double wait_until = o->timeout < 0 ? 1e300 : start + o->timeout;
-    char prefix[AR_NAME_MAX + 64], key[AR_NAME_MAX + 96];
-    char ticket[sizeof AR_TICKET_PREFIX + 32];
-    char *value = NULL;
-    ar_session *s = NULL;
-    queue q = { 0 };
-    int r, requeues = 0, unsure = 0;
-    unsigned n;
+/* ------------------------------------------------------------ acquire */
 
-    *out = NULL;
-    o->err[0] = '\0';
-    memset(&o->holder, 0, sizeof o->holder);
+/* One acquire's state, from the first enqueue to the handle or the give-up. */
+typedef struct attempt {
+    atomrun_etcd       *c;
+    const char         *name;
+    atomrun_remote_opts *o;
+    double              wait_until;      /* 1e300: no deadline */
+    char                prefix[AR_NAME_MAX + 64];
+    char                key[AR_NAME_MAX + 96];
+    char                ticket[sizeof AR_TICKET_PREFIX + 32];
+    char               *value;           /* our holder record */
+    ar_session         *s;               /* NULL until joined */
+    queue               q;               /* the queue as last read */
+    int                 unsure;          /* the enqueue's outcome was not known */
+    int                 requeues;
+} attempt;
+
+/* wait_turn's answer when our key is gone: queue again at the back. */
+#define AR_REQUEUE 1
+
+/* How long a network step may take: the caller's deadline when it has one;
+ * otherwise (wait forever, or not at all) the client's op_timeout. */
+static double op_deadline(const attempt *a)
+{
+    return a->o->timeout > 0 ? a->wait_until
+                             : atomrun_now() + ar_etcd_op_timeout(a->c);
+}
+
+static int check_request(const char *name, atomrun_remote_opts *o)
+{
+    int r;
     if ((r = valid_name(name, o->err, sizeof o->err)) < 0)
         return r;
     if (o->slots < 1 || (o->mode == ATOMRUN_SHARED && o->slots != 1) ||
@@ -818,174 +833,229 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
         snprintf(o->err, sizeof o->err, "etcd lock: ttl must be at least 1 second");
         return -ERANGE;
     }
-    snprintf(prefix, sizeof prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
-    value = ar_writer_record(o->cmd, o->slots > 1 ? "semaphore"
-                             : o->mode == ATOMRUN_SHARED ? "shared" : "exclusive", o->slots);
-    if (!value)
-        return -ENOMEM;
+    return 0;
+}
 
-/* How long a network step may take: the caller's deadline when it has one;
- * otherwise (wait forever, or not at all) the client's op_timeout. */
-#define OP_DEADLINE() (o->timeout > 0 ? wait_until : atomrun_now() + ar_etcd_op_timeout(c))
-
-again:
-    r = ar_session_get(c, o->ttl, OP_DEADLINE(), &s, &o->min_ttl, o->err, sizeof o->err);
-    if (r < 0)
-        goto fail;
-    pthread_mutex_lock(&seq_mu);
-    n = ++seq;
-    pthread_mutex_unlock(&seq_mu);
-    snprintf(key, sizeof key, "%s%llx-%u", prefix,
-             (unsigned long long)ar_session_lease(s), n);
-    snprintf(ticket, sizeof ticket, "%s%llx-%u", AR_TICKET_PREFIX,
-             (unsigned long long)ar_session_lease(s), n);
-    unsure = 0;
-    r = enqueue(c, prefix, key, ticket, value, ar_session_lease(s), OP_DEADLINE(), &unsure,
-                &q, o->err, sizeof o->err);
-    if (r == -ENOENT && strstr(o->err, "lease not found") && requeues++ < 3) {
+/* A session (the lease) and our key in the queue, under a name of its own
+ * (the lease and a per-process sequence number: a resend is never the same
+ * key as the copy that got lost).  a->s is set once the session is. */
+static int join_queue(attempt *a)
+{
+    atomrun_remote_opts *o = a->o;
+    unsigned n;
+    int r;
+    for (;;) {
+        r = ar_session_get(a->c, o->ttl, op_deadline(a), &a->s, &o->min_ttl,
+                           o->err, sizeof o->err);
+        if (r < 0) {
+            a->s = NULL;
+            return r;
+        }
+        pthread_mutex_lock(&seq_mu);
+        n = ++seq;
+        pthread_mutex_unlock(&seq_mu);
+        snprintf(a->key, sizeof a->key, "%s%llx-%u", a->prefix,
+                 (unsigned long long)ar_session_lease(a->s), n);
+        snprintf(a->ticket, sizeof a->ticket, "%s%llx-%u", AR_TICKET_PREFIX,
+                 (unsigned long long)ar_session_lease(a->s), n);
+        a->unsure = 0;
+        r = enqueue(a->c, a->prefix, a->key, a->ticket, a->value, ar_session_lease(a->s),
+                    op_deadline(a), &a->unsure, &a->q, o->err, sizeof o->err);
+        if (!(r == -ENOENT && strstr(o->err, "lease not found") && a->requeues++ < 3))
+            return r;
         /* The cluster no longer has our lease (revoked by someone, or a
          * cluster rebuilt on the same endpoints): a new session. */
-        ar_session_abandon(s, o->err);
-        ar_session_put(s);
-        s = NULL;
-        goto again;
+        ar_session_abandon(a->s, o->err);
+        ar_session_put(a->s);
+        a->s = NULL;
     }
-    if (r < 0)
-        goto cleanup;
+}
 
+/* Our key gone (the lease expired while we waited -- a stopped process, a
+ * partition -- or someone deleted it): leave what may be left and let the
+ * session go.  0 to queue again at the back, ATOMRUN_ELOST after the third
+ * time or past the deadline. */
+static int requeue(attempt *a)
+{
+    char derr[ATOMRUN_ETCD_ERRLEN];
+    queue_free(&a->q);
+    /* best effort: the lease takes them anyway */
+    txn_send(a->c, leave_txn(a->key, a->ticket, !a->unsure, ar_session_lease(a->s)),
+             atomrun_now() + 1.0, derr, sizeof derr);
+    ar_session_put(a->s);
+    a->s = NULL;
+    if (++a->requeues > 3 || atomrun_now() >= a->wait_until) {
+        snprintf(a->o->err, sizeof a->o->err, "lost the place in the queue of %s "
+                 "while waiting (the lease expired)", a->name);
+        return ATOMRUN_ELOST;
+    }
+    return 0;
+}
+
+/* A slot ahead of ours counts another number of slots: -EINVAL, naming it. */
+static int refuse_other_count(attempt *a, const entry *blocker)
+{
+    const entry *ignore;
+    atomrun_remote_holder h;
+    fill_holder(blocker, &h);
+    snprintf(a->o->err, sizeof a->o->err, "%s is a semaphore of %d slots (pid %d on %s "
+             "%s a slot), not of %d: every user of one semaphore asks for the "
+             "same count", a->name, blocker->slots, (int)h.pid, h.host[0] ? h.host : "?",
+             decide(&a->q, (int)(blocker - a->q.e), &ignore, &ignore) ? "holds" : "waits for",
+             a->o->slots);
+    a->o->holder = h;
+    return -EINVAL;
+}
+
+/* Our key holds, at position me: the handle, which takes the session over. */
+static int make_handle(attempt *a, int me, atomrun_remote_lock **out)
+{
+    atomrun_remote_lock *l = calloc(1, sizeof *l);
+    if (!l || !(l->key = strdup(a->key)) || !(l->ticket = strdup(a->ticket)) ||
+        !(l->name = strdup(a->name))) {
+        if (l) {
+            free(l->key);
+            free(l->ticket);
+        }
+        free(l);
+        return -ENOMEM;
+    }
+    l->c = a->c;
+    l->s = a->s;
+    l->ttl = a->o->ttl;
+    l->lease = ar_session_lease(a->s);
+    l->clean = !a->unsure;
+    l->cluster = a->q.cluster;
+    l->token = a->q.e[me].rev;
+    l->index = me + 1;
+    a->s = NULL;
+    *out = l;
+    return 0;
+}
+
+/* Wait for the delete that may give us the turn (a slice at most), then
+ * read the queue again: that also catches a delete the watch did not see
+ * (a compaction, a broken stream). */
+static int wait_and_reread(attempt *a, const entry *wait_for, double left)
+{
+    atomrun_remote_opts *o = a->o;
+    int r = wait_delete(a->c, a->prefix, wait_for ? wait_for->key : NULL, a->q.revision,
+                        atomrun_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
+                        o->err, sizeof o->err);
+    if (r < 0)
+        return r;
+    queue_free(&a->q);
+    r = read_queue(a->c, a->prefix, o->timeout > 0 ? a->wait_until : op_deadline(a),
+                   &a->q, o->err, sizeof o->err);
+    if (r == ATOMRUN_EUNAVAILABLE && o->timeout > 0 && atomrun_now() >= a->wait_until)
+        r = ATOMRUN_ETIMEOUT;
+    return r;
+}
+
+/* Until our key holds: 0 with *out, AR_REQUEUE when the key is gone, or
+ * busy, timeout and the errors (o->holder names who is in the way). */
+static int wait_turn(attempt *a, atomrun_remote_lock **out)
+{
+    atomrun_remote_opts *o = a->o;
     for (;;) {
-        const entry *wait_for, *blocker;
-        int me = find_me(&q, key), mine;
+        const entry *wait_for, *blocker, *ignore;
+        int me = find_me(&a->q, a->key), r;
         char why[ATOMRUN_ETCD_ERRLEN];
         double left;
 
-        if (me < 0 || ar_session_lost(s, why, sizeof why) < 0) {
-            /* Our key is gone (the lease expired while we waited -- a
-             * stopped process, a partition -- or someone deleted it):
-             * queue again at the back, with a new lease if need be. */
-            char derr[ATOMRUN_ETCD_ERRLEN];
-            queue_free(&q);
-            /* best effort: the lease takes them anyway */
-            txn_send(c, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
-                     atomrun_now() + 1.0, derr, sizeof derr);
-            ar_session_put(s);
-            s = NULL;
-            if (++requeues > 3 || atomrun_now() >= wait_until) {
-                snprintf(o->err, sizeof o->err, "lost the place in the queue of %s "
-                         "while waiting (the lease expired)", name);
-                r = ATOMRUN_ELOST;
-                goto fail;
-            }
-            goto again;
-        }
-        if (q.e[me].kind == K_SLOT && (blocker = other_count(&q, me)) != NULL) {
-            const entry *ignore;
-            atomrun_remote_holder h;
-            fill_holder(blocker, &h);
-            snprintf(o->err, sizeof o->err, "%s is a semaphore of %d slots (pid %d on %s "
-                     "%s a slot), not of %d: every user of one semaphore asks for the "
-                     "same count", name, blocker->slots, (int)h.pid, h.host[0] ? h.host : "?",
-                     decide(&q, (int)(blocker - q.e), &ignore, &ignore) ? "holds" : "waits for",
-                     o->slots);
-            o->holder = h;
-            r = -EINVAL;
-            goto cleanup;
-        }
-        mine = decide(&q, me, &wait_for, &blocker);
-        if (mine) {
-            atomrun_remote_lock *l = calloc(1, sizeof *l);
-            if (!l || !(l->key = strdup(key)) || !(l->ticket = strdup(ticket))) {
-                if (l)
-                    free(l->key);
-                free(l);
-                r = -ENOMEM;
-                goto cleanup;
-            }
-            if (!(l->name = strdup(name))) {
-                free(l->key);
-                free(l->ticket);
-                free(l);
-                r = -ENOMEM;
-                goto cleanup;
-            }
-            l->c = c;
-            l->s = s;
-            l->ttl = o->ttl;
-            l->lease = ar_session_lease(s);
-            l->clean = !unsure;
-            l->cluster = q.cluster;
-            l->token = q.e[me].rev;
-            l->index = me + 1;
-            queue_free(&q);
-            free(value);
-            *out = l;
-            return 0;
-        }
+        if (me < 0 || ar_session_lost(a->s, why, sizeof why) < 0)
+            return AR_REQUEUE;
+        if (a->q.e[me].kind == K_SLOT && (blocker = other_count(&a->q, me)) != NULL)
+            return refuse_other_count(a, blocker);
+        if (decide(&a->q, me, &wait_for, &blocker))
+            return make_handle(a, me, out);
         if (blocker) {
-            const entry *ignore;
             fill_holder(blocker, &o->holder);
-            o->holder.waiting = !decide(&q, (int)(blocker - q.e), &ignore, &ignore);
+            o->holder.waiting = !decide(&a->q, (int)(blocker - a->q.e), &ignore, &ignore);
         }
-        left = wait_until - atomrun_now();
-        if (o->timeout == 0 || left <= 0) {
-            r = o->timeout == 0 ? ATOMRUN_EBUSY : ATOMRUN_ETIMEOUT;
-            goto cleanup;
-        }
-        r = wait_delete(c, prefix, wait_for ? wait_for->key : NULL, q.revision,
-                        atomrun_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
-                        o->err, sizeof o->err);
-        if (r < 0)
-            goto cleanup;
-        queue_free(&q);
-        /* Re-reading also catches a delete the watch did not see (a
-         * compaction, a broken stream). */
-        r = read_queue(c, prefix, o->timeout > 0 ? wait_until + 0.0 : OP_DEADLINE(),
-                       &q, o->err, sizeof o->err);
-        if (r < 0 && r == ATOMRUN_EUNAVAILABLE && o->timeout > 0 && atomrun_now() >= wait_until)
-            r = ATOMRUN_ETIMEOUT;
-        if (r < 0)
-            goto cleanup;
+        left = a->wait_until - atomrun_now();
+        if (o->timeout == 0 || left <= 0)
+            return o->timeout == 0 ? ATOMRUN_EBUSY : ATOMRUN_ETIMEOUT;
+        if ((r = wait_and_reread(a, wait_for, left)) < 0)
+            return r;
     }
+}
 
-cleanup:
-    /* A waiter that gives up leaves no key, and no way for a late copy of
-     * its enqueue to make one (leave_txn): a moment more for that, past the
-     * deadline if need be -- a key left behind would stand in the queue,
-     * ahead of everyone after it, for as long as the lease lives.  When the
-     * cluster did not answer and no other lock of ours uses the lease, the
-     * lease is let go: the key, if any, then goes within the TTL. */
-    if (s) {
-        char derr[ATOMRUN_ETCD_ERRLEN];
-        double grace = r == ATOMRUN_EUNAVAILABLE ? 1.0 : 2.0;
-        if (grace > ar_etcd_op_timeout(c))
-            grace = ar_etcd_op_timeout(c);
-        if (txn_send(c, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
-                     atomrun_now() + grace, derr, sizeof derr) < 0)
-            retry_unref(not_answered(c, s, leave_txn(key, ticket, !unsure, ar_session_lease(s)),
-                                     derr, "given up: the cluster did not answer", NULL));
+/*
+ * A waiter that gives up leaves no key, and no way for a late copy of its
+ * enqueue to make one (leave_txn): a moment more for that, past the
+ * deadline if need be -- a key left behind would stand in the queue, ahead
+ * of everyone after it, for as long as the lease lives.  When the cluster
+ * did not answer and no other lock of ours uses the lease, the lease is
+ * let go: the key, if any, then goes within the TTL.
+ */
+static void give_up(attempt *a, int r)
+{
+    char derr[ATOMRUN_ETCD_ERRLEN];
+    double grace = r == ATOMRUN_EUNAVAILABLE ? 1.0 : 2.0;
+    int64_t lease = ar_session_lease(a->s);
+    if (grace > ar_etcd_op_timeout(a->c))
+        grace = ar_etcd_op_timeout(a->c);
+    if (txn_send(a->c, leave_txn(a->key, a->ticket, !a->unsure, lease),
+                 atomrun_now() + grace, derr, sizeof derr) < 0)
+        retry_unref(not_answered(a->c, a->s, leave_txn(a->key, a->ticket, !a->unsure, lease),
+                                 derr, "given up: the cluster did not answer", NULL));
+}
+
+/* "NAME is locked by pid 4121 on web-3, as a shared lock" into o->err. */
+static void busy_message(const char *name, atomrun_remote_opts *o, int r)
+{
+    char who[200] = "", kind[64] = "";
+    if (o->holder.token) {
+        snprintf(who, sizeof who, " by pid %d on %s", (int)o->holder.pid,
+                 o->holder.host[0] ? o->holder.host : "?");
+        /* the kind, unless an exclusive lock meets one */
+        if (o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED ||
+            o->slots > 1 || o->mode == ATOMRUN_SHARED)
+            kind_phrase(&o->holder, kind, sizeof kind);
     }
-fail:
-    if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
-        char who[200] = "", kind[64] = "";
-        if (o->holder.token) {
-            snprintf(who, sizeof who, " by pid %d on %s", (int)o->holder.pid,
-                     o->holder.host[0] ? o->holder.host : "?");
-            /* the kind, unless an exclusive lock meets one */
-            if (o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED ||
-                o->slots > 1 || o->mode == ATOMRUN_SHARED)
-                kind_phrase(&o->holder, kind, sizeof kind);
-        }
-        /* a 200-byte name and a long host may not all fit: cut, not lost */
-        if (snprintf(o->err, sizeof o->err, "%s is %s%s%s", name,
-                     r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout",
-                     who, kind) >= (int)sizeof o->err)
-            o->err[sizeof o->err - 2] = '.';
-    }
-    queue_free(&q);
-    ar_session_put(s);
-    free(value);
+    /* a 200-byte name and a long host may not all fit: cut, not lost */
+    if (snprintf(o->err, sizeof o->err, "%s is %s%s%s", name,
+                 r == ATOMRUN_EBUSY ? "locked" : "still locked after the timeout",
+                 who, kind) >= (int)sizeof o->err)
+        o->err[sizeof o->err - 2] = '.';
+}
+
+int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
+                                atomrun_remote_opts *o,
+                                atomrun_remote_lock **out)
+{
+    attempt a;
+    int r;
+
+    *out = NULL;
+    o->err[0] = '\0';
+    memset(&o->holder, 0, sizeof o->holder);
+    if ((r = check_request(name, o)) < 0)
+        return r;
+    memset(&a, 0, sizeof a);
+    a.c = c;
+    a.name = name;
+    a.o = o;
+    a.wait_until = o->timeout < 0 ? 1e300 : atomrun_now() + o->timeout;
+    snprintf(a.prefix, sizeof a.prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
+    a.value = ar_writer_record(o->cmd, o->slots > 1 ? "semaphore"
+                               : o->mode == ATOMRUN_SHARED ? "shared" : "exclusive",
+                               o->slots);
+    if (!a.value)
+        return -ENOMEM;
+    do {
+        if ((r = join_queue(&a)) == 0 && (r = wait_turn(&a, out)) == AR_REQUEUE)
+            r = requeue(&a) == 0 ? AR_REQUEUE : ATOMRUN_ELOST;
+    } while (r == AR_REQUEUE);
+    if (r < 0 && a.s)
+        give_up(&a, r);
+    if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT)
+        busy_message(name, o, r);
+    queue_free(&a.q);
+    ar_session_put(a.s);
+    free(a.value);
     return r;
-#undef OP_DEADLINE
 }
 
 static void lock_free(atomrun_remote_lock *l)
