@@ -672,12 +672,100 @@ static int optposint(lua_State *L, int arg, const char *name, int dflt,
     return arL_optrange(L, arg, name, dflt, 1, 1000000, what);
 }
 
-/* atomrun.lock(url, opts) for a name with a scheme (from bind/lock.c). */
-int arL_etcd_lock(lua_State *L)
+/* lock()'s options into o; the TLS file names into tls[3] (ca, cert, key). */
+static void lock_options(lua_State *L, int arg, atomrun_remote_opts *o, const char *tls[3])
 {
     static const char *const names[] = { "mode", "wait", "timeout", "ttl", "holder",
                                          "cmd", "ca", "cert", "key", "slots", NULL };
-    const char *url = arL_checkpath(L, 1), *why, *ca, *cert, *key, *canon;
+    arL_checkoptnames(L, arg, names);
+    atomrun_remote_opts_init(o);
+    if (arL_opt(L, arg, "mode", LUA_TSTRING) != LUA_TNIL) {
+        o->mode = arL_checkmode(L, arg, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    o->timeout = arL_optseconds(L, arg, "timeout", ATOMRUN_FOREVER);
+    if (!arL_optbool(L, arg, "wait", 1))
+        o->timeout = 0;
+    o->ttl = optposint(L, arg, "ttl", 10, "a whole number of seconds >= 1");
+    o->slots = optposint(L, arg, "slots", 1, "an integer >= 1");
+    arL_optbool(L, arg, "holder", 1);  /* accepted: the holder is always known */
+    o->cmd = optstr(L, arg, "cmd");
+    tls[0] = optstr(L, arg, "ca");
+    tls[1] = optstr(L, arg, "cert");
+    tls[2] = optstr(L, arg, "key");
+    if (o->mode == ATOMRUN_SHARED && o->slots != 1)
+        luaL_argerror(L, arg, "a shared etcd lock has one slot");
+}
+
+/* The acquire failed with r: nil, msg, code, and for busy and timeout the
+ * holder table (for a TTL below the cluster's minimum, that minimum). */
+static int lock_failed(lua_State *L, const ar_url *u, const atomrun_remote_opts *o, int r)
+{
+    if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o->holder.token) {
+        /* The kind is news unless an exclusive lock meets one. */
+        pushholdertext(L, &o->holder, o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED
+                          || kind_letter(o->mode, o->slots) != 'x');
+        if (r == ATOMRUN_EBUSY)
+            arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
+        else
+            arL_fail(L, r, "timed out after %f s waiting for %s, locked by %s",
+                     o->timeout, u->shown, lua_tostring(L, -1));
+        lua_remove(L, -4);
+        pushrholder(L, &o->holder);
+        return 4;
+    }
+    if (r == ATOMRUN_EBUSY)
+        return arL_fail(L, r, "%s is locked", u->shown);
+    if (r == ATOMRUN_ETIMEOUT)
+        return arL_fail(L, r, "timed out after %f s waiting for %s", o->timeout, u->shown);
+    if (r == -ERANGE && o->min_ttl > 0) {
+        arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
+                 u->shown, o->ttl, o->min_ttl);
+        lua_pushinteger(L, o->min_ttl);
+        return 4;
+    }
+    return arL_fail(L, r, "%s: %s", u->shown, o->err[0] ? o->err : atomrun_strerror(r));
+}
+
+/* The handle on top holds l: its user values -- 1 the URL as shown, 2 the
+ * name, 3 the identities it is held under (the endpoints as written,
+ * canonical; "*"; the cluster id), 4 its fields (token, index, key,
+ * lease). */
+static void set_handle_values(lua_State *L, const ar_url *u, const char *canon,
+                              atomrun_remote_lock *l)
+{
+    char lease[24], ident[40];
+    lua_pushstring(L, u->shown);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushstring(L, u->name);
+    lua_setiuservalue(L, -2, 2);
+    lua_createtable(L, 3, 0);
+    lua_pushstring(L, canon);
+    lua_rawseti(L, -2, 1);
+    lua_pushliteral(L, "*");
+    lua_rawseti(L, -2, 2);
+    if (atomrun_remote_lock_cluster(l)) {
+        lua_pushstring(L, cluster_ident(ident, sizeof ident, atomrun_remote_lock_cluster(l)));
+        lua_rawseti(L, -2, 3);
+    }
+    lua_setiuservalue(L, -2, 3);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)atomrun_remote_lock_token(l));
+    lua_setfield(L, -2, "token");
+    lua_pushinteger(L, atomrun_remote_lock_index(l));
+    lua_setfield(L, -2, "index");
+    lua_pushstring(L, atomrun_remote_lock_key(l));
+    lua_setfield(L, -2, "key");
+    snprintf(lease, sizeof lease, "%llx", (unsigned long long)atomrun_remote_lock_lease(l));
+    lua_pushstring(L, lease);
+    lua_setfield(L, -2, "lease");
+    lua_setiuservalue(L, -2, 4);
+}
+
+/* atomrun.lock(url, opts) for a name with a scheme (from bind/lock.c). */
+int arL_etcd_lock(lua_State *L)
+{
+    const char *url = arL_checkpath(L, 1), *why, *tls[3], *canon;
     atomrun_etcd *c;
     atomrun_remote_opts o;
     atomrun_remote_lock *l;
@@ -685,30 +773,12 @@ int arL_etcd_lock(lua_State *L)
     ar_url *u;
     int r;
 
-    arL_checkoptnames(L, 2, names);
     lua_settop(L, 2);
-    atomrun_remote_opts_init(&o);
-    if (arL_opt(L, 2, "mode", LUA_TSTRING) != LUA_TNIL) {
-        o.mode = arL_checkmode(L, 2, lua_tostring(L, -1));
-        lua_pop(L, 1);
-    }
-    o.timeout = arL_optseconds(L, 2, "timeout", ATOMRUN_FOREVER);
-    if (!arL_optbool(L, 2, "wait", 1))
-        o.timeout = 0;
-    o.ttl = optposint(L, 2, "ttl", 10, "a whole number of seconds >= 1");
-    o.slots = optposint(L, 2, "slots", 1, "an integer >= 1");
-    arL_optbool(L, 2, "holder", 1);  /* accepted: the holder is always known */
-    o.cmd = optstr(L, 2, "cmd");
-    ca = optstr(L, 2, "ca");
-    cert = optstr(L, 2, "cert");
-    key = optstr(L, 2, "key");
-    if (o.mode == ATOMRUN_SHARED && o.slots != 1)
-        luaL_argerror(L, 2, "a shared etcd lock has one slot");
-
+    lock_options(L, 2, &o, tls);
     u = lua_newuserdatauv(L, sizeof *u, 0);   /* 3: freed by the GC */
     if ((why = parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
-    if ((r = open_client(L, u, ca, cert, key, &c)) != 0)
+    if ((r = open_client(L, u, tls[0], tls[1], tls[2], &c)) != 0)
         return r;
 
     /* Waiting for a name this state holds would wait for ourselves. */
@@ -724,64 +794,10 @@ int arL_etcd_lock(lua_State *L)
     lk->slots = o.slots;
     luaL_setmetatable(L, AR_RLOCK_MT);
 
-    r = atomrun_remote_lock_acquire(c, u->name, &o, &l);
-    if (r < 0) {
-        if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o.holder.token) {
-            /* The kind is news unless an exclusive lock meets one. */
-            pushholdertext(L, &o.holder, o.holder.slots > 0 || o.holder.mode == ATOMRUN_SHARED
-                              || kind_letter(o.mode, o.slots) != 'x');
-            if (r == ATOMRUN_EBUSY)
-                arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
-            else
-                arL_fail(L, r, "timed out after %f s waiting for %s, locked by %s",
-                         o.timeout, u->shown, lua_tostring(L, -1));
-            lua_remove(L, -4);
-            pushrholder(L, &o.holder);
-            return 4;
-        }
-        if (r == ATOMRUN_EBUSY)
-            return arL_fail(L, r, "%s is locked", u->shown);
-        if (r == ATOMRUN_ETIMEOUT)
-            return arL_fail(L, r, "timed out after %f s waiting for %s", o.timeout, u->shown);
-        if (r == -ERANGE && o.min_ttl > 0) {
-            arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
-                     u->shown, o.ttl, o.min_ttl);
-            lua_pushinteger(L, o.min_ttl);
-            return 4;
-        }
-        return arL_fail(L, r, "%s: %s", u->shown, o.err[0] ? o.err : atomrun_strerror(r));
-    }
+    if ((r = atomrun_remote_lock_acquire(c, u->name, &o, &l)) < 0)
+        return lock_failed(L, u, &o, r);
     lk->l = l;
-    lua_pushstring(L, u->shown);
-    lua_setiuservalue(L, -2, 1);
-    lua_pushstring(L, u->name);
-    lua_setiuservalue(L, -2, 2);
-    lua_createtable(L, 3, 0);                  /* the identities it is held under */
-    lua_pushstring(L, canon);
-    lua_rawseti(L, -2, 1);
-    lua_pushliteral(L, "*");
-    lua_rawseti(L, -2, 2);
-    if (atomrun_remote_lock_cluster(l)) {
-        char ident[40];
-        lua_pushstring(L, cluster_ident(ident, sizeof ident, atomrun_remote_lock_cluster(l)));
-        lua_rawseti(L, -2, 3);
-    }
-    lua_setiuservalue(L, -2, 3);
-    lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)atomrun_remote_lock_token(l));
-    lua_setfield(L, -2, "token");
-    lua_pushinteger(L, atomrun_remote_lock_index(l));
-    lua_setfield(L, -2, "index");
-    lua_pushstring(L, atomrun_remote_lock_key(l));
-    lua_setfield(L, -2, "key");
-    {
-        char lease[24];
-        snprintf(lease, sizeof lease, "%llx",
-                 (unsigned long long)atomrun_remote_lock_lease(l));
-        lua_pushstring(L, lease);
-        lua_setfield(L, -2, "lease");
-    }
-    lua_setiuservalue(L, -2, 4);
+    set_handle_values(L, u, canon, l);
     held_note(L, -1, lk, 1);
     return 1;
 }

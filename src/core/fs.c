@@ -197,6 +197,124 @@ static int fast_dirs(int *dirfd, char **p, char *at)
     return 0;
 }
 
+/* One walk's state. */
+typedef struct walker {
+    ar_walk *w;
+    int      flags;
+    char     rest[PATH_MAX];   /* what is left to walk, links' text spliced in */
+    char    *p;                /* where we are in rest */
+    char     at[PATH_MAX];     /* the directory walked into so far (messages) */
+    size_t   mk;               /* rest up to here is a link's text: not made */
+    int      dirfd;            /* the directory we are in */
+    int      hops;             /* links followed */
+    int      fast;             /* try fast_dirs at the next name */
+} walker;
+
+enum { WALK_ON = 0, WALK_DONE = 1 };
+
+/* Open name (O_PATH, not followed) in the directory we are in; with
+ * AR_WALK_MKDIR a missing directory on the way is made first, but never
+ * one a link's text names.  The descriptor or -errno. */
+static int open_component(walker *k, const char *name, int last)
+{
+    int lfd = openat(k->dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (lfd < 0 && errno == ENOENT && !last && (k->flags & AR_WALK_MKDIR) &&
+        (size_t)(k->p - k->rest) > k->mk) {
+        if (mkdirat(k->dirfd, name, 0777) != 0 && errno != EEXIST)
+            return -errno;
+        lfd = openat(k->dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    }
+    return lfd < 0 ? -errno : lfd;
+}
+
+/* The symlink lfd (st) at name on the way: the rule first, then through
+ * it -- its text spliced into what is left to walk, read through the very
+ * link whose owner was checked.  WALK_ON, WALK_DONE or -errno. */
+static int through_link(walker *k, const char *name, int lfd, const struct stat *st,
+                        int last)
+{
+    char target[PATH_MAX];
+    ssize_t n;
+    int r;
+
+    if (++k->hops > AR_MAXHOPS)
+        return -ELOOP;
+    r = link_allowed(k->dirfd, st, k->at, name, k->w->refused);
+    k->w->rule = r == -EACCES;
+    if (r < 0)
+        return r;
+    if (is_magic(lfd) && !(last && (k->flags & AR_WALK_NAMED))) {
+        if (last) {                     /* the caller's open follows it */
+            k->w->magic = 1;
+            strcpy(k->w->name, name);
+            return WALK_DONE;
+        }
+        r = replace_fd(&k->dirfd, openat(k->dirfd, name, O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (r < 0)
+            return r;
+        at_add(k->at, name);
+        return WALK_ON;
+    }
+    n = readlinkat(lfd, "", target, sizeof target - 1);
+    if (n <= 0)
+        return n < 0 ? -errno : -ENOENT;        /* "": the kernel's ENOENT */
+    target[n] = '\0';
+    if (last && (r = follow_text(k->w, target)) < 0)
+        return r;
+    if ((r = splice_link(k->rest, &k->p, target, last, &k->mk)) < 0)
+        return r;
+    if (k->rest[0] == '/') {
+        r = replace_fd(&k->dirfd, open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (r < 0)
+            return r;
+        strcpy(k->at, "/");
+    }
+    k->fast = 1;
+    return WALK_ON;
+}
+
+/* One name of the path: into the directory, through the link, or, the
+ * last name, the end.  WALK_ON, WALK_DONE or -errno. */
+static int walk_name(walker *k, const char *name, int last)
+{
+    struct stat st;
+    int lfd, r;
+
+    if (last && !(k->flags & AR_WALK_FOLLOW)) {
+        strcpy(k->w->name, name);
+        return WALK_DONE;
+    }
+    lfd = open_component(k, name, last);
+    if (lfd == -ENOENT && last) {               /* need not exist yet */
+        strcpy(k->w->name, name);
+        return WALK_DONE;
+    }
+    if (lfd < 0)
+        return lfd;
+    if (fstat(lfd, &st) != 0) {
+        r = -errno;
+        close(lfd);
+        return r;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        r = through_link(k, name, lfd, &st, last);
+        close(lfd);
+        return r;
+    }
+    if (last) {
+        close(lfd);
+        strcpy(k->w->name, name);
+        return WALK_DONE;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        close(lfd);
+        return -ENOTDIR;
+    }
+    replace_fd(&k->dirfd, lfd);
+    at_add(k->at, name);
+    return WALK_ON;
+}
+
 /*
  * The one walk of a path (see core/internal.h): component by component from
  * a directory descriptor, each name opened O_PATH|O_NOFOLLOW relative to
@@ -206,10 +324,8 @@ static int fast_dirs(int *dirfd, char **p, char *at)
  */
 int ar_walk_path(const char *path, int flags, ar_walk *w)
 {
-    char rest[PATH_MAX], at[PATH_MAX], target[PATH_MAX];
-    char *p = rest;
-    size_t mk = 0;
-    int dirfd, hops = 0, fast = 1, r = 0;
+    walker k;
+    int r = 0;
 
     w->dirfd = -1;
     w->magic = 0;
@@ -217,139 +333,56 @@ int ar_walk_path(const char *path, int flags, ar_walk *w)
     w->name[0] = '\0';
     if (!*path)
         return -ENOENT;
-    if (strlen(path) >= sizeof rest)
+    if (strlen(path) >= sizeof k.rest)
         return -ENAMETOOLONG;
-    strcpy(rest, path);
+    memset(&k, 0, sizeof k);
+    k.w = w;
+    k.flags = flags;
+    k.fast = 1;
+    k.p = k.rest;
+    strcpy(k.rest, path);
     strcpy(w->path, path);
-    strcpy(at, path[0] == '/' ? "/" : "");
-    dirfd = open(path[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dirfd < 0)
+    strcpy(k.at, path[0] == '/' ? "/" : "");
+    k.dirfd = open(path[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (k.dirfd < 0)
         return -errno;
     for (;;) {
-        struct stat st;
-        const char *end;
         char name[NAME_MAX + 1];
+        const char *end;
         size_t len;
-        int lfd, last, dots;
-        ssize_t n;
 
-        while (*p == '/')
-            p++;
-        if (!*p) {                      /* "/", or a trailing slash */
+        while (*k.p == '/')
+            k.p++;
+        if (!*k.p) {                    /* "/", or a trailing slash */
             strcpy(w->name, ".");
             break;
         }
-        if (fast) {
-            fast = 0;
-            if (fast_dirs(&dirfd, &p, at) == 0)
+        if (k.fast) {
+            k.fast = 0;
+            if (fast_dirs(&k.dirfd, &k.p, k.at) == 0)
                 continue;
         }
-        end = strchr(p, '/');
-        len = end ? (size_t)(end - p) : strlen(p);
+        end = strchr(k.p, '/');
+        len = end ? (size_t)(end - k.p) : strlen(k.p);
         if (len > NAME_MAX) {
             r = -ENAMETOOLONG;
             break;
         }
-        memcpy(name, p, len);
+        memcpy(name, k.p, len);
         name[len] = '\0';
-        p += len;
-        dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
-        /* the last name, unless "x/" (which must be a directory, and is
-         * followed) or a dot (which is the directory itself) */
-        last = !end && !dots;
+        k.p += len;
         if (strcmp(name, ".") == 0)
             continue;
-        if (last && !(flags & AR_WALK_FOLLOW)) {
-            strcpy(w->name, name);
+        /* the last name, unless "x/" (which must be a directory, and is
+         * followed) or ".." (the directory above) */
+        if ((r = walk_name(&k, name, !end && strcmp(name, "..") != 0)) != WALK_ON)
             break;
-        }
-        lfd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (lfd < 0 && errno == ENOENT && !last && (flags & AR_WALK_MKDIR) &&
-            (size_t)(p - rest) > mk) {
-            if (mkdirat(dirfd, name, 0777) != 0 && errno != EEXIST) {
-                r = -errno;
-                break;
-            }
-            lfd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        }
-        if (lfd < 0) {
-            if (errno == ENOENT && last) {      /* need not exist yet */
-                strcpy(w->name, name);
-                break;
-            }
-            r = -errno;
-            break;
-        }
-        if (fstat(lfd, &st) != 0) {
-            r = -errno;
-            close(lfd);
-            break;
-        }
-        if (!S_ISLNK(st.st_mode)) {
-            if (last) {
-                close(lfd);
-                strcpy(w->name, name);
-                break;
-            }
-            if (!S_ISDIR(st.st_mode)) {
-                close(lfd);
-                r = -ENOTDIR;
-                break;
-            }
-            replace_fd(&dirfd, lfd);
-            at_add(at, name);
-            continue;
-        }
-        /* a symlink: the rule first, then through it */
-        if (++hops > AR_MAXHOPS) {
-            r = -ELOOP;
-        } else {
-            r = link_allowed(dirfd, &st, at, name, w->refused);
-            w->rule = r == -EACCES;
-        }
-        if (r == 0 && is_magic(lfd) && !(last && (flags & AR_WALK_NAMED))) {
-            close(lfd);
-            if (last) {                 /* the caller's open follows it */
-                w->magic = 1;
-                strcpy(w->name, name);
-                break;
-            }
-            r = replace_fd(&dirfd, openat(dirfd, name, O_PATH | O_DIRECTORY |
-                                                      O_CLOEXEC));
-            if (r < 0)
-                break;
-            at_add(at, name);
-            continue;
-        }
-        if (r == 0) {
-            /* read through the very link whose owner was checked */
-            n = readlinkat(lfd, "", target, sizeof target - 1);
-            if (n <= 0) {
-                r = n < 0 ? -errno : -ENOENT;   /* "": the kernel's ENOENT */
-            } else {
-                target[n] = '\0';
-                if (last)
-                    r = follow_text(w, target);
-            }
-            if (r == 0)
-                r = splice_link(rest, &p, target, last, &mk);
-        }
-        close(lfd);
-        if (r < 0)
-            break;
-        if (rest[0] == '/') {
-            r = replace_fd(&dirfd, open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
-            if (r < 0)
-                break;
-            strcpy(at, "/");
-        }
-        fast = 1;
     }
     if (r < 0) {
-        close(dirfd);
+        close(k.dirfd);
         return r;
     }
-    w->dirfd = dirfd;
+    w->dirfd = k.dirfd;
     return 0;
 }
 

@@ -995,6 +995,64 @@ static int authenticate(atomrun_etcd *c, int ep, double attempt,
     return how == AT_NOT_ETCD ? -EPROTO : -EAGAIN;   /* try the next one */
 }
 
+/* Auth is on and we have no token: log in on ep.  AT_OK when there is a
+ * token now (or auth turned out to be off: the user is dropped), else how
+ * it failed (AT_FATAL with *rc). */
+static int log_in(atomrun_etcd *c, int ep, double attempt, const ar_post_opts *po,
+                  int *rc, char *last, size_t lastlen)
+{
+    int r = authenticate(c, ep, attempt, po, last, lastlen);
+    if (r < 0 && r != -EAGAIN && r != -EPROTO) {
+        *rc = r;
+        return AT_FATAL;
+    }
+    if (r == 1) {                    /* auth is off: stop asking */
+        pthread_mutex_lock(&c->mu);
+        free(c->user);
+        c->user = NULL;
+        pthread_mutex_unlock(&c->mu);
+    }
+    return r == -EAGAIN ? AT_TRANSPORT : r == -EPROTO ? AT_NOT_ETCD : AT_OK;
+}
+
+/* The endpoint to ask now, and a copy of the auth token (NULL: none). */
+static int current_endpoint(atomrun_etcd *c, char **token)
+{
+    int ep;
+    pthread_mutex_lock(&c->mu);
+    ep = c->cur;
+    *token = c->token ? strdup(c->token) : NULL;
+    pthread_mutex_unlock(&c->mu);
+    return ep;
+}
+
+static void forget_token(atomrun_etcd *c)
+{
+    pthread_mutex_lock(&c->mu);
+    free(c->token);
+    c->token = NULL;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Endpoint ep failed (how): the next one.  After a whole round of
+ * failures, pause a little: an election takes a few heartbeats, and a dead
+ * cluster should not be hammered. */
+static void next_endpoint(atomrun_etcd *c, int ep, int how, int *fails, double deadline)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->cur == ep)
+        c->cur = (ep + 1) % c->neps;
+    pthread_mutex_unlock(&c->mu);
+    if (++*fails % c->neps == 0 || how == AT_RETRY) {
+        double nap = 0.05 * (*fails / c->neps + 1), left = deadline - atomrun_now();
+        if (nap > 0.5)
+            nap = 0.5;
+        if (nap > left)
+            nap = left;
+        atomrun_sleep(nap);
+    }
+}
+
 static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline,
                 const ar_post_opts *po, int *unsure, json_t **answer,
                 char *err, size_t errlen)
@@ -1011,7 +1069,7 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
         deadline = atomrun_now() + c->op_timeout;
     for (;;) {
         double left = deadline - atomrun_now(), attempt;
-        char *token = NULL;
+        char *token;
         int ep, how, rc = 0;
 
         if (po && po->abort_flag && *po->abort_flag) {
@@ -1025,30 +1083,10 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
             break;
         }
         attempt = left < cap ? left : cap;
-        pthread_mutex_lock(&c->mu);
-        ep = c->cur;
-        if (c->token)
-            token = strdup(c->token);
-        pthread_mutex_unlock(&c->mu);
+        ep = current_endpoint(c, &token);
         if (c->user && !token) {
-            rc = authenticate(c, ep, attempt, po, last, sizeof last);
-            if (rc < 0 && rc != -EAGAIN && rc != -EPROTO) {
-                seterr(err, errlen, "%s", last);
-                result = rc;
-                break;
-            }
-            if (rc == 1) {          /* auth is off: stop asking */
-                pthread_mutex_lock(&c->mu);
-                free(c->user);
-                c->user = NULL;
-                pthread_mutex_unlock(&c->mu);
-            }
-            if (rc == -EAGAIN)
-                how = AT_TRANSPORT;
-            else if (rc == -EPROTO)
-                how = AT_NOT_ETCD;
-            else
-                continue;
+            if ((how = log_in(c, ep, attempt, po, &rc, last, sizeof last)) == AT_OK)
+                continue;                   /* with the token now */
         } else {
             how = attempt_once(c, ep, path, text, attempt, token, po, unsure, answer,
                                &rc, last, sizeof last);
@@ -1064,10 +1102,7 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
             break;
         }
         if (how == AT_AUTH_TOKEN && c->user && token_retries++ < 3) {
-            pthread_mutex_lock(&c->mu);
-            free(c->token);
-            c->token = NULL;
-            pthread_mutex_unlock(&c->mu);
+            forget_token(c);
             continue;
         }
         if (how == AT_AUTH_TOKEN) {
@@ -1075,31 +1110,14 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
             result = -EACCES;
             break;
         }
-        if (how == AT_NOT_ETCD) {
-            if (++not_etcd >= c->neps) {
-                seterr(err, errlen, "%s", last);
-                result = -EPROTO;
-                break;
-            }
-        } else {
+        if (how != AT_NOT_ETCD)
             not_etcd = 0;
+        else if (++not_etcd >= c->neps) {
+            seterr(err, errlen, "%s", last);
+            result = -EPROTO;
+            break;
         }
-        /* Next endpoint.  After a whole round of failures, pause a little:
-         * an election takes a few heartbeats, and a dead cluster should
-         * not be hammered. */
-        pthread_mutex_lock(&c->mu);
-        if (c->cur == ep)
-            c->cur = (ep + 1) % c->neps;
-        pthread_mutex_unlock(&c->mu);
-        if (++fails % c->neps == 0 || how == AT_RETRY) {
-            double nap = 0.05 * (fails / c->neps + 1);
-            left = deadline - atomrun_now();
-            if (nap > 0.5)
-                nap = 0.5;
-            if (nap > left)
-                nap = left;
-            atomrun_sleep(nap);
-        }
+        next_endpoint(c, ep, how, &fails, deadline);
     }
     free(text);
     return result;

@@ -150,13 +150,77 @@ static void creator_of(const json_t *rec_kv, const atomrun_remote_kv *existing,
     free(text);
 }
 
+/* A compare of key's target (CREATE, MOD) with a revision. */
+static json_t *compare_rev(const char *key, const char *target, const char *field,
+                           int64_t rev)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%lld", (long long)rev);
+    return json_pack("{s:o, s:s, s:s, s:s}", "key", ar_json_b64(key, strlen(key)),
+                     "target", target, "result", "EQUAL", field, num);
+}
+
+/* put's txn: the put under o's conditions (absent, unchanged, the fence
+ * lock's key still of its token); the failure side reads the key and the
+ * fence key back, to say which condition failed. */
+static json_t *put_txn(const char *key, const void *data, size_t len,
+                       const atomrun_remote_put_opts *o, const char *lkey, int64_t lease)
+{
+    json_t *cmp = json_array(), *put, *failure, *txn;
+    if (o->create_only)
+        json_array_append_new(cmp, compare_rev(key, "CREATE", "create_revision", 0));
+    if (o->if_mod_rev > 0)
+        json_array_append_new(cmp, compare_rev(key, "MOD", "mod_revision", o->if_mod_rev));
+    if (lkey)
+        json_array_append_new(cmp, compare_rev(lkey, "CREATE", "create_revision",
+                                               atomrun_remote_lock_token(o->fence)));
+    put = put_request(key, data, len, lease);
+    failure = json_pack("[{s:{s:o}}]", "request_range", "key", ar_json_b64(key, strlen(key)));
+    if (failure && lkey)
+        json_array_append_new(failure, json_pack("{s:{s:o}}", "request_range", "key",
+                                                 ar_json_b64(lkey, strlen(lkey))));
+    txn = json_pack("{s:o, s:[{s:o}], s:o}", "compare", cmp, "success", "request_put",
+                    put, "failure", failure);
+    if (txn && o->create_only && add_creator_record(txn, key, lease) < 0) {
+        json_decref(txn);
+        return NULL;
+    }
+    return txn;
+}
+
+/* Which condition of a failed put's txn failed?  The fence first: a lost
+ * lock is the news. */
+static int why_not_put(const json_t *ans, const char *key, const char *lkey,
+                       atomrun_remote_put_opts *o, char *err, size_t errlen)
+{
+    const json_t *mine = range_kv(ans, 0), *lk = lkey ? range_kv(ans, 1) : NULL;
+    if (mine)
+        kv_of(mine, &o->existing);
+    if (lkey && (!lk || ar_json_int64(lk, "create_revision") !=
+                 atomrun_remote_lock_token(o->fence))) {
+        snprintf(err, errlen, "not written: the lock %s is no longer held with token "
+                 "%lld (its lease expired or it was broken)", lkey,
+                 (long long)atomrun_remote_lock_token(o->fence));
+        return ATOMRUN_ELOST;
+    }
+    if (o->create_only && mine) {
+        creator_of(range_kv(ans, lkey ? 2 : 1), &o->existing, &o->creator);
+        snprintf(err, errlen, "%s exists (created at revision %lld)", key,
+                 (long long)o->existing.create_rev);
+        return -EEXIST;
+    }
+    snprintf(err, errlen, "%s changed since revision %lld (now %lld)", key,
+             (long long)o->if_mod_rev, (long long)o->existing.mod_rev);
+    return -ESTALE;
+}
+
 int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
                        size_t len, atomrun_remote_put_opts *o, double deadline,
                        char *err, size_t errlen)
 {
-    json_t *cmp, *put, *txn, *ans = NULL, *failure;
+    json_t *txn, *ans = NULL;
     const char *lkey = NULL;
-    char num[32], why[ATOMRUN_ETCD_ERRLEN];
+    char why[ATOMRUN_ETCD_ERRLEN];
     ar_session *s = NULL;
     int r;
 
@@ -185,35 +249,8 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
             return r;
         ar_session_pin(s);
     }
-    cmp = json_array();
-    if (o->create_only)
-        json_array_append_new(cmp, json_pack("{s:o, s:s, s:s, s:s}", "key",
-            ar_json_b64(key, strlen(key)), "target", "CREATE", "result", "EQUAL",
-            "create_revision", "0"));
-    if (o->if_mod_rev > 0) {
-        snprintf(num, sizeof num, "%lld", (long long)o->if_mod_rev);
-        json_array_append_new(cmp, json_pack("{s:o, s:s, s:s, s:s}", "key",
-            ar_json_b64(key, strlen(key)), "target", "MOD", "result", "EQUAL",
-            "mod_revision", num));
-    }
-    if (lkey) {
-        snprintf(num, sizeof num, "%lld", (long long)atomrun_remote_lock_token(o->fence));
-        json_array_append_new(cmp, json_pack("{s:o, s:s, s:s, s:s}", "key",
-            ar_json_b64(lkey, strlen(lkey)), "target", "CREATE", "result", "EQUAL",
-            "create_revision", num));
-    }
-    put = put_request(key, data, len, s ? ar_session_lease(s) : 0);
-    failure = json_pack("[{s:{s:o}}]", "request_range", "key", ar_json_b64(key, strlen(key)));
-    if (failure && lkey)
-        json_array_append_new(failure, json_pack("{s:{s:o}}", "request_range", "key",
-                                                 ar_json_b64(lkey, strlen(lkey))));
-    txn = json_pack("{s:o, s:[{s:o}], s:o}", "compare", cmp, "success", "request_put",
-                    put, "failure", failure);
-    if (txn && o->create_only &&
-        (r = add_creator_record(txn, key, s ? ar_session_lease(s) : 0)) < 0) {
-        json_decref(txn);
-        return r;
-    }
+    if (!(txn = put_txn(key, data, len, o, lkey, s ? ar_session_lease(s) : 0)))
+        return -ENOMEM;
     r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
     if (r < 0)
         return r;
@@ -222,28 +259,7 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
         json_decref(ans);
         return 0;
     }
-    /* Which condition failed?  The fence first: a lost lock is the news. */
-    {
-        const json_t *mine = range_kv(ans, 0), *lk = lkey ? range_kv(ans, 1) : NULL;
-        if (mine)
-            kv_of(mine, &o->existing);
-        if (lkey && (!lk || ar_json_int64(lk, "create_revision") !=
-                     atomrun_remote_lock_token(o->fence))) {
-            snprintf(err, errlen, "not written: the lock %s is no longer held with token "
-                     "%lld (its lease expired or it was broken)", lkey,
-                     (long long)atomrun_remote_lock_token(o->fence));
-            r = ATOMRUN_ELOST;
-        } else if (o->create_only && mine) {
-            creator_of(range_kv(ans, lkey ? 2 : 1), &o->existing, &o->creator);
-            snprintf(err, errlen, "%s exists (created at revision %lld)", key,
-                     (long long)o->existing.create_rev);
-            r = -EEXIST;
-        } else {
-            snprintf(err, errlen, "%s changed since revision %lld (now %lld)", key,
-                     (long long)o->if_mod_rev, (long long)o->existing.mod_rev);
-            r = -ESTALE;
-        }
-    }
+    r = why_not_put(ans, key, lkey, o, err, errlen);
     json_decref(ans);
     return r;
 }
