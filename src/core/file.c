@@ -94,7 +94,7 @@ typedef struct ar_target {
  * ATOMRUN_STAGE_RESOLVE.  Opened O_RDONLY, for its fsync.
  */
 static int open_dir(const char *path, int follow, ar_target *t,
-                       atomrun_write_opts *o)
+                    atomrun_write_opts *o)
 {
     ar_walk w;
     int r;
@@ -105,7 +105,7 @@ static int open_dir(const char *path, int follow, ar_target *t,
                                               : 0), &w);
     if (r < 0)
         return fail(o, w.rule || (follow && r == -ELOOP)
-                              ? ATOMRUN_STAGE_RESOLVE : ATOMRUN_STAGE_DIR, r);
+                           ? ATOMRUN_STAGE_RESOLVE : ATOMRUN_STAGE_DIR, r);
     if (strcmp(w.name, ".") == 0 || strcmp(w.name, "..") == 0) {
         close(w.dirfd);
         return fail(o, ATOMRUN_STAGE_OPEN, -EISDIR);
@@ -365,7 +365,7 @@ static void temp_discard(const ar_target *t, ar_temp *tmp)
 
 /* The temp file is written: its owner, mode and (durable) its data. */
 static int temp_finish(ar_temp *tmp, const struct stat *old, int mode,
-                          atomrun_write_opts *o)
+                       atomrun_write_opts *o)
 {
     /* Owner first: chown clears set-id bits that fchmod then restores. */
     if (old && geteuid() == 0 &&
@@ -408,7 +408,7 @@ static int final_mode(const atomrun_write_opts *o, const struct stat *old)
  * check and the rename cannot be excluded by any path-based call.
  */
 static int check_target(const ar_target *t, struct stat *st, int *exists,
-                           atomrun_write_opts *o)
+                        atomrun_write_opts *o)
 {
     *exists = 0;
     o->found = 0;
@@ -608,8 +608,8 @@ static int create_empty(const char *path, atomrun_write_opts *o)
             o->found = (unsigned)(st.st_mode & S_IFMT);
         close(t.dirfd);
         return fail(o, r == -EEXIST ? ATOMRUN_STAGE_LINK
-                          : r == -ENOENT || r == -ENOTDIR ? ATOMRUN_STAGE_DIR
-                          : ATOMRUN_STAGE_TEMP, r);
+                       : r == -ENOENT || r == -ENOTDIR ? ATOMRUN_STAGE_DIR
+                       : ATOMRUN_STAGE_TEMP, r);
     }
     if (o->mode >= 0 && fchmod(fd, (mode_t)o->mode) != 0) {
         r = fail(o, ATOMRUN_STAGE_WRITE, -errno);
@@ -626,7 +626,7 @@ static int create_empty(const char *path, atomrun_write_opts *o)
 
 /* The string forms: one write of the whole buffer through the writer. */
 static int write_whole(const char *path, int how, const void *data,
-                          size_t len, atomrun_write_opts *o)
+                       size_t len, atomrun_write_opts *o)
 {
     atomrun_writer *w;
     int r = atomrun_writer_open(&w, path, how, o);
@@ -668,7 +668,7 @@ int atomrun_replace(const char *path, const void *data, size_t len,
         o = &defaults;
     }
     return write_whole(path, ATOMRUN_WRITE_REPLACE, data ? data : "",
-                          data ? len : 0, o);
+                       data ? len : 0, o);
 }
 
 /* ------------------------------------------------------------------ read */

@@ -94,7 +94,7 @@ static int line_is_file(const ar_lockline *l, dev_t dev, ino_t ino)
 
 /* Does lock line l conflict with a request (kind, mode, range)? */
 static int line_conflicts(const ar_lockline *l, const char *kind, int mode,
-                             int64_t start, int64_t length)
+                          int64_t start, int64_t length)
 {
     int64_t end = length == 0 ? -1 : start + length - 1;
 
@@ -222,8 +222,8 @@ static int read_locks(dev_t dev, ino_t ino, ar_lockline **out)
         for (int j = 0; j < n[i]; j++) {
             const ar_lockline *l = &v[i][j];
             int want = median3(count_same(v[0], n[0], l),
-                                  count_same(v[1], n[1], l),
-                                  count_same(v[2], n[2], l));
+                               count_same(v[1], n[1], l),
+                               count_same(v[2], n[2], l));
             if (count_same(res, got, l) < want)
                 res[got++] = *l;
         }
@@ -279,7 +279,7 @@ static int scan_overdue(const ar_scan *s)
 }
 
 static void scan_init(ar_scan *s, dev_t dev, ino_t ino, int self_fd,
-                         ar_visit_fn visit, void *ctx)
+                      ar_visit_fn visit, void *ctx)
 {
     memset(s, 0, sizeof *s);
     s->dev = dev;
@@ -414,7 +414,7 @@ static int listed(pid_t pid, const pid_t *v, size_t n)
  * when the budget ran out.
  */
 static int scan_run(ar_scan *s, const pid_t *first, size_t nfirst,
-                       pid_t after)
+                    pid_t after)
 {
     pid_t *pids = NULL;
     size_t n = 0, cap = 0, begin = 0;
@@ -486,7 +486,7 @@ static int visit_want(ar_scan *s, pid_t pid, int fd, const char *info)
             continue;
         if (w->exact ? line_same(&l, w->exact)
                      : line_conflicts(&l, w->kind, w->mode, w->start,
-                                         w->length)) {
+                                      w->length)) {
             w->pid = pid;
             w->found = l;
             return 1;
@@ -773,7 +773,7 @@ static int ofd_waiting(pid_t pid, int fd)
 }
 
 static void who_fill(atomrun_lockinfo *out, const ar_lockline *l,
-                        pid_t pid)
+                     pid_t pid)
 {
     fill_holder(&out->h, l, pid);
     out->waiting = l->waiter;

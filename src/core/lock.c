@@ -33,7 +33,7 @@
  * rule.  Missing parent directories are made when creating.
  */
 static int open_rw_or_ro(const char *path, int create, int perm, int walk,
-                            int *writable)
+                         int *writable)
 {
     int fd = ar_open_walked(path, O_RDWR | (create ? O_CREAT : 0) |
                             AR_LOCKFILE_FLAGS, create ? perm : 0,
@@ -68,7 +68,7 @@ int atomrun_lockfile_open_follow(const char *path, int create, int perm,
         follow != ATOMRUN_FOLLOW_PROTECTED)
         return -EINVAL;
     fd = open_rw_or_ro(path, create, perm,
-                          follow == ATOMRUN_NOFOLLOW ? 0 : AR_WALK_FOLLOW, &w);
+                       follow == ATOMRUN_NOFOLLOW ? 0 : AR_WALK_FOLLOW, &w);
     if (writable)
         *writable = w;
     return fd;
@@ -166,7 +166,7 @@ int atomrun_flock_holder(int fd, int mode, atomrun_holder *h)
 static atomic_int ofd_missing;
 
 static void fill_flock(struct flock *fl, short type, int64_t start,
-                          int64_t length)
+                       int64_t length)
 {
     memset(fl, 0, sizeof *fl);
     fl->l_type = type;
@@ -225,7 +225,7 @@ int atomrun_range_lock(int fd, int mode, int64_t start, int64_t length,
         return -EINVAL;
     req.fd = fd;
     fill_flock(&req.fl, mode == ATOMRUN_SHARED ? F_RDLCK : F_WRLCK,
-                  start, length);
+               start, length);
     return ar_wait_for(range_attempt, &req, timeout);
 }
 
@@ -248,7 +248,7 @@ int atomrun_range_test(int fd, int mode, int64_t start, int64_t length,
     if (!range_valid(start, length))
         return -EINVAL;
     fill_flock(&fl, mode == ATOMRUN_SHARED ? F_RDLCK : F_WRLCK, start,
-                  length);
+               length);
     if (fcntl(fd, cmd, &fl) != 0)
         return -errno;
     if (fl.l_type == F_UNLCK)

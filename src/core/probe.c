@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 static const struct { unsigned long magic; const char *name; int remote, volat; }
-ar_fstypes[] = {
+fstypes[] = {
     { 0xEF53, "ext4", 0, 0 },         { 0x58465342, "xfs", 0, 0 },
     { 0x9123683E, "btrfs", 0, 0 },    { 0x2FC12FC1, "zfs", 0, 0 },
     { 0xF2F52010, "f2fs", 0, 0 },     { 0x4D44, "vfat", 0, 0 },
@@ -29,11 +29,11 @@ ar_fstypes[] = {
 
 static void fill_fstype(unsigned long magic, atomrun_fsinfo *fi)
 {
-    for (size_t i = 0; i < sizeof ar_fstypes / sizeof ar_fstypes[0]; i++)
-        if (ar_fstypes[i].magic == magic) {
-            snprintf(fi->fstype, sizeof fi->fstype, "%s", ar_fstypes[i].name);
-            fi->remote = ar_fstypes[i].remote;
-            fi->volatile_ = ar_fstypes[i].volat;
+    for (size_t i = 0; i < sizeof fstypes / sizeof fstypes[0]; i++)
+        if (fstypes[i].magic == magic) {
+            snprintf(fi->fstype, sizeof fi->fstype, "%s", fstypes[i].name);
+            fi->remote = fstypes[i].remote;
+            fi->volatile_ = fstypes[i].volat;
             return;
         }
     snprintf(fi->fstype, sizeof fi->fstype, "0x%lx", magic);

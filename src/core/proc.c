@@ -125,8 +125,8 @@ static void child_default(int sig)
  * terminal whose foreground this command's new group takes.
  */
 static void child_exec(char *const argv[], const atomrun_spawn_opts *o,
-                          const sigset_t *mask, int errpipe, pid_t parent,
-                          int ttyfd)
+                       const sigset_t *mask, int errpipe, pid_t parent,
+                       int ttyfd)
 {
     unsigned long long caught;
     int err;
@@ -307,7 +307,7 @@ static void child_signals(ar_child *c, const atomrun_spawn_opts *o)
 /* Wait for the child, forwarding signals and enforcing the timeout; -1 as
  * timeout means none. */
 static int wait_child(ar_child *c, atomrun_spawn_opts *o,
-                         int *status)
+                      int *status)
 {
     int pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
     double deadline = o->timeout >= 0 ? atomrun_now() + o->timeout : -1;
@@ -375,8 +375,8 @@ static int wait_child(ar_child *c, atomrun_spawn_opts *o,
  * are its own copies.  On return the caller's mask is *saved plus *extra.
  */
 static pid_t vfork_exec(char *const argv[], const atomrun_spawn_opts *o,
-                           const sigset_t *extra, sigset_t *saved,
-                           int errpipe, int ttyfd)
+                        const sigset_t *extra, sigset_t *saved,
+                        int errpipe, int ttyfd)
 {
     sigset_t all, want;
     pid_t pid, parent = getpid();
@@ -400,7 +400,7 @@ static pid_t vfork_exec(char *const argv[], const atomrun_spawn_opts *o,
 /* The signals we catch (blocked, read from a signalfd) while the command
  * runs.  Blocked before the vfork, so none is lost before the signalfd. */
 static void caught_signals(const atomrun_spawn_opts *o, int tty,
-                              sigset_t *set)
+                           sigset_t *set)
 {
     sigemptyset(set);
     /* Ctrl-C and Ctrl-\ reach the command first, with or without a
