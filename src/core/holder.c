@@ -1,12 +1,10 @@
 /*
- * core/holder.c -- who holds a lock, and who waits for it.
- *
- * The kernel lists every lock in /proc/locks, waiters after their blocker:
- *
- *     1: FLOCK  ADVISORY  WRITE 4121 fe:00:10952846 0 EOF
- *     1: -> FLOCK  ADVISORY  WRITE 4130 fe:00:10952846 0 EOF
- *     2: OFDLCK ADVISORY  READ  -1 fe:00:10952846 10 14
- *     3: POSIX  ADVISORY  WRITE 5678 08:01:9999 1073741824 1073741825
+ * core/holder.c -- who holds a lock, and who waits for it: the bounded
+ * search of /proc for the processes behind the lines of /proc/locks
+ * (core/locktab.c), and the three questions put to it -- the one holder
+ * that conflicts with a request (ar_find_holder, ar_find_ofd_holder), does
+ * this pid hold a lock on the file (atomrun_pid_holds), and every lock on
+ * the file with its holder or waiter (atomrun_locks_on, atomrun_who).
  *
  * The traps, both because flock and OFD locks belong to an open file
  * description, not to a process:
@@ -23,13 +21,21 @@
  * with it: its pid is the holder.  Another user's processes stay hidden
  * unless we are root: then the holder is unknown (pid 0), never a guess.
  *
- * Cost: a search looks at descriptors one by one (one fstatat of the
- * /proc/PID/fd link each; the fdinfo is read only for descriptors of the
- * very file), the processes /proc/locks names first, then the others
- * starting just above the taker's pid (a forked child usually has a higher
- * pid).  A hard budget (AR_SCAN_FDS descriptors, AR_SCAN_CPU_SECONDS of
- * this thread's CPU) ends a search on a host with very many descriptors:
- * the holder is then unknown.
+ * One search engine (scan_run, scan_pid) with a visit function per
+ * question, because the questions differ only in what they look for in a
+ * descriptor's fdinfo; the budget, the order and the care about reused pids
+ * are then written once.
+ *
+ * Cost: a search looks at descriptors one by one (one statx of the file
+ * behind each /proc/PID/fd link, with AT_STATX_DONT_SYNC so that a
+ * descriptor on a dead NFS server cannot hang it; the fdinfo is read only
+ * for descriptors of the very file): the last holder this thread found
+ * first, then the processes /proc/locks names, then the others starting
+ * just above the taker's pid (a forked child usually has a higher pid),
+ * and this process last.  A hard budget (AR_SCAN_FDS descriptors,
+ * AR_SCAN_CPU_SECONDS of this thread's CPU, AR_SCAN_WALL_SECONDS of wall
+ * clock as the backstop) ends a search on a host with very many
+ * descriptors: the holder is then unknown.
  */
 #define _GNU_SOURCE
 #include "core/internal.h"
@@ -37,7 +43,6 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <stdatomic.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <stdio.h>
@@ -52,188 +57,6 @@
 #define AR_SCAN_FDS          100000
 #define AR_SCAN_CPU_SECONDS  0.25
 #define AR_SCAN_WALL_SECONDS 5.0
-
-typedef struct ar_lockline {
-    char    kind[8];         /* FLOCK, OFDLCK, POSIX, ... */
-    int     write;           /* WRITE (1) or READ (0) */
-    int     waiter;          /* a "->" line: waits, holds nothing */
-    long    pid;
-    unsigned maj, min;
-    unsigned long long ino;
-    int64_t start, end;      /* end -1: EOF */
-} ar_lockline;
-
-/* Parse "N: [-> ]KIND ADVISORY RW PID MAJ:MIN:INO START END" (the text
- * after an fdinfo "lock:" prefix too). */
-static int parse_lockline(const char *line, ar_lockline *l)
-{
-    char adv[16], rw[16], end[32];
-    long long start;
-    const char *p = strchr(line, ':'), *arrow;
-
-    if (!p)
-        return 0;
-    p++;
-    arrow = strstr(p, "->");
-    l->waiter = arrow != NULL;
-    if (arrow)
-        p = arrow + 2;
-    if (sscanf(p, "%7s %15s %15s %ld %x:%x:%llu %lld %31s", l->kind, adv,
-               rw, &l->pid, &l->maj, &l->min, &l->ino, &start, end) != 9)
-        return 0;
-    l->write = strcmp(rw, "WRITE") == 0;
-    l->start = start;
-    l->end = strcmp(end, "EOF") == 0 ? -1 : strtoll(end, NULL, 10);
-    return 1;
-}
-
-static int line_is_file(const ar_lockline *l, dev_t dev, ino_t ino)
-{
-    return l->maj == major(dev) && l->min == minor(dev) && l->ino == ino;
-}
-
-/* Does lock line l conflict with a request (kind, mode, range)? */
-static int line_conflicts(const ar_lockline *l, const char *kind, int mode,
-                          int64_t start, int64_t length)
-{
-    int64_t end = length == 0 ? -1 : start + length - 1;
-
-    if (l->waiter || strcmp(l->kind, kind) != 0)
-        return 0;
-    if (mode == ATOMRUN_SHARED && !l->write)
-        return 0;                        /* readers do not exclude readers */
-    if (l->end != -1 && l->end < start)
-        return 0;
-    if (end != -1 && l->start > end)
-        return 0;
-    return 1;
-}
-
-/* The same lock (as fdinfo prints a line of /proc/locks)? */
-static int line_same(const ar_lockline *a, const ar_lockline *b)
-{
-    return strcmp(a->kind, b->kind) == 0 && a->write == b->write &&
-           a->pid == b->pid && a->start == b->start && a->end == b->end;
-}
-
-/* One pass over /proc/locks: its lines about (dev, ino); see below. */
-static int read_locks_once(dev_t dev, ino_t ino, ar_lockline **out)
-{
-    char line[512];
-    ar_lockline l, *v = NULL;
-    int n = 0, cap = 0;
-    FILE *f = fopen("/proc/locks", "re");
-
-    *out = NULL;
-    if (!f)
-        return -errno;
-    while (fgets(line, sizeof line, f)) {
-        if (!parse_lockline(line, &l) || !line_is_file(&l, dev, ino))
-            continue;
-        if (n == cap) {
-            ar_lockline *more = realloc(v, sizeof *v * (size_t)(cap = cap * 2 + 8));
-            if (!more) {
-                free(v);
-                fclose(f);
-                return -ENOMEM;
-            }
-            v = more;
-        }
-        v[n++] = l;
-    }
-    fclose(f);
-    *out = v;
-    return n;
-}
-
-static int same_lines(const ar_lockline *a, const ar_lockline *b, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (!line_same(&a[i], &b[i]) || a[i].waiter != b[i].waiter)
-            return 0;
-    return 1;
-}
-
-/* How many lines of v[0..n) read the same as l. */
-static int count_same(const ar_lockline *v, int n, const ar_lockline *l)
-{
-    int k = 0;
-    for (int i = 0; i < n; i++)
-        k += line_same(&v[i], l) && v[i].waiter == l->waiter;
-    return k;
-}
-
-static int median3(int a, int b, int c)
-{
-    if (a > b) { int t = a; a = b; b = t; }
-    if (b > c) b = c;
-    return a > b ? a : b;
-}
-
-/*
- * Every line of /proc/locks about (dev, ino), holders and waiters, in the
- * kernel's order; malloc'd.  -errno, or the count.
- *
- * A trap: /proc/locks is a seq_file that the kernel fills a page per
- * read(2), dropping its lock between pages and finding its place again by
- * position.  When other processes take or release locks meanwhile (anywhere
- * on the system: the table is global), a table longer than a page comes
- * back with lines skipped or repeated — 298 or 302 of a file's 300 locks.
- * The table is read again until two passes in a row agree (each pass takes
- * a few microseconds per lock, and churn that tears two passes the same way
- * is rare); if none do within AR_LOCKS_PASSES, each distinct line is kept
- * as many times as the median of the last three passes has it: a line one
- * pass skipped or repeated counts right, as long as no two of them tore at
- * the same place.
- */
-#define AR_LOCKS_PASSES 12
-static int read_locks(dev_t dev, ino_t ino, ar_lockline **out)
-{
-    ar_lockline *v[3] = { NULL, NULL, NULL }, *res;
-    int n[3] = { 0, 0, 0 }, total = 0, got = 0, r = 0;
-
-    *out = NULL;
-    /* v[2] is the newest pass; stop as soon as it agrees with v[1]. */
-    for (int pass = 0; pass < AR_LOCKS_PASSES; pass++) {
-        free(v[0]);
-        v[0] = v[1], n[0] = n[1];
-        v[1] = v[2], n[1] = n[2];
-        v[2] = NULL;
-        n[2] = read_locks_once(dev, ino, &v[2]);
-        if (n[2] < 0) {
-            r = n[2];
-            goto done;
-        }
-        if (pass > 0 && n[1] == n[2] && same_lines(v[1], v[2], n[2])) {
-            *out = v[2];
-            v[2] = NULL;
-            r = n[1];
-            goto done;
-        }
-    }
-    total = n[0] + n[1] + n[2];
-    res = malloc(sizeof *res * (size_t)(total ? total : 1));
-    if (!res) {
-        r = -ENOMEM;
-        goto done;
-    }
-    /* In the order of first appearance, each line up to its median count. */
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < n[i]; j++) {
-            const ar_lockline *l = &v[i][j];
-            int want = median3(count_same(v[0], n[0], l),
-                               count_same(v[1], n[1], l),
-                               count_same(v[2], n[2], l));
-            if (count_same(res, got, l) < want)
-                res[got++] = *l;
-        }
-    *out = res;
-    r = got;
-done:
-    for (int i = 0; i < 3; i++)
-        free(v[i]);
-    return r;
-}
 
 /* ----------------------------------------------------- the bounded search */
 
@@ -313,21 +136,6 @@ static int is_asker(const ar_scan *s, pid_t pid, int fd)
         return 1;
     return syscall(SYS_kcmp, s->self, pid, KCMP_FILE, s->self_fd, fd) == 0;
 }
-
-static ssize_t read_at(int dirfd, const char *name, char *buf, size_t size)
-{
-    ssize_t n, got = 0;
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    while ((size_t)got < size - 1 &&
-           (n = read(fd, buf + got, size - 1 - (size_t)got)) > 0)
-        got += n;
-    close(fd);
-    buf[got] = '\0';
-    return got;
-}
-
 /*
  * Is the descriptor named `name` in the /proc/PID/fd directory dirfd a
  * descriptor of (dev, ino)?  statx with AT_STATX_DONT_SYNC, not a plain
@@ -382,7 +190,7 @@ static int scan_pid(ar_scan *s, pid_t pid)
         if (is_asker(s, pid, fd))
             continue;
         snprintf(name, sizeof name, "fdinfo/%d", fd);
-        if (read_at(pdir, name, info, sizeof info) < 0)
+        if (ar_read_at(pdir, name, info, sizeof info) < 0)
             continue;
         if (s->visit(s, pid, fd, info))
             stop = 1;
@@ -482,11 +290,11 @@ static int visit_want(ar_scan *s, pid_t pid, int fd, const char *info)
     ar_lockline l;
     (void)fd;
     for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5) {
-        if (!parse_lockline(p + 5, &l) || !line_is_file(&l, s->dev, s->ino))
+        if (!ar_parse_lockline(p + 5, &l) || !ar_line_is_file(&l, s->dev, s->ino))
             continue;
-        if (w->exact ? line_same(&l, w->exact)
-                     : line_conflicts(&l, w->kind, w->mode, w->start,
-                                      w->length)) {
+        if (w->exact ? ar_line_same(&l, w->exact)
+                     : ar_line_conflicts(&l, w->kind, w->mode, w->start,
+                                         w->length)) {
             w->pid = pid;
             w->found = l;
             return 1;
@@ -494,19 +302,6 @@ static int visit_want(ar_scan *s, pid_t pid, int fd, const char *info)
     }
     return 0;
 }
-
-static int pid_alive(pid_t pid)
-{
-    char path[64], buf[512], *p;
-    ssize_t n;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    n = read_at(AT_FDCWD, path, buf, sizeof buf);
-    if (n <= 0 || !(p = strrchr(buf, ')')))
-        return 0;
-    /* a zombie holds nothing, and counts as dead */
-    return p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
 static void fill_holder(atomrun_holder *h, const ar_lockline *l, pid_t pid)
 {
     memset(h, 0, sizeof *h);
@@ -551,7 +346,7 @@ int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
     pid_t *takers;
     size_t nt = 0;
     pid_t after = 0;
-    int n = read_locks(dev, ino, &lines), r;
+    int n = ar_read_locks(dev, ino, &lines), r;
     ar_want w;
     ar_scan s;
 
@@ -561,13 +356,13 @@ int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
     if (takers && hinted_pid(dev, ino))
         takers[nt++] = hinted_pid(dev, ino);
     for (int i = 0; i < n; i++) {
-        if (!line_conflicts(&lines[i], kind, mode, start, length))
+        if (!ar_line_conflicts(&lines[i], kind, mode, start, length))
             continue;
         if (!first_line)
             first_line = &lines[i];
         /* A POSIX lock dies with its process: its pid is the holder. */
         if (strcmp(kind, "POSIX") == 0 && lines[i].pid > 0 &&
-            lines[i].pid != getpid() && pid_alive((pid_t)lines[i].pid)) {
+            lines[i].pid != getpid() && ar_pid_alive((pid_t)lines[i].pid)) {
             fill_holder(h, &lines[i], (pid_t)lines[i].pid);
             free(takers);
             free(lines);
@@ -643,8 +438,8 @@ static int visit_any(ar_scan *s, pid_t pid, int fd, const char *info)
     (void)pid;
     (void)fd;
     for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5)
-        if (parse_lockline(p + 5, &l) && !l.waiter &&
-            line_is_file(&l, s->dev, s->ino)) {
+        if (ar_parse_lockline(p + 5, &l) && !l.waiter &&
+            ar_line_is_file(&l, s->dev, s->ino)) {
             *(int *)s->ctx = 1;
             return 1;
         }
@@ -664,7 +459,7 @@ int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino)
     /* a POSIX lock shows in the fdinfo of the descriptor that set it only:
      * /proc/locks names its owner directly */
     ar_lockline *lines;
-    int n = read_locks((dev_t)dev, (ino_t)ino, &lines);
+    int n = ar_read_locks((dev_t)dev, (ino_t)ino, &lines);
     for (int i = 0; i < n && !hit; i++)
         hit = !lines[i].waiter && strcmp(lines[i].kind, "POSIX") == 0 &&
               lines[i].pid == (long)pid;
@@ -709,7 +504,7 @@ static void who_claim(ar_who *w, const ar_lockline *l, pid_t pid)
 {
     for (int i = 0; i < w->nlines; i++)
         if (!w->owner[i] && who_needs_owner(&w->lines[i]) &&
-            line_same(&w->lines[i], l)) {
+            ar_line_same(&w->lines[i], l)) {
             w->owner[i] = pid;
             w->unmatched--;
             return;
@@ -722,8 +517,8 @@ static int visit_who(ar_scan *s, pid_t pid, int fd, const char *info)
     ar_lockline l;
 
     for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5)
-        if (parse_lockline(p + 5, &l) && !l.waiter &&
-            line_is_file(&l, s->dev, s->ino))
+        if (ar_parse_lockline(p + 5, &l) && !l.waiter &&
+            ar_line_is_file(&l, s->dev, s->ino))
             who_claim(w, &l, pid);
     if (w->need_all) {
         if (w->n == w->cap) {
@@ -762,7 +557,7 @@ static int ofd_waiting(pid_t pid, int fd)
             continue;
         snprintf(path, sizeof path, "/proc/%d/task/%.20s/syscall", (int)pid,
                  e->d_name);
-        if (read_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
+        if (ar_read_at(AT_FDCWD, path, buf, sizeof buf) <= 0)
             continue;
         hit = sscanf(buf, "%ld %lx %lx", &nr, &a0, &a1) == 3 &&
               nr == SYS_fcntl && a0 == (unsigned long)fd &&
@@ -786,7 +581,7 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
     pid_t *first, *owner;
     size_t nf = 0;
     pid_t after = 0;
-    int n = read_locks((dev_t)dev, (ino_t)ino, &lines);
+    int n = ar_read_locks((dev_t)dev, (ino_t)ino, &lines);
     ar_who w;
     ar_scan s;
 
@@ -828,7 +623,7 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
         if (strcmp(l->kind, "POSIX") == 0 || (l->waiter &&
                                               strcmp(l->kind, "FLOCK") == 0)) {
             /* a POSIX lock's pid is its owner; a waiter's is the waiter */
-            if (l->pid > 0 && pid_alive((pid_t)l->pid))
+            if (l->pid > 0 && ar_pid_alive((pid_t)l->pid))
                 pid = (pid_t)l->pid;
         } else if (l->waiter) {
             /* an OFD waiter: a process with the file open that waits in
@@ -859,122 +654,4 @@ int atomrun_who(const char *path, atomrun_lockinfo **list)
     if (stat(path, &st) != 0)
         return -errno;
     return atomrun_locks_on(st.st_dev, st.st_ino, list);
-}
-
-/* ------------------------------------------------------- process facts */
-
-/* Seconds since the epoch when pid started: /proc/PID/stat's starttime
- * (clock ticks after boot) plus /proc/stat's btime.  0 when unknown. */
-int64_t ar_start_time(pid_t pid)
-{
-    /* Boot time never changes: threads that race to read it first all
-     * store the same value, but the store must still be atomic. */
-    static _Atomic long long boot_time;
-    long long btime = atomic_load_explicit(&boot_time, memory_order_relaxed);
-    char path[64], buf[1024], *p;
-    unsigned long long ticks;
-    long hz = sysconf(_SC_CLK_TCK);
-
-    if (!btime) {
-        char st[8192];
-        const char *b;
-        if (read_at(AT_FDCWD, "/proc/stat", st, sizeof st) > 0 &&
-            (b = strstr(st, "\nbtime ")) != NULL) {
-            btime = atoll(b + 7);
-            atomic_store_explicit(&boot_time, btime, memory_order_relaxed);
-        }
-    }
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    if (!btime || hz <= 0 || read_at(AT_FDCWD, path, buf, sizeof buf) <= 0 ||
-        !(p = strrchr(buf, ')')))
-        return 0;
-    /* after "pid (comm)": state is field 3, starttime field 22 */
-    p += 2;
-    for (int field = 3; field < 22 && p; field++) {
-        p = strchr(p, ' ');
-        if (p)
-            p++;
-    }
-    if (!p || sscanf(p, "%llu", &ticks) != 1)
-        return 0;
-    return (int64_t)(btime + (long long)(ticks / (unsigned long long)hz));
-}
-
-/*
- * Append s[0..n) to out, escaped for a terminal: another user chose these
- * bytes, and a raw ESC (or a C1 control, or a newline) would let them
- * rewrite our output.  Controls become \n \t \r \e \xHH; bytes that are not
- * valid UTF-8 become \xHH; a backslash stays as it is.
- */
-size_t ar_escape(char *out, size_t size, const unsigned char *s, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 5 < size;) {
-        unsigned c = s[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2
-                   : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-        int ok = len > 0 && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++)
-            ok = (s[i + k] & 0xc0) == 0x80;
-        /* U+0080..U+009F (C1 controls) and overlong forms: escape too */
-        if (ok && len == 2 && (c < 0xc2 || (c == 0xc2 && s[i + 1] < 0xa0)))
-            ok = 0;
-        if (ok && len == 1 && c >= 0x20 && c != 0x7f) {
-            out[o++] = (char)c;
-            i++;
-        } else if (ok && len > 1) {
-            if (o + len + 1 >= size)
-                break;
-            memcpy(out + o, s + i, len);
-            o += len;
-            i += len;
-        } else {
-            const char *e = c == '\n' ? "\\n" : c == '\t' ? "\\t"
-                          : c == '\r' ? "\\r" : c == 0x1b ? "\\e" : NULL;
-            o += e ? (size_t)snprintf(out + o, size - o, "%s", e)
-                   : (size_t)snprintf(out + o, size - o, "\\x%02x", c);
-            i++;
-        }
-    }
-    out[o] = '\0';
-    return o;
-}
-
-void ar_holder_cmd(pid_t pid, char *buf, size_t size)
-{
-    char path[64], raw[512];
-    ssize_t n;
-    size_t len;
-    int fd;
-
-    buf[0] = '\0';
-    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    n = read(fd, raw, sizeof raw - 1);
-    close(fd);
-    if (n <= 0)
-        return;
-    raw[n] = '\0';
-    /* argv[0] by its basename, then the arguments, space-separated:
-     * "atomrun backup.lua", "flock /var/lock/x sleep 60". */
-    char *argv0 = raw, *slash = strrchr(raw, '/');
-    size_t len0 = strlen(raw);
-    if (slash)
-        argv0 = slash + 1;
-    for (ssize_t i = (ssize_t)len0; i < n - 1; i++)
-        if (raw[i] == '\0')
-            raw[i] = ' ';
-    len = strlen(argv0);
-    while (len > 0 && argv0[len - 1] == ' ')
-        len--;             /* the space left by the list's final NUL */
-    len = ar_escape(buf, size, (const unsigned char *)argv0, len);
-    /* Long command lines are cut: the message must stay one line. */
-    if (len > 72 && size > 76) {
-        size_t cut = 69;
-        while (cut > 0 && ((unsigned char)buf[cut] & 0xc0) == 0x80)
-            cut--;         /* not inside a UTF-8 sequence */
-        memcpy(buf + cut, "...", 4);
-    }
 }

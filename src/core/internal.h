@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 
 /*
  * One attempt at taking a lock.  block == 0: must not sleep; returns 0,
@@ -82,6 +83,37 @@ int ar_walk_path(const char *path, int flags, ar_walk *w);
 int ar_open_walked(const char *path, int flags, int mode, int walk);
 
 /*
+ * The kernel's lock table (core/locktab.c).  One line of /proc/locks, or
+ * the text after "lock:" in a /proc/PID/fdinfo/FD:
+ * "N: [-> ]KIND ADVISORY RW PID MAJ:MIN:INO START END".
+ */
+typedef struct ar_lockline {
+    char    kind[8];         /* FLOCK, OFDLCK, POSIX, ... */
+    int     write;           /* WRITE (1) or READ (0) */
+    int     waiter;          /* a "->" line: waits, holds nothing */
+    long    pid;
+    unsigned maj, min;
+    unsigned long long ino;
+    int64_t start, end;      /* end -1: EOF */
+} ar_lockline;
+
+/* 1 and *l filled when line parses, else 0. */
+int ar_parse_lockline(const char *line, ar_lockline *l);
+/* Is l a lock on the file (dev, ino)? */
+int ar_line_is_file(const ar_lockline *l, dev_t dev, ino_t ino);
+/* Does held line l conflict with a request of kind ("FLOCK", "OFDLCK",
+ * "POSIX"), mode and [start, start+length) (length 0: to EOF)? */
+int ar_line_conflicts(const ar_lockline *l, const char *kind, int mode,
+                      int64_t start, int64_t length);
+/* The same lock (as fdinfo prints a line of /proc/locks)?  The waiter
+ * flag is not compared. */
+int ar_line_same(const ar_lockline *a, const ar_lockline *b);
+/* Every line of /proc/locks about (dev, ino), holders and waiters, in the
+ * kernel's order, into *out (malloc'd, the caller frees it): the count, or
+ * -errno.  Repairs a torn read; see core/locktab.c. */
+int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out);
+
+/*
  * The live holder of a lock of `kind` ("FLOCK", "OFDLCK", "POSIX") on the
  * file (dev, ino) that conflicts with `mode` over [start, start+length)
  * (length 0: to EOF): 1 and *h filled -- h->pid 0 when the lock is there
@@ -97,15 +129,28 @@ int ar_find_holder(int self_fd, dev_t dev, ino_t ino, const char *kind,
  * self_fd: 1 and *h filled, 0 when not found. */
 int ar_find_ofd_holder(int self_fd, dev_t dev, ino_t ino, int mode,
                        int64_t start, int64_t length, atomrun_holder *h);
-/* Fill h->cmd from /proc/PID/cmdline (argv[0] shortened to its basename),
- * one line, escaped for a terminal. */
+
+/*
+ * Process facts (core/procinfo.c); each answers "unknown" (0, "") for a
+ * process that is gone or hidden.
+ */
+/* The small file `name` under dirfd (a /proc file; AT_FDCWD and a path
+ * too) into buf, NUL-terminated: its length, or -1. */
+ssize_t ar_read_at(int dirfd, const char *name, char *buf, size_t size);
+/* Is pid alive?  A zombie counts as dead: it holds nothing. */
+int ar_pid_alive(pid_t pid);
+/* When pid started, in seconds since the epoch; 0 when unknown. */
+int64_t ar_start_time(pid_t pid);
+/* pid's command line (pid 0: this process's), not escaped: argv[0] by its
+ * basename, then the arguments, space-separated.  The length. */
+size_t ar_cmdline(pid_t pid, char *buf, size_t size);
+/* h->cmd: pid's command line, escaped for a terminal, cut to one short
+ * line (72 bytes and "..."). */
 void ar_holder_cmd(pid_t pid, char *buf, size_t size);
 /* s[0..n) into out (size), escaped for a terminal as holder text is: the
  * controls as \n \t \r \e \xHH, bytes that are not UTF-8 as \xHH.  The
  * length written. */
 size_t ar_escape(char *out, size_t size, const unsigned char *s, size_t n);
-/* When pid started, in seconds since the epoch; 0 when unknown. */
-int64_t ar_start_time(pid_t pid);
 
 /*
  * Clocks (core/clock.c).  ar_boot_now: CLOCK_BOOTTIME seconds, which go on
