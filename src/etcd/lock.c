@@ -167,27 +167,6 @@ void atomrun_remote_scrub(char *s)
     }
 }
 
-/* This process's command line, arguments joined by spaces, credentials
- * stripped (a URL given on the command line may carry a password). */
-static void self_cmd(char *buf, size_t size)
-{
-    FILE *f = fopen("/proc/self/cmdline", "re");
-    size_t n = 0, i;
-    buf[0] = '\0';
-    if (!f)
-        return;
-    n = fread(buf, 1, size - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && buf[n - 1] == '\0')
-        n--;
-    for (i = 0; i < n; i++)
-        if (buf[i] == '\0')
-            buf[i] = ' ';
-    buf[n] = '\0';
-    atomrun_remote_scrub(buf);
-}
-
 /*
  * Who wrote a key, as JSON text (malloc'd): host, pid, cmd (cmd NULL: this
  * process's command line; credentials stripped either way), since (UTC),
@@ -208,7 +187,10 @@ char *ar_writer_record(const char *cmd_given, const char *mode, int slots)
         ar_strlcpy(cmd, cmd_given, sizeof cmd);
         atomrun_remote_scrub(cmd);
     } else {
-        self_cmd(cmd, sizeof cmd);
+        /* credentials stripped: a URL on the command line may carry a
+         * password */
+        ar_cmdline(0, cmd, sizeof cmd);
+        atomrun_remote_scrub(cmd);
     }
     gmtime_r(&t, &tm);
     strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
