@@ -29,13 +29,13 @@
  * Cost: a search looks at descriptors one by one (one statx of the file
  * behind each /proc/PID/fd link, with AT_STATX_DONT_SYNC so that a
  * descriptor on a dead NFS server cannot hang it; the fdinfo is read only
- * for descriptors of the very file): the last holder this thread found
- * first, then the processes /proc/locks names, then the others starting
- * just above the taker's pid (a forked child usually has a higher pid),
- * and this process last.  A hard budget (AR_SCAN_FDS descriptors,
- * AR_SCAN_CPU_SECONDS of this thread's CPU, AR_SCAN_WALL_SECONDS of wall
- * clock as the backstop) ends a search on a host with very many
- * descriptors: the holder is then unknown.
+ * for descriptors of the very file), in this order: the last holder this
+ * thread found (one-holder searches only), the pids /proc/locks names,
+ * then every other process starting just above the highest of those (a
+ * forked child usually has a higher pid), and this process last.  A hard
+ * budget (AR_SCAN_FDS descriptors, AR_SCAN_CPU_SECONDS of this thread's
+ * CPU, AR_SCAN_WALL_SECONDS of wall clock as the backstop) ends a search
+ * on a host with very many descriptors: the holder is then unknown.
  */
 #define _GNU_SOURCE
 #include "core/internal.h"

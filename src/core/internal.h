@@ -1,7 +1,8 @@
 /*
- * core/internal.h -- private helpers shared by the core files (every src/ file
- * whose name does not start with `l`, but main.c and bind/embed.c).  Nothing here
- * is installed or exported; `ar_` names are private.
+ * core/internal.h -- private helpers of the C library: shared by the core's
+ * files (src/core/) and used by the etcd client's (src/etcd/); the binding
+ * and the programs do not include it.  Nothing here is installed or
+ * exported (-fvisibility=hidden); `ar_` names are private.
  */
 #ifndef AR_INTERNAL_H
 #define AR_INTERNAL_H

@@ -85,7 +85,7 @@ int64_t ar_start_time(pid_t pid)
 }
 
 /*
- * Append s[0..n) to out, escaped for a terminal: another user chose these
+ * s[0..n) into out, escaped for a terminal: another user chose these
  * bytes, and a raw ESC (or a C1 control, or a newline) would let them
  * rewrite our output.  Controls become \n \t \r \e \xHH; bytes that are not
  * valid UTF-8 become \xHH; a backslash stays as it is.
