@@ -14,7 +14,7 @@ local lazy = {
   retry     = "atomrun.retry",
   once      = "atomrun.once",
   semaphore = "atomrun.semaphore",
-  watch     = "atomrun.etcd",     -- etcd keys and prefixes only
+  watch     = "atomrun.etcd.watch",   -- etcd keys and prefixes only
 }
 
 -- Lua names a C function in messages and tracebacks after the first module

@@ -8,6 +8,7 @@
 local atomrun = require "atomrun.core"
 local check = require "atomrun.check"
 local json = require "atomrun.json"
+local backend = require "atomrun.backend"
 
 local M = {}
 
@@ -78,6 +79,10 @@ local function write_record(path, record)
   return atomrun.replace(path, json.encode(record) .. "\n", { durable = false })
 end
 
+-- One guard for both backends.  On a file name its record is a file
+-- beside the lock (record_path); on an etcd name the record is the lock's
+-- key, written with the lock, so there is no record_path and update()
+-- keeps the fields for this process only.
 local Guard = {}
 Guard.__index = Guard
 function Guard:release()
@@ -91,10 +96,11 @@ function Guard:update(fields)
   if type(fields) ~= "table" then
     error("bad argument #1 to 'update' (table expected, got " .. type(fields) .. ")", 2)
   end
-  if not (self.lock and self.lock.locked) then
+  if self.record_path and not (self.lock and self.lock.locked) then
     error("update: the guard of " .. self.name .. " was released", 2)
   end
   for k, v in pairs(fields) do self.record[k] = v end
+  if not self.record_path then return true end      -- etcd: the key was written with the lock
   return write_record(self.record_path, self.record)
 end
 Guard.unlock = Guard.release
@@ -107,19 +113,6 @@ local names = { dir = "path", wait = "boolean", timeout = "seconds", argv = "tab
 -- once on an etcd name: the lock's key already records host, pid,
 -- command and since for everybody to see; no record file.
 local remote_names = { wait = "boolean", timeout = "seconds", argv = "table", ttl = "count" }
--- Its record is the key's value, written with the lock: update() keeps
--- the fields for this process only.
-local RemoteGuard = setmetatable({}, { __index = Guard })
-RemoteGuard.__index = RemoteGuard
-RemoteGuard.__close, RemoteGuard.__gc, RemoteGuard.__tostring = Guard.__close, Guard.__gc,
-  Guard.__tostring
-function RemoteGuard:update(fields)
-  if type(fields) ~= "table" then
-    error("bad argument #1 to 'update' (table expected, got " .. type(fields) .. ")", 2)
-  end
-  for k, v in pairs(fields) do self.record[k] = v end
-  return true
-end
 local function once_remote(url, opts)
   opts = check.opts("once", 2, opts, remote_names)   -- tail-called by once()
   local cmd = opts.argv and table.concat(opts.argv, " ") or nil
@@ -136,12 +129,12 @@ local function once_remote(url, opts)
   end
   local record = { name = lk.name, pid = atomrun.pid(), host = atomrun.hostname(),
     since = os.date("!%Y-%m-%dT%H:%M:%SZ"), argv = opts.argv or own_argv(), token = lk.token }
-  return setmetatable({ name = lk.name, lock = lk, record = record, path = lk.path }, RemoteGuard)
+  return setmetatable({ name = lk.name, lock = lk, record = record, path = lk.path }, Guard)
 end
 
 --- once(name [, opts]) -> guard | nil, msg, "running", record
 function M.once(name, opts)
-  if require("atomrun.etcd").is_url(name) then return once_remote(name, opts) end
+  if backend.is_etcd(name) then return once_remote(name, opts) end
   if type(name) ~= "string" or not name:match("^[%w][%w._-]*$") then
     error("bad argument #1 to 'once' (a job name of letters, digits, '.', '_' and '-' expected, got "
       .. (type(name) == "string" and string.format("%q", name) or type(name)) .. ")", 2)

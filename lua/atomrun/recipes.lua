@@ -7,6 +7,7 @@ local M = {}
 
 local check = require "atomrun.check"
 local json = require "atomrun.json"
+local backend = require "atomrun.backend"
 local check_opts, check_path, pick = check.opts, check.path, check.pick
 
 --- with_lock(path, opts, fn, ...) -> fn's results | nil, msg, code [, holder]
@@ -72,8 +73,8 @@ local function not_a_file(path, target, follow)
 end
 
 function M.update(path, fn, opts)
-  if require("atomrun.etcd").is_url(path) then     -- etcd keys: remote.lua
-    return require("atomrun.etcd").update(path, fn, opts)
+  if backend.is_etcd(path) then     -- etcd keys: etcd/update.lua
+    return require("atomrun.etcd.update").update(path, fn, opts)
   end
   check_path("update", 1, path)
   check.arg("update", 2, fn, "function")
@@ -107,43 +108,63 @@ end
 -- back exact and floats come back the same double.  Through a symlink
 -- (follow, the default) the file the link points to is rewritten and the
 -- link stays a link.
+--
+-- One class for files and etcd keys: read and write are the same on both,
+-- since atomrun.read and atomrun.replace take etcd names in C.  What
+-- differs is the backend's store, st._store (file_store below, or
+-- atomrun.etcd.status): the write options it takes and how they reach
+-- replace, the word for a record in messages, and methods of its own --
+-- list(), for etcd names only.
 local Status = {}
-Status.__index = Status
+function Status.__index(st, name)
+  local m = Status[name]
+  if m ~= nil then return m end
+  return rawget(st, "_store").methods[name]
+end
 
-local write_names = { durable = "boolean", mode = "perm", follow = "boolean" }
 function Status:write(tbl, opts)
   check.arg("write", 1, tbl, "table")
-  opts = check_opts("write", 2, opts, write_names)
+  opts = check_opts("write", 2, opts, self._store.write_names)
   local ok, text = pcall(json.encode, tbl)
   if not ok then
     error("bad argument #1 to 'write' (cannot encode as JSON: " .. tostring(text) .. ")", 2)
   end
-  local wopts = pick(opts, { "durable", "mode" })
-  wopts.follow = opts.follow
-  if wopts.follow == nil then wopts.follow = self.follow end
-  return atomrun.replace(self.path, text .. "\n", wopts)
+  return atomrun.replace(self._name, text .. "\n", self._store.write_opts(self, opts))
 end
 
 function Status:read()
-  local text, err, code = atomrun.read(self.path)
+  local text, err, code = atomrun.read(self._name, self._opts)
   if not text then return nil, err, code end
   local ok, value = pcall(json.decode, text)
   if not ok or type(value) ~= "table" then
-    return nil, self.path .. ": not a JSON status file (" .. tostring(value) .. ")", "EINVAL"
+    return nil, self.path .. ": not a JSON " .. self._store.what .. " (" .. tostring(value) .. ")",
+      "EINVAL"
   end
   return value
 end
 
 function Status:__tostring() return "atomrun.status (" .. self.path .. ")" end
 
+-- A status on a path: replace's own options, follow defaulting to the
+-- status's.
+local file_store = { what = "status file", methods = {},
+  write_names = { durable = "boolean", mode = "perm", follow = "boolean" } }
+function file_store.write_opts(st, opts)
+  local wopts = pick(opts, { "durable", "mode" })
+  wopts.follow = opts.follow
+  if wopts.follow == nil then wopts.follow = st.follow end
+  return wopts
+end
+
 local status_names = { follow = "boolean" }
 function M.status(path, opts)
-  if require("atomrun.etcd").is_url(path) then     -- etcd keys: remote.lua
-    return require("atomrun.etcd").status(path, opts)
-  end
   check_path("status", 1, path)
+  if backend.is_etcd(path) then     -- etcd keys: etcd/status.lua
+    return setmetatable(require("atomrun.etcd.status").open(path, opts), Status)
+  end
   opts = check_opts("status", 2, opts, status_names)
-  return setmetatable({ path = path, follow = opts.follow ~= false }, Status)
+  return setmetatable({ path = path, follow = opts.follow ~= false, _name = path,
+    _store = file_store }, Status)
 end
 
 --- lock_all(paths, opts) -> guard | nil, msg, code, holder
@@ -177,7 +198,7 @@ function M.lock_all(paths, opts)
     if not check.fits("path", p) then
       error("bad argument #1 to 'lock_all' (paths[" .. i .. "] must be a string without NUL)", 2)
     end
-    if require("atomrun.etcd").is_url(p) then
+    if backend.is_etcd(p) then
       -- etcd names: after the files, in name order (every host sorts alike)
       entries[#entries + 1] = { path = p, remote = true }
     else

@@ -1,28 +1,45 @@
 -- atomrun.semaphore -- n slots as n bytes of one file.
 --
 -- Slot i is byte i-1, held with an exclusive OFD byte-range lock.  The
--- kernel frees a dead holder's byte at once, so slots never leak.
+-- kernel frees a dead holder's byte at once, so slots never leak.  On an
+-- etcd name the slots are lock keys instead (atomrun.etcd.semaphore, a
+-- sem with the same methods); the Slot both hand out is the one below.
 local atomrun = require "atomrun.core"
 local check = require "atomrun.check"
+local backend = require "atomrun.backend"
 
 local M = {}
 
+-- One class for both backends.  slot.lock is what is held: a byte range
+-- of slot.file for a file semaphore, an etcd lock for one on etcd; either
+-- has unlock() and locked.
 local Slot = {}
 Slot.__index = Slot
+M.Slot = Slot                     -- for atomrun.etcd.semaphore
+-- An etcd release whose answer did not come keeps the lock in the slot, so
+-- that releasing again says how it stands then (lk:unlock's rule).  A
+-- range's unlock always succeeds; the file goes with it.
 function Slot:release()
-  if self.range then
-    self.range:unlock()
-    self.file:close()
-    self.range = nil
-  end
-  return true
+  local lk = self.lock
+  if not lk then return true end
+  local ok, err, code = lk:unlock()
+  if code == "unavailable" then return ok, err, code end
+  self.lock = nil
+  if self.file then self.file:close() end
+  return ok, err, code
 end
 Slot.unlock = Slot.release
 Slot.__close = Slot.release
 Slot.__gc = Slot.release
+-- false, or why the slot was lost: an etcd lock's lease can expire; a
+-- kernel lock on a file's byte is never lost.
+function Slot:lost()
+  if not self.lock or self.file then return false end
+  return self.lock:lost()
+end
 function Slot:__tostring()
   return string.format("atomrun.slot (%s #%d%s)", self.path, self.index,
-    self.range and "" or ", released")
+    self.lock and self.lock.locked and "" or ", released")
 end
 
 local Sem = {}
@@ -83,7 +100,7 @@ function Sem:acquire(opts)
       local i = (start + k) % self.n
       local r, _, c = f:lock(i, 1, { wait = false, holder = false })
       if r then
-        return setmetatable({ index = i + 1, range = r, file = f, path = self.path }, Slot)
+        return setmetatable({ index = i + 1, lock = r, file = f, path = self.path }, Slot)
       end
       if c ~= "busy" then f:close(); return nil, _, c end
     end
@@ -110,7 +127,7 @@ function Sem:acquire(opts)
       start = (start + 1) % self.n
       local r, rerr, c = f:lock(start, 1, { timeout = slice, holder = false })
       if r then
-        return setmetatable({ index = start + 1, range = r, file = f, path = self.path }, Slot)
+        return setmetatable({ index = start + 1, lock = r, file = f, path = self.path }, Slot)
       end
       if c == "timeout" then waited = true break end
       if c ~= "deadlock" then f:close() return nil, rerr, c end
@@ -160,8 +177,9 @@ end
 function M.semaphore(path, n)
   check.path("semaphore", 1, path)
   check.arg("semaphore", 2, n, "count")
-  local remote = require "atomrun.etcd"
-  if remote.is_url(path) then return remote.semaphore(path, math.tointeger(n)) end   -- etcd://...
+  if backend.is_etcd(path) then
+    return require("atomrun.etcd.semaphore").semaphore(path, math.tointeger(n))
+  end
   return setmetatable({ path = path, n = math.tointeger(n) }, Sem)
 end
 

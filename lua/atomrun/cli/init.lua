@@ -197,13 +197,6 @@ function M.run_and_exit(prog, argv, opts, release)
   os.exit(how == "signal" and 128 + status or status)
 end
 
---- Is name an etcd name (a scheme, "etcd://..."), not a path?  The test
--- atomrun.etcd.is_url makes, kept here so that a plain path never loads
--- the etcd recipes (a third of `atomrun lock -n F true`'s start-up).
-function M.is_url(name)
-  return type(name) == "string" and name:find("^%a[%w+.-]*://") ~= nil
-end
-
 -- ------------------------------------------------------------ the rest
 
 -- safe, holder_text, seconds, integer, size and exec_or_exit are

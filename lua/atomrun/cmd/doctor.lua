@@ -22,9 +22,9 @@ if #operands > 1 then prog:usage_error("doctor takes one directory") end
 dir = operands[1]
 dir = dir or "."
 
--- etcd://...: the cluster instead of a filesystem (lua/atomrun/remote.lua)
-local remote = require "atomrun.etcd"
-if remote.is_url(dir) then
+-- etcd://...: the cluster instead of a filesystem (lua/atomrun/etcd/doctor.lua)
+if require("atomrun.backend").is_etcd(dir) then
+  local remote = require "atomrun.etcd.doctor"
   local rep, rerr = remote.doctor(dir)
   if not rep then io.stderr:write("atomrun: ", rerr, "\n") os.exit(64) end
   if as_json then

@@ -115,8 +115,8 @@ else
 end
 
 if o.nonblock or o.timeout == 0 then o.timeout = 0 end
--- etcd://.../NAME: the lock lives on a cluster (lua/atomrun/remote.lua)
-if not as_flock and cli.is_url(o.file) then
+-- etcd://.../NAME: the lock lives on a cluster (lua/atomrun/cli/etcd.lua)
+if not as_flock and require("atomrun.backend").is_etcd(o.file) then
   os.exit(require("atomrun.cli.etcd").lock_remote(prog, o))
 end
 local started = atomrun.now()

@@ -7,6 +7,7 @@
 -- then it says who runs it.
 local atomrun = require "atomrun"
 local cli = require "atomrun.cli"
+local backend = require "atomrun.backend"
 
 local prog = cli.program("atomrun", "atomrun", "atomrun once")
 
@@ -52,7 +53,7 @@ local args = { ... }
 local rest = prog:getopt(args, SPEC, on)
 local name = rest[1]
 if not name then prog:usage_error("no job NAME given") end
-if not cli.is_url(name) and not name:match("^[%w][%w._-]*$") then
+if not backend.is_etcd(name) and not name:match("^[%w][%w._-]*$") then
   prog:usage_error("bad job name '%s' (letters, digits, '.', '_' and '-')", name)
 end
 local argv = prog:getopt(table.move(rest, 2, #rest, 1, {}), SPEC, on)
@@ -70,7 +71,7 @@ end
 
 -- The record names the command itself, not this atomrun: that is the
 -- process a person looks for (and kills).
-if cli.is_url(name) then     -- etcd://.../NAME: once across hosts
+if backend.is_etcd(name) then     -- etcd://.../NAME: once across hosts
   os.exit(require("atomrun.cli.etcd").run_held_remote(prog, guard.lock, argv))
 end
 cli.run_and_exit(prog, argv, { forward_signals = true, on_start = function(pid) guard:update({ pid = pid }) end },

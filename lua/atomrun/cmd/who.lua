@@ -70,10 +70,10 @@ local function entry(e)
            since_epoch = e.since }
 end
 
-local remote = require "atomrun.etcd"
+local is_etcd = require("atomrun.backend").is_etcd
 local json = atomrun.json
 for _, path in ipairs(paths) do
-  if revoke and not remote.is_url(path) then
+  if revoke and not is_etcd(path) then
     prog:usage_error("--revoke takes etcd names only, not %s", path)
   end
 end
@@ -146,12 +146,12 @@ local held, unreadable, report = false, false, {}
 local revoked = 0
 for _, path in ipairs(paths) do
   local list, err, code
-  if remote.is_url(path) then
-    list, err, code = remote.queue(path)
+  if is_etcd(path) then
+    list, err, code = require("atomrun.etcd").queue(path)
   else
     list, err, code = atomrun.who(path)
   end
-  if list and remote.is_url(path) then
+  if list and is_etcd(path) then
     local holders, waiters = split_queue(list)
     held = held or #holders > 0
     show(report, path, holders, waiters, remote_entry, remote_line)
