@@ -22,4 +22,13 @@ end
 --- is_etcd(name) -> true when of(name) is "etcd"
 function M.is_etcd(name) return M.of(name) == "etcd" end
 
+--- shown(name) -> name as messages show it: an etcd URL without its
+--- credentials ("etcd://user:pw@h/x" -> "etcd://h/x"); a path unchanged.
+--- The C side strips them the same way (atomrun_remote_scrub) in what it
+--- records and reports.
+function M.shown(name)
+  if M.of(name) ~= "etcd" then return name end
+  return (name:gsub("^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@", "%1"))
+end
+
 return M

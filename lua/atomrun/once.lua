@@ -121,7 +121,7 @@ local function once_remote(url, opts)
   if not lk then
     if code ~= "busy" and code ~= "timeout" then return nil, err, code end
     local msg = holder and holder.pid and string.format("%s is already running: pid %d on %s "
-      .. "since %s (%s)", url:gsub("^(%a[%w+.-]*://)[^/]*@", "%1"), holder.pid, holder.host,
+      .. "since %s (%s)", require("atomrun.backend").shown(url), holder.pid, holder.host,
       holder.since and os.date("!%Y-%m-%dT%H:%M:%SZ", holder.since) or "an unknown time",
       holder.cmd) or err
     if code == "timeout" then msg = msg .. " (gave up waiting)" end

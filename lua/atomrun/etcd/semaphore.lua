@@ -59,9 +59,7 @@ end
 
 --- semaphore(url, n) -> sem (called by atomrun.semaphore for etcd names)
 function M.semaphore(url, n)
-  -- the path shown in messages: the URL without its credentials
-  local shown = url:gsub("^(%a[%w+.-]*://)[^/]*@", "%1")
-  return setmetatable({ path = shown, n = n, _url = url }, Sem)
+  return setmetatable({ path = require("atomrun.backend").shown(url), n = n, _url = url }, Sem)
 end
 
 return M
