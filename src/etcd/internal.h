@@ -132,8 +132,8 @@ struct curl_slist *ar_setup_handle(atomrun_etcd *c, CURL *h, int ep,
                                    const char *path, double attempt,
                                    const char *token);
 CURLcode ar_conn_perform(ar_conn *k);
-/* An answer collected in memory: the CURLOPT_WRITEFUNCTION for an ar_membuf
- * as its data. */
+/* An answer collected in memory: ar_membuf_write is the CURLOPT_WRITEFUNCTION
+ * for one given as CURLOPT_WRITEDATA (an answer over 64 MiB stops it). */
 typedef struct ar_membuf {
     char  *p;
     size_t n, cap;
