@@ -26,7 +26,7 @@
 #define AR_ATTEMPT_CAP    2.0      /* one endpoint gets this long per try */
 #define AR_CONNECT_CAP    1.0
 
-/* ---------------------------------------------------------- one request */
+/* ------------------------------------------------- answers in memory */
 
 size_t ar_membuf_write(char *data, size_t size, size_t nmemb, void *ud)
 {
@@ -52,7 +52,7 @@ size_t ar_membuf_write(char *data, size_t size, size_t nmemb, void *ud)
     return add;
 }
 
-/* ------------------------------------------------- transfer handles */
+/* ------------------------------------------------ descriptor hygiene */
 
 static int int_cmp(const void *a, const void *b)
 {
@@ -143,6 +143,8 @@ static void cloexec_new_sockets(const int *before, size_t nbefore)
         fcntl(fresh[i], F_SETFD, FD_CLOEXEC);
     free(after);
 }
+
+/* ------------------------------------- transfer handles and the pool */
 
 /* A new transfer handle; 0, or -ENOMEM.  One at a time in the process:
  * two of our threads making handles at once would each see the other's
@@ -293,6 +295,8 @@ struct curl_slist *ar_setup_handle(atomrun_etcd *c, CURL *h, int ep,
     ar_curl.easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
     return hdr;
 }
+
+/* ---------------------------------------- one attempt and its answer */
 
 /* What became of one attempt. */
 enum { AT_OK, AT_TRANSPORT, AT_NOT_ETCD, AT_RETRY, AT_AUTH_TOKEN, AT_FATAL,
@@ -446,6 +450,8 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
     return how;
 }
 
+/* ---------------------------------------------------- authentication */
+
 static int authenticate(atomrun_etcd *c, int ep, double attempt,
                         const ar_post_opts *po, char *err, size_t errlen)
 {
@@ -511,6 +517,8 @@ static int log_in(atomrun_etcd *c, int ep, double attempt, const ar_post_opts *p
     }
     return r == -EAGAIN ? AT_TRANSPORT : r == -EPROTO ? AT_NOT_ETCD : AT_OK;
 }
+
+/* ---------------------------------------- endpoint rotation and POST */
 
 /* The endpoint to ask now, and a copy of the auth token (NULL: none). */
 static int current_endpoint(atomrun_etcd *c, char **token)
