@@ -8,11 +8,77 @@
 
 #include "atomrun.h"
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
 typedef struct ar_session ar_session;
+
+/* --- the client's private parts (etcd/client.c, etcd/http.c, etcd/watch.c) --- */
+
+#define AR_ETCD_MAX_EPS   16
+#define AR_ETCD_IDLE      4        /* curl handles kept for connection reuse */
+
+/* One transfer handle: an easy handle driven by a multi handle of its own
+ * (ar_conn_new says why not curl_easy_perform).  The multi keeps the
+ * connection between requests. */
+typedef struct ar_conn {
+    CURL  *easy;
+    CURLM *multi;
+} ar_conn;
+
+struct atomrun_etcd {
+    atomrun_etcd   *next;          /* the process-wide list */
+    char           *ident;         /* the configuration, for sharing */
+    char           *eplist;        /* "h1:p1,h2:p2" for messages */
+    char           *eps[AR_ETCD_MAX_EPS];
+    int             neps;
+    int             tls;
+    char           *ca_file, *cert_file, *key_file;
+    char           *user, *password;
+    double          op_timeout;
+
+    pthread_mutex_t mu;            /* cur, token, idle */
+    int             cur;           /* the endpoint that answered last */
+    char           *token;         /* auth token, NULL until authenticated */
+    ar_conn         idle[AR_ETCD_IDLE];
+    int             nidle;
+
+    pthread_mutex_t smu;           /* the sessions (etcd/session.c) */
+    ar_session     *sessions;
+};
+
+/* --- libcurl, opened with dlopen (etcd/curl.c says why) --- */
+
+/* The libcurl functions atomrun calls; the types and constants are
+ * <curl/curl.h>'s. */
+typedef struct ar_curl_api {
+    CURLcode (*global_init)(long flags);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *h, CURLoption opt, ...);
+    CURLcode (*easy_getinfo)(CURL *h, CURLINFO info, ...);
+    void (*easy_reset)(CURL *h);
+    void (*easy_cleanup)(CURL *h);
+    const char *(*easy_strerror)(CURLcode code);
+    struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
+    void (*slist_free_all)(struct curl_slist *l);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_cleanup)(CURLM *m);
+    CURLMcode (*multi_add_handle)(CURLM *m, CURL *h);
+    CURLMcode (*multi_remove_handle)(CURLM *m, CURL *h);
+    CURLMcode (*multi_perform)(CURLM *m, int *running);
+    CURLMcode (*multi_poll)(CURLM *m, struct curl_waitfd *extra, unsigned n,
+                            int timeout_ms, int *numfds);
+    CURLMsg *(*multi_info_read)(CURLM *m, int *left);
+} ar_curl_api;
+/* Filled by ar_curl_load; call nothing in it before that returned 0. */
+extern ar_curl_api ar_curl;
+/* Load libcurl once per process: 0, or -ELIBACC and err (the library this
+ * machine lacks, and its Debian package). */
+int ar_curl_load(char *err, size_t errlen);
+
+/* --- requests (etcd/http.c) --- */
 
 /* What one POST may do beyond the defaults. */
 typedef struct ar_post_opts {
@@ -57,6 +123,25 @@ int ar_etcd_send_tracked(atomrun_etcd *c, const char *path, json_t *body,
                          double deadline, const ar_post_opts *po, int *unsure,
                          json_t **answer, char *err, size_t errlen);
 
+/* Transfer handles, for a call that is not one request and one answer (the
+ * watch stream): made, set up for path on endpoint ep, run, freed. */
+int ar_conn_new(ar_conn *k);
+void ar_conn_free(ar_conn *k);
+/* The request headers, for the caller to free after the transfer. */
+struct curl_slist *ar_setup_handle(atomrun_etcd *c, CURL *h, int ep,
+                                   const char *path, double attempt,
+                                   const char *token);
+CURLcode ar_conn_perform(ar_conn *k);
+/* An answer collected in memory: ar_membuf_write is the CURLOPT_WRITEFUNCTION
+ * for one given as CURLOPT_WRITEDATA (an answer over 64 MiB stops it). */
+typedef struct ar_membuf {
+    char  *p;
+    size_t n, cap;
+} ar_membuf;
+size_t ar_membuf_write(char *data, size_t size, size_t nmemb, void *ud);
+
+/* --- the watch stream (etcd/watch.c) --- */
+
 /*
  * Watch: open /v3/watch with create_request and call fn with each "result"
  * object until fn returns 1 (-> 1), `until` passes, the stream breaks or
@@ -67,6 +152,8 @@ typedef int (*ar_watch_fn)(void *ctx, json_t *result);
 int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
                   ar_watch_fn fn, void *ctx, char *err, size_t errlen);
 
+/* --- clients (etcd/client.c) --- */
+
 double ar_etcd_op_timeout(const atomrun_etcd *c);
 /* The session list and its lock live in the client. */
 pthread_mutex_t *ar_etcd_session_mutex(atomrun_etcd *c);
@@ -74,6 +161,8 @@ ar_session **ar_etcd_sessions(atomrun_etcd *c);
 /* Every client made so far, for the exit handler (a NULL-terminated walk). */
 atomrun_etcd *ar_etcd_first(void);
 atomrun_etcd *ar_etcd_next(atomrun_etcd *c);
+
+/* --- helpers (etcd/codec.c) --- */
 
 /* base64 (etcd's keys and values in JSON).  malloc'd, NUL-terminated. */
 char *ar_b64_encode(const void *data, size_t len);
@@ -87,6 +176,12 @@ int64_t ar_json_int64(const json_t *obj, const char *key);
 char *ar_prefix_end(const char *prefix, size_t len, size_t *outlen);
 /* Copy at most size-1 bytes, always terminated. */
 void ar_strlcpy(char *dst, const char *src, size_t size);
+/* printf into err (when not NULL and errlen > 0). */
+void ar_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Compact JSON text of body (malloc'd), body freed; NULL (no memory) when
+ * body is NULL or cannot be printed. */
+char *ar_dumps_taken(json_t *body);
 
 /* --- writer records (etcd/lock.c) --- */
 

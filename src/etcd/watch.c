@@ -1,8 +1,11 @@
 /*
- * etcd/watch.c -- a watch on one etcd key or on every key under a prefix, for
- * atomrun.watch (issue 16).  The core of it is ar_etcd_watch (etcd/client.c); this
- * file only builds the create_request and hands each result on as JSON
- * text, so the binding needs neither jansson nor the client's internals.
+ * etcd/watch.c -- the watch stream, and on it a watch on one etcd key or on
+ * every key under a prefix, for atomrun.watch (issue 16).
+ *
+ * ar_etcd_watch holds one POST to /v3/watch open and reads its answer line by
+ * line, on a transfer handle of etcd/http.c's.  atomrun_remote_watch only
+ * builds the create_request and hands each result on as JSON text, so the
+ * binding needs neither jansson nor the client's internals.
  */
 #define _GNU_SOURCE
 #include "etcd/internal.h"
@@ -11,6 +14,128 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ------------------------------------------------------- the stream */
+
+typedef struct watchctx {
+    ar_membuf    line;
+    ar_watch_fn  fn;
+    void        *ud;
+    int          done;      /* 1: fn said stop; 2: server cancelled */
+    int          error;     /* < 0: an error answer */
+    char         msg[ATOMRUN_ETCD_ERRLEN];
+} watchctx;
+
+static int watch_line(watchctx *w, const char *s, size_t n)
+{
+    json_error_t je;
+    json_t *j = json_loadb(s, n, 0, &je), *r;
+    int stop = 0;
+    if (!j) {
+        w->error = -EPROTO;
+        ar_strlcpy(w->msg, "the watch stream is not etcd's JSON", sizeof w->msg);
+        return 1;
+    }
+    r = json_object_get(j, "result");
+    if (!r) {
+        json_t *e = json_object_get(j, "error");
+        const char *m = json_is_object(e) ? json_string_value(json_object_get(e, "message"))
+                                          : json_string_value(e);
+        snprintf(w->msg, sizeof w->msg, "watch: %s", m ? m : "error");
+        w->error = m && strstr(m, "auth") ? -EACCES : -EAGAIN;
+        json_decref(j);
+        return 1;
+    }
+    if (json_is_true(json_object_get(r, "canceled"))) {
+        w->done = 2;
+        stop = 1;
+    } else if (w->fn(w->ud, r) == 1) {
+        w->done = 1;
+        stop = 1;
+    }
+    json_decref(j);
+    return stop;
+}
+
+static size_t watch_write(char *data, size_t size, size_t nmemb, void *ud)
+{
+    watchctx *w = ud;
+    size_t add = size * nmemb, start = 0, i;
+    if (ar_membuf_write(data, 1, add, &w->line) != add)
+        return 0;
+    for (i = 0; i < w->line.n; i++) {
+        if (w->line.p[i] != '\n')
+            continue;
+        if (i > start && watch_line(w, w->line.p + start, i - start))
+            return 0;           /* stop the transfer: we have what we wanted */
+        start = i + 1;
+    }
+    memmove(w->line.p, w->line.p + start, w->line.n - start);
+    w->line.n -= start;
+    return add;
+}
+
+int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
+                  ar_watch_fn fn, void *ctx, char *err, size_t errlen)
+{
+    json_t *body = json_pack("{s:O}", "create_request", create_request);
+    watchctx w;
+    ar_conn k;
+    CURL *h;
+    struct curl_slist *hdr;
+    char *text, *token = NULL;
+    double left = until - atomrun_now();
+    int ep;
+    CURLcode cr;
+
+    if (!(text = ar_dumps_taken(body)))
+        return -ENOMEM;
+    if (left <= 0) {
+        free(text);
+        return 0;
+    }
+    memset(&w, 0, sizeof w);
+    w.fn = fn;
+    w.ud = ctx;
+    if (ar_conn_new(&k) != 0) {       /* a stream: its connection is not reused */
+        free(text);
+        return -ENOMEM;
+    }
+    h = k.easy;
+    pthread_mutex_lock(&c->mu);
+    ep = c->cur;
+    if (c->token)
+        token = strdup(c->token);
+    pthread_mutex_unlock(&c->mu);
+    hdr = ar_setup_handle(c, h, ep, "/v3/watch", left, token);
+    free(token);
+    ar_curl.easy_setopt(h, CURLOPT_POSTFIELDS, text);
+    ar_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, watch_write);
+    ar_curl.easy_setopt(h, CURLOPT_WRITEDATA, &w);
+    cr = ar_conn_perform(&k);
+    ar_curl.slist_free_all(hdr);
+    ar_conn_free(&k);
+    free(text);
+    free(w.line.p);
+    if (w.done)
+        return w.done == 1 ? 1 : 0;
+    if (w.error == -EPROTO || w.error == -EACCES) {
+        ar_seterr(err, errlen, "%s: %s", c->eps[ep], w.msg);
+        return w.error;
+    }
+    if (cr != CURLE_OK && cr != CURLE_OPERATION_TIMEDOUT) {
+        /* The member went away mid-watch: the caller's next request
+         * rotates; point it at the next endpoint now. */
+        pthread_mutex_lock(&c->mu);
+        if (c->cur == ep)
+            c->cur = (ep + 1) % c->neps;
+        pthread_mutex_unlock(&c->mu);
+        atomrun_sleep(0.02);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------ one key or prefix */
 
 typedef struct rwatch {
     atomrun_remote_watch_fn fn;
