@@ -51,7 +51,7 @@ returning it.
   --parent PID      exit when PID is gone (a spec killed without its
                     teardown must not leave a proxy behind)
 
-What the client really sends (src/etcd/client.c, libcurl): POST with Content-Length
+What the client really sends (src/etcd/http.c, libcurl): POST with Content-Length
 (CURLOPT_POSTFIELDS; "Expect:" is disabled, so no 100-continue), on
 keep-alive connections that curl reuses between calls; etcd's gateway answers
 with Content-Length, or chunked for streams (watch, lease keep-alive).  Both

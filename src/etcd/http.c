@@ -521,7 +521,7 @@ static int log_in(atomrun_etcd *c, int ep, double attempt, const ar_post_opts *p
 /* ---------------------------------------- endpoint rotation and POST */
 
 /* The endpoint to ask now, and a copy of the auth token (NULL: none). */
-static int current_endpoint(atomrun_etcd *c, char **token)
+int ar_current_endpoint(atomrun_etcd *c, char **token)
 {
     int ep;
     pthread_mutex_lock(&c->mu);
@@ -529,6 +529,16 @@ static int current_endpoint(atomrun_etcd *c, char **token)
     *token = c->token ? strdup(c->token) : NULL;
     pthread_mutex_unlock(&c->mu);
     return ep;
+}
+
+/* Endpoint ep failed: the next request goes to the next one (unless
+ * another thread has moved on already). */
+void ar_leave_endpoint(atomrun_etcd *c, int ep)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->cur == ep)
+        c->cur = (ep + 1) % c->neps;
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void forget_token(atomrun_etcd *c)
@@ -544,10 +554,7 @@ static void forget_token(atomrun_etcd *c)
  * cluster should not be hammered. */
 static void next_endpoint(atomrun_etcd *c, int ep, int how, int *fails, double deadline)
 {
-    pthread_mutex_lock(&c->mu);
-    if (c->cur == ep)
-        c->cur = (ep + 1) % c->neps;
-    pthread_mutex_unlock(&c->mu);
+    ar_leave_endpoint(c, ep);
     if (++*fails % c->neps == 0 || how == AT_RETRY) {
         double nap = 0.05 * (*fails / c->neps + 1), left = deadline - atomrun_now();
         if (nap > 0.5)
@@ -588,7 +595,7 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
             break;
         }
         attempt = left < cap ? left : cap;
-        ep = current_endpoint(c, &token);
+        ep = ar_current_endpoint(c, &token);
         if (c->user && !token) {
             if ((how = log_in(c, ep, attempt, po, &rc, last, sizeof last)) == AT_OK)
                 continue;                   /* with the token now */

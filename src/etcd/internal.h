@@ -1,7 +1,10 @@
 /*
- * etcd/internal.h -- private interface between the etcd client (etcd/client.c), the
- * session/keepalive thread (etcd/session.c) and the lock queue (etcd/lock.c).  The
- * only core header that knows jansson; nothing here is installed.
+ * etcd/internal.h -- the private interface of src/etcd/: libcurl's table
+ * (curl.c), the codec (codec.c), the client (client.c), its requests
+ * (http.c) and watch stream (watch.c), the session/keepalive thread
+ * (session.c), the keys (kv.c) and the lock queue (lock.c, guard.c).  With
+ * the .c files beside it, the only code that knows libcurl and jansson; nothing here
+ * is installed.
  */
 #ifndef AR_ETCD_INTERNAL_H
 #define AR_ETCD_INTERNAL_H
@@ -132,6 +135,11 @@ struct curl_slist *ar_setup_handle(atomrun_etcd *c, CURL *h, int ep,
                                    const char *path, double attempt,
                                    const char *token);
 CURLcode ar_conn_perform(ar_conn *k);
+/* The endpoint to ask now, with a copy of the auth token (NULL: none; the
+ * caller frees it); after ep failed, ar_leave_endpoint points the next
+ * request at the next endpoint.  POST rotates so, and the watch stream. */
+int ar_current_endpoint(atomrun_etcd *c, char **token);
+void ar_leave_endpoint(atomrun_etcd *c, int ep);
 /* An answer collected in memory: ar_membuf_write is the CURLOPT_WRITEFUNCTION
  * for one given as CURLOPT_WRITEDATA (an answer over 64 MiB stops it). */
 typedef struct ar_membuf {

@@ -102,11 +102,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
         return -ENOMEM;
     }
     h = k.easy;
-    pthread_mutex_lock(&c->mu);
-    ep = c->cur;
-    if (c->token)
-        token = strdup(c->token);
-    pthread_mutex_unlock(&c->mu);
+    ep = ar_current_endpoint(c, &token);
     hdr = ar_setup_handle(c, h, ep, "/v3/watch", left, token);
     free(token);
     ar_curl.easy_setopt(h, CURLOPT_POSTFIELDS, text);
@@ -126,10 +122,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
     if (cr != CURLE_OK && cr != CURLE_OPERATION_TIMEDOUT) {
         /* The member went away mid-watch: the caller's next request
          * rotates; point it at the next endpoint now. */
-        pthread_mutex_lock(&c->mu);
-        if (c->cur == ep)
-            c->cur = (ep + 1) % c->neps;
-        pthread_mutex_unlock(&c->mu);
+        ar_leave_endpoint(c, ep);
         atomrun_sleep(0.02);
     }
     return 0;
@@ -170,16 +163,14 @@ int atomrun_remote_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
     }
     snprintf(num, sizeof num, "%lld", (long long)start_rev);
     req = json_pack("{s:o, s:s}", "key", ar_json_b64(key, n), "start_revision", num);
-    if (req && key[n - 1] == '/') {
-        /* A prefix: the range ends at the prefix with its last byte + 1
-         * ('/' + 1 is '0', never an overflow). */
-        char *end = strdup(key);
+    if (req && key[n - 1] == '/') {         /* a prefix: every key under it */
+        size_t endlen;
+        char *end = ar_prefix_end(key, n, &endlen);
         if (!end) {
             json_decref(req);
             return -ENOMEM;
         }
-        end[n - 1]++;
-        json_object_set_new(req, "range_end", ar_json_b64(end, n));
+        json_object_set_new(req, "range_end", ar_json_b64(end, endlen));
         free(end);
     }
     if (!req)
