@@ -146,6 +146,8 @@ const char *arL_parse_url(lua_State *L, const char *url, arL_url *u)
         memcpy(u->endpoints, auth, alen);
         u->endpoints[alen] = '\0';
     }
+    /* The one check of an empty name, for every caller: the lock, the key
+     * calls and the _etcd_* functions never see an empty u->name. */
     if (!*u->name)
         return lua_pushfstring(L, "%s: no lock or key name after the endpoints (etcd://HOST:PORT/NAME)", u->shown);
     return NULL;
@@ -327,8 +329,6 @@ int arL_etcd_key(lua_State *L)
     arL_url *u = lua_newuserdatauv(L, sizeof *u, 0);
     if (!arL_isurl(url) || (why = arL_parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
-    if (!*u->name)
-        return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", u->shown);
     lua_pushstring(L, u->name);
     lua_pushstring(L, u->shown);
     return 2;

@@ -187,8 +187,6 @@ static int kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
     q->u = lua_newuserdatauv(L, sizeof *q->u, 0);   /* freed by the GC */
     if ((why = arL_parse_url(L, url, q->u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
-    if (!*q->u->name)
-        return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", q->u->shown);
     if ((r = arL_open_client(L, q->u, arL_optstr(L, arg, "ca"), arL_optstr(L, arg, "cert"),
                             arL_optstr(L, arg, "key"), &q->c)) != 0)
         return r;
@@ -375,8 +373,6 @@ int arL_etcd_watch(lua_State *L)
     u = lua_newuserdatauv(L, sizeof *u, 0);
     if (!arL_isurl(url) || (why = arL_parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
-    if (!*u->name)
-        return arL_fail(L, -EINVAL, "%s: no key name after the endpoints", u->shown);
     if ((r = arL_open_client(L, u, NULL, NULL, NULL, &c)) != 0)
         return r;
     w.L = L;
