@@ -329,11 +329,12 @@ int arL_etcd_read(lua_State *L)
     return 2;
 }
 
-/* core._etcd_watch(url, start_revision, seconds, fn) -> 1 (fn asked to
- * stop) | 0 (time up, the stream broke or the server cancelled it: look
- * again) | nil, msg, code.  Watches the URL's key, or every key under it
- * when the name ends in "/".  fn(result_json_text) runs for each result of
- * the stream; true from fn stops.  fn runs inside curl's write callback,
+/* core._etcd_watch(url, start_revision, seconds, fn [, opts]) -> 1 (fn
+ * asked to stop) | 0 (time up, the stream broke or the server cancelled
+ * it: look again) | nil, msg, code.  Watches the URL's key, or every key
+ * under it when the name ends in "/".  opts: ca, cert, key, as for the
+ * other calls (else ATOMRUN_ETCD_CA/_CERT/_KEY).  fn(result_json_text)
+ * runs for each result of the stream; true from fn stops.  fn runs inside curl's write callback,
  * so it is called with lua_pcall: an error must not longjmp through curl.
  * It is raised again once curl has returned. */
 typedef struct ar_watchud {
@@ -359,6 +360,7 @@ static int onwatch(void *ud, const char *result)
 
 int arL_etcd_watch(lua_State *L)
 {
+    static const char *const names[] = { "ca", "cert", "key", NULL };
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
     lua_Integer start = luaL_checkinteger(L, 2);
     double secs = luaL_checknumber(L, 3);
@@ -369,11 +371,13 @@ int arL_etcd_watch(lua_State *L)
     int r;
 
     luaL_checktype(L, 4, LUA_TFUNCTION);
-    lua_settop(L, 4);
+    arL_checkoptnames(L, 5, names);
+    lua_settop(L, 5);
     u = lua_newuserdatauv(L, sizeof *u, 0);
     if (!arL_isurl(url) || (why = arL_parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
-    if ((r = arL_open_client(L, u, NULL, NULL, NULL, &c)) != 0)
+    if ((r = arL_open_client(L, u, arL_optstr(L, 5, "ca"), arL_optstr(L, 5, "cert"),
+                             arL_optstr(L, 5, "key"), &c)) != 0)
         return r;
     w.L = L;
     w.fn = 4;
