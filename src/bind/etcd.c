@@ -221,10 +221,10 @@ int arL_etcd_call(lua_State *L)
 
     arL_checkoptnames(L, 4, names);
     lua_settop(L, 4);
-    if (arL_opt(L, 4, "endpoint", LUA_TNUMBER) != LUA_TNIL) {
-        ep = lua_tointeger(L, -1);
-        lua_pop(L, 1);
-    }
+    /* 1.5 or 0 must not quietly mean "every endpoint": a doctor asking one
+     * member would get whichever answered. */
+    ep = arL_optposint(L, 4, "endpoint", 0, "an endpoint's place in the URL "
+                       "(an integer >= 1)");
     timeout = arL_optseconds(L, 4, "timeout", 0);
     u = lua_newuserdatauv(L, sizeof *u, 0);
     if (!arL_isurl(url) || (why = arL_parse_url(L, url, u)) != NULL)
