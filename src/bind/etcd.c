@@ -137,12 +137,14 @@ const char *arL_parse_url(lua_State *L, const char *url, arL_url *u)
         while (n > 0 && env[n - 1] == '/')
             n--;
         if (n >= sizeof u->endpoints)
-            return lua_pushfstring(L, "%s: ATOMRUN_ETCD is too long", u->shown);
+            return lua_pushfstring(L, "%s: ATOMRUN_ETCD is too long (at most %d bytes "
+                                   "of endpoints)", u->shown, (int)sizeof u->endpoints - 1);
         memcpy(u->endpoints, env, n);
         u->endpoints[n] = '\0';
     } else {
         if (alen >= sizeof u->endpoints)
-            return lua_pushfstring(L, "%s: the endpoint list is too long", u->shown);
+            return lua_pushfstring(L, "%s: the endpoint list is too long (at most %d "
+                                   "bytes)", u->shown, (int)sizeof u->endpoints - 1);
         memcpy(u->endpoints, auth, alen);
         u->endpoints[alen] = '\0';
     }

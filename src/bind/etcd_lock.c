@@ -106,37 +106,51 @@ static int strpcmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The canonical spelling of the endpoint p (len bytes) into dst, which has
+ * room for len + CANON_EXTRA: the host lower-cased, ':' and the port as a
+ * plain number.  The length written. */
+#define CANON_EXTRA 24              /* ':', a long's digits and sign, NUL */
+static size_t canon_one(char *dst, const char *p, size_t len)
+{
+    size_t host = len, i;
+    for (i = len; i > 0; i--)
+        if (p[i - 1] == ':') {              /* the last ':' ends an IPv6 host */
+            host = i - 1;
+            break;
+        }
+    for (i = 0; i < host; i++)
+        dst[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] - 'A' + 'a' : p[i]);
+    return host + (size_t)snprintf(dst + host, CANON_EXTRA, ":%ld",
+                                   host < len ? strtol(p + host + 1, NULL, 10) : 0L);
+}
+
 /* Push eps ("h1:p1,h2:p2", checked by the client already) as one spelling
  * per set: each host lower-cased (host names and IPv6 hex digits are
- * case-blind), each port a plain number, sorted, repeats dropped. */
+ * case-blind), each port a plain number, sorted, repeats dropped.  The
+ * room is counted from eps itself: a fixed one (it was 32 endpoints of
+ * 256-byte hosts) cut lists short, and two lists alike up to the cut were
+ * one cluster to the deadlock check -- "deadlock" for a lock on another.
+ * The room is a userdata, so a Lua error frees it. */
 static const char *pushcanon(lua_State *L, const char *eps)
 {
-    char one[32][280];
-    char *sorted[32];
-    int n = 0;
+    size_t n = 1, len = strlen(eps), k = 0;
+    char **sorted, *out;
     luaL_Buffer b;
-    for (const char *p = eps; *p && n < 32;) {
-        size_t len = strcspn(p, ","), host = len, i;
-        for (i = len; i > 0; i--)
-            if (p[i - 1] == ':') {          /* the last ':' ends an IPv6 host */
-                host = i - 1;
-                break;
-            }
-        if (host > 256)
-            host = 256;
-        for (i = 0; i < host; i++)
-            one[n][i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] - 'A' + 'a' : p[i]);
-        snprintf(one[n] + host, sizeof one[n] - host, ":%ld",
-                 host < len ? strtol(p + host + 1, NULL, 10) : 0L);
-        sorted[n] = one[n];
-        n++;
-        p += len;
+    for (const char *p = eps; *p; p++)
+        n += *p == ',';
+    sorted = lua_newuserdatauv(L, n * sizeof *sorted + len + n * CANON_EXTRA, 0);
+    out = (char *)(sorted + n);
+    for (const char *p = eps; *p && k < n;) {
+        size_t one = strcspn(p, ",");
+        sorted[k++] = out;
+        out += canon_one(out, p, one) + 1;
+        p += one;
         if (*p == ',')
             p++;
     }
-    qsort(sorted, (size_t)n, sizeof *sorted, strpcmp);
+    qsort(sorted, k, sizeof *sorted, strpcmp);
     luaL_buffinit(L, &b);
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < k; i++) {
         if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
             continue;
         if (luaL_bufflen(&b) > 0)
@@ -144,6 +158,7 @@ static const char *pushcanon(lua_State *L, const char *eps)
         luaL_addstring(&b, sorted[i]);
     }
     luaL_pushresult(&b);
+    lua_remove(L, -2);              /* the room; the result is its own string */
     return lua_tostring(L, -1);
 }
 
