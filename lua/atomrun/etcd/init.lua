@@ -213,7 +213,7 @@ function M.semaphore(url, n)
 end
 
 -- ------------------------------------------------------------ keys (issue 16)
--- create, replace and read take etcd names in C (src/bind/etcd.c); update is
+-- create, replace and read take etcd names in C (src/bind/etcd_kv.c); update is
 -- here, a loop around fn, on core._etcd_call's raw txn.
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
