@@ -66,13 +66,40 @@ static const char *getenv_nonempty(const char *name)
     return v && *v ? v : NULL;
 }
 
+/* "etcd:///NAME": u's endpoints from ATOMRUN_ETCD; NULL, or the reason
+ * it is refused (pushed). */
+static const char *endpoints_from_env(lua_State *L, arL_url *u)
+{
+    const char *env = getenv_nonempty("ATOMRUN_ETCD"), *e;
+    size_t n;
+    if (!env)
+        return lua_pushfstring(L, "%s: no endpoints in the URL and ATOMRUN_ETCD is "
+                               "not set (HOST:PORT[,HOST:PORT...])", u->shown);
+    /* ATOMRUN_ETCD may be written as a URL prefix ("etcd://h:2379") */
+    e = strstr(env, "://");
+    env = e ? e + 3 : env;
+    if (strchr(env, '@'))       /* never echo what may be a password */
+        return lua_pushfstring(L, "%s: ATOMRUN_ETCD must hold endpoints only; give "
+                               "credentials in ATOMRUN_ETCD_USER and "
+                               "ATOMRUN_ETCD_PASSWORD", u->shown);
+    n = strlen(env);
+    while (n > 0 && env[n - 1] == '/')
+        n--;
+    if (n >= sizeof u->endpoints)
+        return lua_pushfstring(L, "%s: ATOMRUN_ETCD is too long (at most %d bytes "
+                               "of endpoints)", u->shown, (int)sizeof u->endpoints - 1);
+    memcpy(u->endpoints, env, n);
+    u->endpoints[n] = '\0';
+    return NULL;
+}
+
 /* Parse url into u; NULL, or the reason it is refused (pushed on the
  * stack, naming the URL without its credentials). */
 const char *arL_parse_url(lua_State *L, const char *url, arL_url *u)
 {
     const char *sep = strstr(url, "://"), *auth = sep + 3, *slash, *at = NULL;
     size_t slen = (size_t)(sep - url), alen;
-    const char *p;
+    const char *p, *why;
 
     memset(u, 0, sizeof *u);
     if (slen == 4 && strncasecmp(url, "etcd", 4) == 0)
@@ -121,26 +148,8 @@ const char *arL_parse_url(lua_State *L, const char *url, arL_url *u)
     }
     alen = (size_t)(slash - auth);
     if (alen == 0) {
-        const char *env = getenv_nonempty("ATOMRUN_ETCD"), *e;
-        size_t n;
-        if (!env)
-            return lua_pushfstring(L, "%s: no endpoints in the URL and ATOMRUN_ETCD is "
-                                   "not set (HOST:PORT[,HOST:PORT...])", u->shown);
-        /* ATOMRUN_ETCD may be written as a URL prefix ("etcd://h:2379") */
-        e = strstr(env, "://");
-        env = e ? e + 3 : env;
-        if (strchr(env, '@'))       /* never echo what may be a password */
-            return lua_pushfstring(L, "%s: ATOMRUN_ETCD must hold endpoints only; give "
-                                   "credentials in ATOMRUN_ETCD_USER and "
-                                   "ATOMRUN_ETCD_PASSWORD", u->shown);
-        n = strlen(env);
-        while (n > 0 && env[n - 1] == '/')
-            n--;
-        if (n >= sizeof u->endpoints)
-            return lua_pushfstring(L, "%s: ATOMRUN_ETCD is too long (at most %d bytes "
-                                   "of endpoints)", u->shown, (int)sizeof u->endpoints - 1);
-        memcpy(u->endpoints, env, n);
-        u->endpoints[n] = '\0';
+        if ((why = endpoints_from_env(L, u)) != NULL)
+            return why;
     } else {
         if (alen >= sizeof u->endpoints)
             return lua_pushfstring(L, "%s: the endpoint list is too long (at most %d "
