@@ -115,6 +115,9 @@ int arL_uid(lua_State *L);
 int arL_hostname(lua_State *L);
 int arL_isatty(lua_State *L);
 
+/* etcd names: bind/etcd.c (URLs, clients, _etcd_call/_lease/_endpoints/
+ * _key), bind/etcd_lock.c (the lock handle, the guard), bind/etcd_kv.c
+ * (create/replace/read on keys, _etcd_watch, _etcd_queue). */
 int arL_isurl(const char *name);     /* bind/etcd.c: "scheme://..." */
 int arL_etcd_lock(lua_State *L);     /* lock() for such a name */
 int arL_etcd_queue(lua_State *L);
@@ -130,6 +133,43 @@ int arL_etcd_read(lua_State *L);
 int arL_etcd_key(lua_State *L);
 int arL_etcd_watch(lua_State *L);
 void arL_openremote(lua_State *L);   /* the etcd lock handle's metatable */
+
+/* ---------------------------- shared by bind/etcd.c, etcd_lock.c, etcd_kv.c */
+
+/* An etcd URL taken apart (bind/etcd.c): the endpoints as written (or from
+ * ATOMRUN_ETCD), the credentials, the name (a lock's or a key's: never
+ * empty), and the URL as messages show it, without its userinfo. */
+typedef struct arL_url {
+    int         tls;
+    char        endpoints[1024];
+    char        user[128], password[256];
+    const char *name;           /* inside the URL string */
+    char        shown[1536];    /* the URL without userinfo */
+} arL_url;
+/* Parse url into u; NULL, or the reason it is refused (pushed on the
+ * stack, naming the URL without its credentials). */
+const char *arL_parse_url(lua_State *L, const char *url, arL_url *u);
+/* The client of u's cluster, TLS files from the arguments or else the
+ * environment; 0, or the count of nil, msg, code pushed. */
+int arL_open_client(lua_State *L, const arL_url *u, const char *ca,
+                    const char *cert, const char *key, atomrun_etcd **c);
+/* opts[name] as a string (kept alive by the options table), or NULL. */
+const char *arL_optstr(lua_State *L, int arg, const char *name);
+/* A positive whole option (ttl, slots): 1 .. 1000000. */
+int arL_optposint(lua_State *L, int arg, const char *name, int dflt,
+                  const char *what);
+
+/* ----------------------------------------------------- bind/etcd_lock.c */
+
+/* The class of the etcd lock handle (for arL_openremote). */
+void arL_openetcdlock(lua_State *L);
+/* The etcd lock handle at index i: 1 and its remote lock in *l (NULL once
+ * released), or 0 when it is something else. */
+int arL_testetcdlock(lua_State *L, int i, const atomrun_remote_lock **l);
+/* A holder of an etcd lock as a table; its writer's fields (pid, host,
+ * cmd, since) into the table on top (a key's creator too). */
+void arL_pushrholder(lua_State *L, const atomrun_remote_holder *h);
+void arL_setwriter(lua_State *L, const atomrun_remote_holder *h);
 
 /* bind/bundle.c: put every bundled module, and atomrun.core, in
  * package.preload; load one entry as a chunk (LUA_OK or an error). */

@@ -1,7 +1,7 @@
 -- atomrun.etcd.update -- atomrun.update on an etcd key: an optimistic
 -- read-modify-write whose txns also write and read a nonce, so that an
 -- answer that never came is resolved, never guessed.  create, replace and
--- read take etcd names in C (src/bind/etcd.c); update is here, a loop
+-- read take etcd names in C (src/bind/etcd_kv.c); update is here, a loop
 -- around fn, on core._etcd_call's raw txn.
 local atomrun = require "atomrun.core"
 local etcd = require "atomrun.etcd"      -- its UPDATE_TIMEOUT and NONCE_TTL

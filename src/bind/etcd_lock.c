@@ -1,0 +1,659 @@
+/*
+ * bind/etcd_lock.c -- the etcd lock handle (src/etcd/session.c,
+ * etcd/lock.c).  atomrun.lock(name, opts) comes here when name has a scheme
+ * (bind/lock.c asks arL_isurl), so the recipes that call atomrun.lock take
+ * etcd names unchanged and every message names 'lock' as for files.  The
+ * handle has the shape of a file lock's -- lk:unlock(), <close>/__gc,
+ * lk.path, lk.mode -- plus lk.token, lk.index, lk.name, lk.key, lk.lease,
+ * lk:lost(), lk:guard().  Also the holders pushed to Lua (a lock's, a key's
+ * creator).
+ *
+ * The locks a Lua state holds are counted per cluster and name in a
+ * registry table, so that asking again for a name the state holds is
+ * "deadlock" at once (as for files) instead of a wait for ourselves.
+ */
+#define _GNU_SOURCE
+#include "bind/bind.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define AR_RLOCK_MT "atomrun.etcd_lock"
+#define AR_RHELD    "atomrun.etcd_held"     /* registry: key -> count */
+
+typedef struct ar_rlock {
+    atomrun_remote_lock *l;        /* NULL once released */
+    /* Released, but no member answered yet (atomrun_remote_unlock's
+     * ATOMRUN_EUNAVAILABLE): a later unlock() asks it how it went. */
+    atomrun_remote_lock *pending;
+    int                  mode;
+    int                  slots;
+} ar_rlock;
+
+/* ------------------------------------------------------ held counting */
+
+/*
+ * The locks this Lua state holds, so that asking for one of them is
+ * "deadlock" at once (as for files) instead of a wait for ourselves.  One
+ * cluster is written many ways -- its endpoints in another order, one
+ * twice, a host in capitals, another subset of its members -- so each lock
+ * is counted under each of its identities: its endpoint list made
+ * canonical (free to compare), "cluster <id>" (the id from the answer that
+ * granted it), and "*" (any cluster).  A request is compared by its
+ * canonical list; only when the state holds the name on some cluster
+ * under another spelling is the cluster asked for its id (one read).
+ *
+ *   registry[AR_RHELD][ident "\n" name "\n" kind] = count
+ *
+ * kind: 'x' exclusive, 's' shared, 'n' a slot of a semaphore.
+ */
+
+/* registry[AR_RHELD][ident "\n" name "\n" kind] += delta; the count. */
+static lua_Integer held_add(lua_State *L, const char *ident, const char *name,
+                               char kind, lua_Integer delta)
+{
+    lua_Integer n;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, AR_RHELD) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, AR_RHELD);
+    }
+    lua_pushfstring(L, "%s\n%s\n%c", ident, name, kind);
+    lua_pushvalue(L, -1);
+    lua_gettable(L, -3);
+    n = lua_tointeger(L, -1) + delta;
+    lua_pop(L, 1);
+    if (delta == 0)
+        lua_pop(L, 1);
+    else {
+        if (n > 0)
+            lua_pushinteger(L, n);
+        else
+            lua_pushnil(L);
+        lua_settable(L, -3);
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+static char kind_letter(int mode, int slots)
+{
+    return slots > 1 ? 'n' : mode == ATOMRUN_SHARED ? 's' : 'x';
+}
+
+/* Would a lock of o's kind on name, under ident, wait for one this state
+ * holds?  The kinds exclude each other (etcd/lock.c); a semaphore's own slots
+ * block it only when the state holds all of them. */
+static int would_wait(lua_State *L, const char *ident, const char *name,
+                         const atomrun_remote_opts *o)
+{
+    lua_Integer x = held_add(L, ident, name, 'x', 0);
+    lua_Integer s = held_add(L, ident, name, 's', 0);
+    lua_Integer n = held_add(L, ident, name, 'n', 0);
+    switch (kind_letter(o->mode, o->slots)) {
+    case 'n': return x > 0 || s > 0 || n >= o->slots;
+    case 's': return x > 0 || n > 0;
+    default:  return x + s + n > 0;
+    }
+}
+
+static int strpcmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The canonical spelling of the endpoint p (len bytes) into dst, which has
+ * room for len + CANON_EXTRA: the host lower-cased, ':' and the port as a
+ * plain number.  The length written. */
+#define CANON_EXTRA 24              /* ':', a long's digits and sign, NUL */
+static size_t canon_one(char *dst, const char *p, size_t len)
+{
+    size_t host = len, i;
+    for (i = len; i > 0; i--)
+        if (p[i - 1] == ':') {              /* the last ':' ends an IPv6 host */
+            host = i - 1;
+            break;
+        }
+    for (i = 0; i < host; i++)
+        dst[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] - 'A' + 'a' : p[i]);
+    return host + (size_t)snprintf(dst + host, CANON_EXTRA, ":%ld",
+                                   host < len ? strtol(p + host + 1, NULL, 10) : 0L);
+}
+
+/* Push eps ("h1:p1,h2:p2", checked by the client already) as one spelling
+ * per set: each host lower-cased (host names and IPv6 hex digits are
+ * case-blind), each port a plain number, sorted, repeats dropped.  The
+ * room is counted from eps itself: a fixed one (it was 32 endpoints of
+ * 256-byte hosts) cut lists short, and two lists alike up to the cut were
+ * one cluster to the deadlock check -- "deadlock" for a lock on another.
+ * The room is a userdata, so a Lua error frees it. */
+static const char *pushcanon(lua_State *L, const char *eps)
+{
+    size_t n = 1, len = strlen(eps), k = 0;
+    char **sorted, *out;
+    luaL_Buffer b;
+    for (const char *p = eps; *p; p++)
+        n += *p == ',';
+    sorted = lua_newuserdatauv(L, n * sizeof *sorted + len + n * CANON_EXTRA, 0);
+    out = (char *)(sorted + n);
+    for (const char *p = eps; *p && k < n;) {
+        size_t one = strcspn(p, ",");
+        sorted[k++] = out;
+        out += canon_one(out, p, one) + 1;
+        p += one;
+        if (*p == ',')
+            p++;
+    }
+    qsort(sorted, k, sizeof *sorted, strpcmp);
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < k; i++) {
+        if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
+            continue;
+        if (luaL_bufflen(&b) > 0)
+            luaL_addchar(&b, ',');
+        luaL_addstring(&b, sorted[i]);
+    }
+    luaL_pushresult(&b);
+    lua_remove(L, -2);              /* the room; the result is its own string */
+    return lua_tostring(L, -1);
+}
+
+/* "cluster <id in hex>": the identity a cluster's id gives (ident: 40). */
+static const char *cluster_ident(char *ident, size_t size, uint64_t id)
+{
+    snprintf(ident, size, "cluster %llx", (unsigned long long)id);
+    return ident;
+}
+
+/* Does this state already hold what o asks for on u's cluster?  canon:
+ * u's canonical endpoints. */
+static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
+                            const char *canon, const atomrun_remote_opts *o)
+{
+    char err[ATOMRUN_ETCD_ERRLEN], ident[40];
+    uint64_t id;
+    if (would_wait(L, canon, u->name, o))
+        return 1;
+    if (!would_wait(L, "*", u->name, o))
+        return 0;
+    /* Held under another spelling: of this cluster?  When it cannot say,
+     * the lock request that follows meets the same silence and says so. */
+    if (atomrun_remote_cluster_id(c, o->timeout > 0 ? atomrun_now() + o->timeout : 0, &id,
+                                  err, sizeof err) < 0)
+        return 0;
+    return would_wait(L, cluster_ident(ident, sizeof ident, id), u->name, o);
+}
+
+/* Count the handle at index i in (delta 1) or out (-1) under each of its
+ * identities: uservalue 2 the name, 3 the list of identities. */
+static void held_note(lua_State *L, int i, const ar_rlock *lk, lua_Integer delta)
+{
+    const char *name;
+    i = lua_absindex(L, i);
+    lua_getiuservalue(L, i, 2);
+    lua_getiuservalue(L, i, 3);
+    name = lua_tostring(L, -2);
+    if (name && lua_istable(L, -1)) {
+        for (lua_Integer k = 1; lua_rawgeti(L, -1, k) == LUA_TSTRING; k++) {
+            held_add(L, lua_tostring(L, -1), name, kind_letter(lk->mode, lk->slots), delta);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);              /* the nil that ended the list */
+    }
+    lua_pop(L, 2);
+}
+
+/* ------------------------------------------------------------- handle */
+
+static ar_rlock *checkrlock(lua_State *L, int i)
+{
+    return luaL_checkudata(L, i, AR_RLOCK_MT);
+}
+
+/* The remote lock behind the etcd lock handle at index i, for run()'s
+ * guard option: an error naming the option for anything else, and for a
+ * handle already released (there is nothing left to guard). */
+atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg)
+{
+    ar_rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
+    if (!lk)
+        luaL_argerror(L, arg, lua_pushfstring(L, "option 'guard' must be an etcd "
+                      "lock (atomrun.lock(\"etcd://...\")), not a %s", luaL_typename(L, i)));
+    if (!lk->l)
+        luaL_argerror(L, arg, "option 'guard': the lock is already released");
+    return lk->l;
+}
+
+/* Uservalues: 1 url, 2 name, 3 its identities (held counting), 4 facts. */
+static void rlock_forget(lua_State *L, int i, ar_rlock *lk)
+{
+    held_note(L, i, lk, -1);
+}
+
+/* Release lk (held or pending); the core's result, err filled. */
+static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
+{
+    atomrun_remote_lock *l = lk->l ? lk->l : lk->pending;
+    int r;
+    if (!l)
+        return 0;
+    if (lk->l) {
+        lk->l = NULL;
+        rlock_forget(L, 1, lk);
+    }
+    r = atomrun_remote_unlock(l, err, errlen);
+    lk->pending = r == ATOMRUN_EUNAVAILABLE ? l : NULL;
+    return r;
+}
+
+/* lk:unlock() -> true | nil, msg, code.  Idempotent as for files, but never
+ * a blind true: after a release whose answer did not come, each call says
+ * how it stands then ("unavailable" while it is retried, true once a
+ * member answered). */
+static int rlock_unlock(lua_State *L)
+{
+    ar_rlock *lk = checkrlock(L, 1);
+    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    int r = rlock_release(L, lk, err, sizeof err);
+    if (r < 0) {
+        lua_getiuservalue(L, 1, 1);
+        return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), err);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* <close>: released; a pending release is kept for a later unlock(). */
+static int rlock_close(lua_State *L)
+{
+    char err[ATOMRUN_ETCD_ERRLEN];
+    ar_rlock *lk = checkrlock(L, 1);
+    if (lk->l)
+        rlock_release(L, lk, err, sizeof err);
+    return 0;
+}
+
+static int rlock_gc(lua_State *L)
+{
+    ar_rlock *lk = checkrlock(L, 1);
+    rlock_close(L);
+    if (lk->pending)                /* its retry goes on without us */
+        atomrun_remote_lock_free(lk->pending);
+    lk->pending = NULL;
+    return 0;
+}
+
+/* lk:lost() -> false | the reason (a string): cheap, no network. */
+static int rlock_lost(lua_State *L)
+{
+    ar_rlock *lk = checkrlock(L, 1);
+    char why[ATOMRUN_ETCD_ERRLEN];
+    if (!lk->l) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (atomrun_remote_lock_lost(lk->l, why, sizeof why) < 0)
+        lua_pushstring(L, why);
+    else
+        lua_pushboolean(L, 0);
+    return 1;
+}
+
+/* lk:guard(pid [, kill_after]) -> true: a watchdog process ends process
+ * group pid (a command run in its own group; 0: every child of this
+ * process) before the lease can expire: SIGTERM, then SIGKILL kill_after
+ * seconds later (default TTL/4, at most 5; it must fit: at most TTL/2 -
+ * 0.25), SIGKILL at once when the lease is gone or this process dies.
+ * lk:unguard() -> false | "term" | "kill": what the guard did; unlock
+ * stops it too. */
+static int rlock_guard(lua_State *L)
+{
+    ar_rlock *lk = checkrlock(L, 1);
+    lua_Integer pid = luaL_checkinteger(L, 2);
+    lua_Number ka = luaL_optnumber(L, 3, -1);
+    int r;
+    if (pid < 0 || pid == 1 || pid > 0x7fffffff)
+        luaL_argerror(L, 2, "a process id > 1 (or 0: every child) expected");
+    if (!(ka >= 0) && !lua_isnoneornil(L, 3))
+        luaL_argerror(L, 3, "seconds >= 0 expected");
+    if (!lk->l)
+        return arL_fail(L, -EINVAL, "the lock is released");
+    r = atomrun_remote_lock_guard(lk->l, (pid_t)pid, ka);
+    if (r == -ERANGE) {
+        double most = atomrun_remote_lock_ttl(lk->l) / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN;
+        char a[32], m[32];
+        snprintf(a, sizeof a, "%g", ka);
+        snprintf(m, sizeof m, "%g", most);
+        luaL_argerror(L, 3, lua_pushfstring(L, "%s s does not fit in a TTL of %d s: at "
+                      "most %s s", a, atomrun_remote_lock_ttl(lk->l), m));
+    }
+    if (r < 0)
+        return arL_fail(L, r, "cannot guard pid %d: %s", (int)pid, atomrun_strerror(r));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int rlock_unguard(lua_State *L)
+{
+    ar_rlock *lk = checkrlock(L, 1);
+    int r = lk->l ? atomrun_remote_lock_unguard(lk->l) : 0;
+    if (r == 0)
+        lua_pushboolean(L, 0);
+    else
+        lua_pushstring(L, r == 1 ? "term" : "kill");   /* 2, 3: KILL was sent */
+    return 1;
+}
+
+static int rlock_tostring(lua_State *L)
+{
+    ar_rlock *lk = checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    if (lk->l)
+        lua_pushfstring(L, "atomrun.etcd_lock (%s, %s, token %I)", lua_tostring(L, -1),
+                        arL_modename(lk->mode),
+                        (lua_Integer)atomrun_remote_lock_token(lk->l));
+    else
+        lua_pushfstring(L, "atomrun.etcd_lock (%s, released)", lua_tostring(L, -1));
+    return 1;
+}
+
+static int rlock_path(lua_State *L)
+{
+    checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+static int rlock_name(lua_State *L)
+{
+    checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 2);
+    return 1;
+}
+
+static int rlock_mode(lua_State *L)
+{
+    lua_pushstring(L, arL_modename(checkrlock(L, 1)->mode));
+    return 1;
+}
+
+/* token, index, key, lease: kept after release (a fenced write that
+ * failed may want to say which token it had), in user value 4. */
+static int rlock_fact(lua_State *L, const char *name)
+{
+    checkrlock(L, 1);
+    lua_getiuservalue(L, 1, 4);
+    lua_getfield(L, -1, name);
+    return 1;
+}
+
+static int rlock_token(lua_State *L) { return rlock_fact(L, "token"); }
+static int rlock_index(lua_State *L) { return rlock_fact(L, "index"); }
+static int rlock_key(lua_State *L)   { return rlock_fact(L, "key"); }
+static int rlock_lease(lua_State *L) { return rlock_fact(L, "lease"); }
+
+static int rlock_locked(lua_State *L)
+{
+    lua_pushboolean(L, checkrlock(L, 1)->l != NULL);
+    return 1;
+}
+
+/* ------------------------------------------------------------- holders */
+
+/*
+ * "2026-12-07T20:08:00Z" (what atomrun writes in its records) as seconds
+ * since the epoch, so that `since` is one type for file and etcd holders
+ * (an integer, as os.time() gives).  0 when the text is anything else (a
+ * record another program wrote): the field is then left out, never
+ * guessed.
+ */
+static lua_Integer utc_seconds(const char *text)
+{
+    struct tm tm;
+    int n = 0;
+    memset(&tm, 0, sizeof tm);
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon,
+               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+        text[n] != '\0' || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    return t > 0 ? (lua_Integer)t : 0;
+}
+
+/* The writer's fields (a lock holder's, a key's creator's) into the table
+ * on top: pid (when known), host, cmd, since (epoch seconds, when known). */
+void arL_setwriter(lua_State *L, const atomrun_remote_holder *h)
+{
+    lua_Integer since = utc_seconds(h->since);
+    if (h->pid > 0) {
+        lua_pushinteger(L, h->pid);
+        lua_setfield(L, -2, "pid");
+    }
+    lua_pushstring(L, h->host);
+    lua_setfield(L, -2, "host");
+    lua_pushstring(L, h->cmd);
+    lua_setfield(L, -2, "cmd");
+    if (since > 0) {
+        lua_pushinteger(L, since);
+        lua_setfield(L, -2, "since");
+    }
+}
+
+void arL_pushrholder(lua_State *L, const atomrun_remote_holder *h)
+{
+    char lease[24];
+    lua_createtable(L, 0, 8);
+    arL_setwriter(L, h);
+    lua_pushinteger(L, (lua_Integer)h->token);
+    lua_setfield(L, -2, "token");
+    lua_pushstring(L, h->slots > 0 ? "semaphore" : arL_modename(h->mode));
+    lua_setfield(L, -2, "mode");
+    if (h->slots > 0) {
+        lua_pushinteger(L, h->slots);
+        lua_setfield(L, -2, "slots");
+    }
+    if (h->waiting) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "waiting");
+    }
+    lua_pushstring(L, h->key);
+    lua_setfield(L, -2, "key");
+    snprintf(lease, sizeof lease, "%llx", (unsigned long long)h->lease);
+    lua_pushstring(L, lease);
+    lua_setfield(L, -2, "lease");
+}
+
+/* "pid 4121 on web-3 (backup.sh) since 2026-...", and with say_kind what
+ * kind of lock it has (", as a shared lock"). */
+static void pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say_kind)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    if (h->pid > 0)
+        lua_pushfstring(L, "pid %d on %s", (int)h->pid, h->host[0] ? h->host : "?");
+    else
+        lua_pushfstring(L, "a holder on %s", h->host[0] ? h->host : "?");
+    luaL_addvalue(&b);
+    if (h->cmd[0]) {
+        lua_pushfstring(L, " (%s)", h->cmd);
+        luaL_addvalue(&b);
+    }
+    if (h->since[0]) {
+        lua_pushfstring(L, " since %s", h->since);
+        luaL_addvalue(&b);
+    }
+    if (say_kind && h->slots > 0)
+        lua_pushfstring(L, ", as a slot of a semaphore of %d", h->slots);
+    else if (say_kind)
+        lua_pushfstring(L, ", as %s lock", h->mode == ATOMRUN_SHARED ? "a shared" : "an exclusive");
+    if (say_kind)
+        luaL_addvalue(&b);
+    luaL_pushresult(&b);
+}
+
+/* ------------------------------------------------------------- lock */
+
+/* lock()'s options into o; the TLS file names into tls[3] (ca, cert, key). */
+static void lock_options(lua_State *L, int arg, atomrun_remote_opts *o, const char *tls[3])
+{
+    static const char *const names[] = { "mode", "wait", "timeout", "ttl", "holder",
+                                         "cmd", "ca", "cert", "key", "slots", NULL };
+    arL_checkoptnames(L, arg, names);
+    atomrun_remote_opts_init(o);
+    if (arL_opt(L, arg, "mode", LUA_TSTRING) != LUA_TNIL) {
+        o->mode = arL_checkmode(L, arg, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    o->timeout = arL_optseconds(L, arg, "timeout", ATOMRUN_FOREVER);
+    if (!arL_optbool(L, arg, "wait", 1))
+        o->timeout = 0;
+    o->ttl = arL_optposint(L, arg, "ttl", 10, "a whole number of seconds >= 1");
+    o->slots = arL_optposint(L, arg, "slots", 1, "an integer >= 1");
+    arL_optbool(L, arg, "holder", 1);  /* accepted: the holder is always known */
+    o->cmd = arL_optstr(L, arg, "cmd");
+    tls[0] = arL_optstr(L, arg, "ca");
+    tls[1] = arL_optstr(L, arg, "cert");
+    tls[2] = arL_optstr(L, arg, "key");
+    if (o->mode == ATOMRUN_SHARED && o->slots != 1)
+        luaL_argerror(L, arg, "a shared etcd lock has one slot");
+}
+
+/* The acquire failed with r: nil, msg, code, and for busy and timeout the
+ * holder table (for a TTL below the cluster's minimum, that minimum). */
+static int lock_failed(lua_State *L, const arL_url *u, const atomrun_remote_opts *o, int r)
+{
+    if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o->holder.token) {
+        /* The kind is news unless an exclusive lock meets one. */
+        pushholdertext(L, &o->holder, o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED
+                          || kind_letter(o->mode, o->slots) != 'x');
+        if (r == ATOMRUN_EBUSY)
+            arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
+        else
+            arL_fail(L, r, "timed out after %f s waiting for %s, locked by %s",
+                     o->timeout, u->shown, lua_tostring(L, -1));
+        lua_remove(L, -4);
+        arL_pushrholder(L, &o->holder);
+        return 4;
+    }
+    if (r == ATOMRUN_EBUSY)
+        return arL_fail(L, r, "%s is locked", u->shown);
+    if (r == ATOMRUN_ETIMEOUT)
+        return arL_fail(L, r, "timed out after %f s waiting for %s", o->timeout, u->shown);
+    if (r == -ERANGE && o->min_ttl > 0) {
+        arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
+                 u->shown, o->ttl, o->min_ttl);
+        lua_pushinteger(L, o->min_ttl);
+        return 4;
+    }
+    return arL_fail(L, r, "%s: %s", u->shown, o->err[0] ? o->err : atomrun_strerror(r));
+}
+
+/* The handle on top holds l: its user values -- 1 the URL as shown, 2 the
+ * name, 3 the identities it is held under (the endpoints as written,
+ * canonical; "*"; the cluster id), 4 its fields (token, index, key,
+ * lease). */
+static void set_handle_values(lua_State *L, const arL_url *u, const char *canon,
+                              atomrun_remote_lock *l)
+{
+    char lease[24], ident[40];
+    lua_pushstring(L, u->shown);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushstring(L, u->name);
+    lua_setiuservalue(L, -2, 2);
+    lua_createtable(L, 3, 0);
+    lua_pushstring(L, canon);
+    lua_rawseti(L, -2, 1);
+    lua_pushliteral(L, "*");
+    lua_rawseti(L, -2, 2);
+    if (atomrun_remote_lock_cluster(l)) {
+        lua_pushstring(L, cluster_ident(ident, sizeof ident, atomrun_remote_lock_cluster(l)));
+        lua_rawseti(L, -2, 3);
+    }
+    lua_setiuservalue(L, -2, 3);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)atomrun_remote_lock_token(l));
+    lua_setfield(L, -2, "token");
+    lua_pushinteger(L, atomrun_remote_lock_index(l));
+    lua_setfield(L, -2, "index");
+    lua_pushstring(L, atomrun_remote_lock_key(l));
+    lua_setfield(L, -2, "key");
+    snprintf(lease, sizeof lease, "%llx", (unsigned long long)atomrun_remote_lock_lease(l));
+    lua_pushstring(L, lease);
+    lua_setfield(L, -2, "lease");
+    lua_setiuservalue(L, -2, 4);
+}
+
+/* atomrun.lock(url, opts) for a name with a scheme (from bind/lock.c). */
+int arL_etcd_lock(lua_State *L)
+{
+    const char *url = arL_checkpath(L, 1), *why, *tls[3], *canon;
+    atomrun_etcd *c;
+    atomrun_remote_opts o;
+    atomrun_remote_lock *l;
+    ar_rlock *lk;
+    arL_url *u;
+    int r;
+
+    lua_settop(L, 2);
+    lock_options(L, 2, &o, tls);
+    u = lua_newuserdatauv(L, sizeof *u, 0);   /* 3: freed by the GC */
+    if ((why = arL_parse_url(L, url, u)) != NULL)
+        return arL_fail(L, -EINVAL, "%s", why);
+    if ((r = arL_open_client(L, u, tls[0], tls[1], tls[2], &c)) != 0)
+        return r;
+
+    /* Waiting for a name this state holds would wait for ourselves. */
+    canon = pushcanon(L, u->endpoints);                /* 4 */
+    if (o.timeout != 0 && waits_on_self(L, c, u, canon, &o))
+        return arL_fail(L, -EDEADLK, "%s is already locked by this script; waiting "
+                        "for it to be released would wait forever", u->shown);
+
+    /* The handle first: out of memory here must not leak a held lock. */
+    lk = lua_newuserdatauv(L, sizeof *lk, 4);
+    memset(lk, 0, sizeof *lk);
+    lk->mode = o.mode;
+    lk->slots = o.slots;
+    luaL_setmetatable(L, AR_RLOCK_MT);
+
+    if ((r = atomrun_remote_lock_acquire(c, u->name, &o, &l)) < 0)
+        return lock_failed(L, u, &o, r);
+    lk->l = l;
+    set_handle_values(L, u, canon, l);
+    held_note(L, -1, lk, 1);
+    return 1;
+}
+
+/* The etcd lock handle at index i (opts.fence of a key's write): 1 and its
+ * remote lock in *l -- NULL once released --, or 0 for anything else. */
+int arL_testetcdlock(lua_State *L, int i, const atomrun_remote_lock **l)
+{
+    ar_rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
+    *l = lk ? lk->l : NULL;
+    return lk != NULL;
+}
+
+void arL_openetcdlock(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "unlock", rlock_unlock }, { "lost", rlock_lost },
+        { "guard", rlock_guard },   { "unguard", rlock_unguard },
+        { NULL, NULL } };
+    static const luaL_Reg getters[] = {
+        { "path", rlock_path },   { "url", rlock_path },
+        { "name", rlock_name },   { "mode", rlock_mode },
+        { "token", rlock_token }, { "index", rlock_index },
+        { "key", rlock_key },     { "lease", rlock_lease },
+        { "locked", rlock_locked },
+        { NULL, NULL } };
+    arL_newclass(L, AR_RLOCK_MT, methods, getters, rlock_gc, rlock_tostring);
+    luaL_getmetatable(L, AR_RLOCK_MT);
+    lua_pushcfunction(L, rlock_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+}
