@@ -100,7 +100,7 @@ function M.watch(url, fn, opts)
     local left = deadline - atomrun.now()
     if left <= 0 then return last end
     local r, err, code = atomrun._etcd_watch(url, last + 1, math.min(left, 30), on_result,
-      copts)
+      { ca = opts.ca, cert = opts.cert, key = opts.key })
     if stopped or r == 1 then return last end
     if r == nil then
       if code == "EINVAL" or code == "EACCES" then return nil, err, code end
