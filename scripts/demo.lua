@@ -15,7 +15,7 @@ in $TMPDIR (default /tmp), atomrun-demo.*.
 Exit status: 0; 1 a step failed.
 
 Example:
-  make demo        (the same as: build/atomrun scripts/demo.lua)
+  atomrun scripts/demo.lua      (what `make demo` runs, with build/atomrun)
 ]]
 
 -- The command line.  These lines are the same in every script in scripts/
