@@ -1,31 +1,86 @@
 #!/usr/bin/env atomrun
--- scripts/cron-job.lua -- a cron-safe, single-instance job with a run-time limit.
+-- scripts/cron-job.lua -- a cron-safe, single-instance job with a run-time
+-- limit.  Its usage, environment and exit statuses: USAGE below (`atomrun
+-- cron-job.lua --help`).
 --
---   atomrun cron-job.lua NAME CMD [ARGS...]
---
--- crontab:  */5 * * * *  atomrun /usr/local/share/atomrun/cron-job.lua sync rsync -a src/ dst/
---
--- If the previous run of NAME is still going, this one does not start a
--- second copy: it says who runs it (pid, since when, what) and exits 75
--- (EX_TEMPFAIL: "try again later"), so cron's mail tells you which run is
--- stuck.  The exclusion is a kernel lock, not a pid file: if the previous
--- run was killed (OOM, reboot, kill -9) the next one starts at once.
---
--- Environment (all optional):
---   JOB_DIR      where NAME.lock and NAME.json live (default: atomrun's runtime dir)
---   JOB_WAIT     seconds to queue behind a running instance before giving up (default 0)
---   JOB_TIMEOUT  seconds CMD may run; then it is sent SIGTERM, and SIGKILL 5 s later
---
--- Exit status: CMD's own; 75 when another instance runs; 124 when
--- JOB_TIMEOUT killed CMD (as timeout(1)); 127 when CMD cannot be started.
+-- The exclusion is a kernel lock, not a pid file: if the previous run was
+-- killed (OOM, reboot, kill -9) the next one starts at once.
 local atomrun = require "atomrun"
 
-local name = arg[1]
-local argv = table.move(arg, 2, #arg, 1, {})
-if not name or #argv == 0 then
-  io.stderr:write("usage: atomrun cron-job.lua NAME CMD [ARGS...]\n")
+local NAME = "cron-job"
+local SYNOPSIS = "usage: atomrun cron-job.lua NAME CMD [ARGS...]\n"
+local USAGE = SYNOPSIS .. [[
+
+Run CMD as the one instance of the job NAME on this machine, with a
+run-time limit.  If the previous run of NAME is still going, this one does
+not start a second copy: it says who runs it (pid, since when, what) and
+exits 75 (EX_TEMPFAIL: "try again later"), so cron's mail tells you which
+run is stuck.  If the previous run was killed (OOM, reboot, kill -9) the
+next one starts at once.  What follows NAME is CMD's, its options too.
+
+  -h, --help   print this and exit
+
+Environment (all optional):
+  JOB_DIR      where NAME.lock and NAME.json live (default: atomrun's runtime dir)
+  JOB_WAIT     seconds to queue behind a running instance before giving up (default 0)
+  JOB_TIMEOUT  seconds CMD may run; then it is sent SIGTERM, and SIGKILL 5 s later
+
+Exit status: CMD's own; 75 when another instance runs; 124 when
+JOB_TIMEOUT killed CMD (as timeout(1)); 127 when CMD cannot be started;
+69 when NAME's lock cannot be taken at all; 64 usage.
+
+Example (crontab):
+  */5 * * * *  atomrun /usr/local/share/atomrun/cron-job.lua sync rsync -a src/ dst/
+]]
+
+-- The command line.  These lines are the same in every script in scripts/
+-- (each is copied and run alone, so they cannot share a module): -h and
+-- --help print USAGE on stdout and exit 0; an option the script does not
+-- know, or one missing its value, is a usage error on stderr, exit 64
+-- (EX_USAGE, as `atomrun` itself).  "--" ends the options.  A lone "-" is
+-- refused too (no script here reads stdin); a negative number ("-1") is an
+-- operand, not an option.
+local function usage_error(msg)
+  io.stderr:write(NAME, ": ", msg, "\n", SYNOPSIS,
+    "Try 'atomrun ", NAME, ".lua --help' for more information.\n")
   os.exit(64)
 end
+
+-- OPTIONS maps each option the script knows to "flag" or "value" (it takes
+-- the next argument).  Returns the options given (option -> true or its
+-- value) and the operands.  With in_front, the options end at the first
+-- operand: what follows is a command, whose own options are not ours.
+local function parse_args(argv, options, in_front)
+  local given, operands, i = {}, {}, 1
+  while argv[i] ~= nil do
+    local a = argv[i]
+    local is_option = a:sub(1, 1) == "-" and not tonumber(a)
+    if a == "--" or (in_front and not is_option) then
+      table.move(argv, a == "--" and i + 1 or i, #argv, #operands + 1, operands)
+      break
+    elseif a == "-h" or a == "--help" then
+      io.stdout:write(USAGE)
+      os.exit(0)
+    elseif not is_option then
+      operands[#operands + 1] = a
+    elseif options[a] == "value" then
+      i = i + 1
+      given[a] = argv[i] or usage_error(a .. " needs a value")
+    elseif options[a] == "flag" then
+      given[a] = true
+    else
+      usage_error("unknown option '" .. a .. "'")
+    end
+    i = i + 1
+  end
+  return given, operands
+end
+
+local _, operands = parse_args(arg, {}, true)
+local name = operands[1]
+local argv = table.move(operands, 2, #operands, 1, {})
+if not name then usage_error("no job NAME given") end
+if #argv == 0 then usage_error("no command given") end
 
 local function env(var)                  -- unset and empty are the same
   local v = os.getenv(var)

@@ -1,44 +1,122 @@
 #!/usr/bin/env atomrun
--- scripts/fleet-status.lua -- every host's status on one etcd prefix.
+-- scripts/fleet-status.lua -- every host's status on one etcd prefix.  Its
+-- usage and exit statuses: USAGE below (`atomrun fleet-status.lua --help`).
 --
---   atomrun fleet-status.lua PREFIX publish [--name NAME] [--ttl S] [--every S] [--count N]
---   atomrun fleet-status.lua PREFIX show
---   atomrun fleet-status.lua PREFIX follow [--timeout S]
---
--- PREFIX is an etcd name ending in "/" (etcd:///fleet/).  publish writes
--- this host's record {name, host, pid, load, at, seq} on PREFIX..NAME every
--- S seconds (default 5; N times, default forever), bound to a lease of
--- --ttl seconds (default 15): when publish ends its record goes at once
--- (the lease is revoked at exit), when the host dies it goes a TTL later,
--- so "show" lists only hosts that are alive.  show prints one line
--- per host from one consistent read; follow prints each new record as it
--- is written, in order, "NAME gone" when a record goes, and "gap" when a
--- compaction took some, until --timeout.  Exit status: 0; 1 a failure; 64 usage; 69 no etcd member
--- answered.
+-- A published record is bound to a lease: when publish ends its record
+-- goes at once (the lease is revoked at exit), when the host dies it goes
+-- a TTL later, so "show" lists only hosts that are alive.
 local atomrun = require "atomrun"
 
-local function usage()
-  io.stderr:write("usage: atomrun fleet-status.lua PREFIX publish|show|follow [options]\n")
+local NAME = "fleet-status"
+local SYNOPSIS = [[
+usage: atomrun fleet-status.lua PREFIX publish [--name NAME] [--ttl S] [--every S] [--count N]
+       atomrun fleet-status.lua PREFIX show
+       atomrun fleet-status.lua PREFIX follow [--timeout S]
+]]
+local USAGE = SYNOPSIS .. [[
+
+Every host's status on one etcd prefix.  PREFIX is an etcd name ending in
+"/" (etcd:///fleet/).
+
+  publish  write this host's record {name, host, pid, load, at, seq} on
+           PREFIX..NAME every S seconds, bound to a lease: when publish
+           ends its record goes at once, when the host dies it goes a TTL
+           later, so "show" lists only hosts that are alive.
+             --name NAME  the record's name (default: the host name)
+             --ttl S      the lease's seconds (default 15)
+             --every S    seconds between writes (default 5)
+             --count N    write N times, then end (default: forever)
+  show     print one line per host, from one consistent read.
+  follow   print each new record as it is written, in order, "NAME gone"
+           when a record goes, and "gap" when a compaction took some.
+             --timeout S  end after S seconds (default: never)
+  -h, --help  print this and exit
+
+Exit status: 0; 1 a failure; 64 usage; 69 no etcd member answered.
+
+Example (on every host, then anywhere):
+  atomrun fleet-status.lua etcd://10.0.0.5:2379/fleet/ publish --every 10
+  atomrun fleet-status.lua etcd://10.0.0.5:2379/fleet/ show
+]]
+
+-- The command line.  These lines are the same in every script in scripts/
+-- (each is copied and run alone, so they cannot share a module): -h and
+-- --help print USAGE on stdout and exit 0; an option the script does not
+-- know, or one missing its value, is a usage error on stderr, exit 64
+-- (EX_USAGE, as `atomrun` itself).  "--" ends the options.  A lone "-" is
+-- refused too (no script here reads stdin); a negative number ("-1") is an
+-- operand, not an option.
+local function usage_error(msg)
+  io.stderr:write(NAME, ": ", msg, "\n", SYNOPSIS,
+    "Try 'atomrun ", NAME, ".lua --help' for more information.\n")
   os.exit(64)
 end
+
+-- OPTIONS maps each option the script knows to "flag" or "value" (it takes
+-- the next argument).  Returns the options given (option -> true or its
+-- value) and the operands.  With in_front, the options end at the first
+-- operand: what follows is a command, whose own options are not ours.
+local function parse_args(argv, options, in_front)
+  local given, operands, i = {}, {}, 1
+  while argv[i] ~= nil do
+    local a = argv[i]
+    local is_option = a:sub(1, 1) == "-" and not tonumber(a)
+    if a == "--" or (in_front and not is_option) then
+      table.move(argv, a == "--" and i + 1 or i, #argv, #operands + 1, operands)
+      break
+    elseif a == "-h" or a == "--help" then
+      io.stdout:write(USAGE)
+      os.exit(0)
+    elseif not is_option then
+      operands[#operands + 1] = a
+    elseif options[a] == "value" then
+      i = i + 1
+      given[a] = argv[i] or usage_error(a .. " needs a value")
+    elseif options[a] == "flag" then
+      given[a] = true
+    else
+      usage_error("unknown option '" .. a .. "'")
+    end
+    i = i + 1
+  end
+  return given, operands
+end
+
 local function die(msg, code)
   io.stderr:write("fleet-status: ", tostring(msg), "\n")
   os.exit(code == "unavailable" and 69 or 1)
 end
 
-local prefix, verb = arg[1], arg[2]
-if not prefix or not verb or not prefix:find("^%a[%w+.-]*://") or prefix:sub(-1) ~= "/" then usage() end
+local VERB_OPTIONS = {
+  publish = { ["--name"] = "value", ["--ttl"] = "value", ["--every"] = "value",
+    ["--count"] = "value" },
+  show = {},
+  follow = { ["--timeout"] = "value" },
+}
+local any_verb = {}
+for _, options in pairs(VERB_OPTIONS) do
+  for o, kind in pairs(options) do any_verb[o] = kind end
+end
+local given, operands = parse_args(arg, any_verb)
+local prefix, verb = operands[1], operands[2]
+if not prefix then usage_error("no PREFIX given") end
+if not prefix:find("^%a[%w+.-]*://") or prefix:sub(-1) ~= "/" then
+  usage_error("PREFIX must be an etcd name ending in \"/\" (etcd:///fleet/), not '"
+    .. prefix .. "'")
+end
+if not verb then usage_error("no verb given: publish, show or follow") end
+local verb_options = VERB_OPTIONS[verb]
+  or usage_error("unknown verb '" .. verb .. "': publish, show or follow")
+if #operands > 2 then usage_error("too many arguments: '" .. operands[3] .. "'") end
 local opt = {}
-local i = 3
-while arg[i] do
-  local name = arg[i]:match("^%-%-(%a+)$")
-  if not name or not arg[i + 1] then usage() end
-  opt[name] = arg[i + 1]
-  i = i + 2
+for o, v in pairs(given) do
+  if not verb_options[o] then usage_error(verb .. " has no option " .. o) end
+  opt[o:sub(3)] = v
 end
 local function num(name, dflt)
   if opt[name] == nil then return dflt end
-  return tonumber(opt[name]) or usage()
+  return tonumber(opt[name])
+    or usage_error("--" .. name .. " needs a number, not '" .. opt[name] .. "'")
 end
 
 local function hostname()
@@ -61,9 +139,11 @@ end
 
 if verb == "publish" then
   local name = opt.name or hostname()
-  if name == "" or name:find("/", 1, true) then usage() end
+  if name == "" or name:find("/", 1, true) then
+    usage_error("--name needs a name without \"/\", not '" .. name .. "'")
+  end
   local ttl, every, count = math.tointeger(num("ttl", 15)), num("every", 5), num("count", math.huge)
-  if not ttl or ttl < 1 then usage() end
+  if not ttl or ttl < 1 then usage_error("--ttl needs a whole number of seconds >= 1") end
   local st = atomrun.status(prefix .. name)
   local seq = 0
   while seq < count do
@@ -93,6 +173,4 @@ elseif verb == "follow" then
     io.stdout:flush()
   end, { timeout = num("timeout", nil), interval = 0.1 })
   if not last then die(err, code) end
-else
-  usage()
 end

@@ -1,29 +1,85 @@
 #!/usr/bin/env atomrun
 -- scripts/json-counter.lua -- read-modify-write of a shared JSON file that
--- any number of processes update at once without losing an update.
---
---   atomrun json-counter.lua FILE [KEY [DELTA]]
---
---   atomrun json-counter.lua /var/lib/stats.json downloads     # prints the new count
---
--- Adds DELTA (default 1) to counter KEY (default "count") in FILE, creating
--- either if missing, and prints the new value.
+-- any number of processes update at once without losing an update.  Its
+-- usage: USAGE below (`atomrun json-counter.lua --help`).
 --
 -- atomrun.update() holds an exclusive lock on FILE.lock (a sidecar: never
 -- FILE itself, whose inode every atomic replace swaps), reads FILE, calls
 -- the function, and atomically replaces FILE with what it returns.  So two
 -- updaters never both read 41 and both write 42, and a crash mid-write
 -- leaves the old file, never a truncated one.  Readers need no lock.
---
--- Environment: COUNTER_TIMEOUT  seconds to wait for the lock (default 10).
 local atomrun = require "atomrun"
 local json = atomrun.json
 
-local path, key, delta = arg[1], arg[2] or "count", tonumber(arg[3] or "1")
-if not path or not delta then
-  io.stderr:write("usage: atomrun json-counter.lua FILE [KEY [DELTA]]\n")
+local NAME = "json-counter"
+local SYNOPSIS = "usage: atomrun json-counter.lua FILE [KEY [DELTA]]\n"
+local USAGE = SYNOPSIS .. [[
+
+Add DELTA (default 1, may be negative or fractional) to the counter KEY
+(default "count") in the JSON file FILE, creating either if missing, and
+print the new value.  Any number of processes may count in FILE at once:
+no update is lost, and readers never see a half-written file.  A KEY that
+starts with "-" goes after "--".
+
+  -h, --help   print this and exit
+
+Environment: COUNTER_TIMEOUT  seconds to wait for the lock (default 10).
+
+Exit status: 0; 1 FILE is not JSON or its lock could not be had in time
+(FILE is left as it was); 64 usage.
+
+Example (prints the new count):
+  atomrun json-counter.lua /var/lib/stats.json downloads
+]]
+
+-- The command line.  These lines are the same in every script in scripts/
+-- (each is copied and run alone, so they cannot share a module): -h and
+-- --help print USAGE on stdout and exit 0; an option the script does not
+-- know, or one missing its value, is a usage error on stderr, exit 64
+-- (EX_USAGE, as `atomrun` itself).  "--" ends the options.  A lone "-" is
+-- refused too (no script here reads stdin); a negative number ("-1") is an
+-- operand, not an option.
+local function usage_error(msg)
+  io.stderr:write(NAME, ": ", msg, "\n", SYNOPSIS,
+    "Try 'atomrun ", NAME, ".lua --help' for more information.\n")
   os.exit(64)
 end
+
+-- OPTIONS maps each option the script knows to "flag" or "value" (it takes
+-- the next argument).  Returns the options given (option -> true or its
+-- value) and the operands.  With in_front, the options end at the first
+-- operand: what follows is a command, whose own options are not ours.
+local function parse_args(argv, options, in_front)
+  local given, operands, i = {}, {}, 1
+  while argv[i] ~= nil do
+    local a = argv[i]
+    local is_option = a:sub(1, 1) == "-" and not tonumber(a)
+    if a == "--" or (in_front and not is_option) then
+      table.move(argv, a == "--" and i + 1 or i, #argv, #operands + 1, operands)
+      break
+    elseif a == "-h" or a == "--help" then
+      io.stdout:write(USAGE)
+      os.exit(0)
+    elseif not is_option then
+      operands[#operands + 1] = a
+    elseif options[a] == "value" then
+      i = i + 1
+      given[a] = argv[i] or usage_error(a .. " needs a value")
+    elseif options[a] == "flag" then
+      given[a] = true
+    else
+      usage_error("unknown option '" .. a .. "'")
+    end
+    i = i + 1
+  end
+  return given, operands
+end
+
+local _, operands = parse_args(arg, {})
+if #operands == 0 then usage_error("no FILE given") end
+if #operands > 3 then usage_error("too many arguments: '" .. operands[4] .. "'") end
+local path, key, delta = operands[1], operands[2] or "count", tonumber(operands[3] or "1")
+if not delta then usage_error("DELTA must be a number, not '" .. operands[3] .. "'") end
 
 local value
 local ok, err = atomrun.update(path, function(old)

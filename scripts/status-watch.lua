@@ -1,12 +1,7 @@
 #!/usr/bin/env atomrun
--- scripts/status-watch.lua -- follow a status file written by status-producer.lua.
---
---   atomrun status-watch.lua STATUS_FILE [--once] [--timeout SECONDS]
---
--- Prints one line per change ("3/10 running pid 4121"), and exits 0 when the
--- job says "done".  --once prints the current status and exits.
--- Exit status: 0 done (or printed, with --once); 1 timed out (default 60 s);
--- 2 the file is missing (--once) or is not a status file.
+-- scripts/status-watch.lua -- follow a status file written by
+-- status-producer.lua.  Its usage and exit statuses: USAGE below (`atomrun
+-- status-watch.lua --help`).
 --
 -- Reading needs no lock at all: the writer replaces the file atomically,
 -- so every read sees one complete status.  A watcher that ever saw an
@@ -16,21 +11,77 @@
 -- atomrun.once(..., {wait = true}) returns the moment it is released.)
 local atomrun = require "atomrun"
 
-local function usage()
-  io.stderr:write("usage: atomrun status-watch.lua STATUS_FILE [--once] [--timeout SECONDS]\n")
+local NAME = "status-watch"
+local SYNOPSIS = "usage: atomrun status-watch.lua STATUS_FILE [--once] [--timeout SECONDS]\n"
+local USAGE = SYNOPSIS .. [[
+
+Follow a status file written by status-producer.lua: print one line per
+change ("3/10 running pid 4121"), and exit 0 when the job says "done".  No
+lock is needed: the writer replaces the file atomically, so every read sees
+one complete status.
+
+  --once               print the current status and exit
+  --timeout SECONDS    give up after this long (default 60)
+  -h, --help           print this and exit
+
+Environment: STATUS_FILE  the file, when no STATUS_FILE argument is given.
+
+Exit status: 0 done (or printed, with --once); 1 timed out; 2 the file is
+missing (--once) or is not a status file; 64 usage.
+
+Example:
+  atomrun status-watch.lua /tmp/job.status --timeout 600
+]]
+
+-- The command line.  These lines are the same in every script in scripts/
+-- (each is copied and run alone, so they cannot share a module): -h and
+-- --help print USAGE on stdout and exit 0; an option the script does not
+-- know, or one missing its value, is a usage error on stderr, exit 64
+-- (EX_USAGE, as `atomrun` itself).  "--" ends the options.  A lone "-" is
+-- refused too (no script here reads stdin); a negative number ("-1") is an
+-- operand, not an option.
+local function usage_error(msg)
+  io.stderr:write(NAME, ": ", msg, "\n", SYNOPSIS,
+    "Try 'atomrun ", NAME, ".lua --help' for more information.\n")
   os.exit(64)
 end
-local path, once, timeout
-local i = 1
-while arg[i] do
-  if arg[i] == "--once" then once = true
-  elseif arg[i] == "--timeout" then
+
+-- OPTIONS maps each option the script knows to "flag" or "value" (it takes
+-- the next argument).  Returns the options given (option -> true or its
+-- value) and the operands.  With in_front, the options end at the first
+-- operand: what follows is a command, whose own options are not ours.
+local function parse_args(argv, options, in_front)
+  local given, operands, i = {}, {}, 1
+  while argv[i] ~= nil do
+    local a = argv[i]
+    local is_option = a:sub(1, 1) == "-" and not tonumber(a)
+    if a == "--" or (in_front and not is_option) then
+      table.move(argv, a == "--" and i + 1 or i, #argv, #operands + 1, operands)
+      break
+    elseif a == "-h" or a == "--help" then
+      io.stdout:write(USAGE)
+      os.exit(0)
+    elseif not is_option then
+      operands[#operands + 1] = a
+    elseif options[a] == "value" then
+      i = i + 1
+      given[a] = argv[i] or usage_error(a .. " needs a value")
+    elseif options[a] == "flag" then
+      given[a] = true
+    else
+      usage_error("unknown option '" .. a .. "'")
+    end
     i = i + 1
-    timeout = tonumber(arg[i] or "") or usage()
-  else path = arg[i] end
-  i = i + 1
+  end
+  return given, operands
 end
-path = path or os.getenv("STATUS_FILE") or usage()
+
+local given, operands = parse_args(arg, { ["--once"] = "flag", ["--timeout"] = "value" })
+if #operands > 1 then usage_error("too many arguments: '" .. operands[2] .. "'") end
+local once = given["--once"]
+local timeout = given["--timeout"] and (tonumber(given["--timeout"])
+  or usage_error("--timeout needs a number of seconds, not '" .. given["--timeout"] .. "'"))
+local path = operands[1] or os.getenv("STATUS_FILE") or usage_error("no STATUS_FILE given")
 
 local status = atomrun.status(path)
 local deadline = atomrun.now() + (timeout or 60)

@@ -1,30 +1,87 @@
 #!/usr/bin/env atomrun
--- scripts/worker-pool.lua -- at most N copies of a command at once, machine-wide.
---
---   atomrun worker-pool.lua SLOTS_FILE N CMD [ARGS...]
---
--- Start as many as you like; only N run at a time, the rest queue in the
--- kernel and start the moment a slot frees (no polling loop, no sleep 1):
---
---   ls *.wav | xargs -P 32 -I{} atomrun worker-pool.lua /run/lock/encode.slots 4 \
---       ffmpeg -loglevel error -i {} {}.opus
+-- scripts/worker-pool.lua -- at most N copies of a command at once,
+-- machine-wide.  Its usage, environment and exit statuses: USAGE below
+-- (`atomrun worker-pool.lua --help`).
 --
 -- The N slots are N bytes of SLOTS_FILE, each taken with a byte-range lock.
 -- A worker that dies (kill -9, OOM) frees its slot at once: there is no
--- counter to decrement and so nothing to leak.  CMD sees its slot number
--- (1..N) in $POOL_SLOT, handy for per-slot scratch directories or GPUs.
---
--- Environment: POOL_WAIT  seconds to wait for a free slot (default: forever);
---              then exit 75 (EX_TEMPFAIL) naming the pids that hold the slots.
--- Exit status: CMD's own (128+N for a signal), 127 if it cannot be started.
+-- counter to decrement and so nothing to leak.
 local atomrun = require "atomrun"
 
-local slots_file, n = arg[1], math.tointeger(tonumber(arg[2] or ""))
-local argv = table.move(arg, 3, #arg, 1, {})
-if not slots_file or not n or n < 1 or #argv == 0 then
-  io.stderr:write("usage: atomrun worker-pool.lua SLOTS_FILE N CMD [ARGS...]\n")
+local NAME = "worker-pool"
+local SYNOPSIS = "usage: atomrun worker-pool.lua SLOTS_FILE N CMD [ARGS...]\n"
+local USAGE = SYNOPSIS .. [[
+
+Run CMD in one of N slots of SLOTS_FILE: start as many as you like; only N
+run at a time, machine-wide, and the rest queue in the kernel and start the
+moment a slot frees (no polling loop, no sleep 1).  A worker that dies
+(kill -9, OOM) frees its slot at once.  CMD sees its slot number (1..N) in
+$POOL_SLOT, handy for per-slot scratch directories or GPUs.  What follows N
+is CMD's, its options too.
+
+  -h, --help   print this and exit
+
+Environment: POOL_WAIT  seconds to wait for a free slot (default: forever);
+             then exit 75 (EX_TEMPFAIL) naming the pids that hold the slots.
+
+Exit status: CMD's own (128+N for a signal); 75 no slot within POOL_WAIT;
+127 CMD cannot be started; 64 usage.
+
+Example (4 encoders at a time):
+  ls *.wav | xargs -P 32 -I{} atomrun worker-pool.lua /run/lock/encode.slots 4 \
+      ffmpeg -loglevel error -i {} {}.opus
+]]
+
+-- The command line.  These lines are the same in every script in scripts/
+-- (each is copied and run alone, so they cannot share a module): -h and
+-- --help print USAGE on stdout and exit 0; an option the script does not
+-- know, or one missing its value, is a usage error on stderr, exit 64
+-- (EX_USAGE, as `atomrun` itself).  "--" ends the options.  A lone "-" is
+-- refused too (no script here reads stdin); a negative number ("-1") is an
+-- operand, not an option.
+local function usage_error(msg)
+  io.stderr:write(NAME, ": ", msg, "\n", SYNOPSIS,
+    "Try 'atomrun ", NAME, ".lua --help' for more information.\n")
   os.exit(64)
 end
+
+-- OPTIONS maps each option the script knows to "flag" or "value" (it takes
+-- the next argument).  Returns the options given (option -> true or its
+-- value) and the operands.  With in_front, the options end at the first
+-- operand: what follows is a command, whose own options are not ours.
+local function parse_args(argv, options, in_front)
+  local given, operands, i = {}, {}, 1
+  while argv[i] ~= nil do
+    local a = argv[i]
+    local is_option = a:sub(1, 1) == "-" and not tonumber(a)
+    if a == "--" or (in_front and not is_option) then
+      table.move(argv, a == "--" and i + 1 or i, #argv, #operands + 1, operands)
+      break
+    elseif a == "-h" or a == "--help" then
+      io.stdout:write(USAGE)
+      os.exit(0)
+    elseif not is_option then
+      operands[#operands + 1] = a
+    elseif options[a] == "value" then
+      i = i + 1
+      given[a] = argv[i] or usage_error(a .. " needs a value")
+    elseif options[a] == "flag" then
+      given[a] = true
+    else
+      usage_error("unknown option '" .. a .. "'")
+    end
+    i = i + 1
+  end
+  return given, operands
+end
+
+local _, operands = parse_args(arg, {}, true)
+local slots_file, n = operands[1], math.tointeger(tonumber(operands[2] or ""))
+local argv = table.move(operands, 3, #operands, 1, {})
+if not slots_file then usage_error("no SLOTS_FILE given") end
+if not operands[2] then usage_error("no slot count N given") end
+if not n or n < 1 then usage_error("N must be a whole number >= 1, not '" .. operands[2] .. "'") end
+if #argv == 0 then usage_error("no command given") end
 local wait = tonumber(os.getenv("POOL_WAIT") or "")
 
 local pool = atomrun.semaphore(slots_file, n)

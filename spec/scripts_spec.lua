@@ -375,3 +375,134 @@ describe("scripts/", function()
     end)
   end)
 end)
+
+-- Issue 22: every job script answers --help and -h, and refuses an option it
+-- does not know, before it does anything at all (`status-producer.lua
+-- --help` used to run a 5 s job writing ./--help).
+describe("scripts/: --help, -h and unknown options", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function() H.cleanup() end)
+
+  -- Every job script, found afresh so that a new one is checked too: all of
+  -- scripts/ and its folders but the build's bundler and the bench's tools.
+  local scripts = {}
+  local p = io.popen("cd " .. H.q(H.root .. "/scripts") .. " && find . -name '*.lua'"
+    .. " ! -path './bench/*' ! -name bundle.lua | sed 's|^\\./||' | sort")
+  for name in p:lines() do scripts[#scripts + 1] = name end
+  p:close()
+
+  -- S(name) ARGS run in the empty dir; its status, stdout, stderr
+  local function run(name, args)
+    return H.sh("cd " .. H.q(dir) .. " && " .. S(name) .. " " .. args)
+  end
+
+  it("finds the job scripts", function()
+    assert.is_true(#scripts >= 8, table.concat(scripts, " "))
+  end)
+
+  for _, name in ipairs(scripts) do
+    local base = name:match("[^/]+$")
+    it(name .. " --help and -h: its usage on stdout, exit 0, no file made", function()
+      local help
+      for _, flag in ipairs({ "--help", "-h" }) do
+        local st, out, err = run(name, flag)
+        assert.equal(0, st, err)
+        assert.equal("", err)
+        assert.matches("^usage: atomrun " .. H.pat(base) .. ".-\n\n%u", out)  -- what it does
+        assert.matches("\n  %-h, %-%-help ", out)                                -- its options
+        assert.matches("\nExample[^\n]*:\n  [^\n]*" .. H.pat(base) .. "[^\n]*\n", out)
+        assert.same({}, H.listdir(dir))
+        help = help or out
+        assert.equal(help, out)
+      end
+    end)
+
+    it(name .. " --bogus: exit 64, the option named on stderr, no file made", function()
+      local st, out, err = run(name, "--bogus")
+      assert.equal(64, st, err)
+      assert.equal("", out)
+      assert.matches("^" .. H.pat(base:gsub("%.lua$", "")) .. ": unknown option '%-%-bogus'\n"
+        .. "usage: atomrun " .. H.pat(base), err)
+      assert.same({}, H.listdir(dir))
+    end)
+  end
+
+  it("the argument lines are the same in every script (each is copied alone)", function()
+    local first, first_name
+    for _, name in ipairs(scripts) do
+      local src = H.slurp(H.root .. "/scripts/" .. name)
+      local block = src:match("\nlocal function usage_error%(msg%)\n.-\n  return given, operands\nend\n")
+      assert.is_not_nil(block, name .. " has no usage_error/parse_args")
+      first, first_name = first or block, first_name or name
+      assert.equal(first, block, name .. " and " .. first_name .. " differ")
+    end
+  end)
+
+  it("an option after the operands is still one, where operands are files and numbers", function()
+    for _, args in ipairs({ "out --help", "out 3 0 -h", "out --bogus" }) do
+      local st = run("status-producer.lua", args)
+      assert.equal(args:find("bogus") and 64 or 0, st, args)
+      assert.same({}, H.listdir(dir), args)
+    end
+    assert.equal(64, (run("json-counter.lua", "c.json hits --bogus")))
+    assert.equal(0, (run("json-counter.lua", "c.json hits --help")))
+    assert.same({}, H.listdir(dir))
+    local st, _, err = run("status-watch.lua", "s --once --bogus")
+    assert.equal(64, st)
+    assert.matches("unknown option '%-%-bogus'", err)
+    st, _, err = run("status-watch.lua", "s --timeout")
+    assert.equal(64, st)
+    assert.matches("%-%-timeout needs a value", err)
+    -- no etcd is asked: the arguments are wrong before any
+    st, _, err = run("fleet-status.lua", "etcd:///x/ show --ttl 5")
+    assert.equal(64, st)
+    assert.matches("show has no option %-%-ttl", err)
+    assert.equal(64, (run("fleet-status.lua", "etcd:///x/ follow --bogus 1")))
+    assert.equal(0, (run("fleet-status.lua", "etcd:///x/ publish --help")))
+  end)
+
+  it("what follows the command's name is the command's, its options too", function()
+    local st, out, err = H.sh("JOB_DIR=" .. H.q(dir .. "/jobs") .. " " .. S("cron-job.lua")
+      .. " job echo -h --bogus")
+    assert.equal(0, st, err)
+    assert.equal("-h --bogus\n", out)
+    st, out, err = run("worker-pool.lua", H.q(dir .. "/s") .. " 1 echo --help -x")
+    assert.equal(0, st, err)
+    assert.equal("--help -x\n", out)
+    st, out, err = run("retry-command.lua", "-n 1 echo -h")
+    assert.equal(0, st, err)
+    assert.equal("-h\n", out)
+    st, _, err = run("retry-command.lua", "-n 1 --bogus echo")
+    assert.equal(64, st)
+    assert.matches("unknown option '%-%-bogus'", err)
+  end)
+
+  it("-- ends the options; a negative number is an operand; a lone - is refused", function()
+    local _, out = run("json-counter.lua", "c.json k -2")
+    assert.equal("-2\n", out)
+    _, out = run("json-counter.lua", "-- c.json -k")
+    assert.equal("1\n", out)
+    assert.same({ k = -2, ["-k"] = 1 }, ar.json.decode(H.slurp(dir .. "/c.json")))
+    local st, _, err = run("status-watch.lua", "--once -- -s")     -- the file ./-s
+    assert.equal(2, st)
+    assert.matches("No such file", err)
+    st, _, err = run("json-counter.lua", "-")
+    assert.equal(64, st)
+    assert.matches("unknown option '%-'", err)
+    assert.is_false(H.exists(dir .. "/-"))
+  end)
+
+  -- the bench's one tool run by hand with arguments (it starts 50 processes)
+  it("bench/holders.lua answers --help and refuses --bogus before starting anything", function()
+    local st, out, err = run("bench/holders.lua", "--help")
+    assert.equal(0, st, err)
+    assert.matches("^usage: atomrun scripts/bench/holders%.lua %[PROCS %[FDS_EACH%]%]\n", out)
+    st, out, err = run("bench/holders.lua", "--bogus")
+    assert.equal(64, st)
+    assert.equal("", out)
+    assert.matches("^holders%.lua: unknown option '%-%-bogus'\nusage: ", err)
+    assert.equal(64, (run("bench/holders.lua", "many")))
+    assert.same({}, H.listdir(dir))
+  end)
+end)

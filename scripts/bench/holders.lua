@@ -12,8 +12,38 @@
 --   flock-dead a flock lock whose taker died; its child holds the
 --              description (the /proc/locks pid is dead)
 local atomrun = require "atomrun"
-local procs = tonumber(arg[1]) or 50
-local each = tonumber(arg[2]) or 1000
+
+-- Its arguments are counts: --help answers, and anything else that is not
+-- one is refused (exit 64) before a single process is started.
+local USAGE = [=[
+usage: atomrun scripts/bench/holders.lua [PROCS [FDS_EACH]]
+
+What a busy lock costs to report: start PROCS python3 processes (default
+50) holding FDS_EACH descriptors each (default 1000), then time a
+non-blocking lock attempt on a held lock (ofd, flock, flock-dead), with
+the holder lookup and without it.
+
+Example:
+  atomrun scripts/bench/holders.lua 200 1000
+]=]
+for i = 1, #arg do
+  if arg[i] == "--help" or arg[i] == "-h" then io.stdout:write(USAGE); os.exit(0) end
+end
+local function usage_error(msg)
+  io.stderr:write("holders.lua: ", msg, "\n", USAGE:match("^[^\n]*\n"))
+  os.exit(64)
+end
+local function count(i, default)
+  if arg[i] == nil then return default end
+  local n = math.tointeger(tonumber(arg[i]))
+  if n and n >= 0 then return n end
+  if arg[i]:sub(1, 1) == "-" and not tonumber(arg[i]) then
+    usage_error("unknown option '" .. arg[i] .. "'")
+  end
+  usage_error("PROCS and FDS_EACH are whole numbers, not '" .. arg[i] .. "'")
+end
+local procs, each = count(1, 50), count(2, 1000)
+if arg[3] ~= nil then usage_error("too many arguments: '" .. arg[3] .. "'") end
 local dir = assert(io.popen("mktemp -d /tmp/atomrun-bench.XXXXXX")):read("l")
 
 local function py(code, ...)
