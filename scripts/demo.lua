@@ -18,48 +18,12 @@ Example:
   atomrun scripts/demo.lua      (what `make demo` runs, with build/atomrun)
 ]]
 
--- The command line.  These lines are the same in every script in scripts/
--- (each is copied and run alone, so they cannot share a module): -h and
--- --help print USAGE on stdout and exit 0; an option the script does not
--- know, or one missing its value, is a usage error on stderr, exit 64
--- (EX_USAGE, as `atomrun` itself).  "--" ends the options.  A lone "-" is
--- refused too (no script here reads stdin); a negative number ("-1") is an
--- operand, not an option.
-local function usage_error(msg)
-  io.stderr:write(NAME, ": ", msg, "\n", SYNOPSIS,
-    "Try 'atomrun ", NAME, ".lua --help' for more information.\n")
-  os.exit(64)
-end
-
--- OPTIONS maps each option the script knows to "flag" or "value" (it takes
--- the next argument).  Returns the options given (option -> true or its
--- value) and the operands.  With in_front, the options end at the first
--- operand: what follows is a command, whose own options are not ours.
-local function parse_args(argv, options, in_front)
-  local given, operands, i = {}, {}, 1
-  while argv[i] ~= nil do
-    local a = argv[i]
-    local is_option = a:sub(1, 1) == "-" and not tonumber(a)
-    if a == "--" or (in_front and not is_option) then
-      table.move(argv, a == "--" and i + 1 or i, #argv, #operands + 1, operands)
-      break
-    elseif a == "-h" or a == "--help" then
-      io.stdout:write(USAGE)
-      os.exit(0)
-    elseif not is_option then
-      operands[#operands + 1] = a
-    elseif options[a] == "value" then
-      i = i + 1
-      given[a] = argv[i] or usage_error(a .. " needs a value")
-    elseif options[a] == "flag" then
-      given[a] = true
-    else
-      usage_error("unknown option '" .. a .. "'")
-    end
-    i = i + 1
-  end
-  return given, operands
-end
+-- The command line: atomrun.args (bundled in atomrun, so this script still
+-- runs alone when copied): -h and --help print USAGE and exit 0; an option
+-- the script does not know, or one missing its value, is a usage error on
+-- stderr, exit 64 (EX_USAGE, as `atomrun` itself).
+local cmdline = require("atomrun.args").new(NAME, SYNOPSIS, USAGE)
+local usage_error, parse_args = cmdline.error, cmdline.parse
 
 local _, operands = parse_args(arg, {})
 if #operands > 0 then usage_error("takes no arguments, not '" .. operands[1] .. "'") end

@@ -428,15 +428,24 @@ describe("scripts/: --help, -h and unknown options", function()
     end)
   end
 
-  it("the argument lines are the same in every script (each is copied alone)", function()
-    local first, first_name
+  it("every script takes its command line from atomrun.args (bundled: a copied script runs alone)", function()
     for _, name in ipairs(scripts) do
       local src = H.slurp(H.root .. "/scripts/" .. name)
-      local block = src:match("\nlocal function usage_error%(msg%)\n.-\n  return given, operands\nend\n")
-      assert.is_not_nil(block, name .. " has no usage_error/parse_args")
-      first, first_name = first or block, first_name or name
-      assert.equal(first, block, name .. " and " .. first_name .. " differ")
+      assert.matches('require%("atomrun.args"%)%.new%(NAME, SYNOPSIS, USAGE%)', src, name)
+      assert.is_nil(src:find("local function parse_args", 1, true), name .. " has its own parser")
     end
+  end)
+
+  it("a script copied alone to another directory still answers --help and refuses --bogus", function()
+    local copy = dir .. "/elsewhere"
+    assert(H.sh("mkdir -p " .. H.q(copy) .. " && cp " .. H.q(H.root .. "/scripts/json-counter.lua")
+      .. " " .. H.q(copy .. "/jc.lua")) == 0)
+    local st, out = H.sh("cd " .. H.q(copy) .. " && " .. H.q(H.atomrun) .. " jc.lua --help")
+    assert.equal(0, st)
+    assert.matches("^usage: atomrun json%-counter%.lua", out)
+    st = H.sh("cd " .. H.q(copy) .. " && " .. H.q(H.atomrun) .. " jc.lua --bogus")
+    assert.equal(64, st)
+    assert(H.sh("rm -rf " .. H.q(copy)) == 0)
   end)
 
   it("an option after the operands is still one, where operands are files and numbers", function()
