@@ -70,25 +70,25 @@ static int check_cmp(const atomrun_etcd_cmp *c, size_t i, char *err, size_t errl
     return 0;
 }
 
-/* where: "then 2", "else 1", "range" -- for the message. */
+/* where: "then op 2", "else op 1", "range" -- for the message. */
 static int check_op(const atomrun_etcd_op *o, const char *where, char *err, size_t errlen)
 {
     int spans = o->type == ATOMRUN_ETCD_RANGE || o->type == ATOMRUN_ETCD_DELETE;
     if (!known(o->type, COUNT(op_names)))
-        return refuse(err, errlen, "etcd txn: op %s: unknown type %d", where, o->type);
+        return refuse(err, errlen, "etcd txn: %s: unknown type %d", where, o->type);
     if (!o->key || o->keylen == 0)
-        return refuse(err, errlen, "etcd txn: op %s (%s) has no key", where, op_names[o->type]);
+        return refuse(err, errlen, "etcd txn: %s (%s) has no key", where, op_names[o->type]);
     if (!bytes_ok(o->range_end, o->range_end_len) || !bytes_ok(o->value, o->valuelen))
-        return refuse(err, errlen, "etcd txn: op %s: a NULL range_end or value with a length",
+        return refuse(err, errlen, "etcd txn: %s: a NULL range_end or value with a length",
                       where);
     if (o->range_end_len && o->prefix)
-        return refuse(err, errlen, "etcd txn: op %s: range_end and prefix both given", where);
+        return refuse(err, errlen, "etcd txn: %s: range_end and prefix both given", where);
     if (!spans && (o->range_end_len || o->prefix))
-        return refuse(err, errlen, "etcd txn: op %s: a put takes no range_end or prefix", where);
+        return refuse(err, errlen, "etcd txn: %s: a put takes no range_end or prefix", where);
     if (o->limit < 0)
-        return refuse(err, errlen, "etcd txn: op %s: negative limit", where);
+        return refuse(err, errlen, "etcd txn: %s: negative limit", where);
     if (o->sort && !known(o->sort, COUNT(sort_names)))
-        return refuse(err, errlen, "etcd txn: op %s: unknown sort %d", where, o->sort);
+        return refuse(err, errlen, "etcd txn: %s: unknown sort %d", where, o->sort);
     return 0;
 }
 
@@ -100,7 +100,7 @@ static int check_ops(const atomrun_etcd_op *ops, size_t n, const char *branch,
     if (n && !ops)
         return refuse(err, errlen, "etcd txn: %zu %s ops given as NULL", n, branch);
     for (size_t i = 0; i < n; i++) {
-        snprintf(where, sizeof where, "%s %zu", branch, i + 1);
+        snprintf(where, sizeof where, "%s op %zu", branch, i + 1);
         if ((r = check_op(&ops[i], where, err, errlen)) < 0)
             return r;
     }
