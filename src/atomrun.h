@@ -746,8 +746,10 @@ ATOMRUN_API int atomrun_remote_put(atomrun_etcd *c, const char *key, const void 
  * Txn().If(cmp...).Then(op...).Else(op...): if every compare holds, the
  * `then` ops run, otherwise the `otherwise` ops, all at one revision.  Keys
  * and values are byte strings (any bytes, NUL included, with their
- * lengths); the base64 and the JSON of the gateway stay inside.  Enumerations
- * start at 1, so a field left zero is refused (-EINVAL), never a guess.
+ * lengths); the base64 and the JSON of the gateway stay inside.  The
+ * enumerations start at 1, so a target, result or op type left zero is
+ * refused (-EINVAL), never a guess.  The library's own locks and keys
+ * (atomrun_remote_*) are txns of this kind.
  */
 enum atomrun_etcd_target {          /* what of the key a compare looks at */
     ATOMRUN_ETCD_VERSION = 1,       /* number: writes since created (0: absent) */
@@ -839,11 +841,12 @@ typedef struct atomrun_etcd_txn_result {
 
 /*
  * Send one txn: 0 and *out (free it with atomrun_etcd_txn_free) whichever
- * branch ran, or -EINVAL before sending (a NULL or empty key, an unknown
- * target, result, op type or sort, range_end with prefix; err says which),
- * or the results of atomrun_etcd_call (ATOMRUN_EUNAVAILABLE, -EACCES,
- * -EPROTO, -EINVAL from the server: too many ops, one key written twice,
- * a lease that is gone is -ENOENT).  timeout: seconds the call may take,
+ * branch ran; -EINVAL before sending (a NULL or empty key, an unknown
+ * target, result, op type or sort, range_end with prefix: err says which);
+ * or what atomrun_etcd_call returns: ATOMRUN_EUNAVAILABLE, -EACCES,
+ * -EPROTO, -EINVAL (the server refused it -- too many ops, one key written
+ * twice -- and err has its words), -ENOENT (a put's lease is gone), and
+ * -ENOMEM.  err is filled on every failure.  timeout: seconds the call may take,
  * rotating endpoints within it; 0 the client's op_timeout; ATOMRUN_FOREVER
  * until a member answers.  A txn that got no answer may still have been
  * applied: make it one whose second copy does no harm (a compare on what
