@@ -846,11 +846,10 @@ typedef struct atomrun_etcd_txn_result {
  * or what atomrun_etcd_call returns: ATOMRUN_EUNAVAILABLE, -EACCES,
  * -EPROTO, -EINVAL (the server refused it -- too many ops, one key written
  * twice -- and err has its words), -ENOENT (a put's lease is gone), and
- * -ENOMEM.  err is filled on every failure.  timeout: seconds the call may take,
- * rotating endpoints within it; 0 the client's op_timeout; ATOMRUN_FOREVER
- * until a member answers.  A txn that got no answer may still have been
- * applied: make it one whose second copy does no harm (a compare on what
- * it writes).
+ * -ENOMEM.  timeout: seconds the call may take, rotating endpoints within
+ * it; 0 the client's op_timeout; ATOMRUN_FOREVER until a member answers.
+ * A txn that got no answer may still have been applied: make it one whose
+ * second copy does no harm (a compare on what it writes).
  */
 ATOMRUN_API int  atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
                                   const atomrun_etcd_op *then, size_t nthen,
