@@ -6,14 +6,14 @@
  * and the keys of create/replace/update (etcd/kv.c) describe their txns as
  * arrays of atomrun_etcd_cmp and atomrun_etcd_op, and only this file knows
  * how the JSON gateway spells them.  Keys and values are bytes here and
- * base64 on the wire (JSON strings cannot carry any byte); int64 goes as a
- * decimal string, as the gateway prints it (it takes a JSON number too,
- * but a number above 2^53 loses digits in many JSON readers).
+ * base64 on the wire (a JSON string cannot carry every byte); an int64
+ * goes as a decimal string, as the gateway prints it.
  *
- * The answer is read back the same way: responses[] in the order of the
+ * The answer is read back here too: responses[] in the order of the
  * branch taken, each one of response_range, response_put or
- * response_delete_range.  The gateway leaves out every field at its zero
- * value: no "succeeded" is false, no "kvs" is none, no "count" is 0.
+ * response_delete_range.  The gateway leaves a field at its zero value
+ * out: no "succeeded" is false, no "kvs" is none, no "count" is 0 -- so a
+ * missing field is never an error.
  */
 #define _GNU_SOURCE
 #include "etcd/internal.h"
@@ -47,8 +47,7 @@ static int refuse(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    if (err && errlen)
-        vsnprintf(err, errlen, fmt, ap);
+    vsnprintf(err, errlen, fmt, ap);      /* errlen 0: err may be NULL */
     va_end(ap);
     return -EINVAL;
 }
@@ -265,7 +264,7 @@ int ar_txn_body(const atomrun_etcd_cmp *cmp, size_t ncmp, const atomrun_etcd_op 
     j = set(j, "success", ops_json(then, nthen));
     j = set(j, "failure", ops_json(otherwise, nelse));
     if (!j) {
-        refuse(err, errlen, "etcd txn: out of memory");
+        snprintf(err, errlen, "etcd txn: out of memory");
         return -ENOMEM;
     }
     *body = j;
@@ -411,14 +410,14 @@ static int txn_from(const json_t *ans, atomrun_etcd_txn_result **out)
 
 /* ------------------------------------------------------------ sending */
 
-/* What a parse failure tells the caller. */
+/* An answer that could not be read: r (-ENOMEM or -EPROTO), said in err. */
 static int unreadable(atomrun_etcd *c, int r, const char *what, char *err, size_t errlen)
 {
     if (r == -ENOMEM)
-        refuse(err, errlen, "%s: out of memory reading the answer", what);
+        snprintf(err, errlen, "etcd %s: out of memory reading the answer", what);
     else
-        refuse(err, errlen, "%s: %s answered something that is not etcd's %s answer",
-               what, atomrun_etcd_endpoints(c), what);
+        snprintf(err, errlen, "etcd %s: %s answered something that is not etcd's %s answer",
+                 what, atomrun_etcd_endpoints(c), what);
     return r;
 }
 
