@@ -26,6 +26,16 @@
  *   etcd_core ENDPOINTS fenced NAME KEY VALUE STOPFILE [TTL]
  *       take lock NAME, print "ok TOKEN", wait for STOPFILE, then put
  *       KEY=VALUE fenced by the lock: print "put OK" or "put CODE|MSG"
+ *   etcd_core ENDPOINTS txn [cmp KEY TARGET RESULT ARG]... [then OP...] [else OP...]
+ *       one atomrun_etcd_txn.  TARGET version|create|mod|value|lease|N (a
+ *       raw number), RESULT = != > < or N; OP is put KEY VALUE, get KEY or
+ *       del KEY, then its words: prefix, end=KEY, lease=N, limit=N, keys,
+ *       count, prevkv, sort=key|version|create|mod|value, desc, type=N.
+ *       KEY (null) is a NULL key; keys and values take \xNN and \\.
+ *       Prints "ok SUCCEEDED REVISION", then "op I TYPE COUNT MORE DELETED"
+ *       per op, each followed by its "kv KEY VALUE CREATE MOD VERSION
+ *       LEASE" and "prev ..." lines (bytes outside ! to ~ and \ as \xNN);
+ *       or CODE|MESSAGE and exit 1
  * ETCD_CORE_TIME=1: try prints "granted T", hold "releasing T" (monotonic).
  * Environment: ETCD_TLS=1, ETCD_CA, ETCD_CERT, ETCD_KEY, ETCD_USER,
  * ETCD_PASSWORD.
@@ -316,13 +326,198 @@ static int cmd_call(atomrun_etcd *c, char **argv)
     return 0;
 }
 
+/* ------------------------------------------------------------ txn */
+
+#define TXN_MAX 16
+
+/* A txn as the words of the command line describe it; the bytes of the
+ * keys and values live in argv (unescaped in place). */
+typedef struct txn_args {
+    atomrun_etcd_cmp cmp[TXN_MAX];
+    atomrun_etcd_op  ops[2][TXN_MAX];           /* then, else */
+    size_t           ncmp, nops[2];
+} txn_args;
+
+static int hexval(int ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+         : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* \xNN and \\ in s, in place: its length (it may hold NUL bytes now). */
+static size_t unescape(char *s)
+{
+    size_t o = 0;
+    for (size_t i = 0; s[i]; i++) {
+        if (s[i] == '\\' && s[i + 1] == '\\') {
+            s[o++] = '\\';
+            i++;
+        } else if (s[i] == '\\' && s[i + 1] == 'x' && hexval(s[i + 2]) >= 0 &&
+                   hexval(s[i + 3]) >= 0) {
+            s[o++] = (char)(hexval(s[i + 2]) << 4 | hexval(s[i + 3]));
+            i += 3;
+        } else {
+            s[o++] = s[i];
+        }
+    }
+    return o;
+}
+
+static void bytes_arg(char *word, const void **p, size_t *len)
+{
+    if (strcmp(word, "(null)") == 0) {
+        *p = NULL;
+        *len = 0;
+        return;
+    }
+    *len = unescape(word);
+    *p = word;
+}
+
+static int word_of(const char *w, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(w, names[i]) == 0)
+            return i + 1;
+    return atoi(w);             /* a raw number: what an unknown one does */
+}
+
+static const char *const targets[] = { "version", "create", "mod", "value", "lease" };
+static const char *const results[] = { "=", "!=", ">", "<" };
+static const char *const sorts[] = { "key", "version", "create", "mod", "value" };
+static const char *const optypes[] = { "put", "get", "del" };
+
+/* cmp KEY TARGET RESULT ARG at argv[i]: the words used. */
+static int cmp_words(txn_args *t, char **argv, int i)
+{
+    atomrun_etcd_cmp *c = &t->cmp[t->ncmp++];
+    bytes_arg(argv[i + 1], &c->key, &c->keylen);
+    c->target = word_of(argv[i + 2], targets, 5);
+    c->result = word_of(argv[i + 3], results, 4);
+    if (c->target == ATOMRUN_ETCD_VALUE)
+        bytes_arg(argv[i + 4], &c->value, &c->valuelen);
+    else
+        c->number = atoll(argv[i + 4]);
+    return 5;
+}
+
+/* A word after an op: 1 if it was one of its modifiers. */
+static int op_modifier(atomrun_etcd_op *o, char *w)
+{
+    if (strcmp(w, "prefix") == 0)
+        o->prefix = 1;
+    else if (strncmp(w, "end=", 4) == 0)
+        bytes_arg(w + 4, &o->range_end, &o->range_end_len);
+    else if (strncmp(w, "lease=", 6) == 0)
+        o->lease = atoll(w + 6);
+    else if (strncmp(w, "limit=", 6) == 0)
+        o->limit = atoll(w + 6);
+    else if (strcmp(w, "keys") == 0)
+        o->keys_only = 1;
+    else if (strcmp(w, "count") == 0)
+        o->count_only = 1;
+    else if (strcmp(w, "prevkv") == 0)
+        o->prev_kv = 1;
+    else if (strncmp(w, "sort=", 5) == 0)
+        o->sort = word_of(w + 5, sorts, 5);
+    else if (strcmp(w, "desc") == 0)
+        o->descend = 1;
+    else if (strncmp(w, "type=", 5) == 0)
+        o->type = atoi(w + 5);
+    else
+        return 0;
+    return 1;
+}
+
+/* put KEY VALUE | get KEY | del KEY, and its modifiers: the words used. */
+static int op_words(atomrun_etcd_op *o, int argc, char **argv, int i)
+{
+    int n = 2;
+    o->type = word_of(argv[i], optypes, 3);
+    bytes_arg(argv[i + 1], &o->key, &o->keylen);
+    if (o->type == ATOMRUN_ETCD_PUT && i + 2 < argc)
+        bytes_arg(argv[i + n++], &o->value, &o->valuelen);
+    while (i + n < argc && op_modifier(o, argv[i + n]))
+        n++;
+    return n;
+}
+
+static int parse_txn(txn_args *t, int argc, char **argv)
+{
+    int i = 3, branch = 0;
+    memset(t, 0, sizeof *t);
+    while (i < argc) {
+        if (strcmp(argv[i], "then") == 0 || strcmp(argv[i], "else") == 0) {
+            branch = argv[i++][0] == 'e';
+        } else if (strcmp(argv[i], "cmp") == 0 && i + 4 < argc && t->ncmp < TXN_MAX) {
+            i += cmp_words(t, argv, i);
+        } else if (i + 1 < argc && t->nops[branch] < TXN_MAX) {
+            i += op_words(&t->ops[branch][t->nops[branch]++], argc, argv, i);
+        } else {
+            fprintf(stderr, "etcd_core txn: cannot read '%s'\n", argv[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void print_bytes(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch > ' ' && ch < 0x7f && ch != '\\')
+            putchar(ch);
+        else
+            printf("\\x%02x", ch);
+    }
+}
+
+static void print_kvs(const char *tag, const atomrun_etcd_kv *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++, kv++) {
+        printf("%s ", tag);
+        print_bytes(kv->key, kv->keylen);
+        putchar(' ');
+        print_bytes(kv->value, kv->valuelen);
+        printf(" %lld %lld %lld %lld\n", (long long)kv->create_rev, (long long)kv->mod_rev,
+               (long long)kv->version, (long long)kv->lease);
+    }
+}
+
+static int cmd_txn(atomrun_etcd *c, int argc, char **argv)
+{
+    static const char *const types[] = { "?", "put", "range", "delete" };
+    atomrun_etcd_txn_result *res;
+    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    txn_args t;
+    int r;
+    if (parse_txn(&t, argc, argv) < 0)
+        return 2;
+    r = atomrun_etcd_txn(c, t.cmp, t.ncmp, t.ops[0], t.nops[0], t.ops[1], t.nops[1], &res,
+                         0, err, sizeof err);
+    if (r < 0) {
+        printf("%s|%s\n", atomrun_err_name(r), err);
+        return 1;
+    }
+    printf("ok %d %lld\n", res->succeeded, (long long)res->revision);
+    for (size_t i = 0; i < res->nops; i++) {
+        const atomrun_etcd_op_result *o = &res->ops[i];
+        printf("op %zu %s %lld %d %lld\n", i + 1, types[o->type >= 1 && o->type <= 3 ? o->type : 0],
+               (long long)o->count, o->more, (long long)o->deleted);
+        print_kvs("kv", o->kvs, o->nkvs);
+        print_kvs("prev", o->prev_kvs, o->nprev);
+    }
+    atomrun_etcd_txn_free(res);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     atomrun_etcd *c;
     int r = 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 4) {
-        fprintf(stderr, "usage: etcd_core ENDPOINTS try|hold|incr|queue|call ...\n");
+        fprintf(stderr, "usage: etcd_core ENDPOINTS try|hold|incr|queue|call|txn ...\n");
         return 2;
     }
     c = client(argv[1]);
@@ -346,5 +541,7 @@ int main(int argc, char **argv)
         r = cmd_queue(c, argv);
     else if (strcmp(argv[2], "call") == 0 && argc >= 5)
         r = cmd_call(c, argv);
+    else if (strcmp(argv[2], "txn") == 0)
+        r = cmd_txn(c, argc, argv);
     return r;
 }

@@ -1,4 +1,5 @@
--- The C core's etcd locks (src/etcd/client.c, etcd/session.c, etcd/lock.c), driven by
+-- The C core's etcd locks (src/etcd/client.c, etcd/session.c, etcd/lock.c) and its
+-- typed txn (etcd/txn.c), driven by
 -- spec/etcd_core.c as real processes against a real 3-member cluster, with
 -- real faults: killed and stopped holders, a killed leader, a killed member,
 -- every member down.
@@ -364,6 +365,179 @@ describe("etcd core locks", function()
     assert.equal("EPROTO", code(line), line)
     assert.matches("not etcd's JSON gateway", line)
     assert.is_true(ar.now() - t0 < 3)
+  end)
+
+  -- atomrun_etcd_txn (src/etcd/txn.c), through the driver's txn words.
+  describe("the typed txn", function()
+    local base
+    before_each(function() base = "spec/txn/" .. math.random(1e9) .. "/" end)
+
+    --- The driver's txn output as a table: succeeded, revision, ops[i] =
+    --- {type, count, more, deleted, kvs = {...}, prev = {...}}.
+    local function parse(out)
+      local res = { ops = {} }
+      for line in out:gmatch("[^\n]+") do
+        local s, rev = line:match("^ok (%d) (%d+)$")
+        local i, ty, count, more, deleted = line:match("^op (%d+) (%a+) (%d+) (%d) (%d+)$")
+        local tag, k, v, c, m, ver, l = line:match("^(%a+) (%S+) (%S*) (%d+) (%d+) (%d+) (%d+)$")
+        if s then
+          res.succeeded, res.revision = s == "1", tonumber(rev)
+        elseif i then
+          res.ops[#res.ops + 1] = { type = ty, count = tonumber(count), more = more == "1",
+                                    deleted = tonumber(deleted), kvs = {}, prev = {} }
+        elseif tag then
+          local op = res.ops[#res.ops]
+          local list = tag == "kv" and op.kvs or op.prev
+          list[#list + 1] = { key = k, value = v, create = tonumber(c), mod = tonumber(m),
+                              version = tonumber(ver), lease = tonumber(l) }
+        end
+      end
+      return res
+    end
+    local function txn(...)
+      local st, _, out = core(eps, nil, "txn", ...)
+      assert.equal(0, st, out)
+      return parse(out)
+    end
+    local function keys(kvs)
+      local t = {}
+      for i, kv in ipairs(kvs) do t[i] = kv.key end
+      return t
+    end
+
+    it("compares the mod revision: then when it holds, else (and its reads) when it does not", function()
+      local k = base .. "k"
+      local put = txn("then", "put", k, "v1")
+      assert.is_true(put.succeeded)
+      local rev = put.revision
+      assert.equal(rev, txn("then", "get", k).ops[1].kvs[1].mod)
+      local r = txn("cmp", k, "mod", "=", rev, "then", "put", k, "v2", "else", "get", k)
+      assert.is_true(r.succeeded)
+      assert.equal(1, #r.ops)
+      assert.equal("put", r.ops[1].type)
+      local rev2 = r.revision
+      assert.is_true(rev2 > rev)
+      -- the same revision again: someone wrote since, so else runs
+      r = txn("cmp", k, "mod", "=", rev, "then", "put", k, "v3", "else", "get", k)
+      assert.is_false(r.succeeded)
+      assert.equal("range", r.ops[1].type)
+      assert.same({ key = k, value = "v2", create = rev, mod = rev2, version = 2, lease = 0 },
+                  r.ops[1].kvs[1])
+      assert.equal(rev2, r.revision)                    -- nothing written
+      -- the other results and targets
+      assert.is_true(txn("cmp", k, "mod", ">", rev).succeeded)
+      assert.is_false(txn("cmp", k, "mod", "<", rev2).succeeded)
+      assert.is_true(txn("cmp", k, "mod", "!=", rev).succeeded)
+      assert.is_true(txn("cmp", k, "version", "=", 2).succeeded)
+      assert.is_true(txn("cmp", k, "create", "=", rev, "cmp", k, "value", "=", "v2").succeeded)
+      assert.is_false(txn("cmp", k, "value", "=", "v1").succeeded)
+      assert.is_true(txn("cmp", base .. "absent", "create", "=", 0).succeeded)
+    end)
+
+    it("puts with a lease: the key carries it, a compare sees it, it goes with the lease", function()
+      local g = assert(C:post(1, "/v3/lease/grant", '{"TTL":60}'))
+      local id = math.tointeger(tonumber(g.ID))
+      local k = base .. "leased"
+      assert.is_true(txn("then", "put", k, "v", "lease=" .. id).succeeded)
+      local kv = txn("then", "get", k).ops[1].kvs[1]
+      assert.equal(id, kv.lease)
+      assert.is_true(txn("cmp", k, "lease", "=", id).succeeded)
+      assert.is_false(txn("cmp", k, "lease", "=", 0).succeeded)
+      -- a put that replaces it: prev_kv is what was there
+      local r = txn("then", "put", k, "w", "lease=" .. id, "prevkv")
+      assert.equal("v", r.ops[1].prev[1].value)
+      assert.equal(id, r.ops[1].prev[1].lease)
+      assert.truthy(C:post(1, "/v3/lease/revoke", '{"ID":"' .. id .. '"}'))
+      assert.equal(0, txn("then", "get", k).ops[1].count)
+      -- a lease that is gone: the server's refusal, named
+      local st, line = core(eps, nil, "txn", "then", "put", k, "v", "lease=" .. id)
+      assert.equal(1, st)
+      assert.matches("^ENOENT|.*lease not found", line)
+    end)
+
+    it("reads a prefix in key order or by create revision, with revisions, limit, count, keys only", function()
+      local rev = {}
+      for _, n in ipairs({ "b", "a", "c" }) do rev[n] = txn("then", "put", base .. n, "v" .. n).revision end
+      txn("then", "put", base:sub(1, -2) .. "0", "outside")   -- just past the prefix
+      local r = txn("then", "get", base, "prefix")
+      local o = r.ops[1]
+      assert.same({ base .. "a", base .. "b", base .. "c" }, keys(o.kvs))
+      assert.equal(3, o.count)
+      assert.is_false(o.more)
+      for _, kv in ipairs(o.kvs) do
+        local n = kv.key:sub(-1)
+        assert.equal(rev[n], kv.create)
+        assert.equal(rev[n], kv.mod)
+        assert.equal("v" .. n, kv.value)
+      end
+      assert.same({ base .. "b", base .. "a", base .. "c" },
+                  keys(txn("then", "get", base, "prefix", "sort=create").ops[1].kvs))
+      assert.same({ base .. "c", base .. "a", base .. "b" },
+                  keys(txn("then", "get", base, "prefix", "sort=create", "desc").ops[1].kvs))
+      o = txn("then", "get", base, "prefix", "limit=2").ops[1]
+      assert.same({ base .. "a", base .. "b" }, keys(o.kvs))
+      assert.is_true(o.more)
+      assert.equal(3, o.count)
+      o = txn("then", "get", base, "prefix", "count").ops[1]
+      assert.same({}, o.kvs)
+      assert.equal(3, o.count)
+      o = txn("then", "get", base, "prefix", "keys").ops[1]
+      assert.equal(3, #o.kvs)
+      assert.equal("", o.kvs[1].value)
+      assert.same({ base .. "a", base .. "b" },
+                  keys(txn("then", "get", base .. "a", "end=" .. base .. "c").ops[1].kvs))
+      -- several ops in one txn answer in order, at one revision
+      r = txn("then", "get", base .. "c", "get", base, "prefix", "count", "get", base .. "none")
+      assert.same({ 1, 3, 0 }, { r.ops[1].count, r.ops[2].count, r.ops[3].count })
+    end)
+
+    it("deletes: the count of keys deleted and, with prev_kv, the kvs they held", function()
+      txn("then", "put", base .. "a", "va", "put", base .. "b", "vb")
+      local r = txn("then", "del", base, "prefix", "prevkv")
+      assert.equal("delete", r.ops[1].type)
+      assert.equal(2, r.ops[1].deleted)
+      assert.same({ base .. "a", base .. "b" }, keys(r.ops[1].prev))
+      assert.same({ "va", "vb" }, { r.ops[1].prev[1].value, r.ops[1].prev[2].value })
+      assert.equal(0, txn("then", "get", base, "prefix").ops[1].count)
+      r = txn("then", "del", base .. "a")
+      assert.equal(0, r.ops[1].deleted)
+      assert.same({}, r.ops[1].prev)
+    end)
+
+    it("keys and values of any bytes round-trip: NUL, 0xff, bytes that are not UTF-8", function()
+      local k = base .. "\\x00\\xff\\xfe/z"
+      local v = "\\x00a\\x00\\xc3\\x28\\xff\\x20"
+      assert.is_true(txn("then", "put", k, v).succeeded)
+      local kv = txn("then", "get", k).ops[1].kvs[1]
+      assert.equal(k, kv.key)
+      assert.equal("\\x00a\\x00\\xc3(\\xff\\x20", kv.value)    -- "(" is 0x28
+      assert.is_true(txn("cmp", k, "value", "=", v).succeeded)
+      assert.is_false(txn("cmp", k, "value", "=", "\\x00a").succeeded)
+      -- a prefix that ends in 0xff: its range ends past the last byte below it
+      txn("then", "put", base .. "f\\xff\\xff", "1", "put", base .. "g", "2")
+      assert.same({ base .. "f\\xff\\xff" },
+                  keys(txn("then", "get", base .. "f\\xff", "prefix").ops[1].kvs))
+    end)
+
+    it("refuses bad arguments with EINVAL before sending, saying which", function()
+      local k = base .. "k"
+      local function refused(pattern, ...)
+        local st, line = core(eps, nil, "txn", ...)
+        assert.equal(1, st, line)
+        assert.matches("^EINVAL|" .. pattern, line)
+      end
+      refused("etcd txn: compare 1 has no key", "cmp", "(null)", "mod", "=", 1)
+      refused("etcd txn: compare 2: unknown target 9", "cmp", k, "mod", "=", 1, "cmp", k, 9, "=", 1)
+      refused("etcd txn: compare 1: unknown result 7", "cmp", k, "mod", 7, 1)
+      refused("etcd txn: then op 1 %(range%) has no key", "then", "get", "(null)")
+      refused("etcd txn: else op 2: unknown type 7", "else", "get", k, 7, k)
+      refused("etcd txn: then op 1: range_end and prefix both given", "then", "get", k, "prefix", "end=z")
+      refused("etcd txn: then op 1: a put takes no range_end or prefix", "then", "put", k, "v", "prefix")
+      refused("etcd txn: then op 1: unknown sort 9", "then", "get", k, "sort=9")
+      -- the server's refusal: one key written twice in one txn
+      refused(".*duplicate key", "then", "put", k, "1", "put", k, "2")
+      assert.equal(0, txn("then", "get", k).ops[1].count)     -- nothing was written
+    end)
   end)
 end)
 

@@ -742,6 +742,123 @@ ATOMRUN_API int atomrun_remote_put(atomrun_etcd *c, const char *key, const void 
                                    double deadline, char *err, size_t errlen);
 
 /*
+ * Transactions: one /v3/kv/txn, in the style of clientv3's
+ * Txn().If(cmp...).Then(op...).Else(op...): if every compare holds, the
+ * `then` ops run, otherwise the `otherwise` ops, all at one revision.  Keys
+ * and values are byte strings (any bytes, NUL included, with their
+ * lengths); the base64 and the JSON of the gateway stay inside.  The
+ * enumerations start at 1, so a target, result or op type left zero is
+ * refused (-EINVAL), never a guess.  The library's own locks and keys
+ * (atomrun_remote_*) are txns of this kind.
+ */
+enum atomrun_etcd_target {          /* what of the key a compare looks at */
+    ATOMRUN_ETCD_VERSION = 1,       /* number: writes since created (0: absent) */
+    ATOMRUN_ETCD_CREATE,            /* number: create revision (0: absent) */
+    ATOMRUN_ETCD_MOD,               /* number: mod revision (0: absent) */
+    ATOMRUN_ETCD_VALUE,             /* value, valuelen: the bytes */
+    ATOMRUN_ETCD_LEASE              /* number: its lease id (0: none) */
+};
+enum atomrun_etcd_result {          /* the key's side OP the compare's side */
+    ATOMRUN_ETCD_EQUAL = 1,
+    ATOMRUN_ETCD_NOT_EQUAL,
+    ATOMRUN_ETCD_GREATER,
+    ATOMRUN_ETCD_LESS
+};
+typedef struct atomrun_etcd_cmp {
+    const void *key;
+    size_t      keylen;             /* > 0 */
+    int         target;             /* ATOMRUN_ETCD_VERSION ... _LEASE */
+    int         result;             /* ATOMRUN_ETCD_EQUAL ... _LESS */
+    int64_t     number;             /* VERSION, CREATE, MOD, LEASE */
+    const void *value;              /* VALUE (NULL with valuelen 0: empty) */
+    size_t      valuelen;
+} atomrun_etcd_cmp;
+
+enum atomrun_etcd_optype { ATOMRUN_ETCD_PUT = 1, ATOMRUN_ETCD_RANGE, ATOMRUN_ETCD_DELETE };
+enum atomrun_etcd_sort {            /* a RANGE's order (0: etcd's, by key) */
+    ATOMRUN_ETCD_SORT_KEY = 1,
+    ATOMRUN_ETCD_SORT_VERSION,
+    ATOMRUN_ETCD_SORT_CREATE,
+    ATOMRUN_ETCD_SORT_MOD,
+    ATOMRUN_ETCD_SORT_VALUE
+};
+/*
+ * One op.  RANGE and DELETE act on key alone, on [key, range_end) when
+ * range_end is given (one NUL byte: every key from key on), or on every key
+ * that starts with key when prefix is 1 (not both).  Zero is the default
+ * of every field but type and key.
+ */
+typedef struct atomrun_etcd_op {
+    int         type;               /* ATOMRUN_ETCD_PUT, _RANGE, _DELETE */
+    const void *key;
+    size_t      keylen;             /* > 0 */
+    const void *range_end;          /* RANGE, DELETE */
+    size_t      range_end_len;
+    int         prefix;             /* RANGE, DELETE: the keys under key */
+    const void *value;              /* PUT (NULL with valuelen 0: empty) */
+    size_t      valuelen;
+    int64_t     lease;              /* PUT: bound to this lease (0: none) */
+    int         prev_kv;            /* PUT, DELETE: answer the kvs before */
+    int64_t     limit;              /* RANGE: at most that many kvs (0: all) */
+    int         keys_only;          /* RANGE: no values */
+    int         count_only;         /* RANGE: the count, no kvs */
+    int         sort;               /* RANGE: ATOMRUN_ETCD_SORT_* or 0 */
+    int         descend;            /* RANGE: sorted, in descending order */
+} atomrun_etcd_op;
+
+/* A key as the cluster holds it.  key and value are malloc'd, each with a
+ * NUL after its bytes (not counted); a caller may take one over by setting
+ * it to NULL before atomrun_etcd_txn_free. */
+typedef struct atomrun_etcd_kv {
+    char   *key;
+    size_t  keylen;
+    char   *value;                  /* "" under keys_only */
+    size_t  valuelen;
+    int64_t create_rev, mod_rev, version, lease;
+} atomrun_etcd_kv;
+
+/* What one op of the branch taken answered (the others stay 0). */
+typedef struct atomrun_etcd_op_result {
+    int              type;          /* ATOMRUN_ETCD_PUT, _RANGE, _DELETE */
+    atomrun_etcd_kv *kvs;           /* RANGE: in the op's order */
+    size_t           nkvs;
+    int64_t          count;         /* RANGE: the keys in the range, all of
+                                       them (limit or not) */
+    int              more;          /* RANGE: limit left some out */
+    int64_t          deleted;       /* DELETE: how many keys went */
+    atomrun_etcd_kv *prev_kvs;      /* prev_kv: PUT the one it replaced (none
+                                       for a new key), DELETE those it deleted */
+    size_t           nprev;
+} atomrun_etcd_op_result;
+
+typedef struct atomrun_etcd_txn_result {
+    int                     succeeded;  /* 1: the compares held, `then` ran */
+    int64_t                 revision;   /* the store's revision after it */
+    uint64_t                cluster;    /* the answering cluster's id (0: none) */
+    atomrun_etcd_op_result *ops;        /* one per op of the branch taken */
+    size_t                  nops;
+} atomrun_etcd_txn_result;
+
+/*
+ * Send one txn: 0 and *out (free it with atomrun_etcd_txn_free) whichever
+ * branch ran; -EINVAL before sending (a NULL or empty key, an unknown
+ * target, result, op type or sort, range_end with prefix: err says which);
+ * or what atomrun_etcd_call returns: ATOMRUN_EUNAVAILABLE, -EACCES,
+ * -EPROTO, -EINVAL (the server refused it -- too many ops, one key written
+ * twice -- and err has its words), -ENOENT (a put's lease is gone), and
+ * -ENOMEM.  timeout: seconds the call may take, rotating endpoints within
+ * it; 0 the client's op_timeout; ATOMRUN_FOREVER until a member answers.
+ * A txn that got no answer may still have been applied: make it one whose
+ * second copy does no harm (a compare on what it writes).
+ */
+ATOMRUN_API int  atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
+                                  const atomrun_etcd_op *then, size_t nthen,
+                                  const atomrun_etcd_op *otherwise, size_t nelse,
+                                  atomrun_etcd_txn_result **out, double timeout,
+                                  char *err, size_t errlen);
+ATOMRUN_API void atomrun_etcd_txn_free(atomrun_etcd_txn_result *res);
+
+/*
  * Watch key (every key under it when it ends in '/') from start_rev until
  * `until` (atomrun_now() seconds): fn(ud, result) with each result of
  * etcd's watch stream as JSON text ({"events": [...], "header": ...}); a

@@ -191,6 +191,43 @@ void ar_seterr(char *err, size_t errlen, const char *fmt, ...)
  * body is NULL or cannot be printed. */
 char *ar_dumps_taken(json_t *body);
 
+/* --- kv requests and their answers (etcd/txn.c) --- */
+
+/*
+ * The only builder of /v3/kv/txn and /v3/kv/range bodies and the only
+ * reader of their answers; lock.c and kv.c describe their requests with
+ * atomrun_etcd_cmp and atomrun_etcd_op (atomrun.h) and read the results.
+ */
+/* The txn's JSON body into *body (new): 0, -EINVAL (err says which
+ * argument) or -ENOMEM.  For a caller that may send it again (lock.c's
+ * retry thread). */
+int ar_txn_body(const atomrun_etcd_cmp *cmp, size_t ncmp, const atomrun_etcd_op *then,
+                size_t nthen, const atomrun_etcd_op *otherwise, size_t nelse,
+                json_t **body, char *err, size_t errlen);
+/* POST a body made by ar_txn_body (taken over; NULL: -ENOMEM) and read
+ * its answer into *out.  unsure: as ar_etcd_send_tracked's (NULL: not
+ * tracked).  deadline as ar_etcd_post's. */
+int ar_txn_send(atomrun_etcd *c, json_t *body, double deadline, int *unsure,
+                atomrun_etcd_txn_result **out, char *err, size_t errlen);
+/* ar_txn_body then ar_txn_send: atomrun_etcd_txn on an absolute deadline. */
+int ar_etcd_txn_at(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
+                   const atomrun_etcd_op *then, size_t nthen,
+                   const atomrun_etcd_op *otherwise, size_t nelse, double deadline,
+                   int *unsure, atomrun_etcd_txn_result **out, char *err, size_t errlen);
+/* One RANGE op outside a txn (/v3/kv/range, the request a txn's
+ * request_range carries): a result of one op, succeeded 1. */
+int ar_etcd_range(atomrun_etcd *c, const atomrun_etcd_op *op, double deadline,
+                  atomrun_etcd_txn_result **out, char *err, size_t errlen);
+/* Ops and compares on C-string keys: a put (lease 0: none), a read of one
+ * key, a delete of one key; "key's target is number". */
+atomrun_etcd_op  ar_op_put(const char *key, const void *value, size_t valuelen,
+                           int64_t lease);
+atomrun_etcd_op  ar_op_get(const char *key);
+atomrun_etcd_op  ar_op_delete(const char *key);
+atomrun_etcd_cmp ar_cmp_equal(const char *key, int target, int64_t number);
+/* The first kv of op i's answer, or NULL (no such op, no kvs). */
+const atomrun_etcd_kv *ar_txn_kv(const atomrun_etcd_txn_result *res, size_t i);
+
 /* --- writer records (etcd/lock.c) --- */
 
 /* JSON text (malloc'd) naming this process as a key's writer: host, pid,

@@ -35,20 +35,20 @@ void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o)
     memset(o, 0, sizeof *o);
 }
 
-static void kv_of(const json_t *kv, atomrun_remote_kv *out)
+static void kv_of(const atomrun_etcd_kv *kv, atomrun_remote_kv *out)
 {
-    out->create_rev = ar_json_int64(kv, "create_revision");
-    out->mod_rev = ar_json_int64(kv, "mod_revision");
-    out->version = ar_json_int64(kv, "version");
-    out->lease = ar_json_int64(kv, "lease");
+    out->create_rev = kv->create_rev;
+    out->mod_rev = kv->mod_rev;
+    out->version = kv->version;
+    out->lease = kv->lease;
 }
 
 int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
                        size_t *len, atomrun_remote_kv *kv, double deadline,
                        char *err, size_t errlen)
 {
-    json_t *req, *ans = NULL, *kvs, *first;
-    const char *v64;
+    atomrun_etcd_txn_result *res;
+    atomrun_etcd_op get;
     int r;
 
     *data = NULL;
@@ -59,152 +59,111 @@ int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
         snprintf(err, errlen, "empty etcd key");
         return -EINVAL;
     }
-    req = json_pack("{s:o}", "key", ar_json_b64(key, strlen(key)));
-    r = ar_etcd_send(c, "/v3/kv/range", req, deadline, NULL, &ans, err, errlen);
-    if (r < 0)
+    get = ar_op_get(key);
+    if ((r = ar_etcd_range(c, &get, deadline, &res, err, errlen)) < 0)
         return r;
-    kvs = json_object_get(ans, "kvs");
-    first = json_array_get(kvs, 0);
-    if (!first) {
-        json_decref(ans);
+    if (!ar_txn_kv(res, 0)) {
+        atomrun_etcd_txn_free(res);
         snprintf(err, errlen, "%s: no such key", key);
         return -ENOENT;
     }
     if (kv)
-        kv_of(first, kv);
-    v64 = json_string_value(json_object_get(first, "value"));
-    r = ar_b64_decode(v64 ? v64 : "", data, len);
-    json_decref(ans);
-    return r;
-}
-
-/* The kv of the first response_range of a txn answer's responses[i]. */
-static const json_t *range_kv(const json_t *ans, size_t i)
-{
-    const json_t *rr = json_object_get(json_array_get(json_object_get(ans, "responses"), i),
-                                       "response_range");
-    return json_array_get(json_object_get(rr, "kvs"), 0);
+        kv_of(ar_txn_kv(res, 0), kv);
+    /* the value's buffer is taken over: malloc'd and NUL-terminated */
+    *data = res->ops[0].kvs[0].value;
+    *len = res->ops[0].kvs[0].valuelen;
+    res->ops[0].kvs[0].value = NULL;
+    atomrun_etcd_txn_free(res);
+    return 0;
 }
 
 #define AR_CREATOR_PREFIX "atomrun/creator/"
 
-/* {"key": b64, "value": b64[, "lease": "ID"]}: a put, bound to lease when
- * it is not 0 (int64 as a string, as the gateway prints it). */
-static json_t *put_request(const char *key, const void *val, size_t vlen, int64_t lease)
-{
-    json_t *put = json_pack("{s:o, s:o}", "key", ar_json_b64(key, strlen(key)),
-                            "value", ar_json_b64(val, vlen));
-    char num[32];
-    if (put && lease) {
-        snprintf(num, sizeof num, "%lld", (long long)lease);
-        json_object_set_new(put, "lease", json_string(num));
-    }
-    return put;
-}
+/* A put's txn, described for etcd/txn.c: at most three compares (absent,
+ * unchanged, the fence's key), the put and the creator record's, and the
+ * reads of the failure side (the key, the fence's key, the record). */
+typedef struct put_txn {
+    atomrun_etcd_cmp cmp[3];
+    atomrun_etcd_op  then[2], otherwise[3];
+    size_t           ncmp, nthen, nelse;
+    char            *ckey, *crec;       /* the creator record's key and text */
+} put_txn;
 
-/* The creator record's put (success) and range (failure, last) in txn,
- * on the key's lease (0: none). */
-static int add_creator_record(json_t *txn, const char *key, int64_t lease)
+/* The creator record's put (success) and read (failure, last), on the
+ * key's lease (0: none). */
+static int add_creator_record(put_txn *t, const char *key, int64_t lease)
 {
     size_t klen = strlen(key);
-    char *ckey = malloc(sizeof AR_CREATOR_PREFIX + klen), *crec = ar_writer_record(NULL, NULL, 0);
-    json_t *put = NULL;
+    t->ckey = malloc(sizeof AR_CREATOR_PREFIX + klen);
+    t->crec = ar_writer_record(NULL, NULL, 0);
+    if (!t->ckey || !t->crec)
+        return -ENOMEM;
+    memcpy(t->ckey, AR_CREATOR_PREFIX, sizeof AR_CREATOR_PREFIX - 1);
+    memcpy(t->ckey + sizeof AR_CREATOR_PREFIX - 1, key, klen + 1);
+    t->then[t->nthen++] = ar_op_put(t->ckey, t->crec, strlen(t->crec), lease);
+    t->otherwise[t->nelse++] = ar_op_get(t->ckey);
+    return 0;
+}
 
-    if (ckey && crec) {
-        memcpy(ckey, AR_CREATOR_PREFIX, sizeof AR_CREATOR_PREFIX - 1);
-        memcpy(ckey + sizeof AR_CREATOR_PREFIX - 1, key, klen + 1);
-        put = put_request(ckey, crec, strlen(crec), lease);
-    }
-    if (put) {
-        json_array_append_new(json_object_get(txn, "success"),
-                              json_pack("{s:o}", "request_put", put));
-        json_array_append_new(json_object_get(txn, "failure"),
-                              json_pack("{s:{s:o}}", "request_range", "key",
-                                        ar_json_b64(ckey, strlen(ckey))));
-    }
-    free(ckey);
-    free(crec);
-    return put ? 0 : -ENOMEM;
+static void put_txn_free(put_txn *t)
+{
+    free(t->ckey);
+    free(t->crec);
 }
 
 /* Who created the existing key, from its creator record's kv (or NULL). */
-static void creator_of(const json_t *rec_kv, const atomrun_remote_kv *existing,
+static void creator_of(const atomrun_etcd_kv *rec_kv, const atomrun_remote_kv *existing,
                        atomrun_remote_holder *h)
 {
-    const char *v64;
-    char *text = NULL;
-    size_t len = 0;
     json_t *rec;
 
     h->token = existing->create_rev;
     h->lease = existing->lease;
     /* Written by the txn that made this key, or it describes another one. */
-    if (!rec_kv || ar_json_int64(rec_kv, "mod_revision") != existing->create_rev)
+    if (!rec_kv || rec_kv->mod_rev != existing->create_rev)
         return;
-    v64 = json_string_value(json_object_get(rec_kv, "value"));
-    if (!v64 || ar_b64_decode(v64, &text, &len) < 0)
-        return;
-    rec = json_loadb(text, len, 0, NULL);
+    rec = json_loadb(rec_kv->value, rec_kv->valuelen, 0, NULL);
     ar_writer_of(rec, h);
     json_decref(rec);
-    free(text);
-}
-
-/* A compare of key's target (CREATE, MOD) with a revision. */
-static json_t *compare_rev(const char *key, const char *target, const char *field,
-                           int64_t rev)
-{
-    char num[32];
-    snprintf(num, sizeof num, "%lld", (long long)rev);
-    return json_pack("{s:o, s:s, s:s, s:s}", "key", ar_json_b64(key, strlen(key)),
-                     "target", target, "result", "EQUAL", field, num);
 }
 
 /* put's txn: the put under o's conditions (absent, unchanged, the fence
  * lock's key still of its token); the failure side reads the key and the
  * fence key back, to say which condition failed. */
-static json_t *put_txn(const char *key, const void *data, size_t len,
-                       const atomrun_remote_put_opts *o, const char *lkey, int64_t lease)
+static int put_txn_init(put_txn *t, const char *key, const void *data, size_t len,
+                        const atomrun_remote_put_opts *o, const char *lkey, int64_t lease)
 {
-    json_t *cmp = json_array(), *put, *failure, *txn;
+    memset(t, 0, sizeof *t);
     if (o->create_only)
-        json_array_append_new(cmp, compare_rev(key, "CREATE", "create_revision", 0));
+        t->cmp[t->ncmp++] = ar_cmp_equal(key, ATOMRUN_ETCD_CREATE, 0);
     if (o->if_mod_rev > 0)
-        json_array_append_new(cmp, compare_rev(key, "MOD", "mod_revision", o->if_mod_rev));
+        t->cmp[t->ncmp++] = ar_cmp_equal(key, ATOMRUN_ETCD_MOD, o->if_mod_rev);
     if (lkey)
-        json_array_append_new(cmp, compare_rev(lkey, "CREATE", "create_revision",
-                                               atomrun_remote_lock_token(o->fence)));
-    put = put_request(key, data, len, lease);
-    failure = json_pack("[{s:{s:o}}]", "request_range", "key", ar_json_b64(key, strlen(key)));
-    if (failure && lkey)
-        json_array_append_new(failure, json_pack("{s:{s:o}}", "request_range", "key",
-                                                 ar_json_b64(lkey, strlen(lkey))));
-    txn = json_pack("{s:o, s:[{s:o}], s:o}", "compare", cmp, "success", "request_put",
-                    put, "failure", failure);
-    if (txn && o->create_only && add_creator_record(txn, key, lease) < 0) {
-        json_decref(txn);
-        return NULL;
-    }
-    return txn;
+        t->cmp[t->ncmp++] = ar_cmp_equal(lkey, ATOMRUN_ETCD_CREATE,
+                                         atomrun_remote_lock_token(o->fence));
+    t->then[t->nthen++] = ar_op_put(key, data, len, lease);
+    t->otherwise[t->nelse++] = ar_op_get(key);
+    if (lkey)
+        t->otherwise[t->nelse++] = ar_op_get(lkey);
+    return o->create_only ? add_creator_record(t, key, lease) : 0;
 }
 
 /* Which condition of a failed put's txn failed?  The fence first: a lost
  * lock is the news. */
-static int why_not_put(const json_t *ans, const char *key, const char *lkey,
+static int why_not_put(const atomrun_etcd_txn_result *res, const char *key, const char *lkey,
                        atomrun_remote_put_opts *o, char *err, size_t errlen)
 {
-    const json_t *mine = range_kv(ans, 0), *lk = lkey ? range_kv(ans, 1) : NULL;
+    const atomrun_etcd_kv *mine = ar_txn_kv(res, 0), *lk = lkey ? ar_txn_kv(res, 1) : NULL;
     if (mine)
         kv_of(mine, &o->existing);
-    if (lkey && (!lk || ar_json_int64(lk, "create_revision") !=
-                 atomrun_remote_lock_token(o->fence))) {
+    if (lkey && (!lk || lk->create_rev != atomrun_remote_lock_token(o->fence))) {
         snprintf(err, errlen, "not written: the lock %s is no longer held with token "
                  "%lld (its lease expired or it was broken)", lkey,
                  (long long)atomrun_remote_lock_token(o->fence));
         return ATOMRUN_ELOST;
     }
     if (o->create_only && mine) {
-        creator_of(range_kv(ans, lkey ? 2 : 1), &o->existing, &o->creator);
+        creator_of(ar_txn_kv(res, lkey ? 2 : 1), &o->existing, &o->creator);
         snprintf(err, errlen, "%s exists (created at revision %lld)", key,
                  (long long)o->existing.create_rev);
         return -EEXIST;
@@ -218,10 +177,11 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
                        size_t len, atomrun_remote_put_opts *o, double deadline,
                        char *err, size_t errlen)
 {
-    json_t *txn, *ans = NULL;
+    atomrun_etcd_txn_result *res;
     const char *lkey = NULL;
     char why[ATOMRUN_ETCD_ERRLEN];
     ar_session *s = NULL;
+    put_txn t;
     int r;
 
     o->revision = 0;
@@ -249,17 +209,19 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
             return r;
         ar_session_pin(s);
     }
-    if (!(txn = put_txn(key, data, len, o, lkey, s ? ar_session_lease(s) : 0)))
-        return -ENOMEM;
-    r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    r = put_txn_init(&t, key, data, len, o, lkey, s ? ar_session_lease(s) : 0);
+    if (r == 0)
+        r = ar_etcd_txn_at(c, t.cmp, t.ncmp, t.then, t.nthen, t.otherwise, t.nelse, deadline,
+                           NULL, &res, err, errlen);
+    put_txn_free(&t);
     if (r < 0)
         return r;
-    if (json_is_true(json_object_get(ans, "succeeded"))) {
-        o->revision = ar_json_int64(json_object_get(ans, "header"), "revision");
-        json_decref(ans);
+    if (res->succeeded) {
+        o->revision = res->revision;
+        atomrun_etcd_txn_free(res);
         return 0;
     }
-    r = why_not_put(ans, key, lkey, o, err, errlen);
-    json_decref(ans);
+    r = why_not_put(res, key, lkey, o, err, errlen);
+    atomrun_etcd_txn_free(res);
     return r;
 }

@@ -250,18 +250,6 @@ typedef struct queue {
     uint64_t cluster;           /* the answering cluster's id */
 } queue;
 
-/* The cluster id of an answer's header.  A uint64 the gateway prints as a
- * string, most often above INT64_MAX (so not ar_json_int64); 0 if none. */
-static uint64_t header_cluster(const json_t *answer)
-{
-    const json_t *v = json_object_get(json_object_get(answer, "header"), "cluster_id");
-    if (json_is_string(v))
-        return strtoull(json_string_value(v), NULL, 10);
-    if (json_is_integer(v))
-        return (uint64_t)json_integer_value(v);
-    return 0;
-}
-
 static void queue_free(queue *q)
 {
     for (int i = 0; i < q->n; i++) {
@@ -284,119 +272,91 @@ static void fill_holder(const entry *e, atomrun_remote_holder *h)
     ar_writer_of(e->value, h);
 }
 
-/* The kvs of a range answer into q: only keys directly under prefix. */
-static int parse_queue(json_t *range, const char *prefix, queue *q)
+/* A key's record (its value as JSON), and from it the key's kind. */
+static void read_record(entry *e, const char *val, size_t vlen)
 {
-    json_t *kvs = json_object_get(range, "kvs"), *kv;
-    size_t i, plen = strlen(prefix);
-    q->revision = ar_json_int64(json_object_get(range, "header"), "revision");
-    if (header_cluster(range))
-        q->cluster = header_cluster(range);
-    if (!kvs)
+    json_error_t je;
+    const char *m;
+    int64_t n;
+    e->value = json_loadb(val, vlen, 0, &je);
+    if (e->value && !json_is_object(e->value)) {
+        json_decref(e->value);
+        e->value = NULL;
+    }
+    if (!e->value)
+        return;
+    m = json_string_value(json_object_get(e->value, "mode"));
+    n = ar_json_int64(e->value, "slots");
+    if (m && strcmp(m, "shared") == 0)
+        e->kind = K_SHARED;
+    else if (m && strcmp(m, "semaphore") == 0 && n > 1 && n <= 1000000) {
+        e->kind = K_SLOT;
+        e->slots = (int)n;
+    }
+}
+
+/* The kvs of op i of res (a read of the queue) into q: only keys directly
+ * under prefix.  Their keys are taken over. */
+static int parse_queue(atomrun_etcd_txn_result *res, size_t i, const char *prefix, queue *q)
+{
+    atomrun_etcd_op_result *rr = &res->ops[i];
+    size_t plen = strlen(prefix);
+    q->revision = res->revision;
+    if (res->cluster)
+        q->cluster = res->cluster;
+    if (rr->nkvs == 0)
         return 0;
-    q->e = calloc(json_array_size(kvs) + 1, sizeof *q->e);
+    q->e = calloc(rr->nkvs + 1, sizeof *q->e);
     if (!q->e)
         return -ENOMEM;
-    json_array_foreach(kvs, i, kv) {
-        const char *k64 = json_string_value(json_object_get(kv, "key"));
-        const char *v64 = json_string_value(json_object_get(kv, "value"));
-        char *key = NULL, *val = NULL;
-        size_t klen, vlen;
+    for (size_t k = 0; k < rr->nkvs; k++) {
+        atomrun_etcd_kv *kv = &rr->kvs[k];
         entry *e;
-        if (!k64 || ar_b64_decode(k64, &key, &klen) < 0)
+        if (kv->keylen <= plen || memchr(kv->key + plen, '/', kv->keylen - plen) ||
+            memchr(kv->key, '\0', kv->keylen))
             continue;
-        if (klen <= plen || memchr(key + plen, '/', klen - plen) ||
-            memchr(key, '\0', klen)) {
-            free(key);
-            continue;
-        }
         e = &q->e[q->n++];
-        e->key = key;
-        e->rev = ar_json_int64(kv, "create_revision");
-        e->lease = ar_json_int64(kv, "lease");
-        if (v64 && ar_b64_decode(v64, &val, &vlen) == 0) {
-            json_error_t je;
-            e->value = json_loadb(val, vlen, 0, &je);
-            if (e->value && !json_is_object(e->value)) {
-                json_decref(e->value);
-                e->value = NULL;
-            }
-            free(val);
-        }
-        if (e->value) {
-            const char *m = json_string_value(json_object_get(e->value, "mode"));
-            int64_t n = ar_json_int64(e->value, "slots");
-            if (m && strcmp(m, "shared") == 0)
-                e->kind = K_SHARED;
-            else if (m && strcmp(m, "semaphore") == 0 && n > 1 && n <= 1000000) {
-                e->kind = K_SLOT;
-                e->slots = (int)n;
-            }
-        }
+        e->key = kv->key;
+        kv->key = NULL;
+        e->rev = kv->create_rev;
+        e->lease = kv->lease;
+        read_record(e, kv->value, kv->valuelen);
     }
     return 0;
 }
 
-/* A range request for every key under prefix, oldest first. */
-static json_t *range_request(const char *prefix)
+/* A read of every key under prefix, oldest first. */
+static atomrun_etcd_op queue_op(const char *prefix)
 {
-    size_t plen = strlen(prefix), elen;
-    char *end = ar_prefix_end(prefix, plen, &elen);
-    json_t *r;
-    if (!end)
-        return NULL;
-    r = json_pack("{s:o, s:o, s:s, s:s}", "key", ar_json_b64(prefix, plen),
-                  "range_end", ar_json_b64(end, elen),
-                  "sort_target", "CREATE", "sort_order", "ASCEND");
-    free(end);
-    return r;
+    atomrun_etcd_op o = { .type = ATOMRUN_ETCD_RANGE, .key = prefix, .keylen = strlen(prefix),
+                          .prefix = 1, .sort = ATOMRUN_ETCD_SORT_CREATE };
+    return o;
 }
 
 static int read_queue(atomrun_etcd *c, const char *prefix, double deadline,
                       queue *q, char *err, size_t errlen)
 {
-    json_t *req = range_request(prefix), *ans = NULL;
-    int r;
-    r = ar_etcd_send(c, "/v3/kv/range", req, deadline, NULL, &ans, err, errlen);
+    atomrun_etcd_op op = queue_op(prefix);
+    atomrun_etcd_txn_result *res;
+    int r = ar_etcd_range(c, &op, deadline, &res, err, errlen);
     if (r < 0)
         return r;
-    r = parse_queue(ans, prefix, q);
-    json_decref(ans);
+    r = parse_queue(res, 0, prefix, q);
+    atomrun_etcd_txn_free(res);
     return r;
 }
 
-/* txn pieces: a compare "key's create revision is rev" (0: it does not
- * exist), a put (bound to lease), a delete. */
-static json_t *cmp_created(const char *key, int64_t rev)
+/* A txn's body, to send (or send again, from the retry thread); NULL
+ * only when out of memory -- the library's own txns are valid by
+ * construction -- which sending turns into -ENOMEM. */
+static json_t *txn_body(const atomrun_etcd_cmp *cmp, size_t ncmp, const atomrun_etcd_op *then,
+                        size_t nthen, const atomrun_etcd_op *otherwise, size_t nelse)
 {
-    char n[32];
-    snprintf(n, sizeof n, "%lld", (long long)rev);
-    return json_pack("{s:o, s:s, s:s, s:s}", "key", ar_json_b64(key, strlen(key)),
-                     "target", "CREATE", "result", "EQUAL", "create_revision", n);
-}
-
-static json_t *op_put(const char *key, const char *value, int64_t lease)
-{
-    char id[32];
-    snprintf(id, sizeof id, "%lld", (long long)lease);
-    return json_pack("{s:{s:o, s:o, s:s}}", "request_put", "key", ar_json_b64(key, strlen(key)),
-                     "value", ar_json_b64(value, strlen(value)), "lease", id);
-}
-
-static json_t *op_delete(const char *key)
-{
-    return json_pack("{s:{s:o}}", "request_delete_range", "key", ar_json_b64(key, strlen(key)));
-}
-
-/* [op_delete(key)], and the ticket's too when ticket is not NULL. */
-static json_t *deletes(const char *key, const char *ticket)
-{
-    json_t *a = json_pack("[o]", op_delete(key));
-    if (a && ticket && json_array_append_new(a, op_delete(ticket)) < 0) {
-        json_decref(a);
+    char err[ATOMRUN_ETCD_ERRLEN];
+    json_t *body;
+    if (ar_txn_body(cmp, ncmp, then, nthen, otherwise, nelse, &body, err, sizeof err) < 0)
         return NULL;
-    }
-    return a;
+    return body;
 }
 
 /*
@@ -408,36 +368,25 @@ static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
                    const char *ticket, const char *value, int64_t lease,
                    double deadline, int *unsure, queue *q, char *err, size_t errlen)
 {
-    json_t *rng = range_request(prefix), *txn, *ans = NULL, *resp, *item;
-    size_t i;
-    int r;
-
-    if (!rng)
-        return -ENOMEM;
-    txn = json_pack("{s:[o, o], s:[o, o, {s:O}], s:[{s:O}]}",
-                    "compare", cmp_created(key, 0), cmp_created(ticket, 0),
-                    "success", op_put(key, value, lease), op_put(ticket, key, lease),
-                    "request_range", rng,
-                    "failure", "request_range", rng);
-    json_decref(rng);
-    r = ar_etcd_send_tracked(c, "/v3/kv/txn", txn, deadline, NULL, unsure, &ans, err, errlen);
+    atomrun_etcd_cmp absent[2] = { ar_cmp_equal(key, ATOMRUN_ETCD_CREATE, 0),
+                                   ar_cmp_equal(ticket, ATOMRUN_ETCD_CREATE, 0) };
+    atomrun_etcd_op join[3] = { ar_op_put(key, value, strlen(value), lease),
+                                ar_op_put(ticket, key, strlen(key), lease), queue_op(prefix) };
+    atomrun_etcd_op look = queue_op(prefix);
+    atomrun_etcd_txn_result *res;
+    int r = ar_etcd_txn_at(c, absent, 2, join, 3, &look, 1, deadline, unsure, &res,
+                           err, errlen);
     if (r < 0)
         return r;
     r = -EPROTO;
-    resp = json_object_get(ans, "responses");
-    json_array_foreach(resp, i, item) {
-        json_t *rr = json_object_get(item, "response_range");
-        if (rr) {
-            r = parse_queue(rr, prefix, q);
-            /* the txn's header revision is the one to watch from */
-            q->revision = ar_json_int64(json_object_get(ans, "header"), "revision");
-            q->cluster = header_cluster(ans);
-        }
-    }
+    /* the txn's header revision is the one to watch from */
+    for (size_t i = 0; i < res->nops; i++)
+        if (res->ops[i].type == ATOMRUN_ETCD_RANGE)
+            r = parse_queue(res, i, prefix, q);
     if (r == -EPROTO)
         snprintf(err, errlen, "%s: the lock txn answered without the queue",
                  atomrun_etcd_endpoints(c));
-    json_decref(ans);
+    atomrun_etcd_txn_free(res);
     return r;
 }
 
@@ -462,12 +411,12 @@ static int enqueue(atomrun_etcd *c, const char *prefix, const char *key,
 static json_t *release_txn(const char *key, int64_t token, const char *ticket, int clean,
                            int64_t lease)
 {
-    json_t *ok = json_pack("[o]", op_delete(key)), *no;
-    json_array_append_new(ok, clean ? op_delete(ticket) : op_put(ticket, RELEASED, lease));
-    no = json_pack("[{s:{s:o}}, o]", "request_range", "key", ar_json_b64(ticket, strlen(ticket)),
-                   op_put(ticket, RELEASED, lease));
-    return json_pack("{s:[o], s:o, s:o}", "compare", cmp_created(key, token),
-                     "success", ok, "failure", no);
+    atomrun_etcd_cmp mine = ar_cmp_equal(key, ATOMRUN_ETCD_CREATE, token);
+    atomrun_etcd_op ok[2] = { ar_op_delete(key), clean ? ar_op_delete(ticket)
+                              : ar_op_put(ticket, RELEASED, strlen(RELEASED), lease) };
+    atomrun_etcd_op no[2] = { ar_op_get(ticket),
+                              ar_op_put(ticket, RELEASED, strlen(RELEASED), lease) };
+    return txn_body(&mine, 1, ok, 2, no, 2);
 }
 
 /* The release's verdict: 1 released (now or by an earlier copy of it), 0
@@ -476,30 +425,21 @@ static json_t *release_txn(const char *key, int64_t token, const char *ticket, i
 static int release_send(atomrun_etcd *c, const char *key, int64_t token, const char *ticket,
                         int clean, int64_t lease, char *err, size_t errlen)
 {
-    json_t *ans = NULL, *kvs;
-    const char *v64;
-    char *v = NULL;
-    size_t vlen;
-    int r = ar_etcd_send(c, "/v3/kv/txn", release_txn(key, token, ticket, clean, lease), 0,
-                         NULL, &ans, err, errlen);
+    atomrun_etcd_txn_result *res;
+    const atomrun_etcd_kv *t;
+    int r = ar_txn_send(c, release_txn(key, token, ticket, clean, lease), 0, NULL, &res,
+                        err, errlen);
     if (r == -ENOENT && strstr(err, "lease not found"))
         return 0;
     if (r < 0)
         return r;
-    if (json_is_true(json_object_get(ans, "succeeded"))) {
-        json_decref(ans);
-        return 1;
-    }
-    kvs = json_object_get(json_object_get(json_array_get(json_object_get(ans, "responses"), 0),
-                                          "response_range"), "kvs");
-    v64 = json_string_value(json_object_get(json_array_get(kvs, 0), "value"));
-    if (json_array_size(kvs) == 0)
+    if (res->succeeded)
+        r = 1;
+    else if (!(t = ar_txn_kv(res, 0)))
         r = clean;                  /* the ticket went with the key, in our txn */
     else
-        r = v64 && ar_b64_decode(v64, &v, &vlen) == 0 && vlen == strlen(RELEASED) &&
-            memcmp(v, RELEASED, vlen) == 0;
-    free(v);
-    json_decref(ans);
+        r = t->valuelen == strlen(RELEASED) && memcmp(t->value, RELEASED, t->valuelen) == 0;
+    atomrun_etcd_txn_free(res);
     return r;
 }
 
@@ -509,21 +449,22 @@ static int release_send(atomrun_etcd *c, const char *key, int64_t token, const c
  * (every copy was answered) the ticket goes too. */
 static json_t *leave_txn(const char *key, const char *ticket, int clean, int64_t lease)
 {
-    return json_pack("{s:[o], s:[o], s:o}", "compare", cmp_created(ticket, 0),
-                     "success", op_put(ticket, key, lease),
-                     "failure", deletes(key, clean ? ticket : NULL));
+    atomrun_etcd_cmp no_ticket = ar_cmp_equal(ticket, ATOMRUN_ETCD_CREATE, 0);
+    atomrun_etcd_op burn = ar_op_put(ticket, key, strlen(key), lease);
+    atomrun_etcd_op go[2] = { ar_op_delete(key), ar_op_delete(ticket) };
+    return txn_body(&no_ticket, 1, &burn, 1, go, clean ? 2 : 1);
 }
 
-/* Send a txn (taken over); 1 its compares held, 0 they did not, < 0 the
- * cluster did not answer or refused. */
-static int txn_send(atomrun_etcd *c, json_t *txn, double deadline, char *err, size_t errlen)
+/* Send a txn's body (taken over); 1 its compares held, 0 they did not,
+ * < 0 the cluster did not answer or refused. */
+static int txn_send(atomrun_etcd *c, json_t *body, double deadline, char *err, size_t errlen)
 {
-    json_t *ans = NULL;
-    int r = ar_etcd_send(c, "/v3/kv/txn", txn, deadline, NULL, &ans, err, errlen);
+    atomrun_etcd_txn_result *res;
+    int r = ar_txn_send(c, body, deadline, NULL, &res, err, errlen);
     if (r < 0)
         return r;
-    r = json_is_true(json_object_get(ans, "succeeded")) ? 1 : 0;
-    json_decref(ans);
+    r = res->succeeded;
+    atomrun_etcd_txn_free(res);
     return r;
 }
 
@@ -1146,16 +1087,16 @@ int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
     /* A count of the lock keys: any answer's header names the cluster, and
      * this read needs only the permission a lock needs anyway. */
     const char *k = ATOMRUN_ETCD_LOCK_PREFIX;
-    json_t *ans = NULL;
+    atomrun_etcd_op count = { .type = ATOMRUN_ETCD_RANGE, .key = k, .keylen = strlen(k),
+                              .count_only = 1 };
+    atomrun_etcd_txn_result *res;
     int r;
     *id = 0;
-    r = ar_etcd_send(c, "/v3/kv/range",
-                     json_pack("{s:o, s:b}", "key", ar_json_b64(k, strlen(k)), "count_only", 1),
-                     deadline, NULL, &ans, err, errlen);
+    r = ar_etcd_range(c, &count, deadline, &res, err, errlen);
     if (r < 0)
         return r;
-    *id = header_cluster(ans);
-    json_decref(ans);
+    *id = res->cluster;
+    atomrun_etcd_txn_free(res);
     if (*id == 0) {
         snprintf(err, errlen, "%s answered without a cluster id", atomrun_etcd_endpoints(c));
         return -EPROTO;
