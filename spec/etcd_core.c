@@ -72,9 +72,9 @@ static atomrun_etcd *client(const char *eps)
     return c;
 }
 
-static void lock_opts(atomrun_remote_opts *o, int argc, char **argv, int at)
+static void lock_opts(atomrun_etcd_lock_opts *o, int argc, char **argv, int at)
 {
-    atomrun_remote_opts_init(o);
+    atomrun_etcd_lock_opts_init(o);
     if (argc > at)
         o->ttl = atoi(argv[at]);
     if (argc > at + 1) {
@@ -85,7 +85,7 @@ static void lock_opts(atomrun_remote_opts *o, int argc, char **argv, int at)
     }
 }
 
-static int fail(int r, atomrun_remote_opts *o)
+static int fail(int r, atomrun_etcd_lock_opts *o)
 {
     printf("%s|%s|%d|%s\n", atomrun_err_name(r), o->err, (int)o->holder.pid,
            o->holder.host);
@@ -94,38 +94,38 @@ static int fail(int r, atomrun_remote_opts *o)
 
 static int cmd_try(atomrun_etcd *c, int argc, char **argv)
 {
-    atomrun_remote_opts o;
-    atomrun_remote_lock *l;
+    atomrun_etcd_lock_opts o;
+    atomrun_etcd_lock *l;
     char err[ATOMRUN_ETCD_ERRLEN];
     int r;
     lock_opts(&o, argc, argv, 5);
     o.timeout = atof(argv[4]);
-    r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+    r = atomrun_etcd_lock_acquire(c, argv[3], &o, &l);
     if (r < 0)
         return fail(r, &o);
-    printf("ok %lld %d\n", (long long)atomrun_remote_lock_token(l),
-           atomrun_remote_lock_index(l));
+    printf("ok %lld %d\n", (long long)atomrun_etcd_lock_token(l),
+           atomrun_etcd_lock_index(l));
     if (getenv("ETCD_CORE_TIME"))   /* the bench's hand-off: granted at */
         printf("granted %.9f\n", atomrun_now());
-    r = atomrun_remote_unlock(l, err, sizeof err);
+    r = atomrun_etcd_lock_release(l, err, sizeof err);
     return r < 0 ? 1 : 0;
 }
 
 static int cmd_hold(atomrun_etcd *c, int argc, char **argv)
 {
-    atomrun_remote_opts o;
-    atomrun_remote_lock *l;
+    atomrun_etcd_lock_opts o;
+    atomrun_etcd_lock *l;
     char err[ATOMRUN_ETCD_ERRLEN] = "", why[ATOMRUN_ETCD_ERRLEN];
     int r, said = 0;
     lock_opts(&o, argc, argv, 5);
-    r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+    r = atomrun_etcd_lock_acquire(c, argv[3], &o, &l);
     if (r < 0)
         return fail(r, &o);
-    printf("ok %lld %d\n", (long long)atomrun_remote_lock_token(l),
-           atomrun_remote_lock_index(l));
+    printf("ok %lld %d\n", (long long)atomrun_etcd_lock_token(l),
+           atomrun_etcd_lock_index(l));
     fflush(stdout);
     while (access(argv[4], F_OK) != 0) {
-        if (!said && atomrun_remote_lock_lost(l, why, sizeof why) < 0) {
+        if (!said && atomrun_etcd_lock_lost(l, why, sizeof why) < 0) {
             printf("lost|%s\n", why);
             fflush(stdout);
             said = 1;
@@ -134,7 +134,7 @@ static int cmd_hold(atomrun_etcd *c, int argc, char **argv)
     }
     if (getenv("ETCD_CORE_TIME"))
         printf("releasing %.9f\n", atomrun_now());
-    r = atomrun_remote_unlock(l, err, sizeof err);
+    r = atomrun_etcd_lock_release(l, err, sizeof err);
     printf("unlock %s|%s\n", atomrun_err_name(r), err);
     return 0;
 }
@@ -143,15 +143,15 @@ static int cmd_incr(atomrun_etcd *c, int argc, char **argv)
 {
     int n = argc > 5 ? atoi(argv[5]) : 10;
     for (int i = 0; i < n; i++) {
-        atomrun_remote_opts o;
-        atomrun_remote_lock *l;
+        atomrun_etcd_lock_opts o;
+        atomrun_etcd_lock *l;
         char err[ATOMRUN_ETCD_ERRLEN];
         long v = 0;
         FILE *f;
         int r;
-        atomrun_remote_opts_init(&o);
+        atomrun_etcd_lock_opts_init(&o);
         o.timeout = 60;
-        r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+        r = atomrun_etcd_lock_acquire(c, argv[3], &o, &l);
         if (r < 0)
             return fail(r, &o);
         if ((f = fopen(argv[4], "r"))) {
@@ -164,8 +164,8 @@ static int cmd_incr(atomrun_etcd *c, int argc, char **argv)
             fprintf(f, "%ld\n", v + 1);
             fclose(f);
         }
-        printf("%ld %lld\n", v + 1, (long long)atomrun_remote_lock_token(l));
-        r = atomrun_remote_unlock(l, err, sizeof err);
+        printf("%ld %lld\n", v + 1, (long long)atomrun_etcd_lock_token(l));
+        r = atomrun_etcd_lock_release(l, err, sizeof err);
         if (r < 0) {
             printf("%s|%s||\n", atomrun_err_name(r), err);
             return 1;
@@ -176,15 +176,15 @@ static int cmd_incr(atomrun_etcd *c, int argc, char **argv)
 
 static int cmd_slot(atomrun_etcd *c, char **argv)
 {
-    atomrun_remote_opts o;
-    atomrun_remote_lock *l;
+    atomrun_etcd_lock_opts o;
+    atomrun_etcd_lock *l;
     char err[ATOMRUN_ETCD_ERRLEN], path[4096], cmd[4200];
     int r, k = 0;
     FILE *f;
-    atomrun_remote_opts_init(&o);
+    atomrun_etcd_lock_opts_init(&o);
     o.slots = atoi(argv[4]);
     o.timeout = 60;
-    r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+    r = atomrun_etcd_lock_acquire(c, argv[3], &o, &l);
     if (r < 0)
         return fail(r, &o);
     snprintf(path, sizeof path, "%s/in.%d", argv[5], (int)getpid());
@@ -196,10 +196,10 @@ static int cmd_slot(atomrun_etcd *c, char **argv)
             k = -1;
         pclose(f);
     }
-    printf("inside %d index %d\n", k, atomrun_remote_lock_index(l));
+    printf("inside %d index %d\n", k, atomrun_etcd_lock_index(l));
     usleep(200000);
     unlink(path);
-    r = atomrun_remote_unlock(l, err, sizeof err);
+    r = atomrun_etcd_lock_release(l, err, sizeof err);
     return r < 0 ? 1 : 0;
 }
 
@@ -208,18 +208,18 @@ static int cmd_cycle(atomrun_etcd *c, char **argv)
     int n = atoi(argv[4]);
     double t0 = 0;
     for (int i = 0; i <= n; i++) {
-        atomrun_remote_opts o;
-        atomrun_remote_lock *l;
+        atomrun_etcd_lock_opts o;
+        atomrun_etcd_lock *l;
         char err[ATOMRUN_ETCD_ERRLEN];
         int r;
         if (i == 1)
             t0 = atomrun_now();     /* the first cycle also grants the lease */
-        atomrun_remote_opts_init(&o);
+        atomrun_etcd_lock_opts_init(&o);
         o.timeout = 10;
-        r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
+        r = atomrun_etcd_lock_acquire(c, argv[3], &o, &l);
         if (r < 0)
             return fail(r, &o);
-        r = atomrun_remote_unlock(l, err, sizeof err);
+        r = atomrun_etcd_lock_release(l, err, sizeof err);
         if (r < 0) {
             printf("%s|%s||\n", atomrun_err_name(r), err);
             return 1;
@@ -233,8 +233,8 @@ static int cmd_get(atomrun_etcd *c, char **argv)
 {
     char err[ATOMRUN_ETCD_ERRLEN], *data;
     size_t len;
-    atomrun_remote_kv kv;
-    int r = atomrun_remote_get(c, argv[3], &data, &len, &kv, 0, err, sizeof err);
+    atomrun_etcd_kv_meta kv;
+    int r = atomrun_etcd_get(c, argv[3], &data, &len, &kv, 0, err, sizeof err);
     if (r < 0) {
         printf("%s|%s||\n", atomrun_err_name(r), err);
         return 1;
@@ -247,9 +247,9 @@ static int cmd_get(atomrun_etcd *c, char **argv)
 static int cmd_put(atomrun_etcd *c, int argc, char **argv)
 {
     char err[ATOMRUN_ETCD_ERRLEN];
-    atomrun_remote_put_opts o;
+    atomrun_etcd_put_opts o;
     int r;
-    atomrun_remote_put_opts_init(&o);
+    atomrun_etcd_put_opts_init(&o);
     for (int i = 5; i < argc; i++) {
         if (strcmp(argv[i], "create") == 0)
             o.create_only = 1;
@@ -258,7 +258,7 @@ static int cmd_put(atomrun_etcd *c, int argc, char **argv)
         else if (strncmp(argv[i], "ttl=", 4) == 0)
             o.ttl = atoi(argv[i] + 4);
     }
-    r = atomrun_remote_put(c, argv[3], argv[4], strlen(argv[4]), &o, 0, err, sizeof err);
+    r = atomrun_etcd_put(c, argv[3], argv[4], strlen(argv[4]), &o, 0, err, sizeof err);
     if (r < 0) {
         printf("%s|%s|%lld|\n", atomrun_err_name(r), err, (long long)o.existing.mod_rev);
         return 1;
@@ -273,34 +273,34 @@ static int cmd_put(atomrun_etcd *c, int argc, char **argv)
 
 static int cmd_fenced(atomrun_etcd *c, int argc, char **argv)
 {
-    atomrun_remote_opts lo;
-    atomrun_remote_lock *l;
-    atomrun_remote_put_opts po;
+    atomrun_etcd_lock_opts lo;
+    atomrun_etcd_lock *l;
+    atomrun_etcd_put_opts po;
     char err[ATOMRUN_ETCD_ERRLEN] = "";
     int r;
-    atomrun_remote_opts_init(&lo);
+    atomrun_etcd_lock_opts_init(&lo);
     if (argc > 7)
         lo.ttl = atoi(argv[7]);
-    r = atomrun_remote_lock_acquire(c, argv[3], &lo, &l);
+    r = atomrun_etcd_lock_acquire(c, argv[3], &lo, &l);
     if (r < 0)
         return fail(r, &lo);
-    printf("ok %lld\n", (long long)atomrun_remote_lock_token(l));
+    printf("ok %lld\n", (long long)atomrun_etcd_lock_token(l));
     fflush(stdout);
     while (access(argv[6], F_OK) != 0)
         usleep(20000);
-    atomrun_remote_put_opts_init(&po);
+    atomrun_etcd_put_opts_init(&po);
     po.fence = l;
-    r = atomrun_remote_put(c, argv[4], argv[5], strlen(argv[5]), &po, 0, err, sizeof err);
+    r = atomrun_etcd_put(c, argv[4], argv[5], strlen(argv[5]), &po, 0, err, sizeof err);
     printf("put %s|%s\n", atomrun_err_name(r), err);
-    atomrun_remote_unlock(l, err, sizeof err);
+    atomrun_etcd_lock_release(l, err, sizeof err);
     return 0;
 }
 
 static int cmd_queue(atomrun_etcd *c, char **argv)
 {
-    atomrun_remote_holder h[32];
+    atomrun_etcd_holder h[32];
     char err[ATOMRUN_ETCD_ERRLEN];
-    int n, r = atomrun_remote_queue(c, argv[3], h, 32, &n, err, sizeof err);
+    int n, r = atomrun_etcd_queue(c, argv[3], h, 32, &n, err, sizeof err);
     if (r < 0) {
         printf("%s|%s||\n", atomrun_err_name(r), err);
         return 1;

@@ -529,7 +529,7 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
 #define ATOMRUN_ETCD_LOCK_PREFIX "atomrun/lock/"
 #define ATOMRUN_ETCD_ERRLEN      256
 /* A guarded command is dead this many seconds before its lock's lease can
- * expire (atomrun_remote_lock_guard). */
+ * expire (atomrun_etcd_lock_guard). */
 #define ATOMRUN_ETCD_GUARD_MARGIN 0.25
 
 /*
@@ -582,7 +582,7 @@ ATOMRUN_API int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char 
 
 /* The cluster's minimum lease TTL is found by asking: a TTL below it is
  * -ERANGE with *min_ttl set. */
-typedef struct atomrun_remote_holder {
+typedef struct atomrun_etcd_holder {
     int64_t token;          /* create revision of the holder's key */
     int64_t lease;          /* its lease id */
     pid_t   pid;            /* 0 when unknown */
@@ -592,10 +592,10 @@ typedef struct atomrun_remote_holder {
     char    since[32];      /* UTC, ISO 8601 */
     char    key[320];       /* the etcd key */
     int     slots;          /* a semaphore's slot: its count n; 0 a lock */
-    int     waiting;        /* atomrun_remote_queue: 1 waits, 0 holds */
-} atomrun_remote_holder;
+    int     waiting;        /* atomrun_etcd_queue: 1 waits, 0 holds */
+} atomrun_etcd_holder;
 
-typedef struct atomrun_remote_opts {
+typedef struct atomrun_etcd_lock_opts {
     int         mode;       /* ATOMRUN_EXCLUSIVE (default) or ATOMRUN_SHARED */
     int         slots;      /* 1 (default): a mutex; n: a semaphore of n */
     double      timeout;    /* ATOMRUN_FOREVER (default), 0, > 0 seconds */
@@ -603,15 +603,15 @@ typedef struct atomrun_remote_opts {
     const char *cmd;        /* command recorded for others to see; NULL: this
                                process's command line, credentials stripped */
     /* OUT */
-    atomrun_remote_holder holder;   /* busy/timeout: who holds it (token 0:
+    atomrun_etcd_holder holder;   /* busy/timeout: who holds it (token 0:
                                        unknown) */
     int         min_ttl;    /* -ERANGE: the cluster's minimum TTL */
     char        err[ATOMRUN_ETCD_ERRLEN];
-} atomrun_remote_opts;
+} atomrun_etcd_lock_opts;
 
-ATOMRUN_API void atomrun_remote_opts_init(atomrun_remote_opts *o);
+ATOMRUN_API void atomrun_etcd_lock_opts_init(atomrun_etcd_lock_opts *o);
 
-typedef struct atomrun_remote_lock atomrun_remote_lock;
+typedef struct atomrun_etcd_lock atomrun_etcd_lock;
 
 /*
  * Take the lock NAME (any bytes but NUL, not empty, at most 200) on the
@@ -621,23 +621,23 @@ typedef struct atomrun_remote_lock atomrun_remote_lock;
  * On busy/timeout o->holder names the holder; a waiter that gives up leaves
  * no key behind.
  */
-ATOMRUN_API int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
-                                atomrun_remote_opts *o,
-                                atomrun_remote_lock **out);
+ATOMRUN_API int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
+                                atomrun_etcd_lock_opts *o,
+                                atomrun_etcd_lock **out);
 /* The fencing token: strictly increasing from one holder of NAME to the
  * next (the key's create revision). */
-ATOMRUN_API int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l);
+ATOMRUN_API int64_t atomrun_etcd_lock_token(const atomrun_etcd_lock *l);
 /* Rank among the holders when granted (1-based; semaphores). */
-ATOMRUN_API int atomrun_remote_lock_index(const atomrun_remote_lock *l);
-ATOMRUN_API const char *atomrun_remote_lock_key(const atomrun_remote_lock *l);
-ATOMRUN_API int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l);
+ATOMRUN_API int atomrun_etcd_lock_index(const atomrun_etcd_lock *l);
+ATOMRUN_API const char *atomrun_etcd_lock_key(const atomrun_etcd_lock *l);
+ATOMRUN_API int64_t atomrun_etcd_lock_lease(const atomrun_etcd_lock *l);
 /* The lease's TTL, seconds. */
-ATOMRUN_API int atomrun_remote_lock_ttl(const atomrun_remote_lock *l);
+ATOMRUN_API int atomrun_etcd_lock_ttl(const atomrun_etcd_lock *l);
 /* The id of the cluster that granted the lock (from its answer; 0 if it
- * gave none).  atomrun_remote_cluster_id asks c's cluster for its own (one
+ * gave none).  atomrun_etcd_cluster_id asks c's cluster for its own (one
  * read): two endpoint lists name one cluster when the ids are equal. */
-ATOMRUN_API uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l);
-ATOMRUN_API int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
+ATOMRUN_API uint64_t atomrun_etcd_lock_cluster(const atomrun_etcd_lock *l);
+ATOMRUN_API int atomrun_etcd_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
                                           char *err, size_t errlen);
 /*
  * 0 while the lock is certainly held; ATOMRUN_ELOST, with why (if non-NULL)
@@ -646,7 +646,7 @@ ATOMRUN_API int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint
  * keepalive's SEND time passed (on CLOCK_BOOTTIME: time suspended counts).
  * Cheap (no network); sticky.
  */
-ATOMRUN_API int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why,
+ATOMRUN_API int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, char *why,
                              size_t len);
 /*
  * Guard a command: a watchdog PROCESS (forked now; it runs in a process
@@ -668,9 +668,9 @@ ATOMRUN_API int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why
  * nothing, or the bits 1 (SIGTERM) and 2 (SIGKILL).  Stop it right after waiting for the command: its pid may be
  * reused once it has been waited for.
  */
-ATOMRUN_API int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid,
+ATOMRUN_API int atomrun_etcd_lock_guard(atomrun_etcd_lock *l, pid_t pgid,
                                           double kill_after);
-ATOMRUN_API int atomrun_remote_lock_unguard(atomrun_remote_lock *l);
+ATOMRUN_API int atomrun_etcd_lock_unguard(atomrun_etcd_lock *l);
 /*
  * Release: delete the key only if it still has this lock's token.  0 or
  * ATOMRUN_ELOST (someone else's now, or the lease was lost): l is freed.
@@ -680,20 +680,20 @@ ATOMRUN_API int atomrun_remote_lock_unguard(atomrun_remote_lock *l);
  * and the release (or the lease's revoke) is retried in the background
  * until a member answers; err says which and what happens next.  l then
  * stays, released as far as the caller goes (never a fence, never
- * guarded): atomrun_remote_unlock(l) again says how it went -- 0 once a
+ * guarded): atomrun_etcd_lock_release(l) again says how it went -- 0 once a
  * member answered (l freed), ATOMRUN_EUNAVAILABLE while pending -- and
- * atomrun_remote_lock_free(l) drops it without asking (the retry goes on).
+ * atomrun_etcd_lock_free(l) drops it without asking (the retry goes on).
  */
-ATOMRUN_API int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen);
+ATOMRUN_API int atomrun_etcd_lock_release(atomrun_etcd_lock *l, char *err, size_t errlen);
 /* Free l: a held lock is released first (its result dropped), a pending
  * release is left to its retry. */
-ATOMRUN_API void atomrun_remote_lock_free(atomrun_remote_lock *l);
+ATOMRUN_API void atomrun_etcd_lock_free(atomrun_etcd_lock *l);
 /*
  * The holders and waiters of NAME in queue order (holders first): up to max
  * entries into h, the total count in *count.
  */
-ATOMRUN_API int atomrun_remote_queue(atomrun_etcd *c, const char *name,
-                         atomrun_remote_holder *h, int max, int *count,
+ATOMRUN_API int atomrun_etcd_queue(atomrun_etcd *c, const char *name,
+                         atomrun_etcd_holder *h, int max, int *count,
                          char *err, size_t errlen);
 /*
  * Keys (the ground of create/replace/read/update on etcd names): raw etcd
@@ -704,25 +704,25 @@ ATOMRUN_API int atomrun_remote_queue(atomrun_etcd *c, const char *name,
  * longer has its token, so nothing was written), ttl (the key is bound to
  * this process's lease of that TTL: it goes a TTL after the process dies).
  */
-typedef struct atomrun_remote_kv {
+typedef struct atomrun_etcd_kv_meta {
     int64_t create_rev, mod_rev, version, lease;
-} atomrun_remote_kv;
+} atomrun_etcd_kv_meta;
 
-typedef struct atomrun_remote_put_opts {
+typedef struct atomrun_etcd_put_opts {
     int                         create_only;
     int64_t                     if_mod_rev;  /* > 0: only if unchanged */
-    const atomrun_remote_lock  *fence;       /* only while this lock holds */
+    const atomrun_etcd_lock  *fence;       /* only while this lock holds */
     int                         ttl;         /* > 0: bound to the session */
     int64_t                     revision;    /* OUT: the write's revision */
-    atomrun_remote_kv           existing;    /* OUT on failure: the key now */
+    atomrun_etcd_kv_meta           existing;    /* OUT on failure: the key now */
     /* OUT on -EEXIST: who created the key, from the creator record a
      * create_only write leaves beside it (atomrun/creator/KEY, written in
      * the same txn): token = its create revision; pid 0 and host "" when
      * the key was made by another writer (etcdctl, a replace). */
-    atomrun_remote_holder       creator;
-} atomrun_remote_put_opts;
+    atomrun_etcd_holder       creator;
+} atomrun_etcd_put_opts;
 
-ATOMRUN_API void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o);
+ATOMRUN_API void atomrun_etcd_put_opts_init(atomrun_etcd_put_opts *o);
 /*
  * The process's session lease for ttl seconds on c (the one ttl-bound puts
  * and locks of that ttl share): granted now if there is none or the last
@@ -731,14 +731,14 @@ ATOMRUN_API void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o);
  * txns to the process.  -ERANGE with *min_ttl: the cluster's minimum TTL
  * is above ttl.
  */
-ATOMRUN_API int atomrun_remote_session_lease(atomrun_etcd *c, int ttl, double deadline,
+ATOMRUN_API int atomrun_etcd_session_lease(atomrun_etcd *c, int ttl, double deadline,
                                              int64_t *lease, int *min_ttl, char *err,
                                              size_t errlen);
-ATOMRUN_API int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
-                                   size_t *len, atomrun_remote_kv *kv,
+ATOMRUN_API int atomrun_etcd_get(atomrun_etcd *c, const char *key, char **data,
+                                   size_t *len, atomrun_etcd_kv_meta *kv,
                                    double deadline, char *err, size_t errlen);
-ATOMRUN_API int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
-                                   size_t len, atomrun_remote_put_opts *o,
+ATOMRUN_API int atomrun_etcd_put(atomrun_etcd *c, const char *key, const void *data,
+                                   size_t len, atomrun_etcd_put_opts *o,
                                    double deadline, char *err, size_t errlen);
 
 /*
@@ -749,7 +749,7 @@ ATOMRUN_API int atomrun_remote_put(atomrun_etcd *c, const char *key, const void 
  * lengths); the base64 and the JSON of the gateway stay inside.  The
  * enumerations start at 1, so a target, result or op type left zero is
  * refused (-EINVAL), never a guess.  The library's own locks and keys
- * (atomrun_remote_*) are txns of this kind.
+ * ((atomrun_etcd_lock_*, atomrun_etcd_get/put)) are txns of this kind.
  */
 enum atomrun_etcd_target {          /* what of the key a compare looks at */
     ATOMRUN_ETCD_VERSION = 1,       /* number: writes since created (0: absent) */
@@ -865,13 +865,13 @@ ATOMRUN_API void atomrun_etcd_txn_free(atomrun_etcd_txn_result *res);
  * nonzero return stops.  1: fn stopped it; 0: time up, the stream broke or
  * the server cancelled the watch (a compaction): look again; < 0 an error.
  */
-typedef int (*atomrun_remote_watch_fn)(void *ud, const char *result);
-ATOMRUN_API int atomrun_remote_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
-                                     double until, atomrun_remote_watch_fn fn, void *ud,
+typedef int (*atomrun_etcd_watch_fn)(void *ud, const char *result);
+ATOMRUN_API int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
+                                     double until, atomrun_etcd_watch_fn fn, void *ud,
                                      char *err, size_t errlen);
 
 /* Remove userinfo ("user:password@") from URLs in s, in place. */
-ATOMRUN_API void atomrun_remote_scrub(char *s);
+ATOMRUN_API void atomrun_etcd_scrub(char *s);
 
 #ifdef __cplusplus
 }

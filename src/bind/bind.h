@@ -125,7 +125,7 @@ int arL_etcd_call(lua_State *L);
 int arL_etcd_lease(lua_State *L);
 int arL_etcd_endpoints(lua_State *L);
 /* run()'s guard option: the remote lock of an etcd lock handle. */
-atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg);
+atomrun_etcd_lock *arL_checkguard(lua_State *L, int i, int arg);
 /* create/replace/read for such a name (keys, issue 16) */
 int arL_etcd_create(lua_State *L);
 int arL_etcd_replace(lua_State *L);
@@ -165,11 +165,11 @@ int arL_optposint(lua_State *L, int arg, const char *name, int dflt,
 void arL_openetcdlock(lua_State *L);
 /* The etcd lock handle at index i: 1 and its remote lock in *l (NULL once
  * released), or 0 when it is something else. */
-int arL_testetcdlock(lua_State *L, int i, const atomrun_remote_lock **l);
+int arL_testetcdlock(lua_State *L, int i, const atomrun_etcd_lock **l);
 /* A holder of an etcd lock as a table; its writer's fields (pid, host,
  * cmd, since) into the table on top (a key's creator too). */
-void arL_pushrholder(lua_State *L, const atomrun_remote_holder *h);
-void arL_setwriter(lua_State *L, const atomrun_remote_holder *h);
+void arL_pushrholder(lua_State *L, const atomrun_etcd_holder *h);
+void arL_setwriter(lua_State *L, const atomrun_etcd_holder *h);
 
 /* bind/bundle.c: put every bundled module, and atomrun.core, in
  * package.preload; load one entry as a chunk (LUA_OK or an error). */

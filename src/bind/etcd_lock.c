@@ -25,10 +25,10 @@
 #define AR_RHELD    "atomrun.etcd_held"     /* registry: key -> count */
 
 typedef struct ar_rlock {
-    atomrun_remote_lock *l;        /* NULL once released */
-    /* Released, but no member answered yet (atomrun_remote_unlock's
+    atomrun_etcd_lock *l;        /* NULL once released */
+    /* Released, but no member answered yet (atomrun_etcd_lock_release's
      * ATOMRUN_EUNAVAILABLE): a later unlock() asks it how it went. */
-    atomrun_remote_lock *pending;
+    atomrun_etcd_lock *pending;
     int                  mode;
     int                  slots;
 } ar_rlock;
@@ -89,7 +89,7 @@ static char kind_letter(int mode, int slots)
  * holds?  The kinds exclude each other (etcd/lock.c); a semaphore's own slots
  * block it only when the state holds all of them. */
 static int would_wait(lua_State *L, const char *ident, const char *name,
-                         const atomrun_remote_opts *o)
+                         const atomrun_etcd_lock_opts *o)
 {
     lua_Integer x = held_add(L, ident, name, 'x', 0);
     lua_Integer s = held_add(L, ident, name, 's', 0);
@@ -172,7 +172,7 @@ static const char *cluster_ident(char *ident, size_t size, uint64_t id)
 /* Does this state already hold what o asks for on u's cluster?  canon:
  * u's canonical endpoints. */
 static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
-                            const char *canon, const atomrun_remote_opts *o)
+                            const char *canon, const atomrun_etcd_lock_opts *o)
 {
     char err[ATOMRUN_ETCD_ERRLEN], ident[40];
     uint64_t id;
@@ -182,7 +182,7 @@ static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
         return 0;
     /* Held under another spelling: of this cluster?  When it cannot say,
      * the lock request that follows meets the same silence and says so. */
-    if (atomrun_remote_cluster_id(c, o->timeout > 0 ? atomrun_now() + o->timeout : 0, &id,
+    if (atomrun_etcd_cluster_id(c, o->timeout > 0 ? atomrun_now() + o->timeout : 0, &id,
                                   err, sizeof err) < 0)
         return 0;
     return would_wait(L, cluster_ident(ident, sizeof ident, id), u->name, o);
@@ -217,7 +217,7 @@ static ar_rlock *checkrlock(lua_State *L, int i)
 /* The remote lock behind the etcd lock handle at index i, for run()'s
  * guard option: an error naming the option for anything else, and for a
  * handle already released (there is nothing left to guard). */
-atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg)
+atomrun_etcd_lock *arL_checkguard(lua_State *L, int i, int arg)
 {
     ar_rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
     if (!lk)
@@ -237,7 +237,7 @@ static void rlock_forget(lua_State *L, int i, ar_rlock *lk)
 /* Release lk (held or pending); the core's result, err filled. */
 static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
 {
-    atomrun_remote_lock *l = lk->l ? lk->l : lk->pending;
+    atomrun_etcd_lock *l = lk->l ? lk->l : lk->pending;
     int r;
     if (!l)
         return 0;
@@ -245,7 +245,7 @@ static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
         lk->l = NULL;
         rlock_forget(L, 1, lk);
     }
-    r = atomrun_remote_unlock(l, err, errlen);
+    r = atomrun_etcd_lock_release(l, err, errlen);
     lk->pending = r == ATOMRUN_EUNAVAILABLE ? l : NULL;
     return r;
 }
@@ -282,7 +282,7 @@ static int rlock_gc(lua_State *L)
     ar_rlock *lk = checkrlock(L, 1);
     rlock_close(L);
     if (lk->pending)                /* its retry goes on without us */
-        atomrun_remote_lock_free(lk->pending);
+        atomrun_etcd_lock_free(lk->pending);
     lk->pending = NULL;
     return 0;
 }
@@ -296,7 +296,7 @@ static int rlock_lost(lua_State *L)
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (atomrun_remote_lock_lost(lk->l, why, sizeof why) < 0)
+    if (atomrun_etcd_lock_lost(lk->l, why, sizeof why) < 0)
         lua_pushstring(L, why);
     else
         lua_pushboolean(L, 0);
@@ -322,14 +322,14 @@ static int rlock_guard(lua_State *L)
         luaL_argerror(L, 3, "seconds >= 0 expected");
     if (!lk->l)
         return arL_fail(L, -EINVAL, "the lock is released");
-    r = atomrun_remote_lock_guard(lk->l, (pid_t)pid, ka);
+    r = atomrun_etcd_lock_guard(lk->l, (pid_t)pid, ka);
     if (r == -ERANGE) {
-        double most = atomrun_remote_lock_ttl(lk->l) / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN;
+        double most = atomrun_etcd_lock_ttl(lk->l) / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN;
         char a[32], m[32];
         snprintf(a, sizeof a, "%g", ka);
         snprintf(m, sizeof m, "%g", most);
         luaL_argerror(L, 3, lua_pushfstring(L, "%s s does not fit in a TTL of %d s: at "
-                      "most %s s", a, atomrun_remote_lock_ttl(lk->l), m));
+                      "most %s s", a, atomrun_etcd_lock_ttl(lk->l), m));
     }
     if (r < 0)
         return arL_fail(L, r, "cannot guard pid %d: %s", (int)pid, atomrun_strerror(r));
@@ -340,7 +340,7 @@ static int rlock_guard(lua_State *L)
 static int rlock_unguard(lua_State *L)
 {
     ar_rlock *lk = checkrlock(L, 1);
-    int r = lk->l ? atomrun_remote_lock_unguard(lk->l) : 0;
+    int r = lk->l ? atomrun_etcd_lock_unguard(lk->l) : 0;
     if (r == 0)
         lua_pushboolean(L, 0);
     else
@@ -355,7 +355,7 @@ static int rlock_tostring(lua_State *L)
     if (lk->l)
         lua_pushfstring(L, "atomrun.etcd_lock (%s, %s, token %I)", lua_tostring(L, -1),
                         arL_modename(lk->mode),
-                        (lua_Integer)atomrun_remote_lock_token(lk->l));
+                        (lua_Integer)atomrun_etcd_lock_token(lk->l));
     else
         lua_pushfstring(L, "atomrun.etcd_lock (%s, released)", lua_tostring(L, -1));
     return 1;
@@ -428,7 +428,7 @@ static lua_Integer utc_seconds(const char *text)
 
 /* The writer's fields (a lock holder's, a key's creator's) into the table
  * on top: pid (when known), host, cmd, since (epoch seconds, when known). */
-void arL_setwriter(lua_State *L, const atomrun_remote_holder *h)
+void arL_setwriter(lua_State *L, const atomrun_etcd_holder *h)
 {
     lua_Integer since = utc_seconds(h->since);
     if (h->pid > 0) {
@@ -445,7 +445,7 @@ void arL_setwriter(lua_State *L, const atomrun_remote_holder *h)
     }
 }
 
-void arL_pushrholder(lua_State *L, const atomrun_remote_holder *h)
+void arL_pushrholder(lua_State *L, const atomrun_etcd_holder *h)
 {
     char lease[24];
     lua_createtable(L, 0, 8);
@@ -471,7 +471,7 @@ void arL_pushrholder(lua_State *L, const atomrun_remote_holder *h)
 
 /* "pid 4121 on web-3 (backup.sh) since 2026-...", and with say_kind what
  * kind of lock it has (", as a shared lock"). */
-static void pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say_kind)
+static void pushholdertext(lua_State *L, const atomrun_etcd_holder *h, int say_kind)
 {
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -500,12 +500,12 @@ static void pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say
 /* ------------------------------------------------------------- lock */
 
 /* lock()'s options into o; the TLS file names into tls[3] (ca, cert, key). */
-static void lock_options(lua_State *L, int arg, atomrun_remote_opts *o, const char *tls[3])
+static void lock_options(lua_State *L, int arg, atomrun_etcd_lock_opts *o, const char *tls[3])
 {
     static const char *const names[] = { "mode", "wait", "timeout", "ttl", "holder",
                                          "cmd", "ca", "cert", "key", "slots", NULL };
     arL_checkoptnames(L, arg, names);
-    atomrun_remote_opts_init(o);
+    atomrun_etcd_lock_opts_init(o);
     if (arL_opt(L, arg, "mode", LUA_TSTRING) != LUA_TNIL) {
         o->mode = arL_checkmode(L, arg, lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -526,7 +526,7 @@ static void lock_options(lua_State *L, int arg, atomrun_remote_opts *o, const ch
 
 /* The acquire failed with r: nil, msg, code, and for busy and timeout the
  * holder table (for a TTL below the cluster's minimum, that minimum). */
-static int lock_failed(lua_State *L, const arL_url *u, const atomrun_remote_opts *o, int r)
+static int lock_failed(lua_State *L, const arL_url *u, const atomrun_etcd_lock_opts *o, int r)
 {
     if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o->holder.token) {
         /* The kind is news unless an exclusive lock meets one. */
@@ -559,7 +559,7 @@ static int lock_failed(lua_State *L, const arL_url *u, const atomrun_remote_opts
  * canonical; "*"; the cluster id), 4 its fields (token, index, key,
  * lease). */
 static void set_handle_values(lua_State *L, const arL_url *u, const char *canon,
-                              atomrun_remote_lock *l)
+                              atomrun_etcd_lock *l)
 {
     char lease[24], ident[40];
     lua_pushstring(L, u->shown);
@@ -571,19 +571,19 @@ static void set_handle_values(lua_State *L, const arL_url *u, const char *canon,
     lua_rawseti(L, -2, 1);
     lua_pushliteral(L, "*");
     lua_rawseti(L, -2, 2);
-    if (atomrun_remote_lock_cluster(l)) {
-        lua_pushstring(L, cluster_ident(ident, sizeof ident, atomrun_remote_lock_cluster(l)));
+    if (atomrun_etcd_lock_cluster(l)) {
+        lua_pushstring(L, cluster_ident(ident, sizeof ident, atomrun_etcd_lock_cluster(l)));
         lua_rawseti(L, -2, 3);
     }
     lua_setiuservalue(L, -2, 3);
     lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)atomrun_remote_lock_token(l));
+    lua_pushinteger(L, (lua_Integer)atomrun_etcd_lock_token(l));
     lua_setfield(L, -2, "token");
-    lua_pushinteger(L, atomrun_remote_lock_index(l));
+    lua_pushinteger(L, atomrun_etcd_lock_index(l));
     lua_setfield(L, -2, "index");
-    lua_pushstring(L, atomrun_remote_lock_key(l));
+    lua_pushstring(L, atomrun_etcd_lock_key(l));
     lua_setfield(L, -2, "key");
-    snprintf(lease, sizeof lease, "%llx", (unsigned long long)atomrun_remote_lock_lease(l));
+    snprintf(lease, sizeof lease, "%llx", (unsigned long long)atomrun_etcd_lock_lease(l));
     lua_pushstring(L, lease);
     lua_setfield(L, -2, "lease");
     lua_setiuservalue(L, -2, 4);
@@ -594,8 +594,8 @@ int arL_etcd_lock(lua_State *L)
 {
     const char *url = arL_checkpath(L, 1), *why, *tls[3], *canon;
     atomrun_etcd *c;
-    atomrun_remote_opts o;
-    atomrun_remote_lock *l;
+    atomrun_etcd_lock_opts o;
+    atomrun_etcd_lock *l;
     ar_rlock *lk;
     arL_url *u;
     int r;
@@ -621,7 +621,7 @@ int arL_etcd_lock(lua_State *L)
     lk->slots = o.slots;
     luaL_setmetatable(L, AR_RLOCK_MT);
 
-    if ((r = atomrun_remote_lock_acquire(c, u->name, &o, &l)) < 0)
+    if ((r = atomrun_etcd_lock_acquire(c, u->name, &o, &l)) < 0)
         return lock_failed(L, u, &o, r);
     lk->l = l;
     set_handle_values(L, u, canon, l);
@@ -631,7 +631,7 @@ int arL_etcd_lock(lua_State *L)
 
 /* The etcd lock handle at index i (opts.fence of a key's write): 1 and its
  * remote lock in *l -- NULL once released --, or 0 for anything else. */
-int arL_testetcdlock(lua_State *L, int i, const atomrun_remote_lock **l)
+int arL_testetcdlock(lua_State *L, int i, const atomrun_etcd_lock **l)
 {
     ar_rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
     *l = lk ? lk->l : NULL;

@@ -235,7 +235,7 @@ const atomrun_etcd_kv *ar_txn_kv(const atomrun_etcd_txn_result *res, size_t i);
  * slots when mode is "semaphore". */
 char *ar_writer_record(const char *cmd, const char *mode, int slots);
 /* host, pid, cmd, since of such a record into h (the rest untouched). */
-void ar_writer_of(const json_t *record, atomrun_remote_holder *h);
+void ar_writer_of(const json_t *record, atomrun_etcd_holder *h);
 
 /* --- sessions (etcd/session.c) --- */
 

@@ -78,7 +78,7 @@ typedef struct ar_retry {
     json_t         *body;
 } ar_retry;
 
-struct atomrun_remote_lock {
+struct atomrun_etcd_lock {
     atomrun_etcd *c;
     ar_session   *s;            /* NULL once the release is pending */
     char         *name;
@@ -91,7 +91,7 @@ struct atomrun_remote_lock {
     int           index;
     uint64_t      cluster;      /* the granting cluster's id */
     ar_guard     *guard;
-    /* A release whose answer never came (atomrun_remote_unlock): who
+    /* A release whose answer never came (atomrun_etcd_lock_release): who
      * retries it, and what happens next, for the messages. */
     ar_retry     *retry;
     char         *next;
@@ -100,7 +100,7 @@ struct atomrun_remote_lock {
 static pthread_mutex_t seq_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned        seq;
 
-void atomrun_remote_opts_init(atomrun_remote_opts *o)
+void atomrun_etcd_lock_opts_init(atomrun_etcd_lock_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->mode = ATOMRUN_EXCLUSIVE;
@@ -109,14 +109,14 @@ void atomrun_remote_opts_init(atomrun_remote_opts *o)
     o->ttl = 10;
 }
 
-int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l) { return l->token; }
-uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l) { return l->cluster; }
-int atomrun_remote_lock_index(const atomrun_remote_lock *l) { return l->index; }
-const char *atomrun_remote_lock_key(const atomrun_remote_lock *l) { return l->key; }
-int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l) { return l->lease; }
-int atomrun_remote_lock_ttl(const atomrun_remote_lock *l) { return l->ttl; }
+int64_t atomrun_etcd_lock_token(const atomrun_etcd_lock *l) { return l->token; }
+uint64_t atomrun_etcd_lock_cluster(const atomrun_etcd_lock *l) { return l->cluster; }
+int atomrun_etcd_lock_index(const atomrun_etcd_lock *l) { return l->index; }
+const char *atomrun_etcd_lock_key(const atomrun_etcd_lock *l) { return l->key; }
+int64_t atomrun_etcd_lock_lease(const atomrun_etcd_lock *l) { return l->lease; }
+int atomrun_etcd_lock_ttl(const atomrun_etcd_lock *l) { return l->ttl; }
 
-int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len)
+int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, char *why, size_t len)
 {
     if (!l->s) {                /* released (the answer pending): never a fence */
         if (why)
@@ -130,7 +130,7 @@ int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len
 
 /* The watchdog process that ends a command before the lease can expire
  * lives in etcd/guard.c; a lock has at most one. */
-int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_after)
+int atomrun_etcd_lock_guard(atomrun_etcd_lock *l, pid_t pgid, double kill_after)
 {
     if (l->guard || !l->s)          /* !s: released, its answer pending */
         return -EINVAL;
@@ -142,7 +142,7 @@ int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_af
  * kernel may give its pid to a new process after that (the window is the
  * time between the wait and this call).
  */
-int atomrun_remote_lock_unguard(atomrun_remote_lock *l)
+int atomrun_etcd_lock_unguard(atomrun_etcd_lock *l)
 {
     int fired = ar_guard_stop(l->guard);
     l->guard = NULL;
@@ -151,7 +151,7 @@ int atomrun_remote_lock_unguard(atomrun_remote_lock *l)
 
 /* ------------------------------------------------------------ records */
 
-void atomrun_remote_scrub(char *s)
+void atomrun_etcd_scrub(char *s)
 {
     char *p = s;
     while ((p = strstr(p, "://")) != NULL) {
@@ -185,12 +185,12 @@ char *ar_writer_record(const char *cmd_given, const char *mode, int slots)
     gethostname(host, sizeof host - 1);
     if (cmd_given) {
         ar_strlcpy(cmd, cmd_given, sizeof cmd);
-        atomrun_remote_scrub(cmd);
+        atomrun_etcd_scrub(cmd);
     } else {
         /* credentials stripped: a URL on the command line may carry a
          * password */
         ar_cmdline(0, cmd, sizeof cmd);
-        atomrun_remote_scrub(cmd);
+        atomrun_etcd_scrub(cmd);
     }
     gmtime_r(&t, &tm);
     strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -220,7 +220,7 @@ static void record_text(const json_t *record, const char *field, char *dst, size
                   json_string_length(v));
 }
 
-void ar_writer_of(const json_t *record, atomrun_remote_holder *h)
+void ar_writer_of(const json_t *record, atomrun_etcd_holder *h)
 {
     if (!json_is_object(record))
         return;
@@ -261,7 +261,7 @@ static void queue_free(queue *q)
     q->n = 0;
 }
 
-static void fill_holder(const entry *e, atomrun_remote_holder *h)
+static void fill_holder(const entry *e, atomrun_etcd_holder *h)
 {
     memset(h, 0, sizeof *h);
     h->token = e->rev;
@@ -573,7 +573,7 @@ static const entry *other_count(const queue *q, int me)
 }
 
 /* ", as a shared lock": the kind of a holder, for busy messages. */
-static void kind_phrase(const atomrun_remote_holder *h, char *buf, size_t size)
+static void kind_phrase(const atomrun_etcd_holder *h, char *buf, size_t size)
 {
     if (h->slots > 0)
         snprintf(buf, size, ", as a slot of a semaphore of %d", h->slots);
@@ -719,7 +719,7 @@ static ar_retry *not_answered(atomrun_etcd *c, ar_session *s, json_t *txn, const
 typedef struct attempt {
     atomrun_etcd       *c;
     const char         *name;
-    atomrun_remote_opts *o;
+    atomrun_etcd_lock_opts *o;
     double              wait_until;      /* 1e300: no deadline */
     char                prefix[AR_NAME_MAX + 64];
     char                key[AR_NAME_MAX + 96];
@@ -742,7 +742,7 @@ static double op_deadline(const attempt *a)
                              : atomrun_now() + ar_etcd_op_timeout(a->c);
 }
 
-static int check_request(const char *name, atomrun_remote_opts *o)
+static int check_request(const char *name, atomrun_etcd_lock_opts *o)
 {
     int r;
     if ((r = valid_name(name, o->err, sizeof o->err)) < 0)
@@ -764,7 +764,7 @@ static int check_request(const char *name, atomrun_remote_opts *o)
  * key as the copy that got lost).  a->s is set once the session is. */
 static int join_queue(attempt *a)
 {
-    atomrun_remote_opts *o = a->o;
+    atomrun_etcd_lock_opts *o = a->o;
     unsigned n;
     int r;
     for (;;) {
@@ -819,7 +819,7 @@ static int requeue(attempt *a)
 static int refuse_other_count(attempt *a, const entry *blocker)
 {
     const entry *ignore;
-    atomrun_remote_holder h;
+    atomrun_etcd_holder h;
     fill_holder(blocker, &h);
     snprintf(a->o->err, sizeof a->o->err, "%s is a semaphore of %d slots (pid %d on %s "
              "%s a slot), not of %d: every user of one semaphore asks for the "
@@ -831,9 +831,9 @@ static int refuse_other_count(attempt *a, const entry *blocker)
 }
 
 /* Our key holds, at position me: the handle, which takes the session over. */
-static int make_handle(attempt *a, int me, atomrun_remote_lock **out)
+static int make_handle(attempt *a, int me, atomrun_etcd_lock **out)
 {
-    atomrun_remote_lock *l = calloc(1, sizeof *l);
+    atomrun_etcd_lock *l = calloc(1, sizeof *l);
     if (!l || !(l->key = strdup(a->key)) || !(l->ticket = strdup(a->ticket)) ||
         !(l->name = strdup(a->name))) {
         if (l) {
@@ -861,7 +861,7 @@ static int make_handle(attempt *a, int me, atomrun_remote_lock **out)
  * (a compaction, a broken stream). */
 static int wait_and_reread(attempt *a, const entry *wait_for, double left)
 {
-    atomrun_remote_opts *o = a->o;
+    atomrun_etcd_lock_opts *o = a->o;
     int r = wait_delete(a->c, a->prefix, wait_for ? wait_for->key : NULL, a->q.revision,
                         atomrun_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
                         o->err, sizeof o->err);
@@ -877,9 +877,9 @@ static int wait_and_reread(attempt *a, const entry *wait_for, double left)
 
 /* Until our key holds: 0 with *out, AR_REQUEUE when the key is gone, or
  * busy, timeout and the errors (o->holder names who is in the way). */
-static int wait_turn(attempt *a, atomrun_remote_lock **out)
+static int wait_turn(attempt *a, atomrun_etcd_lock **out)
 {
-    atomrun_remote_opts *o = a->o;
+    atomrun_etcd_lock_opts *o = a->o;
     for (;;) {
         const entry *wait_for, *blocker, *ignore;
         int me = find_me(&a->q, a->key), r;
@@ -926,7 +926,7 @@ static void give_up(attempt *a, int r)
 }
 
 /* "NAME is locked by pid 4121 on web-3, as a shared lock" into o->err. */
-static void busy_message(const char *name, atomrun_remote_opts *o, int r)
+static void busy_message(const char *name, atomrun_etcd_lock_opts *o, int r)
 {
     char who[200] = "", kind[64] = "";
     if (o->holder.token) {
@@ -944,9 +944,9 @@ static void busy_message(const char *name, atomrun_remote_opts *o, int r)
         o->err[sizeof o->err - 2] = '.';
 }
 
-int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
-                                atomrun_remote_opts *o,
-                                atomrun_remote_lock **out)
+int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
+                                atomrun_etcd_lock_opts *o,
+                                atomrun_etcd_lock **out)
 {
     attempt a;
     int r;
@@ -981,7 +981,7 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
     return r;
 }
 
-static void lock_free(atomrun_remote_lock *l)
+static void lock_free(atomrun_etcd_lock *l)
 {
     retry_unref(l->retry);
     ar_session_put(l->s);
@@ -998,7 +998,7 @@ static void lock_free(atomrun_remote_lock *l)
  * last confirmed one, arriving up to an attempt later) and the cluster
  * counts a TTL from there; otherwise, the process's exit revokes the lease
  * or stops its keepalives. */
-static int unlock_unanswered(atomrun_remote_lock *l, char *err, size_t errlen)
+static int unlock_unanswered(atomrun_etcd_lock *l, char *err, size_t errlen)
 {
     char first[ATOMRUN_ETCD_ERRLEN], next[512];
     int let_go = 0;
@@ -1025,7 +1025,7 @@ static int unlock_unanswered(atomrun_remote_lock *l, char *err, size_t errlen)
 }
 
 /* Asked again after unlock_unanswered: how it went since. */
-static int unlock_again(atomrun_remote_lock *l, char *err, size_t errlen)
+static int unlock_again(atomrun_etcd_lock *l, char *err, size_t errlen)
 {
     char why[ATOMRUN_ETCD_ERRLEN] = "";
     int done = 0;
@@ -1044,13 +1044,13 @@ static int unlock_again(atomrun_remote_lock *l, char *err, size_t errlen)
     return ATOMRUN_EUNAVAILABLE;
 }
 
-int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
+int atomrun_etcd_lock_release(atomrun_etcd_lock *l, char *err, size_t errlen)
 {
     char why[ATOMRUN_ETCD_ERRLEN];
     int lost, r;
     if (!l->s)
         return unlock_again(l, err, errlen);
-    atomrun_remote_lock_unguard(l);
+    atomrun_etcd_lock_unguard(l);
     lost = ar_session_lost(l->s, why, sizeof why) < 0;
     r = release_send(l->c, l->key, l->token, l->ticket, l->clean, ar_session_lease(l->s),
                      err, errlen);
@@ -1072,16 +1072,16 @@ int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
     return r;
 }
 
-void atomrun_remote_lock_free(atomrun_remote_lock *l)
+void atomrun_etcd_lock_free(atomrun_etcd_lock *l)
 {
     char err[ATOMRUN_ETCD_ERRLEN];
-    if (l && l->s && atomrun_remote_unlock(l, err, sizeof err) != ATOMRUN_EUNAVAILABLE)
+    if (l && l->s && atomrun_etcd_lock_release(l, err, sizeof err) != ATOMRUN_EUNAVAILABLE)
         return;
     if (l)
         lock_free(l);
 }
 
-int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
+int atomrun_etcd_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
                               char *err, size_t errlen)
 {
     /* A count of the lock keys: any answer's header names the cluster, and
@@ -1104,8 +1104,8 @@ int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
     return 0;
 }
 
-int atomrun_remote_queue(atomrun_etcd *c, const char *name,
-                         atomrun_remote_holder *h, int max, int *count,
+int atomrun_etcd_queue(atomrun_etcd *c, const char *name,
+                         atomrun_etcd_holder *h, int max, int *count,
                          char *err, size_t errlen)
 {
     char prefix[AR_NAME_MAX + 64];

@@ -496,7 +496,7 @@ int ar_session_get(atomrun_etcd *c, int ttl, double deadline,
     return 0;
 }
 
-int atomrun_remote_session_lease(atomrun_etcd *c, int ttl, double deadline,
+int atomrun_etcd_session_lease(atomrun_etcd *c, int ttl, double deadline,
                                  int64_t *lease, int *min_ttl, char *err, size_t errlen)
 {
     ar_session *s;

@@ -3,7 +3,7 @@
  * every key under a prefix, for atomrun.watch (issue 16).
  *
  * ar_etcd_watch holds one POST to /v3/watch open and reads its answer line by
- * line, on a transfer handle of etcd/http.c's.  atomrun_remote_watch only
+ * line, on a transfer handle of etcd/http.c's.  atomrun_etcd_watch only
  * builds the create_request and hands each result on as JSON text, so the
  * binding needs neither jansson nor the client's internals.
  */
@@ -131,7 +131,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
 /* ------------------------------------------------ one key or prefix */
 
 typedef struct rwatch {
-    atomrun_remote_watch_fn fn;
+    atomrun_etcd_watch_fn fn;
     void                   *ud;
 } rwatch;
 
@@ -147,8 +147,8 @@ static int on_result(void *ctx, json_t *result)
     return stop ? 1 : 0;
 }
 
-int atomrun_remote_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
-                         double until, atomrun_remote_watch_fn fn, void *ud,
+int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
+                         double until, atomrun_etcd_watch_fn fn, void *ud,
                          char *err, size_t errlen)
 {
     char num[32];
