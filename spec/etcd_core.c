@@ -20,7 +20,6 @@
  *       N uncontended lock+unlock cycles on one session; print the mean
  *       seconds per cycle (for scripts/bench/etcd.lua)
  *   etcd_core ENDPOINTS queue NAME
- *   etcd_core ENDPOINTS call  PATH JSON
  *   etcd_core ENDPOINTS get   KEY          print "REV VALUE" or CODE|MESSAGE
  *   etcd_core ENDPOINTS put   KEY VALUE [create] [rev=N] [ttl=N]
  *   etcd_core ENDPOINTS fenced NAME KEY VALUE STOPFILE [TTL]
@@ -313,19 +312,6 @@ static int cmd_queue(atomrun_etcd *c, char **argv)
     return 0;
 }
 
-static int cmd_call(atomrun_etcd *c, char **argv)
-{
-    char err[ATOMRUN_ETCD_ERRLEN], *out;
-    int r = atomrun_etcd_call(c, argv[3], argv[4], 0, &out, err, sizeof err);
-    if (r < 0) {
-        printf("%s|%s||\n", atomrun_err_name(r), err);
-        return 1;
-    }
-    printf("%s\n", out);
-    free(out);
-    return 0;
-}
-
 /* ------------------------------------------------------------ txn */
 
 #define TXN_MAX 16
@@ -517,7 +503,7 @@ int main(int argc, char **argv)
     int r = 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 4) {
-        fprintf(stderr, "usage: etcd_core ENDPOINTS try|hold|incr|queue|call|txn ...\n");
+        fprintf(stderr, "usage: etcd_core ENDPOINTS try|hold|incr|queue|txn ...\n");
         return 2;
     }
     c = client(argv[1]);
@@ -539,8 +525,6 @@ int main(int argc, char **argv)
         r = cmd_fenced(c, argc, argv);
     else if (strcmp(argv[2], "queue") == 0)
         r = cmd_queue(c, argv);
-    else if (strcmp(argv[2], "call") == 0 && argc >= 5)
-        r = cmd_call(c, argv);
     else if (strcmp(argv[2], "txn") == 0)
         r = cmd_txn(c, argc, argv);
     return r;

@@ -53,9 +53,6 @@ extern "C" {
  * fixed code keeps this function allocation-free and the codes a closed
  * set).  The Lua errname() says "EUNKNOWN" for such a number too. */
 ATOMRUN_API const char *atomrun_err_name(int result);
-/* The result named by one of those codes ("ENOENT", "busy"), or 0 for a
- * name that is none of them. */
-ATOMRUN_API int atomrun_err_from_name(const char *name);
 /* A human sentence for a result ("lock is busy", strerror otherwise). */
 ATOMRUN_API const char *atomrun_strerror(int result);
 
@@ -164,7 +161,6 @@ ATOMRUN_API int atomrun_fd_lockable(int fd, int mode, int use_fcntl, int *why);
 
 /* Identity of an open file, for comparing locks: 0 or -errno. */
 ATOMRUN_API int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino);
-ATOMRUN_API int atomrun_close(int fd);
 
 /* flock(2) with a deadline.  0, ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno. */
 ATOMRUN_API int atomrun_flock(int fd, int mode, double timeout);
@@ -244,9 +240,6 @@ ATOMRUN_API int atomrun_heldset_foreach(atomrun_heldset *s,
  * when max is 0); returns how many locks s holds (which may exceed max). */
 ATOMRUN_API size_t atomrun_heldset_fds(const atomrun_heldset *s, int *fds,
                                        size_t max);
-/* 1 if the ranges [s1, s1+l1) and [s2, s2+l2) overlap (length 0: to EOF). */
-ATOMRUN_API int atomrun_ranges_overlap(int64_t s1, int64_t l1, int64_t s2,
-                                       int64_t l2);
 
 /*
  * Every lock on a file, held or waited for (`atomrun who`): flock, OFD and
@@ -416,17 +409,6 @@ ATOMRUN_API int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o);
 /* --------------------------------------------------------------- misc */
 
 ATOMRUN_API double atomrun_now(void);            /* CLOCK_MONOTONIC seconds */
-ATOMRUN_API void   atomrun_sleep(double seconds);/* the full time, despite signals */
-
-typedef struct atomrun_stat {
-    uint64_t dev, ino, size;
-    unsigned uid, gid, mode;         /* mode: permission bits */
-    char     type[12];               /* "file", "directory", "link", ... */
-    double   mtime;
-} atomrun_stat;
-ATOMRUN_API int atomrun_stat_path(const char *path, int follow, atomrun_stat *st);
-/* mkdir -p: 0 also if a directory exists there; -ENOTDIR if a file does. */
-ATOMRUN_API int atomrun_mkdir(const char *path, int mode);
 
 /*
  * What the filesystem under dir supports, each tested for real:
@@ -569,16 +551,6 @@ ATOMRUN_API int  atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd 
                        char *err, size_t errlen);
 /* The endpoints, "h1:p1,h2:p2" (for messages). */
 ATOMRUN_API const char *atomrun_etcd_endpoints(const atomrun_etcd *c);
-/*
- * One gateway call: POST json to path ("/v3/kv/range") and return the
- * answer's JSON text in *out (malloc'd) -- the building block for key
- * operations.  deadline: atomrun_now()-based absolute time, or <= 0 for
- * now + op_timeout.  0, ATOMRUN_EUNAVAILABLE, -EACCES (auth), -EPROTO (not an
- * etcd endpoint), -EINVAL (the server rejected the request: err has its
- * message), -ENOMEM.
- */
-ATOMRUN_API int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,
-                      double deadline, char **out, char *err, size_t errlen);
 
 /* The cluster's minimum lease TTL is found by asking: a TTL below it is
  * -ERANGE with *min_ttl set. */
@@ -843,7 +815,7 @@ typedef struct atomrun_etcd_txn_result {
  * Send one txn: 0 and *out (free it with atomrun_etcd_txn_free) whichever
  * branch ran; -EINVAL before sending (a NULL or empty key, an unknown
  * target, result, op type or sort, range_end with prefix: err says which);
- * or what atomrun_etcd_call returns: ATOMRUN_EUNAVAILABLE, -EACCES,
+ * or what any call of the cluster may return: ATOMRUN_EUNAVAILABLE, -EACCES,
  * -EPROTO, -EINVAL (the server refused it -- too many ops, one key written
  * twice -- and err has its words), -ENOENT (a put's lease is gone), and
  * -ENOMEM.  timeout: seconds the call may take, rotating endpoints within
@@ -869,9 +841,6 @@ typedef int (*atomrun_etcd_watch_fn)(void *ud, const char *result);
 ATOMRUN_API int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
                                      double until, atomrun_etcd_watch_fn fn, void *ud,
                                      char *err, size_t errlen);
-
-/* Remove userinfo ("user:password@") from URLs in s, in place. */
-ATOMRUN_API void atomrun_etcd_scrub(char *s);
 
 #ifdef __cplusplus
 }

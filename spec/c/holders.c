@@ -107,7 +107,7 @@ static void test_live_holder(void)
     n = atomrun_who(path, &list);
     CHECK(n == 1 && list[0].h.pid == getpid(), "who names us now: %d", n);
     free(list);
-    atomrun_close(fd);
+    close(fd);
     n = atomrun_who(path, &list);
     CHECK(n == 0 && list == NULL, "free file: %d", n);
 }
@@ -147,12 +147,12 @@ static void test_follow(void)
     fd = atomrun_lockfile_open_follow(link, 1, 0600, ATOMRUN_FOLLOW, NULL);
     CHECK(fd >= 0 && access(target, F_OK) == 0, "follow: %d", fd);
     if (fd >= 0)
-        atomrun_close(fd);
+        close(fd);
     fd = atomrun_lockfile_open_follow(link, 1, 0600, ATOMRUN_FOLLOW_PROTECTED,
                                       NULL);
     CHECK(fd >= 0, "protected, our own link: %d", fd);
     if (fd >= 0)
-        atomrun_close(fd);
+        close(fd);
     CHECK(atomrun_lockfile_open_follow(link, 1, 0600, 7, NULL) == -EINVAL,
           "bad follow value");
 }

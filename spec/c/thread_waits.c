@@ -89,7 +89,7 @@ static void *waiter_main(void *arg)
     w->took = atomrun_now() - t0;
     if (w->result == 0)
         atomrun_funlock(fd);
-    atomrun_close(fd);
+    close(fd);
     atomic_store(&w->done, 1);
     return NULL;
 }
@@ -252,10 +252,10 @@ int main(void)
               atomrun_err_name(ATOMRUN_ETIMEOUT));
         r = atomrun_flock(fd2, ATOMRUN_SHARED, 5);
         CHECK(r == 0, "shared with shared gave %d", r);
-        atomrun_close(fd2);
+        close(fd2);
     }
 
-    atomrun_close(holder_fd);
+    close(holder_fd);
     unlink(path);
     rmdir(dir);
     if (failures) {

@@ -87,7 +87,7 @@ static void core_thread(int id)
         CHECK(dt < t + HANG_S, "thread %d: waited %.1f s for a %.3f s deadline", id, dt, t);
         if (r == ATOMRUN_ETIMEOUT)
             atomic_fetch_add(&timeouts, 1);
-        atomrun_close(fd);
+        close(fd);
 
         /* 2. G, contended by everybody: the flock must exclude */
         fd = atomrun_lockfile_open(path_g, 1, 0666, NULL);
@@ -101,7 +101,7 @@ static void core_thread(int id)
             atomic_fetch_sub(&g_inside, 1);
             CHECK(atomrun_funlock(fd) == 0, "thread %d: funlock", id);
         }
-        atomrun_close(fd);
+        close(fd);
 
         /* 3. ranges: our own byte never conflicts; byte 100 is shared */
         r = atomrun_range_lock(rfd, ATOMRUN_EXCLUSIVE, id, 1, 0);
@@ -124,7 +124,7 @@ static void core_thread(int id)
                   atomrun_err_name(r));
             atomic_fetch_add(&shared_busy, 1);
         }
-        atomrun_close(fd);
+        close(fd);
 
         /* 4. files */
         atomrun_write_opts_init(&wo);
@@ -136,7 +136,7 @@ static void core_thread(int id)
         CHECK(r == -EEXIST, "thread %d: create over an existing file: %s", id,
               atomrun_err_name(r));
     }
-    atomrun_close(rfd);
+    close(rfd);
 }
 
 /* ------------------------------------------------------------- Lua threads */
@@ -224,7 +224,7 @@ int main(void)
         }
     for (int i = 0; i < NTHREADS; i++)
         pthread_join(th[i], NULL);
-    atomrun_close(fd);
+    close(fd);
 
     CHECK(atomic_load(&timeouts) == NTHREADS * ITER, "%d deadlines fired, expected %d",
           atomic_load(&timeouts), NTHREADS * ITER);

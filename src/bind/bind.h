@@ -16,6 +16,7 @@
 #define AR_LBIND_H
 
 #include "atomrun.h"
+#include "core/shared.h"
 #include "bind/bundle.h"
 
 #include <lauxlib.h>

@@ -260,8 +260,8 @@ int arL_etcd_call(lua_State *L)
     r = atomrun_etcd_open(&cfg, &c, err, sizeof err);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, err);
-    r = atomrun_etcd_call(c, path, json, timeout > 0 ? atomrun_now() + timeout : 0, &out,
-                          err, sizeof err);
+    r = ar_etcd_call(c, path, json, timeout > 0 ? atomrun_now() + timeout : 0, &out,
+                     err, sizeof err);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, err);
     lua_pushstring(L, out);

@@ -68,7 +68,7 @@ static const char *type_text(unsigned fmt)
     }
 }
 
-/* atomrun_stat's type names, as a sentence needs them. */
+/* ar_stat's type names, as a sentence needs them. */
 static const char *statname(const char *type)
 {
     static const char *const names[][2] = {
@@ -377,8 +377,8 @@ int arL_read(lua_State *L)
     size_t len;
     int r = atomrun_read(path, &data, &len);
     if (r == -EINVAL || r == -EISDIR) {
-        atomrun_stat st;
-        if (atomrun_stat_path(path, 1, &st) == 0)
+        ar_stat st;
+        if (ar_stat_path(path, 1, &st) == 0)
             return arL_fail(L, r, "cannot read %s: it is %s, not a regular "
                             "file", path, statname(st.type));
         return arL_fail(L, r, "cannot read %s: not a regular file", path);
@@ -414,14 +414,14 @@ static void setint(lua_State *L, const char *key, lua_Integer v)
 int arL_stat(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
-    atomrun_stat st;
+    ar_stat st;
     int follow = 1, r;
 
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TBOOLEAN);
         follow = lua_toboolean(L, 2);
     }
-    r = atomrun_stat_path(path, follow, &st);
+    r = ar_stat_path(path, follow, &st);
     if (r < 0)
         return arL_failerrno(L, r, "cannot stat", path);
     lua_createtable(L, 0, 8);
@@ -457,7 +457,7 @@ int arL_mkdir(lua_State *L)
     if (!isint || mode < 0 || mode > 07777)  /* -1: setuid|setgid|sticky */
         luaL_argerror(L, 2, "mode must be permission bits (an integer 0 to "
                       "4095, i.e. 07777)");
-    r = atomrun_mkdir(path, (int)mode);
+    r = ar_mkdir(path, (int)mode);
     if (r < 0)
         return arL_failpath(L, r, "cannot create directory", path, 0);
     lua_pushboolean(L, 1);

@@ -89,7 +89,7 @@ static void lock_release(ar_lock *lk, int unlock)
          * FILE stays: deleting it on release would let the next waiter,
          * who already opened the old inode, lock a file that is no longer
          * at the path while a newcomer creates and locks a new one. */
-        atomrun_close(lk->held.fd);
+        ar_close(lk->held.fd);
     }
     lk->locked = 0;
     lk->closed = 1;
@@ -237,8 +237,8 @@ static void checklockx(lua_State *L, int arg, arL_lockopts *o,
 static int failopen(lua_State *L, int r, const char *path,
                        const ar_lockx *x)
 {
-    atomrun_stat st;
-    int link = atomrun_stat_path(path, 0, &st) == 0 &&
+    ar_stat st;
+    int link = ar_stat_path(path, 0, &st) == 0 &&
                strcmp(st.type, "link") == 0;
     if (r == -ELOOP && x->follow == ATOMRUN_NOFOLLOW && link)
         return arL_fail(L, r, "cannot open lock file %s: it is a symlink, "
@@ -392,7 +392,7 @@ static void file_release(ar_file *f)
     if (f->fd < 0)
         return;
     atomrun_heldset_foreach(f->set, forget_range, f);
-    atomrun_close(f->fd);
+    ar_close(f->fd);
     f->fd = -1;
 }
 
@@ -499,7 +499,7 @@ static int same_owner_overlap(const atomrun_held *h,
                                  const atomrun_held *req)
 {
     return h->kind == ATOMRUN_HELD_RANGE && h->owner == req->owner &&
-           atomrun_ranges_overlap(h->start, h->length, req->start,
+           ar_ranges_overlap(h->start, h->length, req->start,
                                   req->length);
 }
 
@@ -848,11 +848,11 @@ int arL_holds(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
     lua_Integer pid = luaL_checkinteger(L, 2);
-    atomrun_stat st;
+    ar_stat st;
     int r;
     if (pid <= 0 || pid > INT32_MAX)
         luaL_argerror(L, 2, "a pid is an integer > 0");
-    r = atomrun_stat_path(path, 1, &st);
+    r = ar_stat_path(path, 1, &st);
     if (r < 0)
         return arL_failerrno(L, r, "cannot look at", path);
     r = atomrun_pid_holds((pid_t)pid, st.dev, st.ino);

@@ -363,9 +363,9 @@ int arL_run(lua_State *L)
     if (start.failed)
         return lua_error(L);
     if (r < 0) {
-        atomrun_stat st;
+        ar_stat st;
         /* The child reports one errno: say when chdir, not exec, failed. */
-        if (o.cwd && (atomrun_stat_path(o.cwd, 1, &st) < 0 ||
+        if (o.cwd && (ar_stat_path(o.cwd, 1, &st) < 0 ||
                       strcmp(st.type, "directory") != 0))
             return arL_fail(L, r, "cannot run %s: cannot change to "
                             "directory %s: %s", argv[0], o.cwd,

@@ -33,7 +33,7 @@ static int modes_conflict(int a, int b)
     return a == ATOMRUN_EXCLUSIVE || b == ATOMRUN_EXCLUSIVE;
 }
 
-int atomrun_ranges_overlap(int64_t s1, int64_t l1, int64_t s2, int64_t l2)
+int ar_ranges_overlap(int64_t s1, int64_t l1, int64_t s2, int64_t l2)
 {
     /* [s, s+l) with l == 0 meaning [s, infinity) */
     int before = l1 != 0 && s1 + l1 <= s2;
@@ -54,7 +54,7 @@ const atomrun_held *atomrun_heldset_conflict(const atomrun_heldset *s,
         if (!modes_conflict(h->mode, req->mode))
             continue;
         if (req->kind == ATOMRUN_HELD_RANGE &&
-            !atomrun_ranges_overlap(h->start, h->length, req->start,
+            !ar_ranges_overlap(h->start, h->length, req->start,
                                     req->length))
             continue;
         return h;

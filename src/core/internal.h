@@ -8,6 +8,7 @@
 #define AR_INTERNAL_H
 
 #include "atomrun.h"
+#include "core/shared.h"
 
 #include <pthread.h>
 #include <sys/stat.h>

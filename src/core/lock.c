@@ -114,7 +114,7 @@ int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino)
     return 0;
 }
 
-int atomrun_close(int fd)
+int ar_close(int fd)
 {
     /* Linux frees the descriptor even when close reports EINTR or EIO:
      * never retry, or we might close a descriptor another thread got. */

@@ -561,7 +561,7 @@ static void next_endpoint(atomrun_etcd *c, int ep, int how, int *fails, double d
             nap = 0.5;
         if (nap > left)
             nap = left;
-        atomrun_sleep(nap);
+        ar_sleep(nap);
     }
 }
 
@@ -662,8 +662,8 @@ int ar_etcd_send(atomrun_etcd *c, const char *path, json_t *body,
     return ar_etcd_send_tracked(c, path, body, deadline, po, NULL, answer, err, errlen);
 }
 
-int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,
-                      double deadline, char **out, char *err, size_t errlen)
+int ar_etcd_call(atomrun_etcd *c, const char *path, const char *json,
+                 double deadline, char **out, char *err, size_t errlen)
 {
     json_error_t je;
     json_t *body = json_loads(json, 0, &je), *ans = NULL;

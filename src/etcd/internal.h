@@ -10,6 +10,7 @@
 #define AR_ETCD_INTERNAL_H
 
 #include "atomrun.h"
+#include "core/shared.h"
 
 #include <curl/curl.h>
 #include <jansson.h>

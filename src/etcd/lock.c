@@ -151,7 +151,9 @@ int atomrun_etcd_lock_unguard(atomrun_etcd_lock *l)
 
 /* ------------------------------------------------------------ records */
 
-void atomrun_etcd_scrub(char *s)
+/* Remove userinfo ("user:password@") from URLs in s, in place: the command
+ * line a record shows may carry an endpoint with its password. */
+static void scrub_userinfo(char *s)
 {
     char *p = s;
     while ((p = strstr(p, "://")) != NULL) {
@@ -185,12 +187,12 @@ char *ar_writer_record(const char *cmd_given, const char *mode, int slots)
     gethostname(host, sizeof host - 1);
     if (cmd_given) {
         ar_strlcpy(cmd, cmd_given, sizeof cmd);
-        atomrun_etcd_scrub(cmd);
+        scrub_userinfo(cmd);
     } else {
         /* credentials stripped: a URL on the command line may carry a
          * password */
         ar_cmdline(0, cmd, sizeof cmd);
-        atomrun_etcd_scrub(cmd);
+        scrub_userinfo(cmd);
     }
     gmtime_r(&t, &tm);
     strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -648,7 +650,7 @@ static void *retry_main(void *ud)
         pthread_mutex_unlock(&t->mu);
         if (t->done)
             break;
-        atomrun_sleep(nap);
+        ar_sleep(nap);
         if ((nap *= 2) > 5.0)
             nap = 5.0;
     }

@@ -123,7 +123,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
         /* The member went away mid-watch: the caller's next request
          * rotates; point it at the next endpoint now. */
         ar_leave_endpoint(c, ep);
-        atomrun_sleep(0.02);
+        ar_sleep(0.02);
     }
     return 0;
 }
