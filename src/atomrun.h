@@ -56,6 +56,29 @@ ATOMRUN_API const char *atomrun_err_name(int result);
 /* A human sentence for a result ("lock is busy", strerror otherwise). */
 ATOMRUN_API const char *atomrun_strerror(int result);
 
+/*
+ * What a failure says besides its result: the last argument of every call
+ * that can explain one, on files and etcd alike (NULL: the caller does not
+ * want to know).  The result stays the int above; this is the detail a
+ * message needs.  The call clears it, and fills what applies:
+ *   stage, found  file writes (atomrun_create, _replace, _writer_*): the
+ *                 step that failed (enum atomrun_stage; 0 on success) and
+ *                 the S_IFMT bits of what was at the target (0: nothing;
+ *                 set on success too); 0 elsewhere
+ *   msg           a sentence for the failure, naming for etcd calls the
+ *                 endpoint and the last error (never a password); "" when
+ *                 the result says it all
+ * Option structs are inputs only: what a call finds out comes back in
+ * this, in its result, or in an out-parameter of its own (the holder in
+ * the way, the minimum TTL) -- never in the options.
+ */
+#define ATOMRUN_ERRLEN 256
+typedef struct atomrun_err {
+    int      stage;
+    unsigned found;
+    char     msg[ATOMRUN_ERRLEN];
+} atomrun_err;
+
 /* ------------------------------------------------------------ waiting */
 
 /*
@@ -267,7 +290,7 @@ ATOMRUN_API int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino);
 enum atomrun_stage {
     ATOMRUN_STAGE_NONE = 0,
     ATOMRUN_STAGE_RESOLVE,   /* following a symlink (opts.follow) */
-    ATOMRUN_STAGE_OPEN,      /* the target itself: what is at path (o->found
+    ATOMRUN_STAGE_OPEN,      /* the target itself: what is at path (found
                                 says what, when it is not a regular file) */
     ATOMRUN_STAGE_WRITE,
     ATOMRUN_STAGE_SYNC,      /* fsync of the new contents */
@@ -285,20 +308,19 @@ typedef struct atomrun_write_opts {
     int mode;        /* permission bits; -1: keep the old file's (replace),
                         0666 & ~umask for a new file */
     int follow;      /* replace: 1 = write through a symlink at path */
-    int stage;       /* OUT: the step that failed */
-    int used_tmpfile;/* OUT: 1 if an unnamed O_TMPFILE was used */
-    unsigned found;  /* OUT: S_IFMT bits of what was at the target (after
-                        follow), 0 if nothing: S_IFREG means there were old
-                        contents, and they are intact after a failure */
 } atomrun_write_opts;
 
 /* Fill *o with the defaults (durable, keep mode, do not follow). */
 ATOMRUN_API void atomrun_write_opts_init(atomrun_write_opts *o);
 
 /*
- * The rules for every call below:
+ * The rules for every call below (o NULL: the defaults):
+ *  - a failure's err->stage is the step that failed, err->found the S_IFMT
+ *    bits of what was at the target (after follow), 0 if nothing: S_IFREG
+ *    means there were old contents, and they are intact after a failure
+ *    (except at ATOMRUN_STAGE_DIRSYNC, when the new contents are in);
  *  - regular files only: a directory (-EISDIR), device node, FIFO or socket
- *    (-EINVAL, o->found says which) at the target, or with follow at the
+ *    (-EINVAL, err->found says which) at the target, or with follow at the
  *    end of the symlink, is refused and left exactly as it was;
  *  - a missing directory is created, with its parents (mode 0777 & ~umask),
  *    as atomrun_lockfile_open does; stage ATOMRUN_STAGE_DIR if it cannot be.
@@ -310,31 +332,33 @@ ATOMRUN_API void atomrun_write_opts_init(atomrun_write_opts *o);
  * all.  -EEXIST ("exists") if anything is already at path.
  */
 ATOMRUN_API int atomrun_create(const char *path, const void *data, size_t len,
-                   atomrun_write_opts *o);
+                               const atomrun_write_opts *o, atomrun_err *err);
 /*
  * Atomic replace: readers see the old contents or the new, never a mix,
  * never nothing.  On failure before the rename the old file is untouched and
  * no temp file remains.  A failure of the final directory fsync returns
- * -errno with o->stage == ATOMRUN_STAGE_DIRSYNC: the replace happened.
+ * -errno with err->stage == ATOMRUN_STAGE_DIRSYNC: the replace happened.
  */
 ATOMRUN_API int atomrun_replace(const char *path, const void *data, size_t len,
-                    atomrun_write_opts *o);
+                                const atomrun_write_opts *o, atomrun_err *err);
 
 /*
  * The same, streamed: contents of any size written in pieces into the temp
  * file, with the same all-or-nothing guarantee.  open -> write... -> commit
  * (or abort).  Both commit and abort free the writer; after a failed write
- * only abort makes sense (commit refuses).  o (NULL: defaults) must stay
- * valid until then: stage and found are reported there.  An aborted
+ * only abort makes sense (commit refuses).  o is read at open (the writer
+ * keeps a copy); each call reports into its own err, the writer
+ * remembering for commit what open found at the target.  An aborted
  * writer leaves no temp file and the target as it was.
  */
 typedef struct atomrun_writer atomrun_writer;
 enum { ATOMRUN_WRITE_CREATE = 0, ATOMRUN_WRITE_REPLACE = 1 };
 ATOMRUN_API int  atomrun_writer_open(atomrun_writer **w, const char *path,
-                                     int how, atomrun_write_opts *o);
+                                     int how, const atomrun_write_opts *o,
+                                     atomrun_err *err);
 ATOMRUN_API int  atomrun_writer_write(atomrun_writer *w, const void *data,
-                                      size_t len);
-ATOMRUN_API int  atomrun_writer_commit(atomrun_writer *w);
+                                      size_t len, atomrun_err *err);
+ATOMRUN_API int  atomrun_writer_commit(atomrun_writer *w, atomrun_err *err);
 ATOMRUN_API void atomrun_writer_abort(atomrun_writer *w);
 
 /* The path a chain of symlinks at path ends at (which need not exist):
@@ -502,14 +526,14 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
  * Results are 0 / -errno like the rest of the core, plus:
  *   lost         the lease could have expired: the lock may be someone else's
  *   unavailable  no endpoint answered before the deadline
- * Failures also fill a caller's `err` buffer with a sentence naming the
- * endpoint and the last error (never a password).
+ * Every call that talks to the cluster takes an atomrun_err (last, NULL
+ * allowed) whose msg a failure fills with a sentence naming the endpoint
+ * and the last error (never a password).
  */
 #define ATOMRUN_ELOST         (-20003)
 #define ATOMRUN_EUNAVAILABLE  (-20004)
 
 #define ATOMRUN_ETCD_LOCK_PREFIX "atomrun/lock/"
-#define ATOMRUN_ETCD_ERRLEN      256
 /* A guarded command is dead this many seconds before its lock's lease can
  * expire (atomrun_etcd_lock_guard). */
 #define ATOMRUN_ETCD_GUARD_MARGIN 0.25
@@ -548,7 +572,7 @@ ATOMRUN_API void atomrun_etcd_config_init(atomrun_etcd_config *cfg);
  * cannot be loaded (err names the package), -ENOMEM.
  */
 ATOMRUN_API int  atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
-                       char *err, size_t errlen);
+                                   atomrun_err *err);
 /* The endpoints, "h1:p1,h2:p2" (for messages). */
 ATOMRUN_API const char *atomrun_etcd_endpoints(const atomrun_etcd *c);
 
@@ -574,11 +598,6 @@ typedef struct atomrun_etcd_lock_opts {
     int         ttl;        /* lease seconds (default 10) */
     const char *cmd;        /* command recorded for others to see; NULL: this
                                process's command line, credentials stripped */
-    /* OUT */
-    atomrun_etcd_holder holder;   /* busy/timeout: who holds it (token 0:
-                                       unknown) */
-    int         min_ttl;    /* -ERANGE: the cluster's minimum TTL */
-    char        err[ATOMRUN_ETCD_ERRLEN];
 } atomrun_etcd_lock_opts;
 
 ATOMRUN_API void atomrun_etcd_lock_opts_init(atomrun_etcd_lock_opts *o);
@@ -590,12 +609,18 @@ typedef struct atomrun_etcd_lock atomrun_etcd_lock;
  * cluster.  0 and *out; ATOMRUN_EBUSY (timeout 0), ATOMRUN_ETIMEOUT,
  * ATOMRUN_EUNAVAILABLE, ATOMRUN_ELOST (the lease expired while waiting and
  * no time was left to queue again), -ERANGE (ttl), -EINVAL, -EACCES, -EPROTO.
- * On busy/timeout o->holder names the holder; a waiter that gives up leaves
- * no key behind.
+ * A waiter that gives up leaves no key behind.  Two out-parameters besides
+ * err (each NULL allowed), because what they carry is no sentence: *holder,
+ * on busy/timeout (and -EINVAL for a semaphore of another count), the
+ * holder in the way (token 0: unknown); *min_ttl, on -ERANGE, the
+ * cluster's minimum TTL (0: ttl < 1 was refused here) -- as
+ * atomrun_etcd_session_lease reports it.
  */
 ATOMRUN_API int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
-                                atomrun_etcd_lock_opts *o,
-                                atomrun_etcd_lock **out);
+                                          const atomrun_etcd_lock_opts *o,
+                                          atomrun_etcd_lock **out,
+                                          atomrun_etcd_holder *holder, int *min_ttl,
+                                          atomrun_err *err);
 /* The fencing token: strictly increasing from one holder of NAME to the
  * next (the key's create revision). */
 ATOMRUN_API int64_t atomrun_etcd_lock_token(const atomrun_etcd_lock *l);
@@ -610,16 +635,15 @@ ATOMRUN_API int atomrun_etcd_lock_ttl(const atomrun_etcd_lock *l);
  * read): two endpoint lists name one cluster when the ids are equal. */
 ATOMRUN_API uint64_t atomrun_etcd_lock_cluster(const atomrun_etcd_lock *l);
 ATOMRUN_API int atomrun_etcd_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
-                                          char *err, size_t errlen);
+                                        atomrun_err *err);
 /*
- * 0 while the lock is certainly held; ATOMRUN_ELOST, with why (if non-NULL)
- * filled, as soon as the lease could have expired: a keepalive answered
+ * 0 while the lock is certainly held; ATOMRUN_ELOST, with err->msg (if err
+ * is not NULL) saying why, as soon as the lease could have expired: a keepalive answered
  * without a TTL, or the deadline counted from the last confirmed
  * keepalive's SEND time passed (on CLOCK_BOOTTIME: time suspended counts).
  * Cheap (no network); sticky.
  */
-ATOMRUN_API int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, char *why,
-                             size_t len);
+ATOMRUN_API int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, atomrun_err *err);
 /*
  * Guard a command: a watchdog PROCESS (forked now; it runs in a process
  * group of its own, so a SIGSTOP or SIGKILL of this process does not stop
@@ -656,7 +680,7 @@ ATOMRUN_API int atomrun_etcd_lock_unguard(atomrun_etcd_lock *l);
  * member answered (l freed), ATOMRUN_EUNAVAILABLE while pending -- and
  * atomrun_etcd_lock_free(l) drops it without asking (the retry goes on).
  */
-ATOMRUN_API int atomrun_etcd_lock_release(atomrun_etcd_lock *l, char *err, size_t errlen);
+ATOMRUN_API int atomrun_etcd_lock_release(atomrun_etcd_lock *l, atomrun_err *err);
 /* Free l: a held lock is released first (its result dropped), a pending
  * release is left to its retry. */
 ATOMRUN_API void atomrun_etcd_lock_free(atomrun_etcd_lock *l);
@@ -665,34 +689,39 @@ ATOMRUN_API void atomrun_etcd_lock_free(atomrun_etcd_lock *l);
  * entries into h, the total count in *count.
  */
 ATOMRUN_API int atomrun_etcd_queue(atomrun_etcd *c, const char *name,
-                         atomrun_etcd_holder *h, int max, int *count,
-                         char *err, size_t errlen);
+                                   atomrun_etcd_holder *h, int max, int *count,
+                                   atomrun_err *err);
 /*
  * Keys (the ground of create/replace/read/update on etcd names): raw etcd
  * keys, values of any bytes.  get: 0 with *data (malloc'd, NUL-terminated),
  * *len and *kv; -ENOENT for a missing key.  put: one txn with the
- * conditions of o -- create_only (-EEXIST, o->existing filled), if_mod_rev
- * (-ESTALE: changed since read), fence (ATOMRUN_ELOST: that lock's key no
- * longer has its token, so nothing was written), ttl (the key is bound to
- * this process's lease of that TTL: it goes a TTL after the process dies).
+ * conditions of o -- create_only (-EEXIST, out->existing and out->creator
+ * filled), if_mod_rev (-ESTALE: changed since read), fence (ATOMRUN_ELOST:
+ * that lock's key no longer has its token, so nothing was written), ttl
+ * (the key is bound to this process's lease of that TTL: it goes a TTL
+ * after the process dies).  What the put found out is in *out (NULL
+ * allowed), the options being inputs only.
  */
-typedef struct atomrun_etcd_kv_meta {
+typedef struct atomrun_etcd_kv_meta {     /* atomrun_etcd_kv without the bytes */
     int64_t create_rev, mod_rev, version, lease;
 } atomrun_etcd_kv_meta;
 
 typedef struct atomrun_etcd_put_opts {
-    int                         create_only;
-    int64_t                     if_mod_rev;  /* > 0: only if unchanged */
-    const atomrun_etcd_lock  *fence;       /* only while this lock holds */
-    int                         ttl;         /* > 0: bound to the session */
-    int64_t                     revision;    /* OUT: the write's revision */
-    atomrun_etcd_kv_meta           existing;    /* OUT on failure: the key now */
-    /* OUT on -EEXIST: who created the key, from the creator record a
+    int                      create_only;
+    int64_t                  if_mod_rev;  /* > 0: only if unchanged */
+    const atomrun_etcd_lock *fence;       /* only while this lock holds */
+    int                      ttl;         /* > 0: bound to the session */
+} atomrun_etcd_put_opts;
+
+typedef struct atomrun_etcd_put_result {
+    int64_t              revision;        /* 0: the write's revision */
+    atomrun_etcd_kv_meta existing;        /* on failure: the key now */
+    /* on -EEXIST: who created the key, from the creator record a
      * create_only write leaves beside it (atomrun/creator/KEY, written in
      * the same txn): token = its create revision; pid 0 and host "" when
      * the key was made by another writer (etcdctl, a replace). */
-    atomrun_etcd_holder       creator;
-} atomrun_etcd_put_opts;
+    atomrun_etcd_holder  creator;
+} atomrun_etcd_put_result;
 
 ATOMRUN_API void atomrun_etcd_put_opts_init(atomrun_etcd_put_opts *o);
 /*
@@ -700,18 +729,19 @@ ATOMRUN_API void atomrun_etcd_put_opts_init(atomrun_etcd_put_opts *o);
  * and locks of that ttl share): granted now if there is none or the last
  * was lost, then kept alive while the process runs and revoked at its exit
  * (gone a TTL after a crash).  For a caller that binds keys of its own
- * txns to the process.  -ERANGE with *min_ttl: the cluster's minimum TTL
- * is above ttl.
+ * txns to the process.  -ERANGE with *min_ttl (NULL allowed): the
+ * cluster's minimum TTL is above ttl.
  */
 ATOMRUN_API int atomrun_etcd_session_lease(atomrun_etcd *c, int ttl, double deadline,
-                                             int64_t *lease, int *min_ttl, char *err,
-                                             size_t errlen);
+                                           int64_t *lease, int *min_ttl,
+                                           atomrun_err *err);
 ATOMRUN_API int atomrun_etcd_get(atomrun_etcd *c, const char *key, char **data,
-                                   size_t *len, atomrun_etcd_kv_meta *kv,
-                                   double deadline, char *err, size_t errlen);
+                                 size_t *len, atomrun_etcd_kv_meta *kv,
+                                 double deadline, atomrun_err *err);
 ATOMRUN_API int atomrun_etcd_put(atomrun_etcd *c, const char *key, const void *data,
-                                   size_t len, atomrun_etcd_put_opts *o,
-                                   double deadline, char *err, size_t errlen);
+                                 size_t len, const atomrun_etcd_put_opts *o,
+                                 atomrun_etcd_put_result *out, double deadline,
+                                 atomrun_err *err);
 
 /*
  * Transactions: one /v3/kv/txn, in the style of clientv3's
@@ -827,7 +857,7 @@ ATOMRUN_API int  atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, 
                                   const atomrun_etcd_op *then, size_t nthen,
                                   const atomrun_etcd_op *otherwise, size_t nelse,
                                   atomrun_etcd_txn_result **out, double timeout,
-                                  char *err, size_t errlen);
+                                  atomrun_err *err);
 ATOMRUN_API void atomrun_etcd_txn_free(atomrun_etcd_txn_result *res);
 
 /*
@@ -839,8 +869,8 @@ ATOMRUN_API void atomrun_etcd_txn_free(atomrun_etcd_txn_result *res);
  */
 typedef int (*atomrun_etcd_watch_fn)(void *ud, const char *result);
 ATOMRUN_API int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
-                                     double until, atomrun_etcd_watch_fn fn, void *ud,
-                                     char *err, size_t errlen);
+                                   double until, atomrun_etcd_watch_fn fn, void *ud,
+                                   atomrun_err *err);
 
 #ifdef __cplusplus
 }

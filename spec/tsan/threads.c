@@ -129,10 +129,10 @@ static void core_thread(int id)
         /* 4. files */
         atomrun_write_opts_init(&wo);
         wo.durable = i % 4 == 0;
-        r = atomrun_replace(mine, "abc", 3, &wo);
+        r = atomrun_replace(mine, "abc", 3, &wo, NULL);
         CHECK(r == 0, "thread %d: replace: %s", id, atomrun_err_name(r));
         atomrun_write_opts_init(&wo);
-        r = atomrun_create(mine, "x", 1, &wo);
+        r = atomrun_create(mine, "x", 1, &wo, NULL);
         CHECK(r == -EEXIST, "thread %d: create over an existing file: %s", id,
               atomrun_err_name(r));
     }

@@ -181,12 +181,12 @@ int arL_open_client(lua_State *L, const arL_url *u, const char *ca,
                     const char *cert, const char *key, atomrun_etcd **c)
 {
     atomrun_etcd_config cfg;
-    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err e;
     int r;
     fillcfg(u, &cfg, ca, cert, key);
-    r = atomrun_etcd_open(&cfg, c, err, sizeof err);
+    r = atomrun_etcd_open(&cfg, c, &e);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
     return 0;
 }
 
@@ -224,7 +224,8 @@ int arL_etcd_call(lua_State *L)
     const char *json = luaL_checkstring(L, 3), *why = "not an etcd URL";
     atomrun_etcd_config cfg;
     atomrun_etcd *c;
-    char err[ATOMRUN_ETCD_ERRLEN], *out = NULL;
+    atomrun_err e;
+    char *out = NULL;
     double timeout;
     lua_Integer ep = 0;
     arL_url *u;
@@ -257,13 +258,13 @@ int arL_etcd_call(lua_State *L)
     if (arL_optbool(L, 4, "anonymous", 0))
         u->user[0] = u->password[0] = '\0';
     fillcfg(u, &cfg, arL_optstr(L, 4, "ca"), arL_optstr(L, 4, "cert"), arL_optstr(L, 4, "key"));
-    r = atomrun_etcd_open(&cfg, &c, err, sizeof err);
+    r = atomrun_etcd_open(&cfg, &c, &e);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
     r = ar_etcd_call(c, path, json, timeout > 0 ? atomrun_now() + timeout : 0, &out,
-                     err, sizeof err);
+                     e.msg, sizeof e.msg);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
     lua_pushstring(L, out);
     free(out);
     return 1;
@@ -282,7 +283,7 @@ int arL_etcd_lease(lua_State *L)
     static const char *const names[] = { "timeout", "ca", "cert", "key", NULL };
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
     lua_Integer ttl = luaL_checkinteger(L, 2);
-    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err e;
     atomrun_etcd *c;
     int64_t lease;
     double timeout;
@@ -300,12 +301,12 @@ int arL_etcd_lease(lua_State *L)
                             arL_optstr(L, 3, "key"), &c)) != 0)
         return r;
     r = atomrun_etcd_session_lease(c, (int)ttl, timeout > 0 ? atomrun_now() + timeout : 0,
-                                     &lease, &min_ttl, err, sizeof err);
+                                   &lease, &min_ttl, &e);
     if (r == -ERANGE && min_ttl > 0)
         return arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
                         u->shown, (int)ttl, min_ttl);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
     lua_pushinteger(L, (lua_Integer)lease);
     return 1;
 }

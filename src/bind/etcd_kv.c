@@ -24,7 +24,7 @@ int arL_etcd_queue(lua_State *L)
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
     atomrun_etcd *c;
     atomrun_etcd_holder *h;
-    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err e;
     arL_url *u;
     int r, n = 0, room = 64, i;
     arL_checkoptnames(L, 2, names);
@@ -37,9 +37,9 @@ int arL_etcd_queue(lua_State *L)
         return r;
     for (;;) {
         h = lua_newuserdatauv(L, sizeof *h * (size_t)room, 0);
-        r = atomrun_etcd_queue(c, u->name, h, room, &n, err, sizeof err);
+        r = atomrun_etcd_queue(c, u->name, h, room, &n, &e);
         if (r < 0)
-            return arL_fail(L, r, "%s: %s", u->shown, err);
+            return arL_fail(L, r, "%s: %s", u->shown, e.msg);
         if (n <= room)
             break;
         lua_pop(L, 1);
@@ -99,7 +99,7 @@ static int is_toobig_answer(const char *err)
  * {create_revision, mod_revision, version, pid, host, cmd, since}; pid and
  * the rest absent when no creator record matches the key (made by etcdctl
  * or a replace, or made again after a delete). */
-static int fail_exists(lua_State *L, const char *shown, const atomrun_etcd_put_opts *po)
+static int fail_exists(lua_State *L, const char *shown, const atomrun_etcd_put_result *po)
 {
     const atomrun_etcd_holder *h = &po->creator;
     if (h->pid > 0)
@@ -247,7 +247,9 @@ static int slurpvalue(lua_State *L, int arg, size_t limit, const char *shown, in
 
 static int kvput(lua_State *L, int create)
 {
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_etcd_put_result out;
+    atomrun_err e;
+    const char *err = e.msg;
     const char *data = "";
     size_t len = 0;
     int t = lua_type(L, 2), r;
@@ -274,9 +276,9 @@ static int kvput(lua_State *L, int create)
         (create ? AR_CREATOR_FRAMING : 0) > (size_t)q.limit)
         return toobig(L, q.u->shown, len, q.limit);
     q.po.create_only = create;
-    r = atomrun_etcd_put(q.c, q.u->name, data, len, &q.po, 0, err, sizeof err);
+    r = atomrun_etcd_put(q.c, q.u->name, data, len, &q.po, &out, 0, &e);
     if (r == -EEXIST)
-        return fail_exists(L, q.u->shown, &q.po);
+        return fail_exists(L, q.u->shown, &out);
     if (r < 0 && is_toobig_answer(err))
         return toobig(L, q.u->shown, len, q.limit);
     if (r < 0)
@@ -308,7 +310,9 @@ static void pushkv(lua_State *L, const atomrun_etcd_kv_meta *kv)
  * result, the key's revisions, for update (the read it compares against). */
 int arL_etcd_read(lua_State *L)
 {
-    char err[ATOMRUN_ETCD_ERRLEN] = "", *data;
+    atomrun_err e;
+    const char *err = e.msg;
+    char *data;
     atomrun_etcd_kv_meta kv;
     size_t len;
     ar_kvreq q;
@@ -317,7 +321,7 @@ int arL_etcd_read(lua_State *L)
     lua_settop(L, 2);
     if ((r = kvsetup(L, 2, 0, &q)) != 0)
         return r;
-    r = atomrun_etcd_get(q.c, q.u->name, &data, &len, &kv, 0, err, sizeof err);
+    r = atomrun_etcd_get(q.c, q.u->name, &data, &len, &kv, 0, &e);
     if (r == -ENOENT)
         return arL_fail(L, r, "cannot read %s: no such key", q.u->shown);
     if (r < 0)
@@ -364,7 +368,8 @@ int arL_etcd_watch(lua_State *L)
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
     lua_Integer start = luaL_checkinteger(L, 2);
     double secs = luaL_checknumber(L, 3);
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_err e;
+    const char *err = e.msg;
     atomrun_etcd *c;
     ar_watchud w;
     arL_url *u;
@@ -383,7 +388,7 @@ int arL_etcd_watch(lua_State *L)
     w.fn = 4;
     w.failed = 0;
     r = atomrun_etcd_watch(c, u->name, (int64_t)start, atomrun_now() + secs, onwatch,
-                             &w, err, sizeof err);
+                           &w, &e);
     if (w.failed)
         return lua_error(L);
     if (r < 0)

@@ -174,7 +174,7 @@ static const char *cluster_ident(char *ident, size_t size, uint64_t id)
 static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
                             const char *canon, const atomrun_etcd_lock_opts *o)
 {
-    char err[ATOMRUN_ETCD_ERRLEN], ident[40];
+    char ident[40];
     uint64_t id;
     if (would_wait(L, canon, u->name, o))
         return 1;
@@ -183,7 +183,7 @@ static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
     /* Held under another spelling: of this cluster?  When it cannot say,
      * the lock request that follows meets the same silence and says so. */
     if (atomrun_etcd_cluster_id(c, o->timeout > 0 ? atomrun_now() + o->timeout : 0, &id,
-                                  err, sizeof err) < 0)
+                                NULL) < 0)
         return 0;
     return would_wait(L, cluster_ident(ident, sizeof ident, id), u->name, o);
 }
@@ -235,7 +235,7 @@ static void rlock_forget(lua_State *L, int i, ar_rlock *lk)
 }
 
 /* Release lk (held or pending); the core's result, err filled. */
-static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
+static int rlock_release(lua_State *L, ar_rlock *lk, atomrun_err *err)
 {
     atomrun_etcd_lock *l = lk->l ? lk->l : lk->pending;
     int r;
@@ -245,7 +245,7 @@ static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
         lk->l = NULL;
         rlock_forget(L, 1, lk);
     }
-    r = atomrun_etcd_lock_release(l, err, errlen);
+    r = atomrun_etcd_lock_release(l, err);
     lk->pending = r == ATOMRUN_EUNAVAILABLE ? l : NULL;
     return r;
 }
@@ -257,11 +257,11 @@ static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
 static int rlock_unlock(lua_State *L)
 {
     ar_rlock *lk = checkrlock(L, 1);
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
-    int r = rlock_release(L, lk, err, sizeof err);
+    atomrun_err e;
+    int r = rlock_release(L, lk, &e);
     if (r < 0) {
         lua_getiuservalue(L, 1, 1);
-        return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), err);
+        return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), e.msg);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -270,10 +270,9 @@ static int rlock_unlock(lua_State *L)
 /* <close>: released; a pending release is kept for a later unlock(). */
 static int rlock_close(lua_State *L)
 {
-    char err[ATOMRUN_ETCD_ERRLEN];
     ar_rlock *lk = checkrlock(L, 1);
     if (lk->l)
-        rlock_release(L, lk, err, sizeof err);
+        rlock_release(L, lk, NULL);
     return 0;
 }
 
@@ -291,13 +290,13 @@ static int rlock_gc(lua_State *L)
 static int rlock_lost(lua_State *L)
 {
     ar_rlock *lk = checkrlock(L, 1);
-    char why[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err why;
     if (!lk->l) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (atomrun_etcd_lock_lost(lk->l, why, sizeof why) < 0)
-        lua_pushstring(L, why);
+    if (atomrun_etcd_lock_lost(lk->l, &why) < 0)
+        lua_pushstring(L, why.msg);
     else
         lua_pushboolean(L, 0);
     return 1;
@@ -526,11 +525,12 @@ static void lock_options(lua_State *L, int arg, atomrun_etcd_lock_opts *o, const
 
 /* The acquire failed with r: nil, msg, code, and for busy and timeout the
  * holder table (for a TTL below the cluster's minimum, that minimum). */
-static int lock_failed(lua_State *L, const arL_url *u, const atomrun_etcd_lock_opts *o, int r)
+static int lock_failed(lua_State *L, const arL_url *u, const atomrun_etcd_lock_opts *o, int r,
+                       const atomrun_etcd_holder *h, int min_ttl, const atomrun_err *e)
 {
-    if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o->holder.token) {
+    if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && h->token) {
         /* The kind is news unless an exclusive lock meets one. */
-        pushholdertext(L, &o->holder, o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED
+        pushholdertext(L, h, h->slots > 0 || h->mode == ATOMRUN_SHARED
                           || kind_letter(o->mode, o->slots) != 'x');
         if (r == ATOMRUN_EBUSY)
             arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
@@ -538,20 +538,20 @@ static int lock_failed(lua_State *L, const arL_url *u, const atomrun_etcd_lock_o
             arL_fail(L, r, "timed out after %f s waiting for %s, locked by %s",
                      o->timeout, u->shown, lua_tostring(L, -1));
         lua_remove(L, -4);
-        arL_pushrholder(L, &o->holder);
+        arL_pushrholder(L, h);
         return 4;
     }
     if (r == ATOMRUN_EBUSY)
         return arL_fail(L, r, "%s is locked", u->shown);
     if (r == ATOMRUN_ETIMEOUT)
         return arL_fail(L, r, "timed out after %f s waiting for %s", o->timeout, u->shown);
-    if (r == -ERANGE && o->min_ttl > 0) {
+    if (r == -ERANGE && min_ttl > 0) {
         arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
-                 u->shown, o->ttl, o->min_ttl);
-        lua_pushinteger(L, o->min_ttl);
+                 u->shown, o->ttl, min_ttl);
+        lua_pushinteger(L, min_ttl);
         return 4;
     }
-    return arL_fail(L, r, "%s: %s", u->shown, o->err[0] ? o->err : atomrun_strerror(r));
+    return arL_fail(L, r, "%s: %s", u->shown, e->msg[0] ? e->msg : atomrun_strerror(r));
 }
 
 /* The handle on top holds l: its user values -- 1 the URL as shown, 2 the
@@ -595,10 +595,12 @@ int arL_etcd_lock(lua_State *L)
     const char *url = arL_checkpath(L, 1), *why, *tls[3], *canon;
     atomrun_etcd *c;
     atomrun_etcd_lock_opts o;
+    atomrun_etcd_holder holder;
     atomrun_etcd_lock *l;
+    atomrun_err e;
     ar_rlock *lk;
     arL_url *u;
-    int r;
+    int r, min_ttl;
 
     lua_settop(L, 2);
     lock_options(L, 2, &o, tls);
@@ -621,8 +623,8 @@ int arL_etcd_lock(lua_State *L)
     lk->slots = o.slots;
     luaL_setmetatable(L, AR_RLOCK_MT);
 
-    if ((r = atomrun_etcd_lock_acquire(c, u->name, &o, &l)) < 0)
-        return lock_failed(L, u, &o, r);
+    if ((r = atomrun_etcd_lock_acquire(c, u->name, &o, &l, &holder, &min_ttl, &e)) < 0)
+        return lock_failed(L, u, &o, r, &holder, min_ttl, &e);
     lk->l = l;
     set_handle_values(L, u, canon, l);
     held_note(L, -1, lk, 1);

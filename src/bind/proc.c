@@ -350,13 +350,13 @@ int arL_run(lua_State *L)
     }
     r = atomrun_run(argv, &o, &is_signal, &code);
     if (start.guard) {
-        char why[ATOMRUN_ETCD_ERRLEN];
+        atomrun_err why;
         int fired = atomrun_etcd_lock_unguard(start.guard);
-        int lost = atomrun_etcd_lock_lost(start.guard, why, sizeof why) < 0;
+        int lost = atomrun_etcd_lock_lost(start.guard, &why) < 0;
         if (start.failed)
             return lua_error(L);
         if (r == 0 && (fired || lost))
-            return lostresult(L, argv[0], fired, lost ? why :
+            return lostresult(L, argv[0], fired, lost ? why.msg :
                 "its lease was not confirmed in time, so the command was ended "
                 "before the lease could expire");
     }

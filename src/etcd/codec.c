@@ -153,3 +153,11 @@ char *ar_dumps_taken(json_t *body)
     json_decref(body);
     return text;
 }
+
+atomrun_err *ar_err_start(atomrun_err *err, atomrun_err *own)
+{
+    if (!err)
+        err = own;
+    memset(err, 0, sizeof *err);
+    return err;
+}

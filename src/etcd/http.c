@@ -487,7 +487,7 @@ static int authenticate(atomrun_etcd *c, int ep, double attempt,
             return 1;
         }
         if (rc == -EACCES && err) {
-            char tmp[ATOMRUN_ETCD_ERRLEN];
+            char tmp[ATOMRUN_ERRLEN];
             ar_strlcpy(tmp, err, sizeof tmp);
             ar_seterr(err, errlen, "etcd user \"%s\" could not log in: %s", c->user, tmp);
         }
@@ -570,7 +570,7 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
                 char *err, size_t errlen)
 {
     char *text = json_dumps(body, JSON_COMPACT);
-    char last[ATOMRUN_ETCD_ERRLEN] = "";
+    char last[ATOMRUN_ERRLEN] = "";
     double cap = po && po->attempt_cap > 0 ? po->attempt_cap : AR_ATTEMPT_CAP;
     int not_etcd = 0, fails = 0, token_retries = 0, result;
 

@@ -185,6 +185,10 @@ int64_t ar_json_int64(const json_t *obj, const char *key);
 char *ar_prefix_end(const char *prefix, size_t len, size_t *outlen);
 /* Copy at most size-1 bytes, always terminated. */
 void ar_strlcpy(char *dst, const char *src, size_t size);
+/* The caller's atomrun_err (or own, when the caller passed NULL), cleared:
+ * the buffer a public call's steps write their message into, as char *err,
+ * size_t errlen -- the internal calls keep that pair. */
+atomrun_err *ar_err_start(atomrun_err *err, atomrun_err *own);
 /* printf into err (when not NULL and errlen > 0). */
 void ar_seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -72,7 +72,7 @@ typedef struct ar_retry {
     pthread_mutex_t mu;
     int             refs;       /* the thread's, and the lock's if it asks */
     int             done;       /* a member answered: the key is gone */
-    char            why[ATOMRUN_ETCD_ERRLEN];   /* the last failure */
+    char            why[ATOMRUN_ERRLEN];   /* the last failure */
     atomrun_etcd   *c;
     const char     *path;       /* "/v3/kv/txn" or "/v3/lease/revoke" */
     json_t         *body;
@@ -116,8 +116,12 @@ const char *atomrun_etcd_lock_key(const atomrun_etcd_lock *l) { return l->key; }
 int64_t atomrun_etcd_lock_lease(const atomrun_etcd_lock *l) { return l->lease; }
 int atomrun_etcd_lock_ttl(const atomrun_etcd_lock *l) { return l->ttl; }
 
-int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, char *why, size_t len)
+int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, atomrun_err *err)
 {
+    char *why = err ? err->msg : NULL;
+    size_t len = err ? sizeof err->msg : 0;
+    if (err)
+        memset(err, 0, sizeof *err);
     if (!l->s) {                /* released (the answer pending): never a fence */
         if (why)
             snprintf(why, len, "the lock of %s was released", l->name);
@@ -354,7 +358,7 @@ static int read_queue(atomrun_etcd *c, const char *prefix, double deadline,
 static json_t *txn_body(const atomrun_etcd_cmp *cmp, size_t ncmp, const atomrun_etcd_op *then,
                         size_t nthen, const atomrun_etcd_op *otherwise, size_t nelse)
 {
-    char err[ATOMRUN_ETCD_ERRLEN];
+    char err[ATOMRUN_ERRLEN];
     json_t *body;
     if (ar_txn_body(cmp, ncmp, then, nthen, otherwise, nelse, &body, err, sizeof err) < 0)
         return NULL;
@@ -639,7 +643,7 @@ static void *retry_main(void *ud)
     ar_retry *t = ud;
     double nap = 0.25;
     for (;;) {
-        char err[ATOMRUN_ETCD_ERRLEN] = "";
+        char err[ATOMRUN_ERRLEN] = "";
         json_t *ans = NULL;
         int r = ar_etcd_post(t->c, t->path, t->body, 0, NULL, &ans, err, sizeof err);
         json_decref(ans);
@@ -717,11 +721,27 @@ static ar_retry *not_answered(atomrun_etcd *c, ar_session *s, json_t *txn, const
 
 /* ------------------------------------------------------------ acquire */
 
+/*
+ * One acquire as its steps see it: the caller's options (copied in) and
+ * what it reports -- the holder in the way, the cluster's minimum TTL, the
+ * message -- which atomrun_etcd_lock_acquire hands back through its own
+ * out-parameters (the options are inputs only).
+ */
+typedef struct lock_req {
+    int                 mode, slots;
+    double              timeout;
+    int                 ttl;
+    const char         *cmd;
+    atomrun_etcd_holder holder;
+    int                 min_ttl;
+    char                err[ATOMRUN_ERRLEN];
+} lock_req;
+
 /* One acquire's state, from the first enqueue to the handle or the give-up. */
 typedef struct attempt {
     atomrun_etcd       *c;
     const char         *name;
-    atomrun_etcd_lock_opts *o;
+    lock_req           *o;
     double              wait_until;      /* 1e300: no deadline */
     char                prefix[AR_NAME_MAX + 64];
     char                key[AR_NAME_MAX + 96];
@@ -744,7 +764,7 @@ static double op_deadline(const attempt *a)
                              : atomrun_now() + ar_etcd_op_timeout(a->c);
 }
 
-static int check_request(const char *name, atomrun_etcd_lock_opts *o)
+static int check_request(const char *name, lock_req *o)
 {
     int r;
     if ((r = valid_name(name, o->err, sizeof o->err)) < 0)
@@ -766,7 +786,7 @@ static int check_request(const char *name, atomrun_etcd_lock_opts *o)
  * key as the copy that got lost).  a->s is set once the session is. */
 static int join_queue(attempt *a)
 {
-    atomrun_etcd_lock_opts *o = a->o;
+    lock_req *o = a->o;
     unsigned n;
     int r;
     for (;;) {
@@ -802,7 +822,7 @@ static int join_queue(attempt *a)
  * time or past the deadline. */
 static int requeue(attempt *a)
 {
-    char derr[ATOMRUN_ETCD_ERRLEN];
+    char derr[ATOMRUN_ERRLEN];
     queue_free(&a->q);
     /* best effort: the lease takes them anyway */
     txn_send(a->c, leave_txn(a->key, a->ticket, !a->unsure, ar_session_lease(a->s)),
@@ -863,7 +883,7 @@ static int make_handle(attempt *a, int me, atomrun_etcd_lock **out)
  * (a compaction, a broken stream). */
 static int wait_and_reread(attempt *a, const entry *wait_for, double left)
 {
-    atomrun_etcd_lock_opts *o = a->o;
+    lock_req *o = a->o;
     int r = wait_delete(a->c, a->prefix, wait_for ? wait_for->key : NULL, a->q.revision,
                         atomrun_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
                         o->err, sizeof o->err);
@@ -881,11 +901,11 @@ static int wait_and_reread(attempt *a, const entry *wait_for, double left)
  * busy, timeout and the errors (o->holder names who is in the way). */
 static int wait_turn(attempt *a, atomrun_etcd_lock **out)
 {
-    atomrun_etcd_lock_opts *o = a->o;
+    lock_req *o = a->o;
     for (;;) {
         const entry *wait_for, *blocker, *ignore;
         int me = find_me(&a->q, a->key), r;
-        char why[ATOMRUN_ETCD_ERRLEN];
+        char why[ATOMRUN_ERRLEN];
         double left;
 
         if (me < 0 || ar_session_lost(a->s, why, sizeof why) < 0)
@@ -916,7 +936,7 @@ static int wait_turn(attempt *a, atomrun_etcd_lock **out)
  */
 static void give_up(attempt *a, int r)
 {
-    char derr[ATOMRUN_ETCD_ERRLEN];
+    char derr[ATOMRUN_ERRLEN];
     double grace = r == ATOMRUN_EUNAVAILABLE ? 1.0 : 2.0;
     int64_t lease = ar_session_lease(a->s);
     if (grace > ar_etcd_op_timeout(a->c))
@@ -928,7 +948,7 @@ static void give_up(attempt *a, int r)
 }
 
 /* "NAME is locked by pid 4121 on web-3, as a shared lock" into o->err. */
-static void busy_message(const char *name, atomrun_etcd_lock_opts *o, int r)
+static void busy_message(const char *name, lock_req *o, int r)
 {
     char who[200] = "", kind[64] = "";
     if (o->holder.token) {
@@ -946,16 +966,13 @@ static void busy_message(const char *name, atomrun_etcd_lock_opts *o, int r)
         o->err[sizeof o->err - 2] = '.';
 }
 
-int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
-                                atomrun_etcd_lock_opts *o,
-                                atomrun_etcd_lock **out)
+static int acquire(atomrun_etcd *c, const char *name, lock_req *o,
+                   atomrun_etcd_lock **out)
 {
     attempt a;
     int r;
 
     *out = NULL;
-    o->err[0] = '\0';
-    memset(&o->holder, 0, sizeof o->holder);
     if ((r = check_request(name, o)) < 0)
         return r;
     memset(&a, 0, sizeof a);
@@ -983,6 +1000,24 @@ int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
     return r;
 }
 
+int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
+                              const atomrun_etcd_lock_opts *o, atomrun_etcd_lock **out,
+                              atomrun_etcd_holder *holder, int *min_ttl, atomrun_err *err)
+{
+    lock_req q = { .mode = o->mode, .slots = o->slots, .timeout = o->timeout,
+                   .ttl = o->ttl, .cmd = o->cmd };
+    int r = acquire(c, name, &q, out);
+    if (holder)
+        *holder = q.holder;
+    if (min_ttl)
+        *min_ttl = q.min_ttl;
+    if (err) {
+        memset(err, 0, sizeof *err);
+        ar_strlcpy(err->msg, q.err, sizeof err->msg);
+    }
+    return r;
+}
+
 static void lock_free(atomrun_etcd_lock *l)
 {
     retry_unref(l->retry);
@@ -1002,7 +1037,7 @@ static void lock_free(atomrun_etcd_lock *l)
  * or stops its keepalives. */
 static int unlock_unanswered(atomrun_etcd_lock *l, char *err, size_t errlen)
 {
-    char first[ATOMRUN_ETCD_ERRLEN], next[512];
+    char first[ATOMRUN_ERRLEN], next[512];
     int let_go = 0;
     ar_strlcpy(first, err, sizeof first);
     l->retry = not_answered(l->c, l->s, release_txn(l->key, l->token, l->ticket, l->clean,
@@ -1022,14 +1057,14 @@ static int unlock_unanswered(atomrun_etcd_lock *l, char *err, size_t errlen)
     l->next = strdup(next);
     ar_session_put(l->s);
     l->s = NULL;
-    snprintf(err, errlen, "the release of %s was not confirmed (%s): %s", l->name, first, next);
+    ar_seterr(err, errlen, "the release of %s was not confirmed (%s): %s", l->name, first, next);
     return ATOMRUN_EUNAVAILABLE;
 }
 
 /* Asked again after unlock_unanswered: how it went since. */
 static int unlock_again(atomrun_etcd_lock *l, char *err, size_t errlen)
 {
-    char why[ATOMRUN_ETCD_ERRLEN] = "";
+    char why[ATOMRUN_ERRLEN] = "";
     int done = 0;
     if (l->retry) {
         pthread_mutex_lock(&l->retry->mu);
@@ -1046,9 +1081,11 @@ static int unlock_again(atomrun_etcd_lock *l, char *err, size_t errlen)
     return ATOMRUN_EUNAVAILABLE;
 }
 
-int atomrun_etcd_lock_release(atomrun_etcd_lock *l, char *err, size_t errlen)
+int atomrun_etcd_lock_release(atomrun_etcd_lock *l, atomrun_err *e)
 {
-    char why[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg, why[ATOMRUN_ERRLEN];
+    size_t errlen = sizeof own.msg;
     int lost, r;
     if (!l->s)
         return unlock_again(l, err, errlen);
@@ -1076,16 +1113,18 @@ int atomrun_etcd_lock_release(atomrun_etcd_lock *l, char *err, size_t errlen)
 
 void atomrun_etcd_lock_free(atomrun_etcd_lock *l)
 {
-    char err[ATOMRUN_ETCD_ERRLEN];
-    if (l && l->s && atomrun_etcd_lock_release(l, err, sizeof err) != ATOMRUN_EUNAVAILABLE)
+    if (l && l->s && atomrun_etcd_lock_release(l, NULL) != ATOMRUN_EUNAVAILABLE)
         return;
     if (l)
         lock_free(l);
 }
 
 int atomrun_etcd_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
-                              char *err, size_t errlen)
+                            atomrun_err *e)
 {
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     /* A count of the lock keys: any answer's header names the cluster, and
      * this read needs only the permission a lock needs anyway. */
     const char *k = ATOMRUN_ETCD_LOCK_PREFIX;
@@ -1107,9 +1146,11 @@ int atomrun_etcd_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
 }
 
 int atomrun_etcd_queue(atomrun_etcd *c, const char *name,
-                         atomrun_etcd_holder *h, int max, int *count,
-                         char *err, size_t errlen)
+                       atomrun_etcd_holder *h, int max, int *count, atomrun_err *e)
 {
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     char prefix[AR_NAME_MAX + 64];
     queue q = { 0 };
     int r, i;

@@ -451,9 +451,11 @@ int ar_etcd_txn_at(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
 int atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
                      const atomrun_etcd_op *then, size_t nthen,
                      const atomrun_etcd_op *otherwise, size_t nelse,
-                     atomrun_etcd_txn_result **out, double timeout,
-                     char *err, size_t errlen)
+                     atomrun_etcd_txn_result **out, double timeout, atomrun_err *e)
 {
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     /* 0: ar_etcd_post's own default, now + op_timeout. */
     double deadline = timeout > 0 ? atomrun_now() + timeout : timeout < 0 ? 1e300 : 0;
     if (!out)

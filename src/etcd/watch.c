@@ -23,7 +23,7 @@ typedef struct watchctx {
     void        *ud;
     int          done;      /* 1: fn said stop; 2: server cancelled */
     int          error;     /* < 0: an error answer */
-    char         msg[ATOMRUN_ETCD_ERRLEN];
+    char         msg[ATOMRUN_ERRLEN];
 } watchctx;
 
 static int watch_line(watchctx *w, const char *s, size_t n)
@@ -148,9 +148,11 @@ static int on_result(void *ctx, json_t *result)
 }
 
 int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
-                         double until, atomrun_etcd_watch_fn fn, void *ud,
-                         char *err, size_t errlen)
+                       double until, atomrun_etcd_watch_fn fn, void *ud, atomrun_err *e)
 {
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     char num[32];
     json_t *req;
     rwatch w = { fn, ud };
