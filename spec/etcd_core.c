@@ -308,9 +308,9 @@ static int cmd_queue(atomrun_etcd *c, char **argv)
     }
     printf("%d\n", n);
     for (int i = 0; i < n && i < 32; i++)
-        printf("%lld %d %s %s %s|%s\n", (long long)h[i].token, (int)h[i].pid,
+        printf("%lld %d %s %s %lld|%s\n", (long long)h[i].token, (int)h[i].pid,
                h[i].host, h[i].mode == ATOMRUN_SHARED ? "shared" : "exclusive",
-               h[i].since, h[i].cmd);
+               (long long)h[i].since, h[i].cmd);
     return 0;
 }
 

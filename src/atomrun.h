@@ -576,20 +576,30 @@ ATOMRUN_API int  atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd 
 /* The endpoints, "h1:p1,h2:p2" (for messages). */
 ATOMRUN_API const char *atomrun_etcd_endpoints(const atomrun_etcd *c);
 
-/* The cluster's minimum lease TTL is found by asking: a TTL below it is
- * -ERANGE with *min_ttl set. */
+/*
+ * Who holds (or waits for) an etcd lock, or created a key.  Not one struct
+ * with atomrun_holder: a file holder's range and kind mean nothing on etcd,
+ * nor an etcd holder's token, lease, host and key on a file, and a caller
+ * meets one backend at a time -- but what they share has the same name
+ * and type in both (pid, mode, cmd, since: epoch seconds, parsed from the
+ * record where the key is read), so code that shows a holder reads alike.
+ */
 typedef struct atomrun_etcd_holder {
     int64_t token;          /* create revision of the holder's key */
     int64_t lease;          /* its lease id */
     pid_t   pid;            /* 0 when unknown */
     int     mode;           /* ATOMRUN_SHARED or ATOMRUN_EXCLUSIVE */
     char    host[64];
-    char    cmd[128];       /* credentials already stripped */
-    char    since[32];      /* UTC, ISO 8601 */
+    char    cmd[128];       /* credentials already stripped, control
+                               characters escaped */
+    int64_t since;          /* when it took the key (epoch seconds); 0 unknown */
     char    key[320];       /* the etcd key */
     int     slots;          /* a semaphore's slot: its count n; 0 a lock */
     int     waiting;        /* atomrun_etcd_queue: 1 waits, 0 holds */
 } atomrun_etcd_holder;
+
+/* The cluster's minimum lease TTL is found by asking: a TTL below it is
+ * -ERANGE with *min_ttl set. */
 
 typedef struct atomrun_etcd_lock_opts {
     int         mode;       /* ATOMRUN_EXCLUSIVE (default) or ATOMRUN_SHARED */

@@ -171,6 +171,9 @@ int arL_testetcdlock(lua_State *L, int i, const atomrun_etcd_lock **l);
  * cmd, since) into the table on top (a key's creator too). */
 void arL_pushrholder(lua_State *L, const atomrun_etcd_holder *h);
 void arL_setwriter(lua_State *L, const atomrun_etcd_holder *h);
+/* A holder's since (epoch seconds) as "2026-12-07T20:08:00Z" in buf, or
+ * NULL when unknown (0). */
+const char *arL_utc_text(char *buf, size_t size, int64_t since);
 
 /* bind/bundle.c: put every bundled module, and atomrun.core, in
  * package.preload; load one entry as a chunk (LUA_OK or an error). */

@@ -102,11 +102,13 @@ static int is_toobig_answer(const char *err)
 static int fail_exists(lua_State *L, const char *shown, const atomrun_etcd_put_result *po)
 {
     const atomrun_etcd_holder *h = &po->creator;
+    char since[32];
     if (h->pid > 0)
         arL_fail(L, -EEXIST, "cannot create %s: it exists, created by pid %d on %s%s%s%s "
                  "at %s (revision %d, version %d)", shown, (int)h->pid,
                  h->host[0] ? h->host : "?", h->cmd[0] ? " (" : "", h->cmd,
-                 h->cmd[0] ? ")" : "", h->since[0] ? h->since : "an unknown time",
+                 h->cmd[0] ? ")" : "",
+                 arL_utc_text(since, sizeof since, h->since) ? since : "an unknown time",
                  (int)po->existing.create_rev, (int)po->existing.version);
     else
         arL_fail(L, -EEXIST, "cannot create %s: it exists (created at revision %d, "

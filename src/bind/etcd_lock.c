@@ -403,33 +403,23 @@ static int rlock_locked(lua_State *L)
 
 /* ------------------------------------------------------------- holders */
 
-/*
- * "2026-12-07T20:08:00Z" (what atomrun writes in its records) as seconds
- * since the epoch, so that `since` is one type for file and etcd holders
- * (an integer, as os.time() gives).  0 when the text is anything else (a
- * record another program wrote): the field is then left out, never
- * guessed.
- */
-static lua_Integer utc_seconds(const char *text)
+/* A holder's since (epoch seconds, > 0) as the records write it,
+ * "2026-12-07T20:08:00Z", for the messages. */
+const char *arL_utc_text(char *buf, size_t size, int64_t since)
 {
+    time_t t = (time_t)since;
     struct tm tm;
-    int n = 0;
-    memset(&tm, 0, sizeof tm);
-    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon,
-               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
-        text[n] != '\0' || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12)
-        return 0;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    return t > 0 ? (lua_Integer)t : 0;
+    if (since <= 0 || !gmtime_r(&t, &tm) ||
+        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        return NULL;
+    return buf;
 }
 
 /* The writer's fields (a lock holder's, a key's creator's) into the table
  * on top: pid (when known), host, cmd, since (epoch seconds, when known). */
 void arL_setwriter(lua_State *L, const atomrun_etcd_holder *h)
 {
-    lua_Integer since = utc_seconds(h->since);
+    lua_Integer since = (lua_Integer)h->since;
     if (h->pid > 0) {
         lua_pushinteger(L, h->pid);
         lua_setfield(L, -2, "pid");
@@ -472,6 +462,7 @@ void arL_pushrholder(lua_State *L, const atomrun_etcd_holder *h)
  * kind of lock it has (", as a shared lock"). */
 static void pushholdertext(lua_State *L, const atomrun_etcd_holder *h, int say_kind)
 {
+    char since[32];
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     if (h->pid > 0)
@@ -483,8 +474,8 @@ static void pushholdertext(lua_State *L, const atomrun_etcd_holder *h, int say_k
         lua_pushfstring(L, " (%s)", h->cmd);
         luaL_addvalue(&b);
     }
-    if (h->since[0]) {
-        lua_pushfstring(L, " since %s", h->since);
+    if (arL_utc_text(since, sizeof since, h->since)) {
+        lua_pushfstring(L, " since %s", since);
         luaL_addvalue(&b);
     }
     if (say_kind && h->slots > 0)

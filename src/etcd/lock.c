@@ -226,14 +226,37 @@ static void record_text(const json_t *record, const char *field, char *dst, size
                   json_string_length(v));
 }
 
+/*
+ * "2026-12-07T20:08:00Z" (what ar_writer_record writes) as seconds since
+ * the epoch, so that `since` is one type for file and etcd holders (an
+ * int64, as atomrun_holder's).  0 when the text is anything else (a record
+ * another program wrote): unknown, never guessed.
+ */
+static int64_t utc_seconds(const char *text)
+{
+    struct tm tm;
+    int n = 0;
+    memset(&tm, 0, sizeof tm);
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon,
+               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+        text[n] != '\0' || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    return t > 0 ? (int64_t)t : 0;
+}
+
 void ar_writer_of(const json_t *record, atomrun_etcd_holder *h)
 {
+    const json_t *since;
     if (!json_is_object(record))
         return;
+    since = json_object_get(record, "since");
     h->pid = (pid_t)ar_json_int64(record, "pid");
     record_text(record, "host", h->host, sizeof h->host);
     record_text(record, "cmd", h->cmd, sizeof h->cmd);
-    record_text(record, "since", h->since, sizeof h->since);
+    h->since = json_is_string(since) ? utc_seconds(json_string_value(since)) : 0;
 }
 
 /* The kinds of key; one with no record we can read (written by another
