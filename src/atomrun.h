@@ -529,6 +529,15 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
  * Every call that talks to the cluster takes an atomrun_err (last, NULL
  * allowed) whose msg a failure fills with a sentence naming the endpoint
  * and the last error (never a password).
+ *
+ * Time is relative, as for the file locks: a `double timeout` in seconds
+ * that the call may take, rotating endpoints within it --
+ *   > 0              that long
+ *   0                the client's op_timeout (atomrun_etcd_config)
+ *   ATOMRUN_FOREVER  (any negative value) until a member answers
+ * -- and for a lock, atomrun_etcd_lock_opts.timeout, the time to wait for
+ * the turn (0: do not wait, "busy").  atomrun_etcd_watch alone has no
+ * forever (see there).
  */
 #define ATOMRUN_ELOST         (-20003)
 #define ATOMRUN_EUNAVAILABLE  (-20004)
@@ -644,7 +653,7 @@ ATOMRUN_API int atomrun_etcd_lock_ttl(const atomrun_etcd_lock *l);
  * gave none).  atomrun_etcd_cluster_id asks c's cluster for its own (one
  * read): two endpoint lists name one cluster when the ids are equal. */
 ATOMRUN_API uint64_t atomrun_etcd_lock_cluster(const atomrun_etcd_lock *l);
-ATOMRUN_API int atomrun_etcd_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
+ATOMRUN_API int atomrun_etcd_cluster_id(atomrun_etcd *c, double timeout, uint64_t *id,
                                         atomrun_err *err);
 /*
  * 0 while the lock is certainly held; ATOMRUN_ELOST, with err->msg (if err
@@ -742,15 +751,15 @@ ATOMRUN_API void atomrun_etcd_put_opts_init(atomrun_etcd_put_opts *o);
  * txns to the process.  -ERANGE with *min_ttl (NULL allowed): the
  * cluster's minimum TTL is above ttl.
  */
-ATOMRUN_API int atomrun_etcd_session_lease(atomrun_etcd *c, int ttl, double deadline,
+ATOMRUN_API int atomrun_etcd_session_lease(atomrun_etcd *c, int ttl, double timeout,
                                            int64_t *lease, int *min_ttl,
                                            atomrun_err *err);
 ATOMRUN_API int atomrun_etcd_get(atomrun_etcd *c, const char *key, char **data,
                                  size_t *len, atomrun_etcd_kv_meta *kv,
-                                 double deadline, atomrun_err *err);
+                                 double timeout, atomrun_err *err);
 ATOMRUN_API int atomrun_etcd_put(atomrun_etcd *c, const char *key, const void *data,
                                  size_t len, const atomrun_etcd_put_opts *o,
-                                 atomrun_etcd_put_result *out, double deadline,
+                                 atomrun_etcd_put_result *out, double timeout,
                                  atomrun_err *err);
 
 /*
@@ -871,15 +880,18 @@ ATOMRUN_API int  atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, 
 ATOMRUN_API void atomrun_etcd_txn_free(atomrun_etcd_txn_result *res);
 
 /*
- * Watch key (every key under it when it ends in '/') from start_rev until
- * `until` (atomrun_now() seconds): fn(ud, result) with each result of
- * etcd's watch stream as JSON text ({"events": [...], "header": ...}); a
- * nonzero return stops.  1: fn stopped it; 0: time up, the stream broke or
- * the server cancelled the watch (a compaction): look again; < 0 an error.
+ * Watch key (every key under it when it ends in '/') from start_rev for
+ * timeout seconds: fn(ud, result) with each result of etcd's watch stream
+ * as JSON text ({"events": [...], "header": ...}); a nonzero return stops.
+ * 1: fn stopped it; 0: time up, the stream broke or the server cancelled
+ * the watch (a compaction): look again; < 0 an error.  timeout <= 0
+ * returns 0 at once: no ATOMRUN_FOREVER here, because the stream is one
+ * transfer that needs a finite time, and a watch ends at any break anyway,
+ * so a caller that watches for long loops.
  */
 typedef int (*atomrun_etcd_watch_fn)(void *ud, const char *result);
 ATOMRUN_API int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
-                                   double until, atomrun_etcd_watch_fn fn, void *ud,
+                                   double timeout, atomrun_etcd_watch_fn fn, void *ud,
                                    atomrun_err *err);
 
 #ifdef __cplusplus

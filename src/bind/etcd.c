@@ -300,8 +300,8 @@ int arL_etcd_lease(lua_State *L)
     if ((r = arL_open_client(L, u, arL_optstr(L, 3, "ca"), arL_optstr(L, 3, "cert"),
                             arL_optstr(L, 3, "key"), &c)) != 0)
         return r;
-    r = atomrun_etcd_session_lease(c, (int)ttl, timeout > 0 ? atomrun_now() + timeout : 0,
-                                   &lease, &min_ttl, &e);
+    r = atomrun_etcd_session_lease(c, (int)ttl, timeout > 0 ? timeout : 0, &lease, &min_ttl,
+                                   &e);
     if (r == -ERANGE && min_ttl > 0)
         return arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
                         u->shown, (int)ttl, min_ttl);

@@ -389,8 +389,7 @@ int arL_etcd_watch(lua_State *L)
     w.L = L;
     w.fn = 4;
     w.failed = 0;
-    r = atomrun_etcd_watch(c, u->name, (int64_t)start, atomrun_now() + secs, onwatch,
-                           &w, &e);
+    r = atomrun_etcd_watch(c, u->name, (int64_t)start, secs, onwatch, &w, &e);
     if (w.failed)
         return lua_error(L);
     if (r < 0)

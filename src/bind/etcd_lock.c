@@ -182,8 +182,7 @@ static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
         return 0;
     /* Held under another spelling: of this cluster?  When it cannot say,
      * the lock request that follows meets the same silence and says so. */
-    if (atomrun_etcd_cluster_id(c, o->timeout > 0 ? atomrun_now() + o->timeout : 0, &id,
-                                NULL) < 0)
+    if (atomrun_etcd_cluster_id(c, o->timeout > 0 ? o->timeout : 0, &id, NULL) < 0)
         return 0;
     return would_wait(L, cluster_ident(ident, sizeof ident, id), u->name, o);
 }

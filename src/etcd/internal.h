@@ -185,6 +185,10 @@ int64_t ar_json_int64(const json_t *obj, const char *key);
 char *ar_prefix_end(const char *prefix, size_t len, size_t *outlen);
 /* Copy at most size-1 bytes, always terminated. */
 void ar_strlcpy(char *dst, const char *src, size_t size);
+/* A public call's relative timeout as the absolute deadline the internal
+ * calls take: > 0 seconds from now; 0 stays 0 (ar_etcd_post's default,
+ * now + op_timeout); ATOMRUN_FOREVER (< 0) no deadline (1e300). */
+double ar_deadline_in(double timeout);
 /* The caller's atomrun_err (or own, when the caller passed NULL), cleared:
  * the buffer a public call's steps write their message into, as char *err,
  * size_t errlen -- the internal calls keep that pair. */

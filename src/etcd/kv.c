@@ -44,9 +44,10 @@ static void kv_of(const atomrun_etcd_kv *kv, atomrun_etcd_kv_meta *out)
 }
 
 int atomrun_etcd_get(atomrun_etcd *c, const char *key, char **data,
-                     size_t *len, atomrun_etcd_kv_meta *kv, double deadline,
+                     size_t *len, atomrun_etcd_kv_meta *kv, double timeout,
                      atomrun_err *e)
 {
+    double deadline = ar_deadline_in(timeout);
     atomrun_err own;
     char *err = ar_err_start(e, &own)->msg;
     size_t errlen = sizeof own.msg;
@@ -179,8 +180,9 @@ static int why_not_put(const atomrun_etcd_txn_result *res, const char *key, cons
 
 int atomrun_etcd_put(atomrun_etcd *c, const char *key, const void *data,
                      size_t len, const atomrun_etcd_put_opts *o,
-                     atomrun_etcd_put_result *out, double deadline, atomrun_err *e)
+                     atomrun_etcd_put_result *out, double timeout, atomrun_err *e)
 {
+    double deadline = ar_deadline_in(timeout);
     atomrun_etcd_txn_result *res;
     atomrun_etcd_put_result own_out;
     atomrun_err own, why;

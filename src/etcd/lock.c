@@ -1142,9 +1142,10 @@ void atomrun_etcd_lock_free(atomrun_etcd_lock *l)
         lock_free(l);
 }
 
-int atomrun_etcd_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
+int atomrun_etcd_cluster_id(atomrun_etcd *c, double timeout, uint64_t *id,
                             atomrun_err *e)
 {
+    double deadline = ar_deadline_in(timeout);
     atomrun_err own;
     char *err = ar_err_start(e, &own)->msg;
     size_t errlen = sizeof own.msg;

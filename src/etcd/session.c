@@ -496,9 +496,10 @@ int ar_session_get(atomrun_etcd *c, int ttl, double deadline,
     return 0;
 }
 
-int atomrun_etcd_session_lease(atomrun_etcd *c, int ttl, double deadline,
+int atomrun_etcd_session_lease(atomrun_etcd *c, int ttl, double timeout,
                                int64_t *lease, int *min_ttl, atomrun_err *e)
 {
+    double deadline = ar_deadline_in(timeout);
     atomrun_err own;
     char *err = ar_err_start(e, &own)->msg;
     ar_session *s;

@@ -456,8 +456,7 @@ int atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
     atomrun_err own;
     char *err = ar_err_start(e, &own)->msg;
     size_t errlen = sizeof own.msg;
-    /* 0: ar_etcd_post's own default, now + op_timeout. */
-    double deadline = timeout > 0 ? atomrun_now() + timeout : timeout < 0 ? 1e300 : 0;
+    double deadline = ar_deadline_in(timeout);
     if (!out)
         return refuse(err, errlen, "etcd txn: no place for the result");
     *out = NULL;

@@ -148,8 +148,11 @@ static int on_result(void *ctx, json_t *result)
 }
 
 int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
-                       double until, atomrun_etcd_watch_fn fn, void *ud, atomrun_err *e)
+                       double timeout, atomrun_etcd_watch_fn fn, void *ud, atomrun_err *e)
 {
+    /* No forever: the stream's transfer needs a finite time for curl, and
+     * a watch returns on any break anyway (the caller looks again). */
+    double until = atomrun_now() + (timeout > 0 ? timeout : 0);
     atomrun_err own;
     char *err = ar_err_start(e, &own)->msg;
     size_t errlen = sizeof own.msg;
