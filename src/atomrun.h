@@ -404,7 +404,11 @@ typedef struct atomrun_spawn_opts {
     double       kill_after;   /* ...and KILL this long after */
     int          forward;      /* pass SIGTERM/SIGHUP on to the child;
                                   with new_group always, to the whole group */
-    int          timed_out;    /* OUT: the timeout killed it */
+    /* OUT: the timeout killed it.  The one output an options struct still
+     * carries (see atomrun_err): it qualifies *code, which atomrun_run
+     * reports beside it, and is left here until atomrun_run's status gets
+     * a struct of its own. */
+    int          timed_out;
     /* > 0: the signal the command gets when the calling THREAD ends
      * (PR_SET_PDEATHSIG; the Lua binding uses SIGKILL).  The kernel drops
      * it when the command execs a set-user-ID program. */
