@@ -14,7 +14,7 @@ local H = require "spec.helper"
 local E = require "spec.etcd"
 local ar = H.ar
 
-describe("the guard of a command under an etcd lock", function()
+describe("the guard of a command under an etcd lock #child", function()
   local C = E.cluster()
   if not C then return end
   local dir
