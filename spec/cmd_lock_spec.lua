@@ -195,7 +195,7 @@ describe("atomrun lock #child", function()
 
     it("-w SECONDS runs the command once the holder lets go", function()
       local _, release, rel = hold(dir, f)
-      track(H.spawn("sleep 0.3; touch " .. H.q(rel)))
+      H.touch_when_waited(f, rel)         -- lets go once we wait
       local st, out = lock("-w", "30", f, "sh", "-c", "echo ran")
       assert.equal(0, st)
       assert.equal("ran\n", out)
