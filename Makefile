@@ -173,7 +173,7 @@ $(B)/%.so: spec/shim/%.c | $(B)
 	$(CC) $(ALL_CPPFLAGS) $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(DEPFLAGS) -fPIC -shared $(LDFLAGS) \
 	    -o $@ $< -ldl
 
--include $(TEST_BINS:=.d) $(SHIMS:.so=.d)
+-include $(TEST_BINS:=.d) $(B)/spec_threads.d $(SHIMS:.so=.d)
 
 # What the specs and spec/run.sh expect in $(B) besides `all`.
 test-bins: $(TEST_BINS) $(SHIMS)
