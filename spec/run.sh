@@ -52,8 +52,7 @@ LUA_LANE_A="etcd_unknown etcd_watch"
 # gets BASE+100) and build directories (lane A uses $AR_BUILD and build/tsan,
 # lane B build/asan and $AR_BUILD read-only: the lua5.4 pass builds nothing,
 # as the Makefile built every test binary before, and install_spec.lua,
-# which runs make, is #heavy).  Scratch
-# files are mktemp's.  Each step writes its log and its counts into $LOG;
+# which runs make, is #heavy).  Scratch files are mktemp's.  Each step writes its log and its counts into $LOG;
 # the closing line adds up every step's counts, and a step that left none
 # (a lane killed) counts as a failure.
 set -u
