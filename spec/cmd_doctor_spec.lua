@@ -13,7 +13,7 @@ local function fstype(dir)
   return st == 0 and out:match("^(%S+)") or nil
 end
 
-describe("atomrun doctor", function()
+describe("atomrun doctor #child", function()
   local dir
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)

@@ -5,7 +5,7 @@ local H = require "spec.helper"
 local E = require "spec.etcd"
 local ar = H.ar
 
-describe("atomrun lock/once with etcd names", function()
+describe("atomrun lock/once with etcd names #child", function()
   local C = E.cluster()
   if not C then return end
   local dir
@@ -259,7 +259,7 @@ end)
 
 -- No cluster needed: a machine without libcurl (spec/shim/nocurl.c makes
 -- every dlopen of it fail as the loader does when it is not installed).
-describe("etcd names on a machine without libcurl", function()
+describe("etcd names on a machine without libcurl #child", function()
   local shim = H.build .. "/nocurl.so"
   local function env()
     return "LD_PRELOAD=" .. H.q(shim)
