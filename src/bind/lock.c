@@ -46,9 +46,10 @@ static ar_lock *checklock(lua_State *L, int arg)
 #define AR_UP_HELDSET lua_upvalueindex(1)
 #define AR_UP_LOCK_MT lua_upvalueindex(2)
 
+/* A file lock without its id yet (an etcd name has none to look up). */
 static int id_unknown(const atomrun_held *h)
 {
-    return h->dev == 0 && h->ino == 0;
+    return h->kind != ATOMRUN_HELD_ETCD && h->dev == 0 && h->ino == 0;
 }
 
 /* Look up the (dev, ino) of req and of every lock in set that has none

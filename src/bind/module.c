@@ -23,11 +23,11 @@ static int l_sleep(lua_State *L)
     return 0;
 }
 
-/* The number of locks this state holds (for tests and diagnostics). */
+/* The number of locks this state holds, files and etcd names (for tests
+ * and diagnostics). */
 static int l_held(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)atomrun_heldset_fds(arL_heldset(L),
-                                                        NULL, 0));
+    lua_pushinteger(L, (lua_Integer)atomrun_heldset_count(arL_heldset(L)));
     return 1;
 }
 
