@@ -136,7 +136,7 @@ const char *arL_parse_url(lua_State *L, const char *url, arL_url *u)
             return lua_pushfstring(L, "%s: empty user name before '@'", u->shown);
         if (unescape(u->user, sizeof u->user, auth, ulen) < 0 ||
             (colon && unescape(u->password, sizeof u->password, colon + 1,
-                                  (size_t)(at - colon - 1)) < 0))
+                               (size_t)(at - colon - 1)) < 0))
             return lua_pushfstring(L, "%s: user name or password too long", u->shown);
         auth = at + 1;
     } else {
@@ -165,7 +165,7 @@ const char *arL_parse_url(lua_State *L, const char *url, arL_url *u)
 }
 
 static void fillcfg(const arL_url *u, atomrun_etcd_config *cfg, const char *ca,
-                       const char *cert, const char *key)
+                    const char *cert, const char *key)
 {
     atomrun_etcd_config_init(cfg);
     cfg->endpoints = u->endpoints;
@@ -297,7 +297,7 @@ int arL_etcd_lease(lua_State *L)
     if (!arL_isurl(url) || (why = arL_parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
     if ((r = arL_open_client(L, u, arL_optstr(L, 3, "ca"), arL_optstr(L, 3, "cert"),
-                            arL_optstr(L, 3, "key"), &c)) != 0)
+                             arL_optstr(L, 3, "key"), &c)) != 0)
         return r;
     r = atomrun_remote_session_lease(c, (int)ttl, timeout > 0 ? atomrun_now() + timeout : 0,
                                      &lease, &min_ttl, err, sizeof err);

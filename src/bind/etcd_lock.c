@@ -485,7 +485,7 @@ static int lock_failed(lua_State *L, const arL_url *u, const atomrun_remote_opts
     if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o->holder.token) {
         /* The kind is news unless an exclusive lock meets one. */
         pushholdertext(L, &o->holder, o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED
-                          || o->slots > 1 || o->mode == ATOMRUN_SHARED);
+                       || o->slots > 1 || o->mode == ATOMRUN_SHARED);
         if (r == ATOMRUN_EBUSY)
             arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
         else
