@@ -345,10 +345,18 @@ int arL_etcd_key(lua_State *L)
     return 2;
 }
 
-/* What luaopen_atomrun_core asks of the etcd binding before it makes the
- * module table: the lock handle's class (bind/etcd_lock.c).  The
- * private _etcd_* functions are entries of module.c's table. */
+/* What luaopen_atomrun_core asks of the etcd binding: the lock handle's
+ * class (bind/etcd_lock.c), and the private functions on etcd names into
+ * the module table on top, so that module.c names none of them. */
 void arL_openremote(lua_State *L)
 {
+    static const luaL_Reg funcs[] = {
+        { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },
+        { "_etcd_lease", arL_etcd_lease },
+        { "_etcd_endpoints", arL_etcd_endpoints },
+        { "_etcd_key", arL_etcd_key }, { "_etcd_watch", arL_etcd_watch },
+        { "_etcd_kill_after", arL_etcd_kill_after },
+        { NULL, NULL } };
     arL_openetcdlock(L);
+    luaL_setfuncs(L, funcs, 0);
 }
