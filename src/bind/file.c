@@ -164,7 +164,7 @@ static int failwrite(lua_State *L, int r, int replace, const char *path,
 }
 
 static void checkwriteopts(lua_State *L, int arg, atomrun_write_opts *o,
-                              int replace)
+                           int replace)
 {
     static const char *const create_names[] = { "durable", "mode", NULL };
     static const char *const replace_names[] = { "durable", "mode", "follow",
@@ -326,7 +326,7 @@ static int stream(lua_State *L, const char *path, int arg, int src,
 int arL_create(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
-    if (arL_isurl(path))             /* "etcd://...": bind/etcd.c */
+    if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_create(L);
     const char *data = NULL;
     size_t len = 0;
@@ -351,7 +351,7 @@ int arL_create(lua_State *L)
 int arL_replace(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
-    if (arL_isurl(path))             /* "etcd://...": bind/etcd.c */
+    if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_replace(L);
     size_t len;
     const char *data;
@@ -374,7 +374,7 @@ int arL_replace(lua_State *L)
 int arL_read(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
-    if (arL_isurl(path))             /* "etcd://...": bind/etcd.c */
+    if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_read(L);
     char *data;
     size_t len;
