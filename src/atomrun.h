@@ -540,7 +540,7 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
  * its own:
  *   client   endpoints, TLS, user/password; one POST that rotates to the
  *            next endpoint on a transport error or timeout and rides out a
- *            leader election, all within the caller's deadline
+ *            leader election, all within the caller's timeout
  *   session  one lease per process, cluster and TTL, granted before the
  *            first wait and kept alive every TTL/3 by a background thread,
  *            revoked at exit
@@ -551,7 +551,7 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
  *            n > 1 slots: a semaphore; shared mode: readers-writer.
  * Results are 0 / -errno like the rest of the core, plus:
  *   lost         the lease could have expired: the lock may be someone else's
- *   unavailable  no endpoint answered before the deadline
+ *   unavailable  no endpoint answered in time
  * Every call that talks to the cluster takes an atomrun_err (last, NULL
  * allowed) whose msg a failure fills with a sentence naming the endpoint
  * and the last error (never a password).
@@ -593,7 +593,7 @@ typedef struct atomrun_etcd_config {
     const char *user;        /* etcd auth (NULL: none) */
     const char *password;
     double      op_timeout;  /* seconds an operation may take when the caller
-                                gives no deadline of its own (default 5) */
+                                gives a timeout of 0 (default 5) */
 } atomrun_etcd_config;
 
 ATOMRUN_API void atomrun_etcd_config_init(atomrun_etcd_config *cfg);
@@ -633,14 +633,13 @@ typedef struct atomrun_etcd_holder {
     int     waiting;        /* atomrun_etcd_queue: 1 waits, 0 holds */
 } atomrun_etcd_holder;
 
-/* The cluster's minimum lease TTL is found by asking: a TTL below it is
- * -ERANGE with *min_ttl set. */
-
 typedef struct atomrun_etcd_lock_opts {
     int         mode;       /* ATOMRUN_EXCLUSIVE (default) or ATOMRUN_SHARED */
     int         slots;      /* 1 (default): a mutex; n: a semaphore of n */
     double      timeout;    /* ATOMRUN_FOREVER (default), 0, > 0 seconds */
-    int         ttl;        /* lease seconds (default 10) */
+    int         ttl;        /* lease seconds (default 10); the cluster's
+                               minimum is found by asking: below it is
+                               -ERANGE with acquire's *min_ttl set */
     const char *cmd;        /* command recorded for others to see; NULL: this
                                process's command line, credentials stripped */
 } atomrun_etcd_lock_opts;
@@ -683,9 +682,10 @@ ATOMRUN_API int atomrun_etcd_cluster_id(atomrun_etcd *c, double timeout, uint64_
                                         atomrun_err *err);
 /*
  * 0 while the lock is certainly held; ATOMRUN_ELOST, with err->msg (if err
- * is not NULL) saying why, as soon as the lease could have expired: a keepalive answered
- * without a TTL, or the deadline counted from the last confirmed
- * keepalive's SEND time passed (on CLOCK_BOOTTIME: time suspended counts).
+ * is not NULL) saying why, as soon as the lease could have expired: a
+ * keepalive answered without a TTL, or the deadline counted from the last
+ * confirmed keepalive's SEND time passed (on CLOCK_BOOTTIME: time
+ * suspended counts).
  * Cheap (no network); sticky.
  */
 ATOMRUN_API int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, atomrun_err *err);
@@ -705,12 +705,13 @@ ATOMRUN_API int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, atomrun_err *
  * child of this process, for a caller that starts the command only after
  * the guard (those children are not ended if this process is killed:
  * start them with PR_SET_PDEATHSIG).  -ERANGE: kill_after does not fit.
- * unguard stops it (unlock does too) and returns what it sent: 0
- * nothing, or the bits 1 (SIGTERM) and 2 (SIGKILL).  Stop it right after waiting for the command: its pid may be
- * reused once it has been waited for.
+ * unguard stops it (release does too) and returns what it sent: 0
+ * nothing, or the bits 1 (SIGTERM) and 2 (SIGKILL).  Stop it right after
+ * waiting for the command: its pid may be reused once it has been waited
+ * for.
  */
 ATOMRUN_API int atomrun_etcd_lock_guard(atomrun_etcd_lock *l, pid_t pgid,
-                                          double kill_after);
+                                        double kill_after);
 ATOMRUN_API int atomrun_etcd_lock_unguard(atomrun_etcd_lock *l);
 /*
  * Release: delete the key only if it still has this lock's token.  0 or
@@ -759,7 +760,7 @@ typedef struct atomrun_etcd_put_opts {
 } atomrun_etcd_put_opts;
 
 typedef struct atomrun_etcd_put_result {
-    int64_t              revision;        /* 0: the write's revision */
+    int64_t              revision;        /* the write's revision (0: failed) */
     atomrun_etcd_kv_meta existing;        /* on failure: the key now */
     /* on -EEXIST: who created the key, from the creator record a
      * create_only write leaves beside it (atomrun/creator/KEY, written in
