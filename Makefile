@@ -9,6 +9,7 @@ MANDIR    ?= $(PREFIX)/share/man
 LUA_CMOD  ?= $(PREFIX)/lib/lua/5.4
 LUA_LMOD  ?= $(PREFIX)/share/lua/5.4
 PKGDIR    ?= $(LIBDIR)/pkgconfig
+DOCDIR    ?= $(PREFIX)/share/doc/atomrun
 
 CC        ?= cc
 LUA       ?= lua5.4
@@ -137,8 +138,15 @@ $(CMOD): $(CORE_OBJ) $(BIND_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $(SO_FLAGS) -shared -o $@ $^ $(LDLIBS_ALL)
 
-PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	     -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|'
+# libdir and includedir are written relative to ${prefix} when they lie
+# under PREFIX, so that pkg-config's --define-prefix and
+# PKG_CONFIG_SYSROOT_DIR can move a staged install (make install DESTDIR=).
+pc_rel = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(call pc_rel,$(LIBDIR))|' \
+	     -e 's|@INCDIR@|$(call pc_rel,$(INCDIR))|' -e 's|@VERSION@|$(VERSION)|'
+# The ready job scripts, installed as examples (the man pages point at
+# them and at the Lua reference, installed beside them).
+EXAMPLES   = $(filter-out scripts/bundle.lua,$(wildcard scripts/*.lua))
 
 # Regenerated at install time too, so the paths match the PREFIX given there.
 $(B)/atomrun.pc: src/atomrun.pc.in src/atomrun.h | $(B)
@@ -178,8 +186,9 @@ $(B)/%.so: spec/shim/%.c | $(B)
 # What the specs and spec/run.sh expect in $(B) besides `all`.
 test-bins: $(TEST_BINS) $(SHIMS)
 
-# make check: the inner loop -- the atomrun pass, the C tests and the
-# embedding test, one after the other; no sanitizers, no lua5.4 pass.
+# make check: the inner loop -- the atomrun pass without the #heavy tests
+# (storms, sweeps: make test runs them), the C tests and the embedding
+# test, one after the other; no sanitizers, no lua5.4 pass.
 check: all test-bins
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --check
 
@@ -265,6 +274,9 @@ install: all
 	for f in $(LUA_SRC); do install -D -m 644 $$f $(DESTDIR)$(LUA_LMOD)/$${f#lua/}; done
 	for f in src/*.1; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man1/ || true; done
 	for f in src/*.3; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man3/ || true; done
+	install -d $(DESTDIR)$(DOCDIR)/examples
+	install -m 644 lua/API.md README.md $(DESTDIR)$(DOCDIR)/
+	install -m 755 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples/
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 
 uninstall:
@@ -275,7 +287,7 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libatomrun.so.$(VERSION) \
 	    $(DESTDIR)$(PKGDIR)/atomrun.pc $(DESTDIR)$(LUA_CMOD)/atomrun/core.so \
 	    $(DESTDIR)$(MANDIR)/man1/atomrun.1 $(DESTDIR)$(MANDIR)/man3/atomrun.3
-	rm -rf $(DESTDIR)$(LUA_LMOD)/atomrun
+	rm -rf $(DESTDIR)$(LUA_LMOD)/atomrun $(DESTDIR)$(DOCDIR)
 	rmdir $(DESTDIR)$(LUA_CMOD)/atomrun 2>/dev/null || true
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 
@@ -285,7 +297,7 @@ clean:
 help:
 	@echo "make                build build/atomrun, build/libatomrun.{a,so}, build/lua/atomrun/core.so, build/atomrun.pc"
 	@echo "make demo           build and run scripts/demo.lua"
-	@echo "make check          the inner loop: the specs inside build/atomrun (the #heavy ones too),"
+	@echo "make check          the inner loop: the specs inside build/atomrun but the #heavy ones,"
 	@echo "                    the C tests and the embedding test; no sanitizers, no lua5.4 pass;"
 	@echo "                    SPEC='spec/x_spec.lua ...' runs some specs only"
 	@echo "make test           everything (make check-all is the same: what CI and the README run):"

@@ -30,7 +30,7 @@ JOB_TIMEOUT killed CMD (as timeout(1)); 127 when CMD cannot be started;
 69 when NAME's lock cannot be taken at all; 64 usage.
 
 Example (crontab):
-  */5 * * * *  atomrun /usr/local/share/atomrun/cron-job.lua sync rsync -a src/ dst/
+  */5 * * * *  /usr/local/bin/atomrun /usr/local/share/doc/atomrun/examples/cron-job.lua sync rsync -a src/ dst/
 ]]
 
 -- The command line: atomrun.args (bundled in atomrun, so this script still

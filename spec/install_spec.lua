@@ -19,7 +19,8 @@ describe("make install #heavy", function()
     for _, f in ipairs({ "bin/atomrun", "include/atomrun.h", "lib/libatomrun.a",
         "lib/libatomrun.so", "lib/pkgconfig/atomrun.pc", "lib/lua/5.4/atomrun/core.so",
         "share/lua/5.4/atomrun/init.lua", "share/lua/5.4/atomrun/recipes.lua",
-        "share/lua/5.4/atomrun/cmd/lock.lua" }) do
+        "share/lua/5.4/atomrun/cmd/lock.lua", "share/doc/atomrun/API.md",
+        "share/doc/atomrun/examples/cron-job.lua" }) do
       assert.truthy(H.exists(root .. "/" .. f), f)
     end
     -- /usr/local/lib/lua/5.4 is on stock lua5.4's default cpath and
@@ -64,5 +65,30 @@ describe("make install #heavy", function()
     st, out = H.sh(H.q(dir .. "/bin/atomrun") .. " --version")
     assert.equal(0, st)
     assert.matches("^atomrun ", out)
+  end)
+
+  -- A staged install (DESTDIR) used before it is moved into place, as a
+  -- package build does: the .pc file's paths follow ${prefix}, so
+  -- pkg-config's --define-prefix and PKG_CONFIG_SYSROOT_DIR find it there.
+  it("a host builds from a staged install (DESTDIR) with pkg-config", function()
+    local st, _, err = make("install DESTDIR=" .. H.q(dir) .. " PREFIX=/usr/local")
+    assert.equal(0, st, err)
+    local pcdir = dir .. "/usr/local/lib/pkgconfig"
+    local pc = H.slurp(pcdir .. "/atomrun.pc")
+    assert.matches("\nlibdir=%${prefix}/lib\n", pc)
+    assert.matches("\nincludedir=%${prefix}/include\n", pc)
+    local env = "PKG_CONFIG_PATH=" .. H.q(pcdir)
+    local _, inc = H.sh(env .. " pkg-config --define-prefix --variable=includedir atomrun")
+    assert.equal(dir .. "/usr/local/include\n", inc)
+    local _, lib = H.sh(env .. " pkg-config --define-prefix --variable=libdir atomrun")
+    assert.equal(dir .. "/usr/local/lib\n", lib)
+    -- Lua's own flags apart: Debian's lua5.4.pc does not move with a sysroot
+    local out
+    st, out, err = H.sh("cd " .. H.q(dir) .. " && cc " .. H.q(H.root .. "/spec/host.c")
+      .. " $(PKG_CONFIG_SYSROOT_DIR=" .. H.q(dir) .. " " .. env .. " pkg-config --cflags --libs atomrun)"
+      .. " $(pkg-config --cflags lua5.4) -o host && LD_LIBRARY_PATH=" .. H.q(dir .. "/usr/local/lib")
+      .. " ./host " .. H.q(H.root .. "/spec/embed_job.lua") .. " staged")
+    assert.equal(0, st, err)
+    assert.equal("embedded: staged\n", out)
   end)
 end)

@@ -120,6 +120,27 @@ describe("atomrun options #child", function()
     end
   end)
 
+  it("a mistyped subcommand (not a file either) is 64 with 'did you mean'", function()
+    local dir = H.tmpdir()
+    for word, meant in pairs({ lokc = "lock", lcok = "lock", onec = "once", wo = "who",
+        doctr = "doctor", dcotor = "doctor" }) do
+      local st, out, err = H.sh("cd " .. H.q(dir) .. " && " .. H.q(H.atomrun) .. " " .. word .. " x")
+      assert.equal(64, st, word)
+      assert.equal("", out)
+      assert.matches("^atomrun: '" .. word .. "' is neither a command nor a script: did you mean "
+        .. "'atomrun " .. meant .. "'%?\nusage: atomrun", err)
+    end
+    -- a file of that name is a script, as lua(1) runs it; a far word is lua(1)'s error
+    H.write(dir .. "/lokc", "print('ran lokc')")
+    local st, out = H.sh("cd " .. H.q(dir) .. " && " .. H.q(H.atomrun) .. " lokc")
+    assert.equal(0, st)
+    assert.equal("ran lokc\n", out)
+    local st2, _, err2 = H.sh("cd " .. H.q(dir) .. " && " .. H.q(H.atomrun) .. " backup")
+    assert.equal(1, st2)
+    assert.matches("cannot open backup", err2)
+    H.cleanup()
+  end)
+
   it("exits 64 with the usage line on a usage error", function()
     for _, args in ipairs({ {}, { "--bogus" }, { "-e" }, { "-x" }, { "--" } }) do
       local st, out, err = H.run(table.unpack(args))

@@ -5,10 +5,12 @@
  */
 #include "atomrun.h"
 
+#include <errno.h>
 #include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define EX_USAGE 64   /* sysexits.h, as flock(1) uses */
 
@@ -67,6 +69,50 @@ static int usage_error(const char *fmt, const char *what)
 
 static const char *progname = "atomrun";
 
+/* The optimal-string-alignment distance of a and b (edits: insert, delete,
+ * replace, swap two neighbours), or 3 once it is sure to exceed 2: only
+ * "is it a near miss" is asked, of short words. */
+static int near_miss_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), i, j;
+    int d[18][18];
+    if (la > 16 || lb > 16 || (la > lb ? la - lb : lb - la) > 2)
+        return 3;
+    for (i = 0; i <= la; i++)
+        d[i][0] = (int)i;
+    for (j = 0; j <= lb; j++)
+        d[0][j] = (int)j;
+    for (i = 1; i <= la; i++)
+        for (j = 1; j <= lb; j++) {
+            int cost = a[i - 1] != b[j - 1], best = d[i - 1][j - 1] + cost;
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]
+                && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[la][lb];
+}
+
+/* The subcommand a mistyped one was surely meant to be (`atomrun lokc`):
+ * one edit away, two for names of five letters or more; NULL if none. */
+static const char *meant_command(const char *word)
+{
+    const char *name, *best = NULL;
+    int i, best_d = 3;
+    for (i = 0; (name = atomrun_command(i, NULL)) != NULL; i++) {
+        int d = near_miss_distance(word, name), allowed = strlen(name) >= 5 ? 2 : 1;
+        if (d <= allowed && d < best_d) {
+            best = name;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
 static int run(int source, const char *script, int argc, char **argv)
 {
     lua_State *L = atomrun_newstate_for(source);
@@ -113,5 +159,16 @@ int main(int argc, char **argv)
         return usage_error("unknown option '%s'", a);
     if (!strchr(a, '/') && atomrun_has_command(a))
         return run(ATOMRUN_RUN_COMMAND, a, argc - 2, argv + 2);
+    /* Not a command and no such file, but close to a command: a typo, not
+     * a script lua(1) would fail to open (exit 1, "cannot open"). */
+    if (!strchr(a, '/') && access(a, F_OK) != 0 && errno == ENOENT) {
+        const char *meant = meant_command(a);
+        if (meant) {
+            fprintf(stderr, "atomrun: '%s' is neither a command nor a script: did you mean "
+                    "'atomrun %s'?\n", a, meant);
+            print_usage(stderr);
+            return EX_USAGE;
+        }
+    }
     return run(ATOMRUN_RUN_FILE, a, argc - 2, argv + 2);
 }

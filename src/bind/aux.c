@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------- the held-lock set */
 
@@ -95,6 +96,17 @@ void arL_pushholder(lua_State *L, const atomrun_holder *h, int range)
     }
 }
 
+/* What to say of a holder /proc does not show us: another user's process
+ * (root, or its owner, sees it), or for root one outside our pid
+ * namespace (a container's, or the host's). */
+static const char *unseen_holder(void)
+{
+    if (geteuid() == 0)
+        return "a process atomrun cannot see (in another pid namespace: a container's or the "
+               "host's)";
+    return "a process atomrun cannot see (another user's: root, or its owner, can see it)";
+}
+
 /* "pid 4121 (backup.sh)" or "a process atomrun cannot see" */
 static void pushholdertext(lua_State *L, const atomrun_holder *h)
 {
@@ -103,7 +115,7 @@ static void pushholdertext(lua_State *L, const atomrun_holder *h)
     else if (h->pid > 0)
         lua_pushfstring(L, "pid %d", (int)h->pid);
     else
-        lua_pushstring(L, "a process atomrun cannot see (another user's?)");
+        lua_pushstring(L, unseen_holder());
 }
 
 int arL_faillock(lua_State *L, int r, const char *what, double timeout,

@@ -165,7 +165,16 @@ end
 local LOCK_STAGE = { ENOLCK = true, EBADF = true, EIO = true, EINVAL = true,
                      EOPNOTSUPP = true, EDEADLK = true }
 function M.lock_failed(prog, o, code)
-  prog:say("%s: %s", o.file or tostring(o.fd), cli.strerror(code))
+  local why = ""
+  -- fcntl's EBADF is the descriptor's open mode, not a closed descriptor:
+  -- say which mode the lock needed (flock(2) locks take either).
+  if code == "EBADF" and o.fcntl then
+    why = o.mode == "shared"
+      and " (a shared --fcntl lock needs the file open for reading)"
+      or " (an exclusive --fcntl lock needs the file open for writing: use -s for a shared"
+        .. " lock, or leave out --fcntl)"
+  end
+  prog:say("%s: %s%s", o.file or tostring(o.fd), cli.strerror(code), why)
   os.exit((code == "ENOLCK" or code == "ENOMEM") and cli.EX_OSERR or cli.EX_DATAERR)
 end
 

@@ -24,7 +24,11 @@ end
 
 --- "pid 4121 (backup.sh)" from a holder table.
 function M.holder_text(h)
-  if not (h and h.pid) then return "a process atomrun cannot see" end
+  if not (h and h.pid) then
+    return require("atomrun.core").uid() == 0
+      and "a process atomrun cannot see (in another pid namespace: a container's or the host's)"
+      or "a process atomrun cannot see (another user's: root, or its owner, can see it)"
+  end
   if h.cmd and h.cmd ~= "" then return string.format("pid %d (%s)", h.pid, M.safe(h.cmd)) end
   return string.format("pid %d", h.pid)
 end
