@@ -120,6 +120,16 @@ describe("atomrun options #child", function()
     end
   end)
 
+  it("every subcommand answers --version and -V with atomrun's version, exit 0", function()
+    for _, sub in ipairs({ "lock", "once", "who", "doctor" }) do
+      for _, flag in ipairs({ "--version", "-V" }) do
+        local st, out, err = H.run(sub, flag)
+        assert.equal(0, st, sub .. " " .. flag .. ": " .. err)
+        assert.matches("^atomrun %d+%.%d+%.%d+\n$", out)
+      end
+    end
+  end)
+
   it("a mistyped subcommand (not a file either) is 64 with 'did you mean'", function()
     local dir = H.tmpdir()
     for word, meant in pairs({ lokc = "lock", lcok = "lock", onec = "once", wo = "who",

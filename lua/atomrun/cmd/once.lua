@@ -23,14 +23,15 @@ usage: atomrun once [options] NAME [options] [--] CMD [ARGS...]
       --kill-after SECONDS  etcd names: SIGKILL this long after SIGTERM when the
                             lease could expire (default TTL/4, at most 5)
   -h, --help                this text
+  -V, --version             atomrun's version
 ]]
 
 local SPEC = {
-  short = "w:E:h",
+  short = "w:E:hV",
   long = {
     { "wait", "w", arg = true }, { "timeout", "w", arg = true },
     { "conflict-exit-code", "E", arg = true }, { "dir", "dir", arg = true },
-    { "verbose", "verbose" }, { "help", "h" },
+    { "verbose", "verbose" }, { "help", "h" }, { "version", "V" },
     { "ttl", "ttl", arg = true }, { "kill-after", "kill-after", arg = true },
   },
 }
@@ -48,6 +49,7 @@ local handlers = {
   dir = function(v) o.dir = v end,
   verbose = function() o.verbose = true end,
   h = function() io.stdout:write(USAGE) os.exit(0) end,
+  V = function() prog:version() end,
   -- the same checks as `atomrun lock`'s (atomrun.cli.lock)
   ttl = function(v) require("atomrun.cli.lock").option.ttl(prog, o, false, v) end,
   ["kill-after"] = function(v)

@@ -29,15 +29,17 @@ usage: atomrun who [--json] [--revoke] PATH|etcd://HOST:PORT/NAME...
       --revoke              etcd names: revoke the holder's lease (break a
                             stuck lock; the holder then sees "lost")
   -h, --help                this text
+  -V, --version             atomrun's version
 ]]
 
 local as_json, revoke = false, false
 local paths = prog:getopt({ ... }, {
-  short = "h", permute = true,
-  long = { { "json", "json" }, { "revoke", "revoke" }, { "help", "h" } },
+  short = "hV", permute = true,
+  long = { { "json", "json" }, { "revoke", "revoke" }, { "help", "h" }, { "version", "V" } },
 }, function(key)
   if key == "json" then as_json = true
   elseif key == "revoke" then revoke = true
+  elseif key == "V" then prog:version()
   else io.stdout:write(USAGE) os.exit(0) end
 end)
 if #paths == 0 then prog:usage_error("no lock file given") end
