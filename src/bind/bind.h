@@ -133,6 +133,9 @@ int arL_etcd_read(lua_State *L);
 int arL_etcd_key(lua_State *L);
 int arL_etcd_watch(lua_State *L);
 void arL_openremote(lua_State *L);   /* the etcd lock handle's metatable */
+/* core.etcd (bind/etcd_txn.c): txn, lease, revoke and PREFIX, as the field
+ * "etcd" of the module table on top. */
+void arL_openetcdtxn(lua_State *L);
 
 /* ---------------------------- shared by bind/etcd.c, etcd_lock.c, etcd_kv.c */
 

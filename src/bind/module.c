@@ -128,6 +128,7 @@ int luaopen_atomrun_core(lua_State *L)
 
     arL_openremote(L);               /* the etcd lock handle's metatable */
     luaL_newlib(L, funcs);
+    arL_openetcdtxn(L);              /* core.etcd: bind/etcd_txn.c */
     arL_openlock(L);
     lua_pushstring(L, ATOMRUN_VERSION);
     lua_setfield(L, -2, "version");
