@@ -135,7 +135,7 @@ static int64_t int_field(lua_State *L, int idx, const char *name, int64_t dflt, 
     if (t != LUA_TNIL) {
         v = lua_tointegerx(L, -1, &isint);
         if (t != LUA_TNUMBER || !isint || v < min)
-            bad(L, w, "'%s' must be an integer >= %d", name, (int)min);
+            bad(L, w, "'%s' must be an integer%s", name, min == 0 ? " >= 0" : "");
     }
     lua_pop(L, 1);
     return (int64_t)v;
