@@ -14,8 +14,9 @@ local M = {}
 --- Optimistic read-modify-write on the key's mod revision: no lock, no
 --- lost update.  opts: timeout (seconds, default 30: the whole call, retries
 --- included), fence (a held etcd lock), ttl (the key is bound to this
---- process's lease of that TTL, as replace's), max_request_bytes (core.etcd.txn
---- refuses a bigger txn before sending it: E2BIG), ca, cert, key; durable, mode, follow are accepted and ignored, as for replace.
+--- process's lease of that TTL, as replace's), max_request_bytes (a bigger
+--- txn is refused before it is sent: E2BIG), ca, cert, key; durable, mode,
+--- follow are accepted and ignored, as for replace.
 ---
 --- The trap is the answer that never comes: the txn was sent, the leader
 --- died or the connection broke, and etcd may have applied it, may apply it
@@ -29,8 +30,7 @@ local M = {}
 --- attempts can never both commit: each compares the mod revisions of the
 --- key AND of the nonce key that its own read saw, and every commit of ours
 --- moves the nonce key's -- so an older attempt landing late fails its
---- compare even when the key itself was deleted in between.  A read only
---- builds on a state in which no nonce of ours is in.
+--- compare even when the key itself was deleted in between.
 ---
 --- The nonce key is bound to a lease of this process (NONCE_TTL), so a
 --- crashed updater leaves nothing behind for long; but a lease can also run
@@ -41,12 +41,10 @@ local M = {}
 --- be told -- its lease is gone, the deadline came first, fn now wants no
 --- change, a later request was refused -- the call returns nil, msg,
 --- "unknown": resolved or reported, never guessed.  A refusal of the write
---- itself (EINVAL, EACCES, too large) is resolved the same way first: the
---- client may have tried another endpoint before, unanswered.
----
---- The nonce key is per Lua state and key, so one state cannot update one
---- key twice at once (fn yielding into another update of the same key): an
---- error says so.
+--- (EINVAL, EACCES) is resolved the same way first: the client may have
+--- tried another endpoint before, unanswered.  The nonce key is per Lua
+--- state and key, so one state cannot update one key twice at once (fn
+--- yielding into another update of the same key): an error says so.
 local update_names = { timeout = "seconds", fence = "etcd_lock", max_request_bytes = "request_bytes",
   ca = "string", cert = "string", key = "string", wait = "boolean", ttl = "ttl",
   durable = "boolean", mode = "perm", follow = "boolean" }
@@ -67,7 +65,7 @@ local function mod_is(key, kv) return { key = key, target = "mod", result = "=="
 local function first(resp) return resp and resp.kvs and resp.kvs[1] end
 
 local FINAL = { EINVAL = true, EACCES = true, ERANGE = true }
-local LEASE_GONE = "the lease that held its nonce expired before it could be read"
+local GONE = {}                 -- look()'s word for "can no longer be told"
 
 function M.update(url, fn, opts)
   local check = require "atomrun.check"
@@ -139,18 +137,18 @@ function M.update(url, fn, opts)
     end
     return lease, skey
   end
-  -- A look at the nonce key and the sentinel, in the same txn: true and
-  -- the value when an attempt of ours is committed; false when an open
-  -- attempt can no longer be told (its nonce's lease is gone); nil: go on
-  -- (and the sentinel is there).
+  -- A look at the nonce key and the sentinel, read in one txn: the value
+  -- of an attempt of ours that is committed; GONE when an open attempt
+  -- can no longer be told (its nonce's lease is gone); nil: go on.
   local function look(nkv, skv)
     local v = nkv and mine[nkv.value]
-    if v then return true, v end
-    if pending and not skv then return false end
+    if v then return v end
+    if pending and not skv then return GONE end
   end
-  local function settled(done, v)
-    if done then return v end
-    return unknown(LEASE_GONE)
+  local LEASE_GONE = "the lease that held its nonce expired before it could be read"
+  local function settled(v)
+    if v == GONE then return unknown(LEASE_GONE) end
+    return v
   end
   -- A failure of a call before the write: ends the call, or try again.
   local function failed(err, code)
@@ -180,8 +178,8 @@ function M.update(url, fn, opts)
     if r then
       -- a resend of an attempt already applied, or an earlier attempt
       -- that landed late: committed, and the call's result
-      local done, v = look(first(r.responses[1]), first(r.responses[2]))
-      if done ~= nil then return true, settled(done, v) end
+      local v = look(first(r.responses[1]), first(r.responses[2]))
+      if v then return true, settled(v) end
       local lkv = fence and first(r.responses[3])
       if fence and not (lkv and lkv.create_revision == fence.token) then
         -- no attempt of ours can land now: each compared the fence too
@@ -211,8 +209,8 @@ function M.update(url, fn, opts)
     local r, err, ecode = send({ success = { get(key), get(nkey), get(skey) } })
     if not r then return failed(err, ecode) end
     local kv, nkv, skv = first(r.responses[1]), first(r.responses[2]), first(r.responses[3])
-    local done, v = look(nkv, skv)
-    if done ~= nil then return true, settled(done, v) end
+    local v = look(nkv, skv)
+    if v then return true, settled(v) end
     if refused then
       -- the refused write (and any earlier try of it) is not in: its
       -- refusal stands -- unless another attempt got no answer at all
