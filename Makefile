@@ -66,8 +66,8 @@ CMOD       = $(B)/lua/atomrun/core.so
 TARGETS    = $(B)/atomrun $(B)/libatomrun.a $(B)/libatomrun.so \
              $(CMOD) $(B)/atomrun.pc
 
-.PHONY: all test check check-all check-asan check-embed bench clean install uninstall help demo \
-        print-san
+.PHONY: all test check check-all check-asan check-lua54 check-embed test-bins bench clean \
+        install uninstall help demo print-san
 
 all: $(TARGETS)
 
@@ -149,21 +149,43 @@ $(B)/atomrun.pc: src/atomrun.pc.in src/atomrun.h | $(B)
 demo: all
 	$(B)/atomrun scripts/demo.lua
 
+# Every C program the tests run is built here, with the flags above (never
+# by a spec file or spec/run.sh, which only run them; a missing one is a
+# failure there).  One rule: spec/c/NAME.c (the C tests), spec/etcd_core.c
+# (the driver etcd_core_spec.lua runs), spec/host.c (the embedding test) and
+# spec/tsan/threads.c (check-tsan) become $(B)/spec_NAME; the ASan pass
+# builds the same ones with B=build/asan CFLAGS="$(SAN_FLAGS)", check-tsan
+# with B=$(TSAN_B) CFLAGS="$(TSAN_FLAGS)".
+vpath %.c spec/c spec spec/tsan
+C_TESTS    = $(patsubst spec/c/%.c,$(B)/spec_%,$(wildcard spec/c/*.c))
+TEST_BINS  = $(C_TESTS) $(B)/spec_etcd_core $(B)/spec_host
+# LD_PRELOAD shims that make faults for real in the specs (a stepped wall
+# clock, a suspend; a filesystem without O_TMPFILE; a machine without
+# libcurl).  Test tools, never installed.
 SHIMS      = $(B)/clockshim.so $(B)/notmpfile.so $(B)/nocurl.so
 
-test: all $(B)/spec_host $(SHIMS)
-	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh
+$(B)/spec_%: %.c $(B)/libatomrun.a
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(LDFLAGS) -o $@ $< $(B)/libatomrun.a $(LUA_LIBS) $(LDLIBS_ALL)
 
-check: test
+# A shim's functions stand in for libc's, so they are exported (not
+# -fvisibility=hidden as the library's are).
+$(B)/%.so: spec/shim/%.c | $(B)
+	$(CC) $(ALL_CPPFLAGS) $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(DEPFLAGS) -fPIC -shared $(LDFLAGS) \
+	    -o $@ $< -ldl
+
+-include $(TEST_BINS:=.d) $(B)/spec_threads.d $(SHIMS:.so=.d)
+
+# What the specs and spec/run.sh expect in $(B) besides `all`.
+test-bins: $(TEST_BINS) $(SHIMS)
+
+# make check: the inner loop -- the atomrun pass, the C tests and the
+# embedding test, one after the other; no sanitizers, no lua5.4 pass.
+check: all test-bins
+	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --check
 
 # What CI and the README run: every pass, lane and stress spec.
-check-all: test
-
-# LD_PRELOAD shims that make faults for real in the specs (a stepped wall
-# clock, a suspend; a filesystem without O_TMPFILE).  Test tools, never
-# installed.
-$(B)/%.so: spec/shim/%.c | $(B)
-	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared -o $@ $< -ldl
+test check-all: all test-bins
+	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh
 
 # The sanitizer flags, the one copy: spec/run.sh (make check-asan, and the
 # last pass of make test) asks `make print-san` for SAN_FLAGS and builds
@@ -179,8 +201,13 @@ print-san:
 
 # The specs and C tests again, against an ASan+UBSan build in build/asan/
 # (make test runs this too, in its second lane: see spec/run.sh).
-check-asan: all $(B)/spec_host $(SHIMS)
+check-asan: all test-bins
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --asan-only
+
+# The specs in stock lua5.4 with $(B)/lua/atomrun/core.so alone (what
+# `require "atomrun"` users run; make test runs it too).
+check-lua54: all test-bins
+	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --lua54-only
 
 # ---------------------------------------- hardening: TSan and valgrind
 # check-tsan: the core and the binding from 8 threads (spec/tsan/threads.c),
@@ -191,13 +218,9 @@ TSAN_B     ?= build/tsan
 
 .PHONY: check-tsan check-valgrind
 check-tsan:
-	@$(MAKE) --no-print-directory -s B=$(TSAN_B) CFLAGS="$(TSAN_FLAGS)" \
-	    $(TSAN_B)/libatomrun.a
-	@$(CC) -std=c11 -Wall -Wextra -Werror $(TSAN_FLAGS) -pthread -Isrc $(LUA_CFLAGS) \
-	    -o $(TSAN_B)/tsan_threads spec/tsan/threads.c $(TSAN_B)/libatomrun.a \
-	    $(LUA_LIBS) $(ETCD_LIBS) -lm
+	@$(MAKE) --no-print-directory -s B=$(TSAN_B) CFLAGS="$(TSAN_FLAGS)" $(TSAN_B)/spec_threads
 	@TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
-	    $(TSAN_B)/tsan_threads
+	    $(TSAN_B)/spec_threads
 
 check-valgrind: all
 	@sh spec/valgrind/run.sh $(B)
@@ -206,11 +229,18 @@ check-valgrind: all
 check-embed: $(B)/spec_host
 	@$(B)/spec_host spec/embed_job.lua hello world
 
-$(B)/spec_host: spec/host.c $(B)/libatomrun.a
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ spec/host.c $(B)/libatomrun.a $(LUA_LIBS) $(LDLIBS_ALL)
+# The benchmarks' raw-syscall references: plain C11, no library, built next
+# to atomrun (scripts/bench/run.sh runs them).
+BENCH_BINS = $(B)/bench/ref $(B)/bench/harness
 
-bench: all
-	@CC="$(CC)" sh scripts/bench/run.sh --build $(B) $(if $(QUICK),--quick,) \
+$(B)/bench/%: scripts/bench/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CPPFLAGS) $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(DEPFLAGS) $(LDFLAGS) -o $@ $<
+
+-include $(BENCH_BINS:=.d)
+
+bench: all $(BENCH_BINS) $(B)/spec_etcd_core
+	@sh scripts/bench/run.sh --build $(B) $(if $(QUICK),--quick,) \
 	    $(if $(BEFORE),--before $(BEFORE),)
 
 # ---------------------------------------------------------------- install
@@ -255,18 +285,25 @@ clean:
 help:
 	@echo "make                build build/atomrun, build/libatomrun.{a,so}, build/lua/atomrun/core.so, build/atomrun.pc"
 	@echo "make demo           build and run scripts/demo.lua"
-	@echo "make test           all specs (stock lua5.4 and inside build/atomrun), the C tests and the"
-	@echo "                    embedding test, check-tsan, check-valgrind, and the ASan pass, in two"
-	@echo "                    lanes at once (spec/run.sh says which pass runs which spec file);"
+	@echo "make check          the inner loop: the specs inside build/atomrun (the #heavy ones too),"
+	@echo "                    the C tests and the embedding test; no sanitizers, no lua5.4 pass;"
+	@echo "                    SPEC='spec/x_spec.lua ...' runs some specs only"
+	@echo "make test           everything (make check-all is the same: what CI and the README run):"
+	@echo "                    the specs in stock lua5.4 and inside build/atomrun, the C tests and"
+	@echo "                    the embedding test, check-tsan, check-valgrind, and the ASan pass, in"
+	@echo "                    two lanes at once (spec/run.sh; which pass runs which tests: the tags"
+	@echo "                    #child, #harness, #heavy and the run profiles in spec/.busted);"
 	@echo "                    SPEC='spec/x_spec.lua ...' runs some specs only, AR_NO_ASAN=1 skips"
 	@echo "                    the ASan pass, AR_NO_HARDEN=1 skips check-tsan and check-valgrind,"
 	@echo "                    AR_SERIAL=1 runs the lanes one after the other"
-	@echo "make check          the same as make test"
-	@echo "make check-all      the same as make test: what CI and the README run"
+	@echo "make check-all      the same as make test"
 	@echo "make check-asan     the specs and C tests against an ASan+UBSan build (build/asan/)"
+	@echo "make check-lua54    the specs in stock lua5.4 with build/lua/atomrun/core.so"
 	@echo "make check-tsan     the core and the binding from 8 threads under ThreadSanitizer (build/tsan/)"
 	@echo "make check-valgrind memcheck over the CLI: no leaks, no invalid reads or writes"
 	@echo "make check-embed    a C host linked with libatomrun.a runs spec/embed_job.lua"
+	@echo "make test-bins      build the C programs and LD_PRELOAD shims the tests run (build/spec_*,"
+	@echo "                    build/*.so); make check, test, check-asan and check-lua54 do it first"
 	@echo "make print-san      print the ASan+UBSan compiler flags (SAN_FLAGS) spec/run.sh uses"
 	@echo "make bench          benchmarks against raw C and peer tools, side by side; results in"
 	@echo "                    build/bench/results.json (QUICK=1: a seconds-long smoke run;"

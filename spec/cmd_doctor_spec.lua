@@ -13,7 +13,7 @@ local function fstype(dir)
   return st == 0 and out:match("^(%S+)") or nil
 end
 
-describe("atomrun doctor", function()
+describe("atomrun doctor #child", function()
   local dir
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)
@@ -69,11 +69,20 @@ describe("atomrun doctor", function()
     assert.equal("string", type(r.fstype))
     assert.equal("boolean", type(r.remote))
     assert.equal("boolean", type(r.volatile))
-    for _, k in ipairs({ "flock", "ofd", "tmpfile", "renameat2_noreplace", "dir_fsync" }) do
+    -- the probes by atomrun.probe()'s names, with its values
+    local p = ar.probe(dir)
+    for _, k in ipairs({ "flock", "ofd", "tmpfile", "noreplace", "dirsync" }) do
       assert.is_not_nil(r.probes[k], k)
+      assert.equal(p[k], r.probes[k], k)
     end
-    for _, k in ipairs({ "lock", "range_lock", "create", "replace", "durability" }) do
-      assert.equal("string", type(r.primitives[k]), k)
+    -- primitives are machine values; the sentences are apart, in explain
+    local kinds = { lock = { flock = 1, none = 1 }, range_lock = { ofd = 1, posix = 1 },
+      create = { tmpfile = 1, noreplace = 1, link = 1 }, replace = { tmpfile = 1, rename = 1 },
+      durability = { ["crash-safe"] = 1, volatile = 1, ["not-crash-safe"] = 1 } }
+    for k, allowed in pairs(kinds) do
+      assert.truthy(allowed[r.primitives[k]], k .. " = " .. tostring(r.primitives[k]))
+      assert.equal("string", type(r.explain[k]), k)
+      assert.truthy(#r.explain[k] > 10, k)
     end
     assert.equal("table", type(r.warnings))
     local _, text = H.run("doctor", dir)
@@ -111,9 +120,14 @@ describe("atomrun doctor", function()
     assert.equal("", out)
     assert.matches("^atomrun: cannot probe .*/nope: No such file or directory\n$", err)
     H.write(dir .. "/file", "")
-    st, _, err = H.run("doctor", dir .. "/file", "--json")
+    st, out, err = H.run("doctor", dir .. "/file", "--json")
     assert.equal(1, st)
     assert.matches("Not a directory", err)
+    -- --json: an error object on stdout too, as who --json gives
+    local r = ar.json.decode(out)
+    assert.equal(dir .. "/file", r.dir)
+    assert.equal("ENOTDIR", r.error)
+    assert.matches("Not a directory", r.message)
   end)
 
   -- Where no scratch file can be made the report still comes, with the
@@ -123,13 +137,19 @@ describe("atomrun doctor", function()
     assert.equal(2, st, out)
     if fs then assert.matches("%(" .. fs, out) end
     for _, f in ipairs({ "flock%(2%) whole%-file locks", "OFD byte%-range locks",
-        "renameat2%(RENAME_NOREPLACE%)" }) do
+        "O_TMPFILE unnamed temp files", "renameat2%(RENAME_NOREPLACE%)" }) do
       assert.matches(f .. " +not tested\n", out)
     end
-    assert.matches("not tested: flock, ofd, renameat2_noreplace: no scratch file could be "
+    assert.matches("not tested: flock, ofd, tmpfile, noreplace: no scratch file could be "
       .. "created in .* %(" .. why .. "%)", out)
-    assert.matches("lock +not tested here %(no scratch file could be created: " .. why .. "%)", out)
+    -- no primitive is promised where no write can succeed
+    for _, k in ipairs({ "lock", "range_lock", "create", "replace", "durability" }) do
+      assert.matches("\n  " .. k .. " +not tested here %(no scratch file could be created: "
+        .. why .. "%)", out)
+    end
     assert.is_nil(out:find("does NOT exclude", 1, true), out)   -- no false alarm
+    assert.is_nil(out:find("survives a crash", 1, true), out)
+    assert.is_nil(out:find("leaves nothing behind", 1, true), out)
   end
 
   it("on /proc reports the type and which probes it could not run (exit 2)", function()
@@ -140,11 +160,15 @@ describe("atomrun doctor", function()
     assert.equal(2, st)
     local r = ar.json.decode(out)
     assert.equal("proc", r.fstype)
-    assert.equal(3, #r.skipped)
+    assert.equal(4, #r.skipped)
     assert.equal("flock", r.skipped[1].probe)
     assert.matches("^E%u+$", r.skipped[1].reason)
     assert.is_nil(r.probes.flock)                 -- not run: no result
-    assert.is_not_nil(r.probes.dir_fsync)         -- this one could run
+    assert.is_nil(r.probes.tmpfile)
+    assert.is_not_nil(r.probes.dirsync)           -- this one could run
+    for _, k in ipairs({ "lock", "range_lock", "create", "replace", "durability" }) do
+      assert.equal("untested", r.primitives[k], k)
+    end
   end)
 
   it("on a directory it cannot write (as uid 65534) says so (exit 2)", function()

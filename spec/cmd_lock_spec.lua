@@ -36,7 +36,7 @@ end
 
 -- --------------------------------------------------------------- specs
 
-describe("atomrun lock", function()
+describe("atomrun lock #child", function()
   local dir, f
   before_each(function()
     dir = H.tmpdir()
@@ -195,7 +195,7 @@ describe("atomrun lock", function()
 
     it("-w SECONDS runs the command once the holder lets go", function()
       local _, release, rel = hold(dir, f)
-      track(H.spawn("sleep 0.3; touch " .. H.q(rel)))
+      H.touch_when_waited(f, rel)         -- lets go once we wait
       local st, out = lock("-w", "30", f, "sh", "-c", "echo ran")
       assert.equal(0, st)
       assert.equal("ran\n", out)
@@ -212,8 +212,7 @@ describe("atomrun lock", function()
       release()
     end)
 
-    it("says once on a terminal, after a second, whom it waits for", function()
-      if not H.heavy then pending(H.HEAVY) return end
+    it("says once on a terminal, after a second, whom it waits for #heavy", function()
       local pid, release, rel = hold(dir, f)
       track(H.spawn("sleep 1.6; touch " .. H.q(rel)))
       -- script(1) gives the command a terminal as stderr
@@ -225,8 +224,7 @@ describe("atomrun lock", function()
       release()
     end)
 
-    it("does not print the waiting line when stderr is not a terminal", function()
-      if not H.heavy then pending(H.HEAVY) return end
+    it("does not print the waiting line when stderr is not a terminal #heavy", function()
       local _, release, rel = hold(dir, f)
       track(H.spawn("sleep 1.4; touch " .. H.q(rel)))
       local st, out, err = lock("-w", "30", f, "echo", "ran")
@@ -430,11 +428,10 @@ while [ -e "$3" ]; do sleep 0.02; done
 end)
 
 -- The multi-call name from an install: runs `make`, so in the main pass only.
-describe("make install FLOCK_LINK=1", function()
+describe("make install FLOCK_LINK=1 #child #heavy", function()
   after_each(H.cleanup)
 
   it("installs bin/flock -> atomrun, which is flock; uninstall removes only that link", function()
-    if not H.heavy then pending(H.HEAVY) return end
     local dest = H.tmpdir()
     local make = "make -s --no-print-directory -C " .. H.q(H.root) .. " PREFIX=/usr/local DESTDIR=" .. H.q(dest)
     local st, _, err = H.sh(make .. " install FLOCK_LINK=1")

@@ -8,7 +8,7 @@ local gone = H.gone
 -- skipped in the lua5.4 pass).
 local describe = H.pass == "lua5.4" and pending or describe
 
-describe("atomrun once", function()
+describe("atomrun once #child", function()
   local dir, odir
   local pids = {}
   before_each(function()
@@ -65,8 +65,7 @@ describe("atomrun once", function()
       .. " since %d+%-%d+%-%d+T%d+:%d+:%d+Z %(sh %-c .+%)\n$", err)
   end)
 
-  it("on a terminal says who runs NAME without --verbose", function()
-    if not H.heavy then pending(H.HEAVY) return end
+  it("on a terminal says who runs NAME without --verbose #heavy", function()
     local pid = running("tty", 30)
     local st, out = H.sh("script -qec " .. H.q(H.q(H.atomrun) .. " once --dir " .. H.q(odir)
       .. " tty echo never; echo st=$?") .. " /dev/null")

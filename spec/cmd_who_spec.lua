@@ -9,7 +9,7 @@ local describe = H.pass == "lua5.4" and pending or describe
 
 local function who(...) return H.run("who", ...) end
 
-describe("atomrun who", function()
+describe("atomrun who #child", function()
   local dir, f
   before_each(function()
     dir = H.tmpdir()

@@ -18,8 +18,6 @@ local H = require "spec.helper"
 local ar = H.ar
 local gone, listdir = H.gone, H.listdir
 
-local maybe = H.heavy and describe or pending
-
 local PAYLOAD = [[
 local function payload(version, nlines)
   local line = version .. ":" .. string.rep("abcdefghij", 3) .. "\n"
@@ -78,7 +76,7 @@ local function cmd(...)
   return table.concat(parts, " ")
 end
 
-maybe("SIGKILL storm on replace", function()
+describe("SIGKILL storm on replace #heavy", function()
   local dir
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)

@@ -5,7 +5,7 @@ local H = require "spec.helper"
 local E = require "spec.etcd"
 local ar = H.ar
 
-describe("atomrun lock/once with etcd names", function()
+describe("atomrun lock/once with etcd names #child", function()
   local C = E.cluster()
   if not C then return end
   local dir
@@ -156,6 +156,40 @@ describe("atomrun lock/once with etcd names", function()
     assert.equal(4, st)
   end)
 
+  it("atomrun once --ttl/--kill-after on etcd names; each option refused for the other kind (64)", function()
+    local url = C:url("cli/once-ttl")
+    local f = dir .. "/t"
+    local stop = dir .. "/stop"
+    bg(f, "once", "--ttl", "3", "--kill-after", "0.5", url, "sh", "-c", "touch " .. H.q(f .. ".in")
+      .. "; while [ ! -e " .. H.q(stop) .. " ]; do sleep 0.05; done")
+    assert.is_true(H.wait_file(f .. ".in", 15))
+    -- the holder's lease has the TTL asked for
+    local _, out = H.run("who", "--json", url)
+    local lease = ar.json.decode(out)[1].holders[1].lease
+    local st, ttl = C:etcdctl("lease timetolive " .. lease)
+    assert.equal(0, st, ttl)
+    assert.matches("granted with TTL%(3s%)", ttl)
+    H.write(stop, "")
+    assert.equal(0, rc(f))
+    local empty = dir .. "/empty"
+    assert.is_true(ar.mkdir(empty))
+    local cases = {
+      { { "once", "--dir", empty, url, "true" }, "%-%-dir is for a local job name" },
+      { { "once", "--ttl", "5", "localjob", "true" }, "%-%-ttl is for etcd names" },
+      { { "once", "--kill-after", "1", "localjob", "true" }, "%-%-kill%-after is for etcd names" },
+      { { "once", "--kill-after", "9", url, "true" }, "does not fit in a TTL of 10 s" },
+      { { "once", "--ttl", "1e9", url, "true" }, "invalid %-%-ttl" },
+    }
+    for _, c in ipairs(cases) do
+      local cst, cout, cerr = H.run(table.unpack(c[1]))
+      assert.equal(64, cst, table.concat(c[1], " ") .. ": " .. cerr)
+      assert.equal("", cout)
+      assert.matches(c[2], cerr)
+      assert.is_nil(cerr:find("traceback", 1, true), cerr)
+    end
+    assert.same({}, H.listdir(empty))
+  end)
+
   it("atomrun who etcd://...: the holder and the queue; --revoke breaks the lock (75)", function()
     local url = C:url("cli/who")
     local st, out = H.run("who", url)
@@ -225,7 +259,7 @@ end)
 
 -- No cluster needed: a machine without libcurl (spec/shim/nocurl.c makes
 -- every dlopen of it fail as the loader does when it is not installed).
-describe("etcd names on a machine without libcurl", function()
+describe("etcd names on a machine without libcurl #child", function()
   local shim = H.build .. "/nocurl.so"
   local function env()
     return "LD_PRELOAD=" .. H.q(shim)

@@ -3,7 +3,7 @@
 local H = require "spec.helper"
 local E = require "spec.etcd"
 
-describe("spec/etcd.lua cluster", function()
+describe("spec/etcd.lua cluster #harness", function()
   local C = E.cluster()
   if not C then return end
 

@@ -87,8 +87,7 @@ describe("files on etcd keys", function()
     assert.equal("second", (ar.read(url2)))
   end)
 
-  it("update: 8 processes x 100 increments = exactly 800, with a leader kill in the middle", function()
-    if not H.heavy then pending(H.HEAVY) return end
+  it("update: 8 processes x 100 increments = exactly 800, with a leader kill in the middle #heavy", function()
     local url = C:url("kv/counter")
     for i = 1, 8 do
       H.bg(dir, "u" .. i, H.q(H.atomrun) .. " -e " .. H.q([[

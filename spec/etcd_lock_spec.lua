@@ -257,8 +257,14 @@ describe("atomrun.lock on etcd", function()
         { guard = lk, kill_after = 1 })
       atomrun.replace(ready .. ".done", tostring(ok) .. "|" .. tostring(msg) .. "|" .. tostring(code))
     ]], url, ready)
-    H.ready_pid(ready)
-    ar.sleep(0.3)
+    local pid = H.ready_pid(ready)
+    -- sh runs under the guard, SIGTERM ignored already (what kill_after is for)
+    assert.is_true(H.wait_until(function()
+      for _, kid in ipairs(H.children(pid)) do
+        if H.ignores(kid, 15) then return true end
+      end
+      return false
+    end, 15), "sh never started with TERM ignored")
     local st, out = C:etcdctl("lease revoke " .. H.slurp(ready .. ".lease"))
     assert.equal(0, st, out)
     assert.is_true(H.wait_file(ready .. ".done", 15))

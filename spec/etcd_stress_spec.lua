@@ -98,9 +98,7 @@ local function pid_in(path)
   return math.tointeger(tonumber(H.slurp(path)))
 end
 
-local maybe = H.heavy and describe or pending
-
-maybe("etcd under stress", function()
+describe("etcd under stress #heavy", function()
   local C = E.cluster()
   if not C then return end
   local dir

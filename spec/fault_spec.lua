@@ -16,8 +16,6 @@
 local H = require "spec.helper"
 local listdir = H.listdir
 
-local maybe = H.heavy and describe or pending
-
 local TRACED = "openat,newfstatat,faccessat2,write,fchown,fchmod,fsync,fdatasync,"
   .. "linkat,renameat,renameat2"
 
@@ -70,7 +68,7 @@ local function parse_trace(path)
   return calls
 end
 
-maybe("fault injection (strace)", function()
+describe("fault injection (strace) #heavy", function()
   local dir, child, trace, base
   local seq = 0
   setup(function()

@@ -590,11 +590,7 @@ describe("create/replace from a file or a reader function (streamed)", function(
     no_temp()
   end)
 
-  it("streams: 512 MiB through a reader in a child whose peak memory stays small", function()
-    if not H.heavy then
-      pending("big streams run in the binary pass only")
-      return
-    end
+  it("streams: 512 MiB through a reader in a child whose peak memory stays small #heavy", function()
     local job = [[
       local path = arg[1]
       local chunk = string.rep("0123456789abcdef", 4096)     -- 64 KiB

@@ -149,7 +149,7 @@ local function without_holder(s)
   return (s:gsub("(flock: [^\n]*lock\n)flock: [^\n]* is held by [^\n]*\n", "%1"))
 end
 
-describe("flock(1) compatibility", function()
+describe("flock(1) compatibility #child", function()
   local dir, bin
   before_each(function()
     dir = H.tmpdir()

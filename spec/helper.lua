@@ -14,12 +14,11 @@ H.root = os.getenv("PWD") or "."
 H.asan = os.getenv("AR_ASAN") == "1"
 -- Which of the three passes this is: "lua5.4", "atomrun" or "asan".
 H.pass = os.getenv("AR_PASS") or "atomrun"
--- Slow tests (storms, fault-injection sweeps, many processes) run in one
--- pass only, the one inside the atomrun binary.
+-- Slow tests (storms, fault-injection sweeps, many processes) carry the tag
+-- #heavy in their names, which only the atomrun pass's run profile runs
+-- (spec/.busted).  H.heavy is true in that pass, for the specs that size a
+-- loop by it (more rounds where the #heavy tests run).
 H.heavy = H.pass == "atomrun"
--- ...and in the other passes they are shown as skipped:
---   if not H.heavy then pending(H.HEAVY) end
-H.HEAVY = "slow: runs in the atomrun pass only"
 
 if not package.loaded.atomrun and not package.preload.atomrun then
   package.cpath = H.build .. "/lua/?.so;" .. package.cpath
@@ -157,6 +156,58 @@ function H.waiting(pid)
     if line:find("->", 1, true) and line:find(" " .. pid .. " ", 1, true) then return true end
   end
   return false
+end
+
+--- Is somebody blocked waiting for a lock on path (a "->" line of
+--- /proc/locks naming its device and inode)?  What a spec waits on before
+--- it lets go, so that the waiter is seen to wait, not timed with a sleep.
+--- (Waiters that poll, such as Python's filelock, never show here.)
+local function lock_id(path)
+  local st = H.ar.stat(path)
+  if not st then return nil end
+  -- " MAJ:MIN:INODE ": hex, hex and decimal, split as new_encode_dev() does
+  local major = (st.dev >> 8) & 0xfff
+  local minor = (st.dev & 0xff) | ((st.dev >> 12) & 0xfff00)
+  return string.format(" %02x:%02x:%d ", major, minor, st.ino)
+end
+
+function H.lock_waited(path)
+  local id = lock_id(path)
+  if not id then return false end
+  for line in slurp("/proc/locks"):gmatch("[^\n]+") do
+    if line:find("->", 1, true) and (line .. " "):find(id, 1, true) then return true end
+  end
+  return false
+end
+
+--- Wait until somebody waits for a lock on path; false after timeout.
+function H.wait_lock_waited(path, timeout)
+  return H.wait_until(function() return H.lock_waited(path) end, timeout)
+end
+
+--- H.lock_waited from another process, for a spec that blocks in the wait
+--- itself: a background shell creates file go once somebody waits for a
+--- lock on path (path must exist).  Returns its pid, tracked for
+--- H.cleanup_procs.
+function H.touch_when_waited(path, go)
+  local id = assert(lock_id(path), path)
+  return H.track(H.spawn("until grep -e '->' /proc/locks | grep -qF -e " .. H.q(id)
+    .. "; do sleep 0.01; done; : >" .. H.q(go)))
+end
+
+--- The pids of pid's children (of every thread of it).
+function H.children(pid)
+  local p = io.popen("cat /proc/" .. pid .. "/task/*/children 2>/dev/null")
+  local kids = {}
+  for k in p:read("a"):gmatch("%d+") do kids[#kids + 1] = math.tointeger(tonumber(k)) end
+  p:close()
+  return kids
+end
+
+--- Does pid ignore signal number sig (SigIgn in /proc/PID/status)?
+function H.ignores(pid, sig)
+  local mask = slurp("/proc/" .. pid .. "/status"):match("SigIgn:%s*(%x+)")
+  return mask ~= nil and (tonumber(mask, 16) >> (sig - 1)) & 1 == 1
 end
 
 --- Every name in dir, hidden ones included, sorted.

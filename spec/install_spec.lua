@@ -6,10 +6,8 @@ local function make(args)
   return H.sh("make -s --no-print-directory -C " .. H.q(H.root) .. " " .. args)
 end
 
--- Runs `make`, which builds in build/: only in the main pass.
-local maybe = H.heavy and describe or pending
-
-maybe("make install", function()
+-- Runs `make`, which builds in build/: only in the main pass (#heavy).
+describe("make install #heavy", function()
   local dir
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)

@@ -186,8 +186,8 @@ describe("atomrun.lock", function()
       local p = dir .. "/h.lock"
       for _, opts in ipairs({ { timeout = 30 }, {} }) do
         local _, release, rel = hold(dir, p, "flock")
-        -- release from another process while we block in the kernel
-        track(H.spawn("sleep 0.3; touch " .. H.q(rel)))
+        -- release from another process once we block in the kernel
+        H.touch_when_waited(p, rel)
         local t0 = ar.now()
         local lk = assert(ar.lock(p, opts))
         assert.is_true(ar.now() - t0 < 25)
@@ -635,7 +635,7 @@ print("got the lock")
       assert.equal(1, (H.sh("flock -n " .. H.q(p) .. " true")))
       assert.equal(1, (H.sh("flock -w 0.1 " .. H.q(p) .. " true")))
       bg(dir, "fw", "flock -w 30 " .. H.q(p) .. " echo got it")
-      ar.sleep(0.1)
+      assert.is_true(H.wait_lock_waited(p, 20), "flock -w never waited")
       lk:unlock()
       local st, out, err = result(dir, "fw")
       assert.equal(0, st, err)
@@ -691,10 +691,23 @@ print("acquired")
     end)
 
     it("hands over between atomrun and a waiting filelock", function()
-      local p = dir .. "/py3.lock"
+      local p, tried = dir .. "/py3.lock", dir .. "/py3.tried"
       local lk = assert(ar.lock(p))
-      bg(dir, "py", H.python .. " -c " .. H.q(py) .. " " .. H.q(p) .. " 30")
-      ar.sleep(0.2)
+      -- filelock polls (no kernel wait to see in /proc/locks): it says when
+      -- it has found the lock busy once, and waits on from there
+      local waiter = [[
+import filelock, sys
+lock = filelock.FileLock(sys.argv[1])
+try:
+    lock.acquire(timeout=0)
+    sys.exit(4)
+except filelock.Timeout:
+    open(sys.argv[3], "w").close()
+lock.acquire(timeout=float(sys.argv[2]))
+print("acquired")
+]]
+      bg(dir, "py", H.python .. " -c " .. H.q(waiter) .. " " .. H.q(p) .. " 30 " .. H.q(tried))
+      assert.is_true(H.wait_file(tried, 20), "filelock never found it busy")
       lk:unlock()
       local st, out, err = result(dir, "py")
       assert.equal(0, st, err)

@@ -280,7 +280,7 @@ describe("byte-range locks", function()
     H.spawn(table.concat({ H.python, H.q(dir .. "/py.py"), "wait", H.q(path), "5", "1",
       H.q(waiting), H.q(got) }, " "))
     assert.truthy(H.wait_file(waiting, 30))
-    ar.sleep(0.1)
+    assert.truthy(H.wait_lock_waited(path, 30))   -- blocked in F_SETLKW
     assert.is_false(H.exists(got))          -- still ours
     x:unlock()
     assert.truthy(H.wait_file(got, 30))

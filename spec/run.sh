@@ -2,12 +2,19 @@
 # spec/run.sh -- run every test and print one closing line:
 # "N passed, N failed, N skipped" (skipped: pending specs that cannot run here).
 #
-#   sh spec/run.sh              specs in stock lua5.4 (lua/ and
-#                               build/lua/atomrun/core.so) and
-#                               inside build/atomrun, the C tests in spec/c/,
-#                               make check-tsan and check-valgrind, and the
-#                               specs and C tests again under ASan+UBSan
-#   sh spec/run.sh --asan-only  only the sanitizer pass
+#   sh spec/run.sh               (make test, make check-all) specs in stock
+#                                lua5.4 (lua/ and build/lua/atomrun/core.so)
+#                                and inside build/atomrun, the C tests in
+#                                spec/c/, make check-tsan and check-valgrind,
+#                                and the specs and C tests again under
+#                                ASan+UBSan
+#   sh spec/run.sh --check       (make check) the atomrun pass, the embedding
+#                                test and the C tests, in one lane
+#   sh spec/run.sh --asan-only   (make check-asan) only the sanitizer pass
+#   sh spec/run.sh --lua54-only  (make check-lua54) only the lua5.4 pass
+#
+# Every binary it runs is the Makefile's (make test-bins; the ASan lane
+# runs make for build/asan/): nothing is compiled here or in a spec file.
 #
 # Environment: AR_BUILD (default build), AR_NO_ASAN=1 to skip the sanitizer
 # pass, SPEC="spec/x_spec.lua" to run some specs only (that also skips the
@@ -16,28 +23,22 @@
 # two lanes below one after the other, ATOMRUN_TEST_ETCD_PORT (default
 # 23791) the first etcd port.
 #
-# Which pass runs which spec file, and why:
+# Which pass runs which spec file, and why: tags in the spec names
+# (#child, #harness, #heavy) and a busted run profile for each pass in
+# spec/.busted, which says what each tag means and which passes leave it
+# out:
 #   - the atomrun pass (inside build/atomrun, the shipped binary) runs every
-#     spec file, and the slow tests (H.heavy: storms, sweeps) only there;
-#   - the asan pass (inside build/asan/atomrun) runs every spec file but
-#     HARNESS_ONLY: everything that runs atomrun's C code, in process or in
-#     a child (the CLI and spec/etcd_core.c are built with ASan there too);
-#   - the lua5.4 pass (stock lua5.4 with core.so: what `require "atomrun"`
-#     users run) skips CHILD_ONLY and HARNESS_ONLY as well: a CHILD_ONLY
-#     file's subject is a child process only (the atomrun binary's command
-#     line, or the C driver spec/etcd_core.c), the very same child whatever
-#     interpreter the spec itself runs in, so the lua5.4 pass would only run
-#     the atomrun pass's children a second time.  A file that calls the API
-#     in process, even only partly, is not CHILD_ONLY.  (Some of them also
-#     mark themselves pending under lua5.4, for a hand-run busted.)
-#   - HARNESS_ONLY files test the test harness (spec/etcd.lua) itself: once,
-#     in the atomrun pass.
-# Each pass says how many files it runs and how many it leaves to the others.
-CHILD_ONLY="cmd_doctor cmd_lock cmd_once cmd_who etcd_cli etcd_core etcd_guard flock_compat runner"
-HARNESS_ONLY="etcd_cluster"
+#     spec file, and the #heavy tests (storms, sweeps) only there;
+#   - the asan pass (inside build/asan/atomrun) leaves out #harness and
+#     #heavy;
+#   - the lua5.4 pass (stock lua5.4 with core.so) leaves out #child too.
+# busted leaves the tagged tests out; a file whose every top-level describe
+# has such a tag is not handed to busted at all, and each pass says how many
+# files it runs and how many it leaves to the others, and why.
 # The lua5.4 pass is cut in two so that the lanes below end together: these
 # files run as "lua5.4-a" at the end of lane A, the rest as "lua5.4" in
 # lane B (one lane: both, one after the other); the two always run together.
+# (Lane scheduling, not selection: both halves run the lua5.4 profile.)
 LUA_LANE_A="etcd_unknown etcd_watch"
 #
 # Two lanes run at once (2 cores; most spec time is waiting for etcd leases,
@@ -50,9 +51,8 @@ LUA_LANE_A="etcd_unknown etcd_watch"
 # What they must not share: etcd ports (the specs use BASE..BASE+49; lane B
 # gets BASE+100) and build directories (lane A uses $AR_BUILD and build/tsan,
 # lane B build/asan and $AR_BUILD read-only: the lua5.4 pass builds nothing,
-# as etcd_core_spec.lua, which builds its driver into the build directory,
-# is CHILD_ONLY, and install_spec.lua, which runs make, is H.heavy).  Scratch
-# files are mktemp's.  Each step writes its log and its counts into $LOG;
+# as the Makefile built every test binary before, and install_spec.lua,
+# which runs make, is #heavy).  Scratch files are mktemp's.  Each step writes its log and its counts into $LOG;
 # the closing line adds up every step's counts, and a step that left none
 # (a lane killed) counts as a failure.
 set -u
@@ -89,19 +89,47 @@ in_list() {   # WORD LIST
     return 1
 }
 
-# The spec files of pass NAME, one a line; "$LOG/NAME.left" gets how many
-# of the selected files it leaves to the other passes: "CHILD HARNESS".
+# The busted run profile of pass NAME (spec/.busted): lua5.4-a is lua5.4's.
+profile() {   # NAME
+    echo "${1%-a}"
+}
+
+# The tags pass NAME leaves out, from its profile: "harness heavy".
+excluded_tags() {   # NAME
+    lua5.4 -e "io.write(table.concat(dofile('spec/.busted')['$(profile "$1")']['exclude-tags'], ' '))"
+}
+
+# The tag that leaves FILE to another pass: one of TAGS on every top-level
+# describe (or pending) of FILE -- the first such tag -- or nothing.
+leaving_tag() {   # FILE TAGS
+    [ -n "$2" ] || return 0
+    awk -v tags="$2" '
+        BEGIN { n = split(tags, t, " ") }
+        /^(describe|pending)\("/ {
+            top++
+            name = $0; sub(/^[a-z]+\("/, "", name); sub(/".*/, "", name)
+            hit = ""
+            for (i = 1; i <= n && hit == ""; i++)
+                if (index(name " ", "#" t[i] " ")) hit = t[i]
+            if (hit == "") stays = 1
+            else if (first == "") first = hit
+        }
+        END { if (top && !stays) print first }' "$1"
+}
+
+# The spec files of pass NAME, one a line; "$LOG/NAME.left" gets, one a
+# line, the tag that leaves each other file to another pass.
 spec_files() {   # NAME
-    lc=0 lh=0
     for sp in $SPECS; do
         if [ -d "$sp" ]; then ls "$sp"/*_spec.lua; else echo "$sp"; fi
     done > "$LOG/$1.all"
+    tags=$(excluded_tags "$1")
+    : > "$LOG/$1.left"
     while read -r f; do
         b=$(basename "$f" _spec.lua)
-        if in_list "$b" "$HARNESS_ONLY" && [ "$1" != atomrun ]; then
-            lh=$((lh + 1))
-        elif in_list "$b" "$CHILD_ONLY" && [ "${1%-a}" = lua5.4 ]; then
-            lc=$((lc + 1))
+        tag=$(leaving_tag "$f" "$tags")
+        if [ -n "$tag" ]; then
+            echo "$tag" >> "$LOG/$1.left"
         elif [ "$1" = lua5.4 ] && in_list "$b" "$LUA_LANE_A"; then
             :   # run by lua5.4-a in lane A
         elif [ "$1" = lua5.4-a ] && ! in_list "$b" "$LUA_LANE_A"; then
@@ -110,39 +138,43 @@ spec_files() {   # NAME
             echo "$f"
         fi
     done < "$LOG/$1.all"
-    echo "$lc $lh" > "$LOG/$1.left"
+}
+
+# " (17 left to the others: 9 #child, 1 #harness, 7 #heavy)", or nothing.
+left_note() {   # NAME
+    m=$(grep -c . "$LOG/$1.left")
+    [ "$m" -gt 0 ] || return 0
+    echo " ($m left to the others: $(sort "$LOG/$1.left" | uniq -c \
+        | awk '{ printf "%s%d #%s", (NR > 1 ? ", " : ""), $1, $2 }'))"
 }
 
 busted_pass() {   # NAME INTERPRETER...
     name=$1; shift
     files=$(spec_files "$name")
     n=$(echo "$files" | grep -c .)
-    read -r lc lh < "$LOG/$name.left"
-    why=""
-    [ "$lc" -gt 0 ] && why="$why, $lc binary-only files run in the atomrun and asan passes"
-    [ "$lh" -gt 0 ] && why="$why, $lh harness-only files run in the atomrun pass"
-    [ -n "$why" ] && why=" (${why#, })"
-    echo "== specs: $name pass: $n spec files$why"
+    echo "== specs: $name pass: $n spec files$(left_note "$name")"
     if [ "$n" -eq 0 ]; then return; fi
     # spec/timing.lua is busted's utfTerminal plus a note of each file's
     # time.  Our output goes to $LOG/NAME.log (run_step), so busted's
-    # closing line is read back from there.
-    AR_TIMING="$LOG/$name.timing" "$@" /usr/bin/busted --output=spec/timing.lua \
-        --no-auto-insulate $files 2>&1
+    # closing line is read back from there.  The run profile (spec/.busted)
+    # leaves out the tests tagged for other passes.
+    AR_TIMING="$LOG/$name.timing" "$@" /usr/bin/busted --config-file=spec/.busted \
+        --run="$(profile "$name")" --output=spec/timing.lua --no-auto-insulate $files 2>&1
     count_busted "$LOG/$name.log"
     echo "   slowest files: $(grep -P '\tfile\t' "$LOG/$name.timing" 2>/dev/null | sort -rn \
         | head -n 5 | awk -F'\t' '{ sub(/.*\//, "", $3); printf "%s%s %.0f s", (NR > 1 ? ", " : ""), $3, $1 }')"
 }
 
-c_tests() {   # BUILD CFLAGS...
-    b=$1; shift
+# The C tests, built by the Makefile as BUILD/spec_NAME (missing: failed).
+c_tests() {   # BUILD
     for src in spec/c/*.c; do
         [ -f "$src" ] || continue
         t=$(basename "$src" .c)
-        echo "== C test: $t ($b)"
-        if cc -std=c11 -Wall -Wextra -Werror -g -pthread "$@" -Isrc $(pkg-config --cflags lua5.4) \
-            -o "$b/spec_$t" "$src" "$b/libatomrun.a" $(pkg-config --libs lua5.4 libcurl jansson) -lm \
-            && "$b/spec_$t"; then
+        echo "== C test: $t ($1)"
+        if [ ! -x "$1/spec_$t" ]; then
+            echo "   FAILED: $t: $1/spec_$t not built (make test-bins)"
+            failed=$((failed + 1))
+        elif "$1/spec_$t"; then
             passed=$((passed + 1))
         else
             echo "   FAILED: $t"
@@ -175,10 +207,11 @@ make_check() {   # TARGET
 
 asan_build() {
     echo "== building with AddressSanitizer + UBSan (build/asan/)"
-    # The flags are the Makefile's SAN_FLAGS (the one copy).
+    # The flags are the Makefile's SAN_FLAGS (the one copy), and the rules
+    # its own: the library, the binary and every test binary.
     SAN=$(make --no-print-directory -s print-san)
     if [ -n "$SAN" ] && make --no-print-directory -s B=build/asan CFLAGS="$SAN" \
-        build/asan/atomrun build/asan/libatomrun.a > "$LOG/asan-build.out" 2>&1; then
+        build/asan/atomrun test-bins > "$LOG/asan-build.out" 2>&1; then
         : > "$LOG/asan.built"
     else
         cat "$LOG/asan-build.out"
@@ -208,8 +241,7 @@ run_step() {   # NAME
                 UBSAN_OPTIONS=print_stacktrace=1 AR_PASS=asan AR_BUILD=$PWD/build/asan AR_ASAN=1 \
                 busted_pass asan "$PWD/build/asan/atomrun" ;;
         asan-c)
-            [ -e "$LOG/asan.built" ] && ASAN_OPTIONS=detect_leaks=1 \
-                c_tests build/asan $(make --no-print-directory -s print-san) ;;
+            [ -e "$LOG/asan.built" ] && ASAN_OPTIONS=detect_leaks=1 c_tests build/asan ;;
     esac > "$LOG/$1.log" 2>&1
     echo "   ($1: $(($(date +%s) - t0)) s)" >> "$LOG/$1.log"
     echo "$passed $failed $skipped" > "$LOG/$1.count"
@@ -240,23 +272,28 @@ main() {
 
     LOG=$(mktemp -d /tmp/atomrun-run.XXXXXX)
     lane_a="" lane_b=""
-    if [ "${1:-}" != "--asan-only" ]; then
-        lane_a="atomrun embed c"
-        if [ -n "${SPEC:-}" ] || [ "${AR_NO_HARDEN:-0}" = 1 ]; then
-            echo "== TSan and valgrind: skipped (SPEC or AR_NO_HARDEN set)"
-        else
-            lane_a="$lane_a tsan valgrind"
-        fi
-        lane_b="lua5.4"
-        lane_a="$lane_a lua5.4-a"
-    fi
-    if [ "${1:-}" = "--asan-only" ] || [ "${AR_NO_ASAN:-0}" != 1 ]; then
-        lane_b="asan-build asan asan-c $lane_b"
-    fi
+    case ${1:-} in
+        --check) lane_a="atomrun embed c" ;;
+        --asan-only) lane_b="asan-build asan asan-c" ;;
+        --lua54-only) lane_b="lua5.4-a lua5.4" ;;
+        "")
+            lane_a="atomrun embed c"
+            if [ -n "${SPEC:-}" ] || [ "${AR_NO_HARDEN:-0}" = 1 ]; then
+                echo "== TSan and valgrind: skipped (SPEC or AR_NO_HARDEN set)"
+            else
+                lane_a="$lane_a tsan valgrind"
+            fi
+            lane_a="$lane_a lua5.4-a"
+            lane_b="lua5.4"
+            if [ "${AR_NO_ASAN:-0}" != 1 ]; then
+                lane_b="asan-build asan asan-c $lane_b"
+            fi ;;
+        *) echo "run.sh: unknown argument '$1'" >&2; rm -rf "$LOG"; exit 64 ;;
+    esac
 
     start=$(date +%s)
     bpid=""
-    if [ "${AR_SERIAL:-0}" = 1 ] || [ -z "$lane_a" ]; then
+    if [ "${AR_SERIAL:-0}" = 1 ] || [ -z "$lane_a" ] || [ -z "$lane_b" ]; then
         echo "== one lane: $lane_a $lane_b"
         run_lane $lane_a $lane_b
     else

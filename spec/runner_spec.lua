@@ -1,7 +1,7 @@
 -- The script runner, shaped like lua(1): arguments, exit codes, errors.
 local H = require "spec.helper"
 
-describe("atomrun SCRIPT", function()
+describe("atomrun SCRIPT #child", function()
   local dir
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)
@@ -101,7 +101,7 @@ describe("atomrun SCRIPT", function()
   end)
 end)
 
-describe("atomrun options", function()
+describe("atomrun options #child", function()
   it("--help and -h print the usage with every subcommand, exit 0", function()
     for _, flag in ipairs({ "--help", "-h" }) do
       local st, out = H.run(flag)
@@ -130,7 +130,7 @@ describe("atomrun options", function()
   end)
 end)
 
-describe("atomrun.now / atomrun.sleep", function()
+describe("atomrun.now / atomrun.sleep #child", function()
   local ar = H.ar
   it("now is monotonic seconds as a float", function()
     local a = ar.now()

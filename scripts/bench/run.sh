@@ -1,6 +1,6 @@
 #!/bin/sh
-# scripts/bench/run.sh -- `make bench`: compile the C references, then let
-# the atomrun binary drive the benchmarks (scripts/bench/run.lua).
+# scripts/bench/run.sh -- `make bench`: the atomrun binary drives the
+# benchmarks (scripts/bench/run.lua) against the C references make built.
 #
 #   sh scripts/bench/run.sh [--quick] [--build DIR] [--out FILE] [--before DIR2]
 #
@@ -32,15 +32,12 @@ if [ ! -x "$build/atomrun" ]; then
     exit 1
 fi
 
-# The raw-syscall references: plain C11, no library, built next to atomrun.
-CC=${CC:-cc}
-mkdir -p "$build/bench"
-for name in ref harness; do
-    src=scripts/bench/$name.c
-    bin=$build/bench/$name
-    if [ ! -x "$bin" ] || [ "$src" -nt "$bin" ]; then
-        echo "$CC -O2 -o $bin $src"
-        $CC -std=c11 -O2 -Wall -Wextra -Werror -o "$bin" "$src"
+# The raw-syscall references (scripts/bench/*.c) are built by `make bench`,
+# next to atomrun, with the Makefile's flags.
+for bin in "$build/bench/ref" "$build/bench/harness"; do
+    if [ ! -x "$bin" ]; then
+        echo "run.sh: $bin not found; run make bench (it builds it)" >&2
+        exit 1
     fi
 done
 

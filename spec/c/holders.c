@@ -43,6 +43,7 @@ static pid_t orphaned_holder(const char *path, pid_t *taker)
 {
     int p[2];
     pid_t child = 0;
+    *taker = -1;                /* said in test_live_holder's messages */
     if (pipe(p) != 0)
         return -1;
     *taker = fork();

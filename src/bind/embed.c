@@ -127,14 +127,14 @@ static int open_command(lua_State *L)
 #define AR_ARENA_SIZE  (512u * 1024u)
 #define AR_ARENA_ALIGN 16u            /* malloc's, max_align_t */
 
-static alignas(AR_ARENA_ALIGN) unsigned char ar_arena[AR_ARENA_SIZE];
+static alignas(AR_ARENA_ALIGN) unsigned char arena[AR_ARENA_SIZE];
 static size_t arena_used;            /* bytes handed out, aligned */
 static unsigned char *arena_last;    /* the newest block, or NULL */
 static int arena_claimed;
 
 static int in_arena(const void *p)
 {
-    uintptr_t a = (uintptr_t)p, lo = (uintptr_t)ar_arena;
+    uintptr_t a = (uintptr_t)p, lo = (uintptr_t)arena;
     return a >= lo && a - lo < AR_ARENA_SIZE;
 }
 
@@ -151,7 +151,7 @@ static inline void *arena_bump(size_t n)
     unsigned char *p;
     if (n > AR_ARENA_SIZE - arena_used)
         return NULL;
-    p = ar_arena + arena_used;
+    p = arena + arena_used;
     arena_used += arena_round(n);
     arena_last = p;
     VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, 0);
@@ -162,7 +162,7 @@ static void arena_release(unsigned char *p)
 {
     VALGRIND_FREELIKE_BLOCK(p, 0);
     if (p == arena_last) {           /* the newest: give it back */
-        arena_used = (size_t)(p - ar_arena);
+        arena_used = (size_t)(p - arena);
         arena_last = NULL;
     }
 }
@@ -187,10 +187,10 @@ static void *arena_realloc(unsigned char *p, size_t osize, size_t nsize)
         return malloc(nsize);
     if (nsize <= osize ||
         (p == arena_last &&
-         nsize <= AR_ARENA_SIZE - (size_t)(p - ar_arena))) {
+         nsize <= AR_ARENA_SIZE - (size_t)(p - arena))) {
         /* shrink in place, or grow the newest block in place */
         if (p == arena_last)
-            arena_used = (size_t)(p - ar_arena) + arena_round(nsize);
+            arena_used = (size_t)(p - arena) + arena_round(nsize);
         VALGRIND_RESIZEINPLACE_BLOCK(p, osize, nsize, 0);
         return p;
     }
@@ -218,7 +218,7 @@ static void use_arena(lua_State *L)
     if (arena_claimed)
         return;
     arena_claimed = 1;
-    VALGRIND_MAKE_MEM_NOACCESS(ar_arena, AR_ARENA_SIZE);
+    VALGRIND_MAKE_MEM_NOACCESS(arena, AR_ARENA_SIZE);
     lua_setallocf(L, arena_alloc, NULL);
 }
 #endif
@@ -341,7 +341,7 @@ static int load(lua_State *L, int source, const char *script)
 
 /* arg[0] is the script, arg[1..n] its arguments, arg[-1] the program. */
 static void set_arg(lua_State *L, const char *progname, int source,
-                       const char *script, int argc, char **argv)
+                    const char *script, int argc, char **argv)
 {
     lua_createtable(L, argc, 2);
     lua_pushstring(L, progname);

@@ -136,7 +136,7 @@ const char *arL_parse_url(lua_State *L, const char *url, arL_url *u)
             return lua_pushfstring(L, "%s: empty user name before '@'", u->shown);
         if (unescape(u->user, sizeof u->user, auth, ulen) < 0 ||
             (colon && unescape(u->password, sizeof u->password, colon + 1,
-                                  (size_t)(at - colon - 1)) < 0))
+                               (size_t)(at - colon - 1)) < 0))
             return lua_pushfstring(L, "%s: user name or password too long", u->shown);
         auth = at + 1;
     } else {
@@ -165,7 +165,7 @@ const char *arL_parse_url(lua_State *L, const char *url, arL_url *u)
 }
 
 static void fillcfg(const arL_url *u, atomrun_etcd_config *cfg, const char *ca,
-                       const char *cert, const char *key)
+                    const char *cert, const char *key)
 {
     atomrun_etcd_config_init(cfg);
     cfg->endpoints = u->endpoints;
@@ -297,7 +297,7 @@ int arL_etcd_lease(lua_State *L)
     if (!arL_isurl(url) || (why = arL_parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
     if ((r = arL_open_client(L, u, arL_optstr(L, 3, "ca"), arL_optstr(L, 3, "cert"),
-                            arL_optstr(L, 3, "key"), &c)) != 0)
+                             arL_optstr(L, 3, "key"), &c)) != 0)
         return r;
     r = atomrun_remote_session_lease(c, (int)ttl, timeout > 0 ? atomrun_now() + timeout : 0,
                                      &lease, &min_ttl, err, sizeof err);
@@ -345,10 +345,19 @@ int arL_etcd_key(lua_State *L)
     return 2;
 }
 
-/* What luaopen_atomrun_core asks of the etcd binding before it makes the
- * module table: the lock handle's class (bind/etcd_lock.c).  The
- * private _etcd_* functions are entries of module.c's table. */
+/* What luaopen_atomrun_core asks of the etcd binding: the lock handle's
+ * class (bind/etcd_lock.c), and the private functions on etcd names into
+ * the module table on top, so that module.c names none of them. */
 void arL_openremote(lua_State *L)
 {
+    static const luaL_Reg funcs[] = {
+        { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },
+        { "_etcd_lease", arL_etcd_lease },
+        { "_etcd_endpoints", arL_etcd_endpoints },
+        { "_etcd_key", arL_etcd_key }, { "_etcd_watch", arL_etcd_watch },
+        { "_etcd_kill_after", arL_etcd_kill_after },
+        { NULL, NULL } };
     arL_openetcdlock(L);
+    luaL_setfuncs(L, funcs, 0);
+    arL_openetcdtxn(L);             /* core.etcd: bind/etcd_txn.c */
 }

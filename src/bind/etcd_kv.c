@@ -33,7 +33,7 @@ int arL_etcd_queue(lua_State *L)
     if (!arL_isurl(url) || (why = arL_parse_url(L, url, u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
     if ((r = arL_open_client(L, u, arL_optstr(L, 2, "ca"), arL_optstr(L, 2, "cert"),
-                            arL_optstr(L, 2, "key"), &c)) != 0)
+                             arL_optstr(L, 2, "key"), &c)) != 0)
         return r;
     for (;;) {
         h = lua_newuserdatauv(L, sizeof *h * (size_t)room, 0);
@@ -125,18 +125,18 @@ static int fail_exists(lua_State *L, const char *shown, const atomrun_remote_put
     return 4;
 }
 
-typedef struct ar_kvreq {
+typedef struct kvreq {
     arL_url                 *u;
     atomrun_etcd           *c;
     atomrun_remote_put_opts po;
     lua_Integer             limit;
-} ar_kvreq;
+} kvreq;
 
 /* opts.fence at arg: NULL, or the etcd lock it holds; a released one is
  * "lost" (the count of nil, msg, code pushed).  Any other type is the same
  * mistake as a file lock: one message. */
 static int optfence(lua_State *L, int arg, const char *url,
-                       const atomrun_remote_lock **fence)
+                    const atomrun_remote_lock **fence)
 {
     const atomrun_remote_lock *l;
     *fence = NULL;
@@ -158,7 +158,7 @@ static int optfence(lua_State *L, int arg, const char *url,
 
 /* Parse url and the write options at arg; 0 or the count of a failure
  * already pushed (nil, msg, code). */
-static int kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
+static int kvsetup(lua_State *L, int arg, int write, kvreq *q)
 {
     static const char *const wnames[] = { "ttl", "fence", "max_request_bytes", "ca",
                                           "cert", "key", "durable", "mode", "follow",
@@ -188,7 +188,7 @@ static int kvsetup(lua_State *L, int arg, int write, ar_kvreq *q)
     if ((why = arL_parse_url(L, url, q->u)) != NULL)
         return arL_fail(L, -EINVAL, "%s", why);
     if ((r = arL_open_client(L, q->u, arL_optstr(L, arg, "ca"), arL_optstr(L, arg, "cert"),
-                            arL_optstr(L, arg, "key"), &q->c)) != 0)
+                             arL_optstr(L, arg, "key"), &q->c)) != 0)
         return r;
     return 0;
 }
@@ -251,7 +251,7 @@ static int kvput(lua_State *L, int create)
     const char *data = "";
     size_t len = 0;
     int t = lua_type(L, 2), r;
-    ar_kvreq q;
+    kvreq q;
 
     if (!(create && t == LUA_TNONE) && !(create && t == LUA_TNIL) && t != LUA_TSTRING &&
         t != LUA_TFUNCTION && !luaL_testudata(L, 2, LUA_FILEHANDLE))
@@ -311,7 +311,7 @@ int arL_etcd_read(lua_State *L)
     char err[ATOMRUN_ETCD_ERRLEN] = "", *data;
     atomrun_remote_kv kv;
     size_t len;
-    ar_kvreq q;
+    kvreq q;
     int r;
 
     lua_settop(L, 2);
@@ -337,15 +337,15 @@ int arL_etcd_read(lua_State *L)
  * runs for each result of the stream; true from fn stops.  fn runs inside curl's write callback,
  * so it is called with lua_pcall: an error must not longjmp through curl.
  * It is raised again once curl has returned. */
-typedef struct ar_watchud {
+typedef struct watchud {
     lua_State *L;
     int        fn;          /* stack index of fn */
     int        failed;      /* fn raised: its error is on the stack top */
-} ar_watchud;
+} watchud;
 
 static int onwatch(void *ud, const char *result)
 {
-    ar_watchud *w = ud;
+    watchud *w = ud;
     int stop;
     lua_pushvalue(w->L, w->fn);
     lua_pushstring(w->L, result);
@@ -366,7 +366,7 @@ int arL_etcd_watch(lua_State *L)
     double secs = luaL_checknumber(L, 3);
     char err[ATOMRUN_ETCD_ERRLEN] = "";
     atomrun_etcd *c;
-    ar_watchud w;
+    watchud w;
     arL_url *u;
     int r;
 

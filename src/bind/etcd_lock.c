@@ -8,8 +8,8 @@
  * lk:lost(), lk:guard().  Also the holders pushed to Lua (a lock's, a key's
  * creator).
  *
- * The locks a Lua state holds are counted per cluster and name in a
- * registry table, so that asking again for a name the state holds is
+ * A held lock is in the state's held set with the file locks (kind
+ * ATOMRUN_HELD_ETCD), so that asking again for a name the state holds is
  * "deadlock" at once (as for files) instead of a wait for ourselves.
  */
 #define _GNU_SOURCE
@@ -22,84 +22,33 @@
 #include <time.h>
 
 #define AR_RLOCK_MT "atomrun.etcd_lock"
-#define AR_RHELD    "atomrun.etcd_held"     /* registry: key -> count */
 
-typedef struct ar_rlock {
+typedef struct rlock {
+    /* In the state's held set while l is held: kind ATOMRUN_HELD_ETCD, the
+     * mode and slots asked for, the granting cluster's id, the name (user
+     * value 2 keeps it alive).  The first member (see held_rlock). */
+    atomrun_held         held;
+    const char          *canon;    /* the endpoints made canonical (user
+                                      value 3) */
     atomrun_remote_lock *l;        /* NULL once released */
     /* Released, but no member answered yet (atomrun_remote_unlock's
      * ATOMRUN_EUNAVAILABLE): a later unlock() asks it how it went. */
     atomrun_remote_lock *pending;
-    int                  mode;
-    int                  slots;
-} ar_rlock;
+} rlock;
 
-/* ------------------------------------------------------ held counting */
+/* ------------------------------------------------------ the held set */
 
 /*
- * The locks this Lua state holds, so that asking for one of them is
- * "deadlock" at once (as for files) instead of a wait for ourselves.  One
+ * Every lock a Lua state holds is in its held set (arL_heldset), etcd names
+ * with files, so that asking for one it holds is "deadlock" at once (the
+ * core's atomrun_heldset_conflict decides, as for files) instead of a wait
+ * for ourselves.  A name is held on a cluster, known by its id: one
  * cluster is written many ways -- its endpoints in another order, one
- * twice, a host in capitals, another subset of its members -- so each lock
- * is counted under each of its identities: its endpoint list made
- * canonical (free to compare), "cluster <id>" (the id from the answer that
- * granted it), and "*" (any cluster).  A request is compared by its
- * canonical list; only when the state holds the name on some cluster
- * under another spelling is the cluster asked for its id (one read).
- *
- *   registry[AR_RHELD][ident "\n" name "\n" kind] = count
- *
- * kind: 'x' exclusive, 's' shared, 'n' a slot of a semaphore.
+ * twice, a host in capitals, another subset of its members.  A request
+ * learns its cluster's id only when the state holds its name somewhere:
+ * from a held lock reached through the same endpoints (made canonical:
+ * free to compare), else by asking the cluster (one read).
  */
-
-/* registry[AR_RHELD][ident "\n" name "\n" kind] += delta; the count. */
-static lua_Integer held_add(lua_State *L, const char *ident, const char *name,
-                               char kind, lua_Integer delta)
-{
-    lua_Integer n;
-    if (lua_getfield(L, LUA_REGISTRYINDEX, AR_RHELD) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, LUA_REGISTRYINDEX, AR_RHELD);
-    }
-    lua_pushfstring(L, "%s\n%s\n%c", ident, name, kind);
-    lua_pushvalue(L, -1);
-    lua_gettable(L, -3);
-    n = lua_tointeger(L, -1) + delta;
-    lua_pop(L, 1);
-    if (delta == 0)
-        lua_pop(L, 1);
-    else {
-        if (n > 0)
-            lua_pushinteger(L, n);
-        else
-            lua_pushnil(L);
-        lua_settable(L, -3);
-    }
-    lua_pop(L, 1);
-    return n;
-}
-
-static char kind_letter(int mode, int slots)
-{
-    return slots > 1 ? 'n' : mode == ATOMRUN_SHARED ? 's' : 'x';
-}
-
-/* Would a lock of o's kind on name, under ident, wait for one this state
- * holds?  The kinds exclude each other (etcd/lock.c); a semaphore's own slots
- * block it only when the state holds all of them. */
-static int would_wait(lua_State *L, const char *ident, const char *name,
-                         const atomrun_remote_opts *o)
-{
-    lua_Integer x = held_add(L, ident, name, 'x', 0);
-    lua_Integer s = held_add(L, ident, name, 's', 0);
-    lua_Integer n = held_add(L, ident, name, 'n', 0);
-    switch (kind_letter(o->mode, o->slots)) {
-    case 'n': return x > 0 || s > 0 || n >= o->slots;
-    case 's': return x > 0 || n > 0;
-    default:  return x + s + n > 0;
-    }
-}
 
 static int strpcmp(const void *a, const void *b)
 {
@@ -162,54 +111,65 @@ static const char *pushcanon(lua_State *L, const char *eps)
     return lua_tostring(L, -1);
 }
 
-/* "cluster <id in hex>": the identity a cluster's id gives (ident: 40). */
-static const char *cluster_ident(char *ident, size_t size, uint64_t id)
+/* The handle of a held etcd lock: the set holds only these and the file
+ * handles of bind/lock.c, told apart by kind. */
+static const rlock *held_rlock(const atomrun_held *h)
 {
-    snprintf(ident, size, "cluster %llx", (unsigned long long)id);
-    return ident;
+    return (const rlock *)h;        /* held is the first member */
 }
 
-/* Does this state already hold what o asks for on u's cluster?  canon:
- * u's canonical endpoints. */
-static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
-                            const char *canon, const atomrun_remote_opts *o)
+/* Fill req->cluster for a request on u's cluster (canon: its endpoints
+ * made canonical) when the state holds the name on some cluster: 1, or 0
+ * when no lock held can be in its way (or the cluster cannot say its id:
+ * the lock request that follows meets the same silence and says so). */
+static int request_cluster(atomrun_heldset *set, atomrun_etcd *c,
+                           const char *canon, double timeout,
+                           atomrun_held *req)
 {
-    char err[ATOMRUN_ETCD_ERRLEN], ident[40];
-    uint64_t id;
-    if (would_wait(L, canon, u->name, o))
-        return 1;
-    if (!would_wait(L, "*", u->name, o))
-        return 0;
-    /* Held under another spelling: of this cluster?  When it cannot say,
-     * the lock request that follows meets the same silence and says so. */
-    if (atomrun_remote_cluster_id(c, o->timeout > 0 ? atomrun_now() + o->timeout : 0, &id,
-                                  err, sizeof err) < 0)
-        return 0;
-    return would_wait(L, cluster_ident(ident, sizeof ident, id), u->name, o);
-}
-
-/* Count the handle at index i in (delta 1) or out (-1) under each of its
- * identities: uservalue 2 the name, 3 the list of identities. */
-static void held_note(lua_State *L, int i, const ar_rlock *lk, lua_Integer delta)
-{
-    const char *name;
-    i = lua_absindex(L, i);
-    lua_getiuservalue(L, i, 2);
-    lua_getiuservalue(L, i, 3);
-    name = lua_tostring(L, -2);
-    if (name && lua_istable(L, -1)) {
-        for (lua_Integer k = 1; lua_rawgeti(L, -1, k) == LUA_TSTRING; k++) {
-            held_add(L, lua_tostring(L, -1), name, kind_letter(lk->mode, lk->slots), delta);
-            lua_pop(L, 1);
+    char err[ATOMRUN_ETCD_ERRLEN];
+    int same_name = 0;
+    for (const atomrun_held *h = set->head.next; h != &set->head; h = h->next) {
+        if (h->kind != ATOMRUN_HELD_ETCD || h->namelen != req->namelen ||
+            memcmp(h->name, req->name, req->namelen) != 0)
+            continue;
+        /* Same endpoints, same cluster: its id without asking.  A lock
+         * granted by an answer without an id (etcd always sends one; a
+         * proxy might not) has 0 here, and a request taking that 0 meets
+         * every such lock of the name: two id-less clusters under one
+         * name would be one cluster to this check. */
+        if (strcmp(held_rlock(h)->canon, canon) == 0) {
+            req->cluster = h->cluster;
+            return 1;
         }
-        lua_pop(L, 1);              /* the nil that ended the list */
+        same_name = 1;
     }
-    lua_pop(L, 2);
+    if (!same_name)
+        return 0;
+    /* Held under another spelling: of this cluster? */
+    return atomrun_remote_cluster_id(c, timeout > 0 ? atomrun_now() + timeout : 0,
+                                     &req->cluster, err, sizeof err) == 0;
+}
+
+/* Does this state already hold what o asks for on u's cluster? */
+static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
+                         const char *canon, const atomrun_remote_opts *o)
+{
+    atomrun_heldset *set = arL_heldset(L);
+    atomrun_held req;
+    memset(&req, 0, sizeof req);
+    req.kind = ATOMRUN_HELD_ETCD;
+    req.mode = o->mode;
+    req.fd = -1;
+    req.name = u->name;
+    req.namelen = strlen(u->name);
+    req.slots = o->slots;
+    return request_cluster(set, c, canon, o->timeout, &req) &&
+           atomrun_heldset_conflict(set, &req) != NULL;
 }
 
 /* ------------------------------------------------------------- handle */
 
-static ar_rlock *checkrlock(lua_State *L, int i)
+static rlock *checkrlock(lua_State *L, int i)
 {
     return luaL_checkudata(L, i, AR_RLOCK_MT);
 }
@@ -219,7 +179,7 @@ static ar_rlock *checkrlock(lua_State *L, int i)
  * handle already released (there is nothing left to guard). */
 atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg)
 {
-    ar_rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
+    rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
     if (!lk)
         luaL_argerror(L, arg, lua_pushfstring(L, "option 'guard' must be an etcd "
                       "lock (atomrun.lock(\"etcd://...\")), not a %s", luaL_typename(L, i)));
@@ -228,14 +188,8 @@ atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg)
     return lk->l;
 }
 
-/* Uservalues: 1 url, 2 name, 3 its identities (held counting), 4 facts. */
-static void rlock_forget(lua_State *L, int i, ar_rlock *lk)
-{
-    held_note(L, i, lk, -1);
-}
-
 /* Release lk (held or pending); the core's result, err filled. */
-static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
+static int rlock_release(rlock *lk, char *err, size_t errlen)
 {
     atomrun_remote_lock *l = lk->l ? lk->l : lk->pending;
     int r;
@@ -243,7 +197,7 @@ static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
         return 0;
     if (lk->l) {
         lk->l = NULL;
-        rlock_forget(L, 1, lk);
+        atomrun_heldset_remove(&lk->held);
     }
     r = atomrun_remote_unlock(l, err, errlen);
     lk->pending = r == ATOMRUN_EUNAVAILABLE ? l : NULL;
@@ -256,9 +210,9 @@ static int rlock_release(lua_State *L, ar_rlock *lk, char *err, size_t errlen)
  * member answered). */
 static int rlock_unlock(lua_State *L)
 {
-    ar_rlock *lk = checkrlock(L, 1);
+    rlock *lk = checkrlock(L, 1);
     char err[ATOMRUN_ETCD_ERRLEN] = "";
-    int r = rlock_release(L, lk, err, sizeof err);
+    int r = rlock_release(lk, err, sizeof err);
     if (r < 0) {
         lua_getiuservalue(L, 1, 1);
         return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), err);
@@ -271,15 +225,15 @@ static int rlock_unlock(lua_State *L)
 static int rlock_close(lua_State *L)
 {
     char err[ATOMRUN_ETCD_ERRLEN];
-    ar_rlock *lk = checkrlock(L, 1);
+    rlock *lk = checkrlock(L, 1);
     if (lk->l)
-        rlock_release(L, lk, err, sizeof err);
+        rlock_release(lk, err, sizeof err);
     return 0;
 }
 
 static int rlock_gc(lua_State *L)
 {
-    ar_rlock *lk = checkrlock(L, 1);
+    rlock *lk = checkrlock(L, 1);
     rlock_close(L);
     if (lk->pending)                /* its retry goes on without us */
         atomrun_remote_lock_free(lk->pending);
@@ -290,7 +244,7 @@ static int rlock_gc(lua_State *L)
 /* lk:lost() -> false | the reason (a string): cheap, no network. */
 static int rlock_lost(lua_State *L)
 {
-    ar_rlock *lk = checkrlock(L, 1);
+    rlock *lk = checkrlock(L, 1);
     char why[ATOMRUN_ETCD_ERRLEN];
     if (!lk->l) {
         lua_pushboolean(L, 0);
@@ -312,7 +266,7 @@ static int rlock_lost(lua_State *L)
  * stops it too. */
 static int rlock_guard(lua_State *L)
 {
-    ar_rlock *lk = checkrlock(L, 1);
+    rlock *lk = checkrlock(L, 1);
     lua_Integer pid = luaL_checkinteger(L, 2);
     lua_Number ka = luaL_optnumber(L, 3, -1);
     int r;
@@ -339,7 +293,7 @@ static int rlock_guard(lua_State *L)
 
 static int rlock_unguard(lua_State *L)
 {
-    ar_rlock *lk = checkrlock(L, 1);
+    rlock *lk = checkrlock(L, 1);
     int r = lk->l ? atomrun_remote_lock_unguard(lk->l) : 0;
     if (r == 0)
         lua_pushboolean(L, 0);
@@ -350,11 +304,11 @@ static int rlock_unguard(lua_State *L)
 
 static int rlock_tostring(lua_State *L)
 {
-    ar_rlock *lk = checkrlock(L, 1);
+    rlock *lk = checkrlock(L, 1);
     lua_getiuservalue(L, 1, 1);
     if (lk->l)
         lua_pushfstring(L, "atomrun.etcd_lock (%s, %s, token %I)", lua_tostring(L, -1),
-                        arL_modename(lk->mode),
+                        arL_modename(lk->held.mode),
                         (lua_Integer)atomrun_remote_lock_token(lk->l));
     else
         lua_pushfstring(L, "atomrun.etcd_lock (%s, released)", lua_tostring(L, -1));
@@ -377,7 +331,7 @@ static int rlock_name(lua_State *L)
 
 static int rlock_mode(lua_State *L)
 {
-    lua_pushstring(L, arL_modename(checkrlock(L, 1)->mode));
+    lua_pushstring(L, arL_modename(checkrlock(L, 1)->held.mode));
     return 1;
 }
 
@@ -531,7 +485,7 @@ static int lock_failed(lua_State *L, const arL_url *u, const atomrun_remote_opts
     if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o->holder.token) {
         /* The kind is news unless an exclusive lock meets one. */
         pushholdertext(L, &o->holder, o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED
-                          || kind_letter(o->mode, o->slots) != 'x');
+                       || o->slots > 1 || o->mode == ATOMRUN_SHARED);
         if (r == ATOMRUN_EBUSY)
             arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
         else
@@ -554,28 +508,24 @@ static int lock_failed(lua_State *L, const arL_url *u, const atomrun_remote_opts
     return arL_fail(L, r, "%s: %s", u->shown, o->err[0] ? o->err : atomrun_strerror(r));
 }
 
-/* The handle on top holds l: its user values -- 1 the URL as shown, 2 the
- * name, 3 the identities it is held under (the endpoints as written,
- * canonical; "*"; the cluster id), 4 its fields (token, index, key,
- * lease). */
-static void set_handle_values(lua_State *L, const arL_url *u, const char *canon,
-                              atomrun_remote_lock *l)
+/* The handle lk on top holds l: its user values -- 1 the URL as shown, 2
+ * the name, 3 the endpoints made canonical (canon), 4 its fields (token,
+ * index, key, lease) -- and its place in the held set (the name and canon
+ * pointers are the user values' strings, alive as long as the handle). */
+static void set_handle_values(lua_State *L, rlock *lk, const arL_url *u,
+                              const char *canon, atomrun_remote_lock *l)
 {
-    char lease[24], ident[40];
+    char lease[24];
+    size_t len;
     lua_pushstring(L, u->shown);
     lua_setiuservalue(L, -2, 1);
     lua_pushstring(L, u->name);
+    lk->held.name = lua_tolstring(L, -1, &len);
+    lk->held.namelen = len;
     lua_setiuservalue(L, -2, 2);
-    lua_createtable(L, 3, 0);
-    lua_pushstring(L, canon);
-    lua_rawseti(L, -2, 1);
-    lua_pushliteral(L, "*");
-    lua_rawseti(L, -2, 2);
-    if (atomrun_remote_lock_cluster(l)) {
-        lua_pushstring(L, cluster_ident(ident, sizeof ident, atomrun_remote_lock_cluster(l)));
-        lua_rawseti(L, -2, 3);
-    }
+    lk->canon = lua_pushstring(L, canon);
     lua_setiuservalue(L, -2, 3);
+    lk->held.cluster = atomrun_remote_lock_cluster(l);
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, (lua_Integer)atomrun_remote_lock_token(l));
     lua_setfield(L, -2, "token");
@@ -596,7 +546,7 @@ int arL_etcd_lock(lua_State *L)
     atomrun_etcd *c;
     atomrun_remote_opts o;
     atomrun_remote_lock *l;
-    ar_rlock *lk;
+    rlock *lk;
     arL_url *u;
     int r;
 
@@ -617,15 +567,17 @@ int arL_etcd_lock(lua_State *L)
     /* The handle first: out of memory here must not leak a held lock. */
     lk = lua_newuserdatauv(L, sizeof *lk, 4);
     memset(lk, 0, sizeof *lk);
-    lk->mode = o.mode;
-    lk->slots = o.slots;
+    lk->held.kind = ATOMRUN_HELD_ETCD;
+    lk->held.mode = o.mode;
+    lk->held.fd = -1;
+    lk->held.slots = o.slots;
     luaL_setmetatable(L, AR_RLOCK_MT);
 
     if ((r = atomrun_remote_lock_acquire(c, u->name, &o, &l)) < 0)
         return lock_failed(L, u, &o, r);
     lk->l = l;
-    set_handle_values(L, u, canon, l);
-    held_note(L, -1, lk, 1);
+    set_handle_values(L, lk, u, canon, l);
+    atomrun_heldset_add(arL_heldset(L), &lk->held);
     return 1;
 }
 
@@ -633,7 +585,7 @@ int arL_etcd_lock(lua_State *L)
  * remote lock in *l -- NULL once released --, or 0 for anything else. */
 int arL_testetcdlock(lua_State *L, int i, const atomrun_remote_lock **l)
 {
-    ar_rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
+    rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
     *l = lk ? lk->l : NULL;
     return lk != NULL;
 }

@@ -102,7 +102,7 @@ static const char *what_is_left(int replace, const atomrun_write_opts *o)
 }
 
 static int pushwritemsg(lua_State *L, int r, int replace,
-                           const char *path, const atomrun_write_opts *o)
+                        const char *path, const atomrun_write_opts *o)
 {
     const char *verb = replace ? "replace" : "create";
     char target[4096];
@@ -153,7 +153,7 @@ static int pushwritemsg(lua_State *L, int r, int replace,
 
 /* nil, message, code [, stage] */
 static int failwrite(lua_State *L, int r, int replace, const char *path,
-                        const atomrun_write_opts *o)
+                     const atomrun_write_opts *o)
 {
     const char *stage = stage_name(o->stage);
     int n = pushwritemsg(L, r, replace, path, o);
@@ -164,7 +164,7 @@ static int failwrite(lua_State *L, int r, int replace, const char *path,
 }
 
 static void checkwriteopts(lua_State *L, int arg, atomrun_write_opts *o,
-                              int replace)
+                           int replace)
 {
     static const char *const create_names[] = { "durable", "mode", NULL };
     static const char *const replace_names[] = { "durable", "mode", "follow",
@@ -243,7 +243,7 @@ static int copyfile(atomrun_writer *w, FILE *f, int *read_failed)
  * the stack.
  */
 static int copyreader(lua_State *L, int fn, atomrun_writer *w, int *res,
-                         int *bad_type)
+                      int *bad_type)
 {
     *res = 0;
     for (;;) {
@@ -274,7 +274,7 @@ static int copyreader(lua_State *L, int fn, atomrun_writer *w, int *res,
 /* create/replace from a file or reader (the string forms go straight to
  * atomrun_create/atomrun_replace). */
 static int stream(lua_State *L, const char *path, int arg, int src,
-                     int how, atomrun_write_opts *o)
+                  int how, atomrun_write_opts *o)
 {
     atomrun_writer *w;
     int replace = how == ATOMRUN_WRITE_REPLACE;
@@ -325,7 +325,7 @@ static int stream(lua_State *L, const char *path, int arg, int src,
 int arL_create(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
-    if (arL_isurl(path))             /* "etcd://...": bind/etcd.c */
+    if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_create(L);
     const char *data = NULL;
     size_t len = 0;
@@ -349,7 +349,7 @@ int arL_create(lua_State *L)
 int arL_replace(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
-    if (arL_isurl(path))             /* "etcd://...": bind/etcd.c */
+    if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_replace(L);
     size_t len;
     const char *data;
@@ -371,7 +371,7 @@ int arL_replace(lua_State *L)
 int arL_read(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
-    if (arL_isurl(path))             /* "etcd://...": bind/etcd.c */
+    if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_read(L);
     char *data;
     size_t len;

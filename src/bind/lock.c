@@ -17,7 +17,7 @@
 
 /* ====================================================== lock() handles */
 
-typedef struct ar_lock {
+typedef struct lock {
     atomrun_held held;        /* in the held set while locked; held.dev and
                                  held.ino stay (0, 0) until a deadlock
                                  check needs them: whoever else reads them
@@ -26,9 +26,9 @@ typedef struct ar_lock {
     int     closed;           /* no descriptor (yet, or any more) */
     int     fcntl;            /* an OFD lock of held.start/length */
     int     borrowed;         /* lockfd(): the caller's descriptor */
-} ar_lock;
+} lock;
 
-static ar_lock *checklock(lua_State *L, int arg)
+static lock *checklock(lua_State *L, int arg)
 {
     return luaL_checkudata(L, arg, AR_LOCK_MT);
 }
@@ -46,9 +46,10 @@ static ar_lock *checklock(lua_State *L, int arg)
 #define AR_UP_HELDSET lua_upvalueindex(1)
 #define AR_UP_LOCK_MT lua_upvalueindex(2)
 
+/* A file lock without its id yet (an etcd name has none to look up). */
 static int id_unknown(const atomrun_held *h)
 {
-    return h->dev == 0 && h->ino == 0;
+    return h->kind != ATOMRUN_HELD_ETCD && h->dev == 0 && h->ino == 0;
 }
 
 /* Look up the (dev, ino) of req and of every lock in set that has none
@@ -68,7 +69,7 @@ static int ensure_ids(atomrun_heldset *set, atomrun_held *req)
 }
 
 /* unlock: 1 for unlock(), 0 for __gc/__close. */
-static void lock_release(ar_lock *lk, int unlock)
+static void lock_release(lock *lk, int unlock)
 {
     if (lk->closed)
         return;
@@ -110,7 +111,7 @@ static int lock_gc(lua_State *L)
 
 static int lock_tostring(lua_State *L)
 {
-    ar_lock *lk = checklock(L, 1);
+    lock *lk = checklock(L, 1);
     lua_getiuservalue(L, 1, 1);
     lua_pushfstring(L, "atomrun.lock (%s, %s, %s)", lua_tostring(L, -1),
                     arL_modename(lk->held.mode),
@@ -144,7 +145,7 @@ static int lock_locked(lua_State *L)
  * was open. */
 static int lock_id(lua_State *L, int ino)
 {
-    ar_lock *lk = checklock(L, 1);
+    lock *lk = checklock(L, 1);
     if (id_unknown(&lk->held) &&
         (lk->closed ||
          atomrun_file_id(lk->held.fd, &lk->held.dev, &lk->held.ino) < 0))
@@ -159,7 +160,7 @@ static int lock_ino(lua_State *L) { return lock_id(L, 1); }
 /* start, length: the range of an fcntl lock; nil for a flock lock */
 static int lock_start(lua_State *L)
 {
-    ar_lock *lk = checklock(L, 1);
+    lock *lk = checklock(L, 1);
     if (!lk->fcntl)
         return 0;
     lua_pushinteger(L, lk->held.start);
@@ -168,7 +169,7 @@ static int lock_start(lua_State *L)
 
 static int lock_length(lua_State *L)
 {
-    ar_lock *lk = checklock(L, 1);
+    lock *lk = checklock(L, 1);
     if (!lk->fcntl)
         return 0;
     lua_pushinteger(L, lk->held.length);
@@ -177,11 +178,11 @@ static int lock_length(lua_State *L)
 /* ============================================ lock() extras: follow, fcntl */
 
 /* What lock() and lockfd() take beyond f:lock()'s options. */
-typedef struct ar_lockx {
+typedef struct lockx {
     int     follow;           /* ATOMRUN_NOFOLLOW / _FOLLOW / _PROTECTED */
     int     fcntl;            /* an OFD lock of [start, start+length) */
     int64_t start, length;
-} ar_lockx;
+} lockx;
 
 static int64_t optoffset(lua_State *L, int arg, const char *name)
 {
@@ -199,7 +200,7 @@ static int64_t optoffset(lua_State *L, int arg, const char *name)
 }
 
 static void checklockx(lua_State *L, int arg, arL_lockopts *o,
-                          ar_lockx *x, int fdform)
+                       lockx *x, int fdform)
 {
     static const char *const path_names[] = { "mode", "wait", "timeout",
         "perm", "create", "holder", "follow", "fcntl", "start", "length",
@@ -235,7 +236,7 @@ static void checklockx(lua_State *L, int arg, arL_lockopts *o,
 
 /* Why the lock file would not open, in words for the symlink cases. */
 static int failopen(lua_State *L, int r, const char *path,
-                       const ar_lockx *x)
+                    const lockx *x)
 {
     atomrun_stat st;
     int link = atomrun_stat_path(path, 0, &st) == 0 &&
@@ -249,8 +250,8 @@ static int failopen(lua_State *L, int r, const char *path,
 
 /* Take the lock (flock, or with x->fcntl an OFD range) on lk's descriptor;
  * on busy/timeout push the failure naming the holder. */
-static int take_lock(lua_State *L, ar_lock *lk, const arL_lockopts *o,
-                   const ar_lockx *x, const char *what, int *nret)
+static int take_lock(lua_State *L, lock *lk, const arL_lockopts *o,
+                     const lockx *x, const char *what, int *nret)
 {
     atomrun_holder h;
     int r, known = 0;
@@ -263,7 +264,7 @@ static int take_lock(lua_State *L, ar_lock *lk, const arL_lockopts *o,
     if (r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) {
         if (o->holder)
             known = (x->fcntl ? atomrun_range_test(lk->held.fd, o->mode,
-                                    x->start, x->length, &h)
+                                                   x->start, x->length, &h)
                               : atomrun_flock_holder(lk->held.fd, o->mode,
                                                      &h)) == 1;
         *nret = arL_faillock(L, r, what, o->timeout, known ? &h : NULL,
@@ -274,14 +275,14 @@ static int take_lock(lua_State *L, ar_lock *lk, const arL_lockopts *o,
     return r;
 }
 
-static void lock_fill(ar_lock *lk, const arL_lockopts *o,
-                         const ar_lockx *x)
+static void lock_fill(lock *lk, const arL_lockopts *o,
+                      const lockx *x)
 {
     lk->held.kind = x->fcntl ? ATOMRUN_HELD_RANGE : ATOMRUN_HELD_FLOCK;
     lk->held.mode = o->mode;
     /* The handle itself: an OFD lock of its own description conflicts
      * with any other handle's range of the file, and unlockfd finds the
-     * lockfd handles by it (only an ar_lock has itself as owner). */
+     * lockfd handles by it (only a lock handle has itself as owner). */
     lk->held.owner = lk;
     lk->held.start = x->start;
     lk->held.length = x->length;
@@ -294,11 +295,11 @@ int arL_lock(lua_State *L)
     const char *path = arL_checkpath(L, 1);
     arL_lockopts o;
     atomrun_heldset *set;
-    ar_lock *lk;
-    ar_lockx x;
+    lock *lk;
+    lockx x;
     int fd, r, writable, held_any, n = 0;
 
-    if (arL_isurl(path))             /* "etcd://...": bind/etcd.c */
+    if (arL_isurl(path))             /* "etcd://...": bind/etcd_lock.c */
         return arL_etcd_lock(L);
     checklockx(L, 2, &o, &x, 0);
     lua_settop(L, 2);
@@ -356,22 +357,22 @@ int arL_lock(lua_State *L)
 
 /* ======================================================= open() handles */
 
-typedef struct ar_file {
+typedef struct file {
     int fd;                   /* -1 once closed (or before it is open) */
     int writable;
     uint64_t dev, ino;
     atomrun_heldset *set;     /* the state's (arL_heldset): it never moves,
                                  and f:lock() is a hot path */
-} ar_file;
+} file;
 
-typedef struct ar_range {
-    atomrun_held held;        /* held.owner: the ar_file */
+typedef struct range {
+    atomrun_held held;        /* held.owner: the file */
     int     locked;
-} ar_range;
+} range;
 
-static ar_file *checkfile(lua_State *L, int arg)
+static file *checkfile(lua_State *L, int arg)
 {
-    ar_file *f = luaL_checkudata(L, arg, AR_FILE_MT);
+    file *f = luaL_checkudata(L, arg, AR_FILE_MT);
     if (f->fd < 0)
         luaL_error(L, "attempt to use a closed atomrun file");
     return f;
@@ -382,12 +383,12 @@ static int forget_range(atomrun_held *h, void *f)
 {
     if (h->kind == ATOMRUN_HELD_RANGE && h->owner == f) {
         atomrun_heldset_remove(h);
-        ((ar_range *)h)->locked = 0;
+        ((range *)h)->locked = 0;
     }
     return 0;
 }
 
-static void file_release(ar_file *f)
+static void file_release(file *f)
 {
     if (f->fd < 0)
         return;
@@ -411,7 +412,7 @@ static int file_gc(lua_State *L)
 
 static int file_tostring(lua_State *L)
 {
-    ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
+    file *f = luaL_checkudata(L, 1, AR_FILE_MT);
     lua_getiuservalue(L, 1, 1);
     lua_pushfstring(L, "atomrun.file (%s%s)", lua_tostring(L, -1),
                     f->fd < 0 ? ", closed" : "");
@@ -428,21 +429,21 @@ static int file_path(lua_State *L)
 /* dev, ino: taken by open() from the descriptor; they stay after close */
 static int file_dev(lua_State *L)
 {
-    ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
+    file *f = luaL_checkudata(L, 1, AR_FILE_MT);
     lua_pushinteger(L, (lua_Integer)f->dev);
     return 1;
 }
 
 static int file_ino(lua_State *L)
 {
-    ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
+    file *f = luaL_checkudata(L, 1, AR_FILE_MT);
     lua_pushinteger(L, (lua_Integer)f->ino);
     return 1;
 }
 
 static int file_writable(lua_State *L)
 {
-    ar_file *f = luaL_checkudata(L, 1, AR_FILE_MT);
+    file *f = luaL_checkudata(L, 1, AR_FILE_MT);
     lua_pushboolean(L, f->writable);
     return 1;
 }
@@ -496,7 +497,7 @@ static const char *rangewhat(lua_State *L, int64_t start, int64_t length)
 
 /* A range of the request's handle that overlaps it. */
 static int same_owner_overlap(const atomrun_held *h,
-                                 const atomrun_held *req)
+                              const atomrun_held *req)
 {
     return h->kind == ATOMRUN_HELD_RANGE && h->owner == req->owner &&
            atomrun_ranges_overlap(h->start, h->length, req->start,
@@ -505,13 +506,13 @@ static int same_owner_overlap(const atomrun_held *h,
 
 static int file_lock(lua_State *L)
 {
-    ar_file *f = checkfile(L, 1);
+    file *f = checkfile(L, 1);
     int64_t start, length;
     arL_lockopts o;
     atomrun_holder h;
     const atomrun_held *c;
     atomrun_heldset *set;
-    ar_range *rg;
+    range *rg;
     int r;
 
     checkrangeargs(L, &start, &length);
@@ -573,7 +574,7 @@ static int file_lock(lua_State *L)
 
 static int file_test(lua_State *L)
 {
-    ar_file *f = checkfile(L, 1);
+    file *f = checkfile(L, 1);
     int64_t start, length;
     atomrun_holder h;
     int mode = ATOMRUN_EXCLUSIVE, r;
@@ -600,7 +601,7 @@ int arL_open(lua_State *L)
     static const char *const names[] = { "create", "perm", NULL };
     const char *path = arL_checkpath(L, 1);
     int create, perm, fd, r;
-    ar_file *f;
+    file *f;
 
     arL_checkoptnames(L, 2, names);
     create = arL_optbool(L, 2, "create", 1);
@@ -627,14 +628,14 @@ int arL_open(lua_State *L)
 
 /* ===================================================== range handles */
 
-static ar_range *checkrange(lua_State *L, int arg)
+static range *checkrange(lua_State *L, int arg)
 {
     return luaL_checkudata(L, arg, AR_RANGE_MT);
 }
 
-static void range_release(lua_State *L, int arg, ar_range *rg)
+static void range_release(lua_State *L, int arg, range *rg)
 {
-    ar_file *f;
+    file *f;
     if (!rg->locked)
         return;
     lua_getiuservalue(L, arg, 1);
@@ -661,7 +662,7 @@ static int range_gc(lua_State *L)
 
 static int range_tostring(lua_State *L)
 {
-    ar_range *rg = checkrange(L, 1);
+    range *rg = checkrange(L, 1);
     lua_pushfstring(L, "atomrun.range (%s, %s, %s)",
                     rangetext(L, rg->held.start, rg->held.length),
                     arL_modename(rg->held.mode),
@@ -735,9 +736,9 @@ int arL_lockfd(lua_State *L)
 {
     int fd = checkfdarg(L, 1), why, r, n = 0;
     arL_lockopts o;
-    ar_lockx x;
+    lockx x;
     atomrun_heldset *set;
-    ar_lock *lk;
+    lock *lk;
     const char *what;
 
     checklockx(L, 2, &o, &x, 1);
@@ -774,12 +775,12 @@ int arL_lockfd(lua_State *L)
 }
 
 /* lockfd handles of fd (kind): released behind their back by unlockfd */
-typedef struct ar_fdkind { int fd, kind; } ar_fdkind;
+typedef struct fdkind { int fd, kind; } fdkind;
 
 static int forget_fd(atomrun_held *h, void *ctx)
 {
-    const ar_fdkind *k = ctx;
-    ar_lock *lk = (ar_lock *)h;      /* held is the first member */
+    const fdkind *k = ctx;
+    lock *lk = (lock *)h;      /* held is the first member */
     if (h->fd == k->fd && h->kind == k->kind && h->owner == lk &&
         lk->borrowed) {
         atomrun_heldset_remove(h);
@@ -794,7 +795,7 @@ int arL_unlockfd(lua_State *L)
     static const char *const names[] = { "fcntl", "start", "length", NULL };
     int fd = checkfdarg(L, 1), why, r, fcntl_;
     int64_t start, length;
-    ar_fdkind k;
+    fdkind k;
 
     arL_checkoptnames(L, 2, names);
     fcntl_ = arL_optbool(L, 2, "fcntl", 0);

@@ -23,11 +23,11 @@ static int l_sleep(lua_State *L)
     return 0;
 }
 
-/* The number of locks this state holds (for tests and diagnostics). */
+/* The number of locks this state holds, files and etcd names (for tests
+ * and diagnostics). */
 static int l_held(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)atomrun_heldset_fds(arL_heldset(L),
-                                                        NULL, 0));
+    lua_pushinteger(L, (lua_Integer)atomrun_heldset_count(arL_heldset(L)));
     return 1;
 }
 
@@ -119,16 +119,10 @@ int luaopen_atomrun_core(lua_State *L)
         { "probe", l_probe },      { "isatty", arL_isatty },
         { "lockfd", arL_lockfd },     { "unlockfd", arL_unlockfd },
         { "who", arL_who },           { "holds", arL_holds },
-        { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },
-        { "_etcd_lease", arL_etcd_lease },
-        { "_etcd_endpoints", arL_etcd_endpoints },
-        { "_etcd_key", arL_etcd_key }, { "_etcd_watch", arL_etcd_watch },
-        { "_etcd_kill_after", arL_etcd_kill_after },
         { NULL, NULL } };
 
-    arL_openremote(L);               /* the etcd lock handle's metatable */
     luaL_newlib(L, funcs);
-    arL_openetcdtxn(L);              /* core.etcd: bind/etcd_txn.c */
+    arL_openremote(L);               /* the etcd handle and _etcd_* */
     arL_openlock(L);
     lua_pushstring(L, ATOMRUN_VERSION);
     lua_setfield(L, -2, "version");

@@ -156,7 +156,7 @@ static const int *checkclosefds(lua_State *L, int arg, int *n)
 }
 
 static void checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
-                              int exec)
+                           int exec)
 {
     static const char *const run_names[] = { "timeout", "kill_after",
         "close_locks", "env", "cwd", "forward_signals", "on_start",
@@ -192,17 +192,17 @@ static void checkspawnopts(lua_State *L, int arg, atomrun_spawn_opts *o,
  * in it must not longjmp through the core (the command would be left
  * running, the signal mask changed): it is caught here, kept on the
  * stack, and raised again once atomrun_run has killed and reaped. */
-typedef struct ar_onstart {
+typedef struct onstart {
     lua_State *L;
     int        fn;           /* stack index of the function; 0: none */
     int        failed;
     atomrun_remote_lock *guard;   /* opts.guard: armed once the pid is known */
     double     kill_after;
-} ar_onstart;
+} onstart;
 
 static int call_onstart(void *ctx, pid_t pid)
 {
-    ar_onstart *s = ctx;
+    onstart *s = ctx;
     if (s->guard) {
         /* The command leads its own group (new_group), so its pid is the
          * group the guard ends if the lock is lost. */
@@ -330,7 +330,7 @@ int arL_run(lua_State *L)
     atomrun_spawn_opts o;
     char **argv;
     int is_signal = 0, code = 0, r;
-    ar_onstart start = { L, 0, 0, NULL, 0 };
+    onstart start = { L, 0, 0, NULL, 0 };
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);    /* checkargv pushes: keep opts at index 2 */

@@ -1,8 +1,12 @@
 /*
  * core/held.c -- the set of locks one owner holds (see atomrun.h): what makes
- * "deadlock" detection and lock inheritance by children possible.
+ * "deadlock" detection and lock inheritance by children possible.  File
+ * locks (flock, ranges) and etcd names are in one set, so that one check
+ * decides "deadlock" for both and one count says what a state holds.
  */
 #include "core/internal.h"
+
+#include <string.h>
 
 void atomrun_heldset_init(atomrun_heldset *s)
 {
@@ -41,9 +45,49 @@ int atomrun_ranges_overlap(int64_t s1, int64_t l1, int64_t s2, int64_t l2)
     return !before && !after;
 }
 
+static int same_etcd_name(const atomrun_held *a, const atomrun_held *b)
+{
+    return a->cluster == b->cluster && a->namelen == b->namelen &&
+           memcmp(a->name, b->name, a->namelen) == 0;
+}
+
+static int is_slot(const atomrun_held *h)
+{
+    return h->slots > 1;
+}
+
+/*
+ * The etcd queue's rule (etcd/lock.c, decide), seen from one owner: the
+ * kinds -- exclusive, shared, a slot of a semaphore -- exclude each other,
+ * shared locks share, and a semaphore's slots share until all of them are
+ * taken.  So a slot request waits for us only when we hold as many slots
+ * as it has (counted whatever size the held ones were asked with, as the
+ * queue counts keys), and then the last of them is the one returned.
+ */
+static const atomrun_held *etcd_conflict(const atomrun_heldset *s,
+                                         const atomrun_held *req)
+{
+    const atomrun_held *slot = NULL;
+    int slots = 0;
+    for (const atomrun_held *h = s->head.next; h != &s->head; h = h->next) {
+        if (h->kind != ATOMRUN_HELD_ETCD || !same_etcd_name(h, req))
+            continue;
+        if (is_slot(h) && is_slot(req)) {
+            slot = h;
+            slots++;
+            continue;
+        }
+        if (is_slot(h) != is_slot(req) || modes_conflict(h->mode, req->mode))
+            return h;
+    }
+    return is_slot(req) && slots >= req->slots ? slot : NULL;
+}
+
 const atomrun_held *atomrun_heldset_conflict(const atomrun_heldset *s,
                                              const atomrun_held *req)
 {
+    if (req->kind == ATOMRUN_HELD_ETCD)
+        return etcd_conflict(s, req);
     for (const atomrun_held *h = s->head.next; h != &s->head; h = h->next) {
         if (h->kind != req->kind || h->dev != req->dev || h->ino != req->ino)
             continue;
@@ -79,9 +123,19 @@ size_t atomrun_heldset_fds(const atomrun_heldset *s, int *fds, size_t max)
 {
     size_t n = 0;
     for (const atomrun_held *h = s->head.next; h != &s->head; h = h->next) {
+        if (h->kind == ATOMRUN_HELD_ETCD)
+            continue;
         if (n < max)
             fds[n] = h->fd;
         n++;
     }
+    return n;
+}
+
+size_t atomrun_heldset_count(const atomrun_heldset *s)
+{
+    size_t n = 0;
+    for (const atomrun_held *h = s->head.next; h != &s->head; h = h->next)
+        n++;
     return n;
 }

@@ -13,6 +13,9 @@ local M = {}
 local REMOTE_EXIT = { EINVAL = 64, ERANGE = 64, EACCES = 77, unavailable = 69, EPROTO = 76 }
 M.EX_LOST = 75
 
+--- exit_status(code) -> the exit status for an etcd lock not had for code.
+function M.exit_status(code) return REMOTE_EXIT[code] or cli.EX_UNAVAILABLE end
+
 --- run_held_remote(prog, lk, argv, opts) -> exit status.  Once an etcd lock
 -- is held: run argv guarded by it (atomrun.run's guard option): with
 -- ATOMRUN_LOCK_TOKEN in its environment, in its own process group, dying
@@ -67,7 +70,7 @@ function M.lock_remote(prog, o)
       return o.conflict or 1
     end
     prog:say("%s", err)
-    return REMOTE_EXIT[code] or cli.EX_UNAVAILABLE
+    return M.exit_status(code)
   end
   if o.verbose then
     io.stdout:write(string.format("%s: getting lock took %.6f seconds (token %d)\n", prog.name,

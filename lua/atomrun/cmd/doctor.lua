@@ -39,53 +39,82 @@ end
 
 -- Exit status: 0 the report is complete; 2 it is printed but some probes
 -- could not run (they are named, with why: a read-only filesystem, a
--- directory we cannot write, /proc); 1 no report (DIR cannot be opened).
-local p, err = atomrun.probe(dir)
+-- directory we cannot write, /proc); 1 no report (DIR cannot be opened):
+-- with --json an object {dir, error, message} on stdout too, as `who
+-- --json` reports a path it cannot examine.
+local p, err, code = atomrun.probe(dir)
 if not p then
   io.stderr:write("atomrun: ", err, "\n")
+  if as_json then
+    io.stdout:write(atomrun.json.encode({ dir = dir, error = code, message = err }), "\n")
+  end
   os.exit(1)
 end
 
--- The probes that need a scratch file in DIR; when none could be made they
--- did not run (p.scratch is the errno name of why).
-local needs_scratch = { flock = true, ofd = true, noreplace = true }
-local skipped = {}
+-- The probes that write in DIR; when no scratch file could be made there
+-- they did not run, or ran and failed for that reason alone (O_TMPFILE's
+-- EACCES or EROFS says nothing of the filesystem): p.scratch is why.
+local needs_scratch = { flock = true, ofd = true, noreplace = true, tmpfile = true }
 local function ran(key) return not (p.scratch and needs_scratch[key]) end
-
 local function yes(v) return v == true end
-local function untested(key, text)
-  if ran(key) then return text end
-  return "not tested here (no scratch file could be created: " .. p.scratch .. ")"
+local not_tested = p.scratch and ("not tested here (no scratch file could be created: "
+  .. p.scratch .. ")")
+
+-- Each primitive as a machine value (what it uses here; "untested" where
+-- the probes it rests on could not run) and, apart, the sentence for people.
+local function lock_kind()
+  if not ran("flock") then return "untested" end
+  return yes(p.flock) and "flock" or "none"
+end
+local function range_kind()
+  if not ran("ofd") then return "untested" end
+  return yes(p.ofd) and "ofd" or "posix"
+end
+local function create_kind()
+  if not ran("tmpfile") then return "untested" end
+  return yes(p.tmpfile) and "tmpfile" or yes(p.noreplace) and "noreplace" or "link"
+end
+local function replace_kind()
+  if not ran("tmpfile") then return "untested" end
+  return yes(p.tmpfile) and "tmpfile" or "rename"
+end
+local function durability_kind()
+  if p.scratch then return "untested" end      -- no write can succeed: no guarantee
+  if not yes(p.dirsync) then return "not-crash-safe" end
+  return p.volatile and "volatile" or "crash-safe"
+end
+local sentences = {
+  lock = { flock = "flock(2): works", none = "flock(2) does NOT exclude here: locks are unsafe" },
+  range_lock = { ofd = "OFD byte-range locks (F_OFD_SETLK): work",
+    posix = "OFD locks unavailable: classic POSIX locks (dropped when ANY descriptor of the file closes)" },
+  create = { tmpfile = "O_TMPFILE + linkat: a killed writer leaves nothing behind",
+    noreplace = "hidden temp + renameat2(RENAME_NOREPLACE): a killed writer may leave .NAME.XXXXXXXX",
+    link = "hidden temp + link(2): a killed writer may leave .NAME.XXXXXXXX" },
+  replace = { tmpfile = "O_TMPFILE, linked to a hidden name, renamed over the target; readers see old or new, never a mix",
+    rename = "hidden temp file renamed over the target; readers see old or new, never a mix" },
+  durability = { ["crash-safe"] = "fsync of file and directory: a replace survives a crash",
+    volatile = "fsync works, but this filesystem lives in memory: nothing survives a reboot",
+    ["not-crash-safe"] = "directory fsync refused: a replace may not survive a crash" },
+}
+local primitives, explain = {}, {}
+for k, kind in pairs({ lock = lock_kind(), range_lock = range_kind(), create = create_kind(),
+    replace = replace_kind(), durability = durability_kind() }) do
+  primitives[k] = kind
+  explain[k] = kind == "untested" and not_tested or sentences[k][kind]
+end
+
+-- probes: atomrun.probe()'s names and values; one not run is left out and
+-- listed in skipped with why.
+local probes, skipped = {}, atomrun.json.array()
+for _, k in ipairs({ "flock", "ofd", "tmpfile", "noreplace", "dirsync" }) do
+  if ran(k) then probes[k] = p[k]
+  else skipped[#skipped + 1] = { probe = k, reason = p.scratch } end
 end
 local report = {
   dir = dir, fstype = p.fstype, remote = p.remote, volatile = p.volatile,
-  probes = { flock = p.flock, ofd = p.ofd, tmpfile = p.tmpfile,
-             renameat2_noreplace = p.noreplace, dir_fsync = p.dirsync },
-  primitives = {
-    lock = untested("flock", yes(p.flock) and "flock(2): works"
-      or "flock(2) does NOT exclude here: locks are unsafe"),
-    range_lock = untested("ofd", yes(p.ofd) and "OFD byte-range locks (F_OFD_SETLK): work"
-      or "OFD locks unavailable: classic POSIX locks (dropped when ANY descriptor of the file closes)"),
-    create = yes(p.tmpfile) and "O_TMPFILE + linkat: a killed writer leaves nothing behind"
-      or untested("noreplace", yes(p.noreplace)
-        and "hidden temp + renameat2(RENAME_NOREPLACE): a killed writer may leave .NAME.XXXXXXXX"
-        or "hidden temp + link(2): a killed writer may leave .NAME.XXXXXXXX"),
-    replace = (yes(p.tmpfile) and "O_TMPFILE, linked to a hidden name, renamed over the target"
-      or "hidden temp file renamed over the target") .. "; readers see old or new, never a mix",
-    durability = yes(p.dirsync) and (p.volatile and "fsync works, but this filesystem lives in memory: nothing survives a reboot"
-      or "fsync of file and directory: a replace survives a crash")
-      or "directory fsync refused: a replace may not survive a crash",
-  },
-  warnings = atomrun.json.array(),
-  skipped = atomrun.json.array(skipped),
+  probes = probes, primitives = primitives, explain = explain,
+  warnings = atomrun.json.array(), skipped = skipped,
 }
-for _, k in ipairs({ "flock", "ofd", "noreplace" }) do
-  if not ran(k) then
-    skipped[#skipped + 1] = { probe = k == "noreplace" and "renameat2_noreplace" or k,
-      reason = p.scratch }
-    report.probes[k == "noreplace" and "renameat2_noreplace" or k] = nil
-  end
-end
 if p.remote then
   table.insert(report.warnings, p.fstype .. " is a network/FUSE filesystem: locks and "
     .. "durability depend on the server; do not rely on them across machines")
@@ -93,7 +122,7 @@ end
 if p.volatile then
   table.insert(report.warnings, p.fstype .. " keeps files in memory: durable=true means nothing here")
 end
-if ran("flock") and not yes(p.flock) then table.insert(report.warnings, "flock does not exclude here") end
+if primitives.lock == "none" then table.insert(report.warnings, "flock does not exclude here") end
 local status = #skipped > 0 and 2 or 0
 
 if as_json then
@@ -118,7 +147,7 @@ print(string.format("  fsync of a directory                 %s", mark("dirsync",
 print("")
 print("  primitive      what it uses here")
 for _, k in ipairs({ "lock", "range_lock", "create", "replace", "durability" }) do
-  print(string.format("  %-14s %s", k, report.primitives[k]))
+  print(string.format("  %-14s %s", k, explain[k]))
 end
 if #skipped > 0 then
   local names = {}

@@ -19,6 +19,9 @@ usage: atomrun once [options] NAME [options] [--] CMD [ARGS...]
       --dir DIR             where the lock and record live (default: /run/lock/atomrun
                             for root, $XDG_RUNTIME_DIR/atomrun or /tmp/atomrun-UID)
       --verbose             say who runs NAME when skipping
+      --ttl SECONDS         etcd names: the lease's seconds (default 10)
+      --kill-after SECONDS  etcd names: SIGKILL this long after SIGTERM when the
+                            lease could expire (default TTL/4, at most 5)
   -h, --help                this text
 ]]
 
@@ -28,6 +31,7 @@ local SPEC = {
     { "wait", "w", arg = true }, { "timeout", "w", arg = true },
     { "conflict-exit-code", "E", arg = true }, { "dir", "dir", arg = true },
     { "verbose", "verbose" }, { "help", "h" },
+    { "ttl", "ttl", arg = true }, { "kill-after", "kill-after", arg = true },
   },
 }
 
@@ -44,6 +48,11 @@ local handlers = {
   dir = function(v) o.dir = v end,
   verbose = function() o.verbose = true end,
   h = function() io.stdout:write(USAGE) os.exit(0) end,
+  -- the same checks as `atomrun lock`'s (atomrun.cli.lock)
+  ttl = function(v) require("atomrun.cli.lock").option.ttl(prog, o, false, v) end,
+  ["kill-after"] = function(v)
+    require("atomrun.cli.lock").option["kill-after"](prog, o, false, v)
+  end,
 }
 local function on(key, value) handlers[key](value) end
 
@@ -59,20 +68,33 @@ end
 local argv = prog:getopt(table.move(rest, 2, #rest, 1, {}), SPEC, on)
 if #argv == 0 then prog:usage_error("no command given for %s", name) end
 
-local guard, err, code = atomrun.once(name, { dir = o.dir, timeout = o.timeout, argv = argv })
+-- Each option is for one kind of name: a usage error (64) for the other,
+-- never a traceback (1 means only "already running").
+local remote = backend.is_etcd(name)
+if remote and o.dir then
+  prog:usage_error("--dir is for a local job name; an etcd name's record lives on its cluster")
+elseif not remote and (o.ttl or o.kill_after) then
+  prog:usage_error("--%s is for etcd names (etcd://HOST:PORT/NAME); %s is a local job",
+    o.ttl and "ttl" or "kill-after", name)
+end
+if remote then require("atomrun.cli.etcd").check_kill_after(prog, o.ttl, o.kill_after) end
+
+local guard, err, code = atomrun.once(name, { dir = o.dir, timeout = o.timeout, argv = argv,
+  ttl = o.ttl })
 if not guard then
   if code == "running" then
     if o.verbose or atomrun.isatty(2) then prog:say("%s", err) end
     os.exit(o.conflict)
   end
   prog:say("%s", err)
-  os.exit(cli.EX_UNAVAILABLE)
+  os.exit(remote and require("atomrun.cli.etcd").exit_status(code) or cli.EX_UNAVAILABLE)
 end
 
 -- The record names the command itself, not this atomrun: that is the
 -- process a person looks for (and kills).
-if backend.is_etcd(name) then     -- etcd://.../NAME: once across hosts
-  os.exit(require("atomrun.cli.etcd").run_held_remote(prog, guard.lock, argv))
+if remote then     -- etcd://.../NAME: once across hosts
+  os.exit(require("atomrun.cli.etcd").run_held_remote(prog, guard.lock, argv,
+    { kill_after = o.kill_after }))
 end
 cli.run_and_exit(prog, argv, { forward_signals = true, on_start = function(pid) guard:update({ pid = pid }) end },
   function() guard:release() end)
