@@ -97,6 +97,7 @@ describe("core.etcd.txn", function()
     local id = assert(etcd.lease(url(), 30))
     assert.equal("integer", math.type(id))
     assert.equal(id, etcd.lease(url(), 30))          -- the process's one lease of that TTL
+    assert.equal(id, etcd.lease("etcd://" .. C:endpoints(), 30))   -- any URL of the cluster
     local id2 = assert(etcd.lease(url(), 31))
     assert.is_true(id2 ~= id)
     assert(txn({ success = { put("t/leased", "x", id2) } }))

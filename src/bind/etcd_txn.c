@@ -476,6 +476,43 @@ static int l_txn(lua_State *L)
 }
 
 /*
+ * core.etcd.lease(url, ttl [, opts]) -> lease ID | nil, msg, code: the
+ * process's session lease for ttl seconds on url's cluster -- the one
+ * ttl-bound writes and locks of that ttl share -- granted now if there is
+ * none or the last was lost; kept alive while the process runs, revoked at
+ * its exit, gone a TTL after a crash.  For recipes that bind their own
+ * txn's keys to the process (update's nonce).  opts: timeout, ca, cert, key.
+ */
+static int l_lease(lua_State *L)
+{
+    static const char *const names[] = { "timeout", "ca", "cert", "key", NULL };
+    const char *url = arL_checkpath(L, 1);
+    lua_Integer ttl = luaL_checkinteger(L, 2);
+    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_etcd *c;
+    int64_t lease;
+    double timeout;
+    int r, min_ttl = 0;
+    arL_url *u;
+
+    luaL_argcheck(L, ttl >= 1 && ttl <= 1000000, 2, "a whole number of seconds >= 1");
+    arL_checkoptnames(L, 3, names);
+    lua_settop(L, 3);
+    timeout = arL_optseconds(L, 3, "timeout", 0);
+    if ((r = open_cluster(L, url, 3, &u, &c)) != 0)
+        return r;
+    r = atomrun_remote_session_lease(c, (int)ttl, timeout > 0 ? atomrun_now() + timeout : 0,
+                                     &lease, &min_ttl, err, sizeof err);
+    if (r == -ERANGE && min_ttl > 0)
+        return arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
+                        u->shown, (int)ttl, min_ttl);
+    if (r < 0)
+        return arL_fail(L, r, "%s: %s", u->shown, err);
+    lua_pushinteger(L, (lua_Integer)lease);
+    return 1;
+}
+
+/*
  * core.etcd.revoke(url, lease [, opts]) -> true | nil, msg, code: end the
  * lease now, and with it every key bound to it (a stuck lock's holder's:
  * `atomrun who --revoke`).  opts: timeout, ca, cert, key.  The gateway's
@@ -527,7 +564,7 @@ void arL_openetcdtxn(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         { "txn", l_txn },
-        { "lease", arL_etcd_lease },    /* bind/etcd.c: the session lease */
+        { "lease", l_lease },
         { "revoke", l_revoke },
         { NULL, NULL } };
     if (luaL_newmetatable(L, RESULT_MT)) {
