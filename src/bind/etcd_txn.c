@@ -89,6 +89,15 @@ static int word_index(const char *const *words, const char *s)
     return -1;
 }
 
+/* t[name] of the table at (absolute) idx, raw: a string found through an
+ * __index could be a temporary, collected while the txn still points at
+ * it; every value read here must be one that t itself holds. */
+static int rawfield(lua_State *L, int idx, const char *name)
+{
+    lua_pushstring(L, name);
+    return lua_rawget(L, idx);
+}
+
 /* Every field of the table at idx is one of names: a misspelt field
  * (rang_end) must not be dropped silently. */
 static void check_fields(lua_State *L, int idx, const char *const *names, const where *w)
@@ -108,7 +117,7 @@ static const char *bytes_field(lua_State *L, int idx, const char *name, size_t *
                                const where *w)
 {
     const char *s = NULL;
-    int t = lua_getfield(L, idx, name);
+    int t = rawfield(L, idx, name);
     *len = 0;
     if (t == LUA_TSTRING)
         s = lua_tolstring(L, -1, len);
@@ -130,7 +139,7 @@ static const char *key_field(lua_State *L, int idx, size_t *len, const where *w)
 static int64_t int_field(lua_State *L, int idx, const char *name, int64_t dflt, int64_t min,
                          const where *w)
 {
-    int t = lua_getfield(L, idx, name), isint = 0;
+    int t = rawfield(L, idx, name), isint = 0;
     lua_Integer v = dflt;
     if (t != LUA_TNIL) {
         v = lua_tointegerx(L, -1, &isint);
@@ -143,7 +152,7 @@ static int64_t int_field(lua_State *L, int idx, const char *name, int64_t dflt, 
 
 static int bool_field(lua_State *L, int idx, const char *name, const where *w)
 {
-    int t = lua_getfield(L, idx, name), v = lua_toboolean(L, -1);
+    int t = rawfield(L, idx, name), v = lua_toboolean(L, -1);
     if (t != LUA_TNIL && t != LUA_TBOOLEAN)
         bad(L, w, "'%s' must be a boolean, not a %s", name, luaL_typename(L, -1));
     lua_pop(L, 1);
@@ -154,7 +163,7 @@ static int bool_field(lua_State *L, int idx, const char *name, const where *w)
 static int word_field(lua_State *L, int idx, const char *name, const char *const *words,
                       const where *w)
 {
-    int t = lua_getfield(L, idx, name), i = 0;
+    int t = rawfield(L, idx, name), i = 0;
     if (t == LUA_TSTRING) {
         if ((i = word_index(words, lua_tostring(L, -1))) < 0)
             bad(L, w, "unknown %s '%s'", name, lua_tostring(L, -1));
@@ -176,7 +185,7 @@ static void read_cmp(lua_State *L, int idx, atomrun_etcd_cmp *c, const where *w)
         bad(L, w, "no target (version, create, mod, value or lease)");
     if (!(c->result = word_field(L, idx, "result", result_words, w)))
         bad(L, w, "no result (==, ~=, > or <)");
-    t = lua_getfield(L, idx, "value");
+    t = rawfield(L, idx, "value");
     lua_pop(L, 1);
     if (t == LUA_TNIL)
         bad(L, w, "no value to compare with");
@@ -237,7 +246,7 @@ static void read_op(lua_State *L, int idx, atomrun_etcd_op *o, const where *w)
     if (!type)
         bad(L, w, "%s", shape);
     o->type = type;
-    lua_getfield(L, idx, op_words[type - 1]);
+    rawfield(L, idx, op_words[type - 1]);
     read_op_body(L, lua_gettop(L), o, w);
     lua_pop(L, 1);
 }
@@ -246,7 +255,7 @@ static void read_op(lua_State *L, int idx, atomrun_etcd_op *o, const where *w)
  * in new userdata left on the stack. */
 static size_t read_array(lua_State *L, const char *name, size_t size, void **out)
 {
-    int t = lua_getfield(L, 2, name);
+    int t = rawfield(L, 2, name);
     size_t n;
     if (t == LUA_TNIL) {
         lua_pop(L, 1);
