@@ -178,8 +178,9 @@ $(B)/%.so: spec/shim/%.c | $(B)
 # What the specs and spec/run.sh expect in $(B) besides `all`.
 test-bins: $(TEST_BINS) $(SHIMS)
 
-# make check: the inner loop -- the atomrun pass, the C tests and the
-# embedding test, one after the other; no sanitizers, no lua5.4 pass.
+# make check: the inner loop -- the atomrun pass without the #heavy tests
+# (storms, sweeps: make test runs them), the C tests and the embedding
+# test, one after the other; no sanitizers, no lua5.4 pass.
 check: all test-bins
 	@AR_BUILD=$(CURDIR)/$(B) sh spec/run.sh --check
 
@@ -285,7 +286,7 @@ clean:
 help:
 	@echo "make                build build/atomrun, build/libatomrun.{a,so}, build/lua/atomrun/core.so, build/atomrun.pc"
 	@echo "make demo           build and run scripts/demo.lua"
-	@echo "make check          the inner loop: the specs inside build/atomrun (the #heavy ones too),"
+	@echo "make check          the inner loop: the specs inside build/atomrun but the #heavy ones,"
 	@echo "                    the C tests and the embedding test; no sanitizers, no lua5.4 pass;"
 	@echo "                    SPEC='spec/x_spec.lua ...' runs some specs only"
 	@echo "make test           everything (make check-all is the same: what CI and the README run):"

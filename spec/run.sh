@@ -8,8 +8,9 @@
 #                                spec/c/, make check-tsan and check-valgrind,
 #                                and the specs and C tests again under
 #                                ASan+UBSan
-#   sh spec/run.sh --check       (make check) the atomrun pass, the embedding
-#                                test and the C tests, in one lane
+#   sh spec/run.sh --check       (make check) the atomrun pass without the
+#                                #heavy tests (the "quick" profile), the
+#                                embedding test and the C tests, in one lane
 #   sh spec/run.sh --asan-only   (make check-asan) only the sanitizer pass
 #   sh spec/run.sh --lua54-only  (make check-lua54) only the lua5.4 pass
 #
@@ -230,6 +231,10 @@ run_step() {   # NAME
                 LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;" lua5.4 ;;
         atomrun)
             AR_PASS=atomrun AR_BUILD=$BUILD busted_pass atomrun "$BUILD/atomrun" ;;
+        quick)
+            # make check: inside build/atomrun too, with the small loops
+            # of the passes that leave out #heavy (H.heavy is false)
+            AR_PASS=quick AR_BUILD=$BUILD busted_pass quick "$BUILD/atomrun" ;;
         embed) embed_test "$BUILD" ;;
         c) c_tests "$BUILD" ;;
         tsan) make_check check-tsan ;;
@@ -273,7 +278,7 @@ main() {
     LOG=$(mktemp -d /tmp/atomrun-run.XXXXXX)
     lane_a="" lane_b=""
     case ${1:-} in
-        --check) lane_a="atomrun embed c" ;;
+        --check) lane_a="quick embed c" ;;
         --asan-only) lane_b="asan-build asan asan-c" ;;
         --lua54-only) lane_b="lua5.4-a lua5.4" ;;
         "")
