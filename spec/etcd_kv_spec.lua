@@ -117,12 +117,11 @@ describe("files on etcd keys", function()
     assert.equal("1", (ar.read(url)))
   end)
 
-  -- atomrun's bookkeeping keys under prefix p, from etcdctl: {key = lease}
+  -- atomrun's bookkeeping keys under prefix p, read with core.etcd.txn: {key = lease}
   local function internal_keys(p)
-    local _, out = C:etcdctl("get --prefix " .. H.q(p) .. " -w json")
-    local ok, a = pcall(require("atomrun.json").decode, out or "")
+    local a = assert(ar.etcd.txn(C:url("kv"), { success = { { range = { key = p, prefix = true } } } }))
     local keys = {}
-    for _, kv in ipairs(ok and a.kvs or {}) do keys[require("atomrun.etcd")._unb64(kv.key)] = kv.lease or 0 end
+    for _, kv in ipairs(a.responses[1].kvs) do keys[kv.key] = kv.lease end
     return keys
   end
 

@@ -136,6 +136,9 @@ int arL_etcd_watch(lua_State *L);
 /* bind/etcd.c: the etcd lock handle's metatable, and the _etcd_* functions
  * into the module table on top. */
 void arL_openremote(lua_State *L);
+/* core.etcd (bind/etcd_txn.c): txn, lease, revoke and PREFIX, as the field
+ * "etcd" of the module table on top (from arL_openremote). */
+void arL_openetcdtxn(lua_State *L);
 
 /* ---------------------------- shared by bind/etcd.c, etcd_lock.c, etcd_kv.c */
 

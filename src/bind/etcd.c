@@ -360,4 +360,5 @@ void arL_openremote(lua_State *L)
         { NULL, NULL } };
     arL_openetcdlock(L);
     luaL_setfuncs(L, funcs, 0);
+    arL_openetcdtxn(L);             /* core.etcd: bind/etcd_txn.c */
 }

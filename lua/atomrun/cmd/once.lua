@@ -13,12 +13,15 @@ local prog = cli.program("atomrun", "atomrun", "atomrun once")
 
 local USAGE = [[
 usage: atomrun once [options] NAME [options] [--] CMD [ARGS...]
+       atomrun once --status [--dir DIR] NAME
   -w, --wait, --timeout SECONDS
                             wait up to SECONDS for the running instance to end
   -E, --conflict-exit-code N  exit code when NAME is already running (default 1)
       --dir DIR             where the lock and record live (default: /run/lock/atomrun
                             for root, $XDG_RUNTIME_DIR/atomrun or /tmp/atomrun-UID)
       --verbose             say who runs NAME when skipping
+      --status              say whether NAME runs now and who runs it (exit 0),
+                            or that it does not (exit 1); runs nothing
       --ttl SECONDS         etcd names: the lease's seconds (default 10)
       --kill-after SECONDS  etcd names: SIGKILL this long after SIGTERM when the
                             lease could expire (default TTL/4, at most 5)
@@ -31,7 +34,7 @@ local SPEC = {
   long = {
     { "wait", "w", arg = true }, { "timeout", "w", arg = true },
     { "conflict-exit-code", "E", arg = true }, { "dir", "dir", arg = true },
-    { "verbose", "verbose" }, { "help", "h" }, { "version", "V" },
+    { "verbose", "verbose" }, { "help", "h" }, { "version", "V" }, { "status", "status" },
     { "ttl", "ttl", arg = true }, { "kill-after", "kill-after", arg = true },
   },
 }
@@ -48,6 +51,7 @@ local handlers = {
   E = function(v) o.conflict = prog:exit_code(v) end,
   dir = function(v) o.dir = v end,
   verbose = function() o.verbose = true end,
+  status = function() o.status = true end,
   h = function() io.stdout:write(USAGE) os.exit(0) end,
   V = function() prog:version() end,
   -- the same checks as `atomrun lock`'s (atomrun.cli.lock)
@@ -68,6 +72,28 @@ if not backend.is_etcd(name) and not name:match("^[%w][%w._-]*$") then
   prog:usage_error("bad job name '%s' (letters, digits, '.', '_' and '-')", name)
 end
 local argv = prog:getopt(table.move(rest, 2, #rest, 1, {}), SPEC, on)
+
+-- --status: who runs NAME now, asked of its lock without taking it.
+local function show_status()
+  if #argv > 0 then prog:usage_error("--status runs nothing: no command after %s", name) end
+  local rec, serr, scode = atomrun.once_status(name, { dir = o.dir })
+  if rec == nil then
+    prog:say("%s", serr)
+    os.exit(backend.is_etcd(name) and require("atomrun.cli.etcd").exit_status(scode)
+      or cli.EX_NOINPUT)
+  end
+  local shown = backend.shown(name)
+  if not rec then
+    io.stdout:write(shown, " is not running\n")
+    os.exit(1)
+  end
+  local what = type(rec.argv) == "table" and table.concat(rec.argv, " ") or rec.cmd or "?"
+  io.stdout:write(string.format("%s is running: pid %s on %s since %s (%s)\n", shown,
+    tostring(rec.pid or "?"), cli.safe(tostring(rec.host or "?")), tostring(rec.since or "?"),
+    cli.safe(what)))
+  os.exit(0)
+end
+if o.status then show_status() end
 if #argv == 0 then prog:usage_error("no command given for %s", name) end
 
 -- Each option is for one kind of name: a usage error (64) for the other,
