@@ -44,6 +44,7 @@ local SPEC = {
 if not as_flock then
   table.insert(SPEC.long, { "ttl", "ttl", arg = true })
   table.insert(SPEC.long, { "kill-after", "kill-after", arg = true })
+  table.insert(SPEC.long, { "slots", "slots", arg = true })
 end
 
 local USEC = 1000000
@@ -67,6 +68,12 @@ local handlers = {
   verbose = function() o.verbose = true end,
   fcntl = function() o.fcntl = true end,
   w = later("w"), E = later("E"), ttl = later("ttl"), ["kill-after"] = later("kill-after"),
+  slots = function(v)
+    o.slots = math.tointeger(tonumber(v))
+    if not o.slots or o.slots < 1 or o.slots > 1000000 then
+      prog:fail(cli.EX_USAGE, "invalid --slots: '%s' (a whole number, 1 to 1000000)", v)
+    end
+  end,
   start = later("start"), length = later("length"), fd = later("fd"),
   h = later("h"), V = later("V"),
 }
@@ -115,6 +122,13 @@ else
 end
 
 if o.nonblock or o.timeout == 0 then o.timeout = 0 end
+-- --slots N: one of N slots of a semaphore (lua/atomrun/cli/slots.lua)
+if o.slots then
+  if not o.file or not o.argv then
+    prog:fail(cli.EX_USAGE, "--slots needs a file or an etcd name and a command")
+  end
+  require("atomrun.cli.slots").run(prog, o)
+end
 -- etcd://.../NAME: the lock lives on a cluster (lua/atomrun/cli/etcd.lua)
 if not as_flock and require("atomrun.backend").is_etcd(o.file) then
   os.exit(require("atomrun.cli.etcd").lock_remote(prog, o))
