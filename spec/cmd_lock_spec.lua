@@ -96,6 +96,21 @@ describe("atomrun lock #child", function()
       end
     end)
 
+    it("a mistyped etcd name is a usage error (64) in lock, once, who and doctor; flock takes it as a file", function()
+      for _, args in ipairs({ { "lock", "-n", "etcd:/127.0.0.1:2379/x", "true" },
+          { "lock", "etcd//h:2379/x", "true" }, { "once", "etcd:/h:2379/x", "true" },
+          { "who", "etcd:h:2379/x" }, { "doctor", "etcd+https:/h:2379" } }) do
+        local st, out, err = H.sh("cd " .. H.q(dir) .. " && " .. H.cmd(table.unpack(args)))
+        assert.equal(64, st, table.concat(args, " ") .. ": " .. err)
+        assert.equal("", out)
+        assert.matches("looks like a mistyped etcd name, not a file: the form is etcd://", err)
+      end
+      assert.same({}, H.listdir(dir))
+      assert.equal(0, (H.sh("cd " .. H.q(dir) .. " && ln -s " .. H.q(H.atomrun) .. " flock && ./flock -n "
+        .. H.q("etcd:x") .. " true")))
+      assert.is_true(H.exists(dir .. "/etcd:x"))
+    end)
+
     it("--fcntl on a read-only descriptor says which open mode the lock needs (65)", function()
       H.write(f, "x")
       local st, out, err = H.sh(H.q(H.atomrun) .. " lock --fcntl 5 5<" .. H.q(f))

@@ -121,6 +121,12 @@ else
   prog:fail(cli.EX_USAGE, "requires file descriptor, file or directory")
 end
 
+-- A mistyped etcd name is a usage error, never a silent local lock (called
+-- flock, a path is a path, as util-linux has it).
+if not as_flock and o.file then
+  local miss = require("atomrun.backend").near_miss(o.file)
+  if miss then prog:fail(cli.EX_USAGE, "%s", miss) end
+end
 if o.nonblock or o.timeout == 0 then o.timeout = 0 end
 -- --slots N: one of N slots of a semaphore (lua/atomrun/cli/slots.lua)
 if o.slots then
@@ -148,6 +154,7 @@ local function failed(code, holder, msg) slow().failed(prog, o, code, holder, ms
 local function lock_opts(wait, timeout, holder)
   local opts = { mode = o.mode, wait = wait, timeout = timeout, holder = holder }
   if o.file then opts.follow = "protected" end
+  if as_flock then opts.literal = true end     -- flock(1): "etcd:x" is a file
   if o.fcntl then opts.fcntl, opts.start, opts.length = true, o.start, o.length end
   return opts
 end
