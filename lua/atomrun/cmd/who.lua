@@ -43,6 +43,10 @@ local paths = prog:getopt({ ... }, {
   else io.stdout:write(USAGE) os.exit(0) end
 end)
 if #paths == 0 then prog:usage_error("no lock file given") end
+for _, path in ipairs(paths) do
+  local miss = require("atomrun.backend").near_miss(path)
+  if miss then prog:usage_error("%s", miss) end
+end
 
 local function range(e)
   local start, length = e.start or 0, e.length or 0
