@@ -32,7 +32,10 @@
  * for descriptors of the very file), in this order: the last holder this
  * thread found (one-holder searches only), the pids /proc/locks names,
  * then every other process starting just above the highest of those (a
- * forked child usually has a higher pid), and this process last.  A hard
+ * forked child usually has a higher pid), and this process last.  A
+ * one-holder search stops at the holder; who()'s goes through the whole
+ * of /proc, since it takes the held flock and OFD locks from the fdinfo
+ * it finds and nothing it could trust says when it has them all.  A hard
  * budget (AR_SCAN_FDS descriptors, AR_SCAN_CPU_SECONDS of this thread's
  * CPU, AR_SCAN_WALL_SECONDS of wall clock as the backstop) ends a search
  * on a host with very many descriptors: the holder is then unknown.
@@ -478,8 +481,8 @@ int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino)
  * fills a page per read(2), finding its place again by position, so while
  * any process on the system takes or drops locks the table comes back with
  * lines skipped or repeated; ar_read_locks repairs most such reads, not
- * all (under a kill storm, a few reads in a hundred of a 300-lock file
- * still came back wrong).  A descriptor's fdinfo is written in one go
+ * all (5 reads in 133 of a 300-lock file came back wrong under a kill
+ * storm, a third of them under harder lock churn on other files).  A descriptor's fdinfo is written in one go
  * under the inode's lock: its "lock:" lines, every lock of that open file
  * description, are of one moment.  So each held flock/OFD lock is one that
  * a descriptor's fdinfo shows, named by the process that has that
@@ -511,6 +514,7 @@ typedef struct ar_seen {
     int   used;               /* named as a waiter already */
 } ar_seen;
 
+#define AR_WHO_RECENT 8
 typedef struct ar_who {
     ar_fdlock *locks;         /* each description's locks, once */
     size_t     nlocks, lockcap;
@@ -520,6 +524,8 @@ typedef struct ar_who {
     ar_seen   *seen;
     size_t     n, cap;
     int        nomem;
+    atomrun_holder recent[AR_WHO_RECENT];  /* who_fill's last holders */
+    size_t     nrecent;
 } ar_who;
 
 static int who_needs_owner(const ar_lockline *l)
@@ -528,18 +534,17 @@ static int who_needs_owner(const ar_lockline *l)
                           strcmp(l->kind, "OFDLCK") == 0);
 }
 
-/* Grow *v (of *cap elements of size each) to hold one more than n. */
-static int grow(void **v, size_t *cap, size_t n, size_t size)
+/* v (*cap elements of size each, n used) with room for one more: v, or
+ * where realloc moved it; NULL when out of memory (v is still valid). */
+static void *grow(void *v, size_t *cap, size_t n, size_t size)
 {
     void *more;
     if (n < *cap)
-        return 1;
-    more = realloc(*v, size * (*cap * 2 + 16));
-    if (!more)
-        return 0;
-    *v = more;
-    *cap = *cap * 2 + 16;
-    return 1;
+        return v;
+    more = realloc(v, size * (*cap * 2 + 16));
+    if (more)
+        *cap = *cap * 2 + 16;
+    return more;
 }
 
 static unsigned line_sum(const ar_lockline *l)
@@ -600,6 +605,7 @@ static int desc_cmp(const ar_who *w, const ar_desc *a, const ar_desc *b)
 static int keep_description(ar_who *w, const ar_desc *d)
 {
     size_t lo = 0, hi = w->ndescs;
+    ar_desc *more;
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -611,8 +617,9 @@ static int keep_description(ar_who *w, const ar_desc *d)
         else
             lo = mid + 1;
     }
-    if (!grow((void **)&w->descs, &w->desccap, w->ndescs, sizeof *w->descs))
+    if (!(more = grow(w->descs, &w->desccap, w->ndescs, sizeof *more)))
         return -1;
+    w->descs = more;
     memmove(&w->descs[lo + 1], &w->descs[lo],
             sizeof *w->descs * (w->ndescs - lo));
     w->descs[lo] = *d;
@@ -626,6 +633,7 @@ static int who_take_fdinfo(ar_scan *s, ar_who *w, pid_t pid, int fd,
                            const char *info)
 {
     ar_desc d = { w->nlocks, 0, 0, pid, fd };
+    ar_fdlock *more;
     ar_lockline l;
 
     for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5) {
@@ -634,8 +642,9 @@ static int who_take_fdinfo(ar_scan *s, ar_who *w, pid_t pid, int fd,
         if (!ar_parse_lockline(p + 5, &l) || !who_needs_owner(&l) ||
             !ar_line_is_file(&l, s->dev, s->ino))
             continue;
-        if (!grow((void **)&w->locks, &w->lockcap, w->nlocks, sizeof *w->locks))
+        if (!(more = grow(w->locks, &w->lockcap, w->nlocks, sizeof *more)))
             return 0;
+        w->locks = more;
         w->locks[w->nlocks].line = l;
         w->locks[w->nlocks].pid = pid;
         w->locks[w->nlocks].listed = 0;
@@ -666,10 +675,12 @@ static int visit_who(ar_scan *s, pid_t pid, int fd, const char *info)
         return 1;
     }
     if (w->need_all) {
-        if (!grow((void **)&w->seen, &w->cap, w->n, sizeof *w->seen)) {
+        ar_seen *more = grow(w->seen, &w->cap, w->n, sizeof *more);
+        if (!more) {
             w->nomem = 1;
             return 1;
         }
+        w->seen = more;
         w->seen[w->n].pid = pid;
         w->seen[w->n].fd = fd;
         w->seen[w->n].used = 0;
@@ -708,10 +719,29 @@ static int ofd_waiting(pid_t pid, int fd)
     return hit;
 }
 
-static void who_fill(atomrun_lockinfo *out, const ar_lockline *l,
+/*
+ * out: line l, held by (or waited for by) pid.  A few processes often hold
+ * hundreds of a file's locks (a semaphore's slots): each one's command line
+ * and start time are read once per who(), kept in w->recent.
+ */
+static void who_fill(ar_who *w, atomrun_lockinfo *out, const ar_lockline *l,
                      pid_t pid)
 {
-    fill_holder(&out->h, l, pid);
+    atomrun_holder *known = NULL;
+
+    for (size_t i = 0; pid > 0 && i < AR_WHO_RECENT && !known; i++)
+        if (w->recent[i].pid == pid)
+            known = &w->recent[i];
+    if (known) {
+        fill_holder(&out->h, l, 0);
+        out->h.pid = pid;
+        memcpy(out->h.cmd, known->cmd, sizeof out->h.cmd);
+        out->h.since = known->since;
+    } else {
+        fill_holder(&out->h, l, pid);
+        if (pid > 0)
+            w->recent[w->nrecent++ % AR_WHO_RECENT] = out->h;
+    }
     out->waiting = l->waiter;
 }
 
@@ -832,13 +862,13 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
     }
     for (int i = 0; i < n; i++) {
         if (!who_needs_owner(&lines[i]))
-            who_fill(&out[got++], &lines[i], who_other_pid(&w, &lines[i]));
+            who_fill(&w, &out[got++], &lines[i], who_other_pid(&w, &lines[i]));
         else if (who_match_line(&w, &lines[i], over, &pid))
-            who_fill(&out[got++], &lines[i], pid);
+            who_fill(&w, &out[got++], &lines[i], pid);
     }
     for (size_t k = 0; k < w.nlocks; k++)
         if (!w.locks[k].listed)
-            who_fill(&out[got++], &w.locks[k].line, w.locks[k].pid);
+            who_fill(&w, &out[got++], &w.locks[k].line, w.locks[k].pid);
     who_free(&w, lines);
     *list = out;
     return got;
