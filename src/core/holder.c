@@ -534,6 +534,13 @@ static int who_needs_owner(const ar_lockline *l)
                           strcmp(l->kind, "OFDLCK") == 0);
 }
 
+/* The lines who() takes from /proc/locks as they are: all but the held
+ * flock and OFD locks, which fdinfo gives. */
+static int who_from_table(const ar_lockline *l)
+{
+    return !who_needs_owner(l);
+}
+
 /* v (*cap elements of size each, n used) with room for one more: v, or
  * where realloc moved it; NULL when out of memory (v is still valid). */
 static void *grow(void *v, size_t *cap, size_t n, size_t size)
@@ -788,8 +795,10 @@ static int who_search(dev_t dev, ino_t ino, const ar_lockline *lines,
  * every lock that reads so is listed already: a line the torn read
  * repeated.  (A hidden holder whose lock reads exactly as a visible one's,
  * say another user's shared OFD lock on the same bytes, looks the same
- * from here and is left out with the repeats: rare, where repeats are
- * what lock churn anywhere on the system makes.)
+ * from here and is left out with the repeats; and a hidden lock's line
+ * that the read tore is missing or twice there, the table not being read
+ * again for these lines: both rare, where torn lines are what lock churn
+ * anywhere on the system makes.)
  */
 static int who_match_line(ar_who *w, const ar_lockline *l, int over,
                           pid_t *pid)
@@ -846,7 +855,8 @@ int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
 {
     ar_lockline *lines;
     atomrun_lockinfo *out;
-    int n = ar_read_locks((dev_t)dev, (ino_t)ino, &lines), over, got = 0;
+    int n = ar_read_locks_where((dev_t)dev, (ino_t)ino, who_from_table,
+                                &lines), over, got = 0;
     ar_who w;
     pid_t pid;
 

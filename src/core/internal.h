@@ -113,6 +113,10 @@ int ar_line_same(const ar_lockline *a, const ar_lockline *b);
  * kernel's order, into *out (malloc'd, the caller frees it): the count, or
  * -errno.  Repairs a torn read; see core/locktab.c. */
 int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out);
+/* The same, when only the lines `matters` says 1 of must be right: the
+ * read is repaired for those (matters NULL: for every line). */
+int ar_read_locks_where(dev_t dev, ino_t ino,
+                        int (*matters)(const ar_lockline *), ar_lockline **out);
 
 /*
  * The live holder of a lock of `kind` ("FLOCK", "OFDLCK", "POSIX") on the
