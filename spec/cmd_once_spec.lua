@@ -37,6 +37,26 @@ describe("atomrun once #child", function()
     return pid, cmd_pid
   end
 
+  it("--status says who runs NAME (exit 0) or that nothing does (exit 1), taking no lock", function()
+    local st, out, err = H.run("once", "--status", "--dir", odir, "stat")
+    assert.equal(1, st, err)
+    assert.equal("stat is not running\n", out)
+    local _, cmd_pid = running("stat", 30)
+    st, out, err = H.run("once", "--dir", odir, "--status", "stat")
+    assert.equal(0, st, err)
+    assert.matches("^stat is running: pid " .. cmd_pid .. " on %S+ since %d+%-%d+%-%d+T[%d:]+Z "
+      .. "%(sh %-c .*sleep 30%)\n$", out)
+    -- asking took no lock: a second start still finds it running, and
+    -- the Lua call says the same
+    assert.equal(1, (H.run("once", "--dir", odir, "stat", "true")))
+    local rec = ar.once_status("stat", { dir = odir })
+    assert.equal(cmd_pid, math.tointeger(rec.pid))
+    assert.equal(false, ar.once_status("nothing-here", { dir = odir }))
+    st, _, err = H.run("once", "--status", "--dir", odir, "stat", "true")
+    assert.equal(64, st)
+    assert.matches("%-%-status runs nothing", err)
+  end)
+
   it("runs CMD and exits with its status", function()
     local st, out = H.run("once", "--dir", odir, "job", "--", "sh", "-c", "echo \"$@\"; exit 3",
       "sh", "two words", "x")

@@ -150,10 +150,39 @@ describe("atomrun lock/once with etcd names #child", function()
     assert.is_true(H.wait_file(f .. ".in", 15))
     local st = H.run("once", url, "true")
     assert.equal(1, st)
+    local sst, sout = H.run("once", "--status", url)
+    assert.equal(0, sst)
+    assert.matches("^" .. H.pat(url) .. " is running: pid %d+ on %S+ since %d+%-%d+%-%d+T[%d:]+Z %(", sout)
     H.write(stop, "")
     assert.equal(0, rc(f))
+    sst, sout = H.run("once", "--status", url)
+    assert.equal(1, sst)
+    assert.equal(url .. " is not running\n", sout)
     st = H.run("once", url, "sh", "-c", "exit 4")
     assert.equal(4, st)
+  end)
+
+  it("atomrun lock --slots N on an etcd name: N at once across processes, ATOMRUN_SLOT, guarded", function()
+    local url = C:url("cli/slots")
+    local stop = dir .. "/stop"
+    for i = 1, 2 do
+      bg(dir .. "/s" .. i, "lock", "--slots", "2", url, "sh", "-c", "echo $ATOMRUN_SLOT > "
+        .. H.q(dir .. "/up" .. i) .. "; while [ ! -e " .. H.q(stop) .. " ]; do sleep 0.05; done")
+    end
+    assert.is_true(H.wait_file(dir .. "/up1", 15) and H.wait_file(dir .. "/up2", 15))
+    H.wait_until(function() return H.slurp(dir .. "/up1") ~= "" and H.slurp(dir .. "/up2") ~= "" end, 5)
+    local slots = { tonumber(H.slurp(dir .. "/up1")), tonumber(H.slurp(dir .. "/up2")) }
+    table.sort(slots)
+    assert.same({ 1, 2 }, slots)
+    local st, out, err = H.run("lock", "-n", "--slots", "2", url, "true")
+    assert.equal(1, st)
+    assert.equal("", out .. err)
+    H.write(stop, "")
+    assert.equal(0, rc(dir .. "/s1"))
+    assert.equal(0, rc(dir .. "/s2"))
+    st, out = H.run("lock", "--slots", "2", url, "sh", "-c", "echo $ATOMRUN_SLOT")
+    assert.equal(0, st)
+    assert.matches("^[12]\n$", out)
   end)
 
   it("atomrun once --ttl/--kill-after on etcd names; each option refused for the other kind (64)", function()
@@ -223,6 +252,34 @@ describe("atomrun lock/once with etcd names #child", function()
     -- the holder's command is killed (exit 75), the waiter gets the lock
     assert.equal(75, rc(f))
     assert.equal(0, rc(g))
+  end)
+
+  -- The window the docs state: a revoke frees the name at once, the old
+  -- holder learns it at its next keepalive (every TTL/3) and its command is
+  -- killed then; until then the two commands overlap.  Measured here.
+  it("who --revoke: the old holder's command ends within TTL/3 (+ a round trip) of the grant", function()
+    local url = C:url("cli/revoke-window")
+    local stamps, granted = dir .. "/stamps", dir .. "/granted"
+    local f = dir .. "/h"
+    bg(f, "lock", "--ttl", "6", url, "sh", "-c", "while :; do date +%s.%N >> " .. H.q(stamps)
+      .. "; sleep 0.02; done")
+    assert.is_true(H.wait_file(stamps, 15))
+    local g = dir .. "/g"
+    bg(g, "lock", "-w", "30", url, "sh", "-c", "date +%s.%N > " .. H.q(granted))
+    assert.is_true(H.wait_until(function()
+      local _, o = H.run("who", url)
+      return o:find("waits", 1, true) ~= nil
+    end, 15))
+    assert.equal(0, (H.run("who", "--revoke", url)))
+    assert.equal(75, rc(f))
+    assert.equal(0, rc(g))
+    local t_grant = tonumber(H.slurp(granted))
+    local last = 0
+    for line in H.slurp(stamps):gmatch("[^\n]+") do last = math.max(last, tonumber(line) or 0) end
+    local overlap = last - t_grant
+    io.stderr:write(string.format("\n  who --revoke: the old command wrote for %.2f s after the "
+      .. "grant (TTL 6: keepalive every 2 s)\n", overlap))
+    assert.is_true(overlap <= 6 / 3 + 1.5, string.format("overlap %.2f s", overlap))
   end)
 
   -- libcurl 7.88 opens its sockets, and each multi handle's wakeup pair,

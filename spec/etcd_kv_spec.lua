@@ -117,12 +117,11 @@ describe("files on etcd keys", function()
     assert.equal("1", (ar.read(url)))
   end)
 
-  -- atomrun's bookkeeping keys under prefix p, from etcdctl: {key = lease}
+  -- atomrun's bookkeeping keys under prefix p, read with core.etcd.txn: {key = lease}
   local function internal_keys(p)
-    local _, out = C:etcdctl("get --prefix " .. H.q(p) .. " -w json")
-    local ok, a = pcall(require("atomrun.json").decode, out or "")
+    local a = assert(ar.etcd.txn(C:url("kv"), { success = { { range = { key = p, prefix = true } } } }))
     local keys = {}
-    for _, kv in ipairs(ok and a.kvs or {}) do keys[require("atomrun.etcd")._unb64(kv.key)] = kv.lease or 0 end
+    for _, kv in ipairs(a.responses[1].kvs) do keys[kv.key] = kv.lease end
     return keys
   end
 
@@ -263,6 +262,18 @@ describe("files on etcd keys", function()
     assert.equal("ENOENT", code)
     assert.has_error(function() st:write("x") end)
     assert.has_error(function() st:write({}, { nope = true }) end)
+  end)
+
+  it("status write{merge = true} on a key: the fields over the record, in one update", function()
+    local st = ar.status(C:url("kv/merge/web-1"))
+    assert.is_true(st:write({ host = "web-1", started = 100 }))
+    assert.is_true(st:write({ state = "done" }, { merge = true, ttl = 10 }))
+    assert.same({ host = "web-1", started = 100, state = "done" }, st:read())
+    assert.is_true(ar.replace(C:url("kv/merge/junk"), "[1"))
+    local ok, err, code = ar.status(C:url("kv/merge/junk")):write({ x = 1 }, { merge = true })
+    assert.is_nil(ok)
+    assert.equal("EINVAL", code)
+    assert.matches("not a JSON status record to merge into", err)
   end)
 
   it("create and replace take a file or a reader function, as for files", function()

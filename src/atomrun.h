@@ -549,6 +549,13 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
 #define ATOMRUN_EUNAVAILABLE  (-20004)
 
 #define ATOMRUN_ETCD_LOCK_PREFIX "atomrun/lock/"
+/* The rest of atomrun's key space, beside the locks: create's creator
+ * records (CREATOR KEY), update's nonces (NONCE KEY "/" HOST.PID.LEASE.STATE)
+ * and the sentinels of their leases (ALIVE LEASE, in hex).  The one
+ * spelling; the Lua recipes read it as core.etcd.PREFIX. */
+#define ATOMRUN_ETCD_CREATOR_PREFIX "atomrun/creator/"
+#define ATOMRUN_ETCD_NONCE_PREFIX   "atomrun/nonce/"
+#define ATOMRUN_ETCD_ALIVE_PREFIX   "atomrun/alive/"
 #define ATOMRUN_ETCD_ERRLEN      256
 /* A guarded command is dead this many seconds before its lock's lease can
  * expire (atomrun_remote_lock_guard). */
@@ -826,6 +833,8 @@ typedef struct atomrun_etcd_op {
     int         count_only;         /* RANGE: the count, no kvs */
     int         sort;               /* RANGE: ATOMRUN_ETCD_SORT_* or 0 */
     int         descend;            /* RANGE: sorted, in descending order */
+    int64_t     revision;           /* RANGE: the keys as of this revision (0:
+                                       now); a compacted one is refused */
 } atomrun_etcd_op;
 
 /* A key as the cluster holds it.  key and value are malloc'd, each with a
@@ -867,8 +876,8 @@ typedef struct atomrun_etcd_txn_result {
  * target, result, op type or sort, range_end with prefix: err says which);
  * or what atomrun_etcd_call returns: ATOMRUN_EUNAVAILABLE, -EACCES,
  * -EPROTO, -EINVAL (the server refused it -- too many ops, one key written
- * twice -- and err has its words), -ENOENT (a put's lease is gone), and
- * -ENOMEM.  timeout: seconds the call may take, rotating endpoints within
+ * twice -- and err has its words), -E2BIG (over the cluster's
+ * --max-request-bytes), -ENOENT (a put's lease is gone), and -ENOMEM.  timeout: seconds the call may take, rotating endpoints within
  * it; 0 the client's op_timeout; ATOMRUN_FOREVER until a member answers.
  * A txn that got no answer may still have been applied: make it one whose
  * second copy does no harm (a compare on what it writes).

@@ -13,6 +13,7 @@ local lazy = {
   lock_all  = "atomrun.recipes",
   retry     = "atomrun.retry",
   once      = "atomrun.once",
+  once_status = "atomrun.once",
   semaphore = "atomrun.semaphore",
   watch     = "atomrun.etcd.watch",   -- etcd keys and prefixes only
 }

@@ -132,6 +132,58 @@ local function once_remote(url, opts)
   return setmetatable({ name = lk.name, lock = lk, record = record, path = lk.path }, Guard)
 end
 
+-- ------------------------------------------------------------ status
+
+-- Who runs NAME, asked of the lock without taking it: a look that took the
+-- lock, even for a moment, could make a real start of the job find it
+-- "already running".
+local function status_remote(url)
+  local queue, err, code = require("atomrun.etcd").queue(url)
+  if not queue then return nil, err, code end
+  for _, e in ipairs(queue) do
+    if not e.waiting then
+      return { pid = e.pid, host = e.host, cmd = e.cmd, token = e.token,
+               since = e.since and os.date("!%Y-%m-%dT%H:%M:%SZ", e.since) }
+    end
+  end
+  return false
+end
+
+local function status_local(name, dir)
+  local base = dir .. "/" .. name
+  local list, err, code = atomrun.who(base .. ".lock")
+  if not list then
+    if code == "ENOENT" then return false end       -- never ran here
+    return nil, err, code
+  end
+  for _, e in ipairs(list) do
+    if not e.waiting then
+      local okj, rec = pcall(json.decode, atomrun.read(base .. ".json") or "")
+      if okj and fresh(rec, base .. ".lock") then
+        rec.host = rec.host or atomrun.hostname()
+        return rec
+      end
+      return { pid = e.pid, cmd = e.cmd, host = atomrun.hostname() }
+    end
+  end
+  return false
+end
+
+--- once_status(name [, opts]) -> record | false | nil, msg, code.
+--- Whether an instance of NAME runs now, and who: its record (pid, host,
+--- since, argv or cmd; for etcd also token), false when none does.
+--- opts.dir as for once().
+function M.once_status(name, opts)
+  if backend.is_etcd(name) then return status_remote(name) end
+  if type(name) ~= "string" or not name:match("^[%w][%w._-]*$") then
+    error("bad argument #1 to 'once_status' (a job name of letters, digits, '.', '_' and '-' "
+      .. "expected, got " .. (type(name) == "string" and string.format("%q", name) or type(name))
+      .. ")", 2)
+  end
+  opts = check.opts("once_status", 2, opts, { dir = "path" })
+  return status_local(name, opts.dir or default_dir())
+end
+
 --- once(name [, opts]) -> guard | nil, msg, "running", record
 function M.once(name, opts)
   if backend.is_etcd(name) then return once_remote(name, opts) end

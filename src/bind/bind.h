@@ -119,6 +119,11 @@ int arL_isatty(lua_State *L);
  * _key), bind/etcd_lock.c (the lock handle, the guard), bind/etcd_kv.c
  * (create/replace/read on keys, _etcd_watch, _etcd_queue). */
 int arL_isurl(const char *name);     /* bind/etcd.c: "scheme://..." */
+/* 1 for a name that looks like a mistyped etcd URL ("etcd:/h:2379/x",
+ * "etcd//h:2379/x"): lock, open, create, replace and read refuse it with
+ * arL_failnearurl (nil, msg, "EINVAL") rather than make a local file. */
+int arL_nearurl(const char *name);
+int arL_failnearurl(lua_State *L, const char *name);
 int arL_etcd_lock(lua_State *L);     /* lock() for such a name */
 int arL_etcd_queue(lua_State *L);
 int arL_etcd_call(lua_State *L);
@@ -135,6 +140,9 @@ int arL_etcd_watch(lua_State *L);
 /* bind/etcd.c: the etcd lock handle's metatable, and the _etcd_* functions
  * into the module table on top. */
 void arL_openremote(lua_State *L);
+/* core.etcd (bind/etcd_txn.c): txn, lease, revoke and PREFIX, as the field
+ * "etcd" of the module table on top (from arL_openremote). */
+void arL_openetcdtxn(lua_State *L);
 
 /* ---------------------------- shared by bind/etcd.c, etcd_lock.c, etcd_kv.c */
 

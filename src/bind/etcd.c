@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---------------------------------------------------------- the URL */
 
@@ -31,6 +32,32 @@ int arL_isurl(const char *s)
            (*p >= '0' && *p <= '9') || *p == '+' || *p == '-' || *p == '.')
         p++;
     return strncmp(p, "://", 3) == 0;
+}
+
+/* The scheme words atomrun takes ("etcd://", "etcd+https://"), longest
+ * first so that "etcd+https" is not read as "etcd" and "+https". */
+static const char *const schemes[] = { "etcd+https", "etcd+http", "etcd" };
+
+int arL_nearurl(const char *s)
+{
+    size_t i, n;
+    for (i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+        n = strlen(schemes[i]);
+        if (strncasecmp(s, schemes[i], n) != 0)
+            continue;
+        s += n;
+        /* "etcd:/h:2379/x", "etcd:h:2379/x", "etcd//h:2379/x": a mistyped
+         * "://".  A plain "etcd/x" or "etcd.lock" is a path like any. */
+        return (s[0] == ':' && strncmp(s, "://", 3) != 0) || strncmp(s, "//", 2) == 0;
+    }
+    return 0;
+}
+
+int arL_failnearurl(lua_State *L, const char *name)
+{
+    return arL_fail(L, -EINVAL, "%s looks like a mistyped etcd name, not a file: the form is "
+                    "etcd://HOST:PORT[,HOST:PORT...]/NAME (or etcd:///NAME with ATOMRUN_ETCD)",
+                    name);
 }
 
 static int hex_digit(int ch)
@@ -359,4 +386,5 @@ void arL_openremote(lua_State *L)
         { NULL, NULL } };
     arL_openetcdlock(L);
     luaL_setfuncs(L, funcs, 0);
+    arL_openetcdtxn(L);             /* core.etcd: bind/etcd_txn.c */
 }

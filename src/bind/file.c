@@ -327,6 +327,8 @@ int arL_create(lua_State *L)
     const char *path = arL_checkpath(L, 1);
     if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_create(L);
+    if (arL_nearurl(path))
+        return arL_failnearurl(L, path);
     const char *data = NULL;
     size_t len = 0;
     atomrun_write_opts o;
@@ -351,6 +353,8 @@ int arL_replace(lua_State *L)
     const char *path = arL_checkpath(L, 1);
     if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_replace(L);
+    if (arL_nearurl(path))
+        return arL_failnearurl(L, path);
     size_t len;
     const char *data;
     atomrun_write_opts o;
@@ -373,6 +377,8 @@ int arL_read(lua_State *L)
     const char *path = arL_checkpath(L, 1);
     if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_read(L);
+    if (arL_nearurl(path))
+        return arL_failnearurl(L, path);
     char *data;
     size_t len;
     int r = atomrun_read(path, &data, &len);

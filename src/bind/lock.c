@@ -182,6 +182,8 @@ typedef struct lockx {
     int     follow;           /* ATOMRUN_NOFOLLOW / _FOLLOW / _PROTECTED */
     int     fcntl;            /* an OFD lock of [start, start+length) */
     int64_t start, length;
+    int     literal;          /* the path is a file name, whatever it looks
+                                 like (flock(1): "etcd:x" is a file) */
 } lockx;
 
 static int64_t optoffset(lua_State *L, int arg, const char *name)
@@ -204,7 +206,7 @@ static void checklockx(lua_State *L, int arg, arL_lockopts *o,
 {
     static const char *const path_names[] = { "mode", "wait", "timeout",
         "perm", "create", "holder", "follow", "fcntl", "start", "length",
-        NULL };
+        "literal", NULL };
     static const char *const fd_names[] = { "mode", "wait", "timeout",
         "holder", "fcntl", "start", "length", NULL };
     int t;
@@ -224,6 +226,7 @@ static void checklockx(lua_State *L, int arg, arL_lockopts *o,
                       "'protected'");
     lua_pop(L, 1);
     x->fcntl = arL_optbool(L, arg, "fcntl", 0);
+    x->literal = !fdform && arL_optbool(L, arg, "literal", 0);
     x->start = optoffset(L, arg, "start");
     x->length = optoffset(L, arg, "length");
     if (!x->fcntl && (arL_opt(L, arg, "start", LUA_TNUMBER) != LUA_TNIL ||
@@ -302,6 +305,8 @@ int arL_lock(lua_State *L)
     if (arL_isurl(path))             /* "etcd://...": bind/etcd_lock.c */
         return arL_etcd_lock(L);
     checklockx(L, 2, &o, &x, 0);
+    if (!x.literal && arL_nearurl(path))
+        return arL_failnearurl(L, path);
     lua_settop(L, 2);
     set = lua_touserdata(L, AR_UP_HELDSET);
     /* The handle first, closed: from the moment the descriptor exists its
@@ -602,6 +607,9 @@ int arL_open(lua_State *L)
     const char *path = arL_checkpath(L, 1);
     int create, perm, fd, r;
     file *f;
+
+    if (arL_nearurl(path))
+        return arL_failnearurl(L, path);
 
     arL_checkoptnames(L, 2, names);
     create = arL_optbool(L, 2, "create", 1);

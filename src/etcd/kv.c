@@ -77,7 +77,7 @@ int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
     return 0;
 }
 
-#define AR_CREATOR_PREFIX "atomrun/creator/"
+#define AR_CREATOR_PREFIX ATOMRUN_ETCD_CREATOR_PREFIX
 
 /* A put's txn, described for etcd/txn.c: at most three compares (absent,
  * unchanged, the fence's key), the put and the creator record's, and the

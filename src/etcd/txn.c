@@ -84,8 +84,8 @@ static int check_op(const atomrun_etcd_op *o, const char *where, char *err, size
         return refuse(err, errlen, "etcd txn: %s: range_end and prefix both given", where);
     if (!spans && (o->range_end_len || o->prefix))
         return refuse(err, errlen, "etcd txn: %s: a put takes no range_end or prefix", where);
-    if (o->limit < 0)
-        return refuse(err, errlen, "etcd txn: %s: negative limit", where);
+    if (o->limit < 0 || o->revision < 0)
+        return refuse(err, errlen, "etcd txn: %s: negative limit or revision", where);
     if (o->sort && !known(o->sort, COUNT(sort_names)))
         return refuse(err, errlen, "etcd txn: %s: unknown sort %d", where, o->sort);
     return 0;
@@ -192,6 +192,8 @@ static json_t *range_json(const atomrun_etcd_op *o)
     json_t *j = span_json(o);
     if (o->limit)
         j = set_int64(j, "limit", o->limit);
+    if (o->revision)
+        j = set_int64(j, "revision", o->revision);
     j = set_flag(j, "keys_only", o->keys_only);
     j = set_flag(j, "count_only", o->count_only);
     if (o->sort) {
@@ -260,9 +262,17 @@ int ar_txn_body(const atomrun_etcd_cmp *cmp, size_t ncmp, const atomrun_etcd_op 
     *body = NULL;
     if ((r = check_txn(cmp, ncmp, then, nthen, otherwise, nelse, err, errlen)) < 0)
         return r;
-    j = set(json_object(), "compare", cmps_json(cmp, ncmp));
-    j = set(j, "success", ops_json(then, nthen));
-    j = set(j, "failure", ops_json(otherwise, nelse));
+    /* An empty list is left out, as proto3's JSON leaves it: a txn of
+     * reads alone then has no "compare" at all, which is how a reader of
+     * the wire tells it from a write (spec/faultproxy.py counts only the
+     * txns with one). */
+    j = json_object();
+    if (ncmp)
+        j = set(j, "compare", cmps_json(cmp, ncmp));
+    if (nthen)
+        j = set(j, "success", ops_json(then, nthen));
+    if (nelse)
+        j = set(j, "failure", ops_json(otherwise, nelse));
     if (!j) {
         snprintf(err, errlen, "etcd txn: out of memory");
         return -ENOMEM;
@@ -448,6 +458,22 @@ int ar_etcd_txn_at(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
     return ar_txn_send(c, body, deadline, unsure, out, err, errlen);
 }
 
+/* The server refuses a request over its --max-request-bytes with
+ * "etcdserver: request is too large" (gRPC InvalidArgument), or "received
+ * message larger than max" when it is over gRPC's limit too (a little
+ * above): -EINVAL from the client, but a size, not a malformed txn, so
+ * -E2BIG, said so. */
+static int too_large(int r, char *err, size_t errlen)
+{
+    char was[ATOMRUN_ETCD_ERRLEN];
+    if (r != -EINVAL || !err || errlen == 0 || (!strstr(err, "request is too large") && !strstr(err, "larger than max")))
+        return r;
+    snprintf(was, sizeof was, "%s", err);
+    snprintf(err, errlen, "etcd txn: over the etcd request limit of the cluster "
+             "(its --max-request-bytes): %s", was);
+    return -E2BIG;
+}
+
 int atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
                      const atomrun_etcd_op *then, size_t nthen,
                      const atomrun_etcd_op *otherwise, size_t nelse,
@@ -461,8 +487,8 @@ int atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
     *out = NULL;
     if (!c)
         return refuse(err, errlen, "etcd txn: no client");
-    return ar_etcd_txn_at(c, cmp, ncmp, then, nthen, otherwise, nelse, deadline, NULL, out,
-                          err, errlen);
+    return too_large(ar_etcd_txn_at(c, cmp, ncmp, then, nthen, otherwise, nelse, deadline,
+                                    NULL, out, err, errlen), err, errlen);
 }
 
 /* A /v3/kv/range answer as a one-op result. */

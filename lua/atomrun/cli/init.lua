@@ -58,6 +58,13 @@ function Prog:try_help()
 end
 
 -- getopt's own complaints carry argv[0] as given, not the short name.
+--- prog:version(): "atomrun X.Y.Z" on stdout, exit 0 (every subcommand's
+--- --version; `atomrun lock` under the name flock says flock's line).
+function Prog:version()
+  io.stdout:write(string.format("atomrun %s\n", require("atomrun.core").version))
+  os.exit(0)
+end
+
 function Prog:getopt_error(fmt, ...)
   io.stderr:write(self.argv0, ": ", string.format(fmt, ...), "\n")
   self:try_help()

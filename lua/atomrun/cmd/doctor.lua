@@ -9,18 +9,27 @@ local prog = cli.program("atomrun", "atomrun", "atomrun doctor")
 -- Options anywhere (getopt's permute order): `doctor /srv --json` too.
 local dir, as_json = nil, false
 local operands = prog:getopt({ ... }, {
-  short = "h", permute = true,
-  long = { { "json", "json" }, { "help", "h" } },
+  short = "hV", permute = true,
+  long = { { "json", "json" }, { "help", "h" }, { "version", "V" } },
 }, function(key)
   if key == "json" then as_json = true
+  elseif key == "V" then prog:version()
   else
-    io.stdout:write("usage: atomrun doctor [DIR] [--json]\n")
+    io.stdout:write("usage: atomrun doctor [DIR] [--json]\n"
+      .. "  what the filesystem under DIR (default .), or an etcd cluster\n"
+      .. "  (etcd://HOST:PORT,...), supports, tested for real\n"
+      .. "      --json                one JSON object\n"
+      .. "  -h, --help                this text\n"
+      .. "  -V, --version             atomrun's version\n")
     os.exit(0)
   end
 end)
 if #operands > 1 then prog:usage_error("doctor takes one directory") end
 dir = operands[1]
 dir = dir or "."
+if require("atomrun.backend").near_miss(dir) then
+  prog:usage_error("%s", require("atomrun.backend").near_miss(dir))
+end
 
 -- etcd://...: the cluster instead of a filesystem (lua/atomrun/etcd/doctor.lua)
 if require("atomrun.backend").is_etcd(dir) then

@@ -11,7 +11,7 @@
 --
 -- For an etcd name: the holder and the queue of waiters (pid, host,
 -- command, since, fencing token), read from the keys under
--- atomrun/lock/NAME/.  --revoke revokes the holder's lease to break a stuck
+-- core.etcd.PREFIX.lock .. "NAME/" (atomrun/lock/NAME/).  --revoke revokes the holder's lease to break a stuck
 -- lock: its keys go, the next waiter gets the lock, and the old holder sees
 -- "lost" at its next keepalive (under `atomrun lock` its command is killed).
 local atomrun = require "atomrun"
@@ -29,18 +29,24 @@ usage: atomrun who [--json] [--revoke] PATH|etcd://HOST:PORT/NAME...
       --revoke              etcd names: revoke the holder's lease (break a
                             stuck lock; the holder then sees "lost")
   -h, --help                this text
+  -V, --version             atomrun's version
 ]]
 
 local as_json, revoke = false, false
 local paths = prog:getopt({ ... }, {
-  short = "h", permute = true,
-  long = { { "json", "json" }, { "revoke", "revoke" }, { "help", "h" } },
+  short = "hV", permute = true,
+  long = { { "json", "json" }, { "revoke", "revoke" }, { "help", "h" }, { "version", "V" } },
 }, function(key)
   if key == "json" then as_json = true
   elseif key == "revoke" then revoke = true
+  elseif key == "V" then prog:version()
   else io.stdout:write(USAGE) os.exit(0) end
 end)
 if #paths == 0 then prog:usage_error("no lock file given") end
+for _, path in ipairs(paths) do
+  local miss = require("atomrun.backend").near_miss(path)
+  if miss then prog:usage_error("%s", miss) end
+end
 
 local function range(e)
   local start, length = e.start or 0, e.length or 0
@@ -106,14 +112,13 @@ local function remote_entry(e)
            lease = e.lease }
 end
 
--- Revoke each holder's lease (decimal ID on the gateway; shown in hex as
--- etcdctl does).  Returns the number revoked.
+-- Revoke each holder's lease (core.etcd.revoke; the queue shows its ID in
+-- hex, as etcdctl does).  Returns the number revoked.
 local function revoke_holders(url, holders)
   local n = 0
   for _, e in ipairs(holders) do
     local id = math.tointeger(tonumber(e.lease, 16))
-    local ok, err = atomrun._etcd_call(url, "/v3/lease/revoke",
-      string.format('{"ID":"%d"}', id))
+    local ok, err = atomrun.etcd.revoke(url, id)
     if not ok then
       prog:say("cannot revoke lease %s of pid %s on %s: %s", e.lease, tostring(e.pid or "?"),
         cli.safe(e.host or "?"), err)

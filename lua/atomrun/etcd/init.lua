@@ -11,7 +11,6 @@
 --   atomrun.etcd.status     status's etcd store (options, list())
 --   atomrun.etcd.watch      watch over broken streams and compactions
 --   atomrun.etcd.doctor     `atomrun doctor etcd://...`
---   atomrun.etcd.codec      base64 and range_end for the raw gateway
 -- Which names are etcd's is atomrun.backend's to say (is_url below is its
 -- old name here).
 local atomrun = require "atomrun.core"
@@ -19,8 +18,9 @@ local atomrun = require "atomrun.core"
 local M = {}
 
 --- The etcd keys of NAME live under this prefix (readable with
---- `etcdctl get --prefix atomrun/lock/NAME/`).
-M.KEY_PREFIX = "atomrun/lock/"
+--- `etcdctl get --prefix atomrun/lock/NAME/`): core.etcd.PREFIX.lock, the
+--- key space as src/atomrun.h spells it.
+M.KEY_PREFIX = atomrun.etcd.PREFIX.lock
 
 -- update's defaults, read at each call (a test may lower NONCE_TTL): the
 -- whole call's timeout, and the TTL of the lease that holds its nonces.
@@ -64,8 +64,6 @@ local parts = {
   watch       = { "atomrun.etcd.watch", "watch" },
   doctor      = { "atomrun.etcd.doctor", "doctor" },
   doctor_text = { "atomrun.etcd.doctor", "doctor_text" },
-  _b64        = { "atomrun.etcd.codec", "b64" },
-  _unb64      = { "atomrun.etcd.codec", "unb64" },
   status      = { "atomrun.recipes", "status" },   -- the one Status class
 }
 

@@ -1,13 +1,11 @@
 -- atomrun.etcd.status -- what is etcd's own in atomrun.status on a key:
 -- the options write and read take there, and list() (every record under
--- the key as a prefix, one range read).  The class itself is recipes.lua's
+-- the key as a prefix, one range read on core.etcd.txn).  The class itself is recipes.lua's
 -- Status, one for both backends (read and write go through atomrun.read
 -- and atomrun.replace, which take etcd names in C); this module is its
 -- etcd store, with the same field names as the file store there.
 local atomrun = require "atomrun.core"
 local check = require "atomrun.check"
-local codec = require "atomrun.etcd.codec"
-local b64, unb64, prefix_end = codec.b64, codec.unb64, codec.prefix_end
 
 local M = {}
 
@@ -34,19 +32,18 @@ M.methods = {}
 --- an entry with error set (listed, never silently skipped).
 function M.methods.list(self)
   local json = require "atomrun.json"
-  local key = self._key
-  local ans, err, code = atomrun._etcd_call(self._name, "/v3/kv/range",
-    json.encode({ key = b64(key), range_end = b64(prefix_end(key)) }), self._opts)
-  if not ans then return nil, err, code end
-  local a = json.decode(ans)
+  local key, P = self._key, atomrun.etcd.PREFIX
+  local a, err, code = atomrun.etcd.txn(self._name, { success = { { range = { key = key,
+    prefix = true } } } }, self._opts)
+  if not a then return nil, err, code end
   local out = {}
-  for _, kv in ipairs(a.kvs or {}) do
-    local k = unb64(kv.key or "")
+  for _, kv in ipairs(a.responses[1].kvs) do
+    local k = kv.key
     -- atomrun's own bookkeeping keys (update's nonces and sentinels,
     -- create's creator records) are not anybody's status
-    if not (k:find("^atomrun/nonce/") or k:find("^atomrun/alive/") or k:find("^atomrun/creator/")) then
-      local text = unb64(kv.value or "")
-      local ok, value = pcall(json.decode, text)
+    if not (k:find(P.nonce, 1, true) == 1 or k:find(P.alive, 1, true) == 1
+            or k:find(P.creator, 1, true) == 1) then
+      local ok, value = pcall(json.decode, kv.value)
       local e = { key = k, name = k:sub(#key + 1):gsub("^/", "") }
       if ok and type(value) == "table" then e.status = value
       else e.error = k .. ": not a JSON status record" end
@@ -54,7 +51,7 @@ function M.methods.list(self)
     end
   end
   table.sort(out, function(x, y) return x.key < y.key end)
-  out.revision = a.header and math.tointeger(tonumber(a.header.revision))
+  out.revision = a.revision
   return out
 end
 

@@ -1,12 +1,12 @@
 -- atomrun.etcd.update -- atomrun.update on an etcd key: an optimistic
 -- read-modify-write whose txns also write and read a nonce, so that an
 -- answer that never came is resolved, never guessed.  create, replace and
--- read take etcd names in C (src/bind/etcd_kv.c); update is here, a loop
--- around fn, on core._etcd_call's raw txn.
+-- read take etcd names in C (src/bind/etcd_kv.c); update is a recipe, as
+-- etcd's STM is one (clientv3/concurrency/stm.go): a loop around fn on
+-- core.etcd.txn, whose keys and values are plain strings.
 local atomrun = require "atomrun.core"
 local etcd = require "atomrun.etcd"      -- its UPDATE_TIMEOUT and NONCE_TTL
-local codec = require "atomrun.etcd.codec"
-local b64, unb64 = codec.b64, codec.unb64
+local txn, lease_of, PREFIX = atomrun.etcd.txn, atomrun.etcd.lease, atomrun.etcd.PREFIX
 
 local M = {}
 
@@ -14,39 +14,37 @@ local M = {}
 --- Optimistic read-modify-write on the key's mod revision: no lock, no
 --- lost update.  opts: timeout (seconds, default 30: the whole call, retries
 --- included), fence (a held etcd lock), ttl (the key is bound to this
---- process's lease of that TTL, as replace's), max_request_bytes, ca, cert,
---- key; durable, mode, follow are accepted and ignored, as for replace.
+--- process's lease of that TTL, as replace's), max_request_bytes (a bigger
+--- txn is refused before it is sent: E2BIG), ca, cert, key; durable, mode,
+--- follow are accepted and ignored, as for replace.
 ---
 --- The trap is the answer that never comes: the txn was sent, the leader
 --- died or the connection broke, and etcd may have applied it, may apply it
 --- a moment from now (a proposal still in the leader's pipeline), or never.
 --- Retrying blindly would increment twice.  So every attempt's txn also
 --- writes a nonce of its own on this call's nonce key
---- (atomrun/nonce/KEY/HOST.PID.LEASE.STATE), and every later look at the
+--- (PREFIX.nonce .. "KEY/HOST.PID.LEASE.STATE"), and every later look at the
 --- key -- the next attempt's read, a txn's failure branch -- reads that key
 --- in the same linearizable txn: the moment any attempt's nonce shows up,
 --- that attempt is committed and its value is the call's result.  Two
 --- attempts can never both commit: each compares the mod revisions of the
 --- key AND of the nonce key that its own read saw, and every commit of ours
 --- moves the nonce key's -- so an older attempt landing late fails its
---- compare even when the key itself was deleted in between.  A read only
---- builds on a state in which no nonce of ours is in.
+--- compare even when the key itself was deleted in between.
 ---
 --- The nonce key is bound to a lease of this process (NONCE_TTL), so a
 --- crashed updater leaves nothing behind for long; but a lease can also run
 --- out under a live process (a partition longer than its TTL), taking the
---- nonce with it.  A sentinel key on the same lease (atomrun/alive/LEASE)
+--- nonce with it.  A sentinel key on the same lease (PREFIX.alive .. LEASE)
 --- is read in the same txns: a missing nonce means "not in" only while the
 --- sentinel is there.  When an attempt's outcome is open and can no longer
 --- be told -- its lease is gone, the deadline came first, fn now wants no
 --- change, a later request was refused -- the call returns nil, msg,
 --- "unknown": resolved or reported, never guessed.  A refusal of the write
---- itself (EINVAL, EACCES, too large) is resolved the same way first: the
---- client may have tried another endpoint before, unanswered.
----
---- The nonce key is per Lua state and key, so one state cannot update one
---- key twice at once (fn yielding into another update of the same key): an
---- error says so.
+--- (EINVAL, EACCES) is resolved the same way first: the client may have
+--- tried another endpoint before, unanswered.  The nonce key is per Lua
+--- state and key, so one state cannot update one key twice at once (fn
+--- yielding into another update of the same key): an error says so.
 local update_names = { timeout = "seconds", fence = "etcd_lock", max_request_bytes = "request_bytes",
   ca = "string", cert = "string", key = "string", wait = "boolean", ttl = "ttl",
   durable = "boolean", mode = "perm", follow = "boolean" }
@@ -59,12 +57,15 @@ local sentinel_put, updating = {}, {}
 local state_tag = tostring(sentinel_put):match("0x(%x+)") or tostring(math.random(1 << 30))
 local calls = 0                 -- this state's update calls: part of each nonce
 
-local function first_kv(resp)
-  local rr = resp and resp.response_range
-  return rr and rr.kvs and rr.kvs[1]
-end
+-- The txn's words, as STM's Get/Put/Cmp.
+local function get(key) return { range = { key = key } } end
+local function put(key, value, lease) return { put = { key = key, value = value, lease = lease } } end
+local function mod_is(key, kv) return { key = key, target = "mod", result = "==",
+                                        value = kv and kv.mod_revision or 0 } end
+local function first(resp) return resp and resp.kvs and resp.kvs[1] end
 
 local FINAL = { EINVAL = true, EACCES = true, ERANGE = true }
+local GONE = {}                 -- look()'s word for "can no longer be told"
 
 function M.update(url, fn, opts)
   local check = require "atomrun.check"
@@ -72,8 +73,6 @@ function M.update(url, fn, opts)
   opts = check.opts("update", 3, opts, update_names)
   local key, shown = atomrun._etcd_key(url)
   if not key then return nil, shown, "EINVAL" end
-  local json = require "atomrun.json"
-  local limit = opts.max_request_bytes or 1536 * 1024
   local fence = opts.fence
   if fence and not fence.locked then
     return nil, shown .. ": not written: the fence lock was already released", "lost"
@@ -90,7 +89,6 @@ function M.update(url, fn, opts)
   local timeout = opts.timeout or etcd.UPDATE_TIMEOUT
   if opts.wait == false then timeout = 0 end
   local deadline = atomrun.now() + timeout
-  local k64 = b64(key)
   local delay, attempt = 0.005, 0
   calls = calls + 1
   local call_no = calls
@@ -101,16 +99,15 @@ function M.update(url, fn, opts)
   local last, last_code = shown .. " changed under every attempt", "timeout"
 
   local function left() return deadline - atomrun.now() end
-  local function copts()
+  local function copts(extra)
     return { timeout = math.max(0.5, math.min(5, left())), ca = opts.ca, cert = opts.cert,
-             key = opts.key }
+             key = opts.key, max_request_bytes = extra and opts.max_request_bytes or nil }
   end
-  local function call(path, body) return atomrun._etcd_call(url, path, json.encode(body), copts()) end
+  local function send(t) return txn(url, t, copts(true)) end
   local function unknown(why)
     return nil, string.format("%s: outcome unknown: an update was sent and its answer never "
       .. "came; %s", shown, why), "unknown"
   end
-  local LEASE_GONE = "the lease that held its nonce expired before it could be read"
   -- A failure that ends the call: reported as is, unless an attempt's
   -- outcome is still open.
   local function final(msg, code)
@@ -130,55 +127,90 @@ function M.update(url, fn, opts)
   end
   -- This process's nonce lease and its sentinel key (put once per lease).
   local function nonce_lease()
-    local lease, err, code = atomrun._etcd_lease(url, etcd.NONCE_TTL, copts())
+    local lease, err, code = lease_of(url, etcd.NONCE_TTL, copts())
     if not lease then return nil, err, code end
-    local skey = "atomrun/alive/" .. string.format("%x", lease)
-    local seen = cluster .. "/" .. lease
-    if not sentinel_put[seen] then
-      local ans, e2, c2 = call("/v3/kv/put", { key = b64(skey), lease = tostring(lease),
-        value = b64(atomrun.hostname() .. " " .. atomrun.pid()) })
-      if not ans then return nil, e2, c2 end
-      sentinel_put[seen] = true
+    local skey = PREFIX.alive .. string.format("%x", lease)
+    if not sentinel_put[cluster .. "/" .. lease] then
+      local ok, e2, c2 = send({ success = { put(skey, atomrun.hostname() .. " " .. atomrun.pid(), lease) } })
+      if not ok then return nil, e2, c2 end
+      sentinel_put[cluster .. "/" .. lease] = true
     end
-    return lease, b64(skey)
+    return lease, skey
   end
-  -- A look at the nonce key and the sentinel, in the same txn: true and
-  -- the value when an attempt of ours is committed; false when an open
-  -- attempt can no longer be told (its nonce's lease is gone); nil: go on
-  -- (and the sentinel is there).
+  -- A look at the nonce key and the sentinel, read in one txn: the value
+  -- of an attempt of ours that is committed; GONE when an open attempt
+  -- can no longer be told (its nonce's lease is gone); nil: go on.
   local function look(nkv, skv)
-    local v = nkv and mine[unb64(nkv.value or "")]
-    if v then return true, v end
-    if pending and not skv then return false end
+    local v = nkv and mine[nkv.value]
+    if v then return v end
+    if pending and not skv then return GONE end
   end
-  local function settled(done, v)
-    if done then return v end
-    return unknown(LEASE_GONE)
+  local LEASE_GONE = "the lease that held its nonce expired before it could be read"
+  local function settled(v)
+    if v == GONE then return unknown(LEASE_GONE) end
+    return v
+  end
+  -- A failure of a call before the write: ends the call, or try again.
+  local function failed(err, code)
+    if FINAL[code] then return true, final(err, code) end
+    return false, err, code
   end
 
-  -- One attempt: true and the call's results, or false, msg, code for a
-  -- failure another attempt may get past.
+  -- The write of new over what the read saw (kv, nkv): true and the call's
+  -- results, or false, msg, code for a failure another attempt may get past.
+  local function write(new, kv, nkey, nkv, skey, lease)
+    local klease, kerr, kcode
+    if opts.ttl then
+      klease, kerr, kcode = lease_of(url, opts.ttl, copts())
+      if not klease then return failed(kerr, kcode) end
+    end
+    local nonce = string.format("%d.%d.%d", call_no, attempt, math.random(1 << 30))
+    mine[nonce] = new
+    local t = { compare = { mod_is(key, kv), mod_is(nkey, nkv) },
+                success = { put(key, new, klease), put(nkey, nonce, lease) },
+                failure = { get(nkey), get(skey) } }
+    if fence then
+      t.compare[3] = { key = fence.key, target = "create", result = "==", value = fence.token }
+      t.failure[3] = get(fence.key)
+    end
+    local r, err, code = send(t)
+    if r and r.succeeded then return true, new end
+    if r then
+      -- a resend of an attempt already applied, or an earlier attempt
+      -- that landed late: committed, and the call's result
+      local v = look(first(r.responses[1]), first(r.responses[2]))
+      if v then return true, settled(v) end
+      local lkv = fence and first(r.responses[3])
+      if fence and not (lkv and lkv.create_revision == fence.token) then
+        -- no attempt of ours can land now: each compared the fence too
+        return true, nil, string.format("%s: not written: the lock %s is no longer held with "
+          .. "token %d (its lease expired or it was broken)", shown, fence.key, fence.token), "lost"
+      end
+      return false, shown .. " changed under every attempt", "timeout"
+    end
+    -- Too big for the cluster is too big for every member: no copy of it
+    -- can be in, whatever the client tried before.
+    if code == "E2BIG" then return true, final(err, code) end
+    -- No answer, or a refusal after which an earlier try of the same post
+    -- may still be unanswered: open either way, resolved by the next read.
+    pending = lease
+    if FINAL[code] then refused = { err, code } else unanswered = true end
+    return false, err, code
+  end
+
+  -- One attempt: read the key, our nonce key and the sentinel at one
+  -- revision; settle what an earlier attempt left open; else write.
   local function step()
-    local lease, s64, code = nonce_lease()
-    if not lease then
-      if FINAL[code] then return true, final(s64, code) end
-      return false, s64, code
-    end
+    local lease, skey, code = nonce_lease()
+    if not lease then return failed(skey, code) end
     if pending and lease ~= pending then return true, unknown(LEASE_GONE) end
-    local n64 = b64("atomrun/nonce/" .. key .. "/" .. atomrun.hostname() .. "." .. atomrun.pid() .. "."
-      .. string.format("%x", lease) .. "." .. state_tag)
-    -- the read: the key, our nonce key and the sentinel at one revision
-    local ans, err, ecode = call("/v3/kv/txn", { success = {
-      { request_range = { key = k64 } }, { request_range = { key = n64 } },
-      { request_range = { key = s64 } } } })
-    if not ans then
-      if FINAL[ecode] then return true, final(err, ecode) end
-      return false, err, ecode
-    end
-    local r = json.decode(ans).responses or {}
-    local nkv, skv = first_kv(r[2]), first_kv(r[3])
-    local done, v = look(nkv, skv)
-    if done ~= nil then return true, settled(done, v) end
+    local nkey = PREFIX.nonce .. key .. "/" .. atomrun.hostname() .. "." .. atomrun.pid() .. "."
+      .. string.format("%x", lease) .. "." .. state_tag
+    local r, err, ecode = send({ success = { get(key), get(nkey), get(skey) } })
+    if not r then return failed(err, ecode) end
+    local kv, nkv, skv = first(r.responses[1]), first(r.responses[2]), first(r.responses[3])
+    local v = look(nkv, skv)
+    if v then return true, settled(v) end
     if refused then
       -- the refused write (and any earlier try of it) is not in: its
       -- refusal stands -- unless another attempt got no answer at all
@@ -189,8 +221,7 @@ function M.update(url, fn, opts)
       -- our lease is gone and nothing of ours is open: a new one next time
       return false, shown .. ": this process's lease for update's nonces expired", "unavailable"
     end
-    local kv = first_kv(r[1])
-    local old = kv and unb64(kv.value or "") or nil
+    local old = kv and kv.value
     local new = fn(old)
     if new == nil then
       if pending then
@@ -202,64 +233,7 @@ function M.update(url, fn, opts)
       error("update: the function must return a string (the new value) or nil, not a "
         .. type(new), 3)
     end
-    if (#new + 2) // 3 * 4 + #key * 2 + #n64 * 2 + 768 > limit then
-      return true, final(string.format("%s: a value of %d bytes is over the etcd request limit "
-        .. "of %d bytes (base64 in JSON; option max_request_bytes follows a cluster's "
-        .. "--max-request-bytes)", shown, #new, limit), "E2BIG")
-    end
-    local nonce = string.format("%d.%d.%d", call_no, attempt, math.random(1 << 30))
-    mine[nonce] = new
-    local cmp = { { key = k64, target = "MOD", result = "EQUAL",
-                    mod_revision = kv and kv.mod_revision or "0" },
-                  { key = n64, target = "MOD", result = "EQUAL",
-                    mod_revision = nkv and nkv.mod_revision or "0" } }
-    local put = { key = k64, value = b64(new) }
-    if opts.ttl then
-      local klease, kerr, kcode = atomrun._etcd_lease(url, opts.ttl, copts())
-      if not klease then
-        if FINAL[kcode] then return true, final(kerr, kcode) end
-        return false, kerr, kcode
-      end
-      put.lease = tostring(klease)
-    end
-    local failure = { { request_range = { key = n64 } }, { request_range = { key = s64 } } }
-    if fence then
-      cmp[3] = { key = b64(fence.key), target = "CREATE", result = "EQUAL",
-        create_revision = tostring(fence.token) }
-      failure[3] = { request_range = { key = b64(fence.key) } }
-    end
-    ans, err, ecode = call("/v3/kv/txn", { compare = cmp,
-      success = { { request_put = put },
-                  { request_put = { key = n64, value = b64(nonce), lease = tostring(lease) } } },
-      failure = failure })
-    if ans then
-      local a = json.decode(ans)
-      if a.succeeded then return true, new end
-      r = a.responses or {}
-      -- a resend of an attempt already applied, or an earlier attempt
-      -- that landed late: committed, and the call's result
-      done, v = look(first_kv(r[1]), first_kv(r[2]))
-      if done ~= nil then return true, settled(done, v) end
-      local lkv = fence and first_kv(r[3])
-      if fence and not (lkv and math.tointeger(tonumber(lkv.create_revision)) == fence.token) then
-        -- no attempt of ours can land now: each compared the fence too
-        return true, nil, string.format("%s: not written: the lock %s is no longer held with "
-          .. "token %d (its lease expired or it was broken)", shown, fence.key, fence.token), "lost"
-      end
-      return false, shown .. " changed under every attempt", "timeout"
-    end
-    -- No answer, or a refusal after which an earlier try of the same post
-    -- may still be unanswered: open either way, resolved by the next read.
-    pending = lease
-    if tostring(err):find("too large", 1, true) then
-      refused = { string.format("%s: a value of %d bytes is over the etcd request limit "
-        .. "(the server refused it as too large; option max_request_bytes)", shown, #new), "E2BIG" }
-    elseif FINAL[ecode] then
-      refused = { err, ecode }
-    else
-      unanswered = true
-    end
-    return false, err, ecode
+    return write(new, kv, nkey, nkv, skey, lease)
   end
 
   while true do
