@@ -154,7 +154,7 @@ local function failed(code, holder, msg) slow().failed(prog, o, code, holder, ms
 local function lock_opts(wait, timeout, holder)
   local opts = { mode = o.mode, wait = wait, timeout = timeout, holder = holder }
   if o.file then opts.follow = "protected" end
-  if as_flock then opts.literal = true end     -- flock(1): "etcd:x" is a file
+  if as_flock and o.file then opts.literal = true end   -- flock(1): "etcd:x" is a file
   if o.fcntl then opts.fcntl, opts.start, opts.length = true, o.start, o.length end
   return opts
 end
