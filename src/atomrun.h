@@ -126,15 +126,11 @@ typedef struct atomrun_holder {
 
 /*
  * Open (and create, with missing parent directories) a lock file:
- * O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW|O_NONBLOCK, never O_TRUNC, permission
- * `perm` (masked by umask).  Falls back to O_RDONLY for a file that is
- * readable but not writable, and for a directory.  Returns the descriptor,
- * or -errno (-ELOOP for a symlink).  *writable tells which, if non-NULL.
- */
-ATOMRUN_API int atomrun_lockfile_open(const char *path, int create, int perm,
-                          int *writable);
-/*
- * The same with a symlink policy for the last component of path:
+ * O_RDWR|O_CREAT|O_CLOEXEC|O_NONBLOCK, never O_TRUNC, permission `perm`
+ * (masked by umask).  Falls back to O_RDONLY for a file that is readable
+ * but not writable, and for a directory.  Returns the descriptor, or
+ * -errno.  *writable tells which, if non-NULL.  follow is the symlink
+ * policy for the last component of path:
  *   ATOMRUN_NOFOLLOW          a symlink there is refused (-ELOOP)
  *   ATOMRUN_FOLLOW            followed, as open(2) and flock(1) do, by the
  *                             protected-symlink rule (below): -EACCES for
@@ -147,8 +143,8 @@ ATOMRUN_API int atomrun_lockfile_open(const char *path, int create, int perm,
 enum atomrun_follow {
     ATOMRUN_NOFOLLOW = 0, ATOMRUN_FOLLOW = 1, ATOMRUN_FOLLOW_PROTECTED = 2
 };
-ATOMRUN_API int atomrun_lockfile_open_follow(const char *path, int create, int perm,
-                                 int follow, int *writable);
+ATOMRUN_API int atomrun_lockfile_open(const char *path, int create, int perm,
+                                      int follow, int *writable);
 
 /*
  * The protected-symlink rule, applied by every call that takes a path
@@ -211,80 +207,6 @@ ATOMRUN_API int atomrun_range_test(int fd, int mode, int64_t start, int64_t leng
 /* "ofd" or "posix" (the fallback) */
 ATOMRUN_API const char *atomrun_range_mechanism(void);
 
-/* ------------------------------------------------------- held-lock set */
-
-/*
- * The locks one owner (a Lua state, a C host's thread) holds, so that a
- * request only a release of its own could satisfy fails at once with
- * -EDEADLK instead of hanging (the kernel does not see that flock locks on
- * two descriptions of one file, or two OFD locks, belong to one program;
- * etcd sees two sessions of one process as strangers), and so that a child
- * started by atomrun_run() inherits exactly the descriptors of its file
- * locks (atomrun_spawn_opts.keep_fds).
- *
- * An intrusive list: the caller embeds an atomrun_held in whatever owns the
- * lock and keeps it in place while it is in the set (nothing is allocated
- * here).  A set is not locked: one thread uses it at a time.
- */
-enum atomrun_held_kind {
-    ATOMRUN_HELD_FLOCK = 1,
-    ATOMRUN_HELD_RANGE = 2,
-    ATOMRUN_HELD_ETCD = 3               /* a lock on an etcd name */
-};
-
-typedef struct atomrun_held {
-    struct atomrun_held *prev, *next;   /* NULL while not in a set */
-    int         kind;                   /* atomrun_held_kind */
-    int         mode;                   /* ATOMRUN_SHARED/EXCLUSIVE */
-    int         fd;                     /* files; -1 for etcd names */
-    uint64_t    dev, ino;               /* files: atomrun_file_id() */
-    const void *owner;                  /* ranges: the open file (its
-                                           locks merge, see _conflict) */
-    int64_t     start, length;          /* ranges; length 0 = to EOF */
-    /* etcd names: one cluster is one id whatever endpoints reached it
-     * (atomrun_etcd_lock_cluster, atomrun_etcd_cluster_id); the name
-     * is compared byte for byte, never by a hash (a collision would be a
-     * false "deadlock"), and is not copied: the caller keeps it alive. */
-    uint64_t    cluster;
-    const char *name;
-    size_t      namelen;
-    int         slots;                  /* > 1: one slot of a semaphore of
-                                           that many */
-} atomrun_held;
-
-typedef struct atomrun_heldset {
-    atomrun_held head;                  /* sentinel; do not move the set
-                                           once initialised */
-} atomrun_heldset;
-
-ATOMRUN_API void atomrun_heldset_init(atomrun_heldset *s);
-/* Add h, filled in by the caller with prev/next NULL (a zeroed struct);
- * a no-op if it is already in a set. */
-ATOMRUN_API void atomrun_heldset_add(atomrun_heldset *s, atomrun_held *h);
-/* Take h out of its set; a no-op if it is in none.  No set argument: a
- * release (the hot path) need not find its owner's set. */
-ATOMRUN_API void atomrun_heldset_remove(atomrun_held *h);
-/* A lock in s that the request `req` (kind, mode and the lock's identity:
- * dev, ino and for ranges start/length; for etcd names cluster, name,
- * namelen and slots) conflicts with, ignoring locks held through
- * req->owner when that is not NULL; NULL if none.  Etcd names follow the
- * queue's rule (etcd/lock.c): the kinds exclude each other, shared locks
- * share, and a semaphore's slots conflict only when s holds as many of
- * them as the request's semaphore has (the one returned is then one of
- * them). */
-ATOMRUN_API const atomrun_held *atomrun_heldset_conflict(
-    const atomrun_heldset *s, const atomrun_held *req);
-/* Call fn on every lock in s until it returns non-zero (which is then
- * returned); fn may remove the lock it is given. */
-ATOMRUN_API int atomrun_heldset_foreach(atomrun_heldset *s,
-    int (*fn)(atomrun_held *h, void *ctx), void *ctx);
-/* The descriptors of the file locks in s, at most max of them, into fds
- * (NULL when max is 0); returns how many file locks s holds (which may
- * exceed max).  Etcd names have no descriptor and are not counted. */
-ATOMRUN_API size_t atomrun_heldset_fds(const atomrun_heldset *s, int *fds,
-                                       size_t max);
-/* How many locks s holds, of every kind. */
-ATOMRUN_API size_t atomrun_heldset_count(const atomrun_heldset *s);
 
 /*
  * Every lock on a file, held or waited for (`atomrun who`): flock, OFD and

@@ -69,14 +69,14 @@ static void core_thread(int id)
 {
     char mine[160];
     atomrun_write_opts wo;
-    int rfd = atomrun_lockfile_open(path_r, 1, 0666, NULL);
+    int rfd = atomrun_lockfile_open(path_r, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
 
     CHECK(rfd >= 0, "thread %d: open %s: %d", id, path_r, rfd);
     snprintf(mine, sizeof mine, "%s/core%d", dir, id);
     for (int i = 0; i < ITER; i++) {
         /* 1. a deadline of our own on F, which main holds */
         double t = timeout_of(id), t0, dt;
-        int fd = atomrun_lockfile_open(path_f, 1, 0666, NULL), r;
+        int fd = atomrun_lockfile_open(path_f, 1, 0666, ATOMRUN_NOFOLLOW, NULL), r;
         CHECK(fd >= 0, "thread %d: open F: %d", id, fd);
         t0 = atomrun_now();
         r = atomrun_flock(fd, ATOMRUN_EXCLUSIVE, t);
@@ -90,7 +90,7 @@ static void core_thread(int id)
         close(fd);
 
         /* 2. G, contended by everybody: the flock must exclude */
-        fd = atomrun_lockfile_open(path_g, 1, 0666, NULL);
+        fd = atomrun_lockfile_open(path_g, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
         r = atomrun_flock(fd, ATOMRUN_EXCLUSIVE, HANG_S);
         CHECK(r == 0, "thread %d: flock(G) = %d (%s)", id, r, atomrun_err_name(r));
         if (r == 0) {
@@ -110,7 +110,7 @@ static void core_thread(int id)
             atomrun_range_unlock(rfd, id, 1);
         /* All core threads share rfd's description and so the OFD lock owner:
          * each opens its own description for the contended byte. */
-        fd = atomrun_lockfile_open(path_r, 1, 0666, NULL);
+        fd = atomrun_lockfile_open(path_r, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
         r = atomrun_range_lock(fd, ATOMRUN_EXCLUSIVE, 100, 1, 0.0005);
         if (r == 0) {
             int in = atomic_fetch_add(&shared_inside, 1);
@@ -213,7 +213,7 @@ int main(void)
     snprintf(path_g, sizeof path_g, "%s/G", dir);
     snprintf(path_r, sizeof path_r, "%s/R", dir);
 
-    fd = atomrun_lockfile_open(path_f, 1, 0666, NULL);
+    fd = atomrun_lockfile_open(path_f, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
     r = fd < 0 ? fd : atomrun_flock(fd, ATOMRUN_EXCLUSIVE, 0);
     CHECK(r == 0, "main: lock F: %s", atomrun_err_name(r));
 

@@ -29,7 +29,7 @@
 /* ---------------------------------------------------------- bind/aux.c */
 
 /* The locks this Lua state holds (one set per state, in the registry). */
-atomrun_heldset *arL_heldset(lua_State *L);
+ar_heldset *arL_heldset(lua_State *L);
 
 /* nil, message, code  (like luaL_fileresult, with our code names) */
 int arL_fail(lua_State *L, int result, const char *fmt, ...);

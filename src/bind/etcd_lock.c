@@ -9,7 +9,7 @@
  * creator).
  *
  * A held lock is in the state's held set with the file locks (kind
- * ATOMRUN_HELD_ETCD), so that asking again for a name the state holds is
+ * AR_HELD_ETCD), so that asking again for a name the state holds is
  * "deadlock" at once (as for files) instead of a wait for ourselves.
  */
 #define _GNU_SOURCE
@@ -24,10 +24,10 @@
 #define AR_RLOCK_MT "atomrun.etcd_lock"
 
 typedef struct rlock {
-    /* In the state's held set while l is held: kind ATOMRUN_HELD_ETCD, the
+    /* In the state's held set while l is held: kind AR_HELD_ETCD, the
      * mode and slots asked for, the granting cluster's id, the name (user
      * value 2 keeps it alive).  The first member (see held_rlock). */
-    atomrun_held         held;
+    ar_held         held;
     const char          *canon;    /* the endpoints made canonical (user
                                       value 3) */
     atomrun_etcd_lock   *l;        /* NULL once released */
@@ -41,7 +41,7 @@ typedef struct rlock {
 /*
  * Every lock a Lua state holds is in its held set (arL_heldset), etcd names
  * with files, so that asking for one it holds is "deadlock" at once (the
- * core's atomrun_heldset_conflict decides, as for files) instead of a wait
+ * core's ar_heldset_conflict decides, as for files) instead of a wait
  * for ourselves.  A name is held on a cluster, known by its id: one
  * cluster is written many ways -- its endpoints in another order, one
  * twice, a host in capitals, another subset of its members.  A request
@@ -113,7 +113,7 @@ static const char *pushcanon(lua_State *L, const char *eps)
 
 /* The handle of a held etcd lock: the set holds only these and the file
  * handles of bind/lock.c, told apart by kind. */
-static const rlock *held_rlock(const atomrun_held *h)
+static const rlock *held_rlock(const ar_held *h)
 {
     return (const rlock *)h;        /* held is the first member */
 }
@@ -122,13 +122,13 @@ static const rlock *held_rlock(const atomrun_held *h)
  * made canonical) when the state holds the name on some cluster: 1, or 0
  * when no lock held can be in its way (or the cluster cannot say its id:
  * the lock request that follows meets the same silence and says so). */
-static int request_cluster(atomrun_heldset *set, atomrun_etcd *c,
+static int request_cluster(ar_heldset *set, atomrun_etcd *c,
                            const char *canon, double timeout,
-                           atomrun_held *req)
+                           ar_held *req)
 {
     int same_name = 0;
-    for (const atomrun_held *h = set->head.next; h != &set->head; h = h->next) {
-        if (h->kind != ATOMRUN_HELD_ETCD || h->namelen != req->namelen ||
+    for (const ar_held *h = set->head.next; h != &set->head; h = h->next) {
+        if (h->kind != AR_HELD_ETCD || h->namelen != req->namelen ||
             memcmp(h->name, req->name, req->namelen) != 0)
             continue;
         /* Same endpoints, same cluster: its id without asking.  A lock
@@ -152,17 +152,17 @@ static int request_cluster(atomrun_heldset *set, atomrun_etcd *c,
 static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
                          const char *canon, const atomrun_etcd_lock_opts *o)
 {
-    atomrun_heldset *set = arL_heldset(L);
-    atomrun_held req;
+    ar_heldset *set = arL_heldset(L);
+    ar_held req;
     memset(&req, 0, sizeof req);
-    req.kind = ATOMRUN_HELD_ETCD;
+    req.kind = AR_HELD_ETCD;
     req.mode = o->mode;
     req.fd = -1;
     req.name = u->name;
     req.namelen = strlen(u->name);
     req.slots = o->slots;
     return request_cluster(set, c, canon, o->timeout, &req) &&
-           atomrun_heldset_conflict(set, &req) != NULL;
+           ar_heldset_conflict(set, &req) != NULL;
 }
 
 /* ------------------------------------------------------------- handle */
@@ -195,7 +195,7 @@ static int rlock_release(rlock *lk, atomrun_err *err)
         return 0;
     if (lk->l) {
         lk->l = NULL;
-        atomrun_heldset_remove(&lk->held);
+        ar_heldset_remove(&lk->held);
     }
     r = atomrun_etcd_lock_release(l, err);
     lk->pending = r == ATOMRUN_EUNAVAILABLE ? l : NULL;
@@ -558,7 +558,7 @@ int arL_etcd_lock(lua_State *L)
     /* The handle first: out of memory here must not leak a held lock. */
     lk = lua_newuserdatauv(L, sizeof *lk, 4);
     memset(lk, 0, sizeof *lk);
-    lk->held.kind = ATOMRUN_HELD_ETCD;
+    lk->held.kind = AR_HELD_ETCD;
     lk->held.mode = o.mode;
     lk->held.fd = -1;
     lk->held.slots = o.slots;
@@ -568,7 +568,7 @@ int arL_etcd_lock(lua_State *L)
         return lock_failed(L, u, &o, r, &holder, min_ttl, &e);
     lk->l = l;
     set_handle_values(L, lk, u, canon, l);
-    atomrun_heldset_add(arL_heldset(L), &lk->held);
+    ar_heldset_add(arL_heldset(L), &lk->held);
     return 1;
 }
 

@@ -18,7 +18,7 @@
 /* ====================================================== lock() handles */
 
 typedef struct lock {
-    atomrun_held held;        /* in the held set while locked; held.dev and
+    ar_held held;        /* in the held set while locked; held.dev and
                                  held.ino stay (0, 0) until a deadlock
                                  check needs them: whoever else reads them
                                  calls ensure_ids first */
@@ -47,22 +47,22 @@ static lock *checklock(lua_State *L, int arg)
 #define AR_UP_LOCK_MT lua_upvalueindex(2)
 
 /* A file lock without its id yet (an etcd name has none to look up). */
-static int id_unknown(const atomrun_held *h)
+static int id_unknown(const ar_held *h)
 {
-    return h->kind != ATOMRUN_HELD_ETCD && h->dev == 0 && h->ino == 0;
+    return h->kind != AR_HELD_ETCD && h->dev == 0 && h->ino == 0;
 }
 
 /* Look up the (dev, ino) of req and of every lock in set that has none
  * yet (a lock() handle's, flock or fcntl): before an
- * atomrun_heldset_conflict on them. */
-static int ensure_ids(atomrun_heldset *set, atomrun_held *req)
+ * ar_heldset_conflict on them. */
+static int ensure_ids(ar_heldset *set, ar_held *req)
 {
     if (id_unknown(req)) {
         int r = atomrun_file_id(req->fd, &req->dev, &req->ino);
         if (r < 0)
             return r;
     }
-    for (atomrun_held *h = set->head.next; h != &set->head; h = h->next)
+    for (ar_held *h = set->head.next; h != &set->head; h = h->next)
         if (id_unknown(h))
             atomrun_file_id(h->fd, &h->dev, &h->ino);
     return 0;
@@ -73,7 +73,7 @@ static void lock_release(lock *lk, int unlock)
 {
     if (lk->closed)
         return;
-    atomrun_heldset_remove(&lk->held);
+    ar_heldset_remove(&lk->held);
     if (lk->borrowed) {
         /* lockfd(): the descriptor is the caller's, and so is the lock,
          * which belongs to its open file description and outlives us (as
@@ -281,7 +281,7 @@ static int take_lock(lua_State *L, lock *lk, const arL_lockopts *o,
 static void lock_fill(lock *lk, const arL_lockopts *o,
                       const lockx *x)
 {
-    lk->held.kind = x->fcntl ? ATOMRUN_HELD_RANGE : ATOMRUN_HELD_FLOCK;
+    lk->held.kind = x->fcntl ? AR_HELD_RANGE : AR_HELD_FLOCK;
     lk->held.mode = o->mode;
     /* The handle itself: an OFD lock of its own description conflicts
      * with any other handle's range of the file, and unlockfd finds the
@@ -297,7 +297,7 @@ int arL_lock(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
     arL_lockopts o;
-    atomrun_heldset *set;
+    ar_heldset *set;
     lock *lk;
     lockx x;
     int fd, r, writable, held_any, n = 0;
@@ -320,7 +320,7 @@ int arL_lock(lua_State *L)
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
 
-    fd = atomrun_lockfile_open_follow(path, o.create, o.perm, x.follow,
+    fd = atomrun_lockfile_open(path, o.create, o.perm, x.follow,
                                       &writable);
     if (fd < 0)
         return failopen(L, fd, path, &x);
@@ -343,7 +343,7 @@ int arL_lock(lua_State *L)
             return arL_failerrno(L, r, "cannot stat lock file", path);
         }
     }
-    if (o.timeout != 0 && held_any && atomrun_heldset_conflict(set, &lk->held)) {
+    if (o.timeout != 0 && held_any && ar_heldset_conflict(set, &lk->held)) {
         lock_release(lk, 0);
         return arL_fail(L, -EDEADLK,
             "%s is already locked by this script; waiting for it to be "
@@ -355,7 +355,7 @@ int arL_lock(lua_State *L)
         return n;
     }
     lk->locked = 1;
-    atomrun_heldset_add(set, &lk->held);
+    ar_heldset_add(set, &lk->held);
     lua_settop(L, 3);
     return 1;
 }
@@ -366,12 +366,12 @@ typedef struct file {
     int fd;                   /* -1 once closed (or before it is open) */
     int writable;
     uint64_t dev, ino;
-    atomrun_heldset *set;     /* the state's (arL_heldset): it never moves,
+    ar_heldset *set;     /* the state's (arL_heldset): it never moves,
                                  and f:lock() is a hot path */
 } file;
 
 typedef struct range {
-    atomrun_held held;        /* held.owner: the file */
+    ar_held held;        /* held.owner: the file */
     int     locked;
 } range;
 
@@ -384,10 +384,10 @@ static file *checkfile(lua_State *L, int arg)
 }
 
 /* Closing the description drops every range it holds: forget them. */
-static int forget_range(atomrun_held *h, void *f)
+static int forget_range(ar_held *h, void *f)
 {
-    if (h->kind == ATOMRUN_HELD_RANGE && h->owner == f) {
-        atomrun_heldset_remove(h);
+    if (h->kind == AR_HELD_RANGE && h->owner == f) {
+        ar_heldset_remove(h);
         ((range *)h)->locked = 0;
     }
     return 0;
@@ -397,7 +397,7 @@ static void file_release(file *f)
 {
     if (f->fd < 0)
         return;
-    atomrun_heldset_foreach(f->set, forget_range, f);
+    ar_heldset_foreach(f->set, forget_range, f);
     ar_close(f->fd);
     f->fd = -1;
 }
@@ -501,10 +501,10 @@ static const char *rangewhat(lua_State *L, int64_t start, int64_t length)
 }
 
 /* A range of the request's handle that overlaps it. */
-static int same_owner_overlap(const atomrun_held *h,
-                              const atomrun_held *req)
+static int same_owner_overlap(const ar_held *h,
+                              const ar_held *req)
 {
-    return h->kind == ATOMRUN_HELD_RANGE && h->owner == req->owner &&
+    return h->kind == AR_HELD_RANGE && h->owner == req->owner &&
            ar_ranges_overlap(h->start, h->length, req->start,
                                   req->length);
 }
@@ -515,8 +515,8 @@ static int file_lock(lua_State *L)
     int64_t start, length;
     arL_lockopts o;
     atomrun_holder h;
-    const atomrun_held *c;
-    atomrun_heldset *set;
+    const ar_held *c;
+    ar_heldset *set;
     range *rg;
     int r;
 
@@ -527,7 +527,7 @@ static int file_lock(lua_State *L)
     /* The handle first (see arL_lock), not yet locked. */
     rg = lua_newuserdatauv(L, sizeof *rg, 1);
     memset(rg, 0, sizeof *rg);
-    rg->held.kind = ATOMRUN_HELD_RANGE;
+    rg->held.kind = AR_HELD_RANGE;
     rg->held.mode = o.mode;
     rg->held.fd = f->fd;
     rg->held.dev = f->dev;
@@ -542,7 +542,7 @@ static int file_lock(lua_State *L)
     /* The kernel merges overlapping ranges of one description into one
      * lock, so a later unlock of either would silently free both.  We
      * refuse the overlap instead: it is always a bug in the script. */
-    for (atomrun_held *hd = set->head.next; hd != &set->head; hd = hd->next)
+    for (ar_held *hd = set->head.next; hd != &set->head; hd = hd->next)
         if (same_owner_overlap(hd, &rg->held))
             return luaL_error(L, "%s overlaps %s already locked through "
                 "this handle (unlock it first, or use another handle)",
@@ -555,7 +555,7 @@ static int file_lock(lua_State *L)
     /* lock(p, {fcntl = true}) handles hold ranges too, their ids looked
      * up lazily: give them theirs before comparing */
     ensure_ids(set, &rg->held);
-    c = atomrun_heldset_conflict(set, &rg->held);
+    c = ar_heldset_conflict(set, &rg->held);
     if (c && o.timeout != 0)
         return arL_fail(L, -EDEADLK, "%s conflicts with %s held through "
             "another handle of this script; waiting would wait forever",
@@ -572,7 +572,7 @@ static int file_lock(lua_State *L)
         return arL_failerrno(L, r, "cannot lock",
                              rangewhat(L, start, length));
     rg->locked = 1;
-    atomrun_heldset_add(set, &rg->held);
+    ar_heldset_add(set, &rg->held);
     lua_settop(L, 5);
     return 1;
 }
@@ -622,7 +622,8 @@ int arL_open(lua_State *L)
     luaL_setmetatable(L, AR_FILE_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
-    fd = atomrun_lockfile_open(path, create, perm, &f->writable);
+    fd = atomrun_lockfile_open(path, create, perm, ATOMRUN_NOFOLLOW,
+                               &f->writable);
     if (fd < 0)
         return arL_failpath(L, fd, "cannot open", path, 0);
     f->fd = fd;
@@ -651,7 +652,7 @@ static void range_release(lua_State *L, int arg, range *rg)
     lua_pop(L, 1);
     if (f && f->fd >= 0)
         atomrun_range_unlock(f->fd, rg->held.start, rg->held.length);
-    atomrun_heldset_remove(&rg->held);
+    ar_heldset_remove(&rg->held);
     rg->locked = 0;
 }
 
@@ -745,7 +746,7 @@ int arL_lockfd(lua_State *L)
     int fd = checkfdarg(L, 1), why, r, n = 0;
     arL_lockopts o;
     lockx x;
-    atomrun_heldset *set;
+    ar_heldset *set;
     lock *lk;
     const char *what;
 
@@ -769,7 +770,7 @@ int arL_lockfd(lua_State *L)
     lock_fill(lk, &o, &x);
     if (o.timeout != 0)
         ensure_ids(set, &lk->held);       /* the lock() handles' ids */
-    if (o.timeout != 0 && atomrun_heldset_conflict(set, &lk->held))
+    if (o.timeout != 0 && ar_heldset_conflict(set, &lk->held))
         return arL_fail(L, -EDEADLK, "%s: its file is already locked by "
             "this script; waiting for it to be released would wait forever",
             what);
@@ -777,7 +778,7 @@ int arL_lockfd(lua_State *L)
         return n;
     lk->closed = 0;
     lk->locked = 1;
-    atomrun_heldset_add(set, &lk->held);
+    ar_heldset_add(set, &lk->held);
     lua_settop(L, 3);
     return 1;
 }
@@ -785,13 +786,13 @@ int arL_lockfd(lua_State *L)
 /* lockfd handles of fd (kind): released behind their back by unlockfd */
 typedef struct fdkind { int fd, kind; } fdkind;
 
-static int forget_fd(atomrun_held *h, void *ctx)
+static int forget_fd(ar_held *h, void *ctx)
 {
     const fdkind *k = ctx;
     lock *lk = (lock *)h;      /* held is the first member */
     if (h->fd == k->fd && h->kind == k->kind && h->owner == lk &&
         lk->borrowed) {
-        atomrun_heldset_remove(h);
+        ar_heldset_remove(h);
         lk->locked = 0;
     }
     return 0;
@@ -819,8 +820,8 @@ int arL_unlockfd(lua_State *L)
         return arL_fail(L, r, "cannot unlock descriptor %d: %s", fd,
                         atomrun_strerror(r));
     k.fd = fd;
-    k.kind = fcntl_ ? ATOMRUN_HELD_RANGE : ATOMRUN_HELD_FLOCK;
-    atomrun_heldset_foreach(arL_heldset(L), forget_fd, &k);
+    k.kind = fcntl_ ? AR_HELD_RANGE : AR_HELD_FLOCK;
+    ar_heldset_foreach(arL_heldset(L), forget_fd, &k);
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -27,7 +27,7 @@ static int l_sleep(lua_State *L)
  * and diagnostics). */
 static int l_held(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)atomrun_heldset_count(arL_heldset(L)));
+    lua_pushinteger(L, (lua_Integer)ar_heldset_count(arL_heldset(L)));
     return 1;
 }
 

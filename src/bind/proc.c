@@ -116,10 +116,10 @@ static char **buildenv(lua_State *L, int arg)
  * userdata left on the stack. */
 static int *heldfds(lua_State *L, int *n)
 {
-    atomrun_heldset *set = arL_heldset(L);
-    size_t count = atomrun_heldset_fds(set, NULL, 0);
+    ar_heldset *set = arL_heldset(L);
+    size_t count = ar_heldset_fds(set, NULL, 0);
     int *fds = lua_newuserdatauv(L, sizeof(int) * (count + 1), 0);
-    atomrun_heldset_fds(set, fds, count);
+    ar_heldset_fds(set, fds, count);
     *n = (int)count;
     return fds;
 }

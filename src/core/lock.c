@@ -57,8 +57,8 @@ static int open_rw_or_ro(const char *path, int create, int perm, int walk,
     return fd;
 }
 
-int atomrun_lockfile_open_follow(const char *path, int create, int perm,
-                                 int follow, int *writable)
+int atomrun_lockfile_open(const char *path, int create, int perm,
+                          int follow, int *writable)
 {
     int w = 0, fd;
 
@@ -72,13 +72,6 @@ int atomrun_lockfile_open_follow(const char *path, int create, int perm,
     if (writable)
         *writable = w;
     return fd;
-}
-
-int atomrun_lockfile_open(const char *path, int create, int perm,
-                          int *writable)
-{
-    return atomrun_lockfile_open_follow(path, create, perm, ATOMRUN_NOFOLLOW,
-                                        writable);
 }
 
 /* ------------------------------------------------- a caller's descriptor */
