@@ -178,8 +178,6 @@ enum atomrun_fd_problem {
 };
 ATOMRUN_API int atomrun_fd_lockable(int fd, int mode, int use_fcntl, int *why);
 
-/* Identity of an open file, for comparing locks: 0 or -errno. */
-ATOMRUN_API int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino);
 
 /* flock(2) with a deadline.  0, ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno. */
 ATOMRUN_API int atomrun_flock(int fd, int mode, double timeout);
@@ -502,14 +500,6 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
  * expire (atomrun_etcd_lock_guard). */
 #define ATOMRUN_ETCD_GUARD_MARGIN 0.25
 
-/*
- * The SIGTERM-to-SIGKILL time of a guarded command for a lock of ttl
- * seconds: asked (< 0: the default, ttl/4 and at most 5 s), or -ERANGE
- * when it does not fit: TERM plus kill_after must end the command
- * ATOMRUN_ETCD_GUARD_MARGIN before the lease can expire while leaving the
- * keepalive half the TTL to be confirmed, so kill_after <= ttl/2 - margin.
- */
-ATOMRUN_API int atomrun_etcd_kill_after(int ttl, double asked, double *out);
 
 typedef struct atomrun_etcd atomrun_etcd;
 
@@ -628,7 +618,8 @@ ATOMRUN_API int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, atomrun_err *
  * cluster says the lease is gone or this process dies.  The deadline is the
  * one lk:lost() counts on (CLOCK_BOOTTIME): while this process is stopped
  * it stands still and the watchdog acts on it; while it runs, keepalives
- * move it on.  kill_after < 0: the default (atomrun_etcd_kill_after).
+ * move it on.  kill_after < 0: the default, TTL/4 and at most 5 s; it must be at most
+ * TTL/2 - ATOMRUN_ETCD_GUARD_MARGIN (-ERANGE otherwise).
  * While a guard runs this process is a child subreaper (PR_SET_CHILD_
  * SUBREAPER), so the command's orphans are swept with it.  pgid 0: every
  * child of this process, for a caller that starts the command only after

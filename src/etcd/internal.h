@@ -287,7 +287,7 @@ const ar_lease_view *ar_session_view(const ar_session *s);
 typedef struct ar_guard ar_guard;
 /* Fork the watchdog that ends process group pgid (0: every child of this
  * process) before s's lease can expire; kill_after < 0: the default.
- * -ERANGE when kill_after does not fit in s's TTL (atomrun_etcd_kill_after). */
+ * -ERANGE when kill_after does not fit in s's TTL (ar_etcd_kill_after). */
 int ar_guard_start(ar_session *s, pid_t pgid, double kill_after, ar_guard **out);
 /* Stop and reap it: what it sent, bits 1 (TERM) and 2 (KILL); 0: nothing. */
 int ar_guard_stop(ar_guard *g);
