@@ -128,7 +128,6 @@ int arL_failnearurl(lua_State *L, const char *name);
 int arL_etcd_lock(lua_State *L);     /* lock() for such a name */
 int arL_etcd_queue(lua_State *L);
 int arL_etcd_call(lua_State *L);
-int arL_etcd_lease(lua_State *L);
 int arL_etcd_endpoints(lua_State *L);
 /* run()'s guard option: the remote lock of an etcd lock handle. */
 atomrun_etcd_lock *arL_checkguard(lua_State *L, int i, int arg);
