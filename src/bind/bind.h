@@ -32,6 +32,8 @@
 ar_heldset *arL_heldset(lua_State *L);
 
 /* nil, message, code  (like luaL_fileresult, with our code names) */
+/* A lock's mode, timeout and wait options (bind/aux.c). */
+void arL_optmodewait(lua_State *L, int arg, int *mode, double *timeout);
 int arL_fail(lua_State *L, int result, const char *fmt, ...);
 /* nil, "WHAT PATH: sentence", code */
 int arL_failerrno(lua_State *L, int result, const char *what,
