@@ -831,15 +831,22 @@ ATOMRUN_API void atomrun_etcd_txn_free(atomrun_etcd_txn_result *res);
 
 /*
  * Watch key (every key under it when it ends in '/') from start_rev for
- * timeout seconds: fn(ud, result) with each result of etcd's watch stream
- * as JSON text ({"events": [...], "header": ...}); a nonzero return stops.
+ * timeout seconds: fn(ud, ev, n) with the n events of each result of
+ * etcd's watch stream, in revision order (keys and values as bytes, as a
+ * txn gives them; a deleted key has its key and mod_rev, the revision of
+ * the delete); a nonzero return stops.  The events are freed when fn
+ * returns (copy what you keep).
  * 1: fn stopped it; 0: time up, the stream broke or the server cancelled
  * the watch (a compaction): look again; < 0 an error.  timeout <= 0
  * returns 0 at once: no ATOMRUN_FOREVER here, because the stream is one
  * transfer that needs a finite time, and a watch ends at any break anyway,
  * so a caller that watches for long loops.
  */
-typedef int (*atomrun_etcd_watch_fn)(void *ud, const char *result);
+typedef struct atomrun_etcd_event {
+    int             deleted;        /* 1: a delete; 0: a put */
+    atomrun_etcd_kv kv;
+} atomrun_etcd_event;
+typedef int (*atomrun_etcd_watch_fn)(void *ud, const atomrun_etcd_event *ev, size_t n);
 ATOMRUN_API int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
                                    double timeout, atomrun_etcd_watch_fn fn, void *ud,
                                    atomrun_err *err);

@@ -4,25 +4,6 @@ local atomrun = require "atomrun.core"
 
 local M = {}
 
--- base64 to bytes, for the stream's events (see stream_kv below).
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local UNB64 = {}
-for i = 1, 64 do UNB64[B64:byte(i)] = i - 1 end
-local function unb64(s)
-  local out, acc, nbits = {}, 0, 0
-  for i = 1, #s do
-    local v = UNB64[s:byte(i)]
-    if v then
-      acc, nbits = ((acc << 6) | v) & 0xffffff, nbits + 6
-      if nbits >= 8 then
-        nbits = nbits - 8
-        out[#out + 1] = string.char((acc >> nbits) & 0xff)
-      end
-    end
-  end
-  return table.concat(out)
-end
-
 --- watch(url, fn [, opts]) -> last revision | nil, msg, code
 --- fn(ev) for each change of the key (or, for a name ending in "/", of
 --- every key under that prefix), in revision order: ev = {key=, name=,
@@ -64,16 +45,6 @@ local function event(w, kv, deleted)
   return ev
 end
 
--- The stream still comes as the gateway's JSON (atomrun_etcd_watch's
--- results), keys and values base64: the one decoding left in Lua, until
--- the core has a typed watch as it has a typed txn.
-local function int(v) return math.tointeger(tonumber(v or 0)) or 0 end
-local function stream_kv(kv)
-  return { key = unb64(kv.key or ""), value = unb64(kv.value or ""),
-           mod_revision = int(kv.mod_revision), create_revision = int(kv.create_revision),
-           version = int(kv.version) }
-end
-
 local function pause(w)
   if atomrun.now() >= w.deadline then return false end
   atomrun.sleep(math.min(0.2, math.max(0, w.deadline - atomrun.now())))
@@ -106,7 +77,6 @@ function M.watch(url, fn, opts)
   local check = require "atomrun.check"
   check.arg("watch", 2, fn, "function")
   opts = check.opts("watch", 3, opts, watch_names)
-  local json = require "atomrun.json"   -- the stream's results (core._etcd_watch)
   local key, shown = atomrun._etcd_key(url)
   if not key then return nil, shown, "EINVAL" end
   local w = { url = url, key = key, prefix = key:sub(-1) == "/", fn = fn, stopped = false,
@@ -118,10 +88,10 @@ function M.watch(url, fn, opts)
     if r then w.last = rev
     elseif not pause(w) then return nil, rev, code end
   end
-  local function on_result(text)
-    local r = json.decode(text)
-    for _, e in ipairs(r.events or {}) do
-      if deliver(w, event(w, stream_kv(e.kv or {}), e.type == "DELETE")) then return true end
+  -- each result's events, typed by the binding (keys and values as bytes)
+  local function on_result(events)
+    for _, e in ipairs(events) do
+      if deliver(w, event(w, e, e.deleted)) then return true end
     end
     return false
   end
