@@ -348,3 +348,48 @@ describe("etcd names on a machine without libcurl #child", function()
     assert.matches("^nil|ELIBACC|.*need libcurl", out)
   end)
 end)
+
+-- No cluster at all: an endpoint that refuses the connection (nothing
+-- listens) fails at once; one that takes the connection and never answers
+-- fails after ATOMRUN_ETCD_TIMEOUT (default 5 s); both 69, naming the
+-- endpoints and what happened.
+describe("etcd endpoints that do not answer #child", function()
+  it("refused by every endpoint: 69 at once, saying so, for lock -n, a blocking lock and who", function()
+    local url = "etcd://127.0.0.1:1,127.0.0.1:2/x"
+    for _, args in ipairs({ { "lock", "-n", url, "true" }, { "lock", "-w", "30", url, "true" },
+        { "who", url } }) do
+      local t0 = H.ar.now()
+      local st, out, err = H.run(table.unpack(args))
+      local took = H.ar.now() - t0
+      assert.equal(69, st, table.concat(args, " ") .. ": " .. err)
+      assert.equal("", out)
+      assert.matches("no etcd endpoint of 127%.0%.0%.1:1,127%.0%.0%.1:2 accepts connections "
+        .. "%(127%.0%.0%.1:%d: connection refused%)", err)
+      assert.is_true(took < 3, table.concat(args, " ") .. " took " .. took)
+    end
+  end)
+
+  it("an endpoint that never answers: 69 after ATOMRUN_ETCD_TIMEOUT; a bad value is 64", function()
+    -- a socket that listens and never accepts: the kernel completes the
+    -- handshake, the request waits forever
+    local dir = H.tmpdir()
+    local portfile = dir .. "/port"
+    local pid = H.spawn(H.python .. " -c " .. H.q("import socket,time,sys\n"
+      .. "s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(50)\n"
+      .. "open(sys.argv[1]+'.tmp','w').write(str(s.getsockname()[1]))\n"
+      .. "import os; os.rename(sys.argv[1]+'.tmp', sys.argv[1]); time.sleep(60)") .. " " .. H.q(portfile))
+    assert.is_true(H.wait_file(portfile, 10))
+    local url = "etcd://127.0.0.1:" .. H.slurp(portfile) .. "/x"
+    local t0 = H.ar.now()
+    local st, _, err = H.sh("ATOMRUN_ETCD_TIMEOUT=1 " .. H.cmd("lock", "-n", url, "true"))
+    local took = H.ar.now() - t0
+    assert.equal(69, st, err)
+    assert.matches("answered in time", err)
+    assert.is_true(took >= 0.9 and took < 4, "took " .. took)
+    st, _, err = H.sh("ATOMRUN_ETCD_TIMEOUT=soon " .. H.cmd("lock", "-n", url, "true"))
+    assert.equal(64, st)
+    assert.matches("ATOMRUN_ETCD_TIMEOUT must be seconds", err)
+    H.kill(pid, "KILL")
+    H.cleanup()
+  end)
+end)

@@ -191,8 +191,26 @@ const char *arL_parse_url(lua_State *L, const char *url, arL_url *u)
     return NULL;
 }
 
-static void fillcfg(const arL_url *u, atomrun_etcd_config *cfg, const char *ca,
-                    const char *cert, const char *key)
+/* ATOMRUN_ETCD_TIMEOUT: the seconds an etcd request may take, endpoint
+ * rotation and all, when the call gives no time of its own (lock -n, who,
+ * a read): the client's op_timeout, 5 by default.  NULL, or what is wrong
+ * with the value. */
+static const char *op_timeout_from_env(double *out)
+{
+    const char *v = getenv_nonempty("ATOMRUN_ETCD_TIMEOUT");
+    char *end;
+    double t;
+    if (!v)
+        return NULL;
+    t = strtod(v, &end);
+    if (end == v || *end || !(t > 0) || t > 86400)
+        return "ATOMRUN_ETCD_TIMEOUT must be seconds, more than 0 and at most 86400";
+    *out = t;
+    return NULL;
+}
+
+static const char *fillcfg(const arL_url *u, atomrun_etcd_config *cfg, const char *ca,
+                           const char *cert, const char *key)
 {
     atomrun_etcd_config_init(cfg);
     cfg->endpoints = u->endpoints;
@@ -202,6 +220,7 @@ static void fillcfg(const arL_url *u, atomrun_etcd_config *cfg, const char *ca,
     cfg->key_file = key ? key : getenv_nonempty("ATOMRUN_ETCD_KEY");
     cfg->user = u->user[0] ? u->user : NULL;
     cfg->password = u->password[0] ? u->password : NULL;
+    return op_timeout_from_env(&cfg->op_timeout);
 }
 
 int arL_open_client(lua_State *L, const arL_url *u, const char *ca,
@@ -210,7 +229,9 @@ int arL_open_client(lua_State *L, const arL_url *u, const char *ca,
     atomrun_etcd_config cfg;
     atomrun_err e;
     int r;
-    fillcfg(u, &cfg, ca, cert, key);
+    const char *why = fillcfg(u, &cfg, ca, cert, key);
+    if (why)
+        return arL_fail(L, -EINVAL, "%s: %s", u->shown, why);
     r = atomrun_etcd_open(&cfg, c, &e);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, e.msg);
@@ -285,7 +306,10 @@ int arL_etcd_call(lua_State *L)
     }
     if (arL_optbool(L, 4, "anonymous", 0))
         u->user[0] = u->password[0] = '\0';
-    fillcfg(u, &cfg, arL_optstr(L, 4, "ca"), arL_optstr(L, 4, "cert"), arL_optstr(L, 4, "key"));
+    why = fillcfg(u, &cfg, arL_optstr(L, 4, "ca"), arL_optstr(L, 4, "cert"),
+                  arL_optstr(L, 4, "key"));
+    if (why)
+        return arL_fail(L, -EINVAL, "%s: %s", u->shown, why);
     r = atomrun_etcd_open(&cfg, &c, &e);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, e.msg);

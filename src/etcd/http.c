@@ -299,7 +299,7 @@ struct curl_slist *ar_setup_handle(atomrun_etcd *c, CURL *h, int ep,
 /* ---------------------------------------- one attempt and its answer */
 
 /* What became of one attempt. */
-enum { AT_OK, AT_TRANSPORT, AT_NOT_ETCD, AT_RETRY, AT_AUTH_TOKEN, AT_FATAL,
+enum { AT_OK, AT_TRANSPORT, AT_REFUSED, AT_NOT_ETCD, AT_RETRY, AT_AUTH_TOKEN, AT_FATAL,
        AT_ABORTED };
 
 /* A server error that a new leader or another member will not repeat. */
@@ -432,6 +432,14 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
         ar_seterr(err, errlen, "cancelled");
         *rc = -ECANCELED;
         return AT_ABORTED;
+    }
+    if (cr == CURLE_COULDNT_CONNECT) {
+        /* Nothing listens there (or the host cannot be reached): unlike a
+         * timeout, this cannot be a slow member or an election. */
+        ar_conn_free(&k);
+        free(b.p);
+        ar_seterr(err, errlen, "%s: connection refused", c->eps[ep]);
+        return AT_REFUSED;
     }
     if (cr != CURLE_OK) {
         ar_conn_free(&k);              /* the connection is in an unknown state */
@@ -572,7 +580,7 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
     char *text = json_dumps(body, JSON_COMPACT);
     char last[ATOMRUN_ERRLEN] = "";
     double cap = po && po->attempt_cap > 0 ? po->attempt_cap : AR_ATTEMPT_CAP;
-    int not_etcd = 0, fails = 0, token_retries = 0, result;
+    int not_etcd = 0, refused = 0, fails = 0, token_retries = 0, result;
 
     *answer = NULL;
     if (!text)
@@ -629,7 +637,19 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
             result = -EPROTO;
             break;
         }
-        next_endpoint(c, ep, how, &fails, deadline);
+        /* Every endpoint refused in a row: no etcd runs there, and waiting
+         * out the deadline would only make `lock -n` slow to say so.  The
+         * keepalive rides a full restart out instead (ride_out): its
+         * "unavailable" means the lease is lost. */
+        if (how != AT_REFUSED)
+            refused = 0;
+        else if (++refused >= c->neps && !(po && po->ride_out)) {
+            ar_seterr(err, errlen, "no etcd endpoint of %s accepts connections (%s)",
+                      c->eplist, last);
+            result = ATOMRUN_EUNAVAILABLE;
+            break;
+        }
+        next_endpoint(c, ep, how == AT_REFUSED ? AT_TRANSPORT : how, &fails, deadline);
     }
     free(text);
     return result;

@@ -92,6 +92,10 @@ typedef struct ar_post_opts {
     /* The longest one attempt on one endpoint may take before the next is
      * tried (0: the default, 2 s). */
     double attempt_cap;
+    /* 1: a connection refused by every endpoint is retried until the
+     * deadline, as a timeout is (the keepalive, for a restart of the whole
+     * cluster); 0: it ends the call at once, ATOMRUN_EUNAVAILABLE. */
+    int ride_out;
 } ar_post_opts;
 
 /*

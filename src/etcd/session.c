@@ -225,7 +225,7 @@ static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
                           char *err, size_t errlen)
 {
     json_t *ans = NULL;
-    ar_post_opts po = { &s->stop, 0 };
+    ar_post_opts po = { &s->stop, 0, 1 };
     double deadline;
     int r;
 
