@@ -369,6 +369,17 @@ describe("etcd endpoints that do not answer #child", function()
     end
   end)
 
+  it("doctor of a cluster nobody answers for: 69, and no made-up name in what it says", function()
+    local st, out, err = H.run("doctor", "etcd://127.0.0.1:1/")
+    assert.equal(69, st, err)
+    assert.matches("127%.0%.0%.1:1 is not healthy: .*connection refused", out)
+    assert.is_nil((out .. err):find("/doctor", 1, true), out .. err)
+    st, out, err = H.sh("env -u ATOMRUN_ETCD " .. H.cmd("doctor", "etcd://"))
+    assert.equal(64, st)
+    assert.matches("ATOMRUN_ETCD is not set", err)
+    assert.is_nil(err:find("doctor has no", 1, true), err)
+  end)
+
   it("an endpoint that never answers: 69 after ATOMRUN_ETCD_TIMEOUT; a bad value is 64", function()
     -- a socket that listens and never accepts: the kernel completes the
     -- handshake, the request waits forever

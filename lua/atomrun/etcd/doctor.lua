@@ -14,11 +14,18 @@ end
 --- doctor(url) -> report: each endpoint's health, version, leader, round
 -- trip; the member list; the cluster's minimum lease TTL; whether auth is
 -- on.  For `atomrun doctor etcd://...`.
+-- A message about the made-up URL .../doctor, about the cluster instead.
+local function unnamed(msg)
+  return (tostring(msg):gsub("(%a[%w+.-]*://[^%s]-)/doctor: ", "%1: "):gsub("/doctor ", " "))
+end
+
 function M.doctor(url)
   -- a cluster, not a lock: etcd://h:2379 needs no /NAME here
-  if not url:find("^%a[%w+.-]*://[^/]*/.") then url = url:gsub("/?$", "/doctor", 1) end
+  -- (a made-up name, "doctor", that no message may show: see unnamed)
+  if url:find("^%a[%w+.-]*://$") then url = url .. "/doctor"        -- etcd:// = ATOMRUN_ETCD's
+  elseif not url:find("^%a[%w+.-]*://[^/]*/.") then url = url:gsub("/?$", "/doctor", 1) end
   local eps, shown = atomrun._etcd_endpoints(url)
-  if not eps then return nil, shown end
+  if not eps then return nil, unnamed(shown) end
   shown = shown:gsub("/doctor$", "")
   local rep = { url = shown, endpoints = {}, warnings = {} }
   local leader_ids, ids = {}, {}
@@ -36,7 +43,7 @@ function M.doctor(url)
       if st.leader and st.leader ~= "0" then leader_ids[st.leader] = true end
       if e.member_id then ids[e.member_id] = ep end
     else
-      e.healthy, e.error = false, err or "not etcd's answer"
+      e.healthy, e.error = false, err and unnamed(err) or "not etcd's answer"
       rep.warnings[#rep.warnings + 1] = ep .. " is not healthy: " .. e.error
     end
     rep.endpoints[i] = e
