@@ -369,6 +369,20 @@ describe("etcd endpoints that do not answer #child", function()
     end
   end)
 
+  it("ATOMRUN_DEBUG=etcd: a line per request attempt on stderr, never a password", function()
+    local st, out, err = H.sh("ATOMRUN_DEBUG=etcd " .. H.cmd("lock", "-n",
+      "etcd://alice:s3cret@127.0.0.1:1,127.0.0.1:2/x", "true"))
+    assert.equal(69, st)
+    assert.equal("", out)
+    assert.matches("atomrun: etcd: 127%.0%.0%.1:1 /v3/[%w/]+ %(%d+ bytes%): .* after [%d.]+ ms\n", err)
+    assert.matches("atomrun: etcd: 127%.0%.0%.1:2 /v3/", err)
+    assert.is_nil(err:find("s3cret", 1, true), err)
+    -- and silent without it
+    st, _, err = H.run("lock", "-n", "etcd://127.0.0.1:1/x", "true")
+    assert.equal(69, st)
+    assert.is_nil(err:find("atomrun: etcd: ", 1, true), err)
+  end)
+
   it("doctor of a cluster nobody answers for: 69, and no made-up name in what it says", function()
     local st, out, err = H.run("doctor", "etcd://127.0.0.1:1/")
     assert.equal(69, st, err)

@@ -393,6 +393,36 @@ static int request_sent(CURL *h)
     return size > 0;
 }
 
+/* ATOMRUN_DEBUG=etcd (a comma-separated list may name other subjects
+ * too): a line on stderr per request attempt -- endpoint, path, the
+ * request's size, what came back, how long it took.  Never a body, a
+ * password or a token: values are users' data and credentials stay
+ * secret.  Read once; a C host sets it before its first etcd call. */
+static int debug_etcd(void)
+{
+    static atomic_int state;                  /* 0 unread, 1 off, 2 on */
+    int v = atomic_load(&state);
+    if (v == 0) {
+        const char *d = getenv("ATOMRUN_DEBUG");
+        v = d && (strcmp(d, "etcd") == 0 || strstr(d, "etcd,") == d || strstr(d, ",etcd")) ? 2 : 1;
+        atomic_store(&state, v);
+    }
+    return v == 2;
+}
+
+static void trace_attempt(const atomrun_etcd *c, int ep, const char *path, size_t len,
+                          CURLcode cr, long http, double t0)
+{
+    if (!debug_etcd())
+        return;
+    if (cr == CURLE_OK)
+        fprintf(stderr, "atomrun: etcd: %s %s (%zu bytes): HTTP %ld in %.1f ms\n",
+                c->eps[ep], path, len, http, (atomrun_now() - t0) * 1e3);
+    else
+        fprintf(stderr, "atomrun: etcd: %s %s (%zu bytes): %s after %.1f ms\n",
+                c->eps[ep], path, len, ar_curl.easy_strerror(cr), (atomrun_now() - t0) * 1e3);
+}
+
 /* One attempt; *unsure (when not NULL) is set if it failed after its
  * request may have reached the member (ar_etcd_send_tracked). */
 static int attempt_once(atomrun_etcd *c, int ep, const char *path,
@@ -406,6 +436,7 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
     ar_membuf b = { 0 };
     CURLcode cr;
     long http = 0;
+    double t0;
     int how;
 
     if (conn_get(c, &k) != 0) {
@@ -422,7 +453,10 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
         ar_curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_abort);
         ar_curl.easy_setopt(h, CURLOPT_XFERINFODATA, (void *)po->abort_flag);
     }
+    t0 = atomrun_now();
     cr = ar_conn_perform(&k);
+    ar_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
+    trace_attempt(c, ep, path, strlen(body), cr, http, t0);
     ar_curl.slist_free_all(hdr);
     if (cr != CURLE_OK && unsure && request_sent(h))
         *unsure = 1;
@@ -447,7 +481,6 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
         ar_seterr(err, errlen, "%s: %s", c->eps[ep], ar_curl.easy_strerror(cr));
         return AT_TRANSPORT;
     }
-    ar_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
     conn_put(c, &k);
     how = classify(c, ep, http, &b, answer, rc, err, errlen);
     free(b.p);
