@@ -276,7 +276,7 @@ install: all
 	for f in src/*.1; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man1/ || true; done
 	for f in src/*.3; do [ -f "$$f" ] && install -m 644 $$f $(DESTDIR)$(MANDIR)/man3/ || true; done
 	install -d $(DESTDIR)$(DOCDIR)/examples
-	install -m 644 lua/API.md README.md $(DESTDIR)$(DOCDIR)/
+	install -m 644 lua/API.md README.md src/NEWS $(DESTDIR)$(DOCDIR)/
 	install -m 755 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples/
 	install -D -m 644 src/atomrun.bash-completion $(DESTDIR)$(BASHCOMPDIR)/atomrun
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
