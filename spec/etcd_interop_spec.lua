@@ -177,6 +177,14 @@ describe("etcd locks beside etcdctl lock", function()
     assert.equal(k.create, r.holders[1].token)
     assert.matches("without an atomrun record", r.holders[1].foreign)
     assert.equal(0, #r.waiters)              -- ours went: wait=false leaves no key
+    -- --revoke breaks it as it breaks ours: the name is free at once
+    local err
+    st, out, err = H.run("who", "--revoke", C:url(name))
+    assert.equal(0, st, err)
+    assert.matches("revoked lease " .. k.lease .. " of an etcd client without an atomrun record "
+                   .. "%(token " .. k.create .. "%)", err)
+    lk = assert(ar.lock(C:url(name), { wait = false }))
+    lk:unlock()
   end)
 
   it("3 atomrun and 2 etcdctl waiters get the lock in create-revision order, one at a time", function()

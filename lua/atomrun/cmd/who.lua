@@ -130,15 +130,17 @@ end
 local function revoke_holders(url, holders)
   local n = 0
   for _, e in ipairs(holders) do
+    -- "of pid 4121 on web-3", or for another client's key what is known
+    local whose = e.foreign and "of " .. e.foreign:gsub(", lease %x+$", "")
+      or string.format("of pid %s on %s", tostring(e.pid or "?"), cli.safe(e.host or "?"))
     local id = math.tointeger(tonumber(e.lease, 16))
     local ok, err = atomrun.etcd.revoke(url, id)
     if not ok then
-      prog:say("cannot revoke lease %s of pid %s on %s: %s", e.lease, tostring(e.pid or "?"),
-        cli.safe(e.host or "?"), err)
+      prog:say("cannot revoke lease %s %s: %s", e.lease, whose, err)
     else
       n = n + 1
-      prog:say("revoked lease %s of pid %s on %s (token %d): that holder now sees 'lost'",
-        e.lease, tostring(e.pid or "?"), cli.safe(e.host or "?"), e.token)
+      prog:say("revoked lease %s %s (token %d): that holder now sees 'lost'",
+        e.lease, whose, e.token)
     end
   end
   return n
