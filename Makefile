@@ -10,6 +10,7 @@ LUA_CMOD  ?= $(PREFIX)/lib/lua/5.4
 LUA_LMOD  ?= $(PREFIX)/share/lua/5.4
 PKGDIR    ?= $(LIBDIR)/pkgconfig
 DOCDIR    ?= $(PREFIX)/share/doc/atomrun
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 
 CC        ?= cc
 LUA       ?= lua5.4
@@ -277,6 +278,7 @@ install: all
 	install -d $(DESTDIR)$(DOCDIR)/examples
 	install -m 644 lua/API.md README.md $(DESTDIR)$(DOCDIR)/
 	install -m 755 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples/
+	install -D -m 644 src/atomrun.bash-completion $(DESTDIR)$(BASHCOMPDIR)/atomrun
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 
 uninstall:
@@ -288,6 +290,7 @@ uninstall:
 	    $(DESTDIR)$(PKGDIR)/atomrun.pc $(DESTDIR)$(LUA_CMOD)/atomrun/core.so \
 	    $(DESTDIR)$(MANDIR)/man1/atomrun.1 $(DESTDIR)$(MANDIR)/man3/atomrun.3
 	rm -rf $(DESTDIR)$(LUA_LMOD)/atomrun $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/atomrun
 	rmdir $(DESTDIR)$(LUA_CMOD)/atomrun 2>/dev/null || true
 	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
 

@@ -57,6 +57,60 @@ describe("atomrun lock #child", function()
       assert.equal(2, (lock(f, "--", "sh", "-c", "exit 2")))
     end)
 
+    it("--slots N: at most N commands at once, each with its ATOMRUN_SLOT; -n when all are taken", function()
+      local sem, d = dir .. "/sem", dir .. "/in"
+      assert.is_true(ar.mkdir(d))
+      -- a slot is exclusive: mkdir of its directory fails if two share it
+      local body = "mkdir " .. H.q(d) .. "/$ATOMRUN_SLOT || exit 9; echo $ATOMRUN_SLOT >> "
+        .. H.q(dir .. "/seen") .. "; sleep 0.3; rmdir " .. H.q(d) .. "/$ATOMRUN_SLOT"
+      local pids = {}
+      for i = 1, 6 do
+        pids[i] = H.spawn(cmdline("--slots", "2", sem, "sh", "-c", body) .. " > " .. H.q(dir .. "/rc" .. i)
+          .. " 2>&1; echo $? >> " .. H.q(dir .. "/rcs"))
+      end
+      assert.is_true(H.wait_until(function()
+        local t = H.exists(dir .. "/rcs") and H.slurp(dir .. "/rcs") or ""
+        return select(2, t:gsub("\n", "")) == 6
+      end, 30))
+      assert.equal("0\n0\n0\n0\n0\n0\n", H.slurp(dir .. "/rcs"))
+      for v in H.slurp(dir .. "/seen"):gmatch("%d+") do assert.truthy(v == "1" or v == "2", v) end
+      -- both slots held: -n is 1 and silent; --verbose says who
+      local stop = dir .. "/stop"
+      for i = 1, 2 do
+        H.spawn(cmdline("--slots", "2", sem, "sh", "-c", "touch " .. H.q(dir .. "/up" .. i)
+          .. "; while [ ! -e " .. H.q(stop) .. " ]; do sleep 0.02; done"))
+      end
+      assert.is_true(H.wait_file(dir .. "/up1", 15) and H.wait_file(dir .. "/up2", 15))
+      local st, out, err = lock("-n", "--slots", "2", sem, "true")
+      assert.equal(1, st)
+      assert.equal("", out .. err)
+      st, _, err = lock("-n", "--verbose", "--slots", "2", sem, "true")
+      assert.equal(1, st)
+      assert.matches("all 2 slots of .* are taken %(held by pids %d+, %d+%)", err)
+      H.write(stop, "")
+      for _, bad in ipairs({ { "--slots", "0", sem, "true" }, { "--slots", "x", sem, "true" },
+          { "--slots", "2", "-s", sem, "true" }, { "--slots", "2", "--fcntl", sem, "true" },
+          { "--slots", "2", "--ttl", "5", sem, "true" } }) do
+        st, out, err = lock(table.unpack(bad))
+        assert.equal(64, st, table.concat(bad, " ") .. ": " .. err)
+      end
+    end)
+
+    it("a mistyped etcd name is a usage error (64) in lock, once, who and doctor; flock takes it as a file", function()
+      for _, args in ipairs({ { "lock", "-n", "etcd:/127.0.0.1:2379/x", "true" },
+          { "lock", "etcd//h:2379/x", "true" }, { "once", "etcd:/h:2379/x", "true" },
+          { "who", "etcd:h:2379/x" }, { "doctor", "etcd+https:/h:2379" } }) do
+        local st, out, err = H.sh("cd " .. H.q(dir) .. " && " .. H.cmd(table.unpack(args)))
+        assert.equal(64, st, table.concat(args, " ") .. ": " .. err)
+        assert.equal("", out)
+        assert.matches("looks like a mistyped etcd name, not a file: the form is etcd://", err)
+      end
+      assert.same({}, H.listdir(dir))
+      assert.equal(0, (H.sh("cd " .. H.q(dir) .. " && ln -s " .. H.q(H.atomrun) .. " flock && ./flock -n "
+        .. H.q("etcd:x") .. " true")))
+      assert.is_true(H.exists(dir .. "/etcd:x"))
+    end)
+
     it("--fcntl on a read-only descriptor says which open mode the lock needs (65)", function()
       H.write(f, "x")
       local st, out, err = H.sh(H.q(H.atomrun) .. " lock --fcntl 5 5<" .. H.q(f))

@@ -50,6 +50,13 @@ describe("atomrun who #child", function()
       assert.matches("^atomrun: cannot examine " .. dir:gsub("%p", "%%%0") .. "/none: No such file", err)
     end)
 
+    it("an etcd name no endpoint answers: 69 as lock's, with the endpoint and the error", function()
+      local st, out, err = who("etcd://127.0.0.1:1/x")
+      assert.equal(69, st)
+      assert.equal("", out)
+      assert.matches("^atomrun: cannot examine etcd://127%.0%.0%.1:1/x: .*127%.0%.0%.1:1", err)
+    end)
+
     it("names the flock holder and a waiter, exit 1", function()
       local ready = dir .. "/ready"
       local pid = start("flock " .. H.q(f) .. " sh -c 'touch " .. H.q(ready) .. "; exec sleep 30'", ready)

@@ -162,6 +162,29 @@ describe("atomrun lock/once with etcd names #child", function()
     assert.equal(4, st)
   end)
 
+  it("atomrun lock --slots N on an etcd name: N at once across processes, ATOMRUN_SLOT, guarded", function()
+    local url = C:url("cli/slots")
+    local stop = dir .. "/stop"
+    for i = 1, 2 do
+      bg(dir .. "/s" .. i, "lock", "--slots", "2", url, "sh", "-c", "echo $ATOMRUN_SLOT > "
+        .. H.q(dir .. "/up" .. i) .. "; while [ ! -e " .. H.q(stop) .. " ]; do sleep 0.05; done")
+    end
+    assert.is_true(H.wait_file(dir .. "/up1", 15) and H.wait_file(dir .. "/up2", 15))
+    H.wait_until(function() return H.slurp(dir .. "/up1") ~= "" and H.slurp(dir .. "/up2") ~= "" end, 5)
+    local slots = { tonumber(H.slurp(dir .. "/up1")), tonumber(H.slurp(dir .. "/up2")) }
+    table.sort(slots)
+    assert.same({ 1, 2 }, slots)
+    local st, out, err = H.run("lock", "-n", "--slots", "2", url, "true")
+    assert.equal(1, st)
+    assert.equal("", out .. err)
+    H.write(stop, "")
+    assert.equal(0, rc(dir .. "/s1"))
+    assert.equal(0, rc(dir .. "/s2"))
+    st, out = H.run("lock", "--slots", "2", url, "sh", "-c", "echo $ATOMRUN_SLOT")
+    assert.equal(0, st)
+    assert.matches("^[12]\n$", out)
+  end)
+
   it("atomrun once --ttl/--kill-after on etcd names; each option refused for the other kind (64)", function()
     local url = C:url("cli/once-ttl")
     local f = dir .. "/t"

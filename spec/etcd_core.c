@@ -20,7 +20,6 @@
  *       N uncontended lock+unlock cycles on one session; print the mean
  *       seconds per cycle (for scripts/bench/etcd.lua)
  *   etcd_core ENDPOINTS queue NAME
- *   etcd_core ENDPOINTS call  PATH JSON
  *   etcd_core ENDPOINTS get   KEY          print "REV VALUE" or CODE|MESSAGE
  *   etcd_core ENDPOINTS put   KEY VALUE [create] [rev=N] [ttl=N]
  *   etcd_core ENDPOINTS fenced NAME KEY VALUE STOPFILE [TTL]
@@ -52,7 +51,7 @@ static atomrun_etcd *client(const char *eps)
 {
     atomrun_etcd_config cfg;
     atomrun_etcd *c;
-    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err e;
     int r;
     atomrun_etcd_config_init(&cfg);
     cfg.endpoints = eps;
@@ -64,17 +63,17 @@ static atomrun_etcd *client(const char *eps)
     cfg.password = getenv("ETCD_PASSWORD");
     if (getenv("ETCD_OP_TIMEOUT"))
         cfg.op_timeout = atof(getenv("ETCD_OP_TIMEOUT"));
-    r = atomrun_etcd_open(&cfg, &c, err, sizeof err);
+    r = atomrun_etcd_open(&cfg, &c, &e);
     if (r < 0) {
-        printf("%s|%s||\n", atomrun_err_name(r), err);
+        printf("%s|%s||\n", atomrun_err_name(r), e.msg);
         exit(1);
     }
     return c;
 }
 
-static void lock_opts(atomrun_remote_opts *o, int argc, char **argv, int at)
+static void lock_opts(atomrun_etcd_lock_opts *o, int argc, char **argv, int at)
 {
-    atomrun_remote_opts_init(o);
+    atomrun_etcd_lock_opts_init(o);
     if (argc > at)
         o->ttl = atoi(argv[at]);
     if (argc > at + 1) {
@@ -85,48 +84,51 @@ static void lock_opts(atomrun_remote_opts *o, int argc, char **argv, int at)
     }
 }
 
-static int fail(int r, atomrun_remote_opts *o)
+/* Take the lock NAME, or print "CODE|MESSAGE|PID|HOST" of the failure. */
+static int take(atomrun_etcd *c, const char *name, const atomrun_etcd_lock_opts *o,
+                atomrun_etcd_lock **l)
 {
-    printf("%s|%s|%d|%s\n", atomrun_err_name(r), o->err, (int)o->holder.pid,
-           o->holder.host);
-    return 1;
+    atomrun_etcd_holder h;
+    atomrun_err e;
+    int r = atomrun_etcd_lock_acquire(c, name, o, l, &h, NULL, &e);
+    if (r < 0)
+        printf("%s|%s|%d|%s\n", atomrun_err_name(r), e.msg, (int)h.pid, h.host);
+    return r;
 }
 
 static int cmd_try(atomrun_etcd *c, int argc, char **argv)
 {
-    atomrun_remote_opts o;
-    atomrun_remote_lock *l;
-    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_etcd_lock_opts o;
+    atomrun_etcd_lock *l;
+    atomrun_err e;
     int r;
     lock_opts(&o, argc, argv, 5);
     o.timeout = atof(argv[4]);
-    r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
-    if (r < 0)
-        return fail(r, &o);
-    printf("ok %lld %d\n", (long long)atomrun_remote_lock_token(l),
-           atomrun_remote_lock_index(l));
+    if (take(c, argv[3], &o, &l) < 0)
+    return 1;
+    printf("ok %lld %d\n", (long long)atomrun_etcd_lock_token(l),
+           atomrun_etcd_lock_index(l));
     if (getenv("ETCD_CORE_TIME"))   /* the bench's hand-off: granted at */
         printf("granted %.9f\n", atomrun_now());
-    r = atomrun_remote_unlock(l, err, sizeof err);
+    r = atomrun_etcd_lock_release(l, &e);
     return r < 0 ? 1 : 0;
 }
 
 static int cmd_hold(atomrun_etcd *c, int argc, char **argv)
 {
-    atomrun_remote_opts o;
-    atomrun_remote_lock *l;
-    char err[ATOMRUN_ETCD_ERRLEN] = "", why[ATOMRUN_ETCD_ERRLEN];
+    atomrun_etcd_lock_opts o;
+    atomrun_etcd_lock *l;
+    atomrun_err e, why;
     int r, said = 0;
     lock_opts(&o, argc, argv, 5);
-    r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
-    if (r < 0)
-        return fail(r, &o);
-    printf("ok %lld %d\n", (long long)atomrun_remote_lock_token(l),
-           atomrun_remote_lock_index(l));
+    if (take(c, argv[3], &o, &l) < 0)
+    return 1;
+    printf("ok %lld %d\n", (long long)atomrun_etcd_lock_token(l),
+           atomrun_etcd_lock_index(l));
     fflush(stdout);
     while (access(argv[4], F_OK) != 0) {
-        if (!said && atomrun_remote_lock_lost(l, why, sizeof why) < 0) {
-            printf("lost|%s\n", why);
+        if (!said && atomrun_etcd_lock_lost(l, &why) < 0) {
+            printf("lost|%s\n", why.msg);
             fflush(stdout);
             said = 1;
         }
@@ -134,8 +136,8 @@ static int cmd_hold(atomrun_etcd *c, int argc, char **argv)
     }
     if (getenv("ETCD_CORE_TIME"))
         printf("releasing %.9f\n", atomrun_now());
-    r = atomrun_remote_unlock(l, err, sizeof err);
-    printf("unlock %s|%s\n", atomrun_err_name(r), err);
+    r = atomrun_etcd_lock_release(l, &e);
+    printf("unlock %s|%s\n", atomrun_err_name(r), e.msg);
     return 0;
 }
 
@@ -143,17 +145,16 @@ static int cmd_incr(atomrun_etcd *c, int argc, char **argv)
 {
     int n = argc > 5 ? atoi(argv[5]) : 10;
     for (int i = 0; i < n; i++) {
-        atomrun_remote_opts o;
-        atomrun_remote_lock *l;
-        char err[ATOMRUN_ETCD_ERRLEN];
+        atomrun_etcd_lock_opts o;
+        atomrun_etcd_lock *l;
+        atomrun_err e;
         long v = 0;
         FILE *f;
         int r;
-        atomrun_remote_opts_init(&o);
+        atomrun_etcd_lock_opts_init(&o);
         o.timeout = 60;
-        r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
-        if (r < 0)
-            return fail(r, &o);
+        if (take(c, argv[3], &o, &l) < 0)
+        return 1;
         if ((f = fopen(argv[4], "r"))) {
             if (fscanf(f, "%ld", &v) != 1)
                 v = 0;
@@ -164,10 +165,10 @@ static int cmd_incr(atomrun_etcd *c, int argc, char **argv)
             fprintf(f, "%ld\n", v + 1);
             fclose(f);
         }
-        printf("%ld %lld\n", v + 1, (long long)atomrun_remote_lock_token(l));
-        r = atomrun_remote_unlock(l, err, sizeof err);
+        printf("%ld %lld\n", v + 1, (long long)atomrun_etcd_lock_token(l));
+        r = atomrun_etcd_lock_release(l, &e);
         if (r < 0) {
-            printf("%s|%s||\n", atomrun_err_name(r), err);
+            printf("%s|%s||\n", atomrun_err_name(r), e.msg);
             return 1;
         }
     }
@@ -176,17 +177,17 @@ static int cmd_incr(atomrun_etcd *c, int argc, char **argv)
 
 static int cmd_slot(atomrun_etcd *c, char **argv)
 {
-    atomrun_remote_opts o;
-    atomrun_remote_lock *l;
-    char err[ATOMRUN_ETCD_ERRLEN], path[4096], cmd[4200];
+    atomrun_etcd_lock_opts o;
+    atomrun_etcd_lock *l;
+    atomrun_err e;
+    char path[4096], cmd[4200];
     int r, k = 0;
     FILE *f;
-    atomrun_remote_opts_init(&o);
+    atomrun_etcd_lock_opts_init(&o);
     o.slots = atoi(argv[4]);
     o.timeout = 60;
-    r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
-    if (r < 0)
-        return fail(r, &o);
+    if (take(c, argv[3], &o, &l) < 0)
+    return 1;
     snprintf(path, sizeof path, "%s/in.%d", argv[5], (int)getpid());
     if ((f = fopen(path, "w")))
         fclose(f);
@@ -196,10 +197,10 @@ static int cmd_slot(atomrun_etcd *c, char **argv)
             k = -1;
         pclose(f);
     }
-    printf("inside %d index %d\n", k, atomrun_remote_lock_index(l));
+    printf("inside %d index %d\n", k, atomrun_etcd_lock_index(l));
     usleep(200000);
     unlink(path);
-    r = atomrun_remote_unlock(l, err, sizeof err);
+    r = atomrun_etcd_lock_release(l, &e);
     return r < 0 ? 1 : 0;
 }
 
@@ -208,20 +209,19 @@ static int cmd_cycle(atomrun_etcd *c, char **argv)
     int n = atoi(argv[4]);
     double t0 = 0;
     for (int i = 0; i <= n; i++) {
-        atomrun_remote_opts o;
-        atomrun_remote_lock *l;
-        char err[ATOMRUN_ETCD_ERRLEN];
+        atomrun_etcd_lock_opts o;
+        atomrun_etcd_lock *l;
+        atomrun_err e;
         int r;
         if (i == 1)
             t0 = atomrun_now();     /* the first cycle also grants the lease */
-        atomrun_remote_opts_init(&o);
+        atomrun_etcd_lock_opts_init(&o);
         o.timeout = 10;
-        r = atomrun_remote_lock_acquire(c, argv[3], &o, &l);
-        if (r < 0)
-            return fail(r, &o);
-        r = atomrun_remote_unlock(l, err, sizeof err);
+        if (take(c, argv[3], &o, &l) < 0)
+        return 1;
+        r = atomrun_etcd_lock_release(l, &e);
         if (r < 0) {
-            printf("%s|%s||\n", atomrun_err_name(r), err);
+            printf("%s|%s||\n", atomrun_err_name(r), e.msg);
             return 1;
         }
     }
@@ -231,12 +231,13 @@ static int cmd_cycle(atomrun_etcd *c, char **argv)
 
 static int cmd_get(atomrun_etcd *c, char **argv)
 {
-    char err[ATOMRUN_ETCD_ERRLEN], *data;
+    atomrun_err e;
+    char *data;
     size_t len;
-    atomrun_remote_kv kv;
-    int r = atomrun_remote_get(c, argv[3], &data, &len, &kv, 0, err, sizeof err);
+    atomrun_etcd_kv_meta kv;
+    int r = atomrun_etcd_get(c, argv[3], &data, &len, &kv, 0, &e);
     if (r < 0) {
-        printf("%s|%s||\n", atomrun_err_name(r), err);
+        printf("%s|%s||\n", atomrun_err_name(r), e.msg);
         return 1;
     }
     printf("%lld %s\n", (long long)kv.mod_rev, data);
@@ -246,10 +247,11 @@ static int cmd_get(atomrun_etcd *c, char **argv)
 
 static int cmd_put(atomrun_etcd *c, int argc, char **argv)
 {
-    char err[ATOMRUN_ETCD_ERRLEN];
-    atomrun_remote_put_opts o;
+    atomrun_err e;
+    atomrun_etcd_put_opts o;
+    atomrun_etcd_put_result out;
     int r;
-    atomrun_remote_put_opts_init(&o);
+    atomrun_etcd_put_opts_init(&o);
     for (int i = 5; i < argc; i++) {
         if (strcmp(argv[i], "create") == 0)
             o.create_only = 1;
@@ -258,12 +260,12 @@ static int cmd_put(atomrun_etcd *c, int argc, char **argv)
         else if (strncmp(argv[i], "ttl=", 4) == 0)
             o.ttl = atoi(argv[i] + 4);
     }
-    r = atomrun_remote_put(c, argv[3], argv[4], strlen(argv[4]), &o, 0, err, sizeof err);
+    r = atomrun_etcd_put(c, argv[3], argv[4], strlen(argv[4]), &o, &out, 0, &e);
     if (r < 0) {
-        printf("%s|%s|%lld|\n", atomrun_err_name(r), err, (long long)o.existing.mod_rev);
+        printf("%s|%s|%lld|\n", atomrun_err_name(r), e.msg, (long long)out.existing.mod_rev);
         return 1;
     }
-    printf("ok %lld\n", (long long)o.revision);
+    printf("ok %lld\n", (long long)out.revision);
     if (o.ttl > 0) {                /* stay, so that the lease lives on */
         fflush(stdout);
         pause();
@@ -273,56 +275,42 @@ static int cmd_put(atomrun_etcd *c, int argc, char **argv)
 
 static int cmd_fenced(atomrun_etcd *c, int argc, char **argv)
 {
-    atomrun_remote_opts lo;
-    atomrun_remote_lock *l;
-    atomrun_remote_put_opts po;
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_etcd_lock_opts lo;
+    atomrun_etcd_lock *l;
+    atomrun_etcd_put_opts po;
+    atomrun_err e;
     int r;
-    atomrun_remote_opts_init(&lo);
+    atomrun_etcd_lock_opts_init(&lo);
     if (argc > 7)
         lo.ttl = atoi(argv[7]);
-    r = atomrun_remote_lock_acquire(c, argv[3], &lo, &l);
-    if (r < 0)
-        return fail(r, &lo);
-    printf("ok %lld\n", (long long)atomrun_remote_lock_token(l));
+    if (take(c, argv[3], &lo, &l) < 0)
+    return 1;
+    printf("ok %lld\n", (long long)atomrun_etcd_lock_token(l));
     fflush(stdout);
     while (access(argv[6], F_OK) != 0)
         usleep(20000);
-    atomrun_remote_put_opts_init(&po);
+    atomrun_etcd_put_opts_init(&po);
     po.fence = l;
-    r = atomrun_remote_put(c, argv[4], argv[5], strlen(argv[5]), &po, 0, err, sizeof err);
-    printf("put %s|%s\n", atomrun_err_name(r), err);
-    atomrun_remote_unlock(l, err, sizeof err);
+    r = atomrun_etcd_put(c, argv[4], argv[5], strlen(argv[5]), &po, NULL, 0, &e);
+    printf("put %s|%s\n", atomrun_err_name(r), e.msg);
+    atomrun_etcd_lock_release(l, &e);
     return 0;
 }
 
 static int cmd_queue(atomrun_etcd *c, char **argv)
 {
-    atomrun_remote_holder h[32];
-    char err[ATOMRUN_ETCD_ERRLEN];
-    int n, r = atomrun_remote_queue(c, argv[3], h, 32, &n, err, sizeof err);
+    atomrun_etcd_holder h[32];
+    atomrun_err e;
+    int n, r = atomrun_etcd_queue(c, argv[3], h, 32, &n, &e);
     if (r < 0) {
-        printf("%s|%s||\n", atomrun_err_name(r), err);
+        printf("%s|%s||\n", atomrun_err_name(r), e.msg);
         return 1;
     }
     printf("%d\n", n);
     for (int i = 0; i < n && i < 32; i++)
-        printf("%lld %d %s %s %s|%s\n", (long long)h[i].token, (int)h[i].pid,
+        printf("%lld %d %s %s %lld|%s\n", (long long)h[i].token, (int)h[i].pid,
                h[i].host, h[i].mode == ATOMRUN_SHARED ? "shared" : "exclusive",
-               h[i].since, h[i].cmd);
-    return 0;
-}
-
-static int cmd_call(atomrun_etcd *c, char **argv)
-{
-    char err[ATOMRUN_ETCD_ERRLEN], *out;
-    int r = atomrun_etcd_call(c, argv[3], argv[4], 0, &out, err, sizeof err);
-    if (r < 0) {
-        printf("%s|%s||\n", atomrun_err_name(r), err);
-        return 1;
-    }
-    printf("%s\n", out);
-    free(out);
+               (long long)h[i].since, h[i].cmd);
     return 0;
 }
 
@@ -488,15 +476,15 @@ static int cmd_txn(atomrun_etcd *c, int argc, char **argv)
 {
     static const char *const types[] = { "?", "put", "range", "delete" };
     atomrun_etcd_txn_result *res;
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_err e;
     txn_args t;
     int r;
     if (parse_txn(&t, argc, argv) < 0)
         return 2;
     r = atomrun_etcd_txn(c, t.cmp, t.ncmp, t.ops[0], t.nops[0], t.ops[1], t.nops[1], &res,
-                         0, err, sizeof err);
+                         0, &e);
     if (r < 0) {
-        printf("%s|%s\n", atomrun_err_name(r), err);
+        printf("%s|%s\n", atomrun_err_name(r), e.msg);
         return 1;
     }
     printf("ok %d %lld\n", res->succeeded, (long long)res->revision);
@@ -517,7 +505,7 @@ int main(int argc, char **argv)
     int r = 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 4) {
-        fprintf(stderr, "usage: etcd_core ENDPOINTS try|hold|incr|queue|call|txn ...\n");
+        fprintf(stderr, "usage: etcd_core ENDPOINTS try|hold|incr|queue|txn ...\n");
         return 2;
     }
     c = client(argv[1]);
@@ -539,8 +527,6 @@ int main(int argc, char **argv)
         r = cmd_fenced(c, argc, argv);
     else if (strcmp(argv[2], "queue") == 0)
         r = cmd_queue(c, argv);
-    else if (strcmp(argv[2], "call") == 0 && argc >= 5)
-        r = cmd_call(c, argv);
     else if (strcmp(argv[2], "txn") == 0)
         r = cmd_txn(c, argc, argv);
     return r;

@@ -264,6 +264,18 @@ describe("files on etcd keys", function()
     assert.has_error(function() st:write({}, { nope = true }) end)
   end)
 
+  it("status write{merge = true} on a key: the fields over the record, in one update", function()
+    local st = ar.status(C:url("kv/merge/web-1"))
+    assert.is_true(st:write({ host = "web-1", started = 100 }))
+    assert.is_true(st:write({ state = "done" }, { merge = true, ttl = 10 }))
+    assert.same({ host = "web-1", started = 100, state = "done" }, st:read())
+    assert.is_true(ar.replace(C:url("kv/merge/junk"), "[1"))
+    local ok, err, code = ar.status(C:url("kv/merge/junk")):write({ x = 1 }, { merge = true })
+    assert.is_nil(ok)
+    assert.equal("EINVAL", code)
+    assert.matches("not a JSON status record to merge into", err)
+  end)
+
   it("create and replace take a file or a reader function, as for files", function()
     local src = dir .. "/src"
     H.write(src, "from a file\0with a NUL")

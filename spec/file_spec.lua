@@ -263,6 +263,41 @@ describe("atomrun.replace", function()
   end)
 end)
 
+describe("a mistyped etcd name is refused, never a local file", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(H.cleanup)
+
+  it("lock, open, create, replace and read: nil, the expected form, EINVAL; nothing created", function()
+    local cwd = H.root
+    for _, name in ipairs({ "etcd:/127.0.0.1:2379/x", "etcd:127.0.0.1:2379/x",
+        "etcd//127.0.0.1:2379/x", "ETCD:/h/x", "etcd+https:/h:2379/x", "etcd+https//h/x" }) do
+      local calls = {
+        function() return ar.lock(name, { wait = false }) end,
+        function() return ar.open(name) end,
+        function() return ar.create(name, "x") end,
+        function() return ar.replace(name, "x") end,
+        function() return ar.read(name) end,
+      }
+      for i, call in ipairs(calls) do
+        local v, msg, code = call()
+        assert.is_nil(v, name .. " #" .. i)
+        assert.equal("EINVAL", code, name .. " #" .. i)
+        assert.matches("looks like a mistyped etcd name, not a file: the form is etcd://HOST:PORT",
+          msg, nil, true)
+      end
+      assert.is_falsy(H.exists(cwd .. "/" .. name:match("^[^/]*")), name)
+    end
+    -- a path that merely starts with the word is a path; literal takes any name
+    local lk = assert(ar.lock(dir .. "/etcd.lock"))
+    lk:unlock()
+    local old = H.sh("cd " .. H.q(dir) .. " && " .. H.q(H.atomrun) .. " -e "
+      .. H.q("assert(atomrun.lock('etcd:x', { literal = true })):unlock()"))
+    assert.equal(0, old)
+    assert.is_true(H.exists(dir .. "/etcd:x"))
+  end)
+end)
+
 describe("create/replace/read failures", function()
   local dir
   before_each(function() dir = H.tmpdir() end)

@@ -20,7 +20,7 @@ describe("make install #heavy", function()
         "lib/libatomrun.so", "lib/pkgconfig/atomrun.pc", "lib/lua/5.4/atomrun/core.so",
         "share/lua/5.4/atomrun/init.lua", "share/lua/5.4/atomrun/recipes.lua",
         "share/lua/5.4/atomrun/cmd/lock.lua", "share/doc/atomrun/API.md",
-        "share/doc/atomrun/examples/cron-job.lua" }) do
+        "share/doc/atomrun/examples/cron-job.lua", "share/bash-completion/completions/atomrun" }) do
       assert.truthy(H.exists(root .. "/" .. f), f)
     end
     -- /usr/local/lib/lua/5.4 is on stock lua5.4's default cpath and

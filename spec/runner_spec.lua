@@ -151,6 +151,27 @@ describe("atomrun options #child", function()
     H.cleanup()
   end)
 
+  it("bash completion (src/atomrun.bash-completion): subcommands, their options, files", function()
+    local function complete(...)
+      local words = {}
+      for i, w in ipairs({ "atomrun", ... }) do words[i] = H.q(w) end
+      local st, out, err = H.sh("bash -c " .. H.q(". " .. H.q(H.root .. "/src/atomrun.bash-completion")
+        .. "; COMP_WORDS=(" .. table.concat(words, " ") .. "); COMP_CWORD=" .. (#words - 1)
+        .. "; _atomrun; [ ${#COMPREPLY[@]} -eq 0 ] || printf '%s\\n' \"${COMPREPLY[@]}\""))
+      assert.equal(0, st, err)
+      return out
+    end
+    assert.matches("^lock\n", complete("lo"))
+    assert.equal("--timeout\n", complete("lock", "--ti"))
+    assert.equal("--status\n", complete("once", "--st"))
+    assert.equal("--json\n", complete("who", "--j"))
+    assert.equal("--version\n", complete("doctor", "--v"))
+    assert.equal("", complete("lock", "-w", ""))                  -- a value: nothing to offer
+    assert.matches("^/tmp\n", complete("once", "--dir", "/tm"))
+    assert.matches("^true\n", complete("lock", "/tmp/x", "tru"))    -- the command
+    assert.equal("", complete("lock", "/tmp/x", "--ti"))           -- the command's own option
+  end)
+
   it("exits 64 with the usage line on a usage error", function()
     for _, args in ipairs({ {}, { "--bogus" }, { "-e" }, { "-x" }, { "--" } }) do
       local st, out, err = H.run(table.unpack(args))

@@ -108,6 +108,35 @@ describe("atomrun.status", function()
     assert.equal("fifo", ar.stat(dir .. "/fifo", false).type)
   end)
 
+  it("write{merge = true}: fields over the record as it is, no writer's field lost", function()
+    local p = dir .. "/merged.json"
+    local st = ar.status(p)
+    assert.is_true(st:write({ state = "running", started = 100 }))
+    assert.is_true(st:write({ state = "done" }, { merge = true }))
+    assert.same({ state = "done", started = 100 }, st:read())
+    -- four processes, each counting its own field 25 times by merging
+    local pids = {}
+    for i = 1, 4 do
+      pids[i] = H.bg_lua([=[
+        local st = atomrun.status(arg[1])
+        for n = 1, 25 do assert(st:write({ ["w" .. arg[2]] = n }, { merge = true })) end
+      ]=], p, i)
+    end
+    for _, pid in ipairs(pids) do assert.is_true(H.wait_exit(pid, 60)) end
+    local r = st:read()
+    for i = 1, 4 do assert.equal(25, r["w" .. i], "w" .. i) end
+    assert.equal(100, r.started)
+    -- a file that is not a JSON object is not merged into, and stays
+    H.write(p, "not json")
+    local ok, err, code = st:write({ x = 1 }, { merge = true })
+    assert.is_nil(ok)
+    assert.equal("EINVAL", code)
+    assert.matches("not a JSON status file to merge into", err)
+    assert.equal("not json", H.slurp(p))
+    assert.has_error(function() st:write({}, { merge = "yes" }) end,
+      "bad argument #2 to 'write' (option 'merge' must be a boolean, not a string)")
+  end)
+
   it("creates a missing directory, as lock and update do", function()
     local st = ar.status(dir .. "/a/b/status.json")
     assert.is_true(st:write({ ok = true }))

@@ -53,11 +53,31 @@ extern "C" {
  * fixed code keeps this function allocation-free and the codes a closed
  * set).  The Lua errname() says "EUNKNOWN" for such a number too. */
 ATOMRUN_API const char *atomrun_err_name(int result);
-/* The result named by one of those codes ("ENOENT", "busy"), or 0 for a
- * name that is none of them. */
-ATOMRUN_API int atomrun_err_from_name(const char *name);
 /* A human sentence for a result ("lock is busy", strerror otherwise). */
 ATOMRUN_API const char *atomrun_strerror(int result);
+
+/*
+ * What a failure says besides its result: the last argument of every call
+ * that can explain one, on files and etcd alike (NULL: the caller does not
+ * want to know).  The result stays the int above; this is the detail a
+ * message needs.  The call clears it, and fills what applies:
+ *   stage, found  file writes (atomrun_create, _replace, _writer_*): the
+ *                 step that failed (enum atomrun_stage; 0 on success) and
+ *                 the S_IFMT bits of what was at the target (0: nothing;
+ *                 set on success too); 0 elsewhere
+ *   msg           a sentence for the failure, naming for etcd calls the
+ *                 endpoint and the last error (never a password); "" when
+ *                 the result says it all
+ * Option structs are inputs only: what a call finds out comes back in
+ * this, in its result, or in an out-parameter of its own (the holder in
+ * the way, the minimum TTL) -- never in the options.
+ */
+#define ATOMRUN_ERRLEN 256
+typedef struct atomrun_err {
+    int      stage;
+    unsigned found;
+    char     msg[ATOMRUN_ERRLEN];
+} atomrun_err;
 
 /* ------------------------------------------------------------ waiting */
 
@@ -106,15 +126,11 @@ typedef struct atomrun_holder {
 
 /*
  * Open (and create, with missing parent directories) a lock file:
- * O_RDWR|O_CREAT|O_CLOEXEC|O_NOFOLLOW|O_NONBLOCK, never O_TRUNC, permission
- * `perm` (masked by umask).  Falls back to O_RDONLY for a file that is
- * readable but not writable, and for a directory.  Returns the descriptor,
- * or -errno (-ELOOP for a symlink).  *writable tells which, if non-NULL.
- */
-ATOMRUN_API int atomrun_lockfile_open(const char *path, int create, int perm,
-                          int *writable);
-/*
- * The same with a symlink policy for the last component of path:
+ * O_RDWR|O_CREAT|O_CLOEXEC|O_NONBLOCK, never O_TRUNC, permission `perm`
+ * (masked by umask).  Falls back to O_RDONLY for a file that is readable
+ * but not writable, and for a directory.  Returns the descriptor, or
+ * -errno.  *writable tells which, if non-NULL.  follow is the symlink
+ * policy for the last component of path:
  *   ATOMRUN_NOFOLLOW          a symlink there is refused (-ELOOP)
  *   ATOMRUN_FOLLOW            followed, as open(2) and flock(1) do, by the
  *                             protected-symlink rule (below): -EACCES for
@@ -127,8 +143,8 @@ ATOMRUN_API int atomrun_lockfile_open(const char *path, int create, int perm,
 enum atomrun_follow {
     ATOMRUN_NOFOLLOW = 0, ATOMRUN_FOLLOW = 1, ATOMRUN_FOLLOW_PROTECTED = 2
 };
-ATOMRUN_API int atomrun_lockfile_open_follow(const char *path, int create, int perm,
-                                 int follow, int *writable);
+ATOMRUN_API int atomrun_lockfile_open(const char *path, int create, int perm,
+                                      int follow, int *writable);
 
 /*
  * The protected-symlink rule, applied by every call that takes a path
@@ -164,7 +180,6 @@ ATOMRUN_API int atomrun_fd_lockable(int fd, int mode, int use_fcntl, int *why);
 
 /* Identity of an open file, for comparing locks: 0 or -errno. */
 ATOMRUN_API int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino);
-ATOMRUN_API int atomrun_close(int fd);
 
 /* flock(2) with a deadline.  0, ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno. */
 ATOMRUN_API int atomrun_flock(int fd, int mode, double timeout);
@@ -192,83 +207,6 @@ ATOMRUN_API int atomrun_range_test(int fd, int mode, int64_t start, int64_t leng
 /* "ofd" or "posix" (the fallback) */
 ATOMRUN_API const char *atomrun_range_mechanism(void);
 
-/* ------------------------------------------------------- held-lock set */
-
-/*
- * The locks one owner (a Lua state, a C host's thread) holds, so that a
- * request only a release of its own could satisfy fails at once with
- * -EDEADLK instead of hanging (the kernel does not see that flock locks on
- * two descriptions of one file, or two OFD locks, belong to one program;
- * etcd sees two sessions of one process as strangers), and so that a child
- * started by atomrun_run() inherits exactly the descriptors of its file
- * locks (atomrun_spawn_opts.keep_fds).
- *
- * An intrusive list: the caller embeds an atomrun_held in whatever owns the
- * lock and keeps it in place while it is in the set (nothing is allocated
- * here).  A set is not locked: one thread uses it at a time.
- */
-enum atomrun_held_kind {
-    ATOMRUN_HELD_FLOCK = 1,
-    ATOMRUN_HELD_RANGE = 2,
-    ATOMRUN_HELD_ETCD = 3               /* a lock on an etcd name */
-};
-
-typedef struct atomrun_held {
-    struct atomrun_held *prev, *next;   /* NULL while not in a set */
-    int         kind;                   /* atomrun_held_kind */
-    int         mode;                   /* ATOMRUN_SHARED/EXCLUSIVE */
-    int         fd;                     /* files; -1 for etcd names */
-    uint64_t    dev, ino;               /* files: atomrun_file_id() */
-    const void *owner;                  /* ranges: the open file (its
-                                           locks merge, see _conflict) */
-    int64_t     start, length;          /* ranges; length 0 = to EOF */
-    /* etcd names: one cluster is one id whatever endpoints reached it
-     * (atomrun_remote_lock_cluster, atomrun_remote_cluster_id); the name
-     * is compared byte for byte, never by a hash (a collision would be a
-     * false "deadlock"), and is not copied: the caller keeps it alive. */
-    uint64_t    cluster;
-    const char *name;
-    size_t      namelen;
-    int         slots;                  /* > 1: one slot of a semaphore of
-                                           that many */
-} atomrun_held;
-
-typedef struct atomrun_heldset {
-    atomrun_held head;                  /* sentinel; do not move the set
-                                           once initialised */
-} atomrun_heldset;
-
-ATOMRUN_API void atomrun_heldset_init(atomrun_heldset *s);
-/* Add h, filled in by the caller with prev/next NULL (a zeroed struct);
- * a no-op if it is already in a set. */
-ATOMRUN_API void atomrun_heldset_add(atomrun_heldset *s, atomrun_held *h);
-/* Take h out of its set; a no-op if it is in none.  No set argument: a
- * release (the hot path) need not find its owner's set. */
-ATOMRUN_API void atomrun_heldset_remove(atomrun_held *h);
-/* A lock in s that the request `req` (kind, mode and the lock's identity:
- * dev, ino and for ranges start/length; for etcd names cluster, name,
- * namelen and slots) conflicts with, ignoring locks held through
- * req->owner when that is not NULL; NULL if none.  Etcd names follow the
- * queue's rule (etcd/lock.c): the kinds exclude each other, shared locks
- * share, and a semaphore's slots conflict only when s holds as many of
- * them as the request's semaphore has (the one returned is then one of
- * them). */
-ATOMRUN_API const atomrun_held *atomrun_heldset_conflict(
-    const atomrun_heldset *s, const atomrun_held *req);
-/* Call fn on every lock in s until it returns non-zero (which is then
- * returned); fn may remove the lock it is given. */
-ATOMRUN_API int atomrun_heldset_foreach(atomrun_heldset *s,
-    int (*fn)(atomrun_held *h, void *ctx), void *ctx);
-/* The descriptors of the file locks in s, at most max of them, into fds
- * (NULL when max is 0); returns how many file locks s holds (which may
- * exceed max).  Etcd names have no descriptor and are not counted. */
-ATOMRUN_API size_t atomrun_heldset_fds(const atomrun_heldset *s, int *fds,
-                                       size_t max);
-/* How many locks s holds, of every kind. */
-ATOMRUN_API size_t atomrun_heldset_count(const atomrun_heldset *s);
-/* 1 if the ranges [s1, s1+l1) and [s2, s2+l2) overlap (length 0: to EOF). */
-ATOMRUN_API int atomrun_ranges_overlap(int64_t s1, int64_t l1, int64_t s2,
-                                       int64_t l2);
 
 /*
  * Every lock on a file, held or waited for (`atomrun who`): flock, OFD and
@@ -296,7 +234,7 @@ ATOMRUN_API int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino);
 enum atomrun_stage {
     ATOMRUN_STAGE_NONE = 0,
     ATOMRUN_STAGE_RESOLVE,   /* following a symlink (opts.follow) */
-    ATOMRUN_STAGE_OPEN,      /* the target itself: what is at path (o->found
+    ATOMRUN_STAGE_OPEN,      /* the target itself: what is at path (found
                                 says what, when it is not a regular file) */
     ATOMRUN_STAGE_WRITE,
     ATOMRUN_STAGE_SYNC,      /* fsync of the new contents */
@@ -314,20 +252,19 @@ typedef struct atomrun_write_opts {
     int mode;        /* permission bits; -1: keep the old file's (replace),
                         0666 & ~umask for a new file */
     int follow;      /* replace: 1 = write through a symlink at path */
-    int stage;       /* OUT: the step that failed */
-    int used_tmpfile;/* OUT: 1 if an unnamed O_TMPFILE was used */
-    unsigned found;  /* OUT: S_IFMT bits of what was at the target (after
-                        follow), 0 if nothing: S_IFREG means there were old
-                        contents, and they are intact after a failure */
 } atomrun_write_opts;
 
 /* Fill *o with the defaults (durable, keep mode, do not follow). */
 ATOMRUN_API void atomrun_write_opts_init(atomrun_write_opts *o);
 
 /*
- * The rules for every call below:
+ * The rules for every call below (o NULL: the defaults):
+ *  - a failure's err->stage is the step that failed, err->found the S_IFMT
+ *    bits of what was at the target (after follow), 0 if nothing: S_IFREG
+ *    means there were old contents, and they are intact after a failure
+ *    (except at ATOMRUN_STAGE_DIRSYNC, when the new contents are in);
  *  - regular files only: a directory (-EISDIR), device node, FIFO or socket
- *    (-EINVAL, o->found says which) at the target, or with follow at the
+ *    (-EINVAL, err->found says which) at the target, or with follow at the
  *    end of the symlink, is refused and left exactly as it was;
  *  - a missing directory is created, with its parents (mode 0777 & ~umask),
  *    as atomrun_lockfile_open does; stage ATOMRUN_STAGE_DIR if it cannot be.
@@ -339,31 +276,33 @@ ATOMRUN_API void atomrun_write_opts_init(atomrun_write_opts *o);
  * all.  -EEXIST ("exists") if anything is already at path.
  */
 ATOMRUN_API int atomrun_create(const char *path, const void *data, size_t len,
-                   atomrun_write_opts *o);
+                               const atomrun_write_opts *o, atomrun_err *err);
 /*
  * Atomic replace: readers see the old contents or the new, never a mix,
  * never nothing.  On failure before the rename the old file is untouched and
  * no temp file remains.  A failure of the final directory fsync returns
- * -errno with o->stage == ATOMRUN_STAGE_DIRSYNC: the replace happened.
+ * -errno with err->stage == ATOMRUN_STAGE_DIRSYNC: the replace happened.
  */
 ATOMRUN_API int atomrun_replace(const char *path, const void *data, size_t len,
-                    atomrun_write_opts *o);
+                                const atomrun_write_opts *o, atomrun_err *err);
 
 /*
  * The same, streamed: contents of any size written in pieces into the temp
  * file, with the same all-or-nothing guarantee.  open -> write... -> commit
  * (or abort).  Both commit and abort free the writer; after a failed write
- * only abort makes sense (commit refuses).  o (NULL: defaults) must stay
- * valid until then: stage and found are reported there.  An aborted
+ * only abort makes sense (commit refuses).  o is read at open (the writer
+ * keeps a copy); each call reports into its own err, the writer
+ * remembering for commit what open found at the target.  An aborted
  * writer leaves no temp file and the target as it was.
  */
 typedef struct atomrun_writer atomrun_writer;
 enum { ATOMRUN_WRITE_CREATE = 0, ATOMRUN_WRITE_REPLACE = 1 };
 ATOMRUN_API int  atomrun_writer_open(atomrun_writer **w, const char *path,
-                                     int how, atomrun_write_opts *o);
+                                     int how, const atomrun_write_opts *o,
+                                     atomrun_err *err);
 ATOMRUN_API int  atomrun_writer_write(atomrun_writer *w, const void *data,
-                                      size_t len);
-ATOMRUN_API int  atomrun_writer_commit(atomrun_writer *w);
+                                      size_t len, atomrun_err *err);
+ATOMRUN_API int  atomrun_writer_commit(atomrun_writer *w, atomrun_err *err);
 ATOMRUN_API void atomrun_writer_abort(atomrun_writer *w);
 
 /* The path a chain of symlinks at path ends at (which need not exist):
@@ -409,7 +348,11 @@ typedef struct atomrun_spawn_opts {
     double       kill_after;   /* ...and KILL this long after */
     int          forward;      /* pass SIGTERM/SIGHUP on to the child;
                                   with new_group always, to the whole group */
-    int          timed_out;    /* OUT: the timeout killed it */
+    /* OUT: the timeout killed it.  The one output an options struct still
+     * carries (see atomrun_err): it qualifies *code, which atomrun_run
+     * reports beside it, and is left here until atomrun_run's status gets
+     * a struct of its own. */
+    int          timed_out;
     /* > 0: the signal the command gets when the calling THREAD ends
      * (PR_SET_PDEATHSIG; the Lua binding uses SIGKILL).  The kernel drops
      * it when the command execs a set-user-ID program. */
@@ -438,17 +381,6 @@ ATOMRUN_API int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o);
 /* --------------------------------------------------------------- misc */
 
 ATOMRUN_API double atomrun_now(void);            /* CLOCK_MONOTONIC seconds */
-ATOMRUN_API void   atomrun_sleep(double seconds);/* the full time, despite signals */
-
-typedef struct atomrun_stat {
-    uint64_t dev, ino, size;
-    unsigned uid, gid, mode;         /* mode: permission bits */
-    char     type[12];               /* "file", "directory", "link", ... */
-    double   mtime;
-} atomrun_stat;
-ATOMRUN_API int atomrun_stat_path(const char *path, int follow, atomrun_stat *st);
-/* mkdir -p: 0 also if a directory exists there; -ENOTDIR if a file does. */
-ATOMRUN_API int atomrun_mkdir(const char *path, int mode);
 
 /*
  * What the filesystem under dir supports, each tested for real:
@@ -530,7 +462,7 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
  * its own:
  *   client   endpoints, TLS, user/password; one POST that rotates to the
  *            next endpoint on a transport error or timeout and rides out a
- *            leader election, all within the caller's deadline
+ *            leader election, all within the caller's timeout
  *   session  one lease per process, cluster and TTL, granted before the
  *            first wait and kept alive every TTL/3 by a background thread,
  *            revoked at exit
@@ -544,9 +476,19 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
  *            n > 1 slots: a semaphore; shared mode: readers-writer.
  * Results are 0 / -errno like the rest of the core, plus:
  *   lost         the lease could have expired: the lock may be someone else's
- *   unavailable  no endpoint answered before the deadline
- * Failures also fill a caller's `err` buffer with a sentence naming the
- * endpoint and the last error (never a password).
+ *   unavailable  no endpoint answered in time
+ * Every call that talks to the cluster takes an atomrun_err (last, NULL
+ * allowed) whose msg a failure fills with a sentence naming the endpoint
+ * and the last error (never a password).
+ *
+ * Time is relative, as for the file locks: a `double timeout` in seconds
+ * that the call may take, rotating endpoints within it --
+ *   > 0              that long
+ *   0                the client's op_timeout (atomrun_etcd_config)
+ *   ATOMRUN_FOREVER  (any negative value) until a member answers
+ * -- and for a lock, atomrun_etcd_lock_opts.timeout, the time to wait for
+ * the turn (0: do not wait, "busy").  atomrun_etcd_watch alone has no
+ * forever (see there).
  */
 #define ATOMRUN_ELOST         (-20003)
 #define ATOMRUN_EUNAVAILABLE  (-20004)
@@ -554,7 +496,7 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
 /* A lock's keys are the name's own (etcd's layout: ATOMRUN_ETCD_LOCK_PREFIX
  * NAME "/" <lease hex>), so the lock prefix is empty.  A key there whose
  * value is not an atomrun record (etcdctl writes an empty one) is another
- * client's exclusive holder: its atomrun_remote_holder has pid 0 and host "". */
+ * client's exclusive holder: its atomrun_etcd_holder has pid 0 and host "". */
 #define ATOMRUN_ETCD_LOCK_PREFIX ""
 /* atomrun's bookkeeping, out of the users' names (a lock name equal to
  * "atomrun" or under it is refused): create's creator records (CREATOR
@@ -566,9 +508,8 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
 #define ATOMRUN_ETCD_CREATOR_PREFIX ATOMRUN_ETCD_PREFIX "creator/"
 #define ATOMRUN_ETCD_NONCE_PREFIX   ATOMRUN_ETCD_PREFIX "nonce/"
 #define ATOMRUN_ETCD_ALIVE_PREFIX   ATOMRUN_ETCD_PREFIX "alive/"
-#define ATOMRUN_ETCD_ERRLEN      256
 /* A guarded command is dead this many seconds before its lock's lease can
- * expire (atomrun_remote_lock_guard). */
+ * expire (atomrun_etcd_lock_guard). */
 #define ATOMRUN_ETCD_GUARD_MARGIN 0.25
 
 /*
@@ -591,7 +532,7 @@ typedef struct atomrun_etcd_config {
     const char *user;        /* etcd auth (NULL: none) */
     const char *password;
     double      op_timeout;  /* seconds an operation may take when the caller
-                                gives no deadline of its own (default 5) */
+                                gives a timeout of 0 (default 5) */
 } atomrun_etcd_config;
 
 ATOMRUN_API void atomrun_etcd_config_init(atomrun_etcd_config *cfg);
@@ -605,88 +546,88 @@ ATOMRUN_API void atomrun_etcd_config_init(atomrun_etcd_config *cfg);
  * cannot be loaded (err names the package), -ENOMEM.
  */
 ATOMRUN_API int  atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
-                       char *err, size_t errlen);
+                                   atomrun_err *err);
 /* The endpoints, "h1:p1,h2:p2" (for messages). */
 ATOMRUN_API const char *atomrun_etcd_endpoints(const atomrun_etcd *c);
-/*
- * One gateway call: POST json to path ("/v3/kv/range") and return the
- * answer's JSON text in *out (malloc'd) -- the building block for key
- * operations.  deadline: atomrun_now()-based absolute time, or <= 0 for
- * now + op_timeout.  0, ATOMRUN_EUNAVAILABLE, -EACCES (auth), -EPROTO (not an
- * etcd endpoint), -EINVAL (the server rejected the request: err has its
- * message), -ENOMEM.
- */
-ATOMRUN_API int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,
-                      double deadline, char **out, char *err, size_t errlen);
 
-/* The cluster's minimum lease TTL is found by asking: a TTL below it is
- * -ERANGE with *min_ttl set. */
-typedef struct atomrun_remote_holder {
+/*
+ * Who holds (or waits for) an etcd lock, or created a key.  Not one struct
+ * with atomrun_holder: a file holder's range and kind mean nothing on etcd,
+ * nor an etcd holder's token, lease, host and key on a file, and a caller
+ * meets one backend at a time -- but what they share has the same name
+ * and type in both (pid, mode, cmd, since: epoch seconds, parsed from the
+ * record where the key is read), so code that shows a holder reads alike.
+ */
+typedef struct atomrun_etcd_holder {
     int64_t token;          /* create revision of the holder's key */
     int64_t lease;          /* its lease id */
     pid_t   pid;            /* 0 when unknown */
     int     mode;           /* ATOMRUN_SHARED or ATOMRUN_EXCLUSIVE */
     char    host[64];
-    char    cmd[128];       /* credentials already stripped */
-    char    since[32];      /* UTC, ISO 8601 */
+    char    cmd[128];       /* credentials already stripped, control
+                               characters escaped */
+    int64_t since;          /* when it took the key (epoch seconds); 0 unknown */
     char    key[320];       /* the etcd key */
     int     slots;          /* a semaphore's slot: its count n; 0 a lock */
-    int     waiting;        /* atomrun_remote_queue: 1 waits, 0 holds */
-} atomrun_remote_holder;
+    int     waiting;        /* atomrun_etcd_queue: 1 waits, 0 holds */
+} atomrun_etcd_holder;
 
-typedef struct atomrun_remote_opts {
+typedef struct atomrun_etcd_lock_opts {
     int         mode;       /* ATOMRUN_EXCLUSIVE (default) or ATOMRUN_SHARED */
     int         slots;      /* 1 (default): a mutex; n: a semaphore of n */
     double      timeout;    /* ATOMRUN_FOREVER (default), 0, > 0 seconds */
-    int         ttl;        /* lease seconds (default 10) */
+    int         ttl;        /* lease seconds (default 10); the cluster's
+                               minimum is found by asking: below it is
+                               -ERANGE with acquire's *min_ttl set */
     const char *cmd;        /* command recorded for others to see; NULL: this
                                process's command line, credentials stripped */
-    /* OUT */
-    atomrun_remote_holder holder;   /* busy/timeout: who holds it (token 0:
-                                       unknown) */
-    int         min_ttl;    /* -ERANGE: the cluster's minimum TTL */
-    char        err[ATOMRUN_ETCD_ERRLEN];
-} atomrun_remote_opts;
+} atomrun_etcd_lock_opts;
 
-ATOMRUN_API void atomrun_remote_opts_init(atomrun_remote_opts *o);
+ATOMRUN_API void atomrun_etcd_lock_opts_init(atomrun_etcd_lock_opts *o);
 
-typedef struct atomrun_remote_lock atomrun_remote_lock;
+typedef struct atomrun_etcd_lock atomrun_etcd_lock;
 
 /*
  * Take the lock NAME (any bytes but NUL, not empty, at most 200) on the
  * cluster.  0 and *out; ATOMRUN_EBUSY (timeout 0), ATOMRUN_ETIMEOUT,
  * ATOMRUN_EUNAVAILABLE, ATOMRUN_ELOST (the lease expired while waiting and
  * no time was left to queue again), -ERANGE (ttl), -EINVAL, -EACCES, -EPROTO.
- * On busy/timeout o->holder names the holder; a waiter that gives up leaves
- * no key behind.
+ * A waiter that gives up leaves no key behind.  Two out-parameters besides
+ * err (each NULL allowed), because what they carry is no sentence: *holder,
+ * on busy/timeout (and -EINVAL for a semaphore of another count), the
+ * holder in the way (token 0: unknown); *min_ttl, on -ERANGE, the
+ * cluster's minimum TTL (0: ttl < 1 was refused here) -- as
+ * atomrun_etcd_session_lease reports it.
  */
-ATOMRUN_API int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
-                                atomrun_remote_opts *o,
-                                atomrun_remote_lock **out);
+ATOMRUN_API int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
+                                          const atomrun_etcd_lock_opts *o,
+                                          atomrun_etcd_lock **out,
+                                          atomrun_etcd_holder *holder, int *min_ttl,
+                                          atomrun_err *err);
 /* The fencing token: strictly increasing from one holder of NAME to the
  * next (the key's create revision). */
-ATOMRUN_API int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l);
+ATOMRUN_API int64_t atomrun_etcd_lock_token(const atomrun_etcd_lock *l);
 /* Rank among the holders when granted (1-based; semaphores). */
-ATOMRUN_API int atomrun_remote_lock_index(const atomrun_remote_lock *l);
-ATOMRUN_API const char *atomrun_remote_lock_key(const atomrun_remote_lock *l);
-ATOMRUN_API int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l);
+ATOMRUN_API int atomrun_etcd_lock_index(const atomrun_etcd_lock *l);
+ATOMRUN_API const char *atomrun_etcd_lock_key(const atomrun_etcd_lock *l);
+ATOMRUN_API int64_t atomrun_etcd_lock_lease(const atomrun_etcd_lock *l);
 /* The lease's TTL, seconds. */
-ATOMRUN_API int atomrun_remote_lock_ttl(const atomrun_remote_lock *l);
+ATOMRUN_API int atomrun_etcd_lock_ttl(const atomrun_etcd_lock *l);
 /* The id of the cluster that granted the lock (from its answer; 0 if it
- * gave none).  atomrun_remote_cluster_id asks c's cluster for its own (one
+ * gave none).  atomrun_etcd_cluster_id asks c's cluster for its own (one
  * read): two endpoint lists name one cluster when the ids are equal. */
-ATOMRUN_API uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l);
-ATOMRUN_API int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
-                                          char *err, size_t errlen);
+ATOMRUN_API uint64_t atomrun_etcd_lock_cluster(const atomrun_etcd_lock *l);
+ATOMRUN_API int atomrun_etcd_cluster_id(atomrun_etcd *c, double timeout, uint64_t *id,
+                                        atomrun_err *err);
 /*
- * 0 while the lock is certainly held; ATOMRUN_ELOST, with why (if non-NULL)
- * filled, as soon as the lease could have expired: a keepalive answered
- * without a TTL, or the deadline counted from the last confirmed
- * keepalive's SEND time passed (on CLOCK_BOOTTIME: time suspended counts).
+ * 0 while the lock is certainly held; ATOMRUN_ELOST, with err->msg (if err
+ * is not NULL) saying why, as soon as the lease could have expired: a
+ * keepalive answered without a TTL, or the deadline counted from the last
+ * confirmed keepalive's SEND time passed (on CLOCK_BOOTTIME: time
+ * suspended counts).
  * Cheap (no network); sticky.
  */
-ATOMRUN_API int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why,
-                             size_t len);
+ATOMRUN_API int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, atomrun_err *err);
 /*
  * Guard a command: a watchdog PROCESS (forked now; it runs in a process
  * group of its own, so a SIGSTOP or SIGKILL of this process does not stop
@@ -703,13 +644,14 @@ ATOMRUN_API int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why
  * child of this process, for a caller that starts the command only after
  * the guard (those children are not ended if this process is killed:
  * start them with PR_SET_PDEATHSIG).  -ERANGE: kill_after does not fit.
- * unguard stops it (unlock does too) and returns what it sent: 0
- * nothing, or the bits 1 (SIGTERM) and 2 (SIGKILL).  Stop it right after waiting for the command: its pid may be
- * reused once it has been waited for.
+ * unguard stops it (release does too) and returns what it sent: 0
+ * nothing, or the bits 1 (SIGTERM) and 2 (SIGKILL).  Stop it right after
+ * waiting for the command: its pid may be reused once it has been waited
+ * for.
  */
-ATOMRUN_API int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid,
-                                          double kill_after);
-ATOMRUN_API int atomrun_remote_lock_unguard(atomrun_remote_lock *l);
+ATOMRUN_API int atomrun_etcd_lock_guard(atomrun_etcd_lock *l, pid_t pgid,
+                                        double kill_after);
+ATOMRUN_API int atomrun_etcd_lock_unguard(atomrun_etcd_lock *l);
 /*
  * Release: delete the key only if it still has this lock's token.  0 or
  * ATOMRUN_ELOST (someone else's now, or the lease was lost): l is freed.
@@ -719,66 +661,72 @@ ATOMRUN_API int atomrun_remote_lock_unguard(atomrun_remote_lock *l);
  * and the release (or the lease's revoke) is retried in the background
  * until a member answers; err says which and what happens next.  l then
  * stays, released as far as the caller goes (never a fence, never
- * guarded): atomrun_remote_unlock(l) again says how it went -- 0 once a
+ * guarded): atomrun_etcd_lock_release(l) again says how it went -- 0 once a
  * member answered (l freed), ATOMRUN_EUNAVAILABLE while pending -- and
- * atomrun_remote_lock_free(l) drops it without asking (the retry goes on).
+ * atomrun_etcd_lock_free(l) drops it without asking (the retry goes on).
  */
-ATOMRUN_API int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen);
+ATOMRUN_API int atomrun_etcd_lock_release(atomrun_etcd_lock *l, atomrun_err *err);
 /* Free l: a held lock is released first (its result dropped), a pending
  * release is left to its retry. */
-ATOMRUN_API void atomrun_remote_lock_free(atomrun_remote_lock *l);
+ATOMRUN_API void atomrun_etcd_lock_free(atomrun_etcd_lock *l);
 /*
  * The holders and waiters of NAME in queue order (holders first): up to max
  * entries into h, the total count in *count.
  */
-ATOMRUN_API int atomrun_remote_queue(atomrun_etcd *c, const char *name,
-                         atomrun_remote_holder *h, int max, int *count,
-                         char *err, size_t errlen);
+ATOMRUN_API int atomrun_etcd_queue(atomrun_etcd *c, const char *name,
+                                   atomrun_etcd_holder *h, int max, int *count,
+                                   atomrun_err *err);
 /*
  * Keys (the ground of create/replace/read/update on etcd names): raw etcd
  * keys, values of any bytes.  get: 0 with *data (malloc'd, NUL-terminated),
  * *len and *kv; -ENOENT for a missing key.  put: one txn with the
- * conditions of o -- create_only (-EEXIST, o->existing filled), if_mod_rev
- * (-ESTALE: changed since read), fence (ATOMRUN_ELOST: that lock's key no
- * longer has its token, so nothing was written), ttl (the key is bound to
- * this process's lease of that TTL: it goes a TTL after the process dies).
+ * conditions of o -- create_only (-EEXIST, out->existing and out->creator
+ * filled), if_mod_rev (-ESTALE: changed since read), fence (ATOMRUN_ELOST:
+ * that lock's key no longer has its token, so nothing was written), ttl
+ * (the key is bound to this process's lease of that TTL: it goes a TTL
+ * after the process dies).  What the put found out is in *out (NULL
+ * allowed), the options being inputs only.
  */
-typedef struct atomrun_remote_kv {
+typedef struct atomrun_etcd_kv_meta {     /* atomrun_etcd_kv without the bytes */
     int64_t create_rev, mod_rev, version, lease;
-} atomrun_remote_kv;
+} atomrun_etcd_kv_meta;
 
-typedef struct atomrun_remote_put_opts {
-    int                         create_only;
-    int64_t                     if_mod_rev;  /* > 0: only if unchanged */
-    const atomrun_remote_lock  *fence;       /* only while this lock holds */
-    int                         ttl;         /* > 0: bound to the session */
-    int64_t                     revision;    /* OUT: the write's revision */
-    atomrun_remote_kv           existing;    /* OUT on failure: the key now */
-    /* OUT on -EEXIST: who created the key, from the creator record a
+typedef struct atomrun_etcd_put_opts {
+    int                      create_only;
+    int64_t                  if_mod_rev;  /* > 0: only if unchanged */
+    const atomrun_etcd_lock *fence;       /* only while this lock holds */
+    int                      ttl;         /* > 0: bound to the session */
+} atomrun_etcd_put_opts;
+
+typedef struct atomrun_etcd_put_result {
+    int64_t              revision;        /* the write's revision (0: failed) */
+    atomrun_etcd_kv_meta existing;        /* on failure: the key now */
+    /* on -EEXIST: who created the key, from the creator record a
      * create_only write leaves beside it (atomrun/creator/KEY, written in
      * the same txn): token = its create revision; pid 0 and host "" when
      * the key was made by another writer (etcdctl, a replace). */
-    atomrun_remote_holder       creator;
-} atomrun_remote_put_opts;
+    atomrun_etcd_holder  creator;
+} atomrun_etcd_put_result;
 
-ATOMRUN_API void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o);
+ATOMRUN_API void atomrun_etcd_put_opts_init(atomrun_etcd_put_opts *o);
 /*
  * The process's session lease for ttl seconds on c (the one ttl-bound puts
  * and locks of that ttl share): granted now if there is none or the last
  * was lost, then kept alive while the process runs and revoked at its exit
  * (gone a TTL after a crash).  For a caller that binds keys of its own
- * txns to the process.  -ERANGE with *min_ttl: the cluster's minimum TTL
- * is above ttl.
+ * txns to the process.  -ERANGE with *min_ttl (NULL allowed): the
+ * cluster's minimum TTL is above ttl.
  */
-ATOMRUN_API int atomrun_remote_session_lease(atomrun_etcd *c, int ttl, double deadline,
-                                             int64_t *lease, int *min_ttl, char *err,
-                                             size_t errlen);
-ATOMRUN_API int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
-                                   size_t *len, atomrun_remote_kv *kv,
-                                   double deadline, char *err, size_t errlen);
-ATOMRUN_API int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
-                                   size_t len, atomrun_remote_put_opts *o,
-                                   double deadline, char *err, size_t errlen);
+ATOMRUN_API int atomrun_etcd_session_lease(atomrun_etcd *c, int ttl, double timeout,
+                                           int64_t *lease, int *min_ttl,
+                                           atomrun_err *err);
+ATOMRUN_API int atomrun_etcd_get(atomrun_etcd *c, const char *key, char **data,
+                                 size_t *len, atomrun_etcd_kv_meta *kv,
+                                 double timeout, atomrun_err *err);
+ATOMRUN_API int atomrun_etcd_put(atomrun_etcd *c, const char *key, const void *data,
+                                 size_t len, const atomrun_etcd_put_opts *o,
+                                 atomrun_etcd_put_result *out, double timeout,
+                                 atomrun_err *err);
 
 /*
  * Transactions: one /v3/kv/txn, in the style of clientv3's
@@ -788,7 +736,7 @@ ATOMRUN_API int atomrun_remote_put(atomrun_etcd *c, const char *key, const void 
  * lengths); the base64 and the JSON of the gateway stay inside.  The
  * enumerations start at 1, so a target, result or op type left zero is
  * refused (-EINVAL), never a guess.  The library's own locks and keys
- * (atomrun_remote_*) are txns of this kind.
+ * ((atomrun_etcd_lock_*, atomrun_etcd_get/put)) are txns of this kind.
  */
 enum atomrun_etcd_target {          /* what of the key a compare looks at */
     ATOMRUN_ETCD_VERSION = 1,       /* number: writes since created (0: absent) */
@@ -884,11 +832,12 @@ typedef struct atomrun_etcd_txn_result {
  * Send one txn: 0 and *out (free it with atomrun_etcd_txn_free) whichever
  * branch ran; -EINVAL before sending (a NULL or empty key, an unknown
  * target, result, op type or sort, range_end with prefix: err says which);
- * or what atomrun_etcd_call returns: ATOMRUN_EUNAVAILABLE, -EACCES,
+ * or what any call of the cluster may return: ATOMRUN_EUNAVAILABLE, -EACCES,
  * -EPROTO, -EINVAL (the server refused it -- too many ops, one key written
  * twice -- and err has its words), -E2BIG (over the cluster's
- * --max-request-bytes), -ENOENT (a put's lease is gone), and -ENOMEM.  timeout: seconds the call may take, rotating endpoints within
- * it; 0 the client's op_timeout; ATOMRUN_FOREVER until a member answers.
+ * --max-request-bytes), -ENOENT (a put's lease is gone), and -ENOMEM.
+ * timeout: seconds the call may take, rotating endpoints within it; 0 the
+ * client's op_timeout; ATOMRUN_FOREVER until a member answers.
  * A txn that got no answer may still have been applied: make it one whose
  * second copy does no harm (a compare on what it writes).
  */
@@ -896,23 +845,23 @@ ATOMRUN_API int  atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, 
                                   const atomrun_etcd_op *then, size_t nthen,
                                   const atomrun_etcd_op *otherwise, size_t nelse,
                                   atomrun_etcd_txn_result **out, double timeout,
-                                  char *err, size_t errlen);
+                                  atomrun_err *err);
 ATOMRUN_API void atomrun_etcd_txn_free(atomrun_etcd_txn_result *res);
 
 /*
- * Watch key (every key under it when it ends in '/') from start_rev until
- * `until` (atomrun_now() seconds): fn(ud, result) with each result of
- * etcd's watch stream as JSON text ({"events": [...], "header": ...}); a
- * nonzero return stops.  1: fn stopped it; 0: time up, the stream broke or
- * the server cancelled the watch (a compaction): look again; < 0 an error.
+ * Watch key (every key under it when it ends in '/') from start_rev for
+ * timeout seconds: fn(ud, result) with each result of etcd's watch stream
+ * as JSON text ({"events": [...], "header": ...}); a nonzero return stops.
+ * 1: fn stopped it; 0: time up, the stream broke or the server cancelled
+ * the watch (a compaction): look again; < 0 an error.  timeout <= 0
+ * returns 0 at once: no ATOMRUN_FOREVER here, because the stream is one
+ * transfer that needs a finite time, and a watch ends at any break anyway,
+ * so a caller that watches for long loops.
  */
-typedef int (*atomrun_remote_watch_fn)(void *ud, const char *result);
-ATOMRUN_API int atomrun_remote_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
-                                     double until, atomrun_remote_watch_fn fn, void *ud,
-                                     char *err, size_t errlen);
-
-/* Remove userinfo ("user:password@") from URLs in s, in place. */
-ATOMRUN_API void atomrun_remote_scrub(char *s);
+typedef int (*atomrun_etcd_watch_fn)(void *ud, const char *result);
+ATOMRUN_API int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
+                                   double timeout, atomrun_etcd_watch_fn fn, void *ud,
+                                   atomrun_err *err);
 
 #ifdef __cplusplus
 }

@@ -122,13 +122,52 @@ function Status.__index(st, name)
   return rawget(st, "_store").methods[name]
 end
 
+-- write{merge = true}: the fields of tbl over the record as it is now, in
+-- one read-modify-write (update's: under the sidecar lock for a file, a
+-- revision-checked txn for a key), so that two writers merging different
+-- fields lose neither's.  A record that is not a JSON object is an error,
+-- never overwritten.
+local function write_merged(st, tbl, wopts)
+  local bad
+  local uopts = wopts
+  uopts.merge = nil
+  local new, err, code = M.update(st._name, function(old)
+    local cur = {}
+    if old and old ~= "" then
+      local ok, value = pcall(json.decode, old)
+      if not ok or type(value) ~= "table" then
+        bad = st.path .. ": not a JSON " .. st._store.what .. " to merge into"
+        return nil
+      end
+      cur = value
+    end
+    for k, v in pairs(tbl) do cur[k] = v end
+    return json.encode(cur) .. "\n"
+  end, uopts)
+  if bad then return nil, bad, "EINVAL" end
+  if new == nil then return nil, err, code end
+  return true
+end
+
 function Status:write(tbl, opts)
   check.arg("write", 1, tbl, "table")
+  local merge
+  if type(opts) == "table" then merge = opts.merge end
+  if merge ~= nil and type(merge) ~= "boolean" then
+    error("bad argument #2 to 'write' (option 'merge' must be a boolean, not a " .. type(merge)
+      .. ")", 2)
+  end
+  if merge ~= nil then
+    local copy = {}
+    for k, v in pairs(opts) do if k ~= "merge" then copy[k] = v end end
+    opts = copy
+  end
   opts = check_opts("write", 2, opts, self._store.write_names)
   local ok, text = pcall(json.encode, tbl)
   if not ok then
     error("bad argument #1 to 'write' (cannot encode as JSON: " .. tostring(text) .. ")", 2)
   end
+  if merge then return write_merged(self, tbl, self._store.write_opts(self, opts)) end
   return atomrun.replace(self._name, text .. "\n", self._store.write_opts(self, opts))
 end
 

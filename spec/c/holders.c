@@ -7,7 +7,7 @@
  *     the child (alive, holding it), never the dead taker;
  *     atomrun_pid_holds agrees;
  *   - atomrun_fd_lockable: a closed, an O_PATH and a read-only descriptor;
- *   - atomrun_lockfile_open_follow: no-follow, follow;
+ *   - atomrun_lockfile_open: no-follow, follow;
  *   - atomrun_run: an inheritable descriptor of the caller reaches the
  *     command (`echo >&N`), a close-on-exec one does not, and on_start
  *     returning non-zero kills and reaps the command (-ECANCELED).
@@ -80,7 +80,7 @@ static void test_live_holder(void)
     path_in(path, sizeof path, "orphan.lock");
     child = orphaned_holder(path, &taker);
     CHECK(child > 0, "no holder child");
-    fd = atomrun_lockfile_open(path, 1, 0600, NULL);
+    fd = atomrun_lockfile_open(path, 1, 0600, ATOMRUN_NOFOLLOW, NULL);
     CHECK(fd >= 0, "open: %d", fd);
     r = atomrun_flock(fd, ATOMRUN_EXCLUSIVE, 0);
     CHECK(r == ATOMRUN_EBUSY, "flock: %d, not busy", r);
@@ -108,7 +108,7 @@ static void test_live_holder(void)
     n = atomrun_who(path, &list);
     CHECK(n == 1 && list[0].h.pid == getpid(), "who names us now: %d", n);
     free(list);
-    atomrun_close(fd);
+    close(fd);
     n = atomrun_who(path, &list);
     CHECK(n == 0 && list == NULL, "free file: %d", n);
 }
@@ -143,18 +143,18 @@ static void test_follow(void)
     path_in(target, sizeof target, "target");
     path_in(link, sizeof link, "link");
     CHECK(symlink("target", link) == 0, "symlink");
-    fd = atomrun_lockfile_open(link, 1, 0600, NULL);
+    fd = atomrun_lockfile_open(link, 1, 0600, ATOMRUN_NOFOLLOW, NULL);
     CHECK(fd == -ELOOP, "no-follow: %d", fd);
-    fd = atomrun_lockfile_open_follow(link, 1, 0600, ATOMRUN_FOLLOW, NULL);
+    fd = atomrun_lockfile_open(link, 1, 0600, ATOMRUN_FOLLOW, NULL);
     CHECK(fd >= 0 && access(target, F_OK) == 0, "follow: %d", fd);
     if (fd >= 0)
-        atomrun_close(fd);
-    fd = atomrun_lockfile_open_follow(link, 1, 0600, ATOMRUN_FOLLOW_PROTECTED,
+        close(fd);
+    fd = atomrun_lockfile_open(link, 1, 0600, ATOMRUN_FOLLOW_PROTECTED,
                                       NULL);
     CHECK(fd >= 0, "protected, our own link: %d", fd);
     if (fd >= 0)
-        atomrun_close(fd);
-    CHECK(atomrun_lockfile_open_follow(link, 1, 0600, 7, NULL) == -EINVAL,
+        close(fd);
+    CHECK(atomrun_lockfile_open(link, 1, 0600, 7, NULL) == -EINVAL,
           "bad follow value");
 }
 

@@ -76,7 +76,7 @@ static void *waiter_main(void *arg)
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, NULL);
     }
-    fd = atomrun_lockfile_open(w->path, 1, 0666, NULL);
+    fd = atomrun_lockfile_open(w->path, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
     if (fd < 0) {
         w->open_error = fd;
         atomic_store(&w->started, 1);
@@ -89,7 +89,7 @@ static void *waiter_main(void *arg)
     w->took = atomrun_now() - t0;
     if (w->result == 0)
         atomrun_funlock(fd);
-    atomrun_close(fd);
+    close(fd);
     atomic_store(&w->done, 1);
     return NULL;
 }
@@ -166,7 +166,7 @@ int main(void)
     CHECK(atomrun_timer_signal() == 0, "a refused set_timer_signal chose signal %d",
           atomrun_timer_signal());
 
-    holder_fd = atomrun_lockfile_open(path, 1, 0666, NULL);
+    holder_fd = atomrun_lockfile_open(path, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
     if (holder_fd < 0) {
         fprintf(stderr, "thread_waits: cannot open %s: %s\n", path, atomrun_strerror(holder_fd));
         return 1;
@@ -243,7 +243,7 @@ int main(void)
 
     /* timeout 0 is "busy" at once; a free lock is granted with a timeout. */
     {
-        int fd2 = atomrun_lockfile_open(path, 1, 0666, NULL);
+        int fd2 = atomrun_lockfile_open(path, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
         CHECK(atomrun_flock(holder_fd, ATOMRUN_SHARED, 0) == 0, "shared lock refused");
         r = atomrun_flock(fd2, ATOMRUN_EXCLUSIVE, 0);
         CHECK(r == ATOMRUN_EBUSY, "timeout 0 gave %d, not ATOMRUN_EBUSY", r);
@@ -252,10 +252,10 @@ int main(void)
               atomrun_err_name(ATOMRUN_ETIMEOUT));
         r = atomrun_flock(fd2, ATOMRUN_SHARED, 5);
         CHECK(r == 0, "shared with shared gave %d", r);
-        atomrun_close(fd2);
+        close(fd2);
     }
 
-    atomrun_close(holder_fd);
+    close(holder_fd);
     unlink(path);
     rmdir(dir);
     if (failures) {

@@ -6,7 +6,7 @@
  *     file never see a mix (the old inode keeps the old bytes);
  *   - abort leaves the old file byte for byte and no temp file; commit after
  *     a failed write is refused;
- *   - create through the writer says -EEXIST, with o.found set, when the
+ *   - create through the writer says -EEXIST, with e.found set, when the
  *     name is taken, before anything is written;
  *   - a FIFO at the target: -EINVAL, stage OPEN, found S_IFIFO, still a FIFO;
  *   - a missing directory is created; one that cannot be (a file in the
@@ -78,6 +78,7 @@ static void test_stream(void)
 {
     atomrun_writer *w;
     atomrun_write_opts o;
+    atomrun_err e;
     char piece[1000];
     size_t len;
     int r, fd;
@@ -86,19 +87,19 @@ static void test_stream(void)
     put("f", "old");
     fd = open(at("f"), O_RDONLY);           /* a reader of the old inode */
     atomrun_write_opts_init(&o);
-    r = atomrun_writer_open(&w, at("f"), ATOMRUN_WRITE_REPLACE, &o);
+    r = atomrun_writer_open(&w, at("f"), ATOMRUN_WRITE_REPLACE, &o, &e);
     CHECK(r == 0, "writer_open: %d", r);
     if (r != 0)
         return;
-    CHECK(o.found == S_IFREG, "found %o, expected a regular file", o.found);
+    CHECK(e.found == S_IFREG, "found %o, expected a regular file", e.found);
     memset(piece, 'x', sizeof piece);
     for (int i = 0; i < 3000; i++)
-        CHECK(atomrun_writer_write(w, piece, sizeof piece) == 0, "write %d", i);
+        CHECK(atomrun_writer_write(w, piece, sizeof piece, &e) == 0, "write %d", i);
     data = get("f", &len);                  /* not yet in place */
     CHECK(data && len == 3 && memcmp(data, "old", 3) == 0, "replaced early");
     free(data);
-    r = atomrun_writer_commit(w);
-    CHECK(r == 0, "commit: %d (stage %d)", r, o.stage);
+    r = atomrun_writer_commit(w, &e);
+    CHECK(r == 0, "commit: %d (stage %d)", r, e.stage);
     data = get("f", &len);
     CHECK(data && len == 3000 * sizeof piece, "new size %zu", len);
     free(data);
@@ -115,16 +116,17 @@ static void test_abort(void)
 {
     atomrun_writer *w;
     atomrun_write_opts o;
+    atomrun_err e;
     size_t len;
     char *data;
     int r;
 
     put("g", "keep");
     atomrun_write_opts_init(&o);
-    r = atomrun_writer_open(&w, at("g"), ATOMRUN_WRITE_REPLACE, &o);
+    r = atomrun_writer_open(&w, at("g"), ATOMRUN_WRITE_REPLACE, &o, &e);
     CHECK(r == 0, "writer_open: %d", r);
     if (r == 0) {
-        atomrun_writer_write(w, "half", 4);
+        atomrun_writer_write(w, "half", 4, &e);
         atomrun_writer_abort(w);
     }
     data = get("g", &len);
@@ -135,58 +137,60 @@ static void test_abort(void)
 
     /* create of a taken name: refused at open, nothing written */
     atomrun_write_opts_init(&o);
-    r = atomrun_writer_open(&w, at("g"), ATOMRUN_WRITE_CREATE, &o);
+    r = atomrun_writer_open(&w, at("g"), ATOMRUN_WRITE_CREATE, &o, &e);
     CHECK(r == -EEXIST && w == NULL, "create over g: %d", r);
-    CHECK(o.found == S_IFREG, "found %o", o.found);
-    r = atomrun_writer_open(&w, at("g"), 7, &o);
+    CHECK(e.found == S_IFREG, "found %o", e.found);
+    r = atomrun_writer_open(&w, at("g"), 7, &o, &e);
     CHECK(r == -EINVAL, "a bad 'how': %d", r);
 }
 
 static void test_special(void)
 {
     atomrun_write_opts o;
+    atomrun_err e;
     struct stat st;
     int r;
 
     CHECK(mkfifo(at("fifo"), 0600) == 0, "mkfifo");
     atomrun_write_opts_init(&o);
-    r = atomrun_replace(at("fifo"), "x", 1, &o);
+    r = atomrun_replace(at("fifo"), "x", 1, &o, &e);
     CHECK(r == -EINVAL, "replace over a FIFO: %d", r);
-    CHECK(o.stage == ATOMRUN_STAGE_OPEN, "stage %d", o.stage);
-    CHECK(o.found == S_IFIFO, "found %o", o.found);
+    CHECK(e.stage == ATOMRUN_STAGE_OPEN, "stage %d", e.stage);
+    CHECK(e.found == S_IFIFO, "found %o", e.found);
     CHECK(lstat(at("fifo"), &st) == 0 && S_ISFIFO(st.st_mode), "FIFO gone");
 
     CHECK(symlink("fifo", at("tofifo")) == 0, "symlink");
     atomrun_write_opts_init(&o);
     o.follow = 1;
-    r = atomrun_replace(at("tofifo"), "x", 1, &o);
-    CHECK(r == -EINVAL && o.found == S_IFIFO, "follow to a FIFO: %d", r);
+    r = atomrun_replace(at("tofifo"), "x", 1, &o, &e);
+    CHECK(r == -EINVAL && e.found == S_IFIFO, "follow to a FIFO: %d", r);
     CHECK(lstat(at("tofifo"), &st) == 0 && S_ISLNK(st.st_mode), "link gone");
 
     CHECK(mkdir(at("sub"), 0700) == 0, "mkdir");
     atomrun_write_opts_init(&o);
-    r = atomrun_replace(at("sub"), "x", 1, &o);
-    CHECK(r == -EISDIR && o.found == S_IFDIR, "replace over a directory: %d", r);
+    r = atomrun_replace(at("sub"), "x", 1, &o, &e);
+    CHECK(r == -EISDIR && e.found == S_IFDIR, "replace over a directory: %d", r);
 }
 
 static void test_dirs(void)
 {
     atomrun_write_opts o;
+    atomrun_err e;
     char out[256];
     int r;
 
     atomrun_write_opts_init(&o);
-    r = atomrun_replace(at("a/b/c"), "x", 1, &o);
+    r = atomrun_replace(at("a/b/c"), "x", 1, &o, &e);
     CHECK(r == 0, "replace into a missing directory: %d", r);
     atomrun_write_opts_init(&o);
-    r = atomrun_create(at("d/e"), NULL, 0, &o);
+    r = atomrun_create(at("d/e"), NULL, 0, &o, &e);
     CHECK(r == 0, "empty create into a missing directory: %d", r);
 
     put("plain", "p");
     atomrun_write_opts_init(&o);
-    r = atomrun_replace(at("plain/sub/f"), "x", 1, &o);
-    CHECK(r == -ENOTDIR && o.stage == ATOMRUN_STAGE_DIR,
-          "a file in the way: %d, stage %d", r, o.stage);
+    r = atomrun_replace(at("plain/sub/f"), "x", 1, &o, &e);
+    CHECK(r == -ENOTDIR && e.stage == ATOMRUN_STAGE_DIR,
+          "a file in the way: %d, stage %d", r, e.stage);
 
     CHECK(symlink("l2", at("l1")) == 0 && symlink("target", at("l2")) == 0,
           "symlinks");

@@ -69,14 +69,14 @@ static void core_thread(int id)
 {
     char mine[160];
     atomrun_write_opts wo;
-    int rfd = atomrun_lockfile_open(path_r, 1, 0666, NULL);
+    int rfd = atomrun_lockfile_open(path_r, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
 
     CHECK(rfd >= 0, "thread %d: open %s: %d", id, path_r, rfd);
     snprintf(mine, sizeof mine, "%s/core%d", dir, id);
     for (int i = 0; i < ITER; i++) {
         /* 1. a deadline of our own on F, which main holds */
         double t = timeout_of(id), t0, dt;
-        int fd = atomrun_lockfile_open(path_f, 1, 0666, NULL), r;
+        int fd = atomrun_lockfile_open(path_f, 1, 0666, ATOMRUN_NOFOLLOW, NULL), r;
         CHECK(fd >= 0, "thread %d: open F: %d", id, fd);
         t0 = atomrun_now();
         r = atomrun_flock(fd, ATOMRUN_EXCLUSIVE, t);
@@ -87,10 +87,10 @@ static void core_thread(int id)
         CHECK(dt < t + HANG_S, "thread %d: waited %.1f s for a %.3f s deadline", id, dt, t);
         if (r == ATOMRUN_ETIMEOUT)
             atomic_fetch_add(&timeouts, 1);
-        atomrun_close(fd);
+        close(fd);
 
         /* 2. G, contended by everybody: the flock must exclude */
-        fd = atomrun_lockfile_open(path_g, 1, 0666, NULL);
+        fd = atomrun_lockfile_open(path_g, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
         r = atomrun_flock(fd, ATOMRUN_EXCLUSIVE, HANG_S);
         CHECK(r == 0, "thread %d: flock(G) = %d (%s)", id, r, atomrun_err_name(r));
         if (r == 0) {
@@ -101,7 +101,7 @@ static void core_thread(int id)
             atomic_fetch_sub(&g_inside, 1);
             CHECK(atomrun_funlock(fd) == 0, "thread %d: funlock", id);
         }
-        atomrun_close(fd);
+        close(fd);
 
         /* 3. ranges: our own byte never conflicts; byte 100 is shared */
         r = atomrun_range_lock(rfd, ATOMRUN_EXCLUSIVE, id, 1, 0);
@@ -110,7 +110,7 @@ static void core_thread(int id)
             atomrun_range_unlock(rfd, id, 1);
         /* All core threads share rfd's description and so the OFD lock owner:
          * each opens its own description for the contended byte. */
-        fd = atomrun_lockfile_open(path_r, 1, 0666, NULL);
+        fd = atomrun_lockfile_open(path_r, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
         r = atomrun_range_lock(fd, ATOMRUN_EXCLUSIVE, 100, 1, 0.0005);
         if (r == 0) {
             int in = atomic_fetch_add(&shared_inside, 1);
@@ -124,19 +124,19 @@ static void core_thread(int id)
                   atomrun_err_name(r));
             atomic_fetch_add(&shared_busy, 1);
         }
-        atomrun_close(fd);
+        close(fd);
 
         /* 4. files */
         atomrun_write_opts_init(&wo);
         wo.durable = i % 4 == 0;
-        r = atomrun_replace(mine, "abc", 3, &wo);
+        r = atomrun_replace(mine, "abc", 3, &wo, NULL);
         CHECK(r == 0, "thread %d: replace: %s", id, atomrun_err_name(r));
         atomrun_write_opts_init(&wo);
-        r = atomrun_create(mine, "x", 1, &wo);
+        r = atomrun_create(mine, "x", 1, &wo, NULL);
         CHECK(r == -EEXIST, "thread %d: create over an existing file: %s", id,
               atomrun_err_name(r));
     }
-    atomrun_close(rfd);
+    close(rfd);
 }
 
 /* ------------------------------------------------------------- Lua threads */
@@ -213,7 +213,7 @@ int main(void)
     snprintf(path_g, sizeof path_g, "%s/G", dir);
     snprintf(path_r, sizeof path_r, "%s/R", dir);
 
-    fd = atomrun_lockfile_open(path_f, 1, 0666, NULL);
+    fd = atomrun_lockfile_open(path_f, 1, 0666, ATOMRUN_NOFOLLOW, NULL);
     r = fd < 0 ? fd : atomrun_flock(fd, ATOMRUN_EXCLUSIVE, 0);
     CHECK(r == 0, "main: lock F: %s", atomrun_err_name(r));
 
@@ -224,7 +224,7 @@ int main(void)
         }
     for (int i = 0; i < NTHREADS; i++)
         pthread_join(th[i], NULL);
-    atomrun_close(fd);
+    close(fd);
 
     CHECK(atomic_load(&timeouts) == NTHREADS * ITER, "%d deadlines fired, expected %d",
           atomic_load(&timeouts), NTHREADS * ITER);

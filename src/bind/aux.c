@@ -18,9 +18,9 @@
  * userdata never move, so the intrusive links stay valid. */
 static const char heldset_key = 'h';
 
-atomrun_heldset *arL_heldset(lua_State *L)
+ar_heldset *arL_heldset(lua_State *L)
 {
-    atomrun_heldset *s;
+    ar_heldset *s;
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &heldset_key) == LUA_TUSERDATA) {
         s = lua_touserdata(L, -1);
         lua_pop(L, 1);
@@ -28,7 +28,7 @@ atomrun_heldset *arL_heldset(lua_State *L)
     }
     lua_pop(L, 1);
     s = lua_newuserdatauv(L, sizeof *s, 0);
-    atomrun_heldset_init(s);
+    ar_heldset_init(s);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &heldset_key);
     return s;
 }

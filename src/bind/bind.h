@@ -16,6 +16,7 @@
 #define AR_LBIND_H
 
 #include "atomrun.h"
+#include "core/shared.h"
 #include "bind/bundle.h"
 
 #include <lauxlib.h>
@@ -28,7 +29,7 @@
 /* ---------------------------------------------------------- bind/aux.c */
 
 /* The locks this Lua state holds (one set per state, in the registry). */
-atomrun_heldset *arL_heldset(lua_State *L);
+ar_heldset *arL_heldset(lua_State *L);
 
 /* nil, message, code  (like luaL_fileresult, with our code names) */
 int arL_fail(lua_State *L, int result, const char *fmt, ...);
@@ -119,13 +120,18 @@ int arL_isatty(lua_State *L);
  * _key), bind/etcd_lock.c (the lock handle, the guard), bind/etcd_kv.c
  * (create/replace/read on keys, _etcd_watch, _etcd_queue). */
 int arL_isurl(const char *name);     /* bind/etcd.c: "scheme://..." */
+/* 1 for a name that looks like a mistyped etcd URL ("etcd:/h:2379/x",
+ * "etcd//h:2379/x"): lock, open, create, replace and read refuse it with
+ * arL_failnearurl (nil, msg, "EINVAL") rather than make a local file. */
+int arL_nearurl(const char *name);
+int arL_failnearurl(lua_State *L, const char *name);
 int arL_etcd_lock(lua_State *L);     /* lock() for such a name */
 int arL_etcd_queue(lua_State *L);
 int arL_etcd_call(lua_State *L);
 int arL_etcd_lease(lua_State *L);
 int arL_etcd_endpoints(lua_State *L);
 /* run()'s guard option: the remote lock of an etcd lock handle. */
-atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg);
+atomrun_etcd_lock *arL_checkguard(lua_State *L, int i, int arg);
 /* create/replace/read for such a name (keys, issue 16) */
 int arL_etcd_create(lua_State *L);
 int arL_etcd_replace(lua_State *L);
@@ -170,11 +176,14 @@ int arL_optposint(lua_State *L, int arg, const char *name, int dflt,
 void arL_openetcdlock(lua_State *L);
 /* The etcd lock handle at index i: 1 and its remote lock in *l (NULL once
  * released), or 0 when it is something else. */
-int arL_testetcdlock(lua_State *L, int i, const atomrun_remote_lock **l);
+int arL_testetcdlock(lua_State *L, int i, const atomrun_etcd_lock **l);
 /* A holder of an etcd lock as a table; its writer's fields (pid, host,
  * cmd, since) into the table on top (a key's creator too). */
-void arL_pushrholder(lua_State *L, const atomrun_remote_holder *h);
-void arL_setwriter(lua_State *L, const atomrun_remote_holder *h);
+void arL_pushrholder(lua_State *L, const atomrun_etcd_holder *h);
+void arL_setwriter(lua_State *L, const atomrun_etcd_holder *h);
+/* A holder's since (epoch seconds) as "2026-12-07T20:08:00Z" in buf, or
+ * NULL when unknown (0). */
+const char *arL_utc_text(char *buf, size_t size, int64_t since);
 
 /* bind/bundle.c: put every bundled module, and atomrun.core, in
  * package.preload; load one entry as a chunk (LUA_OK or an error). */

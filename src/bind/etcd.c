@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---------------------------------------------------------- the URL */
 
@@ -31,6 +32,32 @@ int arL_isurl(const char *s)
            (*p >= '0' && *p <= '9') || *p == '+' || *p == '-' || *p == '.')
         p++;
     return strncmp(p, "://", 3) == 0;
+}
+
+/* The scheme words atomrun takes ("etcd://", "etcd+https://"), longest
+ * first so that "etcd+https" is not read as "etcd" and "+https". */
+static const char *const schemes[] = { "etcd+https", "etcd+http", "etcd" };
+
+int arL_nearurl(const char *s)
+{
+    size_t i, n;
+    for (i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+        n = strlen(schemes[i]);
+        if (strncasecmp(s, schemes[i], n) != 0)
+            continue;
+        s += n;
+        /* "etcd:/h:2379/x", "etcd:h:2379/x", "etcd//h:2379/x": a mistyped
+         * "://".  A plain "etcd/x" or "etcd.lock" is a path like any. */
+        return (s[0] == ':' && strncmp(s, "://", 3) != 0) || strncmp(s, "//", 2) == 0;
+    }
+    return 0;
+}
+
+int arL_failnearurl(lua_State *L, const char *name)
+{
+    return arL_fail(L, -EINVAL, "%s looks like a mistyped etcd name, not a file: the form is "
+                    "etcd://HOST:PORT[,HOST:PORT...]/NAME (or etcd:///NAME with ATOMRUN_ETCD)",
+                    name);
 }
 
 static int hex_digit(int ch)
@@ -181,12 +208,12 @@ int arL_open_client(lua_State *L, const arL_url *u, const char *ca,
                     const char *cert, const char *key, atomrun_etcd **c)
 {
     atomrun_etcd_config cfg;
-    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err e;
     int r;
     fillcfg(u, &cfg, ca, cert, key);
-    r = atomrun_etcd_open(&cfg, c, err, sizeof err);
+    r = atomrun_etcd_open(&cfg, c, &e);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
     return 0;
 }
 
@@ -224,7 +251,8 @@ int arL_etcd_call(lua_State *L)
     const char *json = luaL_checkstring(L, 3), *why = "not an etcd URL";
     atomrun_etcd_config cfg;
     atomrun_etcd *c;
-    char err[ATOMRUN_ETCD_ERRLEN], *out = NULL;
+    atomrun_err e;
+    char *out = NULL;
     double timeout;
     lua_Integer ep = 0;
     arL_url *u;
@@ -257,13 +285,13 @@ int arL_etcd_call(lua_State *L)
     if (arL_optbool(L, 4, "anonymous", 0))
         u->user[0] = u->password[0] = '\0';
     fillcfg(u, &cfg, arL_optstr(L, 4, "ca"), arL_optstr(L, 4, "cert"), arL_optstr(L, 4, "key"));
-    r = atomrun_etcd_open(&cfg, &c, err, sizeof err);
+    r = atomrun_etcd_open(&cfg, &c, &e);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
-    r = atomrun_etcd_call(c, path, json, timeout > 0 ? atomrun_now() + timeout : 0, &out,
-                          err, sizeof err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
+    r = ar_etcd_call(c, path, json, timeout > 0 ? atomrun_now() + timeout : 0, &out,
+                     e.msg, sizeof e.msg);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
     lua_pushstring(L, out);
     free(out);
     return 1;
@@ -282,7 +310,7 @@ int arL_etcd_lease(lua_State *L)
     static const char *const names[] = { "timeout", "ca", "cert", "key", NULL };
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
     lua_Integer ttl = luaL_checkinteger(L, 2);
-    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err e;
     atomrun_etcd *c;
     int64_t lease;
     double timeout;
@@ -299,13 +327,13 @@ int arL_etcd_lease(lua_State *L)
     if ((r = arL_open_client(L, u, arL_optstr(L, 3, "ca"), arL_optstr(L, 3, "cert"),
                              arL_optstr(L, 3, "key"), &c)) != 0)
         return r;
-    r = atomrun_remote_session_lease(c, (int)ttl, timeout > 0 ? atomrun_now() + timeout : 0,
-                                     &lease, &min_ttl, err, sizeof err);
+    r = atomrun_etcd_session_lease(c, (int)ttl, timeout > 0 ? timeout : 0, &lease, &min_ttl,
+                                   &e);
     if (r == -ERANGE && min_ttl > 0)
         return arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
                         u->shown, (int)ttl, min_ttl);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
     lua_pushinteger(L, (lua_Integer)lease);
     return 1;
 }

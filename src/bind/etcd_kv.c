@@ -23,8 +23,8 @@ int arL_etcd_queue(lua_State *L)
     static const char *const names[] = { "ca", "cert", "key", NULL };
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
     atomrun_etcd *c;
-    atomrun_remote_holder *h;
-    char err[ATOMRUN_ETCD_ERRLEN];
+    atomrun_etcd_holder *h;
+    atomrun_err e;
     arL_url *u;
     int r, n = 0, room = 64, i;
     arL_checkoptnames(L, 2, names);
@@ -37,9 +37,9 @@ int arL_etcd_queue(lua_State *L)
         return r;
     for (;;) {
         h = lua_newuserdatauv(L, sizeof *h * (size_t)room, 0);
-        r = atomrun_remote_queue(c, u->name, h, room, &n, err, sizeof err);
+        r = atomrun_etcd_queue(c, u->name, h, room, &n, &e);
         if (r < 0)
-            return arL_fail(L, r, "%s: %s", u->shown, err);
+            return arL_fail(L, r, "%s: %s", u->shown, e.msg);
         if (n <= room)
             break;
         lua_pop(L, 1);
@@ -99,14 +99,16 @@ static int is_toobig_answer(const char *err)
  * {create_revision, mod_revision, version, pid, host, cmd, since}; pid and
  * the rest absent when no creator record matches the key (made by etcdctl
  * or a replace, or made again after a delete). */
-static int fail_exists(lua_State *L, const char *shown, const atomrun_remote_put_opts *po)
+static int fail_exists(lua_State *L, const char *shown, const atomrun_etcd_put_result *po)
 {
-    const atomrun_remote_holder *h = &po->creator;
+    const atomrun_etcd_holder *h = &po->creator;
+    char since[32];
     if (h->pid > 0)
         arL_fail(L, -EEXIST, "cannot create %s: it exists, created by pid %d on %s%s%s%s "
                  "at %s (revision %d, version %d)", shown, (int)h->pid,
                  h->host[0] ? h->host : "?", h->cmd[0] ? " (" : "", h->cmd,
-                 h->cmd[0] ? ")" : "", h->since[0] ? h->since : "an unknown time",
+                 h->cmd[0] ? ")" : "",
+                 arL_utc_text(since, sizeof since, h->since) ? since : "an unknown time",
                  (int)po->existing.create_rev, (int)po->existing.version);
     else
         arL_fail(L, -EEXIST, "cannot create %s: it exists (created at revision %d, "
@@ -128,7 +130,7 @@ static int fail_exists(lua_State *L, const char *shown, const atomrun_remote_put
 typedef struct kvreq {
     arL_url                 *u;
     atomrun_etcd           *c;
-    atomrun_remote_put_opts po;
+    atomrun_etcd_put_opts po;
     lua_Integer             limit;
 } kvreq;
 
@@ -136,9 +138,9 @@ typedef struct kvreq {
  * "lost" (the count of nil, msg, code pushed).  Any other type is the same
  * mistake as a file lock: one message. */
 static int optfence(lua_State *L, int arg, const char *url,
-                    const atomrun_remote_lock **fence)
+                       const atomrun_etcd_lock **fence)
 {
-    const atomrun_remote_lock *l;
+    const atomrun_etcd_lock *l;
     *fence = NULL;
     if (lua_isnoneornil(L, arg))
         return 0;
@@ -168,7 +170,7 @@ static int kvsetup(lua_State *L, int arg, int write, kvreq *q)
     int r;
 
     arL_checkoptnames(L, arg, write ? wnames : rnames);
-    atomrun_remote_put_opts_init(&q->po);
+    atomrun_etcd_put_opts_init(&q->po);
     q->limit = AR_MAX_REQUEST_BYTES;
     if (write) {
         q->po.ttl = arL_optposint(L, arg, "ttl", 0, "a whole number of seconds >= 1");
@@ -247,7 +249,9 @@ static int slurpvalue(lua_State *L, int arg, size_t limit, const char *shown, in
 
 static int kvput(lua_State *L, int create)
 {
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_etcd_put_result out;
+    atomrun_err e;
+    const char *err = e.msg;
     const char *data = "";
     size_t len = 0;
     int t = lua_type(L, 2), r;
@@ -274,9 +278,9 @@ static int kvput(lua_State *L, int create)
         (create ? AR_CREATOR_FRAMING : 0) > (size_t)q.limit)
         return toobig(L, q.u->shown, len, q.limit);
     q.po.create_only = create;
-    r = atomrun_remote_put(q.c, q.u->name, data, len, &q.po, 0, err, sizeof err);
+    r = atomrun_etcd_put(q.c, q.u->name, data, len, &q.po, &out, 0, &e);
     if (r == -EEXIST)
-        return fail_exists(L, q.u->shown, &q.po);
+        return fail_exists(L, q.u->shown, &out);
     if (r < 0 && is_toobig_answer(err))
         return toobig(L, q.u->shown, len, q.limit);
     if (r < 0)
@@ -291,7 +295,7 @@ int arL_etcd_create(lua_State *L) { return kvput(L, 1); }
 /* atomrun.replace(url, data [, opts]) for an etcd name (from bind/file.c). */
 int arL_etcd_replace(lua_State *L) { return kvput(L, 0); }
 
-static void pushkv(lua_State *L, const atomrun_remote_kv *kv)
+static void pushkv(lua_State *L, const atomrun_etcd_kv_meta *kv)
 {
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, (lua_Integer)kv->create_rev);
@@ -308,8 +312,10 @@ static void pushkv(lua_State *L, const atomrun_remote_kv *kv)
  * result, the key's revisions, for update (the read it compares against). */
 int arL_etcd_read(lua_State *L)
 {
-    char err[ATOMRUN_ETCD_ERRLEN] = "", *data;
-    atomrun_remote_kv kv;
+    atomrun_err e;
+    const char *err = e.msg;
+    char *data;
+    atomrun_etcd_kv_meta kv;
     size_t len;
     kvreq q;
     int r;
@@ -317,7 +323,7 @@ int arL_etcd_read(lua_State *L)
     lua_settop(L, 2);
     if ((r = kvsetup(L, 2, 0, &q)) != 0)
         return r;
-    r = atomrun_remote_get(q.c, q.u->name, &data, &len, &kv, 0, err, sizeof err);
+    r = atomrun_etcd_get(q.c, q.u->name, &data, &len, &kv, 0, &e);
     if (r == -ENOENT)
         return arL_fail(L, r, "cannot read %s: no such key", q.u->shown);
     if (r < 0)
@@ -364,7 +370,8 @@ int arL_etcd_watch(lua_State *L)
     const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
     lua_Integer start = luaL_checkinteger(L, 2);
     double secs = luaL_checknumber(L, 3);
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_err e;
+    const char *err = e.msg;
     atomrun_etcd *c;
     watchud w;
     arL_url *u;
@@ -382,8 +389,7 @@ int arL_etcd_watch(lua_State *L)
     w.L = L;
     w.fn = 4;
     w.failed = 0;
-    r = atomrun_remote_watch(c, u->name, (int64_t)start, atomrun_now() + secs, onwatch,
-                             &w, err, sizeof err);
+    r = atomrun_etcd_watch(c, u->name, (int64_t)start, secs, onwatch, &w, &e);
     if (w.failed)
         return lua_error(L);
     if (r < 0)

@@ -9,7 +9,7 @@
  * creator).
  *
  * A held lock is in the state's held set with the file locks (kind
- * ATOMRUN_HELD_ETCD), so that asking again for a name the state holds is
+ * AR_HELD_ETCD), so that asking again for a name the state holds is
  * "deadlock" at once (as for files) instead of a wait for ourselves.
  */
 #define _GNU_SOURCE
@@ -24,16 +24,16 @@
 #define AR_RLOCK_MT "atomrun.etcd_lock"
 
 typedef struct rlock {
-    /* In the state's held set while l is held: kind ATOMRUN_HELD_ETCD, the
+    /* In the state's held set while l is held: kind AR_HELD_ETCD, the
      * mode and slots asked for, the granting cluster's id, the name (user
      * value 2 keeps it alive).  The first member (see held_rlock). */
-    atomrun_held         held;
+    ar_held         held;
     const char          *canon;    /* the endpoints made canonical (user
                                       value 3) */
-    atomrun_remote_lock *l;        /* NULL once released */
-    /* Released, but no member answered yet (atomrun_remote_unlock's
+    atomrun_etcd_lock   *l;        /* NULL once released */
+    /* Released, but no member answered yet (atomrun_etcd_lock_release's
      * ATOMRUN_EUNAVAILABLE): a later unlock() asks it how it went. */
-    atomrun_remote_lock *pending;
+    atomrun_etcd_lock   *pending;
 } rlock;
 
 /* ------------------------------------------------------ the held set */
@@ -41,7 +41,7 @@ typedef struct rlock {
 /*
  * Every lock a Lua state holds is in its held set (arL_heldset), etcd names
  * with files, so that asking for one it holds is "deadlock" at once (the
- * core's atomrun_heldset_conflict decides, as for files) instead of a wait
+ * core's ar_heldset_conflict decides, as for files) instead of a wait
  * for ourselves.  A name is held on a cluster, known by its id: one
  * cluster is written many ways -- its endpoints in another order, one
  * twice, a host in capitals, another subset of its members.  A request
@@ -113,7 +113,7 @@ static const char *pushcanon(lua_State *L, const char *eps)
 
 /* The handle of a held etcd lock: the set holds only these and the file
  * handles of bind/lock.c, told apart by kind. */
-static const rlock *held_rlock(const atomrun_held *h)
+static const rlock *held_rlock(const ar_held *h)
 {
     return (const rlock *)h;        /* held is the first member */
 }
@@ -122,14 +122,13 @@ static const rlock *held_rlock(const atomrun_held *h)
  * made canonical) when the state holds the name on some cluster: 1, or 0
  * when no lock held can be in its way (or the cluster cannot say its id:
  * the lock request that follows meets the same silence and says so). */
-static int request_cluster(atomrun_heldset *set, atomrun_etcd *c,
+static int request_cluster(ar_heldset *set, atomrun_etcd *c,
                            const char *canon, double timeout,
-                           atomrun_held *req)
+                           ar_held *req)
 {
-    char err[ATOMRUN_ETCD_ERRLEN];
     int same_name = 0;
-    for (const atomrun_held *h = set->head.next; h != &set->head; h = h->next) {
-        if (h->kind != ATOMRUN_HELD_ETCD || h->namelen != req->namelen ||
+    for (const ar_held *h = set->head.next; h != &set->head; h = h->next) {
+        if (h->kind != AR_HELD_ETCD || h->namelen != req->namelen ||
             memcmp(h->name, req->name, req->namelen) != 0)
             continue;
         /* Same endpoints, same cluster: its id without asking.  A lock
@@ -146,25 +145,24 @@ static int request_cluster(atomrun_heldset *set, atomrun_etcd *c,
     if (!same_name)
         return 0;
     /* Held under another spelling: of this cluster? */
-    return atomrun_remote_cluster_id(c, timeout > 0 ? atomrun_now() + timeout : 0,
-                                     &req->cluster, err, sizeof err) == 0;
+    return atomrun_etcd_cluster_id(c, timeout > 0 ? timeout : 0, &req->cluster, NULL) == 0;
 }
 
 /* Does this state already hold what o asks for on u's cluster? */
 static int waits_on_self(lua_State *L, atomrun_etcd *c, const arL_url *u,
-                         const char *canon, const atomrun_remote_opts *o)
+                         const char *canon, const atomrun_etcd_lock_opts *o)
 {
-    atomrun_heldset *set = arL_heldset(L);
-    atomrun_held req;
+    ar_heldset *set = arL_heldset(L);
+    ar_held req;
     memset(&req, 0, sizeof req);
-    req.kind = ATOMRUN_HELD_ETCD;
+    req.kind = AR_HELD_ETCD;
     req.mode = o->mode;
     req.fd = -1;
     req.name = u->name;
     req.namelen = strlen(u->name);
     req.slots = o->slots;
     return request_cluster(set, c, canon, o->timeout, &req) &&
-           atomrun_heldset_conflict(set, &req) != NULL;
+           ar_heldset_conflict(set, &req) != NULL;
 }
 
 /* ------------------------------------------------------------- handle */
@@ -177,7 +175,7 @@ static rlock *checkrlock(lua_State *L, int i)
 /* The remote lock behind the etcd lock handle at index i, for run()'s
  * guard option: an error naming the option for anything else, and for a
  * handle already released (there is nothing left to guard). */
-atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg)
+atomrun_etcd_lock *arL_checkguard(lua_State *L, int i, int arg)
 {
     rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
     if (!lk)
@@ -189,17 +187,17 @@ atomrun_remote_lock *arL_checkguard(lua_State *L, int i, int arg)
 }
 
 /* Release lk (held or pending); the core's result, err filled. */
-static int rlock_release(rlock *lk, char *err, size_t errlen)
+static int rlock_release(rlock *lk, atomrun_err *err)
 {
-    atomrun_remote_lock *l = lk->l ? lk->l : lk->pending;
+    atomrun_etcd_lock *l = lk->l ? lk->l : lk->pending;
     int r;
     if (!l)
         return 0;
     if (lk->l) {
         lk->l = NULL;
-        atomrun_heldset_remove(&lk->held);
+        ar_heldset_remove(&lk->held);
     }
-    r = atomrun_remote_unlock(l, err, errlen);
+    r = atomrun_etcd_lock_release(l, err);
     lk->pending = r == ATOMRUN_EUNAVAILABLE ? l : NULL;
     return r;
 }
@@ -211,11 +209,11 @@ static int rlock_release(rlock *lk, char *err, size_t errlen)
 static int rlock_unlock(lua_State *L)
 {
     rlock *lk = checkrlock(L, 1);
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
-    int r = rlock_release(lk, err, sizeof err);
+    atomrun_err e;
+    int r = rlock_release(lk, &e);
     if (r < 0) {
         lua_getiuservalue(L, 1, 1);
-        return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), err);
+        return arL_fail(L, r, "%s: %s", lua_tostring(L, -1), e.msg);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -224,10 +222,9 @@ static int rlock_unlock(lua_State *L)
 /* <close>: released; a pending release is kept for a later unlock(). */
 static int rlock_close(lua_State *L)
 {
-    char err[ATOMRUN_ETCD_ERRLEN];
     rlock *lk = checkrlock(L, 1);
     if (lk->l)
-        rlock_release(lk, err, sizeof err);
+        rlock_release(lk, NULL);
     return 0;
 }
 
@@ -236,7 +233,7 @@ static int rlock_gc(lua_State *L)
     rlock *lk = checkrlock(L, 1);
     rlock_close(L);
     if (lk->pending)                /* its retry goes on without us */
-        atomrun_remote_lock_free(lk->pending);
+        atomrun_etcd_lock_free(lk->pending);
     lk->pending = NULL;
     return 0;
 }
@@ -245,13 +242,13 @@ static int rlock_gc(lua_State *L)
 static int rlock_lost(lua_State *L)
 {
     rlock *lk = checkrlock(L, 1);
-    char why[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err why;
     if (!lk->l) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (atomrun_remote_lock_lost(lk->l, why, sizeof why) < 0)
-        lua_pushstring(L, why);
+    if (atomrun_etcd_lock_lost(lk->l, &why) < 0)
+        lua_pushstring(L, why.msg);
     else
         lua_pushboolean(L, 0);
     return 1;
@@ -276,14 +273,14 @@ static int rlock_guard(lua_State *L)
         luaL_argerror(L, 3, "seconds >= 0 expected");
     if (!lk->l)
         return arL_fail(L, -EINVAL, "the lock is released");
-    r = atomrun_remote_lock_guard(lk->l, (pid_t)pid, ka);
+    r = atomrun_etcd_lock_guard(lk->l, (pid_t)pid, ka);
     if (r == -ERANGE) {
-        double most = atomrun_remote_lock_ttl(lk->l) / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN;
+        double most = atomrun_etcd_lock_ttl(lk->l) / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN;
         char a[32], m[32];
         snprintf(a, sizeof a, "%g", ka);
         snprintf(m, sizeof m, "%g", most);
         luaL_argerror(L, 3, lua_pushfstring(L, "%s s does not fit in a TTL of %d s: at "
-                      "most %s s", a, atomrun_remote_lock_ttl(lk->l), m));
+                      "most %s s", a, atomrun_etcd_lock_ttl(lk->l), m));
     }
     if (r < 0)
         return arL_fail(L, r, "cannot guard pid %d: %s", (int)pid, atomrun_strerror(r));
@@ -294,7 +291,7 @@ static int rlock_guard(lua_State *L)
 static int rlock_unguard(lua_State *L)
 {
     rlock *lk = checkrlock(L, 1);
-    int r = lk->l ? atomrun_remote_lock_unguard(lk->l) : 0;
+    int r = lk->l ? atomrun_etcd_lock_unguard(lk->l) : 0;
     if (r == 0)
         lua_pushboolean(L, 0);
     else
@@ -309,7 +306,7 @@ static int rlock_tostring(lua_State *L)
     if (lk->l)
         lua_pushfstring(L, "atomrun.etcd_lock (%s, %s, token %I)", lua_tostring(L, -1),
                         arL_modename(lk->held.mode),
-                        (lua_Integer)atomrun_remote_lock_token(lk->l));
+                        (lua_Integer)atomrun_etcd_lock_token(lk->l));
     else
         lua_pushfstring(L, "atomrun.etcd_lock (%s, released)", lua_tostring(L, -1));
     return 1;
@@ -358,33 +355,23 @@ static int rlock_locked(lua_State *L)
 
 /* ------------------------------------------------------------- holders */
 
-/*
- * "2026-12-07T20:08:00Z" (what atomrun writes in its records) as seconds
- * since the epoch, so that `since` is one type for file and etcd holders
- * (an integer, as os.time() gives).  0 when the text is anything else (a
- * record another program wrote): the field is then left out, never
- * guessed.
- */
-static lua_Integer utc_seconds(const char *text)
+/* A holder's since (epoch seconds, > 0) as the records write it,
+ * "2026-12-07T20:08:00Z", for the messages. */
+const char *arL_utc_text(char *buf, size_t size, int64_t since)
 {
+    time_t t = (time_t)since;
     struct tm tm;
-    int n = 0;
-    memset(&tm, 0, sizeof tm);
-    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon,
-               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
-        text[n] != '\0' || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12)
-        return 0;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    return t > 0 ? (lua_Integer)t : 0;
+    if (since <= 0 || !gmtime_r(&t, &tm) ||
+        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        return NULL;
+    return buf;
 }
 
 /* The writer's fields (a lock holder's, a key's creator's) into the table
  * on top: pid (when known), host, cmd, since (epoch seconds, when known). */
-void arL_setwriter(lua_State *L, const atomrun_remote_holder *h)
+void arL_setwriter(lua_State *L, const atomrun_etcd_holder *h)
 {
-    lua_Integer since = utc_seconds(h->since);
+    lua_Integer since = (lua_Integer)h->since;
     if (h->pid > 0) {
         lua_pushinteger(L, h->pid);
         lua_setfield(L, -2, "pid");
@@ -401,14 +388,14 @@ void arL_setwriter(lua_State *L, const atomrun_remote_holder *h)
 
 /* A lock key without an atomrun record (etcdctl lock, clientv3's Mutex,
  * any other client): the core leaves pid 0 and host "". */
-static int is_foreign(const atomrun_remote_holder *h)
+static int is_foreign(const atomrun_etcd_holder *h)
 {
     return h->pid == 0 && !h->host[0];
 }
 
 /* "an etcd client without an atomrun record, lease 694d7c3a2e1f0b04": all
  * that is known of such a holder (with its token). */
-static void pushforeign(lua_State *L, const atomrun_remote_holder *h)
+static void pushforeign(lua_State *L, const atomrun_etcd_holder *h)
 {
     char text[96];
     snprintf(text, sizeof text, "an etcd client without an atomrun record, lease %llx",
@@ -416,7 +403,7 @@ static void pushforeign(lua_State *L, const atomrun_remote_holder *h)
     lua_pushstring(L, text);
 }
 
-void arL_pushrholder(lua_State *L, const atomrun_remote_holder *h)
+void arL_pushrholder(lua_State *L, const atomrun_etcd_holder *h)
 {
     char lease[24];
     lua_createtable(L, 0, 8);
@@ -446,8 +433,9 @@ void arL_pushrholder(lua_State *L, const atomrun_remote_holder *h)
 
 /* "pid 4121 on web-3 (backup.sh) since 2026-...", and with say_kind what
  * kind of lock it has (", as a shared lock"). */
-static void pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say_kind)
+static void pushholdertext(lua_State *L, const atomrun_etcd_holder *h, int say_kind)
 {
+    char since[32];
     luaL_Buffer b;
     if (is_foreign(h)) {
         pushforeign(L, h);
@@ -465,8 +453,8 @@ static void pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say
         lua_pushfstring(L, " (%s)", h->cmd);
         luaL_addvalue(&b);
     }
-    if (h->since[0]) {
-        lua_pushfstring(L, " since %s", h->since);
+    if (arL_utc_text(since, sizeof since, h->since)) {
+        lua_pushfstring(L, " since %s", since);
         luaL_addvalue(&b);
     }
     if (say_kind && h->slots > 0)
@@ -481,12 +469,12 @@ static void pushholdertext(lua_State *L, const atomrun_remote_holder *h, int say
 /* ------------------------------------------------------------- lock */
 
 /* lock()'s options into o; the TLS file names into tls[3] (ca, cert, key). */
-static void lock_options(lua_State *L, int arg, atomrun_remote_opts *o, const char *tls[3])
+static void lock_options(lua_State *L, int arg, atomrun_etcd_lock_opts *o, const char *tls[3])
 {
     static const char *const names[] = { "mode", "wait", "timeout", "ttl", "holder",
                                          "cmd", "ca", "cert", "key", "slots", NULL };
     arL_checkoptnames(L, arg, names);
-    atomrun_remote_opts_init(o);
+    atomrun_etcd_lock_opts_init(o);
     if (arL_opt(L, arg, "mode", LUA_TSTRING) != LUA_TNIL) {
         o->mode = arL_checkmode(L, arg, lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -507,11 +495,12 @@ static void lock_options(lua_State *L, int arg, atomrun_remote_opts *o, const ch
 
 /* The acquire failed with r: nil, msg, code, and for busy and timeout the
  * holder table (for a TTL below the cluster's minimum, that minimum). */
-static int lock_failed(lua_State *L, const arL_url *u, const atomrun_remote_opts *o, int r)
+static int lock_failed(lua_State *L, const arL_url *u, const atomrun_etcd_lock_opts *o, int r,
+                       const atomrun_etcd_holder *h, int min_ttl, const atomrun_err *e)
 {
-    if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && o->holder.token) {
+    if ((r == ATOMRUN_EBUSY || r == ATOMRUN_ETIMEOUT) && h->token) {
         /* The kind is news unless an exclusive lock meets one. */
-        pushholdertext(L, &o->holder, o->holder.slots > 0 || o->holder.mode == ATOMRUN_SHARED
+        pushholdertext(L, h, h->slots > 0 || h->mode == ATOMRUN_SHARED
                        || o->slots > 1 || o->mode == ATOMRUN_SHARED);
         if (r == ATOMRUN_EBUSY)
             arL_fail(L, r, "%s is locked by %s", u->shown, lua_tostring(L, -1));
@@ -519,20 +508,20 @@ static int lock_failed(lua_State *L, const arL_url *u, const atomrun_remote_opts
             arL_fail(L, r, "timed out after %f s waiting for %s, locked by %s",
                      o->timeout, u->shown, lua_tostring(L, -1));
         lua_remove(L, -4);
-        arL_pushrholder(L, &o->holder);
+        arL_pushrholder(L, h);
         return 4;
     }
     if (r == ATOMRUN_EBUSY)
         return arL_fail(L, r, "%s is locked", u->shown);
     if (r == ATOMRUN_ETIMEOUT)
         return arL_fail(L, r, "timed out after %f s waiting for %s", o->timeout, u->shown);
-    if (r == -ERANGE && o->min_ttl > 0) {
+    if (r == -ERANGE && min_ttl > 0) {
         arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
-                 u->shown, o->ttl, o->min_ttl);
-        lua_pushinteger(L, o->min_ttl);
+                 u->shown, o->ttl, min_ttl);
+        lua_pushinteger(L, min_ttl);
         return 4;
     }
-    return arL_fail(L, r, "%s: %s", u->shown, o->err[0] ? o->err : atomrun_strerror(r));
+    return arL_fail(L, r, "%s: %s", u->shown, e->msg[0] ? e->msg : atomrun_strerror(r));
 }
 
 /* The handle lk on top holds l: its user values -- 1 the URL as shown, 2
@@ -540,7 +529,7 @@ static int lock_failed(lua_State *L, const arL_url *u, const atomrun_remote_opts
  * index, key, lease) -- and its place in the held set (the name and canon
  * pointers are the user values' strings, alive as long as the handle). */
 static void set_handle_values(lua_State *L, rlock *lk, const arL_url *u,
-                              const char *canon, atomrun_remote_lock *l)
+                              const char *canon, atomrun_etcd_lock *l)
 {
     char lease[24];
     size_t len;
@@ -552,15 +541,15 @@ static void set_handle_values(lua_State *L, rlock *lk, const arL_url *u,
     lua_setiuservalue(L, -2, 2);
     lk->canon = lua_pushstring(L, canon);
     lua_setiuservalue(L, -2, 3);
-    lk->held.cluster = atomrun_remote_lock_cluster(l);
+    lk->held.cluster = atomrun_etcd_lock_cluster(l);
     lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)atomrun_remote_lock_token(l));
+    lua_pushinteger(L, (lua_Integer)atomrun_etcd_lock_token(l));
     lua_setfield(L, -2, "token");
-    lua_pushinteger(L, atomrun_remote_lock_index(l));
+    lua_pushinteger(L, atomrun_etcd_lock_index(l));
     lua_setfield(L, -2, "index");
-    lua_pushstring(L, atomrun_remote_lock_key(l));
+    lua_pushstring(L, atomrun_etcd_lock_key(l));
     lua_setfield(L, -2, "key");
-    snprintf(lease, sizeof lease, "%llx", (unsigned long long)atomrun_remote_lock_lease(l));
+    snprintf(lease, sizeof lease, "%llx", (unsigned long long)atomrun_etcd_lock_lease(l));
     lua_pushstring(L, lease);
     lua_setfield(L, -2, "lease");
     lua_setiuservalue(L, -2, 4);
@@ -571,11 +560,13 @@ int arL_etcd_lock(lua_State *L)
 {
     const char *url = arL_checkpath(L, 1), *why, *tls[3], *canon;
     atomrun_etcd *c;
-    atomrun_remote_opts o;
-    atomrun_remote_lock *l;
+    atomrun_etcd_lock_opts o;
+    atomrun_etcd_holder holder;
+    atomrun_etcd_lock *l;
+    atomrun_err e;
     rlock *lk;
     arL_url *u;
-    int r;
+    int r, min_ttl;
 
     lua_settop(L, 2);
     lock_options(L, 2, &o, tls);
@@ -594,23 +585,23 @@ int arL_etcd_lock(lua_State *L)
     /* The handle first: out of memory here must not leak a held lock. */
     lk = lua_newuserdatauv(L, sizeof *lk, 4);
     memset(lk, 0, sizeof *lk);
-    lk->held.kind = ATOMRUN_HELD_ETCD;
+    lk->held.kind = AR_HELD_ETCD;
     lk->held.mode = o.mode;
     lk->held.fd = -1;
     lk->held.slots = o.slots;
     luaL_setmetatable(L, AR_RLOCK_MT);
 
-    if ((r = atomrun_remote_lock_acquire(c, u->name, &o, &l)) < 0)
-        return lock_failed(L, u, &o, r);
+    if ((r = atomrun_etcd_lock_acquire(c, u->name, &o, &l, &holder, &min_ttl, &e)) < 0)
+        return lock_failed(L, u, &o, r, &holder, min_ttl, &e);
     lk->l = l;
     set_handle_values(L, lk, u, canon, l);
-    atomrun_heldset_add(arL_heldset(L), &lk->held);
+    ar_heldset_add(arL_heldset(L), &lk->held);
     return 1;
 }
 
 /* The etcd lock handle at index i (opts.fence of a key's write): 1 and its
  * remote lock in *l -- NULL once released --, or 0 for anything else. */
-int arL_testetcdlock(lua_State *L, int i, const atomrun_remote_lock **l)
+int arL_testetcdlock(lua_State *L, int i, const atomrun_etcd_lock **l)
 {
     rlock *lk = luaL_testudata(L, i, AR_RLOCK_MT);
     *l = lk ? lk->l : NULL;

@@ -451,7 +451,7 @@ static int l_txn(lua_State *L)
     static const char *const names[] = { "timeout", "max_request_bytes", "ca", "cert", "key",
                                          NULL };
     const char *url = arL_checkpath(L, 1);
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_err e;
     atomrun_etcd_txn_result **box;
     atomrun_etcd *c;
     txn_args a;
@@ -475,9 +475,9 @@ static int l_txn(lua_State *L)
     *box = NULL;
     luaL_setmetatable(L, RESULT_MT);
     r = atomrun_etcd_txn(c, a.cmp, a.ncmp, a.then, a.nthen, a.otherwise, a.nelse, box,
-                         timeout, err, sizeof err);
+                         timeout, &e);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
     push_result(L, &a, *box);
     atomrun_etcd_txn_free(*box);
     *box = NULL;
@@ -497,7 +497,7 @@ static int l_lease(lua_State *L)
     static const char *const names[] = { "timeout", "ca", "cert", "key", NULL };
     const char *url = arL_checkpath(L, 1);
     lua_Integer ttl = luaL_checkinteger(L, 2);
-    char err[ATOMRUN_ETCD_ERRLEN] = "";
+    atomrun_err e;
     atomrun_etcd *c;
     int64_t lease;
     double timeout;
@@ -510,13 +510,13 @@ static int l_lease(lua_State *L)
     timeout = arL_optseconds(L, 3, "timeout", 0);
     if ((r = open_cluster(L, url, 3, &u, &c)) != 0)
         return r;
-    r = atomrun_remote_session_lease(c, (int)ttl, timeout > 0 ? atomrun_now() + timeout : 0,
-                                     &lease, &min_ttl, err, sizeof err);
+    r = atomrun_etcd_session_lease(c, (int)ttl, timeout > 0 ? timeout : 0, &lease, &min_ttl,
+                                   &e);
     if (r == -ERANGE && min_ttl > 0)
         return arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
                         u->shown, (int)ttl, min_ttl);
     if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, err);
+        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
     lua_pushinteger(L, (lua_Integer)lease);
     return 1;
 }
@@ -525,15 +525,15 @@ static int l_lease(lua_State *L)
  * core.etcd.revoke(url, lease [, opts]) -> true | nil, msg, code: end the
  * lease now, and with it every key bound to it (a stuck lock's holder's:
  * `atomrun who --revoke`).  opts: timeout, ca, cert, key.  The gateway's
- * revoke has no typed call in the core yet: atomrun_etcd_call, whose JSON
- * stays here.
+ * revoke has no typed call in the core yet: ar_etcd_call (core/shared.h),
+ * whose JSON stays here.
  */
 static int l_revoke(lua_State *L)
 {
     static const char *const names[] = { "timeout", "ca", "cert", "key", NULL };
     const char *url = arL_checkpath(L, 1);
     lua_Integer id = luaL_checkinteger(L, 2);
-    char err[ATOMRUN_ETCD_ERRLEN] = "", body[48], *out = NULL;
+    char err[ATOMRUN_ERRLEN] = "", body[48], *out = NULL;
     atomrun_etcd *c;
     double timeout;
     arL_url *u;
@@ -546,8 +546,8 @@ static int l_revoke(lua_State *L)
     if ((r = open_cluster(L, url, 3, &u, &c)) != 0)
         return r;
     snprintf(body, sizeof body, "{\"ID\":\"%lld\"}", (long long)id);
-    r = atomrun_etcd_call(c, "/v3/lease/revoke", body,
-                          timeout > 0 ? atomrun_now() + timeout : 0, &out, err, sizeof err);
+    r = ar_etcd_call(c, "/v3/lease/revoke", body,
+                     timeout > 0 ? atomrun_now() + timeout : 0, &out, err, sizeof err);
     free(out);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, err);

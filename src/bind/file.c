@@ -68,7 +68,7 @@ static const char *type_text(unsigned fmt)
     }
 }
 
-/* atomrun_stat's type names, as a sentence needs them. */
+/* ar_stat's type names, as a sentence needs them. */
 static const char *statname(const char *type)
 {
     static const char *const names[][2] = {
@@ -94,15 +94,15 @@ static const char *pushdirname(lua_State *L, const char *path)
 }
 
 /* What the failure leaves: said only when it is true. */
-static const char *what_is_left(int replace, const atomrun_write_opts *o)
+static const char *what_is_left(int replace, const atomrun_err *e)
 {
-    if (replace && o->found == S_IFREG)
+    if (replace && e->found == S_IFREG)
         return " (the old contents are intact)";
     return replace ? " (nothing was written)" : " (nothing was created)";
 }
 
-static int pushwritemsg(lua_State *L, int r, int replace,
-                        const char *path, const atomrun_write_opts *o)
+static int pushwritemsg(lua_State *L, int r, int replace, const char *path,
+                       const atomrun_write_opts *o, const atomrun_err *e)
 {
     const char *verb = replace ? "replace" : "create";
     char target[4096];
@@ -112,24 +112,24 @@ static int pushwritemsg(lua_State *L, int r, int replace,
     if (o->follow && atomrun_resolve(path, target, sizeof target) == 0 &&
         strcmp(target, path) != 0)
         where = target;
-    if (r == -EEXIST && (!o->stage || o->stage == ATOMRUN_STAGE_LINK))
+    if (r == -EEXIST && (!e->stage || e->stage == ATOMRUN_STAGE_LINK))
         return arL_fail(L, r, "cannot create %s: it already exists", path);
-    if (r == -EACCES && o->stage == ATOMRUN_STAGE_RESOLVE)
+    if (r == -EACCES && e->stage == ATOMRUN_STAGE_RESOLVE)
         return arL_failpath(L, r, replace ? "cannot replace" : "cannot create",
                             path, replace && o->follow);
-    switch (o->stage) {
+    switch (e->stage) {
     case ATOMRUN_STAGE_DIRSYNC:
         return arL_fail(L, r, "%s: %s, but the directory entry may not be "
             "durable (fsync of the directory: %s)", path,
-            !replace ? "created" : o->found == S_IFREG ? "replaced"
+            !replace ? "created" : e->found == S_IFREG ? "replaced"
                                                        : "written",
             atomrun_strerror(r));
     case ATOMRUN_STAGE_OPEN:
-        if (o->found && o->found != S_IFREG)
+        if (e->found && e->found != S_IFREG)
             return arL_fail(L, r, "cannot %s %s: %s%s is %s, not a regular "
                 "file (left as it was)", verb, path,
                 where != path ? "the symlink's target " : "",
-                where != path ? where : "it", type_text(o->found));
+                where != path ? where : "it", type_text(e->found));
         break;
     case ATOMRUN_STAGE_DIR: {
         const char *dir = pushdirname(L, where);
@@ -142,21 +142,21 @@ static int pushwritemsg(lua_State *L, int r, int replace,
         const char *dir = pushdirname(L, where);
         return arL_fail(L, r, "cannot %s %s: cannot create a file in directory "
             "%s: %s%s", verb, path, dir, atomrun_strerror(r),
-            what_is_left(replace, o));
+            what_is_left(replace, e));
     }
     default:
         break;
     }
     return arL_fail(L, r, "cannot %s %s: %s: %s%s", verb, path,
-        stage_text(o->stage), atomrun_strerror(r), what_is_left(replace, o));
+        stage_text(e->stage), atomrun_strerror(r), what_is_left(replace, e));
 }
 
 /* nil, message, code [, stage] */
 static int failwrite(lua_State *L, int r, int replace, const char *path,
-                     const atomrun_write_opts *o)
+                     const atomrun_write_opts *o, const atomrun_err *e)
 {
-    const char *stage = stage_name(o->stage);
-    int n = pushwritemsg(L, r, replace, path, o);
+    const char *stage = stage_name(e->stage);
+    int n = pushwritemsg(L, r, replace, path, o, e);
     if (!stage)
         return n;
     lua_pushstring(L, stage);
@@ -211,7 +211,7 @@ static int checksource(lua_State *L, int arg, const char *expected)
  * first), and those are the next contents.  0, -errno of the write (stage
  * set by the core), or -errno of the read with *read_failed set.
  */
-static int copyfile(atomrun_writer *w, FILE *f, int *read_failed)
+static int copyfile(atomrun_writer *w, FILE *f, int *read_failed, atomrun_err *e)
 {
     char buf[AR_CHUNK];
     for (;;) {
@@ -219,7 +219,7 @@ static int copyfile(atomrun_writer *w, FILE *f, int *read_failed)
         errno = 0;              /* ferror() below: this read's errno only */
         n = fread(buf, 1, sizeof buf, f);
         if (n > 0) {
-            int r = atomrun_writer_write(w, buf, n);
+            int r = atomrun_writer_write(w, buf, n, e);
             if (r < 0)
                 return r;
         }
@@ -243,7 +243,7 @@ static int copyfile(atomrun_writer *w, FILE *f, int *read_failed)
  * the stack.
  */
 static int copyreader(lua_State *L, int fn, atomrun_writer *w, int *res,
-                      int *bad_type)
+                      int *bad_type, atomrun_err *e)
 {
     *res = 0;
     for (;;) {
@@ -264,7 +264,7 @@ static int copyreader(lua_State *L, int fn, atomrun_writer *w, int *res,
             return LUA_OK;
         }
         s = lua_tolstring(L, -1, &len);
-        *res = len ? atomrun_writer_write(w, s, len) : 0;
+        *res = len ? atomrun_writer_write(w, s, len, e) : 0;
         lua_pop(L, 1);
         if (*res < 0 || len == 0)
             return LUA_OK;
@@ -274,20 +274,21 @@ static int copyreader(lua_State *L, int fn, atomrun_writer *w, int *res,
 /* create/replace from a file or reader (the string forms go straight to
  * atomrun_create/atomrun_replace). */
 static int stream(lua_State *L, const char *path, int arg, int src,
-                  int how, atomrun_write_opts *o)
+                     int how, const atomrun_write_opts *o)
 {
     atomrun_writer *w;
+    atomrun_err e;
     int replace = how == ATOMRUN_WRITE_REPLACE;
     int r, read_failed = 0, bad_type = LUA_TNONE;
 
-    r = atomrun_writer_open(&w, path, how, o);
+    r = atomrun_writer_open(&w, path, how, o, &e);
     if (r < 0)
-        return failwrite(L, r, replace, path, o);
+        return failwrite(L, r, replace, path, o, &e);
     if (src == AR_SRC_FILE) {
         luaL_Stream *p = luaL_checkudata(L, arg, LUA_FILEHANDLE);
-        r = copyfile(w, p->f, &read_failed);
+        r = copyfile(w, p->f, &read_failed, &e);
     } else {
-        int st = copyreader(L, arg, w, &r, &bad_type);
+        int st = copyreader(L, arg, w, &r, &bad_type, &e);
         if (st != LUA_OK) {
             atomrun_writer_abort(w);
             return lua_error(L);        /* the reader's own error */
@@ -302,20 +303,20 @@ static int stream(lua_State *L, const char *path, int arg, int src,
     if (r < 0) {
         atomrun_writer_abort(w);
         if (read_failed) {
-            o->stage = AR_STAGE_READ;
+            e.stage = AR_STAGE_READ;
             lua_pushnil(L);
             lua_pushfstring(L, "cannot %s %s: reading the new contents from "
                 "the file failed: %s%s", replace ? "replace" : "create", path,
-                atomrun_strerror(r), what_is_left(replace, o));
+                atomrun_strerror(r), what_is_left(replace, &e));
             lua_pushstring(L, atomrun_err_name(r));
             lua_pushstring(L, "read");
             return 4;
         }
-        return failwrite(L, r, replace, path, o);
+        return failwrite(L, r, replace, path, o, &e);
     }
-    r = atomrun_writer_commit(w);
+    r = atomrun_writer_commit(w, &e);
     if (r < 0)
-        return failwrite(L, r, replace, path, o);
+        return failwrite(L, r, replace, path, o, &e);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -327,9 +328,12 @@ int arL_create(lua_State *L)
     const char *path = arL_checkpath(L, 1);
     if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_create(L);
+    if (arL_nearurl(path))
+        return arL_failnearurl(L, path);
     const char *data = NULL;
     size_t len = 0;
     atomrun_write_opts o;
+    atomrun_err e;
     int src = AR_SRC_STRING, r;
 
     if (!lua_isnoneornil(L, 2))
@@ -339,9 +343,9 @@ int arL_create(lua_State *L)
         return stream(L, path, 2, src, ATOMRUN_WRITE_CREATE, &o);
     if (!lua_isnoneornil(L, 2))
         data = lua_tolstring(L, 2, &len);
-    r = atomrun_create(path, data, len, &o);
+    r = atomrun_create(path, data, len, &o, &e);
     if (r < 0)
-        return failwrite(L, r, 0, path, &o);
+        return failwrite(L, r, 0, path, &o, &e);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -351,9 +355,12 @@ int arL_replace(lua_State *L)
     const char *path = arL_checkpath(L, 1);
     if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_replace(L);
+    if (arL_nearurl(path))
+        return arL_failnearurl(L, path);
     size_t len;
     const char *data;
     atomrun_write_opts o;
+    atomrun_err e;
     int src, r;
 
     src = checksource(L, 2, "string, file or function");
@@ -361,9 +368,9 @@ int arL_replace(lua_State *L)
     if (src != AR_SRC_STRING)
         return stream(L, path, 2, src, ATOMRUN_WRITE_REPLACE, &o);
     data = lua_tolstring(L, 2, &len);
-    r = atomrun_replace(path, data, len, &o);
+    r = atomrun_replace(path, data, len, &o, &e);
     if (r < 0)
-        return failwrite(L, r, 1, path, &o);
+        return failwrite(L, r, 1, path, &o, &e);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -373,12 +380,14 @@ int arL_read(lua_State *L)
     const char *path = arL_checkpath(L, 1);
     if (arL_isurl(path))             /* "etcd://...": bind/etcd_kv.c */
         return arL_etcd_read(L);
+    if (arL_nearurl(path))
+        return arL_failnearurl(L, path);
     char *data;
     size_t len;
     int r = atomrun_read(path, &data, &len);
     if (r == -EINVAL || r == -EISDIR) {
-        atomrun_stat st;
-        if (atomrun_stat_path(path, 1, &st) == 0)
+        ar_stat st;
+        if (ar_stat_path(path, 1, &st) == 0)
             return arL_fail(L, r, "cannot read %s: it is %s, not a regular "
                             "file", path, statname(st.type));
         return arL_fail(L, r, "cannot read %s: not a regular file", path);
@@ -414,14 +423,14 @@ static void setint(lua_State *L, const char *key, lua_Integer v)
 int arL_stat(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
-    atomrun_stat st;
+    ar_stat st;
     int follow = 1, r;
 
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TBOOLEAN);
         follow = lua_toboolean(L, 2);
     }
-    r = atomrun_stat_path(path, follow, &st);
+    r = ar_stat_path(path, follow, &st);
     if (r < 0)
         return arL_failerrno(L, r, "cannot stat", path);
     lua_createtable(L, 0, 8);
@@ -457,7 +466,7 @@ int arL_mkdir(lua_State *L)
     if (!isint || mode < 0 || mode > 07777)  /* -1: setuid|setgid|sticky */
         luaL_argerror(L, 2, "mode must be permission bits (an integer 0 to "
                       "4095, i.e. 07777)");
-    r = atomrun_mkdir(path, (int)mode);
+    r = ar_mkdir(path, (int)mode);
     if (r < 0)
         return arL_failpath(L, r, "cannot create directory", path, 0);
     lua_pushboolean(L, 1);

@@ -18,7 +18,7 @@
 /* ====================================================== lock() handles */
 
 typedef struct lock {
-    atomrun_held held;        /* in the held set while locked; held.dev and
+    ar_held held;        /* in the held set while locked; held.dev and
                                  held.ino stay (0, 0) until a deadlock
                                  check needs them: whoever else reads them
                                  calls ensure_ids first */
@@ -47,22 +47,22 @@ static lock *checklock(lua_State *L, int arg)
 #define AR_UP_LOCK_MT lua_upvalueindex(2)
 
 /* A file lock without its id yet (an etcd name has none to look up). */
-static int id_unknown(const atomrun_held *h)
+static int id_unknown(const ar_held *h)
 {
-    return h->kind != ATOMRUN_HELD_ETCD && h->dev == 0 && h->ino == 0;
+    return h->kind != AR_HELD_ETCD && h->dev == 0 && h->ino == 0;
 }
 
 /* Look up the (dev, ino) of req and of every lock in set that has none
  * yet (a lock() handle's, flock or fcntl): before an
- * atomrun_heldset_conflict on them. */
-static int ensure_ids(atomrun_heldset *set, atomrun_held *req)
+ * ar_heldset_conflict on them. */
+static int ensure_ids(ar_heldset *set, ar_held *req)
 {
     if (id_unknown(req)) {
         int r = atomrun_file_id(req->fd, &req->dev, &req->ino);
         if (r < 0)
             return r;
     }
-    for (atomrun_held *h = set->head.next; h != &set->head; h = h->next)
+    for (ar_held *h = set->head.next; h != &set->head; h = h->next)
         if (id_unknown(h))
             atomrun_file_id(h->fd, &h->dev, &h->ino);
     return 0;
@@ -73,7 +73,7 @@ static void lock_release(lock *lk, int unlock)
 {
     if (lk->closed)
         return;
-    atomrun_heldset_remove(&lk->held);
+    ar_heldset_remove(&lk->held);
     if (lk->borrowed) {
         /* lockfd(): the descriptor is the caller's, and so is the lock,
          * which belongs to its open file description and outlives us (as
@@ -90,7 +90,7 @@ static void lock_release(lock *lk, int unlock)
          * FILE stays: deleting it on release would let the next waiter,
          * who already opened the old inode, lock a file that is no longer
          * at the path while a newcomer creates and locks a new one. */
-        atomrun_close(lk->held.fd);
+        ar_close(lk->held.fd);
     }
     lk->locked = 0;
     lk->closed = 1;
@@ -182,6 +182,8 @@ typedef struct lockx {
     int     follow;           /* ATOMRUN_NOFOLLOW / _FOLLOW / _PROTECTED */
     int     fcntl;            /* an OFD lock of [start, start+length) */
     int64_t start, length;
+    int     literal;          /* the path is a file name, whatever it looks
+                                 like (flock(1): "etcd:x" is a file) */
 } lockx;
 
 static int64_t optoffset(lua_State *L, int arg, const char *name)
@@ -204,7 +206,7 @@ static void checklockx(lua_State *L, int arg, arL_lockopts *o,
 {
     static const char *const path_names[] = { "mode", "wait", "timeout",
         "perm", "create", "holder", "follow", "fcntl", "start", "length",
-        NULL };
+        "literal", NULL };
     static const char *const fd_names[] = { "mode", "wait", "timeout",
         "holder", "fcntl", "start", "length", NULL };
     int t;
@@ -224,6 +226,7 @@ static void checklockx(lua_State *L, int arg, arL_lockopts *o,
                       "'protected'");
     lua_pop(L, 1);
     x->fcntl = arL_optbool(L, arg, "fcntl", 0);
+    x->literal = !fdform && arL_optbool(L, arg, "literal", 0);
     x->start = optoffset(L, arg, "start");
     x->length = optoffset(L, arg, "length");
     if (!x->fcntl && (arL_opt(L, arg, "start", LUA_TNUMBER) != LUA_TNIL ||
@@ -238,8 +241,8 @@ static void checklockx(lua_State *L, int arg, arL_lockopts *o,
 static int failopen(lua_State *L, int r, const char *path,
                     const lockx *x)
 {
-    atomrun_stat st;
-    int link = atomrun_stat_path(path, 0, &st) == 0 &&
+    ar_stat st;
+    int link = ar_stat_path(path, 0, &st) == 0 &&
                strcmp(st.type, "link") == 0;
     if (r == -ELOOP && x->follow == ATOMRUN_NOFOLLOW && link)
         return arL_fail(L, r, "cannot open lock file %s: it is a symlink, "
@@ -278,7 +281,7 @@ static int take_lock(lua_State *L, lock *lk, const arL_lockopts *o,
 static void lock_fill(lock *lk, const arL_lockopts *o,
                       const lockx *x)
 {
-    lk->held.kind = x->fcntl ? ATOMRUN_HELD_RANGE : ATOMRUN_HELD_FLOCK;
+    lk->held.kind = x->fcntl ? AR_HELD_RANGE : AR_HELD_FLOCK;
     lk->held.mode = o->mode;
     /* The handle itself: an OFD lock of its own description conflicts
      * with any other handle's range of the file, and unlockfd finds the
@@ -294,7 +297,7 @@ int arL_lock(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
     arL_lockopts o;
-    atomrun_heldset *set;
+    ar_heldset *set;
     lock *lk;
     lockx x;
     int fd, r, writable, held_any, n = 0;
@@ -302,6 +305,8 @@ int arL_lock(lua_State *L)
     if (arL_isurl(path))             /* "etcd://...": bind/etcd_lock.c */
         return arL_etcd_lock(L);
     checklockx(L, 2, &o, &x, 0);
+    if (!x.literal && arL_nearurl(path))
+        return arL_failnearurl(L, path);
     lua_settop(L, 2);
     set = lua_touserdata(L, AR_UP_HELDSET);
     /* The handle first, closed: from the moment the descriptor exists its
@@ -315,7 +320,7 @@ int arL_lock(lua_State *L)
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
 
-    fd = atomrun_lockfile_open_follow(path, o.create, o.perm, x.follow,
+    fd = atomrun_lockfile_open(path, o.create, o.perm, x.follow,
                                       &writable);
     if (fd < 0)
         return failopen(L, fd, path, &x);
@@ -338,7 +343,7 @@ int arL_lock(lua_State *L)
             return arL_failerrno(L, r, "cannot stat lock file", path);
         }
     }
-    if (o.timeout != 0 && held_any && atomrun_heldset_conflict(set, &lk->held)) {
+    if (o.timeout != 0 && held_any && ar_heldset_conflict(set, &lk->held)) {
         lock_release(lk, 0);
         return arL_fail(L, -EDEADLK,
             "%s is already locked by this script; waiting for it to be "
@@ -350,7 +355,7 @@ int arL_lock(lua_State *L)
         return n;
     }
     lk->locked = 1;
-    atomrun_heldset_add(set, &lk->held);
+    ar_heldset_add(set, &lk->held);
     lua_settop(L, 3);
     return 1;
 }
@@ -361,12 +366,12 @@ typedef struct file {
     int fd;                   /* -1 once closed (or before it is open) */
     int writable;
     uint64_t dev, ino;
-    atomrun_heldset *set;     /* the state's (arL_heldset): it never moves,
+    ar_heldset *set;     /* the state's (arL_heldset): it never moves,
                                  and f:lock() is a hot path */
 } file;
 
 typedef struct range {
-    atomrun_held held;        /* held.owner: the file */
+    ar_held held;        /* held.owner: the file */
     int     locked;
 } range;
 
@@ -379,10 +384,10 @@ static file *checkfile(lua_State *L, int arg)
 }
 
 /* Closing the description drops every range it holds: forget them. */
-static int forget_range(atomrun_held *h, void *f)
+static int forget_range(ar_held *h, void *f)
 {
-    if (h->kind == ATOMRUN_HELD_RANGE && h->owner == f) {
-        atomrun_heldset_remove(h);
+    if (h->kind == AR_HELD_RANGE && h->owner == f) {
+        ar_heldset_remove(h);
         ((range *)h)->locked = 0;
     }
     return 0;
@@ -392,8 +397,8 @@ static void file_release(file *f)
 {
     if (f->fd < 0)
         return;
-    atomrun_heldset_foreach(f->set, forget_range, f);
-    atomrun_close(f->fd);
+    ar_heldset_foreach(f->set, forget_range, f);
+    ar_close(f->fd);
     f->fd = -1;
 }
 
@@ -496,11 +501,11 @@ static const char *rangewhat(lua_State *L, int64_t start, int64_t length)
 }
 
 /* A range of the request's handle that overlaps it. */
-static int same_owner_overlap(const atomrun_held *h,
-                              const atomrun_held *req)
+static int same_owner_overlap(const ar_held *h,
+                              const ar_held *req)
 {
-    return h->kind == ATOMRUN_HELD_RANGE && h->owner == req->owner &&
-           atomrun_ranges_overlap(h->start, h->length, req->start,
+    return h->kind == AR_HELD_RANGE && h->owner == req->owner &&
+           ar_ranges_overlap(h->start, h->length, req->start,
                                   req->length);
 }
 
@@ -510,8 +515,8 @@ static int file_lock(lua_State *L)
     int64_t start, length;
     arL_lockopts o;
     atomrun_holder h;
-    const atomrun_held *c;
-    atomrun_heldset *set;
+    const ar_held *c;
+    ar_heldset *set;
     range *rg;
     int r;
 
@@ -522,7 +527,7 @@ static int file_lock(lua_State *L)
     /* The handle first (see arL_lock), not yet locked. */
     rg = lua_newuserdatauv(L, sizeof *rg, 1);
     memset(rg, 0, sizeof *rg);
-    rg->held.kind = ATOMRUN_HELD_RANGE;
+    rg->held.kind = AR_HELD_RANGE;
     rg->held.mode = o.mode;
     rg->held.fd = f->fd;
     rg->held.dev = f->dev;
@@ -537,7 +542,7 @@ static int file_lock(lua_State *L)
     /* The kernel merges overlapping ranges of one description into one
      * lock, so a later unlock of either would silently free both.  We
      * refuse the overlap instead: it is always a bug in the script. */
-    for (atomrun_held *hd = set->head.next; hd != &set->head; hd = hd->next)
+    for (ar_held *hd = set->head.next; hd != &set->head; hd = hd->next)
         if (same_owner_overlap(hd, &rg->held))
             return luaL_error(L, "%s overlaps %s already locked through "
                 "this handle (unlock it first, or use another handle)",
@@ -550,7 +555,7 @@ static int file_lock(lua_State *L)
     /* lock(p, {fcntl = true}) handles hold ranges too, their ids looked
      * up lazily: give them theirs before comparing */
     ensure_ids(set, &rg->held);
-    c = atomrun_heldset_conflict(set, &rg->held);
+    c = ar_heldset_conflict(set, &rg->held);
     if (c && o.timeout != 0)
         return arL_fail(L, -EDEADLK, "%s conflicts with %s held through "
             "another handle of this script; waiting would wait forever",
@@ -567,7 +572,7 @@ static int file_lock(lua_State *L)
         return arL_failerrno(L, r, "cannot lock",
                              rangewhat(L, start, length));
     rg->locked = 1;
-    atomrun_heldset_add(set, &rg->held);
+    ar_heldset_add(set, &rg->held);
     lua_settop(L, 5);
     return 1;
 }
@@ -603,6 +608,9 @@ int arL_open(lua_State *L)
     int create, perm, fd, r;
     file *f;
 
+    if (arL_nearurl(path))
+        return arL_failnearurl(L, path);
+
     arL_checkoptnames(L, 2, names);
     create = arL_optbool(L, 2, "create", 1);
     perm = arL_optperm(L, 2, "perm", 0666);
@@ -614,7 +622,8 @@ int arL_open(lua_State *L)
     luaL_setmetatable(L, AR_FILE_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
-    fd = atomrun_lockfile_open(path, create, perm, &f->writable);
+    fd = atomrun_lockfile_open(path, create, perm, ATOMRUN_NOFOLLOW,
+                               &f->writable);
     if (fd < 0)
         return arL_failpath(L, fd, "cannot open", path, 0);
     f->fd = fd;
@@ -643,7 +652,7 @@ static void range_release(lua_State *L, int arg, range *rg)
     lua_pop(L, 1);
     if (f && f->fd >= 0)
         atomrun_range_unlock(f->fd, rg->held.start, rg->held.length);
-    atomrun_heldset_remove(&rg->held);
+    ar_heldset_remove(&rg->held);
     rg->locked = 0;
 }
 
@@ -737,7 +746,7 @@ int arL_lockfd(lua_State *L)
     int fd = checkfdarg(L, 1), why, r, n = 0;
     arL_lockopts o;
     lockx x;
-    atomrun_heldset *set;
+    ar_heldset *set;
     lock *lk;
     const char *what;
 
@@ -761,7 +770,7 @@ int arL_lockfd(lua_State *L)
     lock_fill(lk, &o, &x);
     if (o.timeout != 0)
         ensure_ids(set, &lk->held);       /* the lock() handles' ids */
-    if (o.timeout != 0 && atomrun_heldset_conflict(set, &lk->held))
+    if (o.timeout != 0 && ar_heldset_conflict(set, &lk->held))
         return arL_fail(L, -EDEADLK, "%s: its file is already locked by "
             "this script; waiting for it to be released would wait forever",
             what);
@@ -769,7 +778,7 @@ int arL_lockfd(lua_State *L)
         return n;
     lk->closed = 0;
     lk->locked = 1;
-    atomrun_heldset_add(set, &lk->held);
+    ar_heldset_add(set, &lk->held);
     lua_settop(L, 3);
     return 1;
 }
@@ -777,13 +786,13 @@ int arL_lockfd(lua_State *L)
 /* lockfd handles of fd (kind): released behind their back by unlockfd */
 typedef struct fdkind { int fd, kind; } fdkind;
 
-static int forget_fd(atomrun_held *h, void *ctx)
+static int forget_fd(ar_held *h, void *ctx)
 {
     const fdkind *k = ctx;
     lock *lk = (lock *)h;      /* held is the first member */
     if (h->fd == k->fd && h->kind == k->kind && h->owner == lk &&
         lk->borrowed) {
-        atomrun_heldset_remove(h);
+        ar_heldset_remove(h);
         lk->locked = 0;
     }
     return 0;
@@ -811,8 +820,8 @@ int arL_unlockfd(lua_State *L)
         return arL_fail(L, r, "cannot unlock descriptor %d: %s", fd,
                         atomrun_strerror(r));
     k.fd = fd;
-    k.kind = fcntl_ ? ATOMRUN_HELD_RANGE : ATOMRUN_HELD_FLOCK;
-    atomrun_heldset_foreach(arL_heldset(L), forget_fd, &k);
+    k.kind = fcntl_ ? AR_HELD_RANGE : AR_HELD_FLOCK;
+    ar_heldset_foreach(arL_heldset(L), forget_fd, &k);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -849,11 +858,11 @@ int arL_holds(lua_State *L)
 {
     const char *path = arL_checkpath(L, 1);
     lua_Integer pid = luaL_checkinteger(L, 2);
-    atomrun_stat st;
+    ar_stat st;
     int r;
     if (pid <= 0 || pid > INT32_MAX)
         luaL_argerror(L, 2, "a pid is an integer > 0");
-    r = atomrun_stat_path(path, 1, &st);
+    r = ar_stat_path(path, 1, &st);
     if (r < 0)
         return arL_failerrno(L, r, "cannot look at", path);
     r = atomrun_pid_holds((pid_t)pid, st.dev, st.ino);

@@ -19,7 +19,7 @@ static int l_sleep(lua_State *L)
     lua_Number s = luaL_checknumber(L, 1);
     if (isnan(s) || s < 0)
         luaL_argerror(L, 1, "seconds must be a number >= 0");
-    atomrun_sleep(s);
+    ar_sleep(s);
     return 0;
 }
 
@@ -27,7 +27,7 @@ static int l_sleep(lua_State *L)
  * and diagnostics). */
 static int l_held(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)atomrun_heldset_count(arL_heldset(L)));
+    lua_pushinteger(L, (lua_Integer)ar_heldset_count(arL_heldset(L)));
     return 1;
 }
 
@@ -51,7 +51,7 @@ static int l_strerror(lua_State *L)
 {
     int r;
     if (lua_type(L, 1) == LUA_TSTRING) {
-        r = atomrun_err_from_name(lua_tostring(L, 1));
+        r = ar_err_from_name(lua_tostring(L, 1));
         if (r == 0)
             return luaL_argerror(L, 1, lua_pushfstring(L,
                 "unknown error code '%s'", lua_tostring(L, 1)));

@@ -116,10 +116,10 @@ static char **buildenv(lua_State *L, int arg)
  * userdata left on the stack. */
 static int *heldfds(lua_State *L, int *n)
 {
-    atomrun_heldset *set = arL_heldset(L);
-    size_t count = atomrun_heldset_fds(set, NULL, 0);
+    ar_heldset *set = arL_heldset(L);
+    size_t count = ar_heldset_fds(set, NULL, 0);
     int *fds = lua_newuserdatauv(L, sizeof(int) * (count + 1), 0);
-    atomrun_heldset_fds(set, fds, count);
+    ar_heldset_fds(set, fds, count);
     *n = (int)count;
     return fds;
 }
@@ -196,7 +196,7 @@ typedef struct onstart {
     lua_State *L;
     int        fn;           /* stack index of the function; 0: none */
     int        failed;
-    atomrun_remote_lock *guard;   /* opts.guard: armed once the pid is known */
+    atomrun_etcd_lock *guard;   /* opts.guard: armed once the pid is known */
     double     kill_after;
 } onstart;
 
@@ -206,7 +206,7 @@ static int call_onstart(void *ctx, pid_t pid)
     if (s->guard) {
         /* The command leads its own group (new_group), so its pid is the
          * group the guard ends if the lock is lost. */
-        int r = atomrun_remote_lock_guard(s->guard, pid, s->kill_after);
+        int r = atomrun_etcd_lock_guard(s->guard, pid, s->kill_after);
         if (r < 0) {
             lua_pushfstring(s->L, "run: cannot guard the command with its lock: %s",
                             atomrun_strerror(r));
@@ -235,9 +235,9 @@ static int call_onstart(void *ctx, pid_t pid)
  * opts is replaced by a copy whose env also holds the token, so the one
  * environment builder serves.
  */
-static atomrun_remote_lock *guardopts(lua_State *L, int arg)
+static atomrun_etcd_lock *guardopts(lua_State *L, int arg)
 {
-    atomrun_remote_lock *l;
+    atomrun_etcd_lock *l;
     int copy, env;
     if (lua_type(L, arg) != LUA_TTABLE)
         return NULL;
@@ -267,7 +267,7 @@ static atomrun_remote_lock *guardopts(lua_State *L, int arg)
                 lua_rawset(L, env);
             }
         }
-        lua_pushfstring(L, "%I", (lua_Integer)atomrun_remote_lock_token(l));
+        lua_pushfstring(L, "%I", (lua_Integer)atomrun_etcd_lock_token(l));
         lua_setfield(L, env, "ATOMRUN_LOCK_TOKEN");
         lua_setfield(L, copy, "env");
     }
@@ -291,16 +291,16 @@ static const char *pushfit(lua_State *L, const char *what, double asked, int ttl
 
 /* The guarded command's SIGTERM-to-SIGKILL time, checked against the
  * lock's TTL before anything runs (a bad value is the caller's mistake). */
-static double guard_kill_after(lua_State *L, int arg, atomrun_remote_lock *l)
+static double guard_kill_after(lua_State *L, int arg, atomrun_etcd_lock *l)
 {
     double asked = arL_optseconds(L, arg, "kill_after", -1), ka;
-    int ttl = atomrun_remote_lock_ttl(l);
+    int ttl = atomrun_etcd_lock_ttl(l);
     if (atomrun_etcd_kill_after(ttl, asked, &ka) < 0)
         luaL_argerror(L, arg, pushfit(L, "option 'kill_after': ", asked, ttl));
     return ka;
 }
 
-/* What the guard did, for the message: fired is atomrun_remote_lock_unguard's. */
+/* What the guard did, for the message: fired is atomrun_etcd_lock_unguard's. */
 static const char *fired_text(int fired)
 {
     switch (fired) {
@@ -350,22 +350,22 @@ int arL_run(lua_State *L)
     }
     r = atomrun_run(argv, &o, &is_signal, &code);
     if (start.guard) {
-        char why[ATOMRUN_ETCD_ERRLEN];
-        int fired = atomrun_remote_lock_unguard(start.guard);
-        int lost = atomrun_remote_lock_lost(start.guard, why, sizeof why) < 0;
+        atomrun_err why;
+        int fired = atomrun_etcd_lock_unguard(start.guard);
+        int lost = atomrun_etcd_lock_lost(start.guard, &why) < 0;
         if (start.failed)
             return lua_error(L);
         if (r == 0 && (fired || lost))
-            return lostresult(L, argv[0], fired, lost ? why :
+            return lostresult(L, argv[0], fired, lost ? why.msg :
                 "its lease was not confirmed in time, so the command was ended "
                 "before the lease could expire");
     }
     if (start.failed)
         return lua_error(L);
     if (r < 0) {
-        atomrun_stat st;
+        ar_stat st;
         /* The child reports one errno: say when chdir, not exec, failed. */
-        if (o.cwd && (atomrun_stat_path(o.cwd, 1, &st) < 0 ||
+        if (o.cwd && (ar_stat_path(o.cwd, 1, &st) < 0 ||
                       strcmp(st.type, "directory") != 0))
             return arL_fail(L, r, "cannot run %s: cannot change to "
                             "directory %s: %s", argv[0], o.cwd,

@@ -41,7 +41,7 @@ double ar_boot_now(void)
     return seconds_of(&ts);
 }
 
-void atomrun_sleep(double seconds)
+void ar_sleep(double seconds)
 {
     struct timespec ts;
     if (!(seconds > 0))

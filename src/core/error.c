@@ -31,7 +31,7 @@ const char *atomrun_err_name(int result)
     return name ? name : "EUNKNOWN";
 }
 
-int atomrun_err_from_name(const char *name)
+int ar_err_from_name(const char *name)
 {
     static const struct { const char *name; int result; } ours[] = {
         { "busy", ATOMRUN_EBUSY }, { "timeout", ATOMRUN_ETIMEOUT },

@@ -70,7 +70,46 @@ static int write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-static int fail(atomrun_write_opts *o, int stage, int err)
+/*
+ * One write as the steps below see it: the caller's options (inputs) and
+ * what a failure reports (stage, found), which the public calls copy into
+ * the caller's atomrun_err.  Kept in one struct so that every step takes
+ * one pointer, as it did when the options carried the report.
+ */
+typedef struct write_req {
+    int      durable, mode, follow;    /* atomrun_write_opts */
+    int      stage;                    /* atomrun_err */
+    unsigned found;
+    int      used_tmpfile;             /* 1 if an unnamed O_TMPFILE was used */
+} write_req;
+
+static void req_init(write_req *q, const atomrun_write_opts *o)
+{
+    atomrun_write_opts defaults;
+    if (!o) {
+        atomrun_write_opts_init(&defaults);
+        o = &defaults;
+    }
+    memset(q, 0, sizeof *q);
+    q->durable = o->durable;
+    q->mode = o->mode;
+    q->follow = o->follow;
+}
+
+/* The report of q into the caller's err (NULL: not wanted), after a
+ * success too: found is what the writer saw at the target, which a caller
+ * whose own step fails later (the binding's reader) still needs. */
+static int report(const write_req *q, atomrun_err *err, int r)
+{
+    if (err) {
+        memset(err, 0, sizeof *err);
+        err->stage = q->stage;
+        err->found = q->found;
+    }
+    return r;
+}
+
+static int fail(write_req *o, int stage, int err)
 {
     o->stage = stage;
     return err;
@@ -94,7 +133,7 @@ typedef struct ar_target {
  * ATOMRUN_STAGE_RESOLVE.  Opened O_RDONLY, for its fsync.
  */
 static int open_dir(const char *path, int follow, ar_target *t,
-                    atomrun_write_opts *o)
+                    write_req *o)
 {
     ar_walk w;
     int r;
@@ -365,7 +404,7 @@ static void temp_discard(const ar_target *t, ar_temp *tmp)
 
 /* The temp file is written: its owner, mode and (durable) its data. */
 static int temp_finish(ar_temp *tmp, const struct stat *old, int mode,
-                       atomrun_write_opts *o)
+                       write_req *o)
 {
     /* Owner first: chown clears set-id bits that fchmod then restores. */
     if (old && geteuid() == 0 &&
@@ -378,14 +417,14 @@ static int temp_finish(ar_temp *tmp, const struct stat *old, int mode,
     return 0;
 }
 
-static int dir_sync(const ar_target *t, atomrun_write_opts *o)
+static int dir_sync(const ar_target *t, write_req *o)
 {
     if (o->durable && fsync(t->dirfd) != 0)
         return fail(o, ATOMRUN_STAGE_DIRSYNC, -errno);
     return 0;
 }
 
-static int final_mode(const atomrun_write_opts *o, const struct stat *old)
+static int final_mode(const write_req *o, const struct stat *old)
 {
     if (o->mode >= 0)
         return o->mode & 07777;
@@ -408,7 +447,7 @@ static int final_mode(const atomrun_write_opts *o, const struct stat *old)
  * check and the rename cannot be excluded by any path-based call.
  */
 static int check_target(const ar_target *t, struct stat *st, int *exists,
-                        atomrun_write_opts *o)
+                        write_req *o)
 {
     *exists = 0;
     o->found = 0;
@@ -447,8 +486,9 @@ static int link_noreplace(const ar_target *t, ar_temp *tmp)
 /* ---------------------------------------------------------------- writer */
 
 struct atomrun_writer {
-    atomrun_write_opts *o;      /* the caller's: stage, found, ... */
-    atomrun_write_opts  own;    /* used when the caller passed NULL */
+    write_req           q;      /* the options, and the failure's report
+                                   (found at open, stage at commit) */
+    write_req          *o;      /* &q */
     ar_target           t;
     ar_temp             tmp;
     struct stat         old;    /* the file replaced, when has_old */
@@ -465,10 +505,13 @@ static void writer_free(atomrun_writer *w)
     free(w);
 }
 
-int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
-                        atomrun_write_opts *o)
+/* Open a writer for the request *in; its report (what is at the target, a
+ * failure's stage) is left there. */
+static int writer_start(atomrun_writer **wp, const char *path, int how,
+                        write_req *in)
 {
     atomrun_writer *w;
+    write_req *o;
     int r;
 
     *wp = NULL;
@@ -477,11 +520,8 @@ int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
     w = calloc(1, sizeof *w);
     if (!w)
         return -ENOMEM;
-    if (!o) {
-        atomrun_write_opts_init(&w->own);
-        o = &w->own;
-    }
-    w->o = o;
+    w->q = *in;
+    o = w->o = &w->q;
     w->how = how;
     w->t.dirfd = -1;
     w->tmp.fd = -1;
@@ -508,6 +548,7 @@ int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
         if (r < 0)
             fail(o, ATOMRUN_STAGE_TEMP, r);
     }
+    *in = w->q;
     if (r < 0) {
         writer_free(w);
         return r;
@@ -516,7 +557,15 @@ int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
     return 0;
 }
 
-int atomrun_writer_write(atomrun_writer *w, const void *data, size_t len)
+int atomrun_writer_open(atomrun_writer **wp, const char *path, int how,
+                        const atomrun_write_opts *o, atomrun_err *err)
+{
+    write_req q;
+    req_init(&q, o);
+    return report(&q, err, writer_start(wp, path, how, &q));
+}
+
+static int writer_put(atomrun_writer *w, const void *data, size_t len)
 {
     int r;
     if (w->failed)
@@ -566,7 +615,14 @@ static int commit_replace(atomrun_writer *w)
     return r;
 }
 
-int atomrun_writer_commit(atomrun_writer *w)
+int atomrun_writer_write(atomrun_writer *w, const void *data, size_t len,
+                         atomrun_err *err)
+{
+    return report(&w->q, err, writer_put(w, data, len));
+}
+
+/* Commit and free w, its report into *out. */
+static int writer_end(atomrun_writer *w, write_req *out)
 {
     int r;
     if (w->failed) {
@@ -578,8 +634,16 @@ int atomrun_writer_commit(atomrun_writer *w)
         if (r == 0)
             r = dir_sync(&w->t, w->o);
     }
+    *out = w->q;
     writer_free(w);
     return r;
+}
+
+int atomrun_writer_commit(atomrun_writer *w, atomrun_err *err)
+{
+    write_req q;
+    int r = writer_end(w, &q);
+    return report(&q, err, r);
 }
 
 void atomrun_writer_abort(atomrun_writer *w)
@@ -590,7 +654,7 @@ void atomrun_writer_abort(atomrun_writer *w)
 
 /* ---------------------------------------------------------------- create */
 
-static int create_empty(const char *path, atomrun_write_opts *o)
+static int create_empty(const char *path, write_req *o)
 {
     int mode = o->mode >= 0 ? o->mode : 0666;
     ar_target t;
@@ -626,49 +690,45 @@ static int create_empty(const char *path, atomrun_write_opts *o)
 
 /* The string forms: one write of the whole buffer through the writer. */
 static int write_whole(const char *path, int how, const void *data,
-                       size_t len, atomrun_write_opts *o)
+                       size_t len, write_req *o)
 {
     atomrun_writer *w;
-    int r = atomrun_writer_open(&w, path, how, o);
+    int r = writer_start(&w, path, how, o);
     if (r < 0)
         return r;
-    r = atomrun_writer_write(w, data, len);
+    r = writer_put(w, data, len);
     if (r < 0) {
+        *o = w->q;
         atomrun_writer_abort(w);
         return r;
     }
-    return atomrun_writer_commit(w);
+    return writer_end(w, o);
 }
 
 int atomrun_create(const char *path, const void *data, size_t len,
-                   atomrun_write_opts *o)
+                   const atomrun_write_opts *o, atomrun_err *err)
 {
-    atomrun_write_opts defaults;
+    write_req q;
+    int r;
 
-    if (!o) {
-        atomrun_write_opts_init(&defaults);
-        o = &defaults;
-    }
-    o->stage = ATOMRUN_STAGE_NONE;
-    o->found = 0;
+    req_init(&q, o);
     if (!data)
-        return create_empty(path, o);
-    return write_whole(path, ATOMRUN_WRITE_CREATE, data, len, o);
+        r = create_empty(path, &q);
+    else
+        r = write_whole(path, ATOMRUN_WRITE_CREATE, data, len, &q);
+    return report(&q, err, r);
 }
 
 /* --------------------------------------------------------------- replace */
 
 int atomrun_replace(const char *path, const void *data, size_t len,
-                    atomrun_write_opts *o)
+                    const atomrun_write_opts *o, atomrun_err *err)
 {
-    atomrun_write_opts defaults;
+    write_req q;
 
-    if (!o) {
-        atomrun_write_opts_init(&defaults);
-        o = &defaults;
-    }
-    return write_whole(path, ATOMRUN_WRITE_REPLACE, data ? data : "",
-                       data ? len : 0, o);
+    req_init(&q, o);
+    return report(&q, err, write_whole(path, ATOMRUN_WRITE_REPLACE,
+                                       data ? data : "", data ? len : 0, &q));
 }
 
 /* ------------------------------------------------------------------ read */

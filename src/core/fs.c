@@ -442,7 +442,7 @@ static const char *type_name(mode_t m)
     return "unknown";
 }
 
-int atomrun_stat_path(const char *path, int follow, atomrun_stat *out)
+int ar_stat_path(const char *path, int follow, ar_stat *out)
 {
     struct stat st;
     if ((follow ? stat(path, &st) : lstat(path, &st)) != 0)
@@ -459,7 +459,7 @@ int atomrun_stat_path(const char *path, int follow, atomrun_stat *out)
     return 0;
 }
 
-int atomrun_mkdir(const char *path, int mode)
+int ar_mkdir(const char *path, int mode)
 {
     struct stat st;
     ar_walk w;

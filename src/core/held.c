@@ -8,12 +8,12 @@
 
 #include <string.h>
 
-void atomrun_heldset_init(atomrun_heldset *s)
+void ar_heldset_init(ar_heldset *s)
 {
     s->head.prev = s->head.next = &s->head;
 }
 
-void atomrun_heldset_add(atomrun_heldset *s, atomrun_held *h)
+void ar_heldset_add(ar_heldset *s, ar_held *h)
 {
     if (h->next)
         return;
@@ -23,7 +23,7 @@ void atomrun_heldset_add(atomrun_heldset *s, atomrun_held *h)
     s->head.next = h;
 }
 
-void atomrun_heldset_remove(atomrun_held *h)
+void ar_heldset_remove(ar_held *h)
 {
     if (!h->next)
         return;
@@ -37,7 +37,7 @@ static int modes_conflict(int a, int b)
     return a == ATOMRUN_EXCLUSIVE || b == ATOMRUN_EXCLUSIVE;
 }
 
-int atomrun_ranges_overlap(int64_t s1, int64_t l1, int64_t s2, int64_t l2)
+int ar_ranges_overlap(int64_t s1, int64_t l1, int64_t s2, int64_t l2)
 {
     /* [s, s+l) with l == 0 meaning [s, infinity) */
     int before = l1 != 0 && s1 + l1 <= s2;
@@ -45,13 +45,13 @@ int atomrun_ranges_overlap(int64_t s1, int64_t l1, int64_t s2, int64_t l2)
     return !before && !after;
 }
 
-static int same_etcd_name(const atomrun_held *a, const atomrun_held *b)
+static int same_etcd_name(const ar_held *a, const ar_held *b)
 {
     return a->cluster == b->cluster && a->namelen == b->namelen &&
            memcmp(a->name, b->name, a->namelen) == 0;
 }
 
-static int is_slot(const atomrun_held *h)
+static int is_slot(const ar_held *h)
 {
     return h->slots > 1;
 }
@@ -64,13 +64,13 @@ static int is_slot(const atomrun_held *h)
  * as it has (counted whatever size the held ones were asked with, as the
  * queue counts keys), and then the last of them is the one returned.
  */
-static const atomrun_held *etcd_conflict(const atomrun_heldset *s,
-                                         const atomrun_held *req)
+static const ar_held *etcd_conflict(const ar_heldset *s,
+                                         const ar_held *req)
 {
-    const atomrun_held *slot = NULL;
+    const ar_held *slot = NULL;
     int slots = 0;
-    for (const atomrun_held *h = s->head.next; h != &s->head; h = h->next) {
-        if (h->kind != ATOMRUN_HELD_ETCD || !same_etcd_name(h, req))
+    for (const ar_held *h = s->head.next; h != &s->head; h = h->next) {
+        if (h->kind != AR_HELD_ETCD || !same_etcd_name(h, req))
             continue;
         if (is_slot(h) && is_slot(req)) {
             slot = h;
@@ -83,12 +83,12 @@ static const atomrun_held *etcd_conflict(const atomrun_heldset *s,
     return is_slot(req) && slots >= req->slots ? slot : NULL;
 }
 
-const atomrun_held *atomrun_heldset_conflict(const atomrun_heldset *s,
-                                             const atomrun_held *req)
+const ar_held *ar_heldset_conflict(const ar_heldset *s,
+                                             const ar_held *req)
 {
-    if (req->kind == ATOMRUN_HELD_ETCD)
+    if (req->kind == AR_HELD_ETCD)
         return etcd_conflict(s, req);
-    for (const atomrun_held *h = s->head.next; h != &s->head; h = h->next) {
+    for (const ar_held *h = s->head.next; h != &s->head; h = h->next) {
         if (h->kind != req->kind || h->dev != req->dev || h->ino != req->ino)
             continue;
         /* Locks of one open file description do not conflict: the kernel
@@ -97,8 +97,8 @@ const atomrun_held *atomrun_heldset_conflict(const atomrun_heldset *s,
             continue;
         if (!modes_conflict(h->mode, req->mode))
             continue;
-        if (req->kind == ATOMRUN_HELD_RANGE &&
-            !atomrun_ranges_overlap(h->start, h->length, req->start,
+        if (req->kind == AR_HELD_RANGE &&
+            !ar_ranges_overlap(h->start, h->length, req->start,
                                     req->length))
             continue;
         return h;
@@ -106,10 +106,10 @@ const atomrun_held *atomrun_heldset_conflict(const atomrun_heldset *s,
     return NULL;
 }
 
-int atomrun_heldset_foreach(atomrun_heldset *s,
-                            int (*fn)(atomrun_held *h, void *ctx), void *ctx)
+int ar_heldset_foreach(ar_heldset *s,
+                            int (*fn)(ar_held *h, void *ctx), void *ctx)
 {
-    for (atomrun_held *h = s->head.next, *next; h != &s->head; h = next) {
+    for (ar_held *h = s->head.next, *next; h != &s->head; h = next) {
         int r;
         next = h->next;          /* fn may take h out of the set */
         r = fn(h, ctx);
@@ -119,11 +119,11 @@ int atomrun_heldset_foreach(atomrun_heldset *s,
     return 0;
 }
 
-size_t atomrun_heldset_fds(const atomrun_heldset *s, int *fds, size_t max)
+size_t ar_heldset_fds(const ar_heldset *s, int *fds, size_t max)
 {
     size_t n = 0;
-    for (const atomrun_held *h = s->head.next; h != &s->head; h = h->next) {
-        if (h->kind == ATOMRUN_HELD_ETCD)
+    for (const ar_held *h = s->head.next; h != &s->head; h = h->next) {
+        if (h->kind == AR_HELD_ETCD)
             continue;
         if (n < max)
             fds[n] = h->fd;
@@ -132,10 +132,10 @@ size_t atomrun_heldset_fds(const atomrun_heldset *s, int *fds, size_t max)
     return n;
 }
 
-size_t atomrun_heldset_count(const atomrun_heldset *s)
+size_t ar_heldset_count(const ar_heldset *s)
 {
     size_t n = 0;
-    for (const atomrun_held *h = s->head.next; h != &s->head; h = h->next)
+    for (const ar_held *h = s->head.next; h != &s->head; h = h->next)
         n++;
     return n;
 }

@@ -32,7 +32,10 @@
  * for descriptors of the very file), in this order: the last holder this
  * thread found (one-holder searches only), the pids /proc/locks names,
  * then every other process starting just above the highest of those (a
- * forked child usually has a higher pid), and this process last.  A hard
+ * forked child usually has a higher pid), and this process last.  A
+ * one-holder search stops at the holder; who()'s goes through the whole
+ * of /proc, since it takes the held flock and OFD locks from the fdinfo
+ * it finds and nothing it could trust says when it has them all.  A hard
  * budget (AR_SCAN_FDS descriptors, AR_SCAN_CPU_SECONDS of this thread's
  * CPU, AR_SCAN_WALL_SECONDS of wall clock as the backstop) ends a search
  * on a host with very many descriptors: the holder is then unknown.
@@ -156,7 +159,7 @@ static int same_file(int dirfd, const char *name, dev_t dev, ino_t ino)
  * the budget did. */
 static int scan_pid(ar_scan *s, pid_t pid)
 {
-    char name[32], info[8192];
+    char name[32], buf[8192], *info;
     int pdir, fdir, stop = 0;
     DIR *d;
     struct dirent *e;
@@ -190,10 +193,13 @@ static int scan_pid(ar_scan *s, pid_t pid)
         if (is_asker(s, pid, fd))
             continue;
         snprintf(name, sizeof name, "fdinfo/%d", fd);
-        if (ar_read_at(pdir, name, info, sizeof info) < 0)
+        /* whole: one description's hundreds of OFD ranges pass 8 KiB */
+        if (!(info = ar_read_whole_at(pdir, name, buf, sizeof buf)))
             continue;
         if (s->visit(s, pid, fd, info))
             stop = 1;
+        if (info != buf)
+            free(info);
     }
     closedir(d);
     close(pdir);
@@ -469,6 +475,38 @@ int atomrun_pid_holds(pid_t pid, uint64_t dev, uint64_t ino)
 
 /* ------------------------------------------------------- every lock: who */
 
+/*
+ * who() takes the HELD flock and OFD locks from their holders' fdinfo, not
+ * from /proc/locks.  The trap: /proc/locks is a seq_file that the kernel
+ * fills a page per read(2), finding its place again by position, so while
+ * any process on the system takes or drops locks the table comes back with
+ * lines skipped or repeated; ar_read_locks repairs most such reads, not
+ * all (5 reads in 133 of a 300-lock file came back wrong under a kill
+ * storm, a third of them under harder lock churn on other files).  A descriptor's fdinfo is written in one go
+ * under the inode's lock: its "lock:" lines, every lock of that open file
+ * description, are of one moment.  So each held flock/OFD lock is one that
+ * a descriptor's fdinfo shows, named by the process that has that
+ * descriptor, and /proc/locks is left to say what no fdinfo can: the
+ * waiters, the classic POSIX locks (whose pid is their owner), and the
+ * locks no visible descriptor shows (another user's; a description kept
+ * only by an mmap or a descriptor in flight over a socket): holder unknown.
+ */
+
+/* A held flock or OFD lock, as a descriptor's fdinfo shows it. */
+typedef struct ar_fdlock {
+    ar_lockline line;
+    pid_t       pid;          /* the process that has the descriptor */
+    int         listed;       /* stands for a line of /proc/locks already */
+} ar_fdlock;
+
+/* One open file description's locks: w->locks[first..first+n). */
+typedef struct ar_desc {
+    size_t   first, n;
+    unsigned sum;             /* of the lines: a quick first order */
+    pid_t    pid;
+    int      fd;
+} ar_desc;
+
 /* A descriptor of the file, kept only to look for OFD waiters among them. */
 typedef struct ar_seen {
     pid_t pid;
@@ -476,22 +514,18 @@ typedef struct ar_seen {
     int   used;               /* named as a waiter already */
 } ar_seen;
 
-/*
- * The search of who(): each held FLOCK/OFD line of /proc/locks gets the
- * first process seen whose fdinfo shows that very lock (each shown lock
- * names one line: two shared locks the same pid took through two opens are
- * two lines, two holders).  Matching as we go keeps a file with thousands
- * of locks (a big semaphore) linear, and lets the search stop as soon as
- * every line has its holder.
- */
+#define AR_WHO_RECENT 8
 typedef struct ar_who {
-    const ar_lockline *lines;
-    int      nlines;
-    pid_t   *owner;           /* per line: its holder, 0 not found (yet) */
-    int      unmatched;       /* held FLOCK/OFD lines without an owner */
-    int      need_all;        /* OFD waiters: keep every descriptor seen */
-    ar_seen *seen;
-    size_t   n, cap;
+    ar_fdlock *locks;         /* each description's locks, once */
+    size_t     nlocks, lockcap;
+    ar_desc   *descs;
+    size_t     ndescs, desccap;
+    int        need_all;      /* OFD waiters: keep every descriptor seen */
+    ar_seen   *seen;
+    size_t     n, cap;
+    int        nomem;
+    atomrun_holder recent[AR_WHO_RECENT];  /* who_fill's last holders */
+    size_t     nrecent;
 } ar_who;
 
 static int who_needs_owner(const ar_lockline *l)
@@ -500,41 +534,166 @@ static int who_needs_owner(const ar_lockline *l)
                           strcmp(l->kind, "OFDLCK") == 0);
 }
 
-static void who_claim(ar_who *w, const ar_lockline *l, pid_t pid)
+/* The lines who() takes from /proc/locks as they are: all but the held
+ * flock and OFD locks, which fdinfo gives. */
+static int who_from_table(const ar_lockline *l)
 {
-    for (int i = 0; i < w->nlines; i++)
-        if (!w->owner[i] && who_needs_owner(&w->lines[i]) &&
-            ar_line_same(&w->lines[i], l)) {
-            w->owner[i] = pid;
-            w->unmatched--;
-            return;
-        }
+    return !who_needs_owner(l);
 }
 
+/* v (*cap elements of size each, n used) with room for one more: v, or
+ * where realloc moved it; NULL when out of memory (v is still valid). */
+static void *grow(void *v, size_t *cap, size_t n, size_t size)
+{
+    void *more;
+    if (n < *cap)
+        return v;
+    more = realloc(v, size * (*cap * 2 + 16));
+    if (more)
+        *cap = *cap * 2 + 16;
+    return more;
+}
+
+static unsigned line_sum(const ar_lockline *l)
+{
+    return (unsigned)l->write * 31u + (unsigned)l->pid * 131u +
+           (unsigned)l->start * 17u + (unsigned)l->end * 7u +
+           (unsigned char)l->kind[0];
+}
+
+#define CMP(x, y) ((x) < (y) ? -1 : (x) > (y) ? 1 : 0)
+
+/* A total order of lines (0: the same lock, as ar_line_same). */
+static int line_cmp(const ar_lockline *a, const ar_lockline *b)
+{
+    int c = strcmp(a->kind, b->kind);
+    if (c == 0)
+        c = CMP(a->write, b->write);
+    if (c == 0)
+        c = CMP(a->pid, b->pid);
+    if (c == 0)
+        c = CMP(a->start, b->start);
+    return c ? c : CMP(a->end, b->end);
+}
+
+/*
+ * The order in which who() keeps descriptions: by their lines, then by
+ * kcmp's order of the open file descriptions themselves; 0 for the same
+ * description.  The trap: one description can sit in many fd tables
+ * (inherited over fork -- flock(1) and its command --, dup'ed, passed
+ * over a socket) and shows the same lock lines in each, yet holds each
+ * lock once; while two descriptions can show identical lines (two opens
+ * by one process, each with a shared flock: the line names the taker and
+ * the whole file), so the text does not tell.  kcmp (KCMP_FILE) does, and
+ * orders them too, so that a big set of identical shared locks is kept
+ * with a binary search, not a kcmp against each.  Where it cannot answer
+ * (a kernel without CONFIG_KCMP, or refused) identical lines count as one
+ * description: a process's two shared opens are then one holder, rather
+ * than a forked holder two.
+ */
+static int desc_cmp(const ar_who *w, const ar_desc *a, const ar_desc *b)
+{
+    long r;
+    int c = a->sum != b->sum ? CMP(a->sum, b->sum) : CMP(a->n, b->n);
+
+    for (size_t i = 0; c == 0 && i < a->n; i++)
+        c = line_cmp(&w->locks[a->first + i].line, &w->locks[b->first + i].line);
+    if (c != 0)
+        return c;
+    r = syscall(SYS_kcmp, a->pid, b->pid, KCMP_FILE, a->fd, b->fd);
+    if (r == 1 || r == 2)
+        return r == 1 ? -1 : 1;
+    /* ESRCH: a process died meanwhile, its descriptor with it */
+    return r < 0 && errno == ESRCH ? -1 : 0;
+}
+
+/* Keep d in w->descs (in desc_cmp order) unless its description is
+ * there already: 1 kept, 0 seen before, -1 out of memory. */
+static int keep_description(ar_who *w, const ar_desc *d)
+{
+    size_t lo = 0, hi = w->ndescs;
+    ar_desc *more;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = desc_cmp(w, d, &w->descs[mid]);
+        if (c == 0)
+            return 0;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    if (!(more = grow(w->descs, &w->desccap, w->ndescs, sizeof *more)))
+        return -1;
+    w->descs = more;
+    memmove(&w->descs[lo + 1], &w->descs[lo],
+            sizeof *w->descs * (w->ndescs - lo));
+    w->descs[lo] = *d;
+    w->ndescs++;
+    return 1;
+}
+
+/* The held flock/OFD locks in descriptor (pid, fd)'s fdinfo, kept once
+ * per description.  0 when out of memory. */
+static int who_take_fdinfo(ar_scan *s, ar_who *w, pid_t pid, int fd,
+                           const char *info)
+{
+    ar_desc d = { w->nlocks, 0, 0, pid, fd };
+    ar_fdlock *more;
+    ar_lockline l;
+
+    for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5) {
+        /* l.pid: whoever TOOK the lock, maybe long dead; the holder is
+         * pid, who has the descriptor now */
+        if (!ar_parse_lockline(p + 5, &l) || !who_needs_owner(&l) ||
+            !ar_line_is_file(&l, s->dev, s->ino))
+            continue;
+        if (!(more = grow(w->locks, &w->lockcap, w->nlocks, sizeof *more)))
+            return 0;
+        w->locks = more;
+        w->locks[w->nlocks].line = l;
+        w->locks[w->nlocks].pid = pid;
+        w->locks[w->nlocks].listed = 0;
+        w->nlocks++;
+        d.n++;
+        d.sum = d.sum * 33u + line_sum(&l);
+    }
+    if (d.n == 0)
+        return 1;
+    switch (keep_description(w, &d)) {
+    case 0:
+        w->nlocks = d.first;        /* its locks are listed once already */
+        return 1;
+    case 1:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Every descriptor of the file: its locks, and (OFD waiters) itself. */
 static int visit_who(ar_scan *s, pid_t pid, int fd, const char *info)
 {
     ar_who *w = s->ctx;
-    ar_lockline l;
 
-    for (const char *p = info; (p = strstr(p, "lock:")) != NULL; p += 5)
-        if (ar_parse_lockline(p + 5, &l) && !l.waiter &&
-            ar_line_is_file(&l, s->dev, s->ino))
-            who_claim(w, &l, pid);
+    if (!who_take_fdinfo(s, w, pid, fd, info)) {
+        w->nomem = 1;
+        return 1;
+    }
     if (w->need_all) {
-        if (w->n == w->cap) {
-            ar_seen *more = realloc(w->seen,
-                                    sizeof *more * (w->cap = w->cap * 2 + 16));
-            if (!more)
-                return 1;
-            w->seen = more;
+        ar_seen *more = grow(w->seen, &w->cap, w->n, sizeof *more);
+        if (!more) {
+            w->nomem = 1;
+            return 1;
         }
+        w->seen = more;
         w->seen[w->n].pid = pid;
         w->seen[w->n].fd = fd;
         w->seen[w->n].used = 0;
         w->n++;
-        return 0;
     }
-    return w->unmatched == 0;
+    return 0;
 }
 
 /* Is a thread of pid blocked in fcntl(fd, F_OFD_SETLKW)?  The only trace
@@ -567,82 +726,162 @@ static int ofd_waiting(pid_t pid, int fd)
     return hit;
 }
 
-static void who_fill(atomrun_lockinfo *out, const ar_lockline *l,
+/*
+ * out: line l, held by (or waited for by) pid.  A few processes often hold
+ * hundreds of a file's locks (a semaphore's slots): each one's command line
+ * and start time are read once per who(), kept in w->recent.
+ */
+static void who_fill(ar_who *w, atomrun_lockinfo *out, const ar_lockline *l,
                      pid_t pid)
 {
-    fill_holder(&out->h, l, pid);
+    atomrun_holder *known = NULL;
+
+    for (size_t i = 0; pid > 0 && i < AR_WHO_RECENT && !known; i++)
+        if (w->recent[i].pid == pid)
+            known = &w->recent[i];
+    if (known) {
+        fill_holder(&out->h, l, 0);
+        out->h.pid = pid;
+        memcpy(out->h.cmd, known->cmd, sizeof out->h.cmd);
+        out->h.since = known->since;
+    } else {
+        fill_holder(&out->h, l, pid);
+        if (pid > 0)
+            w->recent[w->nrecent++ % AR_WHO_RECENT] = out->h;
+    }
     out->waiting = l->waiter;
 }
 
+/*
+ * The search of who(): the takers /proc/locks names first (often still
+ * the holders), then every other process.  The whole of /proc, however
+ * many holders are found: the only count that could end it early would
+ * come from /proc/locks, which may be torn.  The budget still bounds it.
+ * 1 when the budget ran out (fdinfo did not show every lock), 0, -ENOMEM.
+ */
+static int who_search(dev_t dev, ino_t ino, const ar_lockline *lines,
+                      int n, ar_who *w)
+{
+    pid_t *first = malloc(sizeof *first * (size_t)n), after = 0;
+    size_t nf = 0;
+    int any = 0;
+    ar_scan s;
+
+    if (!first)
+        return -ENOMEM;
+    for (int i = 0; i < n; i++) {
+        const ar_lockline *l = &lines[i];
+        any |= who_needs_owner(l);
+        if (l->waiter && strcmp(l->kind, "OFDLCK") == 0)
+            any = w->need_all = 1;
+        if (!l->waiter && strcmp(l->kind, "FLOCK") == 0 && l->pid > 0) {
+            first[nf++] = (pid_t)l->pid;
+            if (l->pid > after)
+                after = (pid_t)l->pid;
+        }
+    }
+    scan_init(&s, dev, ino, -1, visit_who, w);
+    if (any)
+        scan_run(&s, first, nf, after);
+    free(first);
+    return w->nomem ? -ENOMEM : s.over;
+}
+
+/*
+ * The fdinfo lock that stands for the held flock/OFD line l of /proc/locks:
+ * 1 and *pid its holder, when one not listed yet reads the same; 1 and
+ * *pid 0 (holder unknown) when no descriptor seen shows such a lock at all,
+ * or the search ran out of budget (over); 0 -- leave the line out -- when
+ * every lock that reads so is listed already: a line the torn read
+ * repeated.  (A hidden holder whose lock reads exactly as a visible one's,
+ * say another user's shared OFD lock on the same bytes, looks the same
+ * from here and is left out with the repeats; and a hidden lock's line
+ * that the read tore is missing or twice there, the table not being read
+ * again for these lines: both rare, where torn lines are what lock churn
+ * anywhere on the system makes.)
+ */
+static int who_match_line(ar_who *w, const ar_lockline *l, int over,
+                          pid_t *pid)
+{
+    int alike = 0;
+
+    *pid = 0;
+    for (size_t k = 0; k < w->nlocks; k++) {
+        if (!ar_line_same(&w->locks[k].line, l))
+            continue;
+        alike = 1;
+        if (!w->locks[k].listed) {
+            w->locks[k].listed = 1;
+            *pid = w->locks[k].pid;
+            return 1;
+        }
+    }
+    return !alike || over;
+}
+
+/* The process behind a line that is not a held flock/OFD lock. */
+static pid_t who_other_pid(ar_who *w, const ar_lockline *l)
+{
+    if (strcmp(l->kind, "POSIX") == 0 ||
+        (l->waiter && strcmp(l->kind, "FLOCK") == 0))
+        /* a POSIX lock's pid is its owner; a waiter's is the waiter */
+        return l->pid > 0 && ar_pid_alive((pid_t)l->pid) ? (pid_t)l->pid : 0;
+    if (l->waiter) {
+        /* an OFD waiter: a process with the file open that waits in
+         * F_OFD_SETLKW on that descriptor; each names one waiter */
+        for (size_t k = 0; k < w->n; k++)
+            if (!w->seen[k].used && ofd_waiting(w->seen[k].pid, w->seen[k].fd)) {
+                w->seen[k].used = 1;
+                return w->seen[k].pid;
+            }
+    }
+    return 0;
+}
+
+static void who_free(ar_who *w, ar_lockline *lines)
+{
+    free(w->locks);
+    free(w->descs);
+    free(w->seen);
+    free(lines);
+}
+
+/*
+ * In /proc/locks order (waiters after their blocker), each held flock/OFD
+ * line standing for a lock some fdinfo shows; then the fdinfo locks no
+ * line stood for: those the torn read skipped, or taken since.
+ */
 int atomrun_locks_on(uint64_t dev, uint64_t ino, atomrun_lockinfo **list)
 {
     ar_lockline *lines;
     atomrun_lockinfo *out;
-    pid_t *first, *owner;
-    size_t nf = 0;
-    pid_t after = 0;
-    int n = ar_read_locks((dev_t)dev, (ino_t)ino, &lines);
+    int n = ar_read_locks_where((dev_t)dev, (ino_t)ino, who_from_table,
+                                &lines), over, got = 0;
     ar_who w;
-    ar_scan s;
+    pid_t pid;
 
     *list = NULL;
     if (n <= 0)
         return n;
-    out = calloc((size_t)n, sizeof *out);
-    first = malloc(sizeof *first * (size_t)n);
-    owner = calloc((size_t)n, sizeof *owner);
-    if (!out || !first || !owner) {
-        free(out);
-        free(first);
-        free(owner);
-        free(lines);
-        return -ENOMEM;
-    }
     memset(&w, 0, sizeof w);
-    w.lines = lines;
-    w.nlines = n;
-    w.owner = owner;
-    for (int i = 0; i < n; i++) {
-        if (who_needs_owner(&lines[i]))
-            w.unmatched++;
-        if (lines[i].waiter && strcmp(lines[i].kind, "OFDLCK") == 0)
-            w.need_all = 1;
-        if (!lines[i].waiter && strcmp(lines[i].kind, "FLOCK") == 0 &&
-            lines[i].pid > 0) {
-            first[nf++] = (pid_t)lines[i].pid;
-            if (lines[i].pid > after)
-                after = (pid_t)lines[i].pid;
-        }
+    over = who_search((dev_t)dev, (ino_t)ino, lines, n, &w);
+    out = over < 0 ? NULL : calloc((size_t)n + w.nlocks, sizeof *out);
+    if (!out) {
+        who_free(&w, lines);
+        return over < 0 ? over : -ENOMEM;
     }
-    scan_init(&s, (dev_t)dev, (ino_t)ino, -1, visit_who, &w);
-    if (w.unmatched > 0 || w.need_all)
-        scan_run(&s, first, nf, after);
     for (int i = 0; i < n; i++) {
-        const ar_lockline *l = &lines[i];
-        pid_t pid = owner[i];
-        if (strcmp(l->kind, "POSIX") == 0 || (l->waiter &&
-                                              strcmp(l->kind, "FLOCK") == 0)) {
-            /* a POSIX lock's pid is its owner; a waiter's is the waiter */
-            if (l->pid > 0 && ar_pid_alive((pid_t)l->pid))
-                pid = (pid_t)l->pid;
-        } else if (l->waiter) {
-            /* an OFD waiter: a process with the file open that waits in
-             * F_OFD_SETLKW on that descriptor; each names one waiter */
-            for (size_t k = 0; k < w.n && !pid; k++)
-                if (!w.seen[k].used &&
-                    ofd_waiting(w.seen[k].pid, w.seen[k].fd)) {
-                    w.seen[k].used = 1;
-                    pid = w.seen[k].pid;
-                }
-        }
-        who_fill(&out[i], l, pid);
+        if (!who_needs_owner(&lines[i]))
+            who_fill(&w, &out[got++], &lines[i], who_other_pid(&w, &lines[i]));
+        else if (who_match_line(&w, &lines[i], over, &pid))
+            who_fill(&w, &out[got++], &lines[i], pid);
     }
-    free(w.seen);
-    free(owner);
-    free(first);
-    free(lines);
+    for (size_t k = 0; k < w.nlocks; k++)
+        if (!w.locks[k].listed)
+            who_fill(&w, &out[got++], &w.locks[k].line, w.locks[k].pid);
+    who_free(&w, lines);
     *list = out;
-    return n;
+    return got;
 }
 
 int atomrun_who(const char *path, atomrun_lockinfo **list)

@@ -8,6 +8,7 @@
 #define AR_INTERNAL_H
 
 #include "atomrun.h"
+#include "core/shared.h"
 
 #include <pthread.h>
 #include <sys/stat.h>
@@ -113,6 +114,10 @@ int ar_line_same(const ar_lockline *a, const ar_lockline *b);
  * kernel's order, into *out (malloc'd, the caller frees it): the count, or
  * -errno.  Repairs a torn read; see core/locktab.c. */
 int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out);
+/* The same, when only the lines `matters` says 1 of must be right: the
+ * read is repaired for those (matters NULL: for every line). */
+int ar_read_locks_where(dev_t dev, ino_t ino,
+                        int (*matters)(const ar_lockline *), ar_lockline **out);
 
 /*
  * The live holder of a lock of `kind` ("FLOCK", "OFDLCK", "POSIX") on the
@@ -138,6 +143,11 @@ int ar_find_ofd_holder(int self_fd, dev_t dev, ino_t ino, int mode,
 /* The small file `name` under dirfd (a /proc file; AT_FDCWD and a path
  * too) into buf, NUL-terminated: its length, or -1. */
 ssize_t ar_read_at(int dirfd, const char *name, char *buf, size_t size);
+/* The whole of the file `name` under dirfd, however long, of one moment
+ * (read through one open file): in buf (size bytes) when it fits, else in
+ * a malloc'd copy the caller frees (when the result is not buf); NUL-
+ * terminated.  NULL when it cannot be opened. */
+char *ar_read_whole_at(int dirfd, const char *name, char *buf, size_t size);
 /* Is pid alive?  A zombie counts as dead: it holds nothing. */
 int ar_pid_alive(pid_t pid);
 /* When pid started, in seconds since the epoch; 0 when unknown. */

@@ -57,8 +57,8 @@ static int open_rw_or_ro(const char *path, int create, int perm, int walk,
     return fd;
 }
 
-int atomrun_lockfile_open_follow(const char *path, int create, int perm,
-                                 int follow, int *writable)
+int atomrun_lockfile_open(const char *path, int create, int perm,
+                          int follow, int *writable)
 {
     int w = 0, fd;
 
@@ -72,13 +72,6 @@ int atomrun_lockfile_open_follow(const char *path, int create, int perm,
     if (writable)
         *writable = w;
     return fd;
-}
-
-int atomrun_lockfile_open(const char *path, int create, int perm,
-                          int *writable)
-{
-    return atomrun_lockfile_open_follow(path, create, perm, ATOMRUN_NOFOLLOW,
-                                        writable);
 }
 
 /* ------------------------------------------------- a caller's descriptor */
@@ -114,7 +107,7 @@ int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino)
     return 0;
 }
 
-int atomrun_close(int fd)
+int ar_close(int fd)
 {
     /* Linux frees the descriptor even when close reports EINTR or EIO:
      * never retry, or we might close a descriptor another thread got. */

@@ -20,7 +20,10 @@
  *
  * A room of its own because reading the table has its own trap, the torn
  * read of a seq_file (ar_read_locks), and three callers: the holder
- * search, atomrun_pid_holds and atomrun_locks_on (core/holder.c).
+ * search, atomrun_pid_holds and atomrun_locks_on (core/holder.c).  The
+ * repair makes a torn read rare, not impossible, so who() does not count
+ * on it for held flock and OFD locks: it takes those from the holders'
+ * fdinfo, each written whole, and the table only for the rest.
  */
 #define _GNU_SOURCE
 #include "core/internal.h"
@@ -80,8 +83,10 @@ int ar_line_conflicts(const ar_lockline *l, const char *kind, int mode,
 /* The same lock (as fdinfo prints a line of /proc/locks)? */
 int ar_line_same(const ar_lockline *a, const ar_lockline *b)
 {
-    return strcmp(a->kind, b->kind) == 0 && a->write == b->write &&
-           a->pid == b->pid && a->start == b->start && a->end == b->end;
+    /* the numbers first: who() asks this of every pair of hundreds of
+     * lines, most of which differ in their range */
+    return a->start == b->start && a->end == b->end && a->pid == b->pid &&
+           a->write == b->write && strcmp(a->kind, b->kind) == 0;
 }
 
 /* One pass over /proc/locks: its lines about (dev, ino); see below. */
@@ -114,12 +119,23 @@ static int read_locks_once(dev_t dev, ino_t ino, ar_lockline **out)
     return n;
 }
 
-static int same_lines(const ar_lockline *a, const ar_lockline *b, int n)
+/* Do a[0..na) and b[0..nb) read the same, leaving out the lines that do
+ * not matter (matters NULL: all lines matter)? */
+static int same_lines(const ar_lockline *a, int na, const ar_lockline *b,
+                      int nb, int (*matters)(const ar_lockline *))
 {
-    for (int i = 0; i < n; i++)
-        if (!ar_line_same(&a[i], &b[i]) || a[i].waiter != b[i].waiter)
+    int i = 0, j = 0;
+    for (;;) {
+        while (matters && i < na && !matters(&a[i]))
+            i++;
+        while (matters && j < nb && !matters(&b[j]))
+            j++;
+        if (i == na || j == nb)
+            return i == na && j == nb;
+        if (!ar_line_same(&a[i], &b[j]) || a[i].waiter != b[j].waiter)
             return 0;
-    return 1;
+        i++, j++;
+    }
 }
 
 /* How many lines of v[0..n) read the same as l. */
@@ -157,6 +173,19 @@ static int median3(int a, int b, int c)
 #define AR_LOCKS_PASSES 12
 int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out)
 {
+    return ar_read_locks_where(dev, ino, NULL, out);
+}
+
+/*
+ * The same, when only some lines must be right (who() takes the held flock
+ * and OFD locks from fdinfo): two passes agree when the lines that matter
+ * do.  Every pass takes the kernel's lock of the whole table for writing
+ * -- each page of a pass stops every lock and unlock on the system -- so
+ * a pass not needed is worth saving under the very churn that tears them.
+ */
+int ar_read_locks_where(dev_t dev, ino_t ino,
+                        int (*matters)(const ar_lockline *), ar_lockline **out)
+{
     ar_lockline *v[3] = { NULL, NULL, NULL }, *res;
     int n[3] = { 0, 0, 0 }, total = 0, got = 0, r = 0;
 
@@ -172,10 +201,10 @@ int ar_read_locks(dev_t dev, ino_t ino, ar_lockline **out)
             r = n[2];
             goto done;
         }
-        if (pass > 0 && n[1] == n[2] && same_lines(v[1], v[2], n[2])) {
+        if (pass > 0 && same_lines(v[1], n[1], v[2], n[2], matters)) {
             *out = v[2];
             v[2] = NULL;
-            r = n[1];
+            r = n[2];
             goto done;
         }
     }

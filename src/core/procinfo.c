@@ -35,6 +35,44 @@ ssize_t ar_read_at(int dirfd, const char *name, char *buf, size_t size)
     return got;
 }
 
+/*
+ * Read through one open file, never reopened: a /proc file of one record
+ * (an fdinfo, whose "lock:" lines are written in one go under the inode's
+ * lock) is generated whole at the first read(2) and handed out from that
+ * one snapshot by the reads after it, so however long it is, the text is
+ * of one moment.  Reopening to retry with a bigger buffer would be
+ * another moment.
+ */
+char *ar_read_whole_at(int dirfd, const char *name, char *buf, size_t size)
+{
+    char *v = buf, *more;
+    size_t got = 0, cap = size;
+    ssize_t n;
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return NULL;
+    for (;;) {
+        if (got == cap - 1) {
+            more = malloc(cap * 2);
+            if (!more)
+                break;             /* keep what fits: the caller's buf */
+            memcpy(more, v, got);
+            if (v != buf)
+                free(v);
+            v = more;
+            cap *= 2;
+        }
+        n = read(fd, v + got, cap - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    v[got] = '\0';
+    return v;
+}
+
 int ar_pid_alive(pid_t pid)
 {
     char path[64], buf[512], *p;

@@ -257,9 +257,11 @@ static atomrun_etcd *share_or_register(atomrun_etcd *c)
     return c;
 }
 
-int atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out,
-                      char *err, size_t errlen)
+int atomrun_etcd_open(const atomrun_etcd_config *cfg, atomrun_etcd **out, atomrun_err *e)
 {
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     atomrun_etcd *c;
     int r;
 

@@ -153,3 +153,17 @@ char *ar_dumps_taken(json_t *body)
     json_decref(body);
     return text;
 }
+
+atomrun_err *ar_err_start(atomrun_err *err, atomrun_err *own)
+{
+    if (!err)
+        err = own;
+    memset(err, 0, sizeof *err);
+    return err;
+}
+
+double ar_deadline_in(double timeout)
+{
+    /* 0 stays 0: ar_etcd_post's own default, now + op_timeout. */
+    return timeout > 0 ? atomrun_now() + timeout : timeout < 0 ? 1e300 : 0;
+}

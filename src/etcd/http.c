@@ -487,7 +487,7 @@ static int authenticate(atomrun_etcd *c, int ep, double attempt,
             return 1;
         }
         if (rc == -EACCES && err) {
-            char tmp[ATOMRUN_ETCD_ERRLEN];
+            char tmp[ATOMRUN_ERRLEN];
             ar_strlcpy(tmp, err, sizeof tmp);
             ar_seterr(err, errlen, "etcd user \"%s\" could not log in: %s", c->user, tmp);
         }
@@ -561,7 +561,7 @@ static void next_endpoint(atomrun_etcd *c, int ep, int how, int *fails, double d
             nap = 0.5;
         if (nap > left)
             nap = left;
-        atomrun_sleep(nap);
+        ar_sleep(nap);
     }
 }
 
@@ -570,7 +570,7 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
                 char *err, size_t errlen)
 {
     char *text = json_dumps(body, JSON_COMPACT);
-    char last[ATOMRUN_ETCD_ERRLEN] = "";
+    char last[ATOMRUN_ERRLEN] = "";
     double cap = po && po->attempt_cap > 0 ? po->attempt_cap : AR_ATTEMPT_CAP;
     int not_etcd = 0, fails = 0, token_retries = 0, result;
 
@@ -662,8 +662,8 @@ int ar_etcd_send(atomrun_etcd *c, const char *path, json_t *body,
     return ar_etcd_send_tracked(c, path, body, deadline, po, NULL, answer, err, errlen);
 }
 
-int atomrun_etcd_call(atomrun_etcd *c, const char *path, const char *json,
-                      double deadline, char **out, char *err, size_t errlen)
+int ar_etcd_call(atomrun_etcd *c, const char *path, const char *json,
+                 double deadline, char **out, char *err, size_t errlen)
 {
     json_error_t je;
     json_t *body = json_loads(json, 0, &je), *ans = NULL;

@@ -10,6 +10,7 @@
 #define AR_ETCD_INTERNAL_H
 
 #include "atomrun.h"
+#include "core/shared.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -184,6 +185,14 @@ int64_t ar_json_int64(const json_t *obj, const char *key);
 char *ar_prefix_end(const char *prefix, size_t len, size_t *outlen);
 /* Copy at most size-1 bytes, always terminated. */
 void ar_strlcpy(char *dst, const char *src, size_t size);
+/* A public call's relative timeout as the absolute deadline the internal
+ * calls take: > 0 seconds from now; 0 stays 0 (ar_etcd_post's default,
+ * now + op_timeout); ATOMRUN_FOREVER (< 0) no deadline (1e300). */
+double ar_deadline_in(double timeout);
+/* The caller's atomrun_err (or own, when the caller passed NULL), cleared:
+ * the buffer a public call's steps write their message into, as char *err,
+ * size_t errlen -- the internal calls keep that pair. */
+atomrun_err *ar_err_start(atomrun_err *err, atomrun_err *own);
 /* printf into err (when not NULL and errlen > 0). */
 void ar_seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -235,7 +244,7 @@ const atomrun_etcd_kv *ar_txn_kv(const atomrun_etcd_txn_result *res, size_t i);
  * slots when mode is "semaphore". */
 char *ar_writer_record(const char *cmd, const char *mode, int slots);
 /* host, pid, cmd, since of such a record into h (the rest untouched). */
-void ar_writer_of(const json_t *record, atomrun_remote_holder *h);
+void ar_writer_of(const json_t *record, atomrun_etcd_holder *h);
 
 /* --- sessions (etcd/session.c) --- */
 

@@ -30,12 +30,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-void atomrun_remote_put_opts_init(atomrun_remote_put_opts *o)
+void atomrun_etcd_put_opts_init(atomrun_etcd_put_opts *o)
 {
     memset(o, 0, sizeof *o);
 }
 
-static void kv_of(const atomrun_etcd_kv *kv, atomrun_remote_kv *out)
+static void kv_of(const atomrun_etcd_kv *kv, atomrun_etcd_kv_meta *out)
 {
     out->create_rev = kv->create_rev;
     out->mod_rev = kv->mod_rev;
@@ -43,10 +43,14 @@ static void kv_of(const atomrun_etcd_kv *kv, atomrun_remote_kv *out)
     out->lease = kv->lease;
 }
 
-int atomrun_remote_get(atomrun_etcd *c, const char *key, char **data,
-                       size_t *len, atomrun_remote_kv *kv, double deadline,
-                       char *err, size_t errlen)
+int atomrun_etcd_get(atomrun_etcd *c, const char *key, char **data,
+                     size_t *len, atomrun_etcd_kv_meta *kv, double timeout,
+                     atomrun_err *e)
 {
+    double deadline = ar_deadline_in(timeout);
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     atomrun_etcd_txn_result *res;
     atomrun_etcd_op get;
     int r;
@@ -112,8 +116,8 @@ static void put_txn_free(put_txn *t)
 }
 
 /* Who created the existing key, from its creator record's kv (or NULL). */
-static void creator_of(const atomrun_etcd_kv *rec_kv, const atomrun_remote_kv *existing,
-                       atomrun_remote_holder *h)
+static void creator_of(const atomrun_etcd_kv *rec_kv, const atomrun_etcd_kv_meta *existing,
+                       atomrun_etcd_holder *h)
 {
     json_t *rec;
 
@@ -131,7 +135,7 @@ static void creator_of(const atomrun_etcd_kv *rec_kv, const atomrun_remote_kv *e
  * lock's key still of its token); the failure side reads the key and the
  * fence key back, to say which condition failed. */
 static int put_txn_init(put_txn *t, const char *key, const void *data, size_t len,
-                        const atomrun_remote_put_opts *o, const char *lkey, int64_t lease)
+                        const atomrun_etcd_put_opts *o, const char *lkey, int64_t lease)
 {
     memset(t, 0, sizeof *t);
     if (o->create_only)
@@ -140,7 +144,7 @@ static int put_txn_init(put_txn *t, const char *key, const void *data, size_t le
         t->cmp[t->ncmp++] = ar_cmp_equal(key, ATOMRUN_ETCD_MOD, o->if_mod_rev);
     if (lkey)
         t->cmp[t->ncmp++] = ar_cmp_equal(lkey, ATOMRUN_ETCD_CREATE,
-                                         atomrun_remote_lock_token(o->fence));
+                                         atomrun_etcd_lock_token(o->fence));
     t->then[t->nthen++] = ar_op_put(key, data, len, lease);
     t->otherwise[t->nelse++] = ar_op_get(key);
     if (lkey)
@@ -151,53 +155,58 @@ static int put_txn_init(put_txn *t, const char *key, const void *data, size_t le
 /* Which condition of a failed put's txn failed?  The fence first: a lost
  * lock is the news. */
 static int why_not_put(const atomrun_etcd_txn_result *res, const char *key, const char *lkey,
-                       atomrun_remote_put_opts *o, char *err, size_t errlen)
+                       const atomrun_etcd_put_opts *o, atomrun_etcd_put_result *out,
+                       char *err, size_t errlen)
 {
     const atomrun_etcd_kv *mine = ar_txn_kv(res, 0), *lk = lkey ? ar_txn_kv(res, 1) : NULL;
     if (mine)
-        kv_of(mine, &o->existing);
-    if (lkey && (!lk || lk->create_rev != atomrun_remote_lock_token(o->fence))) {
+        kv_of(mine, &out->existing);
+    if (lkey && (!lk || lk->create_rev != atomrun_etcd_lock_token(o->fence))) {
         snprintf(err, errlen, "not written: the lock %s is no longer held with token "
                  "%lld (its lease expired or it was broken)", lkey,
-                 (long long)atomrun_remote_lock_token(o->fence));
+                 (long long)atomrun_etcd_lock_token(o->fence));
         return ATOMRUN_ELOST;
     }
     if (o->create_only && mine) {
-        creator_of(ar_txn_kv(res, lkey ? 2 : 1), &o->existing, &o->creator);
+        creator_of(ar_txn_kv(res, lkey ? 2 : 1), &out->existing, &out->creator);
         snprintf(err, errlen, "%s exists (created at revision %lld)", key,
-                 (long long)o->existing.create_rev);
+                 (long long)out->existing.create_rev);
         return -EEXIST;
     }
     snprintf(err, errlen, "%s changed since revision %lld (now %lld)", key,
-             (long long)o->if_mod_rev, (long long)o->existing.mod_rev);
+             (long long)o->if_mod_rev, (long long)out->existing.mod_rev);
     return -ESTALE;
 }
 
-int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
-                       size_t len, atomrun_remote_put_opts *o, double deadline,
-                       char *err, size_t errlen)
+int atomrun_etcd_put(atomrun_etcd *c, const char *key, const void *data,
+                     size_t len, const atomrun_etcd_put_opts *o,
+                     atomrun_etcd_put_result *out, double timeout, atomrun_err *e)
 {
+    double deadline = ar_deadline_in(timeout);
     atomrun_etcd_txn_result *res;
+    atomrun_etcd_put_result own_out;
+    atomrun_err own, why;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     const char *lkey = NULL;
-    char why[ATOMRUN_ETCD_ERRLEN];
     ar_session *s = NULL;
     put_txn t;
     int r;
 
-    o->revision = 0;
-    memset(&o->existing, 0, sizeof o->existing);
-    memset(&o->creator, 0, sizeof o->creator);
+    if (!out)
+        out = &own_out;
+    memset(out, 0, sizeof *out);
     if (!key || !*key) {
         snprintf(err, errlen, "empty etcd key");
         return -EINVAL;
     }
     if (o->fence) {
         /* Known lost here already: do not even ask. */
-        if (atomrun_remote_lock_lost(o->fence, why, sizeof why) < 0) {
-            snprintf(err, errlen, "not written: %s", why);
+        if (atomrun_etcd_lock_lost(o->fence, &why) < 0) {
+            ar_seterr(err, errlen, "not written: %s", why.msg);
             return ATOMRUN_ELOST;
         }
-        lkey = atomrun_remote_lock_key(o->fence);
+        lkey = atomrun_etcd_lock_key(o->fence);
     }
     if (o->ttl > 0) {
         int min_ttl = 0;
@@ -217,11 +226,11 @@ int atomrun_remote_put(atomrun_etcd *c, const char *key, const void *data,
     if (r < 0)
         return r;
     if (res->succeeded) {
-        o->revision = res->revision;
+        out->revision = res->revision;
         atomrun_etcd_txn_free(res);
         return 0;
     }
-    r = why_not_put(res, key, lkey, o, err, errlen);
+    r = why_not_put(res, key, lkey, o, out, err, errlen);
     atomrun_etcd_txn_free(res);
     return r;
 }

@@ -87,13 +87,13 @@ typedef struct ar_retry {
     pthread_mutex_t mu;
     int             refs;       /* the thread's, and the lock's if it asks */
     int             done;       /* a member answered: the key is gone */
-    char            why[ATOMRUN_ETCD_ERRLEN];   /* the last failure */
+    char            why[ATOMRUN_ERRLEN];   /* the last failure */
     atomrun_etcd   *c;
     const char     *path;       /* "/v3/kv/txn" or "/v3/lease/revoke" */
     json_t         *body;
 } ar_retry;
 
-struct atomrun_remote_lock {
+struct atomrun_etcd_lock {
     atomrun_etcd *c;
     ar_session   *s;            /* NULL once the release is pending */
     char         *name;
@@ -106,7 +106,7 @@ struct atomrun_remote_lock {
     int           index;
     uint64_t      cluster;      /* the granting cluster's id */
     ar_guard     *guard;
-    /* A release whose answer never came (atomrun_remote_unlock): who
+    /* A release whose answer never came (atomrun_etcd_lock_release): who
      * retries it, and what happens next, for the messages. */
     ar_retry     *retry;
     char         *next;
@@ -173,7 +173,7 @@ static void unclaim_key(const char *key)
     pthread_mutex_unlock(&seq_mu);
 }
 
-void atomrun_remote_opts_init(atomrun_remote_opts *o)
+void atomrun_etcd_lock_opts_init(atomrun_etcd_lock_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->mode = ATOMRUN_EXCLUSIVE;
@@ -182,15 +182,19 @@ void atomrun_remote_opts_init(atomrun_remote_opts *o)
     o->ttl = 10;
 }
 
-int64_t atomrun_remote_lock_token(const atomrun_remote_lock *l) { return l->token; }
-uint64_t atomrun_remote_lock_cluster(const atomrun_remote_lock *l) { return l->cluster; }
-int atomrun_remote_lock_index(const atomrun_remote_lock *l) { return l->index; }
-const char *atomrun_remote_lock_key(const atomrun_remote_lock *l) { return l->key; }
-int64_t atomrun_remote_lock_lease(const atomrun_remote_lock *l) { return l->lease; }
-int atomrun_remote_lock_ttl(const atomrun_remote_lock *l) { return l->ttl; }
+int64_t atomrun_etcd_lock_token(const atomrun_etcd_lock *l) { return l->token; }
+uint64_t atomrun_etcd_lock_cluster(const atomrun_etcd_lock *l) { return l->cluster; }
+int atomrun_etcd_lock_index(const atomrun_etcd_lock *l) { return l->index; }
+const char *atomrun_etcd_lock_key(const atomrun_etcd_lock *l) { return l->key; }
+int64_t atomrun_etcd_lock_lease(const atomrun_etcd_lock *l) { return l->lease; }
+int atomrun_etcd_lock_ttl(const atomrun_etcd_lock *l) { return l->ttl; }
 
-int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len)
+int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, atomrun_err *err)
 {
+    char *why = err ? err->msg : NULL;
+    size_t len = err ? sizeof err->msg : 0;
+    if (err)
+        memset(err, 0, sizeof *err);
     if (!l->s) {                /* released (the answer pending): never a fence */
         if (why)
             snprintf(why, len, "the lock of %s was released", l->name);
@@ -203,7 +207,7 @@ int atomrun_remote_lock_lost(const atomrun_remote_lock *l, char *why, size_t len
 
 /* The watchdog process that ends a command before the lease can expire
  * lives in etcd/guard.c; a lock has at most one. */
-int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_after)
+int atomrun_etcd_lock_guard(atomrun_etcd_lock *l, pid_t pgid, double kill_after)
 {
     if (l->guard || !l->s)          /* !s: released, its answer pending */
         return -EINVAL;
@@ -215,7 +219,7 @@ int atomrun_remote_lock_guard(atomrun_remote_lock *l, pid_t pgid, double kill_af
  * kernel may give its pid to a new process after that (the window is the
  * time between the wait and this call).
  */
-int atomrun_remote_lock_unguard(atomrun_remote_lock *l)
+int atomrun_etcd_lock_unguard(atomrun_etcd_lock *l)
 {
     int fired = ar_guard_stop(l->guard);
     l->guard = NULL;
@@ -224,7 +228,9 @@ int atomrun_remote_lock_unguard(atomrun_remote_lock *l)
 
 /* ------------------------------------------------------------ records */
 
-void atomrun_remote_scrub(char *s)
+/* Remove userinfo ("user:password@") from URLs in s, in place: the command
+ * line a record shows may carry an endpoint with its password. */
+static void scrub_userinfo(char *s)
 {
     char *p = s;
     while ((p = strstr(p, "://")) != NULL) {
@@ -258,12 +264,12 @@ char *ar_writer_record(const char *cmd_given, const char *mode, int slots)
     gethostname(host, sizeof host - 1);
     if (cmd_given) {
         ar_strlcpy(cmd, cmd_given, sizeof cmd);
-        atomrun_remote_scrub(cmd);
+        scrub_userinfo(cmd);
     } else {
         /* credentials stripped: a URL on the command line may carry a
          * password */
         ar_cmdline(0, cmd, sizeof cmd);
-        atomrun_remote_scrub(cmd);
+        scrub_userinfo(cmd);
     }
     gmtime_r(&t, &tm);
     strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -293,14 +299,37 @@ static void record_text(const json_t *record, const char *field, char *dst, size
                   json_string_length(v));
 }
 
-void ar_writer_of(const json_t *record, atomrun_remote_holder *h)
+/*
+ * "2026-12-07T20:08:00Z" (what ar_writer_record writes) as seconds since
+ * the epoch, so that `since` is one type for file and etcd holders (an
+ * int64, as atomrun_holder's).  0 when the text is anything else (a record
+ * another program wrote): unknown, never guessed.
+ */
+static int64_t utc_seconds(const char *text)
 {
+    struct tm tm;
+    int n = 0;
+    memset(&tm, 0, sizeof tm);
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon,
+               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+        text[n] != '\0' || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    return t > 0 ? (int64_t)t : 0;
+}
+
+void ar_writer_of(const json_t *record, atomrun_etcd_holder *h)
+{
+    const json_t *since;
     if (!json_is_object(record))
         return;
+    since = json_object_get(record, "since");
     h->pid = (pid_t)ar_json_int64(record, "pid");
     record_text(record, "host", h->host, sizeof h->host);
     record_text(record, "cmd", h->cmd, sizeof h->cmd);
-    record_text(record, "since", h->since, sizeof h->since);
+    h->since = json_is_string(since) ? utc_seconds(json_string_value(since)) : 0;
 }
 
 /* The kinds of key; one with no record we can read (written by another
@@ -334,7 +363,7 @@ static void queue_free(queue *q)
     q->n = 0;
 }
 
-static void fill_holder(const entry *e, atomrun_remote_holder *h)
+static void fill_holder(const entry *e, atomrun_etcd_holder *h)
 {
     memset(h, 0, sizeof *h);
     h->token = e->rev;
@@ -436,7 +465,7 @@ static int read_queue(atomrun_etcd *c, const char *prefix, double deadline,
 static json_t *txn_body(const atomrun_etcd_cmp *cmp, size_t ncmp, const atomrun_etcd_op *then,
                         size_t nthen, const atomrun_etcd_op *otherwise, size_t nelse)
 {
-    char err[ATOMRUN_ETCD_ERRLEN];
+    char err[ATOMRUN_ERRLEN];
     json_t *body;
     if (ar_txn_body(cmp, ncmp, then, nthen, otherwise, nelse, &body, err, sizeof err) < 0)
         return NULL;
@@ -657,7 +686,7 @@ static const entry *other_count(const queue *q, int me)
 }
 
 /* ", as a shared lock": the kind of a holder, for busy messages. */
-static void kind_phrase(const atomrun_remote_holder *h, char *buf, size_t size)
+static void kind_phrase(const atomrun_etcd_holder *h, char *buf, size_t size)
 {
     if (h->slots > 0)
         snprintf(buf, size, ", as a slot of a semaphore of %d", h->slots);
@@ -696,8 +725,9 @@ static int valid_name(const char *name, char *err, size_t errlen)
     if (strncmp(name, ATOMRUN_ETCD_PREFIX, sizeof ATOMRUN_ETCD_PREFIX - 2) == 0 &&
         (name[sizeof ATOMRUN_ETCD_PREFIX - 2] == '\0' ||
          name[sizeof ATOMRUN_ETCD_PREFIX - 2] == '/')) {
-        snprintf(err, errlen, "etcd lock name \"%s\" is in atomrun's own key space "
-                 "(%s): choose another name", name, ATOMRUN_ETCD_PREFIX);
+        /* (the name cut at 100 bytes: the sentence must fit) */
+        snprintf(err, errlen, "etcd lock name \"%.100s\" is in atomrun's own key space ("
+                 ATOMRUN_ETCD_PREFIX "): choose another name", name);
         return -EINVAL;
     }
     return 0;
@@ -732,7 +762,7 @@ static void *retry_main(void *ud)
     ar_retry *t = ud;
     double nap = 0.25;
     for (;;) {
-        char err[ATOMRUN_ETCD_ERRLEN] = "";
+        char err[ATOMRUN_ERRLEN] = "";
         json_t *ans = NULL;
         int r = ar_etcd_post(t->c, t->path, t->body, 0, NULL, &ans, err, sizeof err);
         json_decref(ans);
@@ -743,7 +773,7 @@ static void *retry_main(void *ud)
         pthread_mutex_unlock(&t->mu);
         if (t->done)
             break;
-        atomrun_sleep(nap);
+        ar_sleep(nap);
         if ((nap *= 2) > 5.0)
             nap = 5.0;
     }
@@ -810,11 +840,27 @@ static ar_retry *not_answered(atomrun_etcd *c, ar_session *s, json_t *txn, const
 
 /* ------------------------------------------------------------ acquire */
 
+/*
+ * One acquire as its steps see it: the caller's options (copied in) and
+ * what it reports -- the holder in the way, the cluster's minimum TTL, the
+ * message -- which atomrun_etcd_lock_acquire hands back through its own
+ * out-parameters (the options are inputs only).
+ */
+typedef struct lock_req {
+    int                 mode, slots;
+    double              timeout;
+    int                 ttl;
+    const char         *cmd;
+    atomrun_etcd_holder holder;
+    int                 min_ttl;
+    char                err[ATOMRUN_ERRLEN];
+} lock_req;
+
 /* One acquire's state, from the first enqueue to the handle or the give-up. */
 typedef struct attempt {
     atomrun_etcd       *c;
     const char         *name;
-    atomrun_remote_opts *o;
+    lock_req           *o;
     double              wait_until;      /* 1e300: no deadline */
     char                prefix[AR_NAME_MAX + 64];
     char                key[AR_NAME_MAX + 96];
@@ -837,7 +883,7 @@ static double op_deadline(const attempt *a)
                              : atomrun_now() + ar_etcd_op_timeout(a->c);
 }
 
-static int check_request(const char *name, atomrun_remote_opts *o)
+static int check_request(const char *name, lock_req *o)
 {
     int r;
     if ((r = valid_name(name, o->err, sizeof o->err)) < 0)
@@ -859,7 +905,7 @@ static int check_request(const char *name, atomrun_remote_opts *o)
  * key as the copy that got lost).  a->s is set once the session is. */
 static int join_queue(attempt *a)
 {
-    atomrun_remote_opts *o = a->o;
+    lock_req *o = a->o;
     unsigned n;
     int r;
     for (;;) {
@@ -897,7 +943,7 @@ static int join_queue(attempt *a)
  * time or past the deadline. */
 static int requeue(attempt *a)
 {
-    char derr[ATOMRUN_ETCD_ERRLEN];
+    char derr[ATOMRUN_ERRLEN];
     queue_free(&a->q);
     /* best effort: the lease takes them anyway (then the put of the ticket
      * fails the txn: "lease not found") */
@@ -919,7 +965,7 @@ static int requeue(attempt *a)
 static int refuse_other_count(attempt *a, const entry *blocker)
 {
     const entry *ignore;
-    atomrun_remote_holder h;
+    atomrun_etcd_holder h;
     fill_holder(blocker, &h);
     snprintf(a->o->err, sizeof a->o->err, "%s is a semaphore of %d slots (pid %d on %s "
              "%s a slot), not of %d: every user of one semaphore asks for the "
@@ -931,9 +977,9 @@ static int refuse_other_count(attempt *a, const entry *blocker)
 }
 
 /* Our key holds, at position me: the handle, which takes the session over. */
-static int make_handle(attempt *a, int me, atomrun_remote_lock **out)
+static int make_handle(attempt *a, int me, atomrun_etcd_lock **out)
 {
-    atomrun_remote_lock *l = calloc(1, sizeof *l);
+    atomrun_etcd_lock *l = calloc(1, sizeof *l);
     if (!l || !(l->key = strdup(a->key)) || !(l->ticket = strdup(a->ticket)) ||
         !(l->name = strdup(a->name))) {
         if (l) {
@@ -961,7 +1007,7 @@ static int make_handle(attempt *a, int me, atomrun_remote_lock **out)
  * (a compaction, a broken stream). */
 static int wait_and_reread(attempt *a, const entry *wait_for, double left)
 {
-    atomrun_remote_opts *o = a->o;
+    lock_req *o = a->o;
     int r = wait_delete(a->c, a->prefix, wait_for ? wait_for->key : NULL, a->q.revision,
                         atomrun_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
                         o->err, sizeof o->err);
@@ -977,13 +1023,13 @@ static int wait_and_reread(attempt *a, const entry *wait_for, double left)
 
 /* Until our key holds: 0 with *out, AR_REQUEUE when the key is gone, or
  * busy, timeout and the errors (o->holder names who is in the way). */
-static int wait_turn(attempt *a, atomrun_remote_lock **out)
+static int wait_turn(attempt *a, atomrun_etcd_lock **out)
 {
-    atomrun_remote_opts *o = a->o;
+    lock_req *o = a->o;
     for (;;) {
         const entry *wait_for, *blocker, *ignore;
         int me = find_me(&a->q, a->key), r;
-        char why[ATOMRUN_ETCD_ERRLEN];
+        char why[ATOMRUN_ERRLEN];
         double left;
 
         if (me < 0 || ar_session_lost(a->s, why, sizeof why) < 0)
@@ -1014,7 +1060,7 @@ static int wait_turn(attempt *a, atomrun_remote_lock **out)
  */
 static void give_up(attempt *a, int r)
 {
-    char derr[ATOMRUN_ETCD_ERRLEN];
+    char derr[ATOMRUN_ERRLEN];
     double grace = r == ATOMRUN_EUNAVAILABLE ? 1.0 : 2.0;
     int64_t lease = ar_session_lease(a->s);
     if (grace > ar_etcd_op_timeout(a->c))
@@ -1028,7 +1074,7 @@ static void give_up(attempt *a, int r)
 }
 
 /* "NAME is locked by pid 4121 on web-3, as a shared lock" into o->err. */
-static void busy_message(const char *name, atomrun_remote_opts *o, int r)
+static void busy_message(const char *name, lock_req *o, int r)
 {
     char who[200] = "", kind[64] = "";
     if (o->holder.token && o->holder.pid == 0 && !o->holder.host[0]) {
@@ -1050,16 +1096,13 @@ static void busy_message(const char *name, atomrun_remote_opts *o, int r)
         o->err[sizeof o->err - 2] = '.';
 }
 
-int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
-                                atomrun_remote_opts *o,
-                                atomrun_remote_lock **out)
+static int acquire(atomrun_etcd *c, const char *name, lock_req *o,
+                   atomrun_etcd_lock **out)
 {
     attempt a;
     int r;
 
     *out = NULL;
-    o->err[0] = '\0';
-    memset(&o->holder, 0, sizeof o->holder);
     if ((r = check_request(name, o)) < 0)
         return r;
     memset(&a, 0, sizeof a);
@@ -1087,7 +1130,25 @@ int atomrun_remote_lock_acquire(atomrun_etcd *c, const char *name,
     return r;
 }
 
-static void lock_free(atomrun_remote_lock *l)
+int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
+                              const atomrun_etcd_lock_opts *o, atomrun_etcd_lock **out,
+                              atomrun_etcd_holder *holder, int *min_ttl, atomrun_err *err)
+{
+    lock_req q = { .mode = o->mode, .slots = o->slots, .timeout = o->timeout,
+                   .ttl = o->ttl, .cmd = o->cmd };
+    int r = acquire(c, name, &q, out);
+    if (holder)
+        *holder = q.holder;
+    if (min_ttl)
+        *min_ttl = q.min_ttl;
+    if (err) {
+        memset(err, 0, sizeof *err);
+        ar_strlcpy(err->msg, q.err, sizeof err->msg);
+    }
+    return r;
+}
+
+static void lock_free(atomrun_etcd_lock *l)
 {
     retry_unref(l->retry);
     ar_session_put(l->s);
@@ -1104,9 +1165,9 @@ static void lock_free(atomrun_remote_lock *l)
  * last confirmed one, arriving up to an attempt later) and the cluster
  * counts a TTL from there; otherwise, the process's exit revokes the lease
  * or stops its keepalives. */
-static int unlock_unanswered(atomrun_remote_lock *l, char *err, size_t errlen)
+static int unlock_unanswered(atomrun_etcd_lock *l, char *err, size_t errlen)
 {
-    char first[ATOMRUN_ETCD_ERRLEN], next[512];
+    char first[ATOMRUN_ERRLEN], next[512];
     int let_go = 0;
     ar_strlcpy(first, err, sizeof first);
     l->retry = not_answered(l->c, l->s, release_txn(l->key, l->token, l->ticket, l->clean,
@@ -1126,14 +1187,14 @@ static int unlock_unanswered(atomrun_remote_lock *l, char *err, size_t errlen)
     l->next = strdup(next);
     ar_session_put(l->s);
     l->s = NULL;
-    snprintf(err, errlen, "the release of %s was not confirmed (%s): %s", l->name, first, next);
+    ar_seterr(err, errlen, "the release of %s was not confirmed (%s): %s", l->name, first, next);
     return ATOMRUN_EUNAVAILABLE;
 }
 
 /* Asked again after unlock_unanswered: how it went since. */
-static int unlock_again(atomrun_remote_lock *l, char *err, size_t errlen)
+static int unlock_again(atomrun_etcd_lock *l, char *err, size_t errlen)
 {
-    char why[ATOMRUN_ETCD_ERRLEN] = "";
+    char why[ATOMRUN_ERRLEN] = "";
     int done = 0;
     if (l->retry) {
         pthread_mutex_lock(&l->retry->mu);
@@ -1151,13 +1212,15 @@ static int unlock_again(atomrun_remote_lock *l, char *err, size_t errlen)
     return ATOMRUN_EUNAVAILABLE;
 }
 
-int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
+int atomrun_etcd_lock_release(atomrun_etcd_lock *l, atomrun_err *e)
 {
-    char why[ATOMRUN_ETCD_ERRLEN];
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg, why[ATOMRUN_ERRLEN];
+    size_t errlen = sizeof own.msg;
     int lost, r;
     if (!l->s)
         return unlock_again(l, err, errlen);
-    atomrun_remote_lock_unguard(l);
+    atomrun_etcd_lock_unguard(l);
     lost = ar_session_lost(l->s, why, sizeof why) < 0;
     r = release_send(l->c, l->key, l->token, l->ticket, l->clean, ar_session_lease(l->s),
                      err, errlen);
@@ -1181,18 +1244,21 @@ int atomrun_remote_unlock(atomrun_remote_lock *l, char *err, size_t errlen)
     return r;
 }
 
-void atomrun_remote_lock_free(atomrun_remote_lock *l)
+void atomrun_etcd_lock_free(atomrun_etcd_lock *l)
 {
-    char err[ATOMRUN_ETCD_ERRLEN];
-    if (l && l->s && atomrun_remote_unlock(l, err, sizeof err) != ATOMRUN_EUNAVAILABLE)
+    if (l && l->s && atomrun_etcd_lock_release(l, NULL) != ATOMRUN_EUNAVAILABLE)
         return;
     if (l)
         lock_free(l);
 }
 
-int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
-                              char *err, size_t errlen)
+int atomrun_etcd_cluster_id(atomrun_etcd *c, double timeout, uint64_t *id,
+                            atomrun_err *e)
 {
+    double deadline = ar_deadline_in(timeout);
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     /* A count of one ticket key: any answer's header names the cluster, and
      * this read needs only the permission a lock needs anyway. */
     const char *k = AR_TICKET_PREFIX;
@@ -1213,10 +1279,12 @@ int atomrun_remote_cluster_id(atomrun_etcd *c, double deadline, uint64_t *id,
     return 0;
 }
 
-int atomrun_remote_queue(atomrun_etcd *c, const char *name,
-                         atomrun_remote_holder *h, int max, int *count,
-                         char *err, size_t errlen)
+int atomrun_etcd_queue(atomrun_etcd *c, const char *name,
+                       atomrun_etcd_holder *h, int max, int *count, atomrun_err *e)
 {
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     char prefix[AR_NAME_MAX + 64];
     queue q = { 0 };
     int r, i;

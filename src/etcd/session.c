@@ -58,7 +58,7 @@ struct ar_session {
     double          confirmed_until;   /* ar_boot_now() clock */
     int             lost;
     ar_lease_view  *view;          /* both of them again, for watchdogs */
-    char            why[ATOMRUN_ETCD_ERRLEN];
+    char            why[ATOMRUN_ERRLEN];
     volatile int    stop;
     int             running;       /* the keepalive thread (detached) */
 };
@@ -89,7 +89,7 @@ static void mark_lost(ar_session *s, const char *why)
 static int check_lost(ar_session *s)
 {
     if (!s->lost && ar_boot_now() > s->confirmed_until) {
-        char why[ATOMRUN_ETCD_ERRLEN];
+        char why[ATOMRUN_ERRLEN];
         snprintf(why, sizeof why, "lease %llx: no keepalive was confirmed within "
                  "its %d s TTL", (unsigned long long)s->lease, s->ttl);
         mark_lost(s, why);
@@ -215,7 +215,7 @@ static json_t *lease_body(int64_t lease)
 static void revoke_lease(atomrun_etcd *c, int64_t lease, double deadline)
 {
     json_t *ans = NULL;
-    char err[ATOMRUN_ETCD_ERRLEN];
+    char err[ATOMRUN_ERRLEN];
     if (ar_etcd_send(c, "/v3/lease/revoke", lease_body(lease), deadline, NULL, &ans,
                      err, sizeof err) == 0)
         json_decref(ans);
@@ -256,7 +256,7 @@ static void *keepalive_main(void *ud)
     double next = ar_boot_now() + s->ttl / 3.0;
 
     for (;;) {
-        char err[ATOMRUN_ETCD_ERRLEN] = "", why[ATOMRUN_ETCD_ERRLEN];
+        char err[ATOMRUN_ERRLEN] = "", why[ATOMRUN_ERRLEN];
         double sent = 0;
         int64_t ttl = 0;
         int r;
@@ -496,14 +496,18 @@ int ar_session_get(atomrun_etcd *c, int ttl, double deadline,
     return 0;
 }
 
-int atomrun_remote_session_lease(atomrun_etcd *c, int ttl, double deadline,
-                                 int64_t *lease, int *min_ttl, char *err, size_t errlen)
+int atomrun_etcd_session_lease(atomrun_etcd *c, int ttl, double timeout,
+                               int64_t *lease, int *min_ttl, atomrun_err *e)
 {
+    double deadline = ar_deadline_in(timeout);
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
     ar_session *s;
-    int r;
+    int r, least = 0;
     *lease = 0;
-    *min_ttl = 0;
-    r = ar_session_get(c, ttl, deadline, &s, min_ttl, err, errlen);
+    r = ar_session_get(c, ttl, deadline, &s, &least, err, sizeof own.msg);
+    if (min_ttl)
+        *min_ttl = least;
     if (r < 0)
         return r;
     /* Kept for the life of the process, as a ttl-bound put's session is:

@@ -465,23 +465,24 @@ int ar_etcd_txn_at(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
  * -E2BIG, said so. */
 static int too_large(int r, char *err, size_t errlen)
 {
-    char was[ATOMRUN_ETCD_ERRLEN];
+    char was[ATOMRUN_ERRLEN];
     if (r != -EINVAL || !err || errlen == 0 || (!strstr(err, "request is too large") && !strstr(err, "larger than max")))
         return r;
     snprintf(was, sizeof was, "%s", err);
-    snprintf(err, errlen, "etcd txn: over the etcd request limit of the cluster "
-             "(its --max-request-bytes): %s", was);
+    ar_seterr(err, errlen, "etcd txn: over the etcd request limit of the cluster "
+              "(its --max-request-bytes): %s", was);
     return -E2BIG;
 }
 
 int atomrun_etcd_txn(atomrun_etcd *c, const atomrun_etcd_cmp *cmp, size_t ncmp,
                      const atomrun_etcd_op *then, size_t nthen,
                      const atomrun_etcd_op *otherwise, size_t nelse,
-                     atomrun_etcd_txn_result **out, double timeout,
-                     char *err, size_t errlen)
+                     atomrun_etcd_txn_result **out, double timeout, atomrun_err *e)
 {
-    /* 0: ar_etcd_post's own default, now + op_timeout. */
-    double deadline = timeout > 0 ? atomrun_now() + timeout : timeout < 0 ? 1e300 : 0;
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
+    double deadline = ar_deadline_in(timeout);
     if (!out)
         return refuse(err, errlen, "etcd txn: no place for the result");
     *out = NULL;

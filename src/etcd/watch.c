@@ -3,7 +3,7 @@
  * every key under a prefix, for atomrun.watch (issue 16).
  *
  * ar_etcd_watch holds one POST to /v3/watch open and reads its answer line by
- * line, on a transfer handle of etcd/http.c's.  atomrun_remote_watch only
+ * line, on a transfer handle of etcd/http.c's.  atomrun_etcd_watch only
  * builds the create_request and hands each result on as JSON text, so the
  * binding needs neither jansson nor the client's internals.
  */
@@ -23,7 +23,7 @@ typedef struct watchctx {
     void        *ud;
     int          done;      /* 1: fn said stop; 2: server cancelled */
     int          error;     /* < 0: an error answer */
-    char         msg[ATOMRUN_ETCD_ERRLEN];
+    char         msg[ATOMRUN_ERRLEN];
 } watchctx;
 
 static int watch_line(watchctx *w, const char *s, size_t n)
@@ -123,7 +123,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
         /* The member went away mid-watch: the caller's next request
          * rotates; point it at the next endpoint now. */
         ar_leave_endpoint(c, ep);
-        atomrun_sleep(0.02);
+        ar_sleep(0.02);
     }
     return 0;
 }
@@ -131,7 +131,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
 /* ------------------------------------------------ one key or prefix */
 
 typedef struct rwatch {
-    atomrun_remote_watch_fn fn;
+    atomrun_etcd_watch_fn fn;
     void                   *ud;
 } rwatch;
 
@@ -147,10 +147,15 @@ static int on_result(void *ctx, json_t *result)
     return stop ? 1 : 0;
 }
 
-int atomrun_remote_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
-                         double until, atomrun_remote_watch_fn fn, void *ud,
-                         char *err, size_t errlen)
+int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
+                       double timeout, atomrun_etcd_watch_fn fn, void *ud, atomrun_err *e)
 {
+    /* No forever: the stream's transfer needs a finite time for curl, and
+     * a watch returns on any break anyway (the caller looks again). */
+    double until = atomrun_now() + (timeout > 0 ? timeout : 0);
+    atomrun_err own;
+    char *err = ar_err_start(e, &own)->msg;
+    size_t errlen = sizeof own.msg;
     char num[32];
     json_t *req;
     rwatch w = { fn, ud };

@@ -27,7 +27,7 @@ function M.exit_status(code) return REMOTE_EXIT[code] or cli.EX_UNAVAILABLE end
 function M.run_held_remote(prog, lk, argv, opts)
   opts = opts or {}
   local ok, how, status = atomrun.run(argv, { guard = lk, kill_after = opts.kill_after,
-    forward_signals = true })
+    forward_signals = true, env = opts.env })
   if ok == nil and status == "lost" then
     prog:say("%s", how)
     lk:unlock()

@@ -55,6 +55,8 @@ on the cluster, CMD gets ATOMRUN_LOCK_TOKEN, and if the lock is lost CMD's
 process group gets SIGTERM, then SIGKILL, and atomrun exits 75.
      --ttl <secs>         etcd names: the lease's seconds (default 10)
      --kill-after <secs>  etcd names: SIGKILL this long after SIGTERM (default 5)
+     --slots <n>          hold one of n slots (a semaphore) instead of the lock: at
+                          most n such commands at once; ATOMRUN_SLOT in theirs
 ]]
 
 local USEC = 1000000

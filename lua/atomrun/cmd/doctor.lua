@@ -27,6 +27,9 @@ end)
 if #operands > 1 then prog:usage_error("doctor takes one directory") end
 dir = operands[1]
 dir = dir or "."
+if require("atomrun.backend").near_miss(dir) then
+  prog:usage_error("%s", require("atomrun.backend").near_miss(dir))
+end
 
 -- etcd://...: the cluster instead of a filesystem (lua/atomrun/etcd/doctor.lua)
 if require("atomrun.backend").is_etcd(dir) then

@@ -44,6 +44,7 @@ local SPEC = {
 if not as_flock then
   table.insert(SPEC.long, { "ttl", "ttl", arg = true })
   table.insert(SPEC.long, { "kill-after", "kill-after", arg = true })
+  table.insert(SPEC.long, { "slots", "slots", arg = true })
 end
 
 local USEC = 1000000
@@ -67,6 +68,12 @@ local handlers = {
   verbose = function() o.verbose = true end,
   fcntl = function() o.fcntl = true end,
   w = later("w"), E = later("E"), ttl = later("ttl"), ["kill-after"] = later("kill-after"),
+  slots = function(v)
+    o.slots = math.tointeger(tonumber(v))
+    if not o.slots or o.slots < 1 or o.slots > 1000000 then
+      prog:fail(cli.EX_USAGE, "invalid --slots: '%s' (a whole number, 1 to 1000000)", v)
+    end
+  end,
   start = later("start"), length = later("length"), fd = later("fd"),
   h = later("h"), V = later("V"),
 }
@@ -114,7 +121,20 @@ else
   prog:fail(cli.EX_USAGE, "requires file descriptor, file or directory")
 end
 
+-- A mistyped etcd name is a usage error, never a silent local lock (called
+-- flock, a path is a path, as util-linux has it).
+if not as_flock and o.file then
+  local miss = require("atomrun.backend").near_miss(o.file)
+  if miss then prog:fail(cli.EX_USAGE, "%s", miss) end
+end
 if o.nonblock or o.timeout == 0 then o.timeout = 0 end
+-- --slots N: one of N slots of a semaphore (lua/atomrun/cli/slots.lua)
+if o.slots then
+  if not o.file or not o.argv then
+    prog:fail(cli.EX_USAGE, "--slots needs a file or an etcd name and a command")
+  end
+  require("atomrun.cli.slots").run(prog, o)
+end
 -- etcd://.../NAME: the lock lives on a cluster (lua/atomrun/cli/etcd.lua)
 if not as_flock and require("atomrun.backend").is_etcd(o.file) then
   os.exit(require("atomrun.cli.etcd").lock_remote(prog, o))
@@ -134,6 +154,7 @@ local function failed(code, holder, msg) slow().failed(prog, o, code, holder, ms
 local function lock_opts(wait, timeout, holder)
   local opts = { mode = o.mode, wait = wait, timeout = timeout, holder = holder }
   if o.file then opts.follow = "protected" end
+  if as_flock and o.file then opts.literal = true end   -- flock(1): "etcd:x" is a file
   if o.fcntl then opts.fcntl, opts.start, opts.length = true, o.start, o.length end
   return opts
 end

@@ -45,6 +45,10 @@ local paths = prog:getopt({ ... }, {
   else io.stdout:write(USAGE) os.exit(0) end
 end)
 if #paths == 0 then prog:usage_error("no lock file given") end
+for _, path in ipairs(paths) do
+  local miss = require("atomrun.backend").near_miss(path)
+  if miss then prog:usage_error("%s", miss) end
+end
 
 local function range(e)
   local start, length = e.start or 0, e.length or 0
@@ -170,7 +174,11 @@ local function show(report, path, holders, waiters, to_entry, to_line)
   end
 end
 
-local held, unreadable, report = false, false, {}
+-- unreadable: the exit status for a path that could not be examined -- 66
+-- (EX_NOINPUT) for a file, for an etcd name lock's own (69 when no
+-- endpoint answered, 64 for a bad name, 77 a refused login), so that
+-- "the cluster is down" is one status across subcommands.
+local held, unreadable, report = false, nil, {}
 local revoked = 0
 for _, path in ipairs(paths) do
   local list, err, code
@@ -186,8 +194,13 @@ for _, path in ipairs(paths) do
     show(report, path, holders, waiters, remote_entry, remote_line)
     if revoke then revoked = revoked + revoke_holders(path, holders) end
   elseif not list then
-    unreadable = true
-    prog:say("cannot examine %s: %s", path, cli.strerror(code))
+    if is_etcd(path) then       -- etcd's message names the endpoints and the last error
+      unreadable = unreadable or require("atomrun.cli.etcd").exit_status(code)
+      prog:say("cannot examine %s", err)
+    else
+      unreadable = unreadable or cli.EX_NOINPUT
+      prog:say("cannot examine %s: %s", path, cli.strerror(code))
+    end
     report[#report + 1] = { path = path, error = code, message = err }
   else
     local holders, waiters = {}, {}
@@ -202,5 +215,5 @@ end
 if as_json then
   io.stdout:write(json.encode(json.array(report)), "\n")
 end
-if revoke then os.exit(unreadable and cli.EX_NOINPUT or revoked > 0 and 0 or 1) end
-os.exit(unreadable and cli.EX_NOINPUT or held and 1 or 0)
+if revoke then os.exit(unreadable or revoked > 0 and 0 or 1) end
+os.exit(unreadable or held and 1 or 0)
