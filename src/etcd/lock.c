@@ -943,7 +943,7 @@ static int join_queue(attempt *a)
  * time or past the deadline. */
 static int requeue(attempt *a)
 {
-    char derr[ATOMRUN_ERRLEN];
+    char derr[ATOMRUN_ERRLEN] = "";
     queue_free(&a->q);
     /* best effort: the lease takes them anyway (then the put of the ticket
      * fails the txn: "lease not found") */
