@@ -79,6 +79,17 @@ describe("the guard of a command under an etcd lock #child", function()
     return lines
   end
 
+  -- SIGKILL the guard pid: its command (sh) and the command's group
+  -- (child) die with it, and the next holder runs alone.
+  local function kill_guard_then_next(pid, f, url, log)
+    local sh, child = pids(f, "sh", "child")
+    H.kill(pid, "KILL")
+    assert.is_true(H.wait_exit(sh, 5), "the command outlived its guard")
+    assert.is_true(H.wait_exit(child, 5), "the command's group outlived its guard")
+    next_holder(url, log)
+    assert_one_holder(log)
+  end
+
   local function count(lines, pat)
     local n = 0
     for _, l in ipairs(lines) do if l:match(pat) then n = n + 1 end end
@@ -88,23 +99,13 @@ describe("the guard of a command under an etcd lock #child", function()
   it("SIGKILL of `atomrun lock`: its command and the command's group die with it", function()
     local url, f, log = C:url("guard/kill"), dir .. "/a", dir .. "/log"
     local pid = bg(f, nil, "lock", "--ttl", "3", url, "sh", "-c", stamper(log, f))
-    local sh, child = pids(f, "sh", "child")
-    H.kill(pid, "KILL")
-    assert.is_true(H.wait_exit(sh, 5), "the command outlived its guard")
-    assert.is_true(H.wait_exit(child, 5), "the command's group outlived its guard")
-    next_holder(url, log)
-    assert_one_holder(log)
+    kill_guard_then_next(pid, f, url, log)
   end)
 
   it("SIGKILL of `atomrun once etcd://...`: the same", function()
     local url, f, log = C:url("guard/once"), dir .. "/a", dir .. "/log"
     local pid = bg(f, nil, "once", url, "sh", "-c", stamper(log, f))
-    local sh, child = pids(f, "sh", "child")
-    H.kill(pid, "KILL")
-    assert.is_true(H.wait_exit(sh, 5))
-    assert.is_true(H.wait_exit(child, 5))
-    next_holder(url, log)
-    assert_one_holder(log)
+    kill_guard_then_next(pid, f, url, log)
   end)
 
   it("SIGKILL of a script in run(argv, {guard = lk}): the same", function()
@@ -116,12 +117,7 @@ describe("the guard of a command under an etcd lock #child", function()
       atomrun.run({ "sh", "-c", cmd }, { guard = lk })
     ]], url, stamper(log, f), f .. ".ready")
     H.ready_pid(f .. ".ready")
-    local sh, child = pids(f, "sh", "child")
-    H.kill(pid, "KILL")
-    assert.is_true(H.wait_exit(sh, 5))
-    assert.is_true(H.wait_exit(child, 5))
-    next_holder(url, log)
-    assert_one_holder(log)
+    kill_guard_then_next(pid, f, url, log)
   end)
 
   it("SIGSTOP of the guard alone: TERM, and the command is gone before the lease can expire", function()

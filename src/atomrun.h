@@ -178,8 +178,6 @@ enum atomrun_fd_problem {
 };
 ATOMRUN_API int atomrun_fd_lockable(int fd, int mode, int use_fcntl, int *why);
 
-/* Identity of an open file, for comparing locks: 0 or -errno. */
-ATOMRUN_API int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino);
 
 /* flock(2) with a deadline.  0, ATOMRUN_EBUSY, ATOMRUN_ETIMEOUT or -errno. */
 ATOMRUN_API int atomrun_flock(int fd, int mode, double timeout);
@@ -512,14 +510,6 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
  * expire (atomrun_etcd_lock_guard). */
 #define ATOMRUN_ETCD_GUARD_MARGIN 0.25
 
-/*
- * The SIGTERM-to-SIGKILL time of a guarded command for a lock of ttl
- * seconds: asked (< 0: the default, ttl/4 and at most 5 s), or -ERANGE
- * when it does not fit: TERM plus kill_after must end the command
- * ATOMRUN_ETCD_GUARD_MARGIN before the lease can expire while leaving the
- * keepalive half the TTL to be confirmed, so kill_after <= ttl/2 - margin.
- */
-ATOMRUN_API int atomrun_etcd_kill_after(int ttl, double asked, double *out);
 
 typedef struct atomrun_etcd atomrun_etcd;
 
@@ -638,7 +628,8 @@ ATOMRUN_API int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, atomrun_err *
  * cluster says the lease is gone or this process dies.  The deadline is the
  * one lk:lost() counts on (CLOCK_BOOTTIME): while this process is stopped
  * it stands still and the watchdog acts on it; while it runs, keepalives
- * move it on.  kill_after < 0: the default (atomrun_etcd_kill_after).
+ * move it on.  kill_after < 0: the default, TTL/4 and at most 5 s; it must be at most
+ * TTL/2 - ATOMRUN_ETCD_GUARD_MARGIN (-ERANGE otherwise).
  * While a guard runs this process is a child subreaper (PR_SET_CHILD_
  * SUBREAPER), so the command's orphans are swept with it.  pgid 0: every
  * child of this process, for a caller that starts the command only after
@@ -850,15 +841,22 @@ ATOMRUN_API void atomrun_etcd_txn_free(atomrun_etcd_txn_result *res);
 
 /*
  * Watch key (every key under it when it ends in '/') from start_rev for
- * timeout seconds: fn(ud, result) with each result of etcd's watch stream
- * as JSON text ({"events": [...], "header": ...}); a nonzero return stops.
+ * timeout seconds: fn(ud, ev, n) with the n events of each result of
+ * etcd's watch stream, in revision order (keys and values as bytes, as a
+ * txn gives them; a deleted key has its key and mod_rev, the revision of
+ * the delete); a nonzero return stops.  The events are freed when fn
+ * returns (copy what you keep).
  * 1: fn stopped it; 0: time up, the stream broke or the server cancelled
  * the watch (a compaction): look again; < 0 an error.  timeout <= 0
  * returns 0 at once: no ATOMRUN_FOREVER here, because the stream is one
  * transfer that needs a finite time, and a watch ends at any break anyway,
  * so a caller that watches for long loops.
  */
-typedef int (*atomrun_etcd_watch_fn)(void *ud, const char *result);
+typedef struct atomrun_etcd_event {
+    int             deleted;        /* 1: a delete; 0: a put */
+    atomrun_etcd_kv kv;
+} atomrun_etcd_event;
+typedef int (*atomrun_etcd_watch_fn)(void *ud, const atomrun_etcd_event *ev, size_t n);
 ATOMRUN_API int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
                                    double timeout, atomrun_etcd_watch_fn fn, void *ud,
                                    atomrun_err *err);

@@ -162,6 +162,21 @@ int arL_checkmode(lua_State *L, int arg, const char *s)
         "bad mode '%s' (expected 'exclusive' or 'shared')", s));
 }
 
+
+/* mode (default exclusive), timeout and wait (false: timeout 0) of every
+ * lock's options, file or etcd, into *mode and *timeout (left as they are
+ * when absent: the caller's defaults). */
+void arL_optmodewait(lua_State *L, int arg, int *mode, double *timeout)
+{
+    if (arL_opt(L, arg, "mode", LUA_TSTRING) != LUA_TNIL) {
+        *mode = arL_checkmode(L, arg, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    *timeout = arL_optseconds(L, arg, "timeout", *timeout);
+    if (!arL_optbool(L, arg, "wait", 1))
+        *timeout = 0;
+}
+
 /* -------------------------------------------------------------- options */
 
 static void unknownopt(lua_State *L, int arg, const char *const *names)
@@ -273,13 +288,7 @@ void arL_readlockopts(lua_State *L, int arg, arL_lockopts *o)
     o->create = 1;
     if (lua_isnoneornil(L, arg))        /* the common case: the defaults */
         return;
-    if (arL_opt(L, arg, "mode", LUA_TSTRING) != LUA_TNIL) {
-        o->mode = arL_checkmode(L, arg, lua_tostring(L, -1));
-        lua_pop(L, 1);
-    }
-    o->timeout = arL_optseconds(L, arg, "timeout", ATOMRUN_FOREVER);
-    if (!arL_optbool(L, arg, "wait", 1))
-        o->timeout = 0;
+    arL_optmodewait(L, arg, &o->mode, &o->timeout);
     o->perm = arL_optperm(L, arg, "perm", 0666);
     o->create = arL_optbool(L, arg, "create", 1);
     /* Finding the holder reads /proc (every process's descriptors for OFD

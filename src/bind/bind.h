@@ -32,6 +32,8 @@
 ar_heldset *arL_heldset(lua_State *L);
 
 /* nil, message, code  (like luaL_fileresult, with our code names) */
+/* A lock's mode, timeout and wait options (bind/aux.c). */
+void arL_optmodewait(lua_State *L, int arg, int *mode, double *timeout);
 int arL_fail(lua_State *L, int result, const char *fmt, ...);
 /* nil, "WHAT PATH: sentence", code */
 int arL_failerrno(lua_State *L, int result, const char *what,
@@ -128,7 +130,6 @@ int arL_failnearurl(lua_State *L, const char *name);
 int arL_etcd_lock(lua_State *L);     /* lock() for such a name */
 int arL_etcd_queue(lua_State *L);
 int arL_etcd_call(lua_State *L);
-int arL_etcd_lease(lua_State *L);
 int arL_etcd_endpoints(lua_State *L);
 /* run()'s guard option: the remote lock of an etcd lock handle. */
 atomrun_etcd_lock *arL_checkguard(lua_State *L, int i, int arg);

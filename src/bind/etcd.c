@@ -1,7 +1,7 @@
 /*
  * bind/etcd.c -- etcd names in the binding: the URL grammar and the
  * ATOMRUN_ETCD* environment made into a client's config, opening clients,
- * the private functions on a URL (_etcd_call, _etcd_lease, _etcd_endpoints,
+ * the private functions on a URL (_etcd_call, _etcd_endpoints,
  * _etcd_key), and the opener of the etcd binding.  The lock handle is in
  * bind/etcd_lock.c, the keys (create/replace/read, watch, queue) in
  * bind/etcd_kv.c.
@@ -238,7 +238,8 @@ int arL_optposint(lua_State *L, int arg, const char *name, int dflt,
 
 /*
  * core._etcd_call(url, path, json [, opts]) -> answer (JSON text) | nil, msg,
- * code: one gateway call, for atomrun doctor and for recipes not yet in C.
+ * code: one gateway call: the maintenance endpoints atomrun doctor reads
+ * (status, members, auth); every key operation is core.etcd.txn.
  * opts.endpoint (1-based): that endpoint only; opts.anonymous: without the
  * user (to ask whether auth is on); opts.timeout: seconds (default the
  * client's 5).
@@ -297,47 +298,6 @@ int arL_etcd_call(lua_State *L)
     return 1;
 }
 
-/*
- * core._etcd_lease(url, ttl [, opts]) -> lease ID (integer) | nil, msg, code:
- * the process's session lease for ttl seconds on url's cluster -- the one
- * ttl-bound writes and locks of that ttl share -- granted now if there is
- * none or the last was lost; kept alive while the process runs, revoked at
- * its exit, gone a TTL after a crash.  For recipes that bind their own
- * txn's keys to the process (update's nonce).  opts: timeout, ca, cert, key.
- */
-int arL_etcd_lease(lua_State *L)
-{
-    static const char *const names[] = { "timeout", "ca", "cert", "key", NULL };
-    const char *url = arL_checkpath(L, 1), *why = "not an etcd URL";
-    lua_Integer ttl = luaL_checkinteger(L, 2);
-    atomrun_err e;
-    atomrun_etcd *c;
-    int64_t lease;
-    double timeout;
-    int r, min_ttl = 0;
-    arL_url *u;
-
-    luaL_argcheck(L, ttl >= 1 && ttl <= 1000000, 2, "a whole number of seconds >= 1");
-    arL_checkoptnames(L, 3, names);
-    lua_settop(L, 3);
-    timeout = arL_optseconds(L, 3, "timeout", 0);
-    u = lua_newuserdatauv(L, sizeof *u, 0);
-    if (!arL_isurl(url) || (why = arL_parse_url(L, url, u)) != NULL)
-        return arL_fail(L, -EINVAL, "%s", why);
-    if ((r = arL_open_client(L, u, arL_optstr(L, 3, "ca"), arL_optstr(L, 3, "cert"),
-                             arL_optstr(L, 3, "key"), &c)) != 0)
-        return r;
-    r = atomrun_etcd_session_lease(c, (int)ttl, timeout > 0 ? timeout : 0, &lease, &min_ttl,
-                                   &e);
-    if (r == -ERANGE && min_ttl > 0)
-        return arL_fail(L, r, "%s: ttl %d is below the cluster's minimum lease TTL of %d s",
-                        u->shown, (int)ttl, min_ttl);
-    if (r < 0)
-        return arL_fail(L, r, "%s: %s", u->shown, e.msg);
-    lua_pushinteger(L, (lua_Integer)lease);
-    return 1;
-}
-
 /* core._etcd_endpoints(url) -> {"h:p", ...}, shown URL | nil, msg, code */
 int arL_etcd_endpoints(lua_State *L)
 {
@@ -380,7 +340,6 @@ void arL_openremote(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },
-        { "_etcd_lease", arL_etcd_lease },
         { "_etcd_endpoints", arL_etcd_endpoints },
         { "_etcd_key", arL_etcd_key }, { "_etcd_watch", arL_etcd_watch },
         { "_etcd_kill_after", arL_etcd_kill_after },

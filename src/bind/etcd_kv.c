@@ -339,8 +339,9 @@ int arL_etcd_read(lua_State *L)
  * asked to stop) | 0 (time up, the stream broke or the server cancelled
  * it: look again) | nil, msg, code.  Watches the URL's key, or every key
  * under it when the name ends in "/".  opts: ca, cert, key, as for the
- * other calls (else ATOMRUN_ETCD_CA/_CERT/_KEY).  fn(result_json_text)
- * runs for each result of the stream; true from fn stops.  fn runs inside curl's write callback,
+ * other calls (else ATOMRUN_ETCD_CA/_CERT/_KEY).  fn(events) runs for
+ * each result of the stream, its events as tables (keys and values as
+ * bytes: no base64 and no JSON reach Lua); true from fn stops.  fn runs inside curl's write callback,
  * so it is called with lua_pcall: an error must not longjmp through curl.
  * It is raised again once curl has returned. */
 typedef struct watchud {
@@ -349,12 +350,39 @@ typedef struct watchud {
     int        failed;      /* fn raised: its error is on the stack top */
 } watchud;
 
-static int onwatch(void *ud, const char *result)
+/* The events as Lua tables: {key=, value=, mod_revision=,
+ * create_revision=, version=} or {deleted = true, key=, mod_revision=}. */
+static void pushevents(lua_State *L, const atomrun_etcd_event *ev, size_t n)
+{
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        const atomrun_etcd_kv *kv = &ev[i].kv;
+        lua_createtable(L, 0, 6);
+        lua_pushlstring(L, kv->key, kv->keylen);
+        lua_setfield(L, -2, "key");
+        lua_pushinteger(L, kv->mod_rev);
+        lua_setfield(L, -2, "mod_revision");
+        if (ev[i].deleted) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "deleted");
+        } else {
+            lua_pushlstring(L, kv->value, kv->valuelen);
+            lua_setfield(L, -2, "value");
+            lua_pushinteger(L, kv->create_rev);
+            lua_setfield(L, -2, "create_revision");
+            lua_pushinteger(L, kv->version);
+            lua_setfield(L, -2, "version");
+        }
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+static int onwatch(void *ud, const atomrun_etcd_event *ev, size_t n)
 {
     watchud *w = ud;
     int stop;
     lua_pushvalue(w->L, w->fn);
-    lua_pushstring(w->L, result);
+    pushevents(w->L, ev, n);
     if (lua_pcall(w->L, 1, 1, 0) != LUA_OK) {
         w->failed = 1;      /* leave the error object on the stack */
         return 1;

@@ -475,13 +475,7 @@ static void lock_options(lua_State *L, int arg, atomrun_etcd_lock_opts *o, const
                                          "cmd", "ca", "cert", "key", "slots", NULL };
     arL_checkoptnames(L, arg, names);
     atomrun_etcd_lock_opts_init(o);
-    if (arL_opt(L, arg, "mode", LUA_TSTRING) != LUA_TNIL) {
-        o->mode = arL_checkmode(L, arg, lua_tostring(L, -1));
-        lua_pop(L, 1);
-    }
-    o->timeout = arL_optseconds(L, arg, "timeout", ATOMRUN_FOREVER);
-    if (!arL_optbool(L, arg, "wait", 1))
-        o->timeout = 0;
+    arL_optmodewait(L, arg, &o->mode, &o->timeout);
     o->ttl = arL_optposint(L, arg, "ttl", 10, "a whole number of seconds >= 1");
     o->slots = arL_optposint(L, arg, "slots", 1, "an integer >= 1");
     arL_optbool(L, arg, "holder", 1);  /* accepted: the holder is always known */

@@ -58,13 +58,13 @@ static int id_unknown(const ar_held *h)
 static int ensure_ids(ar_heldset *set, ar_held *req)
 {
     if (id_unknown(req)) {
-        int r = atomrun_file_id(req->fd, &req->dev, &req->ino);
+        int r = ar_file_id(req->fd, &req->dev, &req->ino);
         if (r < 0)
             return r;
     }
     for (ar_held *h = set->head.next; h != &set->head; h = h->next)
         if (id_unknown(h))
-            atomrun_file_id(h->fd, &h->dev, &h->ino);
+            ar_file_id(h->fd, &h->dev, &h->ino);
     return 0;
 }
 
@@ -148,7 +148,7 @@ static int lock_id(lua_State *L, int ino)
     lock *lk = checklock(L, 1);
     if (id_unknown(&lk->held) &&
         (lk->closed ||
-         atomrun_file_id(lk->held.fd, &lk->held.dev, &lk->held.ino) < 0))
+         ar_file_id(lk->held.fd, &lk->held.dev, &lk->held.ino) < 0))
         return 0;
     lua_pushinteger(L, (lua_Integer)(ino ? lk->held.ino : lk->held.dev));
     return 1;
@@ -627,7 +627,7 @@ int arL_open(lua_State *L)
     if (fd < 0)
         return arL_failpath(L, fd, "cannot open", path, 0);
     f->fd = fd;
-    r = atomrun_file_id(fd, &f->dev, &f->ino);
+    r = ar_file_id(fd, &f->dev, &f->ino);
     if (r < 0) {
         file_release(f);
         return arL_failerrno(L, r, "cannot stat", path);
@@ -764,7 +764,7 @@ int arL_lockfd(lua_State *L)
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, -3, 1);               /* its "path" */
     lua_pop(L, 1);         /* the string stays alive in the uservalue */
-    r = atomrun_file_id(fd, &lk->held.dev, &lk->held.ino);
+    r = ar_file_id(fd, &lk->held.dev, &lk->held.ino);
     if (r < 0)
         return arL_failerrno(L, r, "cannot stat", what);
     lock_fill(lk, &o, &x);

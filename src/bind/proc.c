@@ -295,7 +295,7 @@ static double guard_kill_after(lua_State *L, int arg, atomrun_etcd_lock *l)
 {
     double asked = arL_optseconds(L, arg, "kill_after", -1), ka;
     int ttl = atomrun_etcd_lock_ttl(l);
-    if (atomrun_etcd_kill_after(ttl, asked, &ka) < 0)
+    if (ar_etcd_kill_after(ttl, asked, &ka) < 0)
         luaL_argerror(L, arg, pushfit(L, "option 'kill_after': ", asked, ttl));
     return ka;
 }
@@ -410,7 +410,7 @@ int arL_etcd_kill_after(lua_State *L)
     double asked = luaL_optnumber(L, 2, -1), ka;
     luaL_argcheck(L, ttl >= 1 && ttl <= 1000000, 1, "a whole number of seconds >= 1");
     luaL_argcheck(L, lua_isnoneornil(L, 2) || asked >= 0, 2, "seconds >= 0 expected");
-    if (atomrun_etcd_kill_after((int)ttl, asked, &ka) < 0) {
+    if (ar_etcd_kill_after((int)ttl, asked, &ka) < 0) {
         lua_pushnil(L);
         pushfit(L, "", asked, (int)ttl);
         lua_pushliteral(L, "ERANGE");

@@ -97,7 +97,7 @@ int atomrun_fd_lockable(int fd, int mode, int use_fcntl, int *why)
     return w == ATOMRUN_FD_OK ? 0 : -EBADF;
 }
 
-int atomrun_file_id(int fd, uint64_t *dev, uint64_t *ino)
+int ar_file_id(int fd, uint64_t *dev, uint64_t *ino)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)

@@ -53,6 +53,19 @@ int ar_err_from_name(const char *name);
 int ar_etcd_call(atomrun_etcd *c, const char *path, const char *json,
                  double deadline, char **out, char *err, size_t errlen);
 
+/* Identity of an open file, for comparing locks (core/lock.c): 0 or
+ * -errno. */
+int ar_file_id(int fd, uint64_t *dev, uint64_t *ino);
+
+/*
+ * (etcd/guard.c) The SIGTERM-to-SIGKILL time of a guarded command for a lock of ttl
+ * seconds: asked (< 0: the default, ttl/4 and at most 5 s), or -ERANGE
+ * when it does not fit: TERM plus kill_after must end the command
+ * ATOMRUN_ETCD_GUARD_MARGIN before the lease can expire while leaving the
+ * keepalive half the TTL to be confirmed, so kill_after <= ttl/2 - margin.
+ */
+int ar_etcd_kill_after(int ttl, double asked, double *out);
+
 /* -------------------------------------------------- the held-lock set
  * (core/held.c).  Hidden: an intrusive list with prev/next is no ABI to
  * publish, and a C host that wants "deadlock" for its own locks keeps its
@@ -82,7 +95,7 @@ typedef struct ar_held {
     int         kind;                   /* ar_held_kind */
     int         mode;                   /* ATOMRUN_SHARED/EXCLUSIVE */
     int         fd;                     /* files; -1 for etcd names */
-    uint64_t    dev, ino;               /* files: atomrun_file_id() */
+    uint64_t    dev, ino;               /* files: ar_file_id() */
     const void *owner;                  /* ranges: the open file (its
                                            locks merge, see _conflict) */
     int64_t     start, length;          /* ranges; length 0 = to EOF */

@@ -24,7 +24,7 @@
  *
  * So the command is dead M before the cluster can give the lock away,
  * whether we run, are stopped or were killed -- with one condition, which
- * atomrun_etcd_kill_after enforces: kill_after + M must fit in half the
+ * ar_etcd_kill_after enforces: kill_after + M must fit in half the
  * TTL (the other half is the keepalive's time to be confirmed; keepalives
  * go every TTL/3).  The command also gets PR_SET_PDEATHSIG SIGKILL from
  * run(): that ends it the moment we die even if the watchdog was killed
@@ -90,7 +90,7 @@ typedef struct watch {
     int                  nknown;
 } watch;
 
-int atomrun_etcd_kill_after(int ttl, double asked, double *out)
+int ar_etcd_kill_after(int ttl, double asked, double *out)
 {
     double most = ttl / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN;
     if (ttl < 1)
@@ -405,7 +405,7 @@ int ar_guard_start(ar_session *s, pid_t pgid, double kill_after, ar_guard **out)
     *out = NULL;
     if (pgid < 0 || pgid == 1)
         return -EINVAL;
-    if ((r = atomrun_etcd_kill_after(ar_session_ttl(s), kill_after, &kill_after)) < 0)
+    if ((r = ar_etcd_kill_after(ar_session_ttl(s), kill_after, &kill_after)) < 0)
         return r;
     if (!(g = calloc(1, sizeof *g)))
         return -ENOMEM;

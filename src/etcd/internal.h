@@ -236,6 +236,11 @@ atomrun_etcd_op  ar_op_delete(const char *key);
 atomrun_etcd_cmp ar_cmp_equal(const char *key, int target, int64_t number);
 /* The first kv of op i's answer, or NULL (no such op, no kvs). */
 const atomrun_etcd_kv *ar_txn_kv(const atomrun_etcd_txn_result *res, size_t i);
+/* A KeyValue of the gateway's JSON into kv (its key and value malloc'd,
+ * NUL after them), and the free of those: a txn's answers and the watch
+ * stream's events are read by the same code. */
+int ar_kv_from(const json_t *j, atomrun_etcd_kv *kv);
+void ar_kv_clear(atomrun_etcd_kv *kv);
 
 /* --- writer records (etcd/lock.c) --- */
 
@@ -287,7 +292,7 @@ const ar_lease_view *ar_session_view(const ar_session *s);
 typedef struct ar_guard ar_guard;
 /* Fork the watchdog that ends process group pgid (0: every child of this
  * process) before s's lease can expire; kill_after < 0: the default.
- * -ERANGE when kill_after does not fit in s's TTL (atomrun_etcd_kill_after). */
+ * -ERANGE when kill_after does not fit in s's TTL (ar_etcd_kill_after). */
 int ar_guard_start(ar_session *s, pid_t pgid, double kill_after, ar_guard **out);
 /* Stop and reap it: what it sent, bits 1 (TERM) and 2 (KILL); 0: nothing. */
 int ar_guard_stop(ar_guard *g);

@@ -1207,8 +1207,9 @@ static int unlock_again(atomrun_etcd_lock *l, char *err, size_t errlen)
         lock_free(l);
         return 0;
     }
-    snprintf(err, errlen, "the release of %s is still not confirmed (%s): %s", l->name, why,
-             l->next ? l->next : "");
+    /* ar_seterr: a long name and reason are cut, as every message is */
+    ar_seterr(err, errlen, "the release of %s is still not confirmed (%s): %s", l->name, why,
+              l->next ? l->next : "");
     return ATOMRUN_EUNAVAILABLE;
 }
 

@@ -283,12 +283,17 @@ int ar_txn_body(const atomrun_etcd_cmp *cmp, size_t ncmp, const atomrun_etcd_op 
 
 /* ------------------------------------------------------------ reading */
 
+void ar_kv_clear(atomrun_etcd_kv *kv)
+{
+    free(kv->key);
+    free(kv->value);
+    kv->key = kv->value = NULL;
+}
+
 static void kvs_free(atomrun_etcd_kv *kvs, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        free(kvs[i].key);
-        free(kvs[i].value);
-    }
+    for (size_t i = 0; i < n; i++)
+        ar_kv_clear(&kvs[i]);
     free(kvs);
 }
 
@@ -312,7 +317,7 @@ static int bytes_from(const json_t *obj, const char *field, char **out, size_t *
     return ar_b64_decode(b64 ? b64 : "", out, len);
 }
 
-static int kv_from(const json_t *j, atomrun_etcd_kv *kv)
+int ar_kv_from(const json_t *j, atomrun_etcd_kv *kv)
 {
     int r;
     if ((r = bytes_from(j, "key", &kv->key, &kv->keylen)) < 0 ||
@@ -337,7 +342,7 @@ static int kvs_from(const json_t *arr, atomrun_etcd_kv **out, size_t *n)
     if (!(*out = calloc(count, sizeof **out)))
         return -ENOMEM;
     for (i = 0; i < count && r == 0; i++, ++*n)
-        r = kv_from(json_array_get(arr, i), &(*out)[i]);
+        r = ar_kv_from(json_array_get(arr, i), &(*out)[i]);
     return r;
 }
 
@@ -363,7 +368,7 @@ static int op_result_from(const json_t *item, atomrun_etcd_op_result *r)
         if (!(r->prev_kvs = calloc(1, sizeof *r->prev_kvs)))
             return -ENOMEM;
         r->nprev = 1;
-        return kv_from(v, r->prev_kvs);
+        return ar_kv_from(v, r->prev_kvs);
     }
     if ((v = json_object_get(item, "response_delete_range")) != NULL) {
         r->type = ATOMRUN_ETCD_DELETE;

@@ -135,16 +135,34 @@ typedef struct rwatch {
     void                   *ud;
 } rwatch;
 
+/* One result of the stream: its events, typed, to fn.  An event that
+ * cannot be read (no memory, not base64) stops the watch rather than skip
+ * a change. */
 static int on_result(void *ctx, json_t *result)
 {
     rwatch *w = ctx;
-    char *text = json_dumps(result, JSON_COMPACT);
-    int stop;
-    if (!text)
-        return 1;           /* out of memory: stop rather than skip a result */
-    stop = w->fn(w->ud, text);
-    free(text);
-    return stop ? 1 : 0;
+    json_t *events = json_object_get(result, "events");
+    size_t n = json_array_size(events), i, got = 0;
+    atomrun_etcd_event *ev;
+    int stop = 1;
+
+    if (n == 0)
+        return 0;                   /* a progress notice, or the creation */
+    if (!(ev = calloc(n, sizeof *ev)))
+        return 1;
+    for (i = 0; i < n; i++, got++) {
+        json_t *e = json_array_get(events, i);
+        const char *type = json_string_value(json_object_get(e, "type"));
+        ev[i].deleted = type && strcmp(type, "DELETE") == 0;
+        if (ar_kv_from(json_object_get(e, "kv"), &ev[i].kv) < 0)
+            break;
+    }
+    if (got == n)
+        stop = w->fn(w->ud, ev, n) ? 1 : 0;
+    for (i = 0; i < got + (got < n); i++)
+        ar_kv_clear(&ev[i].kv);
+    free(ev);
+    return stop;
 }
 
 int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,

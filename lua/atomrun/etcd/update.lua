@@ -67,14 +67,185 @@ local function first(resp) return resp and resp.kvs and resp.kvs[1] end
 local FINAL = { EINVAL = true, EACCES = true, ERANGE = true }
 local GONE = {}                 -- look()'s word for "can no longer be told"
 
+-- One call's state, u: url, key, shown (the URL as messages show it),
+-- cluster, fn, opts, fence, timeout, deadline, the backoff delay, the
+-- attempt number, call_no, mine (nonce -> the value that attempt wrote),
+-- pending (the lease of an attempt whose outcome is open), unanswered (an
+-- attempt got no answer at all), refused ({msg, code}: the last write etcd
+-- refused), and last/last_code (why the last attempt did not commit).
+
+local function left(u) return u.deadline - atomrun.now() end
+
+local function copts(u, extra)
+  local opts = u.opts
+  return { timeout = math.max(0.5, math.min(5, left(u))), ca = opts.ca, cert = opts.cert,
+           key = opts.key, max_request_bytes = extra and opts.max_request_bytes or nil }
+end
+
+local function send(u, t) return txn(u.url, t, copts(u, true)) end
+
+local function unknown(u, why)
+  return nil, string.format("%s: outcome unknown: an update was sent and its answer never "
+    .. "came; %s", u.shown, why), "unknown"
+end
+
+-- A failure that ends the call: reported as is, unless an attempt's
+-- outcome is still open.
+local function final(u, msg, code)
+  if u.pending then return unknown(u, "then: " .. msg) end
+  return nil, msg, code
+end
+
+local function give_up(u)
+  if u.pending then
+    return unknown(u, "no etcd member could tell before the deadline (" .. u.last .. ")")
+  end
+  if u.last_code == "timeout" then
+    return nil, "timed out after " .. u.timeout .. " s: " .. u.last, "timeout"
+  end
+  return nil, u.last, u.last_code
+end
+
+local function backoff(u)
+  if left(u) <= 0 then return false end
+  atomrun.sleep(math.min(left(u), math.random() * u.delay))
+  u.delay = math.min(u.delay * 2, 0.5)
+  return true
+end
+
+-- This process's nonce lease and its sentinel key (put once per lease).
+local function nonce_lease(u)
+  local lease, err, code = lease_of(u.url, etcd.NONCE_TTL, copts(u))
+  if not lease then return nil, err, code end
+  local skey = PREFIX.alive .. string.format("%x", lease)
+  if not sentinel_put[u.cluster .. "/" .. lease] then
+    local ok, e2, c2 = send(u, { success = { put(skey, atomrun.hostname() .. " " .. atomrun.pid(),
+      lease) } })
+    if not ok then return nil, e2, c2 end
+    sentinel_put[u.cluster .. "/" .. lease] = true
+  end
+  return lease, skey
+end
+
+-- A look at the nonce key and the sentinel, read in one txn: the value of
+-- an attempt of ours that is committed; GONE when an open attempt can no
+-- longer be told (its nonce's lease is gone); nil: go on.
+local function look(u, nkv, skv)
+  local v = nkv and u.mine[nkv.value]
+  if v then return v end
+  if u.pending and not skv then return GONE end
+end
+
+local LEASE_GONE = "the lease that held its nonce expired before it could be read"
+local function settled(u, v)
+  if v == GONE then return unknown(u, LEASE_GONE) end
+  return v
+end
+
+-- A failure of a call before the write: ends the call, or try again.
+local function failed(u, err, code)
+  if FINAL[code] then return true, final(u, err, code) end
+  return false, err, code
+end
+
+-- A write's txn failed (r: its answer): committed after all (a resend of
+-- an attempt already applied, or an earlier attempt that landed late), the
+-- fence lost, or the key changed under us.
+local function write_failed(u, r)
+  local fence = u.fence
+  local v = look(u, first(r.responses[1]), first(r.responses[2]))
+  if v then return true, settled(u, v) end
+  local lkv = fence and first(r.responses[3])
+  if fence and not (lkv and lkv.create_revision == fence.token) then
+    -- no attempt of ours can land now: each compared the fence too
+    return true, nil, string.format("%s: not written: the lock %s is no longer held with "
+      .. "token %d (its lease expired or it was broken)", u.shown, fence.key, fence.token), "lost"
+  end
+  return false, u.shown .. " changed under every attempt", "timeout"
+end
+
+-- The write of new over what the read saw (kv, nkv): true and the call's
+-- results, or false, msg, code for a failure another attempt may get past.
+local function write(u, new, kv, nkey, nkv, skey, lease)
+  local klease, kerr, kcode
+  if u.opts.ttl then
+    klease, kerr, kcode = lease_of(u.url, u.opts.ttl, copts(u))
+    if not klease then return failed(u, kerr, kcode) end
+  end
+  local nonce = string.format("%d.%d.%d", u.call_no, u.attempt, math.random(1 << 30))
+  u.mine[nonce] = new
+  local t = { compare = { mod_is(u.key, kv), mod_is(nkey, nkv) },
+              success = { put(u.key, new, klease), put(nkey, nonce, lease) },
+              failure = { get(nkey), get(skey) } }
+  if u.fence then
+    t.compare[3] = { key = u.fence.key, target = "create", result = "==", value = u.fence.token }
+    t.failure[3] = get(u.fence.key)
+  end
+  local r, err, code = send(u, t)
+  if r and r.succeeded then return true, new end
+  if r then return write_failed(u, r) end
+  -- Too big for the cluster is too big for every member: no copy of it
+  -- can be in, whatever the client tried before.
+  if code == "E2BIG" then return true, final(u, err, code) end
+  -- No answer, or a refusal after which an earlier try of the same post
+  -- may still be unanswered: open either way, resolved by the next read.
+  u.pending = lease
+  if FINAL[code] then u.refused = { err, code } else u.unanswered = true end
+  return false, err, code
+end
+
+-- What the read found settles the call (true and its results), or nil:
+-- go on to fn and the write.
+local function settle_read(u, nkv, skv)
+  local v = look(u, nkv, skv)
+  if v then return true, settled(u, v) end
+  if u.refused then
+    -- the refused write (and any earlier try of it) is not in: its
+    -- refusal stands -- unless another attempt got no answer at all
+    if u.unanswered then return true, unknown(u, "then etcd refused one: " .. u.refused[1]) end
+    return true, nil, u.refused[1], u.refused[2]
+  end
+  if not skv then
+    -- our lease is gone and nothing of ours is open: a new one next time
+    return false, u.shown .. ": this process's lease for update's nonces expired", "unavailable"
+  end
+end
+
+-- One attempt: read the key, our nonce key and the sentinel at one
+-- revision; settle what an earlier attempt left open; else write.
+local function step(u)
+  local lease, skey, code = nonce_lease(u)
+  if not lease then return failed(u, skey, code) end
+  if u.pending and lease ~= u.pending then return true, unknown(u, LEASE_GONE) end
+  local nkey = PREFIX.nonce .. u.key .. "/" .. atomrun.hostname() .. "." .. atomrun.pid() .. "."
+    .. string.format("%x", lease) .. "." .. state_tag
+  local r, err, ecode = send(u, { success = { get(u.key), get(nkey), get(skey) } })
+  if not r then return failed(u, err, ecode) end
+  local kv, nkv, skv = first(r.responses[1]), first(r.responses[2]), first(r.responses[3])
+  local settled_res = table.pack(settle_read(u, nkv, skv))
+  if settled_res.n > 0 then return table.unpack(settled_res, 1, settled_res.n) end
+  local old = kv and kv.value
+  local new = u.fn(old)
+  if new == nil then
+    if u.pending then
+      return true, unknown(u, "fn now wants no change, and the unanswered write may still land")
+    end
+    return true, old or false
+  end
+  if type(new) ~= "string" then
+    error("update: the function must return a string (the new value) or nil, not a "
+      .. type(new), 4)
+  end
+  return write(u, new, kv, nkey, nkv, skey, lease)
+end
+
 function M.update(url, fn, opts)
   local check = require "atomrun.check"
   check.arg("update", 2, fn, "function")
   opts = check.opts("update", 3, opts, update_names)
   local key, shown = atomrun._etcd_key(url)
   if not key then return nil, shown, "EINVAL" end
-  local fence = opts.fence
-  if fence and not fence.locked then
+  if opts.fence and not opts.fence.locked then
     return nil, shown .. ": not written: the fence lock was already released", "lost"
   end
   local cluster = url:match("^[^/]*//[^/]*") or url
@@ -88,160 +259,17 @@ function M.update(url, fn, opts)
 
   local timeout = opts.timeout or etcd.UPDATE_TIMEOUT
   if opts.wait == false then timeout = 0 end
-  local deadline = atomrun.now() + timeout
-  local delay, attempt = 0.005, 0
   calls = calls + 1
-  local call_no = calls
-  local mine = {}               -- nonce -> the value that attempt wrote
-  local pending = nil           -- the lease of an attempt whose outcome is open
-  local unanswered = false      -- an attempt got no answer at all
-  local refused = nil           -- {msg, code}: the last write refused by etcd
-  local last, last_code = shown .. " changed under every attempt", "timeout"
-
-  local function left() return deadline - atomrun.now() end
-  local function copts(extra)
-    return { timeout = math.max(0.5, math.min(5, left())), ca = opts.ca, cert = opts.cert,
-             key = opts.key, max_request_bytes = extra and opts.max_request_bytes or nil }
-  end
-  local function send(t) return txn(url, t, copts(true)) end
-  local function unknown(why)
-    return nil, string.format("%s: outcome unknown: an update was sent and its answer never "
-      .. "came; %s", shown, why), "unknown"
-  end
-  -- A failure that ends the call: reported as is, unless an attempt's
-  -- outcome is still open.
-  local function final(msg, code)
-    if pending then return unknown("then: " .. msg) end
-    return nil, msg, code
-  end
-  local function give_up()
-    if pending then return unknown("no etcd member could tell before the deadline (" .. last .. ")") end
-    if last_code == "timeout" then return nil, "timed out after " .. timeout .. " s: " .. last, "timeout" end
-    return nil, last, last_code
-  end
-  local function backoff()
-    if left() <= 0 then return false end
-    atomrun.sleep(math.min(left(), math.random() * delay))
-    delay = math.min(delay * 2, 0.5)
-    return true
-  end
-  -- This process's nonce lease and its sentinel key (put once per lease).
-  local function nonce_lease()
-    local lease, err, code = lease_of(url, etcd.NONCE_TTL, copts())
-    if not lease then return nil, err, code end
-    local skey = PREFIX.alive .. string.format("%x", lease)
-    if not sentinel_put[cluster .. "/" .. lease] then
-      local ok, e2, c2 = send({ success = { put(skey, atomrun.hostname() .. " " .. atomrun.pid(), lease) } })
-      if not ok then return nil, e2, c2 end
-      sentinel_put[cluster .. "/" .. lease] = true
-    end
-    return lease, skey
-  end
-  -- A look at the nonce key and the sentinel, read in one txn: the value
-  -- of an attempt of ours that is committed; GONE when an open attempt
-  -- can no longer be told (its nonce's lease is gone); nil: go on.
-  local function look(nkv, skv)
-    local v = nkv and mine[nkv.value]
-    if v then return v end
-    if pending and not skv then return GONE end
-  end
-  local LEASE_GONE = "the lease that held its nonce expired before it could be read"
-  local function settled(v)
-    if v == GONE then return unknown(LEASE_GONE) end
-    return v
-  end
-  -- A failure of a call before the write: ends the call, or try again.
-  local function failed(err, code)
-    if FINAL[code] then return true, final(err, code) end
-    return false, err, code
-  end
-
-  -- The write of new over what the read saw (kv, nkv): true and the call's
-  -- results, or false, msg, code for a failure another attempt may get past.
-  local function write(new, kv, nkey, nkv, skey, lease)
-    local klease, kerr, kcode
-    if opts.ttl then
-      klease, kerr, kcode = lease_of(url, opts.ttl, copts())
-      if not klease then return failed(kerr, kcode) end
-    end
-    local nonce = string.format("%d.%d.%d", call_no, attempt, math.random(1 << 30))
-    mine[nonce] = new
-    local t = { compare = { mod_is(key, kv), mod_is(nkey, nkv) },
-                success = { put(key, new, klease), put(nkey, nonce, lease) },
-                failure = { get(nkey), get(skey) } }
-    if fence then
-      t.compare[3] = { key = fence.key, target = "create", result = "==", value = fence.token }
-      t.failure[3] = get(fence.key)
-    end
-    local r, err, code = send(t)
-    if r and r.succeeded then return true, new end
-    if r then
-      -- a resend of an attempt already applied, or an earlier attempt
-      -- that landed late: committed, and the call's result
-      local v = look(first(r.responses[1]), first(r.responses[2]))
-      if v then return true, settled(v) end
-      local lkv = fence and first(r.responses[3])
-      if fence and not (lkv and lkv.create_revision == fence.token) then
-        -- no attempt of ours can land now: each compared the fence too
-        return true, nil, string.format("%s: not written: the lock %s is no longer held with "
-          .. "token %d (its lease expired or it was broken)", shown, fence.key, fence.token), "lost"
-      end
-      return false, shown .. " changed under every attempt", "timeout"
-    end
-    -- Too big for the cluster is too big for every member: no copy of it
-    -- can be in, whatever the client tried before.
-    if code == "E2BIG" then return true, final(err, code) end
-    -- No answer, or a refusal after which an earlier try of the same post
-    -- may still be unanswered: open either way, resolved by the next read.
-    pending = lease
-    if FINAL[code] then refused = { err, code } else unanswered = true end
-    return false, err, code
-  end
-
-  -- One attempt: read the key, our nonce key and the sentinel at one
-  -- revision; settle what an earlier attempt left open; else write.
-  local function step()
-    local lease, skey, code = nonce_lease()
-    if not lease then return failed(skey, code) end
-    if pending and lease ~= pending then return true, unknown(LEASE_GONE) end
-    local nkey = PREFIX.nonce .. key .. "/" .. atomrun.hostname() .. "." .. atomrun.pid() .. "."
-      .. string.format("%x", lease) .. "." .. state_tag
-    local r, err, ecode = send({ success = { get(key), get(nkey), get(skey) } })
-    if not r then return failed(err, ecode) end
-    local kv, nkv, skv = first(r.responses[1]), first(r.responses[2]), first(r.responses[3])
-    local v = look(nkv, skv)
-    if v then return true, settled(v) end
-    if refused then
-      -- the refused write (and any earlier try of it) is not in: its
-      -- refusal stands -- unless another attempt got no answer at all
-      if unanswered then return true, unknown("then etcd refused one: " .. refused[1]) end
-      return true, nil, refused[1], refused[2]
-    end
-    if not skv then
-      -- our lease is gone and nothing of ours is open: a new one next time
-      return false, shown .. ": this process's lease for update's nonces expired", "unavailable"
-    end
-    local old = kv and kv.value
-    local new = fn(old)
-    if new == nil then
-      if pending then
-        return true, unknown("fn now wants no change, and the unanswered write may still land")
-      end
-      return true, old or false
-    end
-    if type(new) ~= "string" then
-      error("update: the function must return a string (the new value) or nil, not a "
-        .. type(new), 3)
-    end
-    return write(new, kv, nkey, nkv, skey, lease)
-  end
-
+  local u = { url = url, key = key, shown = shown, cluster = cluster, fn = fn, opts = opts,
+    fence = opts.fence, timeout = timeout, deadline = atomrun.now() + timeout, delay = 0.005,
+    attempt = 0, call_no = calls, mine = {}, pending = nil, unanswered = false, refused = nil,
+    last = shown .. " changed under every attempt", last_code = "timeout" }
   while true do
-    attempt = attempt + 1
-    local res = table.pack(step())
+    u.attempt = u.attempt + 1
+    local res = table.pack(step(u))
     if res[1] then return table.unpack(res, 2, res.n) end
-    last, last_code = res[2], res[3]
-    if not backoff() then return give_up() end
+    u.last, u.last_code = res[2], res[3]
+    if not backoff(u) then return give_up(u) end
   end
 end
 
