@@ -29,7 +29,7 @@ describe("core.etcd.txn", function()
   end
 
   it("PREFIX is the key space of atomrun.h", function()
-    assert.same({ lock = "atomrun/lock/", creator = "atomrun/creator/",
+    assert.same({ lock = "", creator = "atomrun/creator/",
                   nonce = "atomrun/nonce/", alive = "atomrun/alive/" }, etcd.PREFIX)
     assert.equal(etcd.PREFIX.lock, require("atomrun.etcd").KEY_PREFIX)
   end)

@@ -464,10 +464,13 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
  *   session  one lease per process, cluster and TTL, granted before the
  *            first wait and kept alive every TTL/3 by a background thread,
  *            revoked at exit
- *   lock     etcd's client-side queue (clientv3/concurrency's mutex): a key
- *            per contender under ATOMRUN_ETCD_LOCK_PREFIX NAME "/", bound to
- *            the session's lease; the holder has the lowest create revision
- *            (the fencing token); each waiter watches only its predecessor.
+ *   lock     etcd's client-side queue (clientv3/concurrency's mutex), on
+ *            etcd's own keys: one per contender, NAME "/" <lease hex>, as
+ *            clientv3 and `etcdctl lock NAME` make them (so they and atomrun
+ *            exclude each other), bound to the session's lease; the holder
+ *            has the lowest create revision among all keys directly under
+ *            NAME "/" (the fencing token); each waiter watches only its
+ *            predecessor.
  *            n > 1 slots: a semaphore; shared mode: readers-writer.
  * Results are 0 / -errno like the rest of the core, plus:
  *   lost         the lease could have expired: the lock may be someone else's
@@ -488,14 +491,21 @@ ATOMRUN_API lua_State *atomrun_newstate_for(int source);
 #define ATOMRUN_ELOST         (-20003)
 #define ATOMRUN_EUNAVAILABLE  (-20004)
 
-#define ATOMRUN_ETCD_LOCK_PREFIX "atomrun/lock/"
-/* The rest of atomrun's key space, beside the locks: create's creator
- * records (CREATOR KEY), update's nonces (NONCE KEY "/" HOST.PID.LEASE.STATE)
- * and the sentinels of their leases (ALIVE LEASE, in hex).  The one
- * spelling; the Lua recipes read it as core.etcd.PREFIX. */
-#define ATOMRUN_ETCD_CREATOR_PREFIX "atomrun/creator/"
-#define ATOMRUN_ETCD_NONCE_PREFIX   "atomrun/nonce/"
-#define ATOMRUN_ETCD_ALIVE_PREFIX   "atomrun/alive/"
+/* A lock's keys are the name's own (etcd's layout: ATOMRUN_ETCD_LOCK_PREFIX
+ * NAME "/" <lease hex>), so the lock prefix is empty.  A key there whose
+ * value is not an atomrun record (etcdctl writes an empty one) is another
+ * client's exclusive holder: its atomrun_etcd_holder has pid 0 and host "". */
+#define ATOMRUN_ETCD_LOCK_PREFIX ""
+/* atomrun's bookkeeping, out of the users' names (a lock name equal to
+ * "atomrun" or under it is refused): create's creator records (CREATOR
+ * KEY), update's nonces (NONCE KEY "/" HOST.PID.LEASE.STATE), the
+ * sentinels of their leases (ALIVE LEASE, in hex) and the locks' tickets
+ * (etcd/lock.c).  The one spelling; the Lua recipes read it as
+ * core.etcd.PREFIX. */
+#define ATOMRUN_ETCD_PREFIX         "atomrun/"
+#define ATOMRUN_ETCD_CREATOR_PREFIX ATOMRUN_ETCD_PREFIX "creator/"
+#define ATOMRUN_ETCD_NONCE_PREFIX   ATOMRUN_ETCD_PREFIX "nonce/"
+#define ATOMRUN_ETCD_ALIVE_PREFIX   ATOMRUN_ETCD_PREFIX "alive/"
 /* A guarded command is dead this many seconds before its lock's lease can
  * expire (atomrun_etcd_lock_guard). */
 #define ATOMRUN_ETCD_GUARD_MARGIN 0.25

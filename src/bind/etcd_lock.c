@@ -386,11 +386,32 @@ void arL_setwriter(lua_State *L, const atomrun_etcd_holder *h)
     }
 }
 
+/* A lock key without an atomrun record (etcdctl lock, clientv3's Mutex,
+ * any other client): the core leaves pid 0 and host "". */
+static int is_foreign(const atomrun_etcd_holder *h)
+{
+    return h->pid == 0 && !h->host[0];
+}
+
+/* "an etcd client without an atomrun record, lease 694d7c3a2e1f0b04": all
+ * that is known of such a holder (with its token). */
+static void pushforeign(lua_State *L, const atomrun_etcd_holder *h)
+{
+    char text[96];
+    snprintf(text, sizeof text, "an etcd client without an atomrun record, lease %llx",
+             (unsigned long long)h->lease);
+    lua_pushstring(L, text);
+}
+
 void arL_pushrholder(lua_State *L, const atomrun_etcd_holder *h)
 {
     char lease[24];
     lua_createtable(L, 0, 8);
     arL_setwriter(L, h);
+    if (h->token && is_foreign(h)) {
+        pushforeign(L, h);
+        lua_setfield(L, -2, "foreign");
+    }
     lua_pushinteger(L, (lua_Integer)h->token);
     lua_setfield(L, -2, "token");
     lua_pushstring(L, h->slots > 0 ? "semaphore" : arL_modename(h->mode));
@@ -416,6 +437,12 @@ static void pushholdertext(lua_State *L, const atomrun_etcd_holder *h, int say_k
 {
     char since[32];
     luaL_Buffer b;
+    if (is_foreign(h)) {
+        pushforeign(L, h);
+        lua_pushfstring(L, "%s (token %I)", lua_tostring(L, -1), (lua_Integer)h->token);
+        lua_remove(L, -2);
+        return;
+    }
     luaL_buffinit(L, &b);
     if (h->pid > 0)
         lua_pushfstring(L, "pid %d on %s", (int)h->pid, h->host[0] ? h->host : "?");

@@ -1,23 +1,33 @@
 /*
  * etcd/lock.c -- locks, readers-writer locks and semaphores on etcd: the queue
- * of clientv3/concurrency's mutex, with the holder recorded in the key.
+ * of clientv3/concurrency's mutex, on etcd's own keys, with the holder
+ * recorded in the key.
  *
- *   key    ATOMRUN_ETCD_LOCK_PREFIX NAME "/" <lease hex> "-" <n>, bound to
- *          the session's lease, so a dead holder's key goes with its lease;
- *          <n> is unique in the process (two slots of one semaphore, two
- *          threads on one name).
+ *   key    NAME "/" <lease hex> -- exactly the key clientv3's
+ *          concurrency.NewMutex(session, NAME) and `etcdctl lock NAME`
+ *          make -- bound to the session's lease, so a dead holder's key
+ *          goes with its lease.  A second key of this process on the same
+ *          lease and name (two slots of one semaphore, two threads) gets
+ *          "-" <n> after it, <n> unique in the process (claim_key): etcd's
+ *          own waiters look only at the create revisions under the
+ *          prefix, never at the rest of the key.
  *   value  {"host", "pid", "cmd", "since", "mode"} as JSON ("slots" too
- *          for a semaphore's), for busy/timeout messages, `atomrun who`
- *          and `etcdctl get --prefix atomrun/lock/`.  mode is the key's
- *          kind: "exclusive", "shared" or "semaphore".
- *   queue  the keys directly under NAME/ in create-revision order.  The
- *          kinds exclude each other (decide): an exclusive key holds when
- *          it is first; a shared (reader) key while every key ahead of it
- *          is shared; a semaphore's slot while every key ahead is a slot
- *          of the same semaphore and fewer than n are ahead.  So one name
- *          is never held by two kinds at once.  The create revision is the
- *          fencing token: etcd's revisions only grow, so each new holder's
- *          token is higher.
+ *          for a semaphore's), for busy/timeout messages, `atomrun who`,
+ *          `etcdctl get --prefix NAME/` and `etcdctl elect -l NAME` (which
+ *          prints the holder's key and this value).  mode is the key's
+ *          kind: "exclusive", "shared" or "semaphore".  Any other value
+ *          (clientv3 writes an empty one) is a foreign key: exclusive, known
+ *          only by its lease and create revision.
+ *   queue  ALL the keys directly under NAME/, whoever wrote them, in
+ *          create-revision order.  The kinds exclude each other (decide):
+ *          an exclusive key holds when it is first; a shared (reader) key
+ *          while every key ahead of it is shared; a semaphore's slot while
+ *          every key ahead is a slot of the same semaphore and fewer than
+ *          n are ahead.  So one name is never held by two kinds at once,
+ *          and a clientv3 contender, which waits for every key created
+ *          before its own, waits for our readers and slots too.  The create
+ *          revision is the fencing token: etcd's revisions only grow, so
+ *          each new holder's token is higher, whichever client it is.
  *
  * Acquire is one txn: "if my key does not exist, put it; in either case
  * read the queue".  Re-sent after a lost answer (the member died after the
@@ -48,8 +58,13 @@
  * again: that read is also the check that the key still exists with its
  * revision (the lease may have expired while waiting).
  *
- * Keys under NAME/ that are not directly under it ("NAME/sub/..." is the
- * lock "NAME/sub") are skipped, so nested names are separate locks.
+ * Keys under NAME/ that are not directly under it ("NAME/sub/<lease hex>"
+ * is a contender of the lock "NAME/sub") are skipped, so nested names are
+ * separate locks: a holder of NAME/sub never holds NAME.  (clientv3's
+ * waiters for NAME do count them -- they look at every key under the
+ * prefix -- so an etcdctl contender of NAME also waits behind holders of
+ * NAME/sub: slower, never two holders.)  atomrun's bookkeeping (tickets,
+ * creator records) lives under ATOMRUN_ETCD_PREFIX, a name refused here.
  */
 #define _GNU_SOURCE
 #include "etcd/internal.h"
@@ -64,7 +79,7 @@
 
 #define AR_NAME_MAX     200
 #define AR_WATCH_SLICE  2.0     /* re-read the queue at least this often */
-#define AR_TICKET_PREFIX "atomrun/ticket/"
+#define AR_TICKET_PREFIX ATOMRUN_ETCD_PREFIX "ticket/"
 
 /* A release (or a give-up's leave) whose answer never came: retry_main
  * sends it again until a member answers (retry_start says why). */
@@ -99,6 +114,64 @@ struct atomrun_etcd_lock {
 
 static pthread_mutex_t seq_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned        seq;
+
+/*
+ * The contender keys of this process that may exist (under seq_mu): from
+ * the enqueue until a member confirmed the key gone.  clientv3's key is
+ * NAME/<lease hex>, one per lease; ours too while it is free, and
+ * <lease hex>-<n> when this process has that one already -- another lock
+ * of the name on the same lease, or a key whose release or leave was never
+ * answered (its retry deletes that key by name: it must not meet a new
+ * acquisition's).
+ */
+typedef struct claimed {
+    struct claimed *next;
+    char            key[];
+} claimed;
+static claimed *claimed_keys;
+
+static int is_claimed(const char *key)
+{
+    for (const claimed *c = claimed_keys; c; c = c->next)
+        if (strcmp(c->key, key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Our key for a lease under prefix into key, claimed; n is the
+ * acquisition's number (its ticket's).  -ENOMEM. */
+static int claim_key(char *key, size_t size, const char *prefix, int64_t lease, unsigned n)
+{
+    claimed *c;
+    int r = 0;
+    pthread_mutex_lock(&seq_mu);
+    snprintf(key, size, "%s%llx", prefix, (unsigned long long)lease);
+    if (is_claimed(key))
+        snprintf(key, size, "%s%llx-%u", prefix, (unsigned long long)lease, n);
+    if ((c = malloc(sizeof *c + strlen(key) + 1)) != NULL) {
+        strcpy(c->key, key);
+        c->next = claimed_keys;
+        claimed_keys = c;
+    } else {
+        r = -ENOMEM;
+    }
+    pthread_mutex_unlock(&seq_mu);
+    return r;
+}
+
+/* A member confirmed key gone (or never written): free to use again. */
+static void unclaim_key(const char *key)
+{
+    pthread_mutex_lock(&seq_mu);
+    for (claimed **p = &claimed_keys; *p; p = &(*p)->next)
+        if (strcmp((*p)->key, key) == 0) {
+            claimed *c = *p;
+            *p = c->next;
+            free(c);
+            break;
+        }
+    pthread_mutex_unlock(&seq_mu);
+}
 
 void atomrun_etcd_lock_opts_init(atomrun_etcd_lock_opts *o)
 {
@@ -301,14 +374,25 @@ static void fill_holder(const entry *e, atomrun_etcd_holder *h)
     ar_writer_of(e->value, h);
 }
 
-/* A key's record (its value as JSON), and from it the key's kind. */
+/* Is v a holder record as ar_writer_record writes it for a lock key (a
+ * JSON object with host and pid; its mode, if it is one we know, says the
+ * kind, else exclusive)?  Any other value is another client's key. */
+static int is_lock_record(const json_t *v)
+{
+    return json_is_object(v) && json_is_string(json_object_get(v, "host")) &&
+           json_is_integer(json_object_get(v, "pid"));
+}
+
+/* A key's record (its value as JSON), and from it the key's kind.  A key
+ * without one (etcdctl lock and clientv3's Mutex write an empty value) is
+ * K_EXCLUSIVE with no record: its holder is known by lease and token. */
 static void read_record(entry *e, const char *val, size_t vlen)
 {
     json_error_t je;
     const char *m;
     int64_t n;
-    e->value = json_loadb(val, vlen, 0, &je);
-    if (e->value && !json_is_object(e->value)) {
+    e->value = vlen ? json_loadb(val, vlen, 0, &je) : NULL;
+    if (e->value && !is_lock_record(e->value)) {
         json_decref(e->value);
         e->value = NULL;
     }
@@ -630,8 +714,20 @@ static int valid_name(const char *name, char *err, size_t errlen)
         snprintf(err, errlen, "etcd lock name longer than %d bytes", AR_NAME_MAX);
         return -EINVAL;
     }
+    /* "a/" would queue under "a//": the keys of no name; and "a//b" is
+     * "a/" + "/b", a contender key of nothing with a "/" in its rest */
     if (name[n - 1] == '/' || name[0] == '/' || strstr(name, "//")) {
         snprintf(err, errlen, "etcd lock name \"%s\" has an empty path segment", name);
+        return -EINVAL;
+    }
+    /* the keys under atomrun/ are our bookkeeping (tickets, creator
+     * records): a lock there could meet them, or a ticket its name */
+    if (strncmp(name, ATOMRUN_ETCD_PREFIX, sizeof ATOMRUN_ETCD_PREFIX - 2) == 0 &&
+        (name[sizeof ATOMRUN_ETCD_PREFIX - 2] == '\0' ||
+         name[sizeof ATOMRUN_ETCD_PREFIX - 2] == '/')) {
+        /* (the name cut at 100 bytes: the sentence must fit) */
+        snprintf(err, errlen, "etcd lock name \"%.100s\" is in atomrun's own key space ("
+                 ATOMRUN_ETCD_PREFIX "): choose another name", name);
         return -EINVAL;
     }
     return 0;
@@ -822,8 +918,8 @@ static int join_queue(attempt *a)
         pthread_mutex_lock(&seq_mu);
         n = ++seq;
         pthread_mutex_unlock(&seq_mu);
-        snprintf(a->key, sizeof a->key, "%s%llx-%u", a->prefix,
-                 (unsigned long long)ar_session_lease(a->s), n);
+        if (claim_key(a->key, sizeof a->key, a->prefix, ar_session_lease(a->s), n) < 0)
+            return -ENOMEM;     /* the caller's give_up: nothing was sent */
         snprintf(a->ticket, sizeof a->ticket, "%s%llx-%u", AR_TICKET_PREFIX,
                  (unsigned long long)ar_session_lease(a->s), n);
         a->unsure = 0;
@@ -832,7 +928,9 @@ static int join_queue(attempt *a)
         if (!(r == -ENOENT && strstr(o->err, "lease not found") && a->requeues++ < 3))
             return r;
         /* The cluster no longer has our lease (revoked by someone, or a
-         * cluster rebuilt on the same endpoints): a new session. */
+         * cluster rebuilt on the same endpoints): a new session.  No copy
+         * of the txn can put the key on a lease that is gone. */
+        unclaim_key(a->key);
         ar_session_abandon(a->s, o->err);
         ar_session_put(a->s);
         a->s = NULL;
@@ -845,11 +943,14 @@ static int join_queue(attempt *a)
  * time or past the deadline. */
 static int requeue(attempt *a)
 {
-    char derr[ATOMRUN_ERRLEN];
+    char derr[ATOMRUN_ERRLEN] = "";
     queue_free(&a->q);
-    /* best effort: the lease takes them anyway */
-    txn_send(a->c, leave_txn(a->key, a->ticket, !a->unsure, ar_session_lease(a->s)),
-             atomrun_now() + 1.0, derr, sizeof derr);
+    /* best effort: the lease takes them anyway (then the put of the ticket
+     * fails the txn: "lease not found") */
+    if (txn_send(a->c, leave_txn(a->key, a->ticket, !a->unsure, ar_session_lease(a->s)),
+                 atomrun_now() + 1.0, derr, sizeof derr) >= 0 ||
+        strstr(derr, "lease not found"))
+        unclaim_key(a->key);
     ar_session_put(a->s);
     a->s = NULL;
     if (++a->requeues > 3 || atomrun_now() >= a->wait_until) {
@@ -965,7 +1066,9 @@ static void give_up(attempt *a, int r)
     if (grace > ar_etcd_op_timeout(a->c))
         grace = ar_etcd_op_timeout(a->c);
     if (txn_send(a->c, leave_txn(a->key, a->ticket, !a->unsure, lease),
-                 atomrun_now() + grace, derr, sizeof derr) < 0)
+                 atomrun_now() + grace, derr, sizeof derr) >= 0)
+        unclaim_key(a->key);
+    else    /* the key stays claimed: the retry may delete it by name */
         retry_unref(not_answered(a->c, a->s, leave_txn(a->key, a->ticket, !a->unsure, lease),
                                  derr, "given up: the cluster did not answer", NULL));
 }
@@ -974,7 +1077,11 @@ static void give_up(attempt *a, int r)
 static void busy_message(const char *name, lock_req *o, int r)
 {
     char who[200] = "", kind[64] = "";
-    if (o->holder.token) {
+    if (o->holder.token && o->holder.pid == 0 && !o->holder.host[0]) {
+        snprintf(who, sizeof who, " by an etcd client without an atomrun record, lease %llx "
+                 "(token %lld)", (unsigned long long)o->holder.lease,
+                 (long long)o->holder.token);
+    } else if (o->holder.token) {
         snprintf(who, sizeof who, " by pid %d on %s", (int)o->holder.pid,
                  o->holder.host[0] ? o->holder.host : "?");
         /* the kind, unless an exclusive lock meets one */
@@ -1096,6 +1203,7 @@ static int unlock_again(atomrun_etcd_lock *l, char *err, size_t errlen)
         pthread_mutex_unlock(&l->retry->mu);
     }
     if (done) {
+        unclaim_key(l->key);
         lock_free(l);
         return 0;
     }
@@ -1119,6 +1227,8 @@ int atomrun_etcd_lock_release(atomrun_etcd_lock *l, atomrun_err *e)
                      err, errlen);
     if (r < 0 && !lost)
         return unlock_unanswered(l, err, errlen);
+    if (r >= 0)                 /* a member said: the key is gone */
+        unclaim_key(l->key);
     if (lost) {
         /* the keepalives stopped when it was lost: the key goes with the
          * lease, whatever became of the delete */
@@ -1150,9 +1260,9 @@ int atomrun_etcd_cluster_id(atomrun_etcd *c, double timeout, uint64_t *id,
     atomrun_err own;
     char *err = ar_err_start(e, &own)->msg;
     size_t errlen = sizeof own.msg;
-    /* A count of the lock keys: any answer's header names the cluster, and
+    /* A count of one ticket key: any answer's header names the cluster, and
      * this read needs only the permission a lock needs anyway. */
-    const char *k = ATOMRUN_ETCD_LOCK_PREFIX;
+    const char *k = AR_TICKET_PREFIX;
     atomrun_etcd_op count = { .type = ATOMRUN_ETCD_RANGE, .key = k, .keylen = strlen(k),
                               .count_only = 1 };
     atomrun_etcd_txn_result *res;

@@ -10,8 +10,10 @@
 -- 1 when any is held, 66 when a PATH cannot be examined.
 --
 -- For an etcd name: the holder and the queue of waiters (pid, host,
--- command, since, fencing token), read from the keys under
--- core.etcd.PREFIX.lock .. "NAME/" (atomrun/lock/NAME/).  --revoke revokes the holder's lease to break a stuck
+-- command, since, fencing token), read from the keys directly under
+-- "NAME/" (etcd's own lock layout, so `etcdctl lock NAME` and clientv3's
+-- Mutex holders are there too, as "an etcd client without an atomrun
+-- record"); for a semaphore, each holder's slot rank.  --revoke revokes the holder's lease to break a stuck
 -- lock: its keys go, the next waiter gets the lock, and the old holder sees
 -- "lost" at its next keepalive (under `atomrun lock` its command is killed).
 local atomrun = require "atomrun"
@@ -100,7 +102,22 @@ local function remote_kind(e)
   return e.mode or "?"
 end
 
+-- A semaphore's holders are slots: each one's rank among the holders
+-- (1 the oldest), as sem:holders() numbers them.
+local function number_slots(holders)
+  local rank = 0
+  for _, e in ipairs(holders) do
+    if e.slots then rank = rank + 1; e.slot = rank end
+  end
+end
+
 local function remote_line(role, e)
+  if e.slot then role = string.format("slot %d/%d", e.slot, e.slots) end
+  if e.foreign then
+    -- a key without our record (etcdctl lock, clientv3's Mutex): its lease
+    -- and token are all that is known (core text, hex digits only)
+    return string.format("  %-7s %s, token %s", role, e.foreign, tostring(e.token))
+  end
   return string.format("  %-7s pid %-7s on %-16s %-9s token %-8s since %s  %s", role,
     tostring(e.pid or "?"), cli.safe(e.host or "?"), remote_kind(e), tostring(e.token),
     since(e), cli.safe(e.cmd or ""))
@@ -108,8 +125,8 @@ end
 
 local function remote_entry(e)
   return { pid = e.pid, host = e.host, cmd = e.cmd, mode = e.mode, slots = e.slots,
-           since = iso(e.since), since_epoch = e.since, token = e.token, key = e.key,
-           lease = e.lease }
+           slot = e.slot, since = iso(e.since), since_epoch = e.since, token = e.token,
+           key = e.key, lease = e.lease, foreign = e.foreign }
 end
 
 -- Revoke each holder's lease (core.etcd.revoke; the queue shows its ID in
@@ -117,15 +134,17 @@ end
 local function revoke_holders(url, holders)
   local n = 0
   for _, e in ipairs(holders) do
+    -- "of pid 4121 on web-3", or for another client's key what is known
+    local whose = e.foreign and "of " .. e.foreign:gsub(", lease %x+$", "")
+      or string.format("of pid %s on %s", tostring(e.pid or "?"), cli.safe(e.host or "?"))
     local id = math.tointeger(tonumber(e.lease, 16))
     local ok, err = atomrun.etcd.revoke(url, id)
     if not ok then
-      prog:say("cannot revoke lease %s of pid %s on %s: %s", e.lease, tostring(e.pid or "?"),
-        cli.safe(e.host or "?"), err)
+      prog:say("cannot revoke lease %s %s: %s", e.lease, whose, err)
     else
       n = n + 1
-      prog:say("revoked lease %s of pid %s on %s (token %d): that holder now sees 'lost'",
-        e.lease, tostring(e.pid or "?"), cli.safe(e.host or "?"), e.token)
+      prog:say("revoked lease %s %s (token %d): that holder now sees 'lost'",
+        e.lease, whose, e.token)
     end
   end
   return n
@@ -133,6 +152,14 @@ end
 
 -- One name's holders and waiters, to the JSON report or as lines; to_entry
 -- and to_line word an entry of its kind (a file's lock, an etcd key).
+-- "held", or for a semaphore's slots "2 of 3 slots taken".
+local function state(holders)
+  local e = holders[1]
+  if not e then return "free" end
+  if e.slots then return string.format("%d of %d slots taken", #holders, e.slots) end
+  return "held"
+end
+
 local function show(report, path, holders, waiters, to_entry, to_line)
   if as_json then
     local r = { path = path, held = #holders > 0, holders = json.array(),
@@ -141,7 +168,7 @@ local function show(report, path, holders, waiters, to_entry, to_line)
     for _, e in ipairs(waiters) do r.waiters[#r.waiters + 1] = to_entry(e) end
     report[#report + 1] = r
   else
-    io.stdout:write(path, ": ", #holders > 0 and "held" or "free", "\n")
+    io.stdout:write(path, ": ", state(holders), "\n")
     for _, e in ipairs(holders) do io.stdout:write(to_line("holds", e), "\n") end
     for _, e in ipairs(waiters) do io.stdout:write(to_line("waits", e), "\n") end
   end
@@ -162,6 +189,7 @@ for _, path in ipairs(paths) do
   end
   if list and is_etcd(path) then
     local holders, waiters = split_queue(list)
+    number_slots(holders)
     held = held or #holders > 0
     show(report, path, holders, waiters, remote_entry, remote_line)
     if revoke then revoked = revoked + revoke_holders(path, holders) end

@@ -98,7 +98,8 @@ function M.doctor_text(rep)
   if rep.leader then out[#out + 1] = "  leader: " .. rep.leader end
   if rep.min_ttl then out[#out + 1] = string.format("  minimum lease TTL: %d s (--ttl below it is refused)", rep.min_ttl) end
   if rep.auth ~= nil then out[#out + 1] = "  authentication: " .. (rep.auth and "on" or "off") end
-  out[#out + 1] = "  keys: " .. etcd.KEY_PREFIX .. "NAME/ (etcdctl get --prefix " .. etcd.KEY_PREFIX .. ")"
+  out[#out + 1] = "  keys: " .. etcd.KEY_PREFIX .. "NAME/<lease hex>, as etcdctl lock NAME makes them"
+    .. " (etcdctl get --prefix NAME/); atomrun's own under " .. etcd.PREFIX .. " (a lock name there is refused)"
   for _, w in ipairs(rep.warnings) do out[#out + 1] = "  warning: " .. w end
   return table.concat(out, "\n") .. "\n"
 end

@@ -17,10 +17,14 @@ local atomrun = require "atomrun.core"
 
 local M = {}
 
---- The etcd keys of NAME live under this prefix (readable with
---- `etcdctl get --prefix atomrun/lock/NAME/`): core.etcd.PREFIX.lock, the
---- key space as src/atomrun.h spells it.
+--- The etcd keys of the lock NAME are KEY_PREFIX .. "NAME/" .. <lease hex>,
+--- etcd's own layout (`etcdctl lock NAME` and clientv3's Mutex make the same
+--- keys, so they exclude atomrun and atomrun them): KEY_PREFIX is "",
+--- core.etcd.PREFIX.lock as src/atomrun.h spells it.  atomrun's bookkeeping
+--- (tickets, creator records, nonces) lives under PREFIX, "atomrun/"; a
+--- lock name equal to it or under it is refused.
 M.KEY_PREFIX = atomrun.etcd.PREFIX.lock
+M.PREFIX = atomrun.etcd.PREFIX.creator:match("^(.*/)creator/$")
 
 -- update's defaults, read at each call (a test may lower NONCE_TTL): the
 -- whole call's timeout, and the TTL of the lease that holds its nonces.
