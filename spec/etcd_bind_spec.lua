@@ -108,12 +108,15 @@ describe("the etcd binding over TLS", function()
     assert.is_true(ar.replace(url, "v1", o))
     local _, kv = assert(ar.read(url, o))
     local seen
-    local r, msg = ar._etcd_watch(url, kv.mod_revision, 20, function(text)
-      if text:find("djE=", 1, true) then seen = text return true end  -- "v1" in base64
+    local r, msg = ar._etcd_watch(url, kv.mod_revision, 20, function(events)
+      for _, e in ipairs(events) do                 -- typed events: bytes, no base64
+        if e.value == "v1" then seen = e return true end
+      end
       return false
     end, o)
     assert.equal(1, r, msg)
-    assert.is_string(seen)
+    assert.equal("v1", seen.value)
+    assert.equal(kv.mod_revision, seen.mod_revision)
     -- an unknown option is a mistake, as for the other calls
     assert.has_error(function() ar._etcd_watch(url, 1, 1, function() end, { cafile = certs.ca }) end)
     -- without them (and none in the environment) the cluster refuses us

@@ -47,7 +47,7 @@ end
 
 --- shown(name) -> name as messages show it: an etcd URL without its
 --- credentials ("etcd://user:pw@h/x" -> "etcd://h/x"); a path unchanged.
---- The C side strips them the same way (atomrun_remote_scrub) in what it
+--- The C side strips them the same way (etcd/lock.c) in what it
 --- records and reports.
 function M.shown(name)
   if M.of(name) ~= "etcd" then return name end
