@@ -303,4 +303,20 @@ int ar_guard_stop(ar_guard *g);
 /* 0 or ATOMRUN_ELOST (why filled).  Sticky. */
 int  ar_session_lost(ar_session *s, char *why, size_t len);
 
+/* --- requests sent again until answered (etcd/retry.c) --- */
+
+typedef struct ar_retry ar_retry;
+/*
+ * A txn that had to reach the cluster (a release, a give-up's leave) got
+ * no answer, or was refused: if no other lock uses s, its lease is let go
+ * (*let_go 1: keepalives stop, the lease is revoked as soon as a member
+ * answers), else the txn is sent again until one does.  txn taken over;
+ * the retry, referenced (NULL: out of memory or threads).
+ */
+ar_retry *ar_not_answered(atomrun_etcd *c, ar_session *s, json_t *txn, const char *err,
+                          const char *why, int *let_go);
+/* 1 once a member answered; why: the last failure. */
+int ar_retry_done(ar_retry *t, char *why, size_t len);
+void ar_retry_unref(ar_retry *t);
+
 #endif

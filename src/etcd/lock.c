@@ -81,17 +81,6 @@
 #define AR_WATCH_SLICE  2.0     /* re-read the queue at least this often */
 #define AR_TICKET_PREFIX ATOMRUN_ETCD_PREFIX "ticket/"
 
-/* A release (or a give-up's leave) whose answer never came: retry_main
- * sends it again until a member answers (retry_start says why). */
-typedef struct ar_retry {
-    pthread_mutex_t mu;
-    int             refs;       /* the thread's, and the lock's if it asks */
-    int             done;       /* a member answered: the key is gone */
-    char            why[ATOMRUN_ERRLEN];   /* the last failure */
-    atomrun_etcd   *c;
-    const char     *path;       /* "/v3/kv/txn" or "/v3/lease/revoke" */
-    json_t         *body;
-} ar_retry;
 
 struct atomrun_etcd_lock {
     atomrun_etcd *c;
@@ -224,112 +213,6 @@ int atomrun_etcd_lock_unguard(atomrun_etcd_lock *l)
     int fired = ar_guard_stop(l->guard);
     l->guard = NULL;
     return fired;
-}
-
-/* ------------------------------------------------------------ records */
-
-/* Remove userinfo ("user:password@") from URLs in s, in place: the command
- * line a record shows may carry an endpoint with its password. */
-static void scrub_userinfo(char *s)
-{
-    char *p = s;
-    while ((p = strstr(p, "://")) != NULL) {
-        char *auth = p + 3, *end = auth, *at = NULL;
-        while (*end && *end != '/' && *end != ' ' && *end != '\t' && *end != '\n') {
-            if (*end == '@')
-                at = end;
-            end++;
-        }
-        if (at)
-            memmove(auth, at + 1, strlen(at + 1) + 1);
-        p = auth;
-    }
-}
-
-/*
- * Who wrote a key, as JSON text (malloc'd): host, pid, cmd (cmd NULL: this
- * process's command line; credentials stripped either way), since (UTC),
- * mode when mode is not NULL, and slots when it is "semaphore".  The lock
- * queue's keys carry it, and so does the creator record of atomrun.create
- * on a key (etcd/kv.c).
- */
-char *ar_writer_record(const char *cmd_given, const char *mode, int slots)
-{
-    char host[256] = "", cmd[512], since[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    json_t *v;
-    char *text;
-
-    gethostname(host, sizeof host - 1);
-    if (cmd_given) {
-        ar_strlcpy(cmd, cmd_given, sizeof cmd);
-        scrub_userinfo(cmd);
-    } else {
-        /* credentials stripped: a URL on the command line may carry a
-         * password */
-        ar_cmdline(0, cmd, sizeof cmd);
-        scrub_userinfo(cmd);
-    }
-    gmtime_r(&t, &tm);
-    strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    v = json_pack("{s:s, s:I, s:s, s:s}", "host", host,
-                  "pid", (json_int_t)getpid(), "cmd", cmd, "since", since);
-    if (v && mode)
-        json_object_set_new(v, "mode", json_string(mode));
-    if (v && mode && strcmp(mode, "semaphore") == 0)
-        json_object_set_new(v, "slots", json_integer(slots));
-    if (!v)
-        return NULL;
-    text = json_dumps(v, JSON_COMPACT);
-    json_decref(v);
-    return text;
-}
-
-/* A record's text field into dst, escaped: whoever could write the key
- * chose these bytes (another user's command line, a host name, or any
- * client of the cluster), and a raw ESC in a busy message or in `atomrun
- * who` would let them rewrite our terminal.  The same rule as a file
- * holder's /proc command line (core/holder.c). */
-static void record_text(const json_t *record, const char *field, char *dst, size_t size)
-{
-    const json_t *v = json_object_get(record, field);
-    if (json_is_string(v))
-        ar_escape(dst, size, (const unsigned char *)json_string_value(v),
-                  json_string_length(v));
-}
-
-/*
- * "2026-12-07T20:08:00Z" (what ar_writer_record writes) as seconds since
- * the epoch, so that `since` is one type for file and etcd holders (an
- * int64, as atomrun_holder's).  0 when the text is anything else (a record
- * another program wrote): unknown, never guessed.
- */
-static int64_t utc_seconds(const char *text)
-{
-    struct tm tm;
-    int n = 0;
-    memset(&tm, 0, sizeof tm);
-    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon,
-               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
-        text[n] != '\0' || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12)
-        return 0;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    return t > 0 ? (int64_t)t : 0;
-}
-
-void ar_writer_of(const json_t *record, atomrun_etcd_holder *h)
-{
-    const json_t *since;
-    if (!json_is_object(record))
-        return;
-    since = json_object_get(record, "since");
-    h->pid = (pid_t)ar_json_int64(record, "pid");
-    record_text(record, "host", h->host, sizeof h->host);
-    record_text(record, "cmd", h->cmd, sizeof h->cmd);
-    h->since = json_is_string(since) ? utc_seconds(json_string_value(since)) : 0;
 }
 
 /* The kinds of key; one with no record we can read (written by another
@@ -733,111 +616,6 @@ static int valid_name(const char *name, char *err, size_t errlen)
     return 0;
 }
 
-/* ------------------------------------------------------------ no answer */
-
-static void retry_unref(ar_retry *t)
-{
-    int left;
-    if (!t)
-        return;
-    pthread_mutex_lock(&t->mu);
-    left = --t->refs;
-    pthread_mutex_unlock(&t->mu);
-    if (left == 0) {
-        pthread_mutex_destroy(&t->mu);
-        json_decref(t->body);
-        free(t);
-    }
-}
-
-/* Send t's request until a member answers, pausing more each time (a
- * cluster without quorum should not be hammered).  An answer settles it:
- * the release compares the key's token, so "not succeeded" means the key
- * is gone already; and "lease not found" (a revoke's, or a leave's put of
- * its ticket) means the lease is gone, and its keys with it.  A refusal
- * (permissions changed under us) is tried again too: while none is
- * answered, the key stays. */
-static void *retry_main(void *ud)
-{
-    ar_retry *t = ud;
-    double nap = 0.25;
-    for (;;) {
-        char err[ATOMRUN_ERRLEN] = "";
-        json_t *ans = NULL;
-        int r = ar_etcd_post(t->c, t->path, t->body, 0, NULL, &ans, err, sizeof err);
-        json_decref(ans);
-        pthread_mutex_lock(&t->mu);
-        t->done = r == 0 || r == -ENOENT;
-        if (!t->done)
-            ar_strlcpy(t->why, err, sizeof t->why);
-        pthread_mutex_unlock(&t->mu);
-        if (t->done)
-            break;
-        ar_sleep(nap);
-        if ((nap *= 2) > 5.0)
-            nap = 5.0;
-    }
-    retry_unref(t);
-    return NULL;
-}
-
-/* Retry body (taken over) on path from a detached thread; why: the first
- * failure.  The retry with a reference for the caller, or NULL (no memory,
- * no thread: nothing retries it). */
-static ar_retry *retry_start(atomrun_etcd *c, const char *path, json_t *body,
-                             const char *why)
-{
-    ar_retry *t = body ? calloc(1, sizeof *t) : NULL;
-    pthread_attr_t attr;
-    pthread_t th;
-    int started;
-    if (!t) {
-        json_decref(body);
-        return NULL;
-    }
-    pthread_mutex_init(&t->mu, NULL);
-    t->refs = 2;
-    t->c = c;
-    t->path = path;
-    t->body = body;
-    ar_strlcpy(t->why, why, sizeof t->why);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    started = pthread_create(&th, &attr, retry_main, t) == 0;
-    pthread_attr_destroy(&attr);
-    if (!started) {
-        t->refs = 1;
-        retry_unref(t);
-        return NULL;
-    }
-    return t;
-}
-
-/*
- * A txn that had to reach the cluster -- a release, a give-up's leave --
- * got no answer (or was refused): the key it is about may still be there,
- * on a lease this process keeps alive, and would hold the name for nobody
- * for as long as the process lives.  Not left so.  If no other lock uses
- * s, the lease is let go (*let_go 1): its keepalives stop, so its keys go
- * within the TTL even if we never reach the cluster again, and it is
- * revoked as soon as a member answers.  Otherwise the txn itself is sent
- * again until a member answers.  txn taken over; the retry, referenced.
- */
-static ar_retry *not_answered(atomrun_etcd *c, ar_session *s, json_t *txn, const char *err,
-                              const char *why, int *let_go)
-{
-    char id[32];
-    int alone = ar_session_users(s) == 1;
-    if (let_go)
-        *let_go = alone;
-    if (!alone)
-        return retry_start(c, "/v3/kv/txn", txn, err);
-    json_decref(txn);
-    ar_session_abandon(s, why);
-    snprintf(id, sizeof id, "%lld", (long long)ar_session_lease(s));
-    return retry_start(c, "/v3/lease/revoke", json_pack("{s:s}", "ID", id), err);
-}
-
 /* ------------------------------------------------------------ acquire */
 
 /*
@@ -1069,7 +847,7 @@ static void give_up(attempt *a, int r)
                  atomrun_now() + grace, derr, sizeof derr) >= 0)
         unclaim_key(a->key);
     else    /* the key stays claimed: the retry may delete it by name */
-        retry_unref(not_answered(a->c, a->s, leave_txn(a->key, a->ticket, !a->unsure, lease),
+        ar_retry_unref(ar_not_answered(a->c, a->s, leave_txn(a->key, a->ticket, !a->unsure, lease),
                                  derr, "given up: the cluster did not answer", NULL));
 }
 
@@ -1150,7 +928,7 @@ int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
 
 static void lock_free(atomrun_etcd_lock *l)
 {
-    retry_unref(l->retry);
+    ar_retry_unref(l->retry);
     ar_session_put(l->s);
     free(l->name);
     free(l->key);
@@ -1170,7 +948,7 @@ static int unlock_unanswered(atomrun_etcd_lock *l, char *err, size_t errlen)
     char first[ATOMRUN_ERRLEN], next[512];
     int let_go = 0;
     ar_strlcpy(first, err, sizeof first);
-    l->retry = not_answered(l->c, l->s, release_txn(l->key, l->token, l->ticket, l->clean,
+    l->retry = ar_not_answered(l->c, l->s, release_txn(l->key, l->token, l->ticket, l->clean,
                                                     ar_session_lease(l->s)),
                             first, "released without an answer: the lease was let go", &let_go);
     if (let_go)
@@ -1196,12 +974,8 @@ static int unlock_again(atomrun_etcd_lock *l, char *err, size_t errlen)
 {
     char why[ATOMRUN_ERRLEN] = "";
     int done = 0;
-    if (l->retry) {
-        pthread_mutex_lock(&l->retry->mu);
-        done = l->retry->done;
-        ar_strlcpy(why, l->retry->why, sizeof why);
-        pthread_mutex_unlock(&l->retry->mu);
-    }
+    if (l->retry)
+        done = ar_retry_done(l->retry, why, sizeof why);
     if (done) {
         unclaim_key(l->key);
         lock_free(l);
