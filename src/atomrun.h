@@ -597,16 +597,22 @@ ATOMRUN_API int atomrun_etcd_lock_acquire(atomrun_etcd *c, const char *name,
 /* The fencing token: strictly increasing from one holder of NAME to the
  * next (the key's create revision). */
 ATOMRUN_API int64_t atomrun_etcd_lock_token(const atomrun_etcd_lock *l);
-/* Rank among the holders when granted (1-based; semaphores). */
-ATOMRUN_API int atomrun_etcd_lock_index(const atomrun_etcd_lock *l);
-ATOMRUN_API const char *atomrun_etcd_lock_key(const atomrun_etcd_lock *l);
-ATOMRUN_API int64_t atomrun_etcd_lock_lease(const atomrun_etcd_lock *l);
-/* The lease's TTL, seconds. */
-ATOMRUN_API int atomrun_etcd_lock_ttl(const atomrun_etcd_lock *l);
-/* The id of the cluster that granted the lock (from its answer; 0 if it
- * gave none).  atomrun_etcd_cluster_id asks c's cluster for its own (one
- * read): two endpoint lists name one cluster when the ids are equal. */
-ATOMRUN_API uint64_t atomrun_etcd_lock_cluster(const atomrun_etcd_lock *l);
+/* What else a held lock is, for messages and for a caller's own txns. */
+typedef struct atomrun_etcd_lockinfo {
+    int64_t     token;      /* atomrun_etcd_lock_token's */
+    int         index;      /* rank among the holders when granted (1-based;
+                               semaphores) */
+    const char *key;        /* its contender key (valid while l lives) */
+    int64_t     lease;      /* the lease the key is bound to */
+    int         ttl;        /* that lease's TTL, seconds */
+    /* The id of the cluster that granted the lock (from its answer; 0 if
+     * it gave none).  atomrun_etcd_cluster_id asks c's cluster for its own
+     * (one read): two endpoint lists name one cluster when the ids are
+     * equal. */
+    uint64_t    cluster;
+} atomrun_etcd_lockinfo;
+ATOMRUN_API void atomrun_etcd_lock_info(const atomrun_etcd_lock *l,
+                                        atomrun_etcd_lockinfo *info);
 ATOMRUN_API int atomrun_etcd_cluster_id(atomrun_etcd *c, double timeout, uint64_t *id,
                                         atomrun_err *err);
 /*

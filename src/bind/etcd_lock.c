@@ -275,12 +275,12 @@ static int rlock_guard(lua_State *L)
         return arL_fail(L, -EINVAL, "the lock is released");
     r = atomrun_etcd_lock_guard(lk->l, (pid_t)pid, ka);
     if (r == -ERANGE) {
-        double most = atomrun_etcd_lock_ttl(lk->l) / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN;
+        double most = ar_etcd_lockinfo(lk->l).ttl / 2.0 - ATOMRUN_ETCD_GUARD_MARGIN;
         char a[32], m[32];
         snprintf(a, sizeof a, "%g", ka);
         snprintf(m, sizeof m, "%g", most);
         luaL_argerror(L, 3, lua_pushfstring(L, "%s s does not fit in a TTL of %d s: at "
-                      "most %s s", a, atomrun_etcd_lock_ttl(lk->l), m));
+                      "most %s s", a, ar_etcd_lockinfo(lk->l).ttl, m));
     }
     if (r < 0)
         return arL_fail(L, r, "cannot guard pid %d: %s", (int)pid, atomrun_strerror(r));
@@ -535,15 +535,15 @@ static void set_handle_values(lua_State *L, rlock *lk, const arL_url *u,
     lua_setiuservalue(L, -2, 2);
     lk->canon = lua_pushstring(L, canon);
     lua_setiuservalue(L, -2, 3);
-    lk->held.cluster = atomrun_etcd_lock_cluster(l);
+    lk->held.cluster = ar_etcd_lockinfo(l).cluster;
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, (lua_Integer)atomrun_etcd_lock_token(l));
     lua_setfield(L, -2, "token");
-    lua_pushinteger(L, atomrun_etcd_lock_index(l));
+    lua_pushinteger(L, ar_etcd_lockinfo(l).index);
     lua_setfield(L, -2, "index");
-    lua_pushstring(L, atomrun_etcd_lock_key(l));
+    lua_pushstring(L, ar_etcd_lockinfo(l).key);
     lua_setfield(L, -2, "key");
-    snprintf(lease, sizeof lease, "%llx", (unsigned long long)atomrun_etcd_lock_lease(l));
+    snprintf(lease, sizeof lease, "%llx", (unsigned long long)ar_etcd_lockinfo(l).lease);
     lua_pushstring(L, lease);
     lua_setfield(L, -2, "lease");
     lua_setiuservalue(L, -2, 4);

@@ -294,7 +294,7 @@ static const char *pushfit(lua_State *L, const char *what, double asked, int ttl
 static double guard_kill_after(lua_State *L, int arg, atomrun_etcd_lock *l)
 {
     double asked = arL_optseconds(L, arg, "kill_after", -1), ka;
-    int ttl = atomrun_etcd_lock_ttl(l);
+    int ttl = ar_etcd_lockinfo(l).ttl;
     if (ar_etcd_kill_after(ttl, asked, &ka) < 0)
         luaL_argerror(L, arg, pushfit(L, "option 'kill_after': ", asked, ttl));
     return ka;

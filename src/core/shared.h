@@ -66,6 +66,15 @@ int ar_file_id(int fd, uint64_t *dev, uint64_t *ino);
  */
 int ar_etcd_kill_after(int ttl, double asked, double *out);
 
+/* One field of atomrun_etcd_lock_info, for the binding's and kv.c's
+ * one-field questions. */
+static inline atomrun_etcd_lockinfo ar_etcd_lockinfo(const atomrun_etcd_lock *l)
+{
+    atomrun_etcd_lockinfo info;
+    atomrun_etcd_lock_info(l, &info);
+    return info;
+}
+
 /* -------------------------------------------------- the held-lock set
  * (core/held.c).  Hidden: an intrusive list with prev/next is no ABI to
  * publish, and a C host that wants "deadlock" for its own locks keeps its
@@ -100,7 +109,7 @@ typedef struct ar_held {
                                            locks merge, see _conflict) */
     int64_t     start, length;          /* ranges; length 0 = to EOF */
     /* etcd names: one cluster is one id whatever endpoints reached it
-     * (atomrun_etcd_lock_cluster, atomrun_etcd_cluster_id); the name
+     * (atomrun_etcd_lock_info, atomrun_etcd_cluster_id); the name
      * is compared byte for byte, never by a hash (a collision would be a
      * false "deadlock"), and is not copied: the caller keeps it alive. */
     uint64_t    cluster;

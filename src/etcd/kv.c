@@ -206,7 +206,7 @@ int atomrun_etcd_put(atomrun_etcd *c, const char *key, const void *data,
             ar_seterr(err, errlen, "not written: %s", why.msg);
             return ATOMRUN_ELOST;
         }
-        lkey = atomrun_etcd_lock_key(o->fence);
+        lkey = ar_etcd_lockinfo(o->fence).key;
     }
     if (o->ttl > 0) {
         int min_ttl = 0;

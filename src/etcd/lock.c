@@ -172,11 +172,16 @@ void atomrun_etcd_lock_opts_init(atomrun_etcd_lock_opts *o)
 }
 
 int64_t atomrun_etcd_lock_token(const atomrun_etcd_lock *l) { return l->token; }
-uint64_t atomrun_etcd_lock_cluster(const atomrun_etcd_lock *l) { return l->cluster; }
-int atomrun_etcd_lock_index(const atomrun_etcd_lock *l) { return l->index; }
-const char *atomrun_etcd_lock_key(const atomrun_etcd_lock *l) { return l->key; }
-int64_t atomrun_etcd_lock_lease(const atomrun_etcd_lock *l) { return l->lease; }
-int atomrun_etcd_lock_ttl(const atomrun_etcd_lock *l) { return l->ttl; }
+
+void atomrun_etcd_lock_info(const atomrun_etcd_lock *l, atomrun_etcd_lockinfo *info)
+{
+    info->token = l->token;
+    info->index = l->index;
+    info->key = l->key;
+    info->lease = l->lease;
+    info->ttl = l->ttl;
+    info->cluster = l->cluster;
+}
 
 int atomrun_etcd_lock_lost(const atomrun_etcd_lock *l, atomrun_err *err)
 {
