@@ -42,10 +42,20 @@
 #define _GNU_SOURCE
 #include "atomrun.h"
 
+#include <time.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* CLOCK_MONOTONIC seconds, the clock atomrun's own deadlines run on. */
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 /* The rank a lock was granted at (atomrun_etcd_lock_info's index). */
 static int lock_index(const atomrun_etcd_lock *l)
@@ -117,7 +127,7 @@ static int cmd_try(atomrun_etcd *c, int argc, char **argv)
     printf("ok %lld %d\n", (long long)atomrun_etcd_lock_token(l),
            lock_index(l));
     if (getenv("ETCD_CORE_TIME"))   /* the bench's hand-off: granted at */
-        printf("granted %.9f\n", atomrun_now());
+        printf("granted %.9f\n", now_s());
     r = atomrun_etcd_lock_release(l, &e);
     return r < 0 ? 1 : 0;
 }
@@ -143,7 +153,7 @@ static int cmd_hold(atomrun_etcd *c, int argc, char **argv)
         usleep(getenv("ETCD_CORE_TIME") ? 200 : 20000);
     }
     if (getenv("ETCD_CORE_TIME"))
-        printf("releasing %.9f\n", atomrun_now());
+        printf("releasing %.9f\n", now_s());
     r = atomrun_etcd_lock_release(l, &e);
     printf("unlock %s|%s\n", atomrun_err_name(r), e.msg);
     return 0;
@@ -222,7 +232,7 @@ static int cmd_cycle(atomrun_etcd *c, char **argv)
         atomrun_err e;
         int r;
         if (i == 1)
-            t0 = atomrun_now();     /* the first cycle also grants the lease */
+            t0 = now_s();     /* the first cycle also grants the lease */
         atomrun_etcd_lock_opts_init(&o);
         o.timeout = 10;
         if (take(c, argv[3], &o, &l) < 0)
@@ -233,7 +243,7 @@ static int cmd_cycle(atomrun_etcd *c, char **argv)
             return 1;
         }
     }
-    printf("%.9f\n", n > 0 ? (atomrun_now() - t0) / n : 0.0);
+    printf("%.9f\n", n > 0 ? (now_s() - t0) / n : 0.0);
     return 0;
 }
 

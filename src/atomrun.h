@@ -378,7 +378,6 @@ ATOMRUN_API int atomrun_exec(char *const argv[], const atomrun_spawn_opts *o);
 
 /* --------------------------------------------------------------- misc */
 
-ATOMRUN_API double atomrun_now(void);            /* CLOCK_MONOTONIC seconds */
 
 /*
  * What the filesystem under dir supports, each tested for real:

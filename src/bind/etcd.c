@@ -313,7 +313,7 @@ int arL_etcd_call(lua_State *L)
     r = atomrun_etcd_open(&cfg, &c, &e);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, e.msg);
-    r = ar_etcd_call(c, path, json, timeout > 0 ? atomrun_now() + timeout : 0, &out,
+    r = ar_etcd_call(c, path, json, timeout > 0 ? ar_now() + timeout : 0, &out,
                      e.msg, sizeof e.msg);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, e.msg);

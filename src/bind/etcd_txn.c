@@ -547,7 +547,7 @@ static int l_revoke(lua_State *L)
         return r;
     snprintf(body, sizeof body, "{\"ID\":\"%lld\"}", (long long)id);
     r = ar_etcd_call(c, "/v3/lease/revoke", body,
-                     timeout > 0 ? atomrun_now() + timeout : 0, &out, err, sizeof err);
+                     timeout > 0 ? ar_now() + timeout : 0, &out, err, sizeof err);
     free(out);
     if (r < 0)
         return arL_fail(L, r, "%s: %s", u->shown, err);

@@ -10,7 +10,7 @@
 
 static int l_now(lua_State *L)
 {
-    lua_pushnumber(L, atomrun_now());
+    lua_pushnumber(L, ar_now());
     return 1;
 }
 

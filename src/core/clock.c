@@ -1,7 +1,7 @@
 /*
  * core/clock.c -- the clocks and a sleep that lasts its full time.
  *
- *   CLOCK_MONOTONIC  atomrun_now(): deadlines of calls, which must not jump
+ *   CLOCK_MONOTONIC  ar_now(): deadlines of calls, which must not jump
  *                    with the wall clock.
  *   CLOCK_BOOTTIME   ar_boot_now(): the monotonic clock plus the time the
  *                    machine was suspended.  The etcd lost rule counts on
@@ -24,7 +24,7 @@ static double seconds_of(const struct timespec *ts)
     return (double)ts->tv_sec + (double)ts->tv_nsec / 1e9;
 }
 
-double atomrun_now(void)
+double ar_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

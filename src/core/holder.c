@@ -85,7 +85,7 @@ static double thread_cpu(void)
 {
     struct timespec ts;
     if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
-        return atomrun_now();
+        return ar_now();
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -101,7 +101,7 @@ static double thread_cpu(void)
 static int scan_overdue(const ar_scan *s)
 {
     return thread_cpu() > s->cpu_deadline ||
-           atomrun_now() > s->wall_deadline;
+           ar_now() > s->wall_deadline;
 }
 
 static void scan_init(ar_scan *s, dev_t dev, ino_t ino, int self_fd,
@@ -113,7 +113,7 @@ static void scan_init(ar_scan *s, dev_t dev, ino_t ino, int self_fd,
     s->self = getpid();
     s->self_fd = self_fd;
     s->cpu_deadline = thread_cpu() + AR_SCAN_CPU_SECONDS;
-    s->wall_deadline = atomrun_now() + AR_SCAN_WALL_SECONDS;
+    s->wall_deadline = ar_now() + AR_SCAN_WALL_SECONDS;
     s->visit = visit;
     s->ctx = ctx;
 }

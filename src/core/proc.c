@@ -310,7 +310,7 @@ static int wait_child(ar_child *c, atomrun_spawn_opts *o,
                       int *status)
 {
     int pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
-    double deadline = o->timeout >= 0 ? atomrun_now() + o->timeout : -1;
+    double deadline = o->timeout >= 0 ? ar_now() + o->timeout : -1;
     int stage = 0;            /* 0 running, 1 TERM sent, 2 KILL sent */
     int flags = WNOHANG | (c->ttyfd >= 0 ? WUNTRACED : 0);
 
@@ -330,14 +330,14 @@ static int wait_child(ar_child *c, atomrun_spawn_opts *o,
         }
         int wait_ms = -1;
         if (deadline >= 0) {
-            double left = deadline - atomrun_now();
+            double left = deadline - ar_now();
             if (left <= 0) {
                 kill(c->target, stage == 0 ? SIGTERM : SIGKILL);
                 if (stage == 0)
                     kill(c->target, SIGCONT);  /* a stopped one must hear it */
                 o->timed_out = 1;
                 stage++;
-                deadline = stage == 1 ? atomrun_now() + o->kill_after : -1;
+                deadline = stage == 1 ? ar_now() + o->kill_after : -1;
                 continue;
             }
             /* (int) of a double beyond INT_MAX is undefined: a timeout of

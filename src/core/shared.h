@@ -17,6 +17,10 @@
 /* close(2) as -errno (core/lock.c says why it never retries). */
 int ar_close(int fd);
 
+/* CLOCK_MONOTONIC seconds: every internal deadline's clock (core/clock.c).
+ * Not public: no public call takes a deadline, only relative timeouts. */
+double ar_now(void);
+
 /* Sleep the full time, despite signals (core/clock.c). */
 void ar_sleep(double seconds);
 
@@ -45,7 +49,7 @@ int ar_err_from_name(const char *name);
 /*
  * One raw gateway call, for the binding's _etcd_call (`atomrun doctor`):
  * POST json to path ("/v3/kv/range") and return the answer's JSON text in
- * *out (malloc'd).  deadline: atomrun_now()-based absolute time, or <= 0
+ * *out (malloc'd).  deadline: ar_now()-based absolute time, or <= 0
  * for now + op_timeout.  0, ATOMRUN_EUNAVAILABLE, -EACCES (auth), -EPROTO
  * (not an etcd endpoint), -EINVAL (the server rejected the request: err
  * has its message), -ENOMEM (etcd/http.c).  A C host has atomrun_etcd_txn.

@@ -233,7 +233,7 @@ static int wait_poll(ar_attempt_fn attempt, void *ctx, double deadline)
 {
     long step = 1000000L;                       /* 1 ms */
     for (;;) {
-        double left = deadline - atomrun_now();
+        double left = deadline - ar_now();
         int r;
         if (left <= 0)
             return ATOMRUN_ETIMEOUT;
@@ -250,7 +250,7 @@ static int wait_poll(ar_attempt_fn attempt, void *ctx, double deadline)
 
 static int wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
 {
-    double deadline = atomrun_now() + timeout;
+    double deadline = ar_now() + timeout;
     sigset_t ours, saved;
     int signo, r;
 
@@ -272,7 +272,7 @@ static int wait_until(ar_attempt_fn attempt, void *ctx, double timeout)
             r = attempt(ctx, 1);
             if (r != -EINTR)
                 break;
-            if (atomrun_now() >= deadline) {
+            if (ar_now() >= deadline) {
                 r = ATOMRUN_ETIMEOUT;
                 break;
             }

@@ -165,5 +165,5 @@ atomrun_err *ar_err_start(atomrun_err *err, atomrun_err *own)
 double ar_deadline_in(double timeout)
 {
     /* 0 stays 0: ar_etcd_post's own default, now + op_timeout. */
-    return timeout > 0 ? atomrun_now() + timeout : timeout < 0 ? 1e300 : 0;
+    return timeout > 0 ? ar_now() + timeout : timeout < 0 ? 1e300 : 0;
 }

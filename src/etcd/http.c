@@ -417,10 +417,10 @@ static void trace_attempt(const atomrun_etcd *c, int ep, const char *path, size_
         return;
     if (cr == CURLE_OK)
         fprintf(stderr, "atomrun: etcd: %s %s (%zu bytes): HTTP %ld in %.1f ms\n",
-                c->eps[ep], path, len, http, (atomrun_now() - t0) * 1e3);
+                c->eps[ep], path, len, http, (ar_now() - t0) * 1e3);
     else
         fprintf(stderr, "atomrun: etcd: %s %s (%zu bytes): %s after %.1f ms\n",
-                c->eps[ep], path, len, ar_curl.easy_strerror(cr), (atomrun_now() - t0) * 1e3);
+                c->eps[ep], path, len, ar_curl.easy_strerror(cr), (ar_now() - t0) * 1e3);
 }
 
 /* One attempt; *unsure (when not NULL) is set if it failed after its
@@ -453,7 +453,7 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
         ar_curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_abort);
         ar_curl.easy_setopt(h, CURLOPT_XFERINFODATA, (void *)po->abort_flag);
     }
-    t0 = atomrun_now();
+    t0 = ar_now();
     cr = ar_conn_perform(&k);
     ar_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
     trace_attempt(c, ep, path, strlen(body), cr, http, t0);
@@ -597,7 +597,7 @@ static void next_endpoint(atomrun_etcd *c, int ep, int how, int *fails, double d
 {
     ar_leave_endpoint(c, ep);
     if (++*fails % c->neps == 0 || how == AT_RETRY) {
-        double nap = 0.05 * (*fails / c->neps + 1), left = deadline - atomrun_now();
+        double nap = 0.05 * (*fails / c->neps + 1), left = deadline - ar_now();
         if (nap > 0.5)
             nap = 0.5;
         if (nap > left)
@@ -619,9 +619,9 @@ static int post(atomrun_etcd *c, const char *path, json_t *body, double deadline
     if (!text)
         return -ENOMEM;
     if (!(deadline > 0))
-        deadline = atomrun_now() + c->op_timeout;
+        deadline = ar_now() + c->op_timeout;
     for (;;) {
-        double left = deadline - atomrun_now(), attempt;
+        double left = deadline - ar_now(), attempt;
         char *token;
         int ep, how, rc = 0;
 

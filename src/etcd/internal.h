@@ -101,7 +101,7 @@ typedef struct ar_post_opts {
 /*
  * POST body to path on the cluster and parse the answer.  Rotates to the
  * next endpoint on a transport error, a timeout or an answer that says the
- * cluster has no leader, until deadline (absolute, atomrun_now() clock;
+ * cluster has no leader, until deadline (absolute, ar_now() clock;
  * <= 0: now + op_timeout).  0 and *answer (a new reference; for the
  * streaming keepalive, the "result" object), or a negative result and err.
  * Server errors: -ENOENT (gRPC NotFound: a lease that is gone), -EACCES

@@ -663,7 +663,7 @@ typedef struct attempt {
 static double op_deadline(const attempt *a)
 {
     return a->o->timeout > 0 ? a->wait_until
-                             : atomrun_now() + ar_etcd_op_timeout(a->c);
+                             : ar_now() + ar_etcd_op_timeout(a->c);
 }
 
 static int check_request(const char *name, lock_req *o)
@@ -731,12 +731,12 @@ static int requeue(attempt *a)
     /* best effort: the lease takes them anyway (then the put of the ticket
      * fails the txn: "lease not found") */
     if (txn_send(a->c, leave_txn(a->key, a->ticket, !a->unsure, ar_session_lease(a->s)),
-                 atomrun_now() + 1.0, derr, sizeof derr) >= 0 ||
+                 ar_now() + 1.0, derr, sizeof derr) >= 0 ||
         strstr(derr, "lease not found"))
         unclaim_key(a->key);
     ar_session_put(a->s);
     a->s = NULL;
-    if (++a->requeues > 3 || atomrun_now() >= a->wait_until) {
+    if (++a->requeues > 3 || ar_now() >= a->wait_until) {
         snprintf(a->o->err, sizeof a->o->err, "lost the place in the queue of %s "
                  "while waiting (the lease expired)", a->name);
         return ATOMRUN_ELOST;
@@ -792,14 +792,14 @@ static int wait_and_reread(attempt *a, const entry *wait_for, double left)
 {
     lock_req *o = a->o;
     int r = wait_delete(a->c, a->prefix, wait_for ? wait_for->key : NULL, a->q.revision,
-                        atomrun_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
+                        ar_now() + (left < AR_WATCH_SLICE ? left : AR_WATCH_SLICE),
                         o->err, sizeof o->err);
     if (r < 0)
         return r;
     queue_free(&a->q);
     r = read_queue(a->c, a->prefix, o->timeout > 0 ? a->wait_until : op_deadline(a),
                    &a->q, o->err, sizeof o->err);
-    if (r == ATOMRUN_EUNAVAILABLE && o->timeout > 0 && atomrun_now() >= a->wait_until)
+    if (r == ATOMRUN_EUNAVAILABLE && o->timeout > 0 && ar_now() >= a->wait_until)
         r = ATOMRUN_ETIMEOUT;
     return r;
 }
@@ -825,7 +825,7 @@ static int wait_turn(attempt *a, atomrun_etcd_lock **out)
             fill_holder(blocker, &o->holder);
             o->holder.waiting = !decide(&a->q, (int)(blocker - a->q.e), &ignore, &ignore);
         }
-        left = a->wait_until - atomrun_now();
+        left = a->wait_until - ar_now();
         if (o->timeout == 0 || left <= 0)
             return o->timeout == 0 ? ATOMRUN_EBUSY : ATOMRUN_ETIMEOUT;
         if ((r = wait_and_reread(a, wait_for, left)) < 0)
@@ -849,7 +849,7 @@ static void give_up(attempt *a, int r)
     if (grace > ar_etcd_op_timeout(a->c))
         grace = ar_etcd_op_timeout(a->c);
     if (txn_send(a->c, leave_txn(a->key, a->ticket, !a->unsure, lease),
-                 atomrun_now() + grace, derr, sizeof derr) >= 0)
+                 ar_now() + grace, derr, sizeof derr) >= 0)
         unclaim_key(a->key);
     else    /* the key stays claimed: the retry may delete it by name */
         ar_retry_unref(ar_not_answered(a->c, a->s, leave_txn(a->key, a->ticket, !a->unsure, lease),
@@ -892,7 +892,7 @@ static int acquire(atomrun_etcd *c, const char *name, lock_req *o,
     a.c = c;
     a.name = name;
     a.o = o;
-    a.wait_until = o->timeout < 0 ? 1e300 : atomrun_now() + o->timeout;
+    a.wait_until = o->timeout < 0 ? 1e300 : ar_now() + o->timeout;
     snprintf(a.prefix, sizeof a.prefix, "%s%s/", ATOMRUN_ETCD_LOCK_PREFIX, name);
     a.value = ar_writer_record(o->cmd, o->slots > 1 ? "semaphore"
                                : o->mode == ATOMRUN_SHARED ? "shared" : "exclusive",

@@ -234,8 +234,8 @@ static int keepalive_once(ar_session *s, double *sent, int64_t *ttl,
     pthread_mutex_unlock(&s->mu);
     *sent = ar_boot_now();
     /* Worth trying until the lease could have run out; the request's own
-     * deadline is on atomrun_now()'s clock. */
-    deadline = atomrun_now() + (deadline - *sent);
+     * deadline is on ar_now()'s clock. */
+    deadline = ar_now() + (deadline - *sent);
     /* One try per endpoint may take up to a third of the TTL, so that a
      * stopped member is left in time for the others. */
     po.attempt_cap = s->ttl / 3.0 < 2.0 ? s->ttl / 3.0 : 2.0;
@@ -359,17 +359,17 @@ static void at_exit(void)
     }
     /* One deadline for all of them: a cluster that does not answer must
      * not hold the exit up a second per session. */
-    double until = atomrun_now() + 1.5, end = until + 5.0;
+    double until = ar_now() + 1.5, end = until + 5.0;
     for (i = 0; i < n; i++) {
         ar_session *s = mine[i];
         int lost;
         pthread_mutex_lock(&s->mu);
-        while (s->running && atomrun_now() < until)
-            ar_cond_wait_for(&s->cv, &s->mu, until - atomrun_now());
+        while (s->running && ar_now() < until)
+            ar_cond_wait_for(&s->cv, &s->mu, until - ar_now());
         lost = s->lost;
         pthread_mutex_unlock(&s->mu);
-        if (!lost && atomrun_now() < end)
-            lease_revoke(s, atomrun_now() + 1.0 < end ? atomrun_now() + 1.0
+        if (!lost && ar_now() < end)
+            lease_revoke(s, ar_now() + 1.0 < end ? ar_now() + 1.0
                                                       : end);
         /* The reference is not dropped: a thread still running (a stuck
          * call) may use s until the process is gone. */

@@ -84,7 +84,7 @@ int ar_etcd_watch(atomrun_etcd *c, json_t *create_request, double until,
     CURL *h;
     struct curl_slist *hdr;
     char *text, *token = NULL;
-    double left = until - atomrun_now();
+    double left = until - ar_now();
     int ep;
     CURLcode cr;
 
@@ -170,7 +170,7 @@ int atomrun_etcd_watch(atomrun_etcd *c, const char *key, int64_t start_rev,
 {
     /* No forever: the stream's transfer needs a finite time for curl, and
      * a watch returns on any break anyway (the caller looks again). */
-    double until = atomrun_now() + (timeout > 0 ? timeout : 0);
+    double until = ar_now() + (timeout > 0 ? timeout : 0);
     atomrun_err own;
     char *err = ar_err_start(e, &own)->msg;
     size_t errlen = sizeof own.msg;
