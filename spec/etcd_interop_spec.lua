@@ -177,6 +177,11 @@ describe("etcd locks beside etcdctl lock", function()
     assert.equal(k.create, r.holders[1].token)
     assert.matches("without an atomrun record", r.holders[1].foreign)
     assert.equal(0, #r.waiters)              -- ours went: wait=false leaves no key
+    -- once --status names it the same way
+    st, out = H.run("once", "--status", C:url(name))
+    assert.equal(0, st, out)
+    assert.matches(" is running: held by an etcd client without an atomrun record, lease "
+                   .. k.lease, out)
     -- --revoke breaks it as it breaks ours: the name is free at once
     local err
     st, out, err = H.run("who", "--revoke", C:url(name))

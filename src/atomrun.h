@@ -209,7 +209,10 @@ ATOMRUN_API const char *atomrun_range_mechanism(void);
 /*
  * Every lock on a file, held or waited for (`atomrun who`): flock, OFD and
  * POSIX, in /proc/locks order, each with its live holder (or waiter) as
- * in atomrun_holder; a waiter's mode and range are what it asks for.  An
+ * in atomrun_holder.  Held flock and OFD locks are read from their
+ * holders' /proc/PID/fdinfo (written under the inode's lock, so a read
+ * under lock churn never skips or repeats one; those a torn read of
+ * /proc/locks missed come last); waiters and POSIX locks from /proc/locks; a waiter's mode and range are what it asks for.  An
  * OFD waiter is named only when /proc/PID/task/TID/syscall shows it
  * blocked in F_OFD_SETLKW (ptrace access: own processes, or root).
  * Returns the count (0: no lock) with *list malloc'd (free() it), or
@@ -577,8 +580,11 @@ ATOMRUN_API void atomrun_etcd_lock_opts_init(atomrun_etcd_lock_opts *o);
 typedef struct atomrun_etcd_lock atomrun_etcd_lock;
 
 /*
- * Take the lock NAME (any bytes but NUL, not empty, at most 200) on the
- * cluster.  0 and *out; ATOMRUN_EBUSY (timeout 0), ATOMRUN_ETIMEOUT,
+ * Take the lock NAME on the cluster: any bytes but NUL, at most 200, not
+ * empty, and none of: a leading or trailing '/', an empty segment ("a//b"),
+ * "atomrun" or a name under "atomrun/" (atomrun's own keys) -- -EINVAL.
+ * The contender key is NAME "/" <lease hex>, as etcdctl lock and clientv3's
+ * Mutex make theirs, so they exclude each other.  0 and *out; ATOMRUN_EBUSY (timeout 0), ATOMRUN_ETIMEOUT,
  * ATOMRUN_EUNAVAILABLE, ATOMRUN_ELOST (the lease expired while waiting and
  * no time was left to queue again), -ERANGE (ttl), -EINVAL, -EACCES, -EPROTO.
  * A waiter that gives up leaves no key behind.  Two out-parameters besides

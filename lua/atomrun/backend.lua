@@ -46,12 +46,15 @@ function M.near_miss(name)
 end
 
 --- shown(name) -> name as messages show it: an etcd URL without its
---- credentials ("etcd://user:pw@h/x" -> "etcd://h/x"); a path unchanged.
---- The C side strips them the same way (etcd/lock.c) in what it
---- records and reports.
+--- credentials ("etcd://user:pw@h/x" -> "etcd://h/x"), as the binding's URL
+--- parser shows it (the one place credentials are stripped); a path
+--- unchanged.  A URL the parser refuses is not shown at all, lest it carry
+--- a password.
 function M.shown(name)
   if M.of(name) ~= "etcd" then return name end
-  return (name:gsub("^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@", "%1"))
+  local key, shown = require("atomrun.core")._etcd_key(name)
+  if key then return shown end
+  return name:match("^[A-Za-z][A-Za-z0-9+.-]*://") .. "... (not a valid etcd name)"
 end
 
 return M

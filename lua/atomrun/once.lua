@@ -142,7 +142,7 @@ local function status_remote(url)
   if not queue then return nil, err, code end
   for _, e in ipairs(queue) do
     if not e.waiting then
-      return { pid = e.pid, host = e.host, cmd = e.cmd, token = e.token,
+      return { pid = e.pid, host = e.host, cmd = e.cmd, token = e.token, foreign = e.foreign,
                since = e.since and os.date("!%Y-%m-%dT%H:%M:%SZ", e.since) }
     end
   end

@@ -88,6 +88,10 @@ local function show_status()
     io.stdout:write(shown, " is not running\n")
     os.exit(1)
   end
+  if rec.foreign then       -- etcdctl lock, Go's Mutex: no atomrun record
+    io.stdout:write(string.format("%s is running: held by %s\n", shown, cli.safe(rec.foreign)))
+    os.exit(0)
+  end
   local what = type(rec.argv) == "table" and table.concat(rec.argv, " ") or rec.cmd or "?"
   io.stdout:write(string.format("%s is running: pid %s on %s since %s (%s)\n", shown,
     tostring(rec.pid or "?"), cli.safe(tostring(rec.host or "?")), tostring(rec.since or "?"),
