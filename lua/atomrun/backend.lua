@@ -22,27 +22,14 @@ end
 --- is_etcd(name) -> true when of(name) is "etcd"
 function M.is_etcd(name) return M.of(name) == "etcd" end
 
--- The scheme words, longest first (src/bind/etcd.c has the same list).
-local SCHEMES = { "etcd+https", "etcd+http", "etcd" }
-
 --- near_miss(name) -> message | nil: a name that looks like a mistyped
 --- etcd URL ("etcd:/h:2379/x", "etcd:h:2379/x", "etcd//h:2379/x", any
---- case), which lock, open, create, replace and read refuse (C twin:
---- arL_nearurl) and the CLI turns into a usage error, never a local file.
+--- case), which lock, open, create, replace and read refuse, and the CLI
+--- turns into a usage error, never a local file.  The rule and its words
+--- are the binding's (arL_nearurl), asked, not written again here.
 function M.near_miss(name)
   if type(name) ~= "string" then return nil end
-  local lower = name:lower()
-  for _, word in ipairs(SCHEMES) do
-    if lower:sub(1, #word) == word then
-      local rest = name:sub(#word + 1)
-      if (rest:sub(1, 1) == ":" and rest:sub(1, 3) ~= "://") or rest:sub(1, 2) == "//" then
-        return name .. " looks like a mistyped etcd name, not a file: the form is "
-          .. "etcd://HOST:PORT[,HOST:PORT...]/NAME (or etcd:///NAME with ATOMRUN_ETCD)"
-      end
-      return nil
-    end
-  end
-  return nil
+  return require("atomrun.core")._etcd_mistyped(name)
 end
 
 --- shown(name) -> name as messages show it: an etcd URL without its

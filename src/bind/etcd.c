@@ -53,11 +53,29 @@ int arL_nearurl(const char *s)
     return 0;
 }
 
-int arL_failnearurl(lua_State *L, const char *name)
+/* What is said of such a name, wherever it is refused. */
+static void pushnearurl(lua_State *L, const char *name)
 {
-    return arL_fail(L, -EINVAL, "%s looks like a mistyped etcd name, not a file: the form is "
+    lua_pushfstring(L, "%s looks like a mistyped etcd name, not a file: the form is "
                     "etcd://HOST:PORT[,HOST:PORT...]/NAME (or etcd:///NAME with ATOMRUN_ETCD)",
                     name);
+}
+
+int arL_failnearurl(lua_State *L, const char *name)
+{
+    pushnearurl(L, name);
+    return arL_fail(L, -EINVAL, "%s", lua_tostring(L, -1));
+}
+
+/* core._etcd_mistyped(name) -> the message when name looks like a
+ * mistyped etcd URL, else nil: the CLI's usage error (atomrun.backend's
+ * near_miss), by the rule lock() refuses such a name with. */
+static int etcd_mistyped(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TSTRING || !arL_nearurl(lua_tostring(L, 1)))
+        return 0;
+    pushnearurl(L, lua_tostring(L, 1));
+    return 1;
 }
 
 static int hex_digit(int ch)
@@ -366,6 +384,7 @@ void arL_openremote(lua_State *L)
         { "_etcd_queue", arL_etcd_queue }, { "_etcd_call", arL_etcd_call },
         { "_etcd_endpoints", arL_etcd_endpoints },
         { "_etcd_key", arL_etcd_key }, { "_etcd_watch", arL_etcd_watch },
+        { "_etcd_mistyped", etcd_mistyped },
         { "_etcd_kill_after", arL_etcd_kill_after },
         { NULL, NULL } };
     arL_openetcdlock(L);

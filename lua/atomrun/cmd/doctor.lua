@@ -27,9 +27,8 @@ end)
 if #operands > 1 then prog:usage_error("doctor takes one directory") end
 dir = operands[1]
 dir = dir or "."
-if require("atomrun.backend").near_miss(dir) then
-  prog:usage_error("%s", require("atomrun.backend").near_miss(dir))
-end
+local mistyped = require("atomrun.backend").near_miss(dir)
+if mistyped then prog:usage_error("%s", mistyped) end
 
 -- etcd://...: the cluster instead of a filesystem (lua/atomrun/etcd/doctor.lua)
 if require("atomrun.backend").is_etcd(dir) then

@@ -68,7 +68,8 @@ local args = { ... }
 local rest = prog:getopt(args, SPEC, on)
 local name = rest[1]
 if not name then prog:usage_error("no job NAME given") end
-if backend.near_miss(name) then prog:usage_error("%s", backend.near_miss(name)) end
+local mistyped = backend.near_miss(name)
+if mistyped then prog:usage_error("%s", mistyped) end
 if not backend.is_etcd(name) and not name:match("^[%w][%w._-]*$") then
   prog:usage_error("bad job name '%s' (letters, digits, '.', '_' and '-')", name)
 end
