@@ -159,7 +159,7 @@ static int on_result(void *ctx, json_t *result)
     }
     if (got == n)
         stop = w->fn(w->ud, ev, n) ? 1 : 0;
-    for (i = 0; i < got + (got < n); i++)
+    for (i = 0; i < n; i++)         /* calloc'd: the unread ones are empty */
         ar_kv_clear(&ev[i].kv);
     free(ev);
     return stop;
