@@ -404,17 +404,25 @@ static int debug_etcd(void)
     int v = atomic_load(&state);
     if (v == 0) {
         const char *d = getenv("ATOMRUN_DEBUG");
-        v = d && (strcmp(d, "etcd") == 0 || strstr(d, "etcd,") == d || strstr(d, ",etcd")) ? 2 : 1;
+        v = 1;
+        while (d && *d) {                     /* "etcd" as one word of the list */
+            size_t n = strcspn(d, ",");
+            if (n == 4 && strncmp(d, "etcd", 4) == 0)
+                v = 2;
+            d += n + (d[n] == ',');
+        }
         atomic_store(&state, v);
     }
     return v == 2;
 }
 
-static void trace_attempt(const atomrun_etcd *c, int ep, const char *path, size_t len,
+static void trace_attempt(const atomrun_etcd *c, int ep, const char *path, const char *body,
                           CURLcode cr, long http, double t0)
 {
+    size_t len;
     if (!debug_etcd())
         return;
+    len = strlen(body);
     if (cr == CURLE_OK)
         fprintf(stderr, "atomrun: etcd: %s %s (%zu bytes): HTTP %ld in %.1f ms\n",
                 c->eps[ep], path, len, http, (ar_now() - t0) * 1e3);
@@ -456,7 +464,7 @@ static int attempt_once(atomrun_etcd *c, int ep, const char *path,
     t0 = ar_now();
     cr = ar_conn_perform(&k);
     ar_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
-    trace_attempt(c, ep, path, strlen(body), cr, http, t0);
+    trace_attempt(c, ep, path, body, cr, http, t0);
     ar_curl.slist_free_all(hdr);
     if (cr != CURLE_OK && unsure && request_sent(h))
         *unsure = 1;
