@@ -129,8 +129,6 @@ end
 -- never overwritten.
 local function write_merged(st, tbl, wopts)
   local bad
-  local uopts = wopts
-  uopts.merge = nil
   local new, err, code = M.update(st._name, function(old)
     local cur = {}
     if old and old ~= "" then
@@ -143,7 +141,7 @@ local function write_merged(st, tbl, wopts)
     end
     for k, v in pairs(tbl) do cur[k] = v end
     return json.encode(cur) .. "\n"
-  end, uopts)
+  end, wopts)
   if bad then return nil, bad, "EINVAL" end
   if new == nil then return nil, err, code end
   return true
