@@ -60,6 +60,14 @@ local function fresh(rec, lockpath)
   return pid ~= nil and pid > 0 and atomrun.holds(lockpath, pid) == true
 end
 
+-- The record at base.json if it is fresh (its pid holds base.lock now),
+-- else nil: missing, not JSON, or a stale one of an earlier run.
+local function fresh_record(base)
+  local ok, rec = pcall(json.decode, atomrun.read(base .. ".json") or "")
+  if ok and type(rec) == "table" and fresh(rec, base .. ".lock") then return rec end
+  return nil
+end
+
 local function describe(name, rec, holder)
   if rec and rec.pid then
     local argv = type(rec.argv) == "table" and table.concat(rec.argv, " ") or "?"
@@ -158,8 +166,8 @@ local function status_local(name, dir)
   end
   for _, e in ipairs(list) do
     if not e.waiting then
-      local okj, rec = pcall(json.decode, atomrun.read(base .. ".json") or "")
-      if okj and fresh(rec, base .. ".lock") then
+      local rec = fresh_record(base)
+      if rec then
         rec.host = rec.host or atomrun.hostname()
         return rec
       end
@@ -206,11 +214,7 @@ function M.once(name, opts)
     local rec
     local until_t = atomrun.now() + 0.5
     repeat
-      local okj, r = pcall(json.decode, atomrun.read(base .. ".json") or "")
-      rec = okj and type(r) == "table" and r or nil
-      if rec and not fresh(rec, base .. ".lock") then
-        rec = nil                       -- a stale record of an earlier run
-      end
+      rec = fresh_record(base)
       if rec or not (holder and holder.pid) then break end
       atomrun.sleep(0.01)
     until atomrun.now() >= until_t
